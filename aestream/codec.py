@@ -1,0 +1,169 @@
+"""Decoding reading messages: bytes in, :class:`Reading` tuples out, or :class:`InvalidReading` with the reason.
+
+A message is one JSON reading or a JSON array of readings (the batched form)::
+
+    {"sensor": "pump-7", "ts": 1767225600000, "values": {"temperature": 61.2, "pressure": 3.1}}
+    {"sensor": "pump-7", "ts": "2026-01-01T00:00:00Z", "values": [61.2, 3.1]}
+
+``ts`` is epoch milliseconds or an ISO-8601 string (UTC unless it carries an offset); ``values`` is an object
+keyed by channel (every configured channel, no other) or a list in the configured channel order. A batched
+message is accepted or refused as a whole, so a dead-lettered message can be replayed without duplicates.
+
+>>> d = ReadingDecoder(("a", "b"))
+>>> d.decode(b'{"sensor": "s1", "ts": 1767225600000, "values": [1, 2.5]}')
+[Reading(sensor='s1', ts_ms=1767225600000, values=(1.0, 2.5))]
+>>> d.decode(b'{"sensor": "s1", "ts": 1767225600000, "values": {"a": 1}}')
+Traceback (most recent call last):
+...
+aestream.errors.InvalidReading: values lacks channel 'b'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+from aestream.errors import InvalidReading
+
+__all__ = ["Reading", "ReadingDecoder", "encode_reading", "parse_ts_ms"]
+
+DEFAULT_MAX_BYTES = 1_000_000
+DEFAULT_MAX_READINGS = 10_000
+MAX_SENSOR_ID_CHARS = 256
+# Epoch ms outside [2000-01-01, 2200-01-01) is refused: it is almost surely seconds, microseconds or garbage.
+MIN_TS_MS = 946_684_800_000
+MAX_TS_MS = 7_258_118_400_000
+
+
+class Reading(NamedTuple):
+    """One sensor's values at one event time."""
+
+    sensor: str
+    ts_ms: int
+    values: tuple[float, ...]
+
+
+class ReadingDecoder:
+    """Turns message bytes into readings for a fixed channel list."""
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        max_message_bytes: int = DEFAULT_MAX_BYTES,
+        max_readings_per_message: int = DEFAULT_MAX_READINGS,
+    ) -> None:
+        self.channels = tuple(channels)
+        self._index = {c: i for i, c in enumerate(self.channels)}
+        self.max_message_bytes = max_message_bytes
+        self.max_readings_per_message = max_readings_per_message
+
+    def decode(self, data: bytes | None) -> list[Reading]:
+        """All readings of one message; raises :class:`InvalidReading` with the reason."""
+        if data is None:
+            raise InvalidReading("empty message (null value)")
+        if len(data) > self.max_message_bytes:
+            raise InvalidReading(f"message of {len(data)} bytes exceeds stream.max_message_bytes "
+                                 f"({self.max_message_bytes})")
+        try:
+            doc = json.loads(data, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as e:
+            raise InvalidReading(f"not JSON: {_short(e)}") from None
+        if isinstance(doc, list):
+            if not doc:
+                raise InvalidReading("empty batch: a batched message must hold at least one reading")
+            if len(doc) > self.max_readings_per_message:
+                raise InvalidReading(f"batch of {len(doc)} readings exceeds stream.max_readings_per_message "
+                                     f"({self.max_readings_per_message})")
+            out = []
+            for i, item in enumerate(doc):
+                try:
+                    out.append(self._reading(item))
+                except InvalidReading as e:
+                    raise InvalidReading(f"batch item {i}: {e}") from None
+            return out
+        return [self._reading(doc)]
+
+    def _reading(self, doc: Any) -> Reading:
+        if not isinstance(doc, dict):
+            raise InvalidReading(f"a reading must be a JSON object, got {type(doc).__name__}")
+        missing = [k for k in ("sensor", "ts", "values") if k not in doc]
+        if missing:
+            raise InvalidReading(f"missing field(s) {', '.join(missing)}")
+        sensor = doc["sensor"]
+        if not isinstance(sensor, str) or not sensor or len(sensor) > MAX_SENSOR_ID_CHARS:
+            raise InvalidReading(f"sensor must be a non-empty string of at most {MAX_SENSOR_ID_CHARS} "
+                                 f"characters, got {_short(sensor)}")
+        return Reading(sensor, parse_ts_ms(doc["ts"]), self._values(doc["values"]))
+
+    def _values(self, raw: Any) -> tuple[float, ...]:
+        n = len(self.channels)
+        if isinstance(raw, list):
+            if len(raw) != n:
+                raise InvalidReading(f"values has {len(raw)} numbers, expected {n} (channels {list(self.channels)})")
+            return tuple(_number(v, self.channels[i]) for i, v in enumerate(raw))
+        if isinstance(raw, dict):
+            unknown = [k for k in raw if k not in self._index]
+            if unknown:
+                raise InvalidReading(f"unknown channel {_short(unknown[0])}; configured: {list(self.channels)}")
+            for c in self.channels:
+                if c not in raw:
+                    raise InvalidReading(f"values lacks channel {c!r}")
+            return tuple(_number(raw[c], c) for c in self.channels)
+        raise InvalidReading(f"values must be an object or a list, got {type(raw).__name__}")
+
+
+def parse_ts_ms(ts: Any) -> int:
+    """Epoch milliseconds from an integer/float of ms or an ISO-8601 string.
+
+    >>> parse_ts_ms("2026-01-01T00:00:01Z")
+    1767225601000
+    >>> parse_ts_ms(1767225601000.0)
+    1767225601000
+    """
+    if isinstance(ts, bool):
+        raise InvalidReading(f"ts must be epoch milliseconds or ISO-8601, got {ts!r}")
+    if isinstance(ts, (int, float)):
+        if not math.isfinite(ts):
+            raise InvalidReading(f"ts is not finite: {ts!r}")
+        value = int(ts)
+    elif isinstance(ts, str):
+        try:
+            dt = datetime.fromisoformat(ts.replace("Z", "+00:00") if ts.endswith("Z") else ts)
+        except ValueError:
+            raise InvalidReading(f"ts {_short(ts)} is not ISO-8601") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        value = int(round(dt.timestamp() * 1000))
+    else:
+        raise InvalidReading(f"ts must be epoch milliseconds or ISO-8601, got {type(ts).__name__}")
+    if not MIN_TS_MS <= value < MAX_TS_MS:
+        raise InvalidReading(f"ts {value} ms is outside 2000..2200: is it seconds or microseconds?")
+    return value
+
+
+def encode_reading(sensor: str, ts_ms: int, values: list[float] | tuple[float, ...]) -> bytes:
+    """The canonical list-form JSON of one reading."""
+    return json.dumps({"sensor": sensor, "ts": ts_ms, "values": list(values)}, separators=(",", ":")).encode()
+
+
+def _number(v: Any, channel: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidReading(f"channel {channel!r} value {_short(v)} is not a number")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise InvalidReading(f"channel {channel!r} value is too large for a float") from None
+    if not math.isfinite(f):
+        raise InvalidReading(f"channel {channel!r} value {v!r} is not finite")
+    return f
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _short(v: object, limit: int = 60) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

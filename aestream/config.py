@@ -1,0 +1,265 @@
+"""Configuration: ``config.toml`` parsed once into frozen dataclasses, one per section.
+
+Every key is checked against its dataclass field: an unknown key, or a value of the wrong type, raises
+:class:`~aestream.errors.ConfigError` naming the key, the value and the fix. Secrets may come from the
+environment (``AESTREAM_KAFKA_SASL_PASSWORD``, ``AESTREAM_KAFKA_SSL_PASSWORD``) and never appear in ``repr``.
+This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aestream.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "Config",
+    "KafkaConfig",
+    "ModelConfig",
+    "PathsConfig",
+    "StreamConfig",
+    "ThresholdConfig",
+    "load_config",
+    "parse_config",
+]
+
+DEFAULT_CHANNELS = ("temperature", "pressure", "vibration", "current")
+SECRET_ENV = {
+    "sasl_password": "AESTREAM_KAFKA_SASL_PASSWORD",
+    "ssl_password": "AESTREAM_KAFKA_SSL_PASSWORD",
+}
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Where readings come from and where events, dead letters and models go."""
+
+    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:19092",)
+    group_id: str = "aestream"
+    client_id: str = "aestream"
+    input_topics: tuple[str, ...] = ("readings",)
+    output_topic: str = "anomalies"
+    dead_letter_topic: str = "aestream-dead-letter"
+    auto_offset_reset: str = "earliest"
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    max_poll_records: int = 2_000
+    poll_timeout_ms: int = 200
+    rebuild_lookback_messages: int = 5_000
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_password: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        _require(self.auto_offset_reset in ("earliest", "latest"), "kafka.auto_offset_reset",
+                 self.auto_offset_reset, 'use "earliest" or "latest"')
+        _require(self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+                 "kafka.security_protocol", self.security_protocol,
+                 "use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+        for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_records", "poll_timeout_ms"):
+            _require(getattr(self, name) > 0, f"kafka.{name}", getattr(self, name), "use a positive number")
+        _require(len(self.input_topics) > 0, "kafka.input_topics", self.input_topics, "name at least one topic")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How each sensor's readings are cut into windows."""
+
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    window_size: int = 32
+    stride: int = 4
+    max_gap_ms: int = 10_000
+    max_message_bytes: int = 1_000_000
+    max_readings_per_message: int = 10_000
+    max_future_ms: int = 86_400_000
+    sensor_ttl_s: float = 3_600.0
+
+    def __post_init__(self) -> None:
+        _require(len(self.channels) > 0, "stream.channels", self.channels, "list at least one channel")
+        _require(len(set(self.channels)) == len(self.channels), "stream.channels", self.channels,
+                 "remove the duplicate channel names")
+        _require(self.window_size >= 2, "stream.window_size", self.window_size, "use 2 or more readings")
+        _require(1 <= self.stride <= self.window_size, "stream.stride", self.stride,
+                 f"use a value from 1 to window_size ({self.window_size})")
+        _require(self.max_gap_ms > 0, "stream.max_gap_ms", self.max_gap_ms, "use a positive number of ms")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which autoencoder to train and how. Family-specific settings live in sub-tables."""
+
+    family: str = "conv"
+    latent_size: int = 8
+    hidden_size: int = 64
+    device: str = "auto"
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    validation_fraction: float = 0.2
+    patience: int = 8
+    seed: int = 0
+    torch_threads: int = 0
+    detrend_channels: tuple[str, ...] = ()
+    score_reduce: str = "mean"
+    sparse: dict[str, Any] = field(default_factory=dict)
+    contractive: dict[str, Any] = field(default_factory=dict)
+    denoising: dict[str, Any] = field(default_factory=dict)
+    conv: dict[str, Any] = field(default_factory=dict)
+    vanilla: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        families = ("vanilla", "sparse", "contractive", "denoising", "conv")
+        _require(self.family in families, "model.family", self.family, f"use one of {', '.join(families)}")
+        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "model.device",
+                 self.device, 'use "auto", "cpu" or "cuda"')
+        _require(self.score_reduce in ("mean", "max"), "model.score_reduce", self.score_reduce,
+                 'use "mean" or "max"')
+        _require(0.0 < self.validation_fraction < 1.0, "model.validation_fraction", self.validation_fraction,
+                 "use a fraction between 0 and 1")
+        for name in ("latent_size", "hidden_size", "epochs", "batch_size"):
+            _require(getattr(self, name) > 0, f"model.{name}", getattr(self, name), "use a positive number")
+
+    def family_params(self) -> dict[str, Any]:
+        """The hyperparameters of the configured family's own sub-table."""
+        return dict(getattr(self, self.family))
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """How the alarm threshold is calibrated from validation scores, and the k-of-n rule."""
+
+    method: str = "quantile"
+    quantile: float = 0.995
+    factor: float = 1.0
+    target_far: float = 0.001
+    pot_initial_quantile: float = 0.98
+    smoothing: int = 1
+    k: int = 1
+    n: int = 1
+    critical_ratio: float = 2.0
+
+    def __post_init__(self) -> None:
+        _require(self.method in ("quantile", "pot"), "threshold.method", self.method, 'use "quantile" or "pot"')
+        _require(0.0 < self.quantile < 1.0, "threshold.quantile", self.quantile, "use a value between 0 and 1")
+        _require(0.0 < self.target_far < 1.0, "threshold.target_far", self.target_far,
+                 "use a value between 0 and 1")
+        _require(self.smoothing >= 1, "threshold.smoothing", self.smoothing, "use 1 (off) or more windows")
+        _require(1 <= self.k <= self.n, "threshold.k", self.k, f"use a value from 1 to n ({self.n})")
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where models and local state are kept."""
+
+    model_dir: str = "var/models"
+    state_dir: str = "var/state"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def replace(self, **sections: Any) -> Config:
+        """A copy with some sections' keys changed: ``cfg.replace(kafka={"group_id": "g"})``."""
+        changed = {name: dataclasses.replace(getattr(self, name), **keys) for name, keys in sections.items()}
+        return dataclasses.replace(self, **changed)
+
+
+def _require(ok: bool, key: str, value: object, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key} = {value!r} is invalid: {fix}")
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Read and check a ``config.toml``; ``None`` gives the defaults (plus secrets from the environment)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} not found: pass --config with an existing file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {p} is not valid TOML ({e}): fix the syntax at that line") from None
+    return parse_config(data, os.environ if environ is None else environ)
+
+
+def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Build a :class:`Config` from a TOML-shaped dict, checking every key and type."""
+    sections: dict[str, Any] = {}
+    hints = typing.get_type_hints(Config)
+    for name, value in data.items():
+        if name not in hints:
+            raise ConfigError(_unknown_key(name, value, list(hints)))
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {name} = {value!r} is invalid: it must be a table [{name}]")
+        sections[name] = _build(hints[name], value, name)
+    kafka = sections.get("kafka", KafkaConfig())
+    for key, var in SECRET_ENV.items():
+        if environ and environ.get(var):
+            kafka = dataclasses.replace(kafka, **{key: environ[var]})
+    sections["kafka"] = kafka
+    return Config(**sections)
+
+
+def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{prefix}.{key}"
+        if key not in hints:
+            raise ConfigError(_unknown_key(where, value, [f"{prefix}.{k}" for k in hints]))
+        kwargs[key] = _coerce(hints[key], value, where)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {where} = {value!r} is invalid: it must be a list, e.g. [\"a\", \"b\"]")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(item, v, where) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {where} = {value!r} is invalid: it must be a table")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if isinstance(value, bool) and hint is not bool or not isinstance(value, hint):
+            example = {int: "a whole number", float: "a number", str: "a quoted string", bool: "true or false"}
+            raise ConfigError(f"config key {where} = {value!r} is invalid: it must be {example[hint]}")
+        return value
+    raise AssertionError(f"unsupported config type {hint!r} for {where}")
+
+
+def _unknown_key(where: str, value: object, known: list[str]) -> str:
+    close = difflib.get_close_matches(where, known, n=1)
+    fix = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
+    return f"unknown config key {where} = {value!r}: {fix}"

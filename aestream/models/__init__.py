@@ -1,0 +1,31 @@
+"""The autoencoder families, one module each, over :mod:`aestream.models.base`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aestream.models.base import Autoencoder
+from aestream.models.contractive import ContractiveAutoencoder
+from aestream.models.conv import ConvAutoencoder
+from aestream.models.denoising import DenoisingAutoencoder
+from aestream.models.sparse import SparseAutoencoder
+from aestream.models.vanilla import VanillaAutoencoder
+
+__all__ = ["FAMILIES", "Autoencoder", "build_model"]
+
+FAMILIES: dict[str, type[Autoencoder]] = {
+    cls.family: cls
+    for cls in (VanillaAutoencoder, SparseAutoencoder, ContractiveAutoencoder, DenoisingAutoencoder, ConvAutoencoder)
+}
+
+
+def build_model(family: str, **hyperparameters: Any) -> Autoencoder:
+    """A fresh model of ``family``; unknown families or hyperparameters raise ``ValueError`` naming them."""
+    try:
+        cls = FAMILIES[family]
+    except KeyError:
+        raise ValueError(f"unknown model family {family!r}: use one of {', '.join(FAMILIES)}") from None
+    try:
+        return cls(**hyperparameters)
+    except TypeError as e:
+        raise ValueError(f"bad hyperparameters for family {family!r}: {e}") from None

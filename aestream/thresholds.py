@@ -1,0 +1,100 @@
+"""Alarm thresholds, calibrated on validation scores and kept outside the model, and the per-sensor alarm rule.
+
+>>> round(quantile_threshold(np.arange(101.0), 0.9, factor=2.0), 6)
+180.0
+>>> rule = AlarmRule(threshold=1.0, k=2, n=3)
+>>> [rule.update("s", x)[1] for x in (2.0, 0.0, 2.0, 2.0, 0.0, 0.0)]
+[False, False, True, True, True, False]
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["AlarmRule", "causal_smooth", "pot_threshold", "quantile_threshold"]
+
+
+def quantile_threshold(scores: np.ndarray, quantile: float, factor: float = 1.0) -> float:
+    """``factor`` × the ``quantile`` of ``scores``."""
+    return float(np.quantile(np.asarray(scores, dtype=np.float64), quantile) * factor)
+
+
+def pot_threshold(scores: np.ndarray, target_far: float, initial_quantile: float = 0.98) -> float:
+    """Peaks over threshold: fit a generalised Pareto tail above ``initial_quantile`` and return the score that
+    is exceeded with probability ``target_far`` (Siffer et al., 2017), by probability-weighted moments.
+
+    Falls back to the empirical quantile when the tail has too few distinct peaks to fit.
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    t = float(np.quantile(s, initial_quantile))
+    peaks = s[s > t] - t
+    if target_far >= 1 - initial_quantile or len(peaks) < 10 or np.ptp(peaks) == 0:
+        return float(np.quantile(s, 1 - target_far))
+    # PWM estimators (Hosking & Wallis 1987): a0 = mean, a1 = E[X (1 - F(X))].
+    n = len(peaks)
+    a0 = peaks.mean()
+    a1 = np.sum(peaks * (n - 1 - np.arange(n)) / (n - 1)) / n
+    xi = 2.0 - a0 / (a0 - 2 * a1)  # shape, in the convention F(x) = 1 - (1 + xi x / sigma)^(-1/xi)
+    sigma = 2 * a0 * a1 / (a0 - 2 * a1)
+    ratio = target_far * len(s) / n
+    if abs(xi) < 1e-6:
+        return float(t - sigma * np.log(ratio))
+    return float(t + sigma / xi * (ratio ** (-xi) - 1))
+
+
+def causal_smooth(scores: np.ndarray, span: int) -> np.ndarray:
+    """Trailing mean over the last ``span`` scores (the first ones average what is there).
+
+    >>> causal_smooth(np.array([0.0, 3.0, 0.0, 3.0]), 2).tolist()
+    [0.0, 1.5, 1.5, 1.5]
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    if span <= 1:
+        return x
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    idx = np.arange(1, len(x) + 1)
+    lo = np.maximum(idx - span, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+@dataclass
+class _SensorAlarm:
+    scores: deque[float]
+    flags: deque[bool]
+
+
+class AlarmRule:
+    """Per-sensor causal smoothing of the score, then a k-of-n rule over threshold crossings.
+
+    ``update`` returns the smoothed score and whether the sensor is in alarm after this window.
+    """
+
+    def __init__(self, threshold: float, k: int = 1, n: int = 1, smoothing: int = 1) -> None:
+        if not 1 <= k <= n:
+            raise ValueError(f"k-of-n rule needs 1 <= k <= n, got k={k}, n={n}")
+        self.threshold, self.k, self.n, self.smoothing = threshold, k, n, smoothing
+        self._state: dict[str, _SensorAlarm] = {}
+
+    def update(self, sensor: str, score: float) -> tuple[float, bool]:
+        st = self._state.get(sensor)
+        if st is None:
+            st = self._state[sensor] = _SensorAlarm(deque(maxlen=self.smoothing), deque(maxlen=self.n))
+        st.scores.append(score)
+        smoothed = sum(st.scores) / len(st.scores)
+        st.flags.append(smoothed > self.threshold)
+        return smoothed, sum(st.flags) >= self.k
+
+    def drop(self, sensors: list[str] | set[str]) -> None:
+        for s in sensors:
+            self._state.pop(s, None)
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        """The rule over one sensor's whole score series at once (for offline evaluation)."""
+        smoothed = causal_smooth(scores, self.smoothing)
+        over = (smoothed > self.threshold).astype(np.int64)
+        c = np.cumsum(np.insert(over, 0, 0))
+        idx = np.arange(1, len(over) + 1)
+        return (c[idx] - c[np.maximum(idx - self.n, 0)]) >= self.k
