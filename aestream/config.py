@@ -89,7 +89,6 @@ class StreamConfig:
     max_gap_ms: int = 10_000
     max_message_bytes: int = 1_000_000
     max_readings_per_message: int = 10_000
-    max_future_ms: int = 86_400_000
     sensor_ttl_s: float = 3_600.0
 
     def __post_init__(self) -> None:
@@ -252,7 +251,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool):
-        if isinstance(value, bool) and hint is not bool or not isinstance(value, hint):
+        if (isinstance(value, bool) and hint is not bool) or not isinstance(value, hint):
             example = {int: "a whole number", float: "a number", str: "a quoted string", bool: "true or false"}
             raise ConfigError(f"config key {where} = {value!r} is invalid: it must be {example[hint]}")
         return value

@@ -44,7 +44,7 @@ class Window:
 
 
 class _SensorState:
-    __slots__ = ("buf", "ts", "pos", "count", "last_ts", "seen_at")
+    __slots__ = ("buf", "count", "last_ts", "pos", "seen_at", "ts")
 
     def __init__(self, window_size: int, n_channels: int) -> None:
         # Each reading is written twice, at pos and pos + window_size, so every window is one contiguous slice.

@@ -1,0 +1,33 @@
+"""Our own message types at the Kafka edge: what the edge hands in (:class:`Record`) and takes out
+(:class:`Outgoing`). No Kafka client type crosses into the rest of the package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Outgoing", "Partition", "Record"]
+
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed message, with its provenance."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    replay: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to produce."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)

@@ -1,0 +1,302 @@
+"""The worker: the composition root that wires the Kafka edge to the domain and owns the loop.
+
+One step of the loop::
+
+    poll records → decode (bad → dead letter) → windows per sensor → score the batch → alarm rule
+    → anomaly events → producer flush → commit offsets
+
+Offsets are committed only after the producer has acknowledged every event and dead letter of those offsets
+(at-least-once); event ids are deterministic, so a replay after a crash repeats the same ids. A new model is
+swapped in only between steps. ``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in
+flight, which flushes and commits before the worker closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from aestream.bundle import ModelBundle
+from aestream.codec import ReadingDecoder
+from aestream.config import Config
+from aestream.errors import BundleError, InvalidReading
+from aestream.events import anomaly_event, encode_event
+from aestream.messages import Outgoing, Partition, Record
+from aestream.stages import Scored, Stage
+from aestream.thresholds import AlarmRule
+from aestream.windows import LATE, Window, Windower
+
+__all__ = ["ModelSource", "Sink", "Source", "StepStats", "Worker", "dead_letter"]
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]: ...
+    def commit(self, offsets: dict[Partition, int]) -> bool: ...
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    def send(self, msg: Outgoing) -> None: ...
+    def flush(self, timeout_s: float = 60.0) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+class ModelSource(Protocol):
+    """Where the worker gets its model: ``current()`` names the serving version, ``load(v)`` loads it."""
+
+    def current(self) -> str | None: ...
+    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle: ...
+
+
+@dataclass
+class StepStats:
+    """What one step did (the worker also keeps running totals in ``Worker.totals``)."""
+
+    records: int = 0
+    readings: int = 0
+    windows: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    late: int = 0
+    replayed: int = 0
+    model_version: str = ""
+    events_out: list[dict[str, Any]] = field(default_factory=list)
+
+
+def dead_letter(topic: str, rec: Record, reason: str) -> Outgoing:
+    """The dead-letter message for ``rec``: its original bytes and key, provenance and reason in headers."""
+    headers = [
+        ("aestream.reason", reason.encode()),
+        ("aestream.source.topic", rec.topic.encode()),
+        ("aestream.source.partition", str(rec.partition).encode()),
+        ("aestream.source.offset", str(rec.offset).encode()),
+        ("aestream.source.timestamp_ms", str(rec.timestamp_ms).encode()),
+    ]
+    return Outgoing(topic, rec.value if rec.value is not None else b"", rec.key, headers)
+
+
+class Worker:
+    """Consumes readings, scores windows, emits events; see the module docstring for the step order."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        source: Source,
+        sink: Sink,
+        models: ModelSource,
+        *,
+        device: str = "cpu",
+        clock: Callable[[], float] = time.monotonic,
+        model_check_interval_s: float = 1.0,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        stages: Iterable[Stage] = (),
+    ) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.sink = sink
+        self.models = models
+        self.device = device
+        self.clock = clock
+        self.model_check_interval_s = model_check_interval_s
+        self.on_event = on_event
+        self.stages = list(stages)
+        s = cfg.stream
+        self.decoder = ReadingDecoder(s.channels, s.max_message_bytes, s.max_readings_per_message)
+        self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms)
+        self._sensor_partition: dict[str, Partition] = {}
+        self._stop = threading.Event()
+        self._last_model_check = -float("inf")
+        self._last_evict = clock()
+        self.bundle: ModelBundle | None = None
+        self.rule: AlarmRule | None = None
+        self.totals = StepStats()
+
+    # -- model ------------------------------------------------------------------------------------------------
+    def refresh_model(self, force: bool = False) -> None:
+        """Swap in the store's current version if it changed (called between steps only)."""
+        now = self.clock()
+        if not force and now - self._last_model_check < self.model_check_interval_s:
+            return
+        self._last_model_check = now
+        version = self.models.current()
+        if version is None or (self.bundle is not None and version == self.bundle.version):
+            return
+        try:
+            bundle = self.models.load(version, self.device)
+            self._check_compatible(bundle)
+        except BundleError as e:
+            if self.bundle is None:
+                raise
+            log.error("model %s refused, still serving %s: %s", version, self.bundle.version, e)
+            return
+        previous = self.bundle.version if self.bundle else None
+        self.bundle = bundle
+        a = bundle.alarm
+        self.rule = AlarmRule(bundle.threshold, k=int(a.get("k", 1)), n=int(a.get("n", 1)),
+                              smoothing=int(a.get("smoothing", 1)))
+        log.info("serving model %s (%s, threshold %.4g), was %s", version, bundle.family, bundle.threshold, previous)
+
+    def _check_compatible(self, bundle: ModelBundle) -> None:
+        s = self.cfg.stream
+        if bundle.channels != tuple(s.channels) or bundle.window_size != s.window_size:
+            raise BundleError(
+                f"model {bundle.version} was trained for channels {list(bundle.channels)} and window_size "
+                f"{bundle.window_size}, but stream.channels = {list(s.channels)} and stream.window_size = "
+                f"{s.window_size}: retrain it with this config (aestream train)")
+
+    # -- partitions -------------------------------------------------------------------------------------------
+    def on_partitions_changed(self, parts: list[Partition]) -> None:
+        """Forget the window and alarm state of sensors on partitions that moved (they are rebuilt by replay)."""
+        moved = set(parts)
+        gone = [s for s, p in self._sensor_partition.items() if p in moved]
+        self.windows.drop(gone)
+        if self.rule is not None:
+            self.rule.drop(gone)
+        for s in gone:
+            del self._sensor_partition[s]
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to end after the step in flight."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, max_idle_s: float | None = None) -> StepStats:
+        """Loop until :meth:`stop` (or ``max_idle_s`` without records); returns the totals."""
+        self.refresh_model(force=True)
+        idle_since = self.clock()
+        try:
+            while not self._stop.is_set():
+                stats = self.step()
+                if stats.records:
+                    idle_since = self.clock()
+                elif max_idle_s is not None and self.clock() - idle_since > max_idle_s:
+                    break
+        finally:
+            self.close()
+        return self.totals
+
+    def step(self) -> StepStats:
+        """One poll → process → flush → commit."""
+        self.refresh_model()
+        records = self.source.poll()
+        stats = self.process(records)
+        if records:
+            self.sink.flush()
+            self.source.commit(_next_offsets(records))
+        self._evict_idle()
+        self._add_totals(stats)
+        return stats
+
+    def process(self, records: list[Record]) -> StepStats:
+        """Decode, window, score and emit for a batch of records (no flush, no commit)."""
+        assert self.bundle is not None and self.rule is not None, "refresh_model() first"
+        stats = StepStats(records=len(records), model_version=self.bundle.version)
+        closed: list[tuple[Window, Record]] = []
+        now = self.clock()
+        dlq = self.cfg.kafka.dead_letter_topic
+        for rec in records:
+            stats.replayed += rec.replay
+            try:
+                readings = self.decoder.decode(rec.value)
+            except InvalidReading as e:
+                if not rec.replay:
+                    self.sink.send(dead_letter(dlq, rec, str(e)))
+                    stats.dead_letters += 1
+                continue
+            part = (rec.topic, rec.partition)
+            for r in readings:
+                stats.readings += 1
+                self._sensor_partition[r.sensor] = part
+                w = self.windows.push(r.sensor, r.ts_ms, r.values, now)
+                if w is LATE:
+                    stats.late += 1
+                elif w is not None:
+                    closed.append((w, rec))  # type: ignore[arg-type]
+        scored = self._score(closed, stats) if closed else []
+        for stage in self.stages:
+            for msg in (stage.on_scored(scored) if scored else []) + stage.on_tick(now):
+                self.sink.send(msg)
+        return stats
+
+    def _score(self, closed: list[tuple[Window, Record]], stats: StepStats) -> list[Scored]:
+        assert self.bundle is not None and self.rule is not None
+        b = self.bundle
+        batch = b.scorer.score(np.stack([w.values for w, _ in closed]))
+        critical = float(b.alarm.get("critical_ratio", self.cfg.threshold.critical_ratio))
+        stats.windows += len(closed)
+        topic = self.cfg.kafka.output_topic
+        scored: list[Scored] = []
+        for i, (w, rec) in enumerate(closed):
+            smoothed, alarm = self.rule.update(w.sensor, float(batch.scores[i]))
+            if not alarm or rec.replay:
+                scored.append(Scored(w, smoothed, b.threshold, alarm, batch.shares[i], b.version, None, rec.replay))
+                continue
+            event = anomaly_event(
+                sensor=w.sensor, window_start_ms=w.start_ms, window_end_ms=w.end_ms, score=smoothed,
+                threshold=b.threshold, critical_ratio=critical, channels=b.channels, shares=batch.shares[i],
+                model_version=b.version, model_family=b.family, source=(rec.topic, rec.partition, rec.offset))
+            self.sink.send(Outgoing(topic, encode_event(event), w.sensor.encode()))
+            stats.events += 1
+            stats.events_out.append(event)
+            scored.append(Scored(w, smoothed, b.threshold, alarm, batch.shares[i], b.version, event, False))
+            if self.on_event:
+                self.on_event(event)
+        return scored
+
+    def _evict_idle(self) -> None:
+        now = self.clock()
+        ttl = self.cfg.stream.sensor_ttl_s
+        if now - self._last_evict < min(ttl, 60.0):
+            return
+        self._last_evict = now
+        gone = self.windows.evict_idle(now, ttl)
+        if gone:
+            if self.rule is not None:
+                self.rule.drop(gone)
+            for s in gone:
+                self._sensor_partition.pop(s, None)
+            log.info("evicted %d idle sensors", len(gone))
+
+    def _add_totals(self, s: StepStats) -> None:
+        t = self.totals
+        t.records += s.records
+        t.readings += s.readings
+        t.windows += s.windows
+        t.events += s.events
+        t.dead_letters += s.dead_letters
+        t.late += s.late
+        t.replayed += s.replayed
+        t.model_version = s.model_version or t.model_version
+
+    def close(self) -> None:
+        """Flush what is in flight and close both clients."""
+        try:
+            self.sink.flush()
+        finally:
+            self.source.close()
+            self.sink.close()
+
+
+def _next_offsets(records: Iterable[Record]) -> dict[Partition, int]:
+    """The offset to commit per partition: one past the last record seen.
+
+    >>> _next_offsets([Record("t", 0, 5, None, b"", 0), Record("t", 0, 6, None, b"", 0)])
+    {('t', 0): 7}
+    """
+    out: dict[Partition, int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        out[key] = max(out.get(key, 0), r.offset + 1)
+    return out

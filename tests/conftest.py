@@ -1,0 +1,80 @@
+"""Shared fixtures: one real Kafka broker per test session, fresh topic/group names per test, a small model."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aestream.bundle import ModelBundle
+from aestream.config import Config
+from aestream.fitting import train_bundle
+from aestream.simulate import Plant
+
+ROOT = Path(__file__).resolve().parents[1]
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+CHANNELS = ("temperature", "pressure", "vibration", "current")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with socket.socket() as s:  # the controller listens on port + 1: make sure it is free too
+        s.bind(("127.0.0.1", port + 1))
+    return int(port)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Apache Kafka broker (KRaft) started by deploy/kafka/kafka.sh, or AESTREAM_TEST_BOOTSTRAP."""
+    given = os.environ.get("AESTREAM_TEST_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("kafka")
+    subprocess.run(["bash", str(KAFKA_SH), "start", str(port), str(workdir)], check=True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run(["bash", str(KAFKA_SH), "stop", str(workdir)], check=False)
+
+
+@pytest.fixture()
+def kafka_config(kafka_bootstrap: str, tmp_path: Path) -> Config:
+    """Defaults pointed at the session broker, with topic and group names of this test alone."""
+    run = uuid.uuid4().hex[:10]
+    return Config().replace(
+        kafka={"bootstrap_servers": (kafka_bootstrap,), "group_id": f"g-{run}", "input_topics": (f"in-{run}",),
+               "output_topic": f"out-{run}", "dead_letter_topic": f"dlq-{run}", "session_timeout_ms": 6000,
+               "heartbeat_interval_ms": 1000, "poll_timeout_ms": 100},
+        stream={"channels": CHANNELS, "window_size": 16, "stride": 4},
+        paths={"model_dir": str(tmp_path / "models"), "state_dir": str(tmp_path / "state")},
+    )
+
+
+def small_bundle(cfg: Config, family: str = "vanilla", seed: int = 0, epochs: int = 25) -> ModelBundle:
+    """A real model trained on a simulated plant's normal readings (a few seconds on CPU)."""
+    plant = Plant(4, cfg.stream.channels, seed=seed)
+    normal = plant.signal(800)
+    model = cfg.replace(model={"family": family, "epochs": epochs, "hidden_size": 32, "latent_size": 6,
+                               "torch_threads": 1, "device": "cpu"}).model
+    return train_bundle(list(normal), cfg.stream, model, cfg.threshold)
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture()
+def train_small() -> object:
+    """``train_small(cfg, family="vanilla")`` → a real trained :class:`ModelBundle`."""
+    return small_bundle
