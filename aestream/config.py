@@ -25,10 +25,13 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
+    "AlertsConfig",
     "Config",
     "KafkaConfig",
     "ModelConfig",
+    "OpsConfig",
     "PathsConfig",
+    "RetrainConfig",
     "StreamConfig",
     "ThresholdConfig",
     "load_config",
@@ -166,6 +169,27 @@ class ThresholdConfig:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    """Alert routing: anomaly events become episodes (open/update/resolve) routed to sinks. (issue 4)"""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Scheduled retraining on recent normal data. (issue 3)"""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    """Operations surface: metrics and health endpoints, logs. (issue 7)"""
+
+    metrics_port: int = 0
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     """Where models and local state are kept."""
 
@@ -182,6 +206,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    ops: OpsConfig = field(default_factory=OpsConfig)
 
     def replace(self, **sections: Any) -> Config:
         """A copy with some sections' keys changed: ``cfg.replace(kafka={"group_id": "g"})``."""
