@@ -88,7 +88,7 @@ class ModelStore:
             if not older:
                 raise BundleError(f"no version older than {cur} to roll back to in {self.root}")
             version = older[-1]
-        load_bundle(self.root / version)  # refuse to point at a broken bundle
+        self.load(version)  # refuse to point at a missing or broken bundle
         self.set_current(version)
         return version
 

@@ -1,0 +1,35 @@
+# aestream — the README's two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: install kafka demo test test-unit lint bench soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,report,parquet]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install aestream with its dev extras
+
+kafka:  ## fetch the Apache Kafka jars from Maven Central (cached in deploy/kafka/lib)
+	bash deploy/kafka/kafka.sh fetch
+
+demo: install kafka  ## the whole pipeline on a simulated plant (starts a local broker on 127.0.0.1:19092)
+	$(BIN)/aestream --log-level WARNING demo
+
+test: install kafka  ## every test: unit, doctests and integration against a real broker the tests start
+	$(BIN)/python -m pytest
+
+test-unit: install  ## only the tests that need no broker
+	$(BIN)/python -m pytest -m "not integration"
+
+lint: install
+	$(BIN)/ruff check aestream tests benchmarks
+	$(BIN)/mypy aestream
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

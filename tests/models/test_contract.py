@@ -1,0 +1,111 @@
+"""One contract suite for every autoencoder family: shapes, finite scores, determinism, save/load, learning,
+and a planted outlier scoring above normal windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aestream.bundle import ModelBundle, load_bundle, save_bundle
+from aestream.models import FAMILIES, build_model
+from aestream.models.contractive import ContractiveAutoencoder
+from aestream.models.sparse import SparseAutoencoder
+from aestream.training import fit_scorer
+
+W, C = 16, 3
+CHANNELS = ("x", "y", "z")
+
+
+def _normal_segment(n: int = 1200, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return np.stack([np.sin(t / 5), np.cos(t / 7), 0.5 * np.sin(t / 5 + 1)], 1) + 0.05 * rng.standard_normal((n, 3))
+
+
+def _fit(family: str, seed: int = 0, epochs: int = 15):  # type: ignore[no-untyped-def]
+    return fit_scorer([_normal_segment()], CHANNELS, window_size=W, family=family, latent_size=4, hidden_size=32,
+                      epochs=epochs, seed=seed, device="cpu", torch_threads=1)
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def fitted(family: str):  # type: ignore[no-untyped-def]
+    return _fit(family)
+
+
+def test_shapes_and_finite_scores(family: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(family, window_size=W, n_channels=C, latent_size=4, hidden_size=32)
+    x = torch.randn(7, W, C)
+    assert model(x).shape == (7, W, C)
+    assert model.encode(x).shape == (7, 4)
+    assert model.channel_errors(x).shape == (7, C)
+    score = model.score(x)
+    assert score.shape == (7,) and torch.isfinite(score).all()
+    assert torch.isfinite(model.loss(x))
+
+
+def test_training_is_deterministic_for_a_seed(family: str, fitted) -> None:  # type: ignore[no-untyped-def]
+    again = _fit(family)
+    for a, b in zip(fitted.scorer.model.state_dict().values(), again.scorer.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_loss_decreases_on_a_small_fit(fitted) -> None:  # type: ignore[no-untyped-def]
+    history = fitted.metrics["val_loss_history"]
+    assert min(history) < 0.5 * history[0]
+
+
+def test_a_planted_outlier_scores_above_normal_windows(fitted) -> None:  # type: ignore[no-untyped-def]
+    normal = np.stack([_normal_segment(200, seed=5)[i : i + W] for i in range(0, 180, 4)])
+    odd = normal[:1].copy()
+    odd[0, 5:10, 1] += 3.0
+    scores = fitted.scorer.score(np.concatenate([normal, odd])).scores
+    assert np.isfinite(scores).all()
+    assert scores[-1] > scores[:-1].max()
+    shares = fitted.scorer.score(odd).shares[0]
+    assert shares.argmax() == 1 and shares.sum() == pytest.approx(1.0)
+
+
+def test_save_load_round_trip_on_cpu(fitted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle = ModelBundle(fitted.scorer, threshold=1.5, channels=CHANNELS, version="v0042")
+    save_bundle(bundle, tmp_path / "b")
+    loaded = load_bundle(tmp_path / "b", device="cpu")
+    windows = np.stack([_normal_segment(100, seed=9)[i : i + W] for i in range(0, 80, 8)])
+    np.testing.assert_allclose(loaded.scorer.score(windows).scores, fitted.scorer.score(windows).scores, rtol=1e-6)
+    assert (loaded.threshold, loaded.channels, loaded.version) == (1.5, CHANNELS, "v0042")
+    assert loaded.family == fitted.scorer.model.family
+
+
+def test_contractive_penalty_matches_autograd_jacobian() -> None:
+    torch.manual_seed(0)
+    model = ContractiveAutoencoder(window_size=4, n_channels=2, latent_size=3).double()
+    x = torch.randn(5, 4, 2, dtype=torch.float64)
+    expected = torch.stack([
+        torch.autograd.functional.jacobian(lambda v: model.encode(v.view(1, 4, 2))[0], xi.flatten()).pow(2).sum()
+        for xi in x
+    ]).mean()
+    torch.testing.assert_close(model.jacobian_penalty(x), expected, rtol=0, atol=1e-5)
+
+
+def test_sparse_kl_penalty_is_zero_at_the_target_rate_and_positive_elsewhere() -> None:
+    from aestream.models.sparse import kl_sparsity
+
+    assert float(kl_sparsity(torch.full((8, 4), 0.05), 0.05)) == pytest.approx(0.0, abs=1e-6)
+    assert float(kl_sparsity(torch.full((8, 4), 0.5), 0.05)) > 0.1
+    model = SparseAutoencoder(W, C, penalty="kl")
+    assert torch.isfinite(model.loss(torch.randn(4, W, C)))
+
+
+def test_unknown_family_or_hyperparameter_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown model family 'lstm'"):
+        build_model("lstm", window_size=W, n_channels=C)
+    with pytest.raises(ValueError, match=r"bad hyperparameters for family 'conv'.*wobble"):
+        build_model("conv", window_size=W, n_channels=C, wobble=1)

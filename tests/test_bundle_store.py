@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aestream.bundle import ModelBundle, load_bundle, save_bundle
+from aestream.errors import BundleError
+from aestream.features import Preprocessor
+from aestream.models import build_model
+from aestream.scoring import Scorer
+from aestream.store import ModelStore
+
+CH = ("a", "b")
+
+
+def _bundle(threshold: float = 2.0) -> ModelBundle:
+    torch.manual_seed(0)
+    model = build_model("vanilla", window_size=4, n_channels=2, latent_size=2, hidden_size=8)
+    pre = Preprocessor(np.zeros(2), np.ones(2), np.zeros(2, dtype=bool))
+    return ModelBundle(Scorer(model, pre), threshold, CH)
+
+
+def test_altered_or_missing_pieces_are_refused_naming_the_file(tmp_path: Path) -> None:
+    path = save_bundle(_bundle(), tmp_path / "b")
+    meta = json.loads((path / "meta.json").read_text())
+    meta["threshold"] = 99.0
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=r"meta.json does not match its checksum"):
+        load_bundle(path)
+    path2 = save_bundle(_bundle(), tmp_path / "c")
+    (path2 / "weights.pt").unlink()
+    with pytest.raises(BundleError, match=r"weights.pt is missing"):
+        load_bundle(path2)
+
+
+class _Evil:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (print, ("pwned",))
+
+
+def test_a_pickle_payload_in_place_of_weights_never_runs(tmp_path: Path) -> None:
+    path = save_bundle(_bundle(), tmp_path / "b")
+    torch.save({"x": _Evil()}, path / "weights.pt")  # a pickle with a code-running payload
+    manifest = json.loads((path / "manifest.json").read_text())
+    import hashlib
+
+    manifest["sha256"]["weights.pt"] = hashlib.sha256((path / "weights.pt").read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))  # even with a forged manifest
+    with pytest.raises(BundleError, match=r"weights.pt or meta.json is unusable \(UnpicklingError"):
+        load_bundle(path)
+    assert pickle.dumps(1)  # (pickle itself still works: only the bundle loader refuses)
+
+
+def test_store_publishes_versions_points_current_and_rolls_back(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models", keep=3)
+    assert store.current() is None
+    with pytest.raises(BundleError, match="no model is published"):
+        store.load()
+    versions = [store.publish(_bundle(threshold=float(i))) for i in range(1, 5)]
+    assert versions == ["v0001", "v0002", "v0003", "v0004"]
+    assert store.versions() == ["v0002", "v0003", "v0004"]  # the last 3 kept
+    assert store.current() == "v0004" and store.load().threshold == 4.0
+    assert store.rollback() == "v0003" and store.load().version == "v0003"
+    assert store.rollback("v0004") == "v0004"
+    with pytest.raises(BundleError, match="model version v0009 is not in"):
+        store.rollback("v0009")
+    assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]  # no temp leftovers

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aestream.cli import build_parser, main
+
+COMMANDS = ["run", "train", "simulate", "demo", "models", "evaluate"]
+
+
+@pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
+def test_help_explains_every_command(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: aestream" in out and "--help" in out
+    if command:
+        assert len(out.splitlines()) > 4
+
+
+def test_every_subcommand_is_in_the_parser() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(COMMANDS) <= set(sub.choices)  # type: ignore[arg-type]
+
+
+def test_a_bad_config_prints_one_clear_line_and_exits_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[stream]\nwindow_size = "big"\n')
+    proc = subprocess.run([sys.executable, "-m", "aestream.cli", "--config", str(cfg), "models", "list"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("aestream: error: config key stream.window_size = 'big' is invalid: "
+                                   "it must be a whole number")
+
+
+def test_models_list_on_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[paths]\nmodel_dir = "{tmp_path / "m"}"\n')
+    assert main(["--config", str(cfg), "models", "list"]) == 0
+    assert "no versions in" in capsys.readouterr().out

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aestream.codec import Reading, ReadingDecoder, parse_ts_ms
+from aestream.errors import InvalidReading
+
+CH = ("a", "b")
+TS = 1_767_225_600_000
+
+
+@pytest.fixture()
+def decoder() -> ReadingDecoder:
+    return ReadingDecoder(CH, max_message_bytes=2_000, max_readings_per_message=3)
+
+
+def test_object_list_iso_and_batched_forms_decode(decoder: ReadingDecoder) -> None:
+    one = decoder.decode(json.dumps({"sensor": "s", "ts": TS, "values": {"b": 2, "a": 1.5}}).encode())
+    assert one == [Reading("s", TS, (1.5, 2.0))]
+    iso = decoder.decode(b'{"sensor": "s", "ts": "2026-01-01T00:00:00+00:00", "values": [1, 2]}')
+    assert iso[0].ts_ms == TS
+    batch = decoder.decode(json.dumps([{"sensor": "s", "ts": TS + i, "values": [i, i]} for i in range(3)]).encode())
+    assert [r.ts_ms for r in batch] == [TS, TS + 1, TS + 2]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (None, "empty message"),
+        (b"\x00\x01garbage", "not JSON"),
+        (b'{"sensor": "s", "ts": 1}', "missing field(s) values"),
+        (b'{"sensor": "s", "ts": 1767225600000, "values": [1, NaN]}', "NaN is not valid JSON"),
+        (b'{"sensor": "s", "ts": 1767225600000, "values": [1, 1e400]}', "value inf is not finite"),
+        (b'{"sensor": "s", "ts": 1767225600000, "values": [1]}', "values has 1 numbers, expected 2"),
+        (b'{"sensor": "s", "ts": 1767225600000, "values": {"a": 1, "b": 2, "c": 3}}', "unknown channel 'c'"),
+        (b'{"sensor": "s", "ts": 1767225600000, "values": {"a": 1}}', "values lacks channel 'b'"),
+        (b'{"sensor": "s", "ts": 1767225600000, "values": [1, "2"]}', "value '2' is not a number"),
+        (b'{"sensor": "s", "ts": 1767225600000, "values": [1, true]}', "value True is not a number"),
+        (b'{"sensor": "", "ts": 1767225600000, "values": [1, 2]}', "sensor must be a non-empty string"),
+        (b'{"sensor": "s", "ts": 1767225600, "values": [1, 2]}', "is it seconds or microseconds?"),
+        (b'{"sensor": "s", "ts": "soon", "values": [1, 2]}', "ts 'soon' is not ISO-8601"),
+        (b'[]', "empty batch"),
+        (b'[1, 2, 3, 4]', "batch of 4 readings exceeds stream.max_readings_per_message (3)"),
+        (b'[{"sensor": "s", "ts": 1767225600000, "values": [1, 2]}, 7]',
+         "batch item 1: a reading must be a JSON object"),
+        (b"[" * 1000 + b"]" * 1000, "not JSON: RecursionError"),
+        (b'{"sensor": "s", "pad": "' + b"x" * 3000 + b'"}', "exceeds stream.max_message_bytes (2000)"),
+        (b'"just a string"', "a reading must be a JSON object, got str"),
+    ],
+)
+def test_each_kind_of_bad_message_gets_its_reason(decoder: ReadingDecoder, data: bytes | None, reason: str) -> None:
+    with pytest.raises(InvalidReading) as err:
+        decoder.decode(data)
+    assert reason in str(err.value)
+
+
+def test_timestamps_without_offset_are_utc() -> None:
+    assert parse_ts_ms("2026-01-01T00:00:00") == TS
+    assert parse_ts_ms("2026-01-01T01:00:00+01:00") == TS

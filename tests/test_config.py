@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aestream.config import Config, load_config, parse_config
+from aestream.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_config_toml_parses_and_matches_the_defaults() -> None:
+    cfg = load_config(ROOT / "config.toml", environ={})
+    assert cfg.kafka.bootstrap_servers == ("127.0.0.1:19092",)
+    assert cfg.stream.window_size > 1 and cfg.model.family in ("vanilla", "sparse", "contractive", "denoising", "conv")
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"kafka": {"bootstrap_server": ["x:1"]}},
+         "unknown config key kafka.bootstrap_server = ['x:1']: did you mean kafka.bootstrap_servers?"),
+        ({"stream": {"window_size": "32"}},
+         "config key stream.window_size = '32' is invalid: it must be a whole number"),
+        ({"stream": {"stride": 100}}, "config key stream.stride = 100 is invalid: use a value from 1 to window_size"),
+        ({"model": {"family": "lstm"}}, "config key model.family = 'lstm' is invalid: use one of vanilla, sparse"),
+        ({"threshold": {"k": 3, "n": 2}}, "config key threshold.k = 3 is invalid: use a value from 1 to n (2)"),
+        ({"kafka": {"input_topics": "readings"}},
+         "config key kafka.input_topics = 'readings' is invalid: it must be a list"),
+        ({"modle": {}}, "unknown config key modle = {}: did you mean model?"),
+        ({"model": {"latent_size": True}}, "config key model.latent_size = True is invalid: it must be a whole number"),
+    ],
+)
+def test_a_wrong_key_or_value_names_the_key_the_value_and_the_fix(doc: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert message in str(err.value)
+
+
+def test_bad_toml_and_missing_file_say_where(tmp_path: Path) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[kafka\n")
+    with pytest.raises(ConfigError, match=r"c.toml is not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"not found: pass --config"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_secrets_come_from_the_environment_and_never_show_in_repr() -> None:
+    cfg = parse_config({"kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_username": "u"}},
+                       environ={"AESTREAM_KAFKA_SASL_PASSWORD": "s3cr3t-pw"})
+    assert cfg.kafka.sasl_password == "s3cr3t-pw"
+    assert "s3cr3t-pw" not in repr(cfg) and "s3cr3t-pw" not in str(cfg.kafka)
+
+
+def test_integers_are_accepted_for_float_keys_and_replace_keeps_checks() -> None:
+    cfg = parse_config({"model": {"learning_rate": 1}})
+    assert cfg.model.learning_rate == 1.0
+    with pytest.raises(ConfigError, match=r"stream\.window_size"):
+        Config().replace(stream={"window_size": 1})

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aestream.config import ThresholdConfig
+from aestream.fitting import calibrate_threshold
+from aestream.thresholds import AlarmRule, pot_threshold, quantile_threshold
+
+
+def test_pot_recovers_an_exponential_tail_quantile() -> None:
+    scores = np.random.default_rng(0).exponential(1.0, 200_000)
+    # P(X > t) = 1e-4 for an exponential(1) at t = ln(1e4) ≈ 9.21, beyond every empirical quantile it was fit on
+    assert pot_threshold(scores, target_far=1e-4, initial_quantile=0.98) == pytest.approx(np.log(1e4), rel=0.05)
+
+
+def test_pot_falls_back_to_the_quantile_when_the_tail_is_too_thin() -> None:
+    scores = np.arange(20.0)
+    assert pot_threshold(scores, target_far=0.1) == pytest.approx(np.quantile(scores, 0.9))
+
+
+def test_calibration_uses_the_configured_method() -> None:
+    scores = np.random.default_rng(1).normal(size=10_000)
+    q = calibrate_threshold(scores, ThresholdConfig(method="quantile", quantile=0.99, factor=1.5))
+    assert q == pytest.approx(1.5 * quantile_threshold(scores, 0.99))
+    pot = calibrate_threshold(scores, ThresholdConfig(method="pot", target_far=0.001))
+    assert 2.5 < pot < 4.0
+
+
+def test_alarm_rule_streaming_and_batch_agree() -> None:
+    scores = np.random.default_rng(2).normal(1.0, 0.6, 500)
+    rule = AlarmRule(threshold=1.3, k=2, n=4, smoothing=3)
+    streamed = [rule.update("s", float(x))[1] for x in scores]
+    batch = AlarmRule(threshold=1.3, k=2, n=4, smoothing=3).apply(scores)
+    assert streamed == batch.tolist()
+    assert 0 < sum(streamed) < len(scores)

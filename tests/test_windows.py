@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+
+from aestream.windows import LATE, Windower
+
+
+def _push(w: Windower, sensor: str, ts: list[int]) -> list:
+    return [w.push(sensor, t, (float(t), -float(t))) for t in ts]
+
+
+def test_windows_close_every_stride_and_hold_the_last_readings_in_order() -> None:
+    w = Windower(window_size=4, stride=2, n_channels=2, max_gap_ms=10)
+    out = [x for x in _push(w, "s", list(range(1, 11))) if x is not None]
+    assert [x.end_ms for x in out] == [4, 6, 8, 10]
+    assert [x.start_ms for x in out] == [1, 3, 5, 7]
+    np.testing.assert_array_equal(out[-1].values[:, 0], [7, 8, 9, 10])
+    np.testing.assert_array_equal(out[-1].values[:, 1], [-7, -8, -9, -10])
+    assert out[0].values.dtype == np.float32
+
+
+def test_late_and_duplicate_readings_are_dropped_and_counted() -> None:
+    w = Windower(window_size=2, stride=1, n_channels=2, max_gap_ms=10)
+    assert _push(w, "s", [5, 5, 3])[1:] == [LATE, LATE]
+    assert w.n_late == 2
+
+
+def test_a_gap_restarts_the_window_and_sensors_are_independent() -> None:
+    w = Windower(window_size=3, stride=1, n_channels=2, max_gap_ms=10)
+    _push(w, "a", [1, 2])
+    _push(w, "b", [1, 2, 3])
+    assert _push(w, "a", [100]) == [None] and w.n_gaps == 1  # 2 → 100 is a gap: a starts over
+    res = _push(w, "a", [101, 102])
+    assert res[0] is None and res[1].start_ms == 100
+
+
+def test_idle_sensors_are_evicted_after_the_ttl() -> None:
+    w = Windower(window_size=2, stride=1, n_channels=2, max_gap_ms=10)
+    w.push("old", 1, (0.0, 0.0), now=0.0)
+    w.push("new", 1, (0.0, 0.0), now=100.0)
+    assert w.evict_idle(now=101.0, ttl_s=50.0) == ["old"] and len(w) == 1
