@@ -184,9 +184,27 @@ class RetrainConfig:
 
 @dataclass(frozen=True)
 class OpsConfig:
-    """Operations surface: metrics and health endpoints, logs. (issue 7)"""
+    """Operations surface: the metrics and health endpoints (``/metrics``, ``/healthz``, ``/readyz``) and logs.
 
-    metrics_port: int = 0
+    ``metrics_port = 0`` picks a free port (tests); ``metrics_enabled = false`` serves nothing.
+    """
+
+    metrics_enabled: bool = True
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9108
+    lag_interval_s: float = 5.0
+    broker_check_timeout_s: float = 1.0
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.metrics_port <= 65535, "ops.metrics_port", self.metrics_port,
+                 "use a TCP port from 1 to 65535 (0 = any free port)")
+        _require(self.lag_interval_s > 0, "ops.lag_interval_s", self.lag_interval_s, "use a positive number of s")
+        _require(self.broker_check_timeout_s > 0, "ops.broker_check_timeout_s", self.broker_check_timeout_s,
+                 "use a positive number of s")
+        _require(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "ops.log_level",
+                 self.log_level, 'use "DEBUG", "INFO", "WARNING" or "ERROR"')
 
 
 @dataclass(frozen=True)

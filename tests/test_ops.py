@@ -1,0 +1,112 @@
+"""The ops endpoint's handler, driven in memory (no sockets): /healthz, /readyz 200/503, /metrics, 404; and
+the TCP broker check with a stubbed connect."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from aestream import ops
+from aestream.metrics import Metrics
+from aestream.worker import StepStats
+
+
+class _Conn:
+    """Enough of a socket for BaseHTTPRequestHandler: reads the request, collects what is sent."""
+
+    def __init__(self, request: bytes) -> None:
+        self._in = io.BytesIO(request)
+        self.sent = bytearray()
+
+    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> io.BytesIO:
+        return self._in
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+
+class _FakeServer:
+    def __init__(self, metrics: Metrics, readiness: Callable[[], dict[str, bool]]) -> None:
+        self.metrics, self.readiness = metrics, readiness
+
+
+def _get(path: str, metrics: Metrics | None = None, readiness: Callable[[], dict[str, bool]] = lambda: {"a": True},
+         accept: str = "") -> tuple[int, dict[str, str], bytes]:
+    extra = f"Accept: {accept}\r\n" if accept else ""
+    conn = _Conn(f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+    ops._Handler(conn, ("127.0.0.1", 1), _FakeServer(metrics or Metrics(), readiness))  # type: ignore[arg-type]
+    head, _, body = bytes(conn.sent).partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_healthz_is_200_while_the_process_serves() -> None:
+    status, headers, body = _get("/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_readyz_is_200_when_every_check_passes_and_503_listing_the_checks_otherwise() -> None:
+    checks = {"partitions_assigned": True, "model_loaded": True, "broker_reachable": True}
+    status, _, body = _get("/readyz", readiness=lambda: dict(checks))
+    assert status == 200 and json.loads(body) == {"ready": True, "checks": checks}
+    checks["broker_reachable"] = False
+    status, _, body = _get("/readyz", readiness=lambda: dict(checks))
+    assert status == 503 and json.loads(body) == {"ready": False, "checks": checks}
+
+
+def test_readyz_is_503_with_the_error_when_a_check_raises() -> None:
+    def broken() -> dict[str, bool]:
+        raise RuntimeError("consumer closed")
+
+    status, _, body = _get("/readyz", readiness=broken)
+    assert status == 503 and json.loads(body)["error"] == "consumer closed"
+
+
+def test_metrics_serves_the_prometheus_text_format() -> None:
+    m = Metrics()
+    m.observe_step(StepStats(records=1, readings=7), 0.01)
+    status, headers, body = _get("/metrics?x=1", metrics=m)
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE aestream_readings_total counter" in body.decode()
+    assert "aestream_readings_total 7.0" in body.decode()
+
+
+def test_metrics_speaks_openmetrics_when_the_scraper_asks() -> None:
+    status, headers, body = _get("/metrics", accept="application/openmetrics-text; version=1.0.0")
+    assert status == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
+    assert "# TYPE aestream_model info" in body.decode() and body.decode().endswith("# EOF\n")
+
+
+def test_an_unknown_path_is_404_naming_the_known_ones() -> None:
+    status, _, body = _get("/nope")
+    assert status == 404 and "use /metrics, /healthz or /readyz" in json.loads(body)["error"]
+
+
+def test_broker_check_is_a_tcp_connect_to_any_bootstrap_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    tried: list[tuple[str, int]] = []
+    up = {("kafka-2", 9092)}
+
+    def connect(address: tuple[str, int], timeout: float) -> socket.socket:
+        tried.append(address)
+        if address not in up:
+            raise ConnectionRefusedError(address)
+        return socket.socket()  # never connected: closing it is all that happens
+
+    monkeypatch.setattr(ops.socket, "create_connection", connect)
+    check = ops.broker_check(["kafka-1:9092", "kafka-2:9092"], timeout_s=0.1)
+    assert check() is True and tried == [("kafka-1", 9092), ("kafka-2", 9092)]
+    up.clear()
+    assert check() is False
+    assert ops.tcp_reachable(["no-port"]) is False
+
+
+def test_split_host_port_says_how_to_write_a_server() -> None:
+    with pytest.raises(ValueError, match=r"'kafka' is not host:port: write it like \"kafka:9092\""):
+        ops.split_host_port("kafka")
