@@ -1,0 +1,264 @@
+"""Throughput, latency and memory of the worker against a real broker; the last output line is one JSON object.
+
+    python benchmarks/throughput.py [--bootstrap HOST:PORT] [--messages N]
+
+Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measured in the same run:
+
+* ceiling: a bare kafka-python consumer that only decodes the JSON of the topic (readings/s);
+* pipeline: the full worker (decode, window, score, threshold, events, flush, commit) on the same topic;
+* the same two for batched messages (100 readings a message);
+* latency: readings produced at 20 % of the measured pipeline capacity; p50/p99 from a reading's produce
+  time to the produce time of the event of the window it closed (every window emits an event here);
+* memory: RSS per idle sensor beyond its window buffer, for 1k/10k/100k sensors;
+* scoring windows/s per model family on CPU (batch 256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from aestream.config import Config
+from aestream.fitting import train_bundle
+from aestream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from aestream.models import FAMILIES, build_model
+from aestream.simulate import Plant
+from aestream.store import ModelStore
+from aestream.windows import Windower
+from aestream.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[1]
+CHANNELS = ("temperature", "pressure", "vibration", "current")
+N_SENSORS = 50
+BATCH = 100
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
+    p = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=20, batch_size=256 * 1024)
+    for k, v in values:
+        p.send(topic, key=k, value=v)
+    p.flush()
+    p.close()
+
+
+def _messages(n_readings: int, batch: int) -> list[tuple[bytes, bytes]]:
+    plant = Plant(N_SENSORS, CHANNELS, seed=1)
+    steps = n_readings // N_SENSORS
+    readings = plant.readings(steps, 1_767_225_600_000)
+    if batch == 1:
+        return [(s.encode(), json.dumps({"sensor": s, "ts": ts, "values": v}).encode()) for s, ts, v in readings]
+    by_sensor: dict[str, list[Any]] = {}
+    for s, ts, v in readings:
+        by_sensor.setdefault(s, []).append({"sensor": s, "ts": ts, "values": v})
+    out = []
+    for s, rs in by_sensor.items():
+        for i in range(0, len(rs), batch):
+            out.append((s.encode(), json.dumps(rs[i : i + batch]).encode()))
+    return out
+
+
+def _ceiling(bootstrap: str, topic: str, n_messages: int) -> float:
+    c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, max_poll_records=2000)
+    tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    seen = readings = 0
+    t0 = time.perf_counter()
+    while seen < n_messages:
+        for msgs in c.poll(timeout_ms=500).values():
+            for m in msgs:
+                doc = json.loads(m.value)
+                readings += len(doc) if isinstance(doc, list) else 1
+            seen += len(msgs)
+    dt = time.perf_counter() - t0
+    c.close()
+    return readings / dt
+
+
+def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
+    source = KafkaSource(cfg.kafka)
+    worker = Worker(cfg, source, KafkaSink(cfg.kafka), ModelStore(cfg.paths.model_dir))
+    source.on_assign = source.on_revoke = worker.on_partitions_changed
+    worker.refresh_model(force=True)
+    t0 = None
+    while worker.totals.records < n_messages:
+        stats = worker.step()
+        if stats.records and t0 is None:
+            t0 = time.perf_counter() - 1e-9  # first records fetched: the group is joined
+            first = stats.readings
+    assert t0 is not None
+    dt = time.perf_counter() - t0
+    rps = (worker.totals.readings - first) / dt
+    worker.close()
+    return rps, worker
+
+
+def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
+    bootstrap = cfg.kafka.bootstrap_servers[0]
+    source = KafkaSource(cfg.kafka)
+    worker = Worker(cfg, source, KafkaSink(cfg.kafka), ModelStore(cfg.paths.model_dir))
+    source.on_assign = source.on_revoke = worker.on_partitions_changed
+    thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 3.0}, daemon=True)
+    thread.start()
+    time.sleep(3.0)  # join the group
+    plant = Plant(N_SENSORS, CHANNELS, seed=2)
+    n = int(rate * seconds)
+    readings = plant.readings(n // N_SENSORS, int(time.time() * 1000))
+    producer = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=0)
+    topic = cfg.kafka.input_topics[0]
+    t0 = time.perf_counter()
+    for i, (s, ts, v) in enumerate(readings):
+        producer.send(topic, key=s.encode(), value=json.dumps({"sensor": s, "ts": ts, "values": v}).encode())
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    producer.flush()
+    producer.close()
+    thread.join(120)
+    # produce time of each input record (by partition/offset) vs produce time of the event it closed
+    produced: dict[tuple[int, int], int] = {}
+    emitted: list[tuple[int, int, int]] = []
+    c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
+    for t in (topic, cfg.kafka.output_topic):
+        tps = [TopicPartition(t, p) for p in sorted(c.partitions_for_topic(t))]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        idle = time.monotonic()
+        while time.monotonic() - idle < 2.0:
+            for msgs in c.poll(timeout_ms=300).values():
+                idle = time.monotonic()
+                for m in msgs:
+                    if t == topic:
+                        produced[(m.partition, m.offset)] = m.timestamp
+                    else:
+                        src = json.loads(m.value)["source"]
+                        emitted.append((src["partition"], src["offset"], m.timestamp))
+    c.close()
+    lat = [ts - produced[(p, o)] for p, o, ts in emitted if (p, o) in produced]
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def _rss_per_sensor(window_size: int) -> dict[str, float]:
+    out = {}
+    buffer = 2 * window_size * len(CHANNELS) * 4 + 2 * window_size * 8
+    for n in (1_000, 10_000, 100_000):
+        w = Windower(window_size, 4, len(CHANNELS), 10_000)
+        names = [f"sensor-{i:06d}" for i in range(n)]
+        before = _rss_bytes()
+        for s in names:
+            w.push(s, 1_767_225_600_000, (1.0, 2.0, 3.0, 4.0))
+        out[str(n)] = (_rss_bytes() - before) / n - buffer
+        del w
+    return out
+
+
+def _scoring_rates(window_size: int) -> dict[str, float]:
+    rates = {}
+    x = torch.randn(256, window_size, len(CHANNELS))
+    for family in sorted(FAMILIES):
+        model = build_model(family, window_size=window_size, n_channels=len(CHANNELS)).eval()
+        with torch.inference_mode():
+            model.channel_errors(x)
+            t0, n = time.perf_counter(), 0
+            while time.perf_counter() - t0 < 1.0:
+                model.channel_errors(x)
+                n += len(x)
+        rates[family] = n / (time.perf_counter() - t0)
+    return rates
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
+    ap.add_argument("--readings", type=int, default=200_000, help="readings per throughput run (default 200k)")
+    ap.add_argument("--latency-seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    tmp = Path(tempfile.mkdtemp(prefix="aestream-bench-"))
+    started = args.bootstrap is None
+    bootstrap = args.bootstrap
+    if started:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        kafka_sh = str(ROOT / "deploy/kafka/kafka.sh")
+        subprocess.run(["bash", kafka_sh, "start", str(port), str(tmp / "kafka")], check=True)
+        bootstrap = f"127.0.0.1:{port}"
+    try:
+        run = uuid.uuid4().hex[:8]
+        base = Config().replace(stream={"channels": CHANNELS, "window_size": 32, "stride": 4},
+                                model={"family": "vanilla", "epochs": 5, "device": "cpu"},
+                                paths={"model_dir": str(tmp / "models")})
+        bundle = train_bundle(list(Plant(N_SENSORS, CHANNELS, seed=1).signal(300)), base.stream, base.model,
+                              base.threshold)
+        ModelStore(base.paths.model_dir).publish(bundle)
+        result: dict[str, Any] = {}
+        for label, batch in (("single", 1), ("batched", BATCH)):
+            topic = f"bench-{label}-{run}"
+            cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,), "input_topics": (topic,),
+                                      "output_topic": f"bench-out-{label}-{run}", "group_id": f"bench-{label}-{run}",
+                                      "max_poll_records": 2000 if batch == 1 else 200})
+            ensure_topics(cfg.kafka, {topic: 1, cfg.kafka.output_topic: 1})
+            msgs = _messages(args.readings, batch)
+            _produce(bootstrap, topic, msgs)
+            ceiling = _ceiling(bootstrap, topic, len(msgs))
+            pipeline, worker = _worker(cfg, len(msgs))
+            result[label] = {"messages": len(msgs), "ceiling_rps": round(ceiling), "pipeline_rps": round(pipeline),
+                             "ratio": round(pipeline / ceiling, 3), "events": worker.totals.events}
+            print(json.dumps({label: result[label]}), flush=True)
+        lat_bundle = ModelStore(base.paths.model_dir).load()
+        lat_bundle.threshold = 1e-9  # every window emits: each reading that closes a window is timed
+        ModelStore(base.paths.model_dir).publish(lat_bundle)
+        rate = 0.2 * result["single"]["pipeline_rps"]
+        cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,), "input_topics": (f"bench-lat-{run}",),
+                                  "output_topic": f"bench-lat-out-{run}", "group_id": f"bench-lat-{run}",
+                                  "poll_timeout_ms": 5})
+        ensure_topics(cfg.kafka, {f"bench-lat-{run}": 1, cfg.kafka.output_topic: 1})
+        p50, p99 = _latency(cfg, rate, args.latency_seconds)
+        rss = _rss_per_sensor(32)
+        scoring = _scoring_rates(32)
+        summary = {
+            "ceiling_rps": result["single"]["ceiling_rps"],
+            "pipeline_rps": result["single"]["pipeline_rps"],
+            "ratio": result["single"]["ratio"],
+            "batched_ceiling_rps": result["batched"]["ceiling_rps"],
+            "batched_rps": result["batched"]["pipeline_rps"],
+            "batched_ratio": result["batched"]["ratio"],
+            "latency_rate_rps": round(rate),
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "rss_bytes_per_sensor": round(rss["100000"], 1),
+            "rss_bytes_per_sensor_by_count": {k: round(v, 1) for k, v in rss.items()},
+            "scoring_windows_per_s": {k: round(v) for k, v in scoring.items()},
+            "cpu_threads": torch.get_num_threads(),
+            "python": sys.version.split()[0],
+        }
+        print(json.dumps(summary))
+    finally:
+        if started:
+            subprocess.run(["bash", str(ROOT / "deploy/kafka/kafka.sh"), "stop", str(tmp / "kafka")], check=False)
+
+
+if __name__ == "__main__":
+    main()
