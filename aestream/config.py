@@ -170,9 +170,38 @@ class ThresholdConfig:
 
 @dataclass(frozen=True)
 class AlertsConfig:
-    """Alert routing: anomaly events become episodes (open/update/resolve) routed to sinks. (issue 4)"""
+    """Alert routing: anomaly events become episodes (open/update/resolve) routed to sinks. (issue 4)
+
+    ``bands`` maps a severity name to the lowest score/threshold ratio it covers; ``sinks`` holds named
+    ``[alerts.sinks.NAME]`` tables (type topic, webhook or log); ``routes`` is the ``[[alerts.routes]]`` list,
+    checked in order (``match`` = "first" or "all"); ``tags`` maps a sensor glob to tags routes can match on.
+    """
 
     enabled: bool = False
+    topic: str = "alerts"
+    dead_letter_topic: str = ""
+    bands: dict[str, Any] = field(default_factory=lambda: {"warning": 1.0, "critical": 2.0})
+    n_resolve_windows: int = 5
+    cooldown_ms: int = 300_000
+    silent_after_s: float = 0.0
+    silent_lag_ms: int = 0
+    match: str = "first"
+    default_sinks: tuple[str, ...] = ("topic",)
+    sinks: dict[str, Any] = field(default_factory=dict)
+    routes: tuple[dict[str, Any], ...] = ()
+    tags: dict[str, Any] = field(default_factory=dict)
+    state_file: str = "alerts-state.json"
+    persist_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.match in ("first", "all"), "alerts.match", self.match, 'use "first" or "all"')
+        _require(self.n_resolve_windows >= 1, "alerts.n_resolve_windows", self.n_resolve_windows,
+                 "use 1 or more windows")
+        for name in ("cooldown_ms", "silent_after_s", "silent_lag_ms", "persist_interval_s"):
+            _require(getattr(self, name) >= 0, f"alerts.{name}", getattr(self, name), "use 0 (off) or more")
+        from aestream.alerts.routing import check_alerts  # pure; imported here to keep config import-light
+
+        check_alerts(self)
 
 
 @dataclass(frozen=True)

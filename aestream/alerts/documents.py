@@ -1,0 +1,92 @@
+"""Alert event documents (schema ``aestream/schemas/alert-event.v1.json``), with deterministic event ids.
+
+Episode events (``opened``, ``updated``, ``resolved``) carry the window that caused the transition; data-quality
+events (``sensor_silent``, ``sensor_resumed``) carry the sensor's last window end. An event id is a UUIDv5 of
+(episode id or sensor, type, window end), so replays repeat ids and consumers can deduplicate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from aestream.alerts.episodes import Transition
+from aestream.alerts.silence import Quality
+from aestream.events import iso_ms
+
+__all__ = ["ALERT_SCHEMA_ID", "alert_event_id", "episode_event", "quality_event", "top_channels"]
+
+ALERT_SCHEMA_ID = "aestream.alert/1"
+_NAMESPACE = uuid.UUID("5d3e0c1a-77b2-4e43-9f3c-1c9a8b0f2e64")
+TOP_CHANNELS = 3
+
+
+def alert_event_id(subject: str, kind: str, window_end_ms: int) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{subject}\x1f{kind}\x1f{window_end_ms}"))
+
+
+def top_channels(names: Sequence[str], shares: Sequence[float], n: int = TOP_CHANNELS) -> list[tuple[str, float]]:
+    """The ``n`` channels with the largest share of the score, largest first.
+
+    >>> top_channels(("a", "b", "c"), (0.2, 0.5, 0.3), n=2)
+    [('b', 0.5), ('c', 0.3)]
+    """
+    order = sorted(range(len(names)), key=lambda i: -float(shares[i]))[:n]
+    return [(names[i], round(float(shares[i]), 4)) for i in order]
+
+
+def episode_event(t: Transition, *, window_start_ms: int, window_end_ms: int, score: float, threshold: float,
+                  severity: str, model_version: str, channels: list[tuple[str, float]],
+                  tags: Sequence[str] = ()) -> dict[str, Any]:
+    """The document for an episode transition caused by the window ``[window_start_ms, window_end_ms]``."""
+    ep = t.episode
+    ratio = score / threshold if threshold > 0 else 0.0
+    return {
+        "schema": ALERT_SCHEMA_ID,
+        "type": t.kind,
+        "category": "anomaly",
+        "event_id": alert_event_id(ep.episode_id, t.kind, window_end_ms),
+        "episode_id": ep.episode_id,
+        "sensor": ep.sensor,
+        "severity": severity,
+        "window_start_ms": int(window_start_ms),
+        "window_end_ms": int(window_end_ms),
+        "window_end": iso_ms(window_end_ms),
+        "score": round(float(score), 6),
+        "threshold": round(float(threshold), 6),
+        "ratio": round(float(ratio), 4),
+        "model_version": model_version,
+        "channels": [{"name": n, "share": s} for n, s in channels],
+        "tags": list(tags),
+        "episode": {
+            "started_ms": ep.started_ms,
+            "opened_ms": ep.opened_ms,
+            "opened": iso_ms(ep.opened_ms),
+            "last_alarm_ms": ep.last_alarm_ms,
+            "resolved_ms": ep.resolved_ms,
+            "severity": ep.severity,
+            "peak_ratio": round(float(ep.peak_ratio), 4),
+            "n_windows": ep.n_windows,
+            "n_updates": ep.n_updates,
+        },
+    }
+
+
+def quality_event(q: Quality, tags: Sequence[str] = ()) -> dict[str, Any]:
+    """The document for a ``sensor_silent`` or ``sensor_resumed`` transition."""
+    at = q.resumed_window_end_ms if q.resumed_window_end_ms is not None else q.last_window_end_ms
+    return {
+        "schema": ALERT_SCHEMA_ID,
+        "type": q.kind,
+        "category": "data_quality",
+        "event_id": alert_event_id(q.sensor, q.kind, at),
+        "sensor": q.sensor,
+        "severity": "info",
+        "last_window_end_ms": q.last_window_end_ms,
+        "last_window_end": iso_ms(q.last_window_end_ms),
+        "resumed_window_end_ms": q.resumed_window_end_ms,
+        "silent_for_s": round(float(q.silent_for_s), 3),
+        "detected_by": q.detected_by,
+        "tags": list(tags),
+    }

@@ -1,0 +1,291 @@
+"""Routing: severity bands, sink specifications and the rules that send an alert event to sinks. Pure.
+
+A rule (one ``[[alerts.routes]]`` table) matches an event when every condition it names holds:
+
+* ``type``: the event type(s) (``opened``, ``updated``, ``resolved``, ``sensor_silent``, ``sensor_resumed``);
+* ``severity``: the severity name(s);
+* ``sensor``: shell glob(s) on the sensor id; ``sensor_regex``: a regular expression (``re.fullmatch``);
+* ``channel``: the name(s) of which at least one is among the event's top contributing channels;
+* ``tags``: tags the sensor must all carry (sensor tags come from ``[alerts.tags]``: glob → list of tags).
+
+With ``match = "first"`` the first matching rule's ``sinks`` are used, with ``"all"`` the union of every
+matching rule's, in order. An event no rule matches goes to ``default_sinks``.
+
+>>> bands = parse_bands({"warning": 1.0, "critical": 2.0})
+>>> bands.severity(1.3), bands.severity(2.0), bands.severity(0.4)
+('warning', 'critical', 'warning')
+>>> r = Router(parse_routes(({"severity": "critical", "sensor": "pump-*", "sinks": ["a"]},), {"a"}), "first", ("b",))
+>>> r.sinks_for({"type": "opened", "severity": "critical", "sensor": "pump-7", "channels": []})
+['a']
+>>> r.sinks_for({"type": "opened", "severity": "warning", "sensor": "pump-7", "channels": []})
+['b']
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aestream.errors import ConfigError
+
+__all__ = [
+    "EVENT_TYPES",
+    "Bands",
+    "LogSpec",
+    "Route",
+    "Router",
+    "SinkSpec",
+    "TopicSpec",
+    "WebhookSpec",
+    "check_alerts",
+    "parse_bands",
+    "parse_routes",
+    "parse_sinks",
+    "tags_for",
+]
+
+EVENT_TYPES = ("opened", "updated", "resolved", "sensor_silent", "sensor_resumed")
+_ROUTE_KEYS = ("type", "severity", "sensor", "sensor_regex", "channel", "tags", "sinks")
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class Bands:
+    """Severity names ordered by the lowest score/threshold ratio each covers (ascending)."""
+
+    names: tuple[str, ...]
+    floors: tuple[float, ...]
+
+    def severity(self, ratio: float) -> str:
+        """The highest band whose floor ``ratio`` reaches; an alarm below every floor gets the lowest band."""
+        name = self.names[0]
+        for n, floor in zip(self.names, self.floors):
+            if ratio >= floor:
+                name = n
+        return name
+
+    def rank(self, name: str) -> int:
+        """0 for the lowest band; -1 for a name that is not a band."""
+        return self.names.index(name) if name in self.names else -1
+
+
+def parse_bands(table: Mapping[str, Any], where: str = "alerts.bands") -> Bands:
+    if not table:
+        raise ConfigError(f"config key {where} = {{}} is invalid: name at least one band, e.g. warning = 1.0")
+    items = []
+    for name, floor in table.items():
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or floor < 0:
+            raise ConfigError(f"config key {where}.{name} = {floor!r} is invalid: use a ratio of 0 or more")
+        items.append((float(floor), name))
+    items.sort()
+    return Bands(tuple(n for _, n in items), tuple(f for f, _ in items))
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """Produce the event to a Kafka topic (through the worker, so it shares the step's commit)."""
+
+    topic: str
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """POST the event as JSON to ``url`` from a background thread. ``headers`` may hold secrets: not in repr."""
+
+    url: str = field(repr=False)
+    timeout_s: float = 2.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    queue_size: int = 1000
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """Write the event to the log at ``level``."""
+
+    level: str = "warning"
+
+
+SinkSpec = TopicSpec | WebhookSpec | LogSpec
+
+
+def parse_sinks(table: Mapping[str, Any], default_topic: str, where: str = "alerts.sinks") -> dict[str, SinkSpec]:
+    """Named sinks: the built-ins ``topic`` (``alerts.topic``) and ``log``, plus the configured ones."""
+    sinks: dict[str, SinkSpec] = {"topic": TopicSpec(default_topic), "log": LogSpec()}
+    for name, spec in table.items():
+        at = f"{where}.{name}"
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"config key {at} = {spec!r} is invalid: it must be a table [{at}]")
+        kind = spec.get("type")
+        rest = {k: v for k, v in spec.items() if k != "type"}
+        if kind == "topic":
+            _known(rest, ("topic",), at)
+            if not isinstance(rest.get("topic"), str) or not rest["topic"]:
+                raise ConfigError(f"config key {at}.topic = {rest.get('topic')!r} is invalid: name the topic")
+            sinks[name] = TopicSpec(rest["topic"])
+        elif kind == "webhook":
+            sinks[name] = _webhook(rest, at)
+        elif kind == "log":
+            _known(rest, ("level",), at)
+            level = rest.get("level", "warning")
+            if level not in _LEVELS:
+                raise ConfigError(f"config key {at}.level = {level!r} is invalid: use one of {', '.join(_LEVELS)}")
+            sinks[name] = LogSpec(level)
+        else:
+            raise ConfigError(f'config key {at}.type = {kind!r} is invalid: use "topic", "webhook" or "log"')
+    return sinks
+
+
+def _webhook(spec: dict[str, Any], at: str) -> WebhookSpec:
+    _known(spec, ("url", "timeout_s", "retries", "backoff_s", "max_backoff_s", "queue_size", "headers"), at)
+    url = spec.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"config key {at}.url is invalid: use an http:// or https:// URL")
+    numbers = {k: spec[k] for k in ("timeout_s", "backoff_s", "max_backoff_s") if k in spec}
+    for k, v in numbers.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k == "timeout_s" and v == 0):
+            raise ConfigError(f"config key {at}.{k} = {v!r} is invalid: use a positive number of seconds")
+    counts = {k: spec[k] for k in ("retries", "queue_size") if k in spec}
+    for k, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "queue_size" else 0):
+            raise ConfigError(f"config key {at}.{k} = {v!r} is invalid: use a whole number"
+                              f"{' of 1 or more' if k == 'queue_size' else ' of 0 or more'}")
+    headers = spec.get("headers", {})
+    if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
+        raise ConfigError(f"config key {at}.headers is invalid: use a table of strings, e.g. {{ X-Token = \"…\" }}")
+    return WebhookSpec(url=url, headers=dict(headers), **{k: float(v) for k, v in numbers.items()}, **counts)
+
+
+def _known(spec: Mapping[str, Any], keys: tuple[str, ...], at: str) -> None:
+    for k in spec:
+        if k not in keys:
+            raise ConfigError(f"unknown config key {at}.{k}: known keys: type, {', '.join(keys)}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One routing rule; empty conditions match everything."""
+
+    sinks: tuple[str, ...]
+    types: frozenset[str] = frozenset()
+    severities: frozenset[str] = frozenset()
+    sensor_globs: tuple[str, ...] = ()
+    sensor_regex: re.Pattern[str] | None = None
+    channels: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+
+    def matches(self, event: Mapping[str, Any], sensor_tags: Iterable[str] = ()) -> bool:
+        sensor = str(event.get("sensor", ""))
+        if self.types and event.get("type") not in self.types:
+            return False
+        if self.severities and event.get("severity") not in self.severities:
+            return False
+        if self.sensor_globs and not any(fnmatch.fnmatchcase(sensor, g) for g in self.sensor_globs):
+            return False
+        if self.sensor_regex is not None and not self.sensor_regex.fullmatch(sensor):
+            return False
+        if self.channels and not self.channels & {c["name"] for c in event.get("channels", ())}:
+            return False
+        return not self.tags or self.tags <= set(sensor_tags)
+
+
+def parse_routes(tables: Iterable[Mapping[str, Any]], known_sinks: Iterable[str],
+                 where: str = "alerts.routes") -> tuple[Route, ...]:
+    known = set(known_sinks)
+    routes = []
+    for i, t in enumerate(tables):
+        at = f"{where}[{i}]"
+        for k in t:
+            if k not in _ROUTE_KEYS:
+                raise ConfigError(f"unknown config key {at}.{k}: known keys: {', '.join(_ROUTE_KEYS)}")
+        sinks = _strings(t.get("sinks"), f"{at}.sinks")
+        if not sinks:
+            raise ConfigError(f"config key {at}.sinks is missing: name the sinks this rule sends to, e.g. [\"topic\"]")
+        for s in sinks:
+            if s not in known:
+                raise ConfigError(f"config key {at}.sinks names {s!r}, which is not a sink: define [alerts.sinks.{s}] "
+                                  f"or use one of {', '.join(sorted(known))}")
+        types = _strings(t.get("type"), f"{at}.type")
+        bad = [x for x in types if x not in EVENT_TYPES]
+        if bad:
+            raise ConfigError(f"config key {at}.type = {bad[0]!r} is invalid: use one of {', '.join(EVENT_TYPES)}")
+        regex = t.get("sensor_regex")
+        try:
+            pattern = re.compile(regex) if regex is not None else None
+        except (re.error, TypeError) as e:
+            raise ConfigError(f"config key {at}.sensor_regex = {regex!r} is invalid ({e}): fix the expression") \
+                from None
+        routes.append(Route(sinks, frozenset(types), frozenset(_strings(t.get("severity"), f"{at}.severity")),
+                            _strings(t.get("sensor"), f"{at}.sensor"), pattern,
+                            frozenset(_strings(t.get("channel"), f"{at}.channel")),
+                            frozenset(_strings(t.get("tags"), f"{at}.tags"))))
+    return tuple(routes)
+
+
+def _strings(value: Any, at: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"config key {at} = {value!r} is invalid: use a string or a list of strings")
+
+
+class Router:
+    """Which sinks an event goes to."""
+
+    def __init__(self, routes: tuple[Route, ...], match: str = "first", default_sinks: tuple[str, ...] = ("topic",),
+                 tags: Mapping[str, Any] | None = None) -> None:
+        self.routes, self.match, self.default_sinks = routes, match, default_sinks
+        self.tags = dict(tags or {})
+        self._tag_cache: dict[str, tuple[str, ...]] = {}
+
+    def sensor_tags(self, sensor: str) -> tuple[str, ...]:
+        tags = self._tag_cache.get(sensor)
+        if tags is None:
+            tags = self._tag_cache[sensor] = tags_for(sensor, self.tags)
+        return tags
+
+    def sinks_for(self, event: Mapping[str, Any]) -> list[str]:
+        tags = self.sensor_tags(str(event.get("sensor", "")))
+        out: list[str] = []
+        for r in self.routes:
+            if r.matches(event, tags):
+                out.extend(s for s in r.sinks if s not in out)
+                if self.match == "first":
+                    break
+        return out or list(self.default_sinks)
+
+
+def tags_for(sensor: str, table: Mapping[str, Any]) -> tuple[str, ...]:
+    """The tags of every glob in ``table`` that ``sensor`` matches, in table order, without repeats.
+
+    >>> tags_for("pump-3", {"pump-*": ["rotating"], "*-3": ["site-b"], "fan-*": ["air"]})
+    ('rotating', 'site-b')
+    """
+    out: list[str] = []
+    for glob, tags in table.items():
+        if fnmatch.fnmatchcase(sensor, glob):
+            out.extend(t for t in tags if t not in out)
+    return tuple(out)
+
+
+def check_alerts(a: Any) -> None:
+    """Check an ``AlertsConfig``'s tables (bands, sinks, routes, tags); raises :class:`ConfigError`."""
+    parse_bands(a.bands)
+    sinks = parse_sinks(a.sinks, a.topic or "alerts")
+    parse_routes(a.routes, sinks)
+    for s in a.default_sinks:
+        if s not in sinks:
+            raise ConfigError(f"config key alerts.default_sinks names {s!r}, which is not a sink: define "
+                              f"[alerts.sinks.{s}] or use one of {', '.join(sorted(sinks))}")
+    for glob, tags in a.tags.items():
+        if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
+            raise ConfigError(f"config key alerts.tags.{glob} = {tags!r} is invalid: use a list of strings, "
+                              f'e.g. "{glob}" = ["rotating"]')

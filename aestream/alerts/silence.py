@@ -1,0 +1,101 @@
+"""Data quality: which sensors went silent and which came back. Pure; the clock is passed in.
+
+A sensor is silent when no window of it has closed for ``silent_after_s`` of processing time, or (when
+``silent_lag_ms`` is set) when its last window ends more than ``silent_lag_ms`` before the newest window end of
+any sensor (event time: useful when a backlog is replayed fast). Each silence is reported once
+(``sensor_silent``), and its end once (``sensor_resumed``, on the sensor's next window).
+
+>>> w = SilenceWatch(silent_after_s=10.0)
+>>> w.seen("s", 1000, now=0.0), w.check(now=5.0), [x.kind for x in w.check(now=11.0)], w.check(now=30.0)
+(None, [], ['sensor_silent'], [])
+>>> w.seen("s", 60000, now=31.0).kind
+'sensor_resumed'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Quality", "SilenceWatch"]
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A data-quality transition: ``kind`` is ``sensor_silent`` or ``sensor_resumed``."""
+
+    kind: str
+    sensor: str
+    last_window_end_ms: int
+    silent_for_s: float
+    detected_by: str  # "processing_time" or "event_time"
+    resumed_window_end_ms: int | None = None
+
+
+@dataclass
+class _Seen:
+    end_ms: int
+    at: float
+    silent: bool = False
+    silent_at: float = 0.0
+
+
+class SilenceWatch:
+    """Per-sensor last window end (event time) and when it was seen (processing time)."""
+
+    def __init__(self, silent_after_s: float = 0.0, silent_lag_ms: int = 0) -> None:
+        self.silent_after_s, self.silent_lag_ms = silent_after_s, silent_lag_ms
+        self._sensors: dict[str, _Seen] = {}
+        self._watermark_ms = -1
+
+    @property
+    def enabled(self) -> bool:
+        return self.silent_after_s > 0 or self.silent_lag_ms > 0
+
+    def seen(self, sensor: str, end_ms: int, now: float) -> Quality | None:
+        """A window of ``sensor`` closed; returns ``sensor_resumed`` if it had been reported silent."""
+        st = self._sensors.get(sensor)
+        self._watermark_ms = max(self._watermark_ms, end_ms)
+        if st is None:
+            self._sensors[sensor] = _Seen(end_ms, now)
+            return None
+        if end_ms <= st.end_ms:  # a replayed or redelivered window says nothing about the sensor now
+            return None
+        was_silent, last = st.silent, st.end_ms
+        st.end_ms, st.at, st.silent = end_ms, now, False
+        if not was_silent:
+            return None
+        return Quality("sensor_resumed", sensor, last, max(0.0, now - st.silent_at), "processing_time", end_ms)
+
+    def check(self, now: float) -> list[Quality]:
+        """The sensors that became silent since the last check."""
+        if not self.enabled:
+            return []
+        out = []
+        for sensor, st in self._sensors.items():
+            if st.silent:
+                continue
+            by = None
+            if self.silent_after_s > 0 and now - st.at > self.silent_after_s:
+                by = "processing_time"
+            elif self.silent_lag_ms > 0 and self._watermark_ms - st.end_ms > self.silent_lag_ms:
+                by = "event_time"
+            if by:
+                st.silent, st.silent_at = True, now
+                out.append(Quality("sensor_silent", sensor, st.end_ms, round(now - st.at, 3), by))
+        return out
+
+    def forget(self, sensors: Iterable[str]) -> None:
+        for s in sensors:
+            self._sensors.pop(s, None)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"watermark_ms": self._watermark_ms,
+                "sensors": {s: {"end_ms": st.end_ms, "silent": st.silent} for s, st in self._sensors.items()}}
+
+    def restore(self, data: dict[str, Any], now: float) -> None:
+        """Restore a :meth:`snapshot`; every sensor counts as seen at ``now`` (processing time does not persist)."""
+        self._watermark_ms = int(data["watermark_ms"])
+        self._sensors = {s: _Seen(int(d["end_ms"]), now, bool(d["silent"]), now)
+                         for s, d in data["sensors"].items()}

@@ -1,0 +1,193 @@
+"""The alert stage: scored windows → episodes and data-quality events → routed to topics, webhooks, the log.
+
+It implements the worker's :class:`~aestream.stages.Stage` protocol. Topic deliveries are returned as
+:class:`~aestream.messages.Outgoing`, so they are flushed before the step's offsets are committed; webhooks run
+on their own threads and their give-ups come back as dead letters on a later tick.
+
+Replayed windows (``Scored.replay``) rebuild episode state and emit nothing. The state is also saved to
+``state_path``: the snapshot taken at the end of one step is written at the start of the next one, by when the
+worker has flushed and committed that step, so a restart never skips an event that was not delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from aestream.alerts.documents import episode_event, quality_event, top_channels
+from aestream.alerts.episodes import EpisodeTracker
+from aestream.alerts.routing import (
+    Bands,
+    LogSpec,
+    Router,
+    SinkSpec,
+    TopicSpec,
+    WebhookSpec,
+    parse_bands,
+    parse_routes,
+    parse_sinks,
+)
+from aestream.alerts.silence import SilenceWatch
+from aestream.alerts.sinks import DeadLetter, Post, WebhookSink, log_event, post_json
+from aestream.alerts.state import AlertStateError, read_state, write_state
+from aestream.config import Config
+from aestream.events import encode_event
+from aestream.messages import Outgoing
+from aestream.stages import Scored
+
+__all__ = ["AlertStage", "build_alert_stage"]
+
+log = logging.getLogger(__name__)
+
+
+class AlertStage:
+    """Episodes, silence detection and routing for one worker."""
+
+    def __init__(
+        self,
+        *,
+        channels: tuple[str, ...],
+        bands: Bands,
+        router: Router,
+        sinks: dict[str, SinkSpec],
+        dead_letter_topic: str,
+        n_resolve_windows: int = 5,
+        cooldown_ms: int = 0,
+        silent_after_s: float = 0.0,
+        silent_lag_ms: int = 0,
+        state_path: Path | None = None,
+        persist_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        post: Post = post_json,
+    ) -> None:
+        self.channels, self.router, self.sinks = channels, router, sinks
+        self.dead_letter_topic = dead_letter_topic
+        self.tracker = EpisodeTracker(bands, n_resolve_windows, cooldown_ms)
+        self.silence = SilenceWatch(silent_after_s, silent_lag_ms)
+        self.state_path, self.persist_interval_s, self.clock = state_path, persist_interval_s, clock
+        self.webhooks = {n: WebhookSink(n, s, post) for n, s in sinks.items() if isinstance(s, WebhookSpec)}
+        self.counts: dict[str, int] = {}
+        self._pending: dict[str, Any] | None = None
+        self._dirty = False
+        self._last_write = -float("inf")
+        if state_path is not None:
+            self._load(state_path)
+
+    # -- the Stage protocol -----------------------------------------------------------------------------------
+    def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
+        self._write_pending()
+        now = self.clock()
+        out: list[Outgoing] = []
+        for sc in scored:
+            w = sc.window
+            q = self.silence.seen(w.sensor, w.end_ms, now)
+            if q is not None and not sc.replay:
+                out += self._emit(quality_event(q, self.router.sensor_tags(w.sensor)))
+            ratio = sc.score / sc.threshold if sc.threshold > 0 else 0.0
+            chans = top_channels(self.channels, sc.shares) if sc.alarm else None
+            t = self.tracker.observe(w.sensor, w.start_ms, w.end_ms, ratio, sc.alarm, chans)
+            if t is None or sc.replay:
+                continue
+            event = episode_event(
+                t, window_start_ms=w.start_ms, window_end_ms=w.end_ms, score=sc.score, threshold=sc.threshold,
+                severity=t.episode.severity, model_version=sc.model_version,
+                channels=chans if chans is not None else t.episode.peak_channels,
+                tags=self.router.sensor_tags(w.sensor))
+            out += self._emit(event)
+        self._dirty = True
+        return out
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        self._write_pending()
+        out: list[Outgoing] = []
+        for q in self.silence.check(now):
+            out += self._emit(quality_event(q, self.router.sensor_tags(q.sensor)))
+            self._dirty = True
+        for hook in self.webhooks.values():
+            out += [self._dead_letter(d) for d in hook.take_dead_letters()]
+        if self._dirty and self.state_path is not None and self.clock() - self._last_write >= self.persist_interval_s:
+            self._pending, self._dirty = self._snapshot(), False
+        return out
+
+    # -- the rest ---------------------------------------------------------------------------------------------
+    @property
+    def pending_deliveries(self) -> int:
+        """Webhook deliveries queued or in flight."""
+        return sum(h.pending for h in self.webhooks.values())
+
+    def forget(self, sensors: Iterable[str]) -> None:
+        """Drop the state of sensors this worker no longer owns (their partitions moved)."""
+        sensors = list(sensors)
+        self.tracker.forget(sensors)
+        self.silence.forget(sensors)
+
+    def close(self, timeout_s: float = 5.0) -> list[Outgoing]:
+        """Save the state, stop the webhook threads; returns the dead letters not yet handed to the worker."""
+        if self.state_path is not None:
+            write_state(self.state_path, self._snapshot())
+        out: list[Outgoing] = []
+        for hook in self.webhooks.values():
+            hook.close(timeout_s)
+            out += [self._dead_letter(d) for d in hook.take_dead_letters()]
+        return out
+
+    def _emit(self, event: dict[str, Any]) -> list[Outgoing]:
+        kind = event["type"]
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        value, key = encode_event(event), event["sensor"].encode()
+        out = []
+        for name in self.router.sinks_for(event):
+            spec = self.sinks[name]
+            self.counts[f"sink.{name}"] = self.counts.get(f"sink.{name}", 0) + 1
+            if isinstance(spec, TopicSpec):
+                out.append(Outgoing(spec.topic, value, key, [("aestream.alert.type", kind.encode())]))
+            elif isinstance(spec, WebhookSpec):
+                self.webhooks[name].submit(value, key, event["event_id"])
+            elif isinstance(spec, LogSpec):
+                log_event(spec, event)
+        return out
+
+    def _dead_letter(self, d: DeadLetter) -> Outgoing:
+        self.counts["dead_letters"] = self.counts.get("dead_letters", 0) + 1
+        headers = [("aestream.reason", d.reason.encode()), ("aestream.sink", d.sink.encode()),
+                   ("aestream.attempts", str(d.attempts).encode()), ("aestream.event_id", d.event_id.encode())]
+        return Outgoing(self.dead_letter_topic, d.value, d.key, headers)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"episodes": self.tracker.snapshot(), "silence": self.silence.snapshot()}
+
+    def _write_pending(self) -> None:
+        if self._pending is not None and self.state_path is not None:
+            write_state(self.state_path, self._pending)
+            self._pending, self._last_write = None, self.clock()
+
+    def _load(self, path: Path) -> None:
+        data = read_state(path)
+        if data is None:
+            return
+        try:
+            self.tracker.restore(data["episodes"])
+            self.silence.restore(data["silence"], self.clock())
+        except (KeyError, TypeError, ValueError) as e:
+            raise AlertStateError(f"alert state file {path} is malformed ({type(e).__name__}: {e}): move it away "
+                                  "to start with no open episodes") from None
+        log.info("alert state restored from %s: %d open episode(s)", path, len(self.tracker.open_episodes()))
+
+
+def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotonic,
+                      post: Post = post_json) -> AlertStage | None:
+    """The alert stage ``cfg.alerts`` describes, or ``None`` when ``alerts.enabled`` is false."""
+    a = cfg.alerts
+    if not a.enabled:
+        return None
+    sinks = parse_sinks(a.sinks, a.topic)
+    return AlertStage(
+        channels=tuple(cfg.stream.channels), bands=parse_bands(a.bands),
+        router=Router(parse_routes(a.routes, sinks), a.match, a.default_sinks, a.tags), sinks=sinks,
+        dead_letter_topic=a.dead_letter_topic or cfg.kafka.dead_letter_topic,
+        n_resolve_windows=a.n_resolve_windows, cooldown_ms=a.cooldown_ms, silent_after_s=a.silent_after_s,
+        silent_lag_ms=a.silent_lag_ms, state_path=Path(cfg.paths.state_dir) / a.state_file,
+        persist_interval_s=a.persist_interval_s, clock=clock, post=post)

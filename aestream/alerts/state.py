@@ -1,0 +1,50 @@
+"""The alert stage's state file: JSON, written atomically (temporary file, fsync, rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aestream.errors import AestreamError
+
+__all__ = ["STATE_VERSION", "AlertStateError", "read_state", "write_state"]
+
+STATE_VERSION = 1
+
+
+class AlertStateError(AestreamError):
+    """The alert state file cannot be read."""
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace ``path`` with ``state`` as JSON; a crash leaves either the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": STATE_VERSION, **state}, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """The saved state, or ``None`` when there is no file yet."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise AlertStateError(f"alert state file {path} is unreadable ({e}): move it away to start with no open "
+                              "episodes (recent ones are rebuilt from the replayed lookback)") from None
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        found = data.get("version") if isinstance(data, dict) else type(data).__name__
+        raise AlertStateError(f"alert state file {path} has version {found!r}, expected {STATE_VERSION}: move it "
+                              "away to start with no open episodes")
+    return data

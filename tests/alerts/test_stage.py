@@ -1,0 +1,155 @@
+"""The alert stage: episodes and silence → routed documents that validate against the schema; replay; restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aestream.alerts import AlertStage, build_alert_stage
+from aestream.alerts.state import AlertStateError
+from aestream.config import Config
+
+from .helpers import decode, scored, validator
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def config(tmp_path: Path, **alerts: Any) -> Config:
+    base = {"enabled": True, "n_resolve_windows": 3, "cooldown_ms": 60_000,
+            "sinks": {"a": {"type": "topic", "topic": "topic-a"}, "b": {"type": "topic", "topic": "topic-b"}},
+            "routes": ({"severity": "critical", "sensor": "pump-*", "sinks": ["a"]},
+                       {"severity": "warning", "sinks": ["b"]}),
+            "persist_interval_s": 0.0}
+    return Config().replace(alerts={**base, **alerts}, paths={"state_dir": str(tmp_path)},
+                            kafka={"dead_letter_topic": "dlq"})
+
+
+def stage(cfg: Config, clock: Clock | None = None, **kw: Any) -> AlertStage:
+    s = build_alert_stage(cfg, clock=clock or Clock(), **kw)
+    assert s is not None
+    return s
+
+
+def step(s: AlertStage, windows: list[Any], now: float = 0.0) -> list[Any]:
+    return s.on_scored(windows) + s.on_tick(now)
+
+
+def test_disabled_alerts_build_no_stage() -> None:
+    assert build_alert_stage(Config()) is None
+
+
+def test_episode_events_are_routed_by_severity_and_sensor_and_validate(tmp_path: Path) -> None:
+    s = stage(config(tmp_path))
+    out = step(s, [scored("pump-1", i, r) for i, r in enumerate([0.5, 2.5, 3.0, 0.4, 0.4, 0.4])])
+    out += step(s, [scored("fan-1", i, r) for i, r in enumerate([1.5, 2.5, 0.4, 0.4, 0.4])])
+    routed = [(m.topic, json.loads(m.value)["type"], m.key) for m in out]
+    assert routed == [("topic-a", "opened", b"pump-1"), ("topic-a", "resolved", b"pump-1"),
+                      ("topic-b", "opened", b"fan-1"), ("alerts", "updated", b"fan-1"),  # critical fan: default
+                      ("alerts", "resolved", b"fan-1")]
+    v = validator("alert-event.v1.json")
+    for e in decode(out):
+        v.validate(e)
+    opened = decode(out)[0]
+    assert opened["channels"][0] == {"name": "vibration", "share": 0.6}
+    assert (opened["window_end_ms"], opened["severity"], opened["ratio"], opened["model_version"]) == (
+        1_767_225_604_000, "critical", 2.5, "v0001")
+    resolved = decode(out)[1]
+    assert resolved["episode_id"] == opened["episode_id"] and resolved["episode"]["last_alarm_ms"] == 1_767_225_608_000
+    assert resolved["event_id"] != opened["event_id"]
+
+
+def test_replayed_windows_rebuild_state_but_emit_nothing(tmp_path: Path) -> None:
+    s = stage(config(tmp_path, state_file="none.json"))
+    assert step(s, [scored("pump-1", i, 2.5, replay=True) for i in range(3)]) == []
+    assert step(s, [scored("pump-1", i, 2.5) for i in range(3, 5)]) == []  # already open: no second opened
+    assert [json.loads(m.value)["type"] for m in step(s, [scored("pump-1", i, 0.1) for i in range(5, 8)])] == [
+        "resolved"]
+
+
+def test_a_restarted_stage_continues_the_episode_from_the_state_file(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    first = stage(cfg)
+    assert len(step(first, [scored("pump-1", i, 2.5) for i in range(3)])) == 1
+    first.on_tick(1.0)  # the next step: the worker has committed the first one, so its state is written
+    assert (tmp_path / "alerts-state.json").exists()
+
+    second = stage(cfg)
+    out = step(second, [scored("pump-1", i, r) for i, r in enumerate([2.5, 2.5, 2.5, 0.1, 0.1, 0.1])])
+    assert [json.loads(m.value)["type"] for m in out] == ["resolved"]
+
+
+def test_state_of_a_step_is_written_only_once_the_next_step_begins(tmp_path: Path) -> None:
+    s = stage(config(tmp_path))
+    step(s, [scored("pump-1", 0, 2.5)])
+    assert not (tmp_path / "alerts-state.json").exists()  # not committed yet: a crash now must re-emit
+    s.on_scored([scored("pump-1", 1, 2.5)])
+    assert json.loads((tmp_path / "alerts-state.json").read_text())["episodes"]["pump-1"]["last_end_ms"] == (
+        1_767_225_600_000)
+
+
+def test_an_unreadable_state_file_stops_the_start_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "alerts-state.json").write_text("{not json")
+    with pytest.raises(AlertStateError) as e:
+        stage(config(tmp_path))
+    assert f"alert state file {tmp_path / 'alerts-state.json'} is unreadable" in str(e.value)
+    assert "move it away to start with no open episodes" in str(e.value)
+
+
+def test_a_silent_sensor_is_reported_once_and_again_when_it_resumes(tmp_path: Path) -> None:
+    clock = Clock()
+    s = stage(config(tmp_path, silent_after_s=30.0), clock)
+    step(s, [scored("pump-1", 0, 0.1), scored("pump-2", 0, 0.1)])
+    clock.t = 20.0
+    assert step(s, [scored("pump-2", 1, 0.1)], now=20.0) == []
+    silent = decode(s.on_tick(31.0))
+    assert [(e["type"], e["sensor"], e["detected_by"]) for e in silent] == [
+        ("sensor_silent", "pump-1", "processing_time")]
+    assert s.on_tick(40.0) == []
+    clock.t = 55.0
+    resumed = decode(step(s, [scored("pump-1", 20, 0.1)], now=55.0))
+    silent2 = [e for e in resumed if e["sensor"] == "pump-2"]
+    assert [e["type"] for e in resumed if e["sensor"] == "pump-1"] == ["sensor_resumed"]
+    assert [e["type"] for e in silent2] == ["sensor_silent"]  # pump-2: nothing since t = 20
+    v = validator("alert-event.v1.json")
+    for e in silent + resumed:
+        v.validate(e)
+        assert e["category"] == "data_quality" and e["severity"] == "info"
+
+
+def test_a_sensor_lagging_the_fleet_in_event_time_is_silent(tmp_path: Path) -> None:
+    s = stage(config(tmp_path, silent_lag_ms=20_000))
+    out = decode(step(s, [scored("pump-1", 0, 0.1)] + [scored("pump-2", i, 0.1) for i in range(8)]))
+    assert [(e["type"], e["sensor"], e["detected_by"]) for e in out] == [("sensor_silent", "pump-1", "event_time")]
+
+
+def test_webhook_give_ups_come_back_as_dead_letters_on_a_tick(tmp_path: Path) -> None:
+    calls: list[bytes] = []
+
+    def failing(url: str, body: bytes, headers: Any, timeout_s: float) -> int:
+        calls.append(body)
+        return 500
+
+    cfg = config(tmp_path, sinks={"hook": {"type": "webhook", "url": "http://127.0.0.1:9/x", "retries": 1,
+                                           "backoff_s": 0.0}},
+                 routes=({"sinks": ["hook", "topic"]},))
+    s = stage(cfg, post=failing)
+    out = step(s, [scored("pump-1", 0, 2.5)])
+    assert [m.topic for m in out] == ["alerts"]
+    for _ in range(1000):
+        if not s.pending_deliveries:
+            break
+        s.webhooks["hook"]._thread.join(0.01)
+    (dead,) = s.on_tick(1.0)
+    assert dead.topic == "dlq" and dead.value == out[0].value and dead.key == b"pump-1"
+    assert dict(dead.headers)["aestream.reason"] == b"HTTP 500 after 2 attempt(s)"
+    assert dict(dead.headers)["aestream.attempts"] == b"2" and len(calls) == 2
+    assert s.close() == []
