@@ -206,9 +206,48 @@ class AlertsConfig:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """Scheduled retraining on recent normal data. (issue 3)"""
+    """Scheduled retraining on recent normal data: the reservoir's rules, the schedule, the gate. (issue 3)"""
 
     enabled: bool = False
+    schedule: str = "interval"
+    interval_s: float = 3_600.0
+    cron: str = "0 3 * * *"
+    family: str = ""
+    epochs: int = 0
+    n_reservoir_windows: int = 20_000
+    max_age_s: float = 7 * 86_400.0
+    half_life_s: float = 86_400.0
+    guard_s: float = 300.0
+    regime_change_after_s: float = 1_800.0
+    save_every_s: float = 60.0
+    n_min_windows: int = 500
+    n_min_new_windows: int = 100
+    holdout_fraction: float = 0.2
+    calibration_fraction: float = 0.2
+    gate_tolerance: float = 0.05
+    gate_max_far: float = 0.01
+    timeout_s: float = 1_800.0
+    torch_threads: int = 1
+    isolation: str = "process"
+
+    def __post_init__(self) -> None:
+        _require(self.schedule in ("interval", "cron"), "retrain.schedule", self.schedule,
+                 'use "interval" or "cron"')
+        _require(self.family in ("", "vanilla", "sparse", "contractive", "denoising", "conv"), "retrain.family",
+                 self.family, 'use "" (model.family) or vanilla, sparse, contractive, denoising, conv')
+        _require(self.isolation in ("process", "thread"), "retrain.isolation", self.isolation,
+                 'use "process" or "thread"')
+        for name in ("interval_s", "max_age_s", "half_life_s", "timeout_s", "n_reservoir_windows",
+                     "n_min_windows", "save_every_s"):
+            _require(getattr(self, name) > 0, f"retrain.{name}", getattr(self, name), "use a positive number")
+        for name in ("guard_s", "regime_change_after_s", "gate_tolerance", "epochs", "n_min_new_windows",
+                     "torch_threads"):
+            _require(getattr(self, name) >= 0, f"retrain.{name}", getattr(self, name), "use 0 or more")
+        _require(0.0 < self.holdout_fraction + self.calibration_fraction < 0.8 and self.holdout_fraction > 0
+                 and self.calibration_fraction > 0, "retrain.holdout_fraction", self.holdout_fraction,
+                 "use holdout_fraction and calibration_fraction above 0 that sum below 0.8")
+        _require(0.0 < self.gate_max_far < 1.0, "retrain.gate_max_far", self.gate_max_far,
+                 "use a rate between 0 and 1")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""The reservoir (bounded, recency-weighted, persisted) and the stage's eligibility rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aestream.reservoir import Reservoir, ReservoirError
+from aestream.reservoir_stage import ReservoirStage
+from aestream.stages import Scored
+from aestream.windows import Window
+
+W, C = 4, 2
+SPAN_MS = (W - 1) * 1000
+
+
+def _reservoir(capacity: int = 1000, half_life_s: float = 1e6, max_age_s: float = 1e9) -> Reservoir:
+    return Reservoir(capacity, W, C, half_life_s=half_life_s, max_age_s=max_age_s, seed=0)
+
+
+def _window(end_s: int, sensor: str = "s") -> Window:
+    return Window(sensor, end_s * 1000 - SPAN_MS, end_s * 1000, np.full((W, C), end_s, dtype=np.float32))
+
+
+def _scored(end_s: int, alarm: bool, sensor: str = "s", replay: bool = False) -> Scored:
+    return Scored(_window(end_s, sensor), 2.0 if alarm else 0.5, 1.0, alarm, np.full(C, 0.5), "v0001", None, replay)
+
+
+def test_capacity_is_a_bound_and_newer_windows_are_kept_more_often() -> None:
+    r = _reservoir(capacity=100, half_life_s=50.0)
+    for t in range(1000):
+        r.add("s", t * 1000, np.zeros((W, C), np.float32))
+    ends = r.snapshot().end_ms / 1000
+    assert len(r) == 100 and r.n_added == 1000
+    assert np.median(ends) > 900, "a 50 s half-life over 1000 s should keep mostly the last few hundred seconds"
+    assert ends.min() < 900, "older windows keep a (small) chance: it is a sample, not a FIFO"
+
+
+def test_expire_drops_windows_older_than_max_age_behind_the_newest() -> None:
+    r = _reservoir(max_age_s=10.0)
+    for t in (0, 5, 9, 15, 20):
+        r.add("s", t * 1000, np.zeros((W, C), np.float32))
+    assert r.expire() == 3
+    assert r.snapshot().end_ms.tolist() == [15_000, 20_000]
+
+
+def test_save_and_load_round_trip_keeps_windows_sensors_and_counts(tmp_path: Path) -> None:
+    r = _reservoir()
+    for t in range(5):
+        r.add(f"s{t % 2}", t * 1000, np.full((W, C), t, np.float32))
+    path = r.save(tmp_path / "reservoir.npz")
+    again = _reservoir()
+    assert again.load(path)
+    a, b = r.snapshot(), again.snapshot()
+    np.testing.assert_array_equal(a.windows, b.windows)
+    assert a.sensors == b.sensors and again.n_added == 5
+    assert (tmp_path / "reservoir.json").read_text().count('"n_windows": 5') == 1
+    assert not list(tmp_path.glob(".reservoir*")), "no temporary file is left behind"
+
+
+def test_a_reservoir_of_another_window_shape_starts_empty_and_a_corrupt_one_says_what_to_do(
+        tmp_path: Path) -> None:
+    r = _reservoir()
+    r.add("s", 0, np.zeros((W, C), np.float32))
+    path = r.save(tmp_path / "reservoir.npz")
+    other = Reservoir(10, W + 1, C, half_life_s=1.0, max_age_s=1.0)
+    assert not other.load(path) and len(other) == 0
+    path.write_bytes(b"not an npz")
+    with pytest.raises(ReservoirError, match=r"reservoir.npz is unreadable .*delete it to start with an empty"):
+        _reservoir().load(path)
+
+
+def _stage(r: Reservoir, guard_s: float = 10.0, regime_s: float = 30.0) -> ReservoirStage:
+    return ReservoirStage(r, guard_s=guard_s, regime_change_after_s=regime_s)
+
+
+def test_normal_windows_are_admitted_only_after_the_guard_and_never_near_a_short_anomaly() -> None:
+    r = _reservoir()
+    stage = _stage(r)
+    alarm_at = set(range(100, 112, 2))  # a 10 s anomaly: shorter than regime_change_after_s
+    stage.on_scored([_scored(t, t in alarm_at) for t in range(10, 200, 2)])
+    kept = set((r.snapshot().end_ms // 1000).tolist())
+    assert not kept & alarm_at, "alarm windows of a short anomaly are never normal"
+    # first alarm window spans 97..100 s, last ends at 110 s; guard 10 s either side
+    assert not {t for t in kept if 97 - 10 <= t <= 110 + 10 + 3}, "guard interval around it"
+    assert {20, 60, 86, 124, 180} <= kept
+    assert max(kept) <= 198 - 3 - 10, "the last guard_s of windows still wait"
+
+
+def test_a_sustained_alarm_is_a_regime_change_whose_windows_are_admitted() -> None:
+    r = _reservoir()
+    stage = _stage(r, guard_s=10.0, regime_s=30.0)
+    stage.on_scored([_scored(t, t >= 100) for t in range(60, 200, 2)])
+    kept = (r.snapshot().end_ms // 1000).tolist()
+    assert stage.in_regime_change("s")
+    assert [t for t in kept if t >= 100] == list(range(100 + W, 200, 2)), \
+        "from the episode start on, once it lasted regime_change_after_s"
+    assert not [t for t in kept if 97 - 10 <= t < 100], "the guard before the onset still holds"
+    assert 86 in kept
+
+
+def test_replayed_windows_are_not_offered_and_on_tick_saves_periodically(tmp_path: Path) -> None:
+    r = _reservoir()
+    stage = ReservoirStage(r, guard_s=0.0, regime_change_after_s=30.0, path=tmp_path / "r.npz", save_every_s=5.0)
+    stage.on_scored([_scored(t, False, replay=True) for t in range(10, 50, 2)])
+    assert len(r) == 0
+    stage.on_scored([_scored(t, False) for t in range(50, 60, 2)])
+    assert len(r) == 3  # windows ending up to the newest window's start (nothing later can overlap them)
+    stage.on_tick(100.0)
+    assert not (tmp_path / "r.npz").exists()
+    stage.on_tick(105.0)
+    assert (tmp_path / "r.npz").exists()
