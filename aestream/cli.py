@@ -109,12 +109,12 @@ def _load(path: str | None) -> Config:
 
 
 def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
-    from aestream.kafka_io import KafkaSink, KafkaSource
+    from aestream.kafka_io import open_sink, open_source
     from aestream.store import ModelStore
     from aestream.worker import Worker
 
-    source = KafkaSource(cfg.kafka)
-    worker = Worker(cfg, source, KafkaSink(cfg.kafka), ModelStore(cfg.paths.model_dir),
+    source = open_source(cfg.kafka)
+    worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir),
                     device=args.device or cfg.model.device)
     source.on_assign = source.on_revoke = worker.on_partitions_changed
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -50,6 +50,7 @@ class KafkaConfig:
     """Where readings come from and where events, dead letters and models go."""
 
     bootstrap_servers: tuple[str, ...] = ("127.0.0.1:19092",)
+    client: str = "kafka-python"
     group_id: str = "aestream"
     client_id: str = "aestream"
     input_topics: tuple[str, ...] = ("readings",)
@@ -72,6 +73,8 @@ class KafkaConfig:
     ssl_password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
+        _require(self.client in ("kafka-python", "confluent"), "kafka.client", self.client,
+                 'use "kafka-python" (default) or "confluent" (pip install \'aestream[confluent]\')')
         _require(self.auto_offset_reset in ("earliest", "latest"), "kafka.auto_offset_reset",
                  self.auto_offset_reset, 'use "earliest" or "latest"')
         _require(self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),

@@ -22,7 +22,7 @@ from aestream.codec import encode_reading
 from aestream.config import Config
 from aestream.events import iso_ms
 from aestream.fitting import train_bundle
-from aestream.kafka_io import KafkaSink, KafkaSource, ensure_topics, tail_topic, wait_for_broker
+from aestream.kafka_io import ensure_topics, open_sink, open_source, tail_topic, wait_for_broker
 from aestream.messages import Outgoing
 from aestream.simulate import Injected, Plant
 from aestream.store import ModelStore
@@ -100,7 +100,7 @@ def run_demo(cfg: Config, out: TextIO = sys.stdout, n_sensors: int = 6, train_st
     plan = [(i % n_sensors, kind, step * (1 + i) + train_steps, 60)
             for i, kind in enumerate(("shift", "decouple", "oscillation", "shift"))]
     readings = plant.readings(stream_steps, start_ms, plan, step0=train_steps)
-    sink = KafkaSink(cfg.kafka)
+    sink = open_sink(cfg.kafka)
     topic = cfg.kafka.input_topics[0]
     for sensor, ts, values in readings:
         sink.send(Outgoing(topic, encode_reading(sensor, ts, values), sensor.encode()))
@@ -113,8 +113,8 @@ def run_demo(cfg: Config, out: TextIO = sys.stdout, n_sensors: int = 6, train_st
               file=out, flush=True)
 
     store = ModelStore(cfg.paths.model_dir)
-    source = KafkaSource(cfg.kafka)
-    worker = Worker(cfg, source, KafkaSink(cfg.kafka), store)
+    source = open_source(cfg.kafka)
+    worker = Worker(cfg, source, open_sink(cfg.kafka), store)
     source.on_assign = source.on_revoke = worker.on_partitions_changed
     thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 5.0}, name="worker", daemon=True)
     thread.start()

@@ -22,7 +22,8 @@ from kafka.structs import OffsetAndMetadata
 from aestream.config import KafkaConfig
 from aestream.messages import Outgoing, Partition, Record
 
-__all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "tail_topic",
+__all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "open_sink",
+           "open_source", "tail_topic",
            "wait_for_broker"]
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,28 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     }
     opts.update({k: v for k, v in optional.items() if v})
     return opts
+
+
+def open_source(
+    cfg: KafkaConfig,
+    on_revoke: Callable[[list[Partition]], None] | None = None,
+    on_assign: Callable[[list[Partition]], None] | None = None,
+) -> KafkaSource:
+    """The consumer of the configured client library (``kafka.client``)."""
+    if cfg.client == "confluent":
+        from aestream.kafka_confluent import ConfluentSource
+
+        return ConfluentSource(cfg, on_revoke, on_assign)  # type: ignore[return-value]
+    return KafkaSource(cfg, on_revoke, on_assign)
+
+
+def open_sink(cfg: KafkaConfig) -> KafkaSink:
+    """The producer of the configured client library (``kafka.client``)."""
+    if cfg.client == "confluent":
+        from aestream.kafka_confluent import ConfluentSink
+
+        return ConfluentSink(cfg)  # type: ignore[return-value]
+    return KafkaSink(cfg)
 
 
 def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 30.0) -> None:

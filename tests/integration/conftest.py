@@ -12,7 +12,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from aestream.config import Config
-from aestream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from aestream.kafka_io import ensure_topics, open_sink, open_source
 from aestream.store import ModelStore
 from aestream.worker import Worker
 
@@ -57,8 +57,8 @@ def read_all(cfg: Config, topic: str, idle_s: float = 1.5) -> list[Message]:
 
 
 def make_worker(cfg: Config, **kwargs: Any) -> Worker:
-    source = KafkaSource(cfg.kafka)
-    worker = Worker(cfg, source, KafkaSink(cfg.kafka), ModelStore(cfg.paths.model_dir), **kwargs)
+    source = open_source(cfg.kafka)
+    worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir), **kwargs)
     source.on_assign = source.on_revoke = worker.on_partitions_changed
     return worker
 

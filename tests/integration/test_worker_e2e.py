@@ -95,9 +95,10 @@ def test_poison_messages_are_dead_lettered_with_provenance_and_good_ones_still_s
     assert [e["window_end_ms"] for e in events] == [START_MS + (cfg.stream.window_size - 1) * 1000]
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_clean_stop_and_restart_scores_every_window_exactly_once(
-        topics: Config, kafka_tools: dict[str, Any], train_small: Any) -> None:
-    cfg = topics.replace(kafka={"max_poll_records": 100})
+        client: str, topics: Config, kafka_tools: dict[str, Any], train_small: Any) -> None:
+    cfg = topics.replace(kafka={"max_poll_records": 100, "client": client})
     bundle = train_small(cfg)
     bundle.threshold = 1e-9  # every window alarms: the events are the scored windows
     ModelStore(cfg.paths.model_dir).publish(bundle)
