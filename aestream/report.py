@@ -201,6 +201,13 @@ def _dt(ms: float) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
+def _x(ms: float) -> float:
+    """Event time in ms as a matplotlib date number (the axes are set to dates)."""
+    from matplotlib.dates import date2num
+
+    return float(date2num(_dt(ms)))
+
+
 def _pick_sensors(data: ReportData, max_sensors: int) -> list[SensorSeries]:
     ranked = sorted(data.sensors.values(), key=lambda s: (-len(s.anomalies), -len(s.episodes), s.sensor))
     return sorted(ranked[:max_sensors], key=lambda s: s.sensor)
@@ -214,22 +221,23 @@ def _x_range(data: ReportData) -> tuple[int, int] | None:
 
 
 def _draw_sensor(ax: Axes, s: SensorSeries, right_ms: int, mdates: Any) -> None:
+    ax.xaxis_date(timezone.utc)
     for ep in s.episodes:
         end = ep.end_ms if ep.end_ms is not None else right_ms
-        ax.axvspan(_dt(ep.start_ms), _dt(max(end, ep.start_ms + 1)), color=SEVERITY_COLOURS[ep.severity],
+        ax.axvspan(_x(ep.start_ms), _x(max(end, ep.start_ms + 1)), color=SEVERITY_COLOURS[ep.severity],
                    alpha=0.12, lw=0)
     if s.scores:
-        ax.plot([_dt(t) for t, _, _ in s.scores], [v for _, v, _ in s.scores], color="#4e79a7", lw=0.9,
+        ax.plot([_x(t) for t, _, _ in s.scores], [v for _, v, _ in s.scores], color="#4e79a7", lw=0.9,
                 label="score")
     thr = [(t, th) for t, _, th in s.scores if th == th]  # not NaN
     thr += [(t, float(a["threshold"])) for a in s.anomalies
             if "threshold" in a and (t := _time_ms(a, _TIME_KEYS)) is not None]
     if thr:
         thr.sort()
-        ax.step([_dt(t) for t, _ in thr], [v for _, v in thr], where="post", color="#555555", ls="--", lw=1,
+        ax.step([_x(t) for t, _ in thr], [v for _, v in thr], where="post", color="#555555", ls="--", lw=1,
                 label="threshold")
     for sev, colour in SEVERITY_COLOURS.items():
-        pts = [(_dt(_time_ms(a, _TIME_KEYS) or 0), float(a["score"])) for a in s.anomalies
+        pts = [(_x(_time_ms(a, _TIME_KEYS) or 0), float(a["score"])) for a in s.anomalies
                if a.get("severity", "warning") == sev]
         if pts:
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, color=colour, zorder=3, label=sev,
@@ -249,7 +257,7 @@ def _draw_timeline(axes: list[Axes], series: list[SensorSeries], data: ReportDat
     for ax, s in zip(axes, series):
         _draw_sensor(ax, s, right, mdates)
     if span and span[1] > span[0]:
-        axes[0].set_xlim(_dt(span[0]), _dt(span[1]))
+        axes[0].set_xlim(_x(span[0]), _x(span[1]))
     handles: dict[str, Any] = {}
     for ax in axes:
         for h, label in zip(*ax.get_legend_handles_labels()):

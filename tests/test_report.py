@@ -70,7 +70,7 @@ def test_an_empty_input_still_gives_a_report(tmp_path: Path) -> None:
 
 
 def test_collect_sorts_documents_into_anomalies_episodes_and_scores() -> None:
-    data = collect(_docs() + [{"type": "something else"}], top_n=3)
+    data = collect([*_docs(), {"type": "something else"}], top_n=3)
     assert sorted(data.sensors) == ["pump-1", "pump-2", "pump-3"]
     assert len(data.anomalies) == 8 and data.ignored == 1 and len(data.sensors["pump-3"].scores) == 15
     ep1, ep2 = data.sensors["pump-1"].episodes[0], data.sensors["pump-2"].episodes[0]
