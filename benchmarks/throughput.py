@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,22 +33,16 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from aestream.config import Config
 from aestream.fitting import train_bundle
-from aestream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from aestream.kafka_io import ensure_topics, open_sink, open_source
 from aestream.models import FAMILIES, build_model
 from aestream.simulate import Plant
 from aestream.store import ModelStore
-from aestream.windows import Windower
 from aestream.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 N_SENSORS = 50
 BATCH = 100
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
@@ -95,8 +88,8 @@ def _ceiling(bootstrap: str, topic: str, n_messages: int) -> float:
 
 
 def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
-    source = KafkaSource(cfg.kafka)
-    worker = Worker(cfg, source, KafkaSink(cfg.kafka), ModelStore(cfg.paths.model_dir))
+    source = open_source(cfg.kafka)
+    worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir))
     source.on_assign = source.on_revoke = worker.on_partitions_changed
     worker.refresh_model(force=True)
     t0 = None
@@ -114,10 +107,10 @@ def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
 
 def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
     bootstrap = cfg.kafka.bootstrap_servers[0]
-    source = KafkaSource(cfg.kafka)
-    worker = Worker(cfg, source, KafkaSink(cfg.kafka), ModelStore(cfg.paths.model_dir))
+    source = open_source(cfg.kafka)
+    worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir))
     source.on_assign = source.on_revoke = worker.on_partitions_changed
-    thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 3.0}, daemon=True)
+    thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 10.0}, daemon=True)
     thread.start()
     time.sleep(3.0)  # join the group
     plant = Plant(N_SENSORS, CHANNELS, seed=2)
@@ -157,17 +150,31 @@ def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
 
 
+_RSS_PROBE = """
+import resource, sys
+from aestream.windows import Windower
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+n, w = int(sys.argv[1]), int(sys.argv[2])
+names = [f"sensor-{i:06d}" for i in range(n)]
+win = Windower(w, 4, 4, 10_000)
+win.push("warm-up", 1_767_225_600_000, (1.0, 2.0, 3.0, 4.0))
+before = rss()
+for s in names:
+    win.push(s, 1_767_225_600_000, (1.0, 2.0, 3.0, 4.0))
+print((rss() - before) / n)
+"""
+
+
 def _rss_per_sensor(window_size: int) -> dict[str, float]:
-    out = {}
+    """RSS growth per idle sensor, in a fresh interpreter per count, minus the window buffer's own bytes."""
     buffer = 2 * window_size * len(CHANNELS) * 4 + 2 * window_size * 8
+    out = {}
     for n in (1_000, 10_000, 100_000):
-        w = Windower(window_size, 4, len(CHANNELS), 10_000)
-        names = [f"sensor-{i:06d}" for i in range(n)]
-        before = _rss_bytes()
-        for s in names:
-            w.push(s, 1_767_225_600_000, (1.0, 2.0, 3.0, 4.0))
-        out[str(n)] = (_rss_bytes() - before) / n - buffer
-        del w
+        proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(n), str(window_size)], check=True,
+                              capture_output=True, text=True)
+        out[str(n)] = float(proc.stdout) - buffer
     return out
 
 
@@ -216,35 +223,42 @@ def main() -> None:
         result: dict[str, Any] = {}
         for label, batch in (("single", 1), ("batched", BATCH)):
             topic = f"bench-{label}-{run}"
-            cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,), "input_topics": (topic,),
-                                      "output_topic": f"bench-out-{label}-{run}", "group_id": f"bench-{label}-{run}",
-                                      "max_poll_records": 2000 if batch == 1 else 200})
-            ensure_topics(cfg.kafka, {topic: 1, cfg.kafka.output_topic: 1})
             msgs = _messages(args.readings, batch)
+            kafka = {"bootstrap_servers": (bootstrap,), "input_topics": (topic,),
+                     "output_topic": f"bench-out-{label}-{run}", "max_poll_records": 2000 if batch == 1 else 200}
+            ensure_topics(base.replace(kafka=kafka).kafka, {topic: 1, kafka["output_topic"]: 1})
             _produce(bootstrap, topic, msgs)
             ceiling = _ceiling(bootstrap, topic, len(msgs))
-            pipeline, worker = _worker(cfg, len(msgs))
-            result[label] = {"messages": len(msgs), "ceiling_rps": round(ceiling), "pipeline_rps": round(pipeline),
-                             "ratio": round(pipeline / ceiling, 3), "events": worker.totals.events}
-            print(json.dumps({label: result[label]}), flush=True)
+            row: dict[str, Any] = {"messages": len(msgs), "ceiling_rps": round(ceiling)}
+            for client in ("kafka-python", "confluent"):
+                cfg = base.replace(kafka={**kafka, "client": client, "group_id": f"bench-{label}-{client}-{run}"})
+                rps, worker = _worker(cfg, len(msgs))
+                row[client] = {"pipeline_rps": round(rps), "ratio": round(rps / ceiling, 3),
+                               "events": worker.totals.events}
+            result[label] = row
+            print(json.dumps({label: row}), flush=True)
         lat_bundle = ModelStore(base.paths.model_dir).load()
         lat_bundle.threshold = 1e-9  # every window emits: each reading that closes a window is timed
         ModelStore(base.paths.model_dir).publish(lat_bundle)
-        rate = 0.2 * result["single"]["pipeline_rps"]
+        best = max(("kafka-python", "confluent"), key=lambda c: result["single"][c]["pipeline_rps"])
+        rate = 0.2 * result["single"][best]["pipeline_rps"]
         cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,), "input_topics": (f"bench-lat-{run}",),
                                   "output_topic": f"bench-lat-out-{run}", "group_id": f"bench-lat-{run}",
-                                  "poll_timeout_ms": 5})
+                                  "poll_timeout_ms": 5, "client": best})
         ensure_topics(cfg.kafka, {f"bench-lat-{run}": 1, cfg.kafka.output_topic: 1})
         p50, p99 = _latency(cfg, rate, args.latency_seconds)
         rss = _rss_per_sensor(32)
         scoring = _scoring_rates(32)
         summary = {
             "ceiling_rps": result["single"]["ceiling_rps"],
-            "pipeline_rps": result["single"]["pipeline_rps"],
-            "ratio": result["single"]["ratio"],
+            "pipeline_rps": result["single"]["kafka-python"]["pipeline_rps"],
+            "ratio": result["single"]["kafka-python"]["ratio"],
+            "confluent_pipeline_rps": result["single"]["confluent"]["pipeline_rps"],
+            "confluent_ratio": result["single"]["confluent"]["ratio"],
             "batched_ceiling_rps": result["batched"]["ceiling_rps"],
-            "batched_rps": result["batched"]["pipeline_rps"],
-            "batched_ratio": result["batched"]["ratio"],
+            "batched_rps": result["batched"]["kafka-python"]["pipeline_rps"],
+            "confluent_batched_rps": result["batched"]["confluent"]["pipeline_rps"],
+            "latency_client": best,
             "latency_rate_rps": round(rate),
             "p50_ms": p50,
             "p99_ms": p99,
