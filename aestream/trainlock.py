@@ -1,0 +1,79 @@
+"""Who trains: a lock file beside the shared model store, created with ``O_CREAT | O_EXCL``.
+
+Every worker's scheduler fires; the one that creates ``<model_dir>/.retrain.lock`` trains, the others skip that
+run. A lock older than ``stale_s`` (its holder crashed mid-retrain) is broken by the next worker that finds it.
+
+>>> import tempfile
+>>> d = tempfile.mkdtemp()
+>>> a, b = TrainLock(d, stale_s=60), TrainLock(d, stale_s=60)
+>>> a.acquire(), b.acquire()
+(True, False)
+>>> a.release(); b.acquire()
+True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+__all__ = ["TrainLock"]
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".retrain.lock"
+
+
+class TrainLock:
+    """An exclusive, crash-tolerant lock file in ``directory`` (one holder across all workers sharing it)."""
+
+    def __init__(self, directory: str | os.PathLike[str], stale_s: float) -> None:
+        self.path = Path(directory) / LOCK_NAME
+        self.stale_s = stale_s
+        self._token: str | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if it is free or stale; ``False`` if another holder has it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._break_if_stale():
+                    return False
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"token": token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "since": time.time()}, f)
+            self._token = token
+            return True
+        return False
+
+    def release(self) -> None:
+        """Remove the lock if this object still holds it."""
+        if self._token is None:
+            return
+        try:
+            if json.loads(self.path.read_text()).get("token") == self._token:
+                self.path.unlink()
+        except (FileNotFoundError, ValueError):
+            pass
+        self._token = None
+
+    def _break_if_stale(self) -> bool:
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if age <= self.stale_s:
+            return False
+        log.warning("breaking stale retrain lock %s (%.0f s old, retrain.timeout_s + margin is %.0f s)",
+                    self.path, age, self.stale_s)
+        self.path.unlink(missing_ok=True)
+        return True

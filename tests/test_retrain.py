@@ -1,0 +1,164 @@
+"""Retraining: a candidate is published only through the gate; every failure leaves the current version serving."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aestream.bundle import ModelBundle
+from aestream.config import Config
+from aestream.errors import ConfigError
+from aestream.gate import gate_reason
+from aestream.reservoir import Reservoir
+from aestream.retrain import Retrainer, open_reservoir
+from aestream.scheduling import build_retraining, make_trigger
+from aestream.simulate import Plant
+from aestream.store import ModelStore
+from aestream.training import sliding_windows
+from aestream.trainlock import TrainLock
+from aestream.window_training import train_bundle_from_windows
+
+CHANNELS = ("temperature", "pressure", "vibration", "current")
+
+
+@pytest.fixture()
+def cfg(tmp_path: Path) -> Config:
+    return Config().replace(
+        stream={"channels": CHANNELS, "window_size": 16, "stride": 4},
+        model={"family": "vanilla", "epochs": 15, "hidden_size": 32, "latent_size": 6, "device": "cpu",
+               "torch_threads": 1},
+        retrain={"enabled": True, "isolation": "thread", "n_min_windows": 100, "gate_max_far": 0.05, "epochs": 60,
+                 "gate_tolerance": 0.1, "timeout_s": 120.0},
+        paths={"model_dir": str(tmp_path / "models"), "state_dir": str(tmp_path / "state")},
+    )
+
+
+def _filled(cfg: Config, steps: int = 1600) -> Reservoir:
+    """Windows (stride 4) of the plant's readings after those train_small fitted v0001 on."""
+    plant = Plant(4, CHANNELS, seed=0)
+    plant.signal(800)
+    reservoir = Reservoir(5000, 16, 4, half_life_s=1e6, max_age_s=1e9)
+    for i, series in enumerate(plant.signal(steps, step0=800)):
+        for j, w in enumerate(sliding_windows(series, 16, 4)):
+            reservoir.add(f"sensor-{i:02d}", 1_767_225_600_000 + (j * 4 + 15) * 1000, w)
+    return reservoir
+
+
+@pytest.fixture()
+def store(cfg: Config, train_small: Any) -> ModelStore:
+    s = ModelStore(cfg.paths.model_dir)
+    s.publish(train_small(cfg))
+    return s
+
+
+def test_a_good_candidate_passes_the_gate_and_is_published_with_its_provenance(
+        cfg: Config, store: ModelStore) -> None:
+    outcome = Retrainer(cfg, _filled(cfg), store).run_once()
+    assert outcome.status == "published", outcome.reason
+    assert outcome.version == store.current() == "v0002" and outcome.serving == "v0002"
+    info = store.load().info["retrain"]
+    assert info["previous_version"] == "v0001" and info["gate"]["candidate_far"] <= 0.05
+    assert info["n_windows"] == 4 * 397 and info["n_sensors"] == 4
+
+
+def _raise(*args: Any, **kwargs: Any) -> ModelBundle:
+    raise RuntimeError("disk on fire")
+
+
+def _nan_loss(windows: np.ndarray, stream: Any, model: Any, threshold: Any, **kw: Any) -> ModelBundle:
+    import dataclasses
+    return train_bundle_from_windows(windows, stream, dataclasses.replace(model, learning_rate=1e12), threshold, **kw)
+
+
+def _alarms_on_everything(*args: Any, **kwargs: Any) -> ModelBundle:
+    bundle = train_bundle_from_windows(*args, **kwargs)
+    bundle.threshold = 1e-9
+    return bundle
+
+
+def _slow(*args: Any, **kwargs: Any) -> ModelBundle:
+    time.sleep(3.0)
+    raise AssertionError("should have timed out")
+
+
+@pytest.mark.parametrize(("trainer", "status", "reason"), [
+    (_raise, "failed", "training raised RuntimeError: disk on fire"),
+    (_nan_loss, "failed", "training raised FloatingPointError: training loss became nan"),
+    (_alarms_on_everything, "rejected", "gate refused the candidate: false-alarm rate 1.0000 on the held-out slice "
+                                        "exceeds retrain.gate_max_far = 0.05"),
+    (_slow, "failed", "training timed out after 0.5 s (retrain.timeout_s)"),
+])
+def test_a_failed_or_rejected_retrain_leaves_the_current_version_serving(
+        cfg: Config, store: ModelStore, trainer: Any, status: str, reason: str) -> None:
+    cfg = cfg.replace(retrain={"timeout_s": 0.5 if trainer is _slow else 120.0})
+    retrainer = Retrainer(cfg, _filled(cfg), store, trainer=trainer)
+    outcome = retrainer.run_once()
+    assert (outcome.status, outcome.serving) == (status, "v0001")
+    assert reason in outcome.reason
+    assert store.versions() == ["v0001"] and store.current() == "v0001"
+    assert not retrainer.lock.path.exists(), "the lock is released whatever happened"
+
+
+def test_a_candidate_worse_than_the_current_model_is_rejected(cfg: Config, store: ModelStore) -> None:
+    weak = cfg.replace(retrain={"epochs": 1, "gate_tolerance": 0.0})
+    outcome = Retrainer(weak, _filled(cfg), store).run_once()
+    assert outcome.status == "rejected", outcome.reason
+    assert "exceeds the current model's" in outcome.reason and store.current() == "v0001"
+
+
+def test_in_a_subprocess_a_nan_loss_fails_and_a_good_candidate_publishes(cfg: Config, store: ModelStore) -> None:
+    proc = cfg.replace(retrain={"isolation": "process"})
+    bad = Retrainer(proc.replace(model={"learning_rate": 1e12}), _filled(cfg), store).run_once()
+    assert bad.status == "failed" and "FloatingPointError: training loss became nan" in bad.reason
+    assert store.current() == "v0001"
+    good = Retrainer(proc, _filled(cfg), store).run_once()
+    assert good.status == "published" and store.current() == "v0002", good.reason
+    assert not list(Path(cfg.paths.state_dir).glob(".retrain-*")), "the exchange directory is removed"
+
+
+def test_skips_say_why(cfg: Config, store: ModelStore) -> None:
+    few = Retrainer(cfg.replace(retrain={"n_min_windows": 10_000}), _filled(cfg), store).run_once()
+    assert few.status == "skipped" and "fewer than retrain.n_min_windows = 10000" in few.reason
+    other = TrainLock(store.root, stale_s=60)
+    assert other.acquire()
+    held = Retrainer(cfg, _filled(cfg), store).run_once()
+    assert held.status == "skipped" and "another worker holds" in held.reason
+    other.release()
+    store.publish(store.load())
+    store.rollback("v0001")
+    paused = Retrainer(cfg, _filled(cfg), store).run_once()
+    assert paused.status == "skipped" and "v0001 was rolled back to (latest is v0002)" in paused.reason
+    assert store.current() == "v0001"
+
+
+def test_no_new_data_since_the_last_retrain_is_a_skip(cfg: Config, store: ModelStore) -> None:
+    retrainer = Retrainer(cfg, _filled(cfg), store, trainer=_alarms_on_everything)
+    assert retrainer.run_once().status == "rejected"
+    again = retrainer.run_once()
+    assert again.status == "skipped" and "0 new windows since the last retrain" in again.reason
+
+
+def test_build_retraining_wires_stage_scheduler_and_a_persisted_reservoir(cfg: Config, store: ModelStore) -> None:
+    assert build_retraining(cfg.replace(retrain={"enabled": False}), store) is None
+    retraining = build_retraining(cfg.replace(retrain={"interval_s": 3600.0}), store)
+    assert retraining is not None
+    retraining.start()
+    retraining.stage.reservoir.add("s", 0, np.zeros((16, 4), np.float32))
+    retraining.close()
+    reloaded, path = open_reservoir(cfg)
+    assert len(reloaded) == 1 and path.name == "reservoir.npz"
+
+
+def test_a_bad_crontab_is_a_config_error_naming_the_key(cfg: Config) -> None:
+    with pytest.raises(ConfigError, match=r"retrain.cron = 'every day' is invalid .*five crontab fields"):
+        make_trigger(cfg.replace(retrain={"schedule": "cron", "cron": "every day"}).retrain)
+
+
+def test_gate_reason_passes_equal_or_better_and_refuses_non_finite() -> None:
+    assert gate_reason(1.0, 1.0, 0.0, tolerance=0.0, max_far=0.01) is None
+    assert gate_reason(1.0, None, 0.0, tolerance=0.0, max_far=0.01) is None
+    assert "not finite" in str(gate_reason(float("nan"), 1.0, 0.0, tolerance=0.0, max_far=0.01))
