@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from aestream.alerts.episodes import Transition
 from aestream.alerts.silence import Quality
 from aestream.events import iso_ms
@@ -26,7 +28,8 @@ def alert_event_id(subject: str, kind: str, window_end_ms: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{subject}\x1f{kind}\x1f{window_end_ms}"))
 
 
-def top_channels(names: Sequence[str], shares: Sequence[float], n: int = TOP_CHANNELS) -> list[tuple[str, float]]:
+def top_channels(names: Sequence[str], shares: Sequence[float] | np.ndarray,
+                 n: int = TOP_CHANNELS) -> list[tuple[str, float]]:
     """The ``n`` channels with the largest share of the score, largest first.
 
     >>> top_channels(("a", "b", "c"), (0.2, 0.5, 0.3), n=2)

@@ -146,19 +146,20 @@ def _webhook(spec: dict[str, Any], at: str) -> WebhookSpec:
     url = spec.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ConfigError(f"config key {at}.url is invalid: use an http:// or https:// URL")
-    numbers = {k: spec[k] for k in ("timeout_s", "backoff_s", "max_backoff_s") if k in spec}
+    numbers: dict[str, Any] = {k: spec[k] for k in ("timeout_s", "backoff_s", "max_backoff_s") if k in spec}
     for k, v in numbers.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k == "timeout_s" and v == 0):
             raise ConfigError(f"config key {at}.{k} = {v!r} is invalid: use a positive number of seconds")
-    counts = {k: spec[k] for k in ("retries", "queue_size") if k in spec}
-    for k, v in counts.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if k == "queue_size" else 0):
-            raise ConfigError(f"config key {at}.{k} = {v!r} is invalid: use a whole number"
-                              f"{' of 1 or more' if k == 'queue_size' else ' of 0 or more'}")
+    counts: dict[str, Any] = {k: spec[k] for k in ("retries", "queue_size") if k in spec}
+    for n, c in counts.items():
+        if isinstance(c, bool) or not isinstance(c, int) or c < (1 if n == "queue_size" else 0):
+            raise ConfigError(f"config key {at}.{n} = {c!r} is invalid: use a whole number"
+                              f"{' of 1 or more' if n == 'queue_size' else ' of 0 or more'}")
     headers = spec.get("headers", {})
     if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"config key {at}.headers is invalid: use a table of strings, e.g. {{ X-Token = \"…\" }}")
-    return WebhookSpec(url=url, headers=dict(headers), **{k: float(v) for k, v in numbers.items()}, **counts)
+    floats: dict[str, Any] = {k: float(v) for k, v in numbers.items()}
+    return WebhookSpec(url=url, headers=dict(headers), **floats, **counts)
 
 
 def _known(spec: Mapping[str, Any], keys: tuple[str, ...], at: str) -> None:
