@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from aestream.bundle import ModelBundle
-from aestream.codec import ReadingDecoder
+from aestream.codec import Block, ReadingDecoder
 from aestream.config import Config
 from aestream.errors import BundleError, InvalidReading
 from aestream.events import anomaly_event, encode_event
@@ -209,13 +209,20 @@ class Worker:
         for rec in records:
             stats.replayed += rec.replay
             try:
-                readings = self.decoder.decode(rec.value)
+                readings = self.decoder.decode_blocks(rec.value)
             except InvalidReading as e:
                 if not rec.replay:
                     self.sink.send(dead_letter(dlq, rec, str(e)))
                     stats.dead_letters += 1
                 continue
             part = (rec.topic, rec.partition)
+            if isinstance(readings, Block):
+                self._sensor_partition[readings.sensor] = part
+                windows, late = self.windows.push_block(*readings, now=now)
+                stats.readings += len(readings.ts_ms)
+                stats.late += late
+                closed.extend((w, rec) for w in windows)
+                continue
             for r in readings:
                 stats.readings += 1
                 self._sensor_partition[r.sensor] = part

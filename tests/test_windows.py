@@ -39,3 +39,27 @@ def test_idle_sensors_are_evicted_after_the_ttl() -> None:
     w.push("old", 1, (0.0, 0.0), now=0.0)
     w.push("new", 1, (0.0, 0.0), now=100.0)
     assert w.evict_idle(now=101.0, ttl_s=50.0) == ["old"] and len(w) == 1
+
+
+def test_push_block_gives_exactly_what_pushing_one_by_one_gives() -> None:
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        w, stride = int(rng.integers(2, 9)), 0
+        stride = int(rng.integers(1, w + 1))
+        one = Windower(w, stride, 2, max_gap_ms=5)
+        block = Windower(w, stride, 2, max_gap_ms=5)
+        ts = np.cumsum(rng.integers(1, 4 if trial % 3 else 8, size=60))  # some trials have gaps > 5
+        if trial % 4 == 0:
+            ts[30] = ts[29]  # a duplicate: late
+        vals = rng.normal(size=(60, 2))
+        expected = [x for x in (one.push("s", int(t), tuple(v)) for t, v in zip(ts, vals)) if x not in (None, LATE)]
+        got: list = []
+        late = 0
+        for lo, hi in ((0, 7), (7, 8), (8, 31), (31, 60)):
+            windows, n_late = block.push_block("s", ts[lo:hi], vals[lo:hi])
+            got += windows
+            late += n_late
+        assert late == one.n_late
+        assert [(x.start_ms, x.end_ms) for x in got] == [(x.start_ms, x.end_ms) for x in expected]
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a.values, b.values)
