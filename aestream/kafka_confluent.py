@@ -168,4 +168,6 @@ class ConfluentSink:
             raise KafkaException(f"producing failed: {left} undelivered, errors {errors[:3]}")
 
     def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued, then release librdkafka's threads (it has no close of its own)."""
         self.producer.flush(timeout_s)
+        self.producer = None  # type: ignore[assignment]
