@@ -27,6 +27,9 @@ test: install kafka  ## every test: unit, doctests and integration against a rea
 test-unit: install  ## only the tests that need no broker
 	$(BIN)/python -m pytest -m "not integration"
 
+bench: install kafka  ## throughput, latency and memory against a real broker; last line is one JSON object
+	$(BIN)/python benchmarks/throughput.py
+
 lint: install
 	$(BIN)/ruff check aestream tests benchmarks
 	$(BIN)/mypy aestream
