@@ -78,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     rb = msub.add_parser("rollback", help="make an older version current (running workers follow within a batch)")
     rb.add_argument("version", nargs="?", default=None, help="version (default: the one before current)")
 
+    dc = sub.add_parser("decode", help="turn latent codes from the latent topic back into windows",
+                        description="Read streams.latent_topic from the beginning and print one JSON line per code: "
+                                    "the window decoded with the model version that encoded it.")
+    dc.add_argument("--topic", default=None, help="latent topic (default: streams.latent_topic)")
+    dc.add_argument("--idle-s", type=float, default=2.0, help="stop after this long without records (default 2)")
+
+    em = sub.add_parser("embed", help="write the latent codes of a CSV/Parquet file of readings to Parquet",
+                        description="Window a file of readings like the worker does (stream.window_size, stride) "
+                                    "and write each window's latent code, for clustering or downstream models.")
+    em.add_argument("input", help="CSV or Parquet file: one column per channel, optional ts and sensor columns")
+    em.add_argument("--out", required=True, help="output Parquet file")
+    em.add_argument("--ts-column", default="ts", help="timestamp column (default ts)")
+    em.add_argument("--sensor-column", default="sensor", help="sensor id column (default sensor)")
+    em.add_argument("--sep", default=None, help="CSV separator (default: sniffed)")
+    em.add_argument("--version", default=None, help="model version (default: current)")
+
     e = sub.add_parser("evaluate", help="score the detector on a labelled benchmark",
                        description="Evaluate the configured model and threshold on SKAB with its published "
                                    "protocol (first 400 rows of each file train, the rest test).")
@@ -117,11 +133,28 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir),
                     device=args.device or cfg.model.device)
     source.on_assign = source.on_revoke = worker.on_partitions_changed
+    worker.stages.extend(_stages(cfg, worker))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     totals = worker.run(max_idle_s=args.max_idle_s)
     log.info("stopped: %s", {k: v for k, v in vars(totals).items() if k != "events_out"})
     return 0
+
+
+def _stages(cfg: Config, worker: Any) -> list[Any]:
+    """The optional stages the config asks for: alert routing, extra streams."""
+    from aestream.alerts import build_alert_stage
+
+    stages: list[Any] = []
+    alerts = build_alert_stage(cfg)
+    if alerts is not None:
+        stages.append(alerts)
+    if cfg.streams.denoised_topic or cfg.streams.latent_topic:
+        from aestream.streams import StreamsStage
+
+        stages.append(StreamsStage(lambda: worker.bundle, cfg.stream.channels, cfg.streams.denoised_topic,
+                                   cfg.streams.latent_topic, cfg.streams.denoise_anomalies))
+    return stages
 
 
 def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
@@ -220,6 +253,37 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.kafka_io import tail_topic
+    from aestream.store import ModelStore
+    from aestream.streams import decode_latent
+
+    topic = args.topic or cfg.streams.latent_topic
+    if not topic:
+        raise AestreamError("no latent topic: pass --topic or set streams.latent_topic")
+    store, scorers = ModelStore(cfg.paths.model_dir), {}
+    for code in tail_topic(cfg.kafka, topic, timeout_s=args.idle_s + 30, decode=decode_latent):
+        if code.model_version not in scorers:
+            scorers[code.model_version] = store.load(code.model_version).scorer
+        window = scorers[code.model_version].decode(code.code[None])[0]
+        print(json.dumps({"sensor": code.sensor, "window_end_ms": code.window_end_ms,
+                          "model_version": code.model_version, "values": window.round(6).tolist()}))
+    return 0
+
+
+def _cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.datasets import read_table
+    from aestream.embed import embed_frame
+    from aestream.store import ModelStore
+
+    bundle = ModelStore(cfg.paths.model_dir).load(args.version)
+    frame = embed_frame(read_table(args.input, args.sep), bundle, cfg.stream.stride, args.ts_column,
+                        args.sensor_column)
+    frame.to_parquet(args.out, index=False)
+    print(json.dumps({"windows": len(frame), "latent_size": bundle.scorer.model.latent_size, "out": args.out}))
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "train": _cmd_train,
@@ -227,6 +291,8 @@ _COMMANDS = {
     "demo": _cmd_demo,
     "models": _cmd_models,
     "evaluate": _cmd_evaluate,
+    "decode": _cmd_decode,
+    "embed": _cmd_embed,
 }
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "PathsConfig",
     "RetrainConfig",
     "StreamConfig",
+    "StreamsConfig",
     "ThresholdConfig",
     "load_config",
     "parse_config",
@@ -279,6 +280,15 @@ class OpsConfig:
 
 
 @dataclass(frozen=True)
+class StreamsConfig:
+    """Optional output streams beyond alerts: the denoised signal and the latent codes."""
+
+    denoised_topic: str = ""
+    latent_topic: str = ""
+    denoise_anomalies: bool = False
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     """Where models and local state are kept."""
 
@@ -298,6 +308,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
 
     def replace(self, **sections: Any) -> Config:
         """A copy with some sections' keys changed: ``cfg.replace(kafka={"group_id": "g"})``."""

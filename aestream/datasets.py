@@ -10,7 +10,7 @@ import pandas as pd
 
 from aestream.errors import AestreamError
 
-__all__ = ["read_segments", "read_table"]
+__all__ = ["read_segments", "read_table", "ts_to_ms"]
 
 
 def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
@@ -45,7 +45,7 @@ def read_segments(
     segments: list[np.ndarray] = []
     for _, g in groups:
         if ts_column in g.columns:
-            ts = _to_ms(g[ts_column])
+            ts = ts_to_ms(g[ts_column])
             order = np.argsort(ts, kind="stable")
             g, ts = g.iloc[order], ts[order]
             cuts = np.flatnonzero(np.diff(ts) > max_gap_ms) + 1 if max_gap_ms else np.array([], dtype=int)
@@ -56,7 +56,8 @@ def read_segments(
     return segments
 
 
-def _to_ms(col: pd.Series) -> np.ndarray:
+def ts_to_ms(col: pd.Series) -> np.ndarray:
+    """Epoch ms from a numeric (ms) or date-time column."""
     if pd.api.types.is_numeric_dtype(col):
         return col.to_numpy(dtype=np.int64)
     stamps = pd.to_datetime(col, utc=True)

@@ -240,9 +240,10 @@ def tail_topic(
     topic: str,
     until: Callable[[], bool] = lambda: False,
     timeout_s: float = 600.0,
-) -> Iterator[dict[str, Any]]:
-    """JSON documents of ``topic`` from the beginning (no group), while ``until()`` is true or records come;
-    stops after one empty poll once ``until()`` is false, or after ``timeout_s``."""
+    decode: Callable[[bytes], Any] = json.loads,
+) -> Iterator[Any]:
+    """Decoded values (JSON by default) of ``topic`` from the beginning (no group), while ``until()`` is true or
+    records come; stops after one empty poll once ``until()`` is false, or after ``timeout_s``."""
     consumer = KafkaConsumer(**client_options(cfg), enable_auto_commit=False, group_id=None)
     try:
         deadline = time.monotonic() + timeout_s
@@ -261,7 +262,7 @@ def tail_topic(
             batch = consumer.poll(timeout_ms=500)
             for msgs in batch.values():
                 for m in msgs:
-                    yield json.loads(m.value)
+                    yield decode(m.value)
             if not batch and not alive:
                 return
     finally:

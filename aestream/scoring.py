@@ -80,6 +80,14 @@ class Scorer:
             recon[:, :, p.detrend] += level
         return recon * p.std + p.mean
 
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Windows ``(B, W, C)`` in the readings' units from latent codes (detrended channels come back around
+        their long-run mean: the window's own level is not in the code)."""
+        z = torch.as_tensor(np.asarray(codes, dtype=np.float32), device=self.device)
+        with torch.inference_mode():
+            x = self.model.decode(z).double().cpu().numpy()
+        return x * self.preprocessor.std + self.preprocessor.mean
+
     def encode(self, windows: np.ndarray) -> np.ndarray:
         """Latent codes ``(B, latent_size)`` of raw windows."""
         with torch.inference_mode():

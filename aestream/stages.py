@@ -35,5 +35,8 @@ class Scored:
 
 
 class Stage(Protocol):
+    """A stage may also define ``forget(sensors)`` (their partitions moved away) and ``close() -> list[Outgoing]``
+    (called once when the worker stops, before its last flush)."""
+
     def on_scored(self, scored: list[Scored]) -> list[Outgoing]: ...
     def on_tick(self, now: float) -> list[Outgoing]: ...

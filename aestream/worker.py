@@ -162,6 +162,10 @@ class Worker:
             self.rule.drop(gone)
         for s in gone:
             del self._sensor_partition[s]
+        for stage in self.stages:
+            forget = getattr(stage, "forget", None)
+            if forget is not None and gone:
+                forget(gone)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -288,8 +292,12 @@ class Worker:
         t.model_version = s.model_version or t.model_version
 
     def close(self) -> None:
-        """Flush what is in flight and close both clients."""
+        """Close the stages (sending what they return), flush what is in flight and close both clients."""
         try:
+            for stage in self.stages:
+                close = getattr(stage, "close", None)
+                for msg in (close() if close is not None else None) or []:
+                    self.sink.send(msg)
             self.sink.flush()
         finally:
             self.source.close()

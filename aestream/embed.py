@@ -1,0 +1,45 @@
+"""Offline latent codes: window a table of readings as the worker does and encode every window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from aestream.bundle import ModelBundle
+from aestream.datasets import ts_to_ms
+from aestream.errors import AestreamError
+from aestream.training import sliding_windows
+
+__all__ = ["embed_frame"]
+
+
+def embed_frame(frame: pd.DataFrame, bundle: ModelBundle, stride: int, ts_column: str = "ts",
+                sensor_column: str = "sensor") -> pd.DataFrame:
+    """One row per window: ``sensor``, ``window_end_ms`` (or the row index without a ts column),
+    ``model_version`` and the latent code as ``z0 … z{k-1}``."""
+    channels = list(bundle.channels)
+    missing = [c for c in channels if c not in frame.columns]
+    if missing:
+        raise AestreamError(f"data lacks channel column(s) {missing}; the model {bundle.version} needs {channels}")
+    w = bundle.window_size
+    groups = frame.groupby(sensor_column, sort=True) if sensor_column in frame.columns else [("", frame)]
+    parts = []
+    for sensor, g in groups:
+        if ts_column in g.columns:
+            ts = ts_to_ms(g[ts_column])
+            order = np.argsort(ts, kind="stable")
+            g, ts = g.iloc[order], ts[order]
+        else:
+            ts = np.arange(len(g), dtype=np.int64)
+        windows = sliding_windows(g[channels].to_numpy(dtype=np.float64), w, stride)
+        if not len(windows):
+            continue
+        codes = bundle.scorer.encode(windows)
+        part = pd.DataFrame(codes, columns=[f"z{i}" for i in range(codes.shape[1])])
+        part.insert(0, "model_version", bundle.version)
+        part.insert(0, "window_end_ms", ts[w - 1 :: stride][: len(codes)])
+        part.insert(0, "sensor", str(sensor))
+        parts.append(part)
+    if not parts:
+        raise AestreamError(f"no sensor in the file has a full window of {w} readings")
+    return pd.concat(parts, ignore_index=True)

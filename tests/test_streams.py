@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aestream.bundle import ModelBundle
+from aestream.embed import embed_frame
+from aestream.errors import AestreamError
+from aestream.stages import Scored
+from aestream.streams import StreamsStage, decode_latent, encode_latent
+from aestream.training import fit_scorer, sliding_windows
+from aestream.windows import Window
+
+CH = ("a", "b", "c")
+W = 24
+
+
+def _truth(n: int) -> np.ndarray:
+    t = np.arange(n)
+    return np.stack([np.sin(2 * np.pi * t / 40), np.cos(2 * np.pi * t / 25), np.sin(2 * np.pi * t / 40 + 1)], 1)
+
+
+@pytest.fixture(scope="module")
+def denoiser() -> ModelBundle:
+    rng = np.random.default_rng(0)
+    noisy = _truth(4000) + 0.3 * rng.standard_normal((4000, 3))
+    result = fit_scorer([noisy], CH, window_size=W, family="denoising", latent_size=8, hidden_size=64, epochs=40,
+                        family_params={"noise_std": 0.3, "mask_prob": 0.1}, device="cpu", torch_threads=1)
+    return ModelBundle(result.scorer, threshold=1e9, channels=CH, version="v0001")
+
+
+def test_the_denoised_stream_halves_the_error_of_the_noisy_signal(denoiser: ModelBundle) -> None:
+    rng = np.random.default_rng(1)
+    truth = _truth(1200)
+    noisy = truth + 0.3 * rng.standard_normal(truth.shape)
+    windows = sliding_windows(noisy, W)
+    stage = StreamsStage(lambda: denoiser, CH, denoised_topic="clean")
+    scored = [Scored(Window("s", i, i + W - 1, w), 1.0, 2.0, False, np.ones(3) / 3, "v0001")
+              for i, w in enumerate(windows)]
+    import orjson
+
+    docs = [orjson.loads(m.value) for m in stage.on_scored(scored)]
+    assert all(d["denoised"] and d["sensor"] == "s" for d in docs)
+    denoised = np.array([d["values"] for d in docs])
+    target = truth[W - 1 :]
+    rmse_noisy = np.sqrt(((noisy[W - 1 :] - target) ** 2).mean())
+    rmse_denoised = np.sqrt(((denoised - target) ** 2).mean())
+    assert rmse_denoised <= 0.5 * rmse_noisy, (rmse_denoised, rmse_noisy)
+
+
+def test_an_anomalous_window_passes_the_raw_reading_through(denoiser: ModelBundle) -> None:
+    window = sliding_windows(_truth(W) + 5.0, W)[0]
+    stage = StreamsStage(lambda: denoiser, CH, denoised_topic="clean")
+    import orjson
+
+    doc = orjson.loads(stage.on_scored([Scored(Window("s", 0, 1, window), 9.0, 2.0, True, np.ones(3) / 3,
+                                                "v0001")])[0].value)
+    assert doc["denoised"] is False and doc["values"] == pytest.approx(window[-1].tolist(), abs=1e-5)
+
+
+def test_latent_records_round_trip_and_bad_bytes_are_refused(denoiser: ModelBundle) -> None:
+    windows = sliding_windows(_truth(200), W, 8)
+    codes = denoiser.scorer.encode(windows)
+    records = [encode_latent("pump-1", 1000 + i, "v0001", c) for i, c in enumerate(codes)]
+    back = [decode_latent(r) for r in records]
+    assert [b.window_end_ms for b in back] == list(range(1000, 1000 + len(codes)))
+    np.testing.assert_allclose(np.stack([b.code for b in back]), codes, rtol=2e-3, atol=2e-3)  # float16
+    decoded = denoiser.scorer.decode(np.stack([b.code for b in back]))
+    np.testing.assert_allclose(decoded, denoiser.scorer.reconstruct(windows), atol=0.02)
+    from aestream.codec import encode_reading
+
+    raw = sum(len(encode_reading("pump-1", 1_767_225_600_000 + i, row.tolist())) for i, row in enumerate(windows[0]))
+    assert 16 * len(records[0]) <= raw  # the code of a window is ≥ 16× smaller than its readings as JSON
+    with pytest.raises(AestreamError, match="not an aestream latent record"):
+        decode_latent(b'{"sensor": "x"}')
+
+
+def test_embed_writes_one_row_per_window(denoiser: ModelBundle, tmp_path: Path) -> None:
+    truth = _truth(100)
+    frame = pd.DataFrame({"ts": 1_767_225_600_000 + 1000 * np.arange(100), "a": truth[:, 0], "b": truth[:, 1],
+                          "c": truth[:, 2]})
+    out = embed_frame(frame, denoiser, stride=4)
+    assert len(out) == len(range(W - 1, 100, 4))
+    assert list(out.columns[:3]) == ["sensor", "window_end_ms", "model_version"]
+    assert out["window_end_ms"].iloc[0] == 1_767_225_600_000 + 1000 * (W - 1)
+    out.to_parquet(tmp_path / "z.parquet")
+    assert pd.read_parquet(tmp_path / "z.parquet").shape == out.shape
