@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sep", default=None, help="CSV separator (default: sniffed)")
     t.add_argument("--family", default=None, help="override model.family")
 
+    sub.add_parser("retrain", help="retrain now from the saved reservoir, gate the candidate, publish it",
+                   description="Train a candidate on paths.state_dir/reservoir.npz, validate it against the "
+                               "current model on the most recent windows, and publish it if it passes. "
+                               "Prints the outcome as JSON; exits 0 if published, 1 if rejected, failed or "
+                               "skipped. Running workers follow the new version within a batch.")
+
     s = sub.add_parser("simulate", help="publish a synthetic multi-sensor stream with injected anomalies",
                        description="Publish readings of a simulated plant to the first input topic, with "
                                    "anomalies at known times; prints each injected anomaly as a JSON line.")
@@ -126,19 +132,39 @@ def _load(path: str | None) -> Config:
 
 def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.kafka_io import open_sink, open_source
+    from aestream.scheduling import build_retraining
     from aestream.store import ModelStore
     from aestream.worker import Worker
 
+    store = ModelStore(cfg.paths.model_dir)
+    retraining = build_retraining(cfg, store)  # None unless retrain.enabled
     source = open_source(cfg.kafka)
-    worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir),
-                    device=args.device or cfg.model.device)
+    worker = Worker(cfg, source, open_sink(cfg.kafka), store, device=args.device or cfg.model.device)
     source.on_assign = source.on_revoke = worker.on_partitions_changed
     worker.stages.extend(_stages(cfg, worker))
+    if retraining is not None:
+        worker.stages.append(retraining.stage)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
-    totals = worker.run(max_idle_s=args.max_idle_s)
+    if retraining is not None:
+        retraining.start()
+    try:
+        totals = worker.run(max_idle_s=args.max_idle_s)
+    finally:
+        if retraining is not None:
+            retraining.close()  # kills a training in flight, saves the reservoir
     log.info("stopped: %s", {k: v for k, v in vars(totals).items() if k != "events_out"})
     return 0
+
+
+def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.retrain import Retrainer, open_reservoir
+    from aestream.store import ModelStore
+
+    reservoir, _ = open_reservoir(cfg)
+    outcome = Retrainer(cfg, reservoir, ModelStore(cfg.paths.model_dir)).run_once(force=True)
+    print(json.dumps(outcome.to_dict()))
+    return 0 if outcome.status == "published" else 1
 
 
 def _stages(cfg: Config, worker: Any) -> list[Any]:
@@ -292,6 +318,7 @@ _COMMANDS = {
     "models": _cmd_models,
     "evaluate": _cmd_evaluate,
     "decode": _cmd_decode,
+    "retrain": _cmd_retrain,
     "embed": _cmd_embed,
 }
 
