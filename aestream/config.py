@@ -125,6 +125,7 @@ class ModelConfig:
     seed: int = 0
     torch_threads: int = 0
     detrend_channels: tuple[str, ...] = ()
+    input_smoothing: int = 1
     score_reduce: str = "mean"
     sparse: dict[str, Any] = field(default_factory=dict)
     contractive: dict[str, Any] = field(default_factory=dict)
@@ -141,7 +142,7 @@ class ModelConfig:
                  'use "mean" or "max"')
         _require(0.0 < self.validation_fraction < 1.0, "model.validation_fraction", self.validation_fraction,
                  "use a fraction between 0 and 1")
-        for name in ("latent_size", "hidden_size", "epochs", "batch_size"):
+        for name in ("latent_size", "hidden_size", "epochs", "batch_size", "input_smoothing"):
             _require(getattr(self, name) > 0, f"model.{name}", getattr(self, name), "use a positive number")
 
     def family_params(self) -> dict[str, Any]:

@@ -14,9 +14,9 @@ import numpy as np
 from aestream.bundle import ModelBundle
 from aestream.config import ModelConfig, StreamConfig, ThresholdConfig
 from aestream.thresholds import causal_smooth, pot_threshold, quantile_threshold
-from aestream.training import fit_scorer
+from aestream.training import TrainResult, fit_scorer
 
-__all__ = ["calibrate_threshold", "train_bundle"]
+__all__ = ["calibrate_threshold", "fit_from_config", "train_bundle"]
 
 
 def calibrate_threshold(validation_scores: np.ndarray, cfg: ThresholdConfig) -> float:
@@ -31,19 +31,19 @@ def calibrate_threshold(validation_scores: np.ndarray, cfg: ThresholdConfig) -> 
     return round(quantile_threshold(smoothed, cfg.quantile, cfg.factor), 12)
 
 
-def train_bundle(
+def fit_from_config(
     segments: Sequence[np.ndarray],
-    stream: StreamConfig,
+    channels: Sequence[str],
+    window_size: int,
     model: ModelConfig,
-    threshold: ThresholdConfig,
-    info: dict[str, Any] | None = None,
     device: str | None = None,
-) -> ModelBundle:
-    """Train the configured family on contiguous normal segments ``(T, C)`` and calibrate its threshold."""
-    result = fit_scorer(
+    detrend_channels: Sequence[str] | None = None,
+) -> TrainResult:
+    """:func:`~aestream.training.fit_scorer` with every ``[model]`` setting of the config."""
+    return fit_scorer(
         segments,
-        stream.channels,
-        window_size=stream.window_size,
+        channels,
+        window_size=window_size,
         family=model.family,
         latent_size=model.latent_size,
         hidden_size=model.hidden_size,
@@ -55,11 +55,24 @@ def train_bundle(
         validation_fraction=model.validation_fraction,
         patience=model.patience,
         seed=model.seed,
-        detrend_channels=model.detrend_channels,
+        detrend_channels=model.detrend_channels if detrend_channels is None else detrend_channels,
+        input_smoothing=model.input_smoothing,
         score_reduce=model.score_reduce,
         device=device or model.device,
         torch_threads=model.torch_threads,
     )
+
+
+def train_bundle(
+    segments: Sequence[np.ndarray],
+    stream: StreamConfig,
+    model: ModelConfig,
+    threshold: ThresholdConfig,
+    info: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> ModelBundle:
+    """Train the configured family on contiguous normal segments ``(T, C)`` and calibrate its threshold."""
+    result = fit_from_config(segments, stream.channels, stream.window_size, model, device=device)
     thr = calibrate_threshold(result.validation_scores, threshold)
     val = causal_smooth(result.validation_scores, threshold.smoothing)
     metrics = {**result.metrics, "threshold": thr, "validation_alarm_rate": float(np.mean(val > thr))}

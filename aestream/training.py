@@ -66,8 +66,13 @@ def fit_scorer(
     score_reduce: str = "mean",
     device: str = "auto",
     torch_threads: int = 0,
+    input_smoothing: int = 1,
 ) -> TrainResult:
-    """Train a ``family`` autoencoder on contiguous segments of normal readings, each ``(T, C)``."""
+    """Train a ``family`` autoencoder on contiguous segments of normal readings, each ``(T, C)``.
+
+    ``input_smoothing`` > 1 smooths every channel inside each window before the model sees it
+    (:class:`~aestream.features.Preprocessor`).
+    """
     t0 = time.monotonic()
     if torch_threads > 0:
         torch.set_num_threads(torch_threads)
@@ -76,7 +81,7 @@ def fit_scorer(
     segments = [np.asarray(s, dtype=np.float64) for s in segments if len(s) >= window_size]
     if not segments:
         raise ValueError(f"no segment holds a full window of {window_size} readings: give more normal data")
-    pre = Preprocessor.fit(np.concatenate(segments), channels, detrend_channels)
+    pre = Preprocessor.fit(np.concatenate(segments), channels, detrend_channels, smooth=input_smoothing)
     train_w, val_w = _split(segments, window_size, validation_fraction)
     model = build_model(family, window_size=window_size, n_channels=len(channels), latent_size=latent_size,
                         hidden_size=hidden_size, **(family_params or {})).to(dev)
@@ -93,8 +98,8 @@ def fit_scorer(
         "epochs_run": len(history),
         "best_val_loss": min(history),
         "val_loss_history": history,
-        "n_train_windows": int(len(train_w)),
-        "n_val_windows": int(len(val_w)),
+        "n_train_windows": len(train_w),
+        "n_val_windows": len(val_w),
         "train_seconds": round(time.monotonic() - t0, 3),
         "device": str(dev),
     }
