@@ -113,6 +113,7 @@ class Worker:
         self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms)
         self._sensor_partition: dict[str, Partition] = {}
         self._stop = threading.Event()
+        self._closing = False
         self._last_model_check = -float("inf")
         self._last_evict = clock()
         self.bundle: ModelBundle | None = None
@@ -162,6 +163,8 @@ class Worker:
             self.rule.drop(gone)
         for s in gone:
             del self._sensor_partition[s]
+        if self._closing:
+            return  # the partitions are given up because we stop: stages keep their state for a restart
         for stage in self.stages:
             forget = getattr(stage, "forget", None)
             if forget is not None and gone:
@@ -293,6 +296,7 @@ class Worker:
 
     def close(self) -> None:
         """Close the stages (sending what they return), flush what is in flight and close both clients."""
+        self._closing = True
         try:
             for stage in self.stages:
                 close = getattr(stage, "close", None)
