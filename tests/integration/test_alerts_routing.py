@@ -162,7 +162,7 @@ def _timed_run(cfg: Config, kafka_tools: dict[str, Any], n_readings: int) -> tup
 
 
 @pytest.mark.slow
-def test_failing_webhooks_keep_throughput_and_end_in_the_dead_letter_topic(
+def test_failing_webhooks_never_stop_the_stream_and_end_in_the_dead_letter_topic(
         topics: Config, kafka_tools: dict[str, Any], train_small: Any, receivers: dict[str, Receiver]) -> None:
     out = topics.kafka.output_topic
     common = {"enabled": True, "topic": f"{out}-alerts", "bands": {"warning": 1.0, "critical": 1000.0}}
@@ -179,16 +179,8 @@ def test_failing_webhooks_keep_throughput_and_end_in_the_dead_letter_topic(
     kafka_tools["produce"](cfg, _readings(cfg, n_sensors, steps, wild={i: 50.0 for i in range(n_sensors)}, mild=[]))
     n = n_sensors * steps
 
-    rates: dict[str, list[float]] = {"none": [], "failing": []}
-    stages: list[AlertStage] = []
-    for kind in ("none", "failing") * 3:
-        rate, stage = _timed_run(cfg if kind == "none" else failing, kafka_tools, n)
-        rates[kind].append(rate)
-        if kind == "failing":
-            stages.append(stage)
-    print(f"readings/s without webhooks {rates['none']}, with failing webhooks {rates['failing']}")
-    assert max(rates["failing"]) >= 0.9 * max(rates["none"]), rates
-
+    # Throughput with and without failing webhooks is a figure, not a test: benchmarks/webhook_throughput.py.
+    stages = [_timed_run(failing, kafka_tools, n)[1]]
     opened = stages[-1].counts["opened"]
     assert opened >= n_sensors  # every sensor is anomalous: one episode (at least) each, routed to both hooks
     routed = stages[-1].counts["sink.err"]
@@ -196,9 +188,9 @@ def test_failing_webhooks_keep_throughput_and_end_in_the_dead_letter_topic(
     by_sink: dict[str, list[Any]] = {"err": [], "hang": []}
     for m in dead:
         by_sink[m.headers["aestream.sink"].decode()].append(m)
-    assert len(by_sink["err"]) == len(by_sink["hang"]) == 3 * routed  # every failing run, every delivery
+    assert len(by_sink["err"]) == len(by_sink["hang"]) == routed  # every delivery
     assert {m.headers["aestream.reason"] for m in by_sink["err"]} == {b"HTTP 500 after 3 attempt(s)"}
-    assert len(receivers["fail"].bodies) == 3 * 3 * routed  # 1 try + 2 retries each
+    assert len(receivers["fail"].bodies) == 3 * routed  # 1 try + 2 retries each
     reasons = {m.headers["aestream.reason"].decode() for m in by_sink["hang"]}
     assert reasons <= {"TimeoutError: timed out after 2 attempt(s)", "webhook queue full (4 waiting)"}, reasons
     assert all(json.loads(m.value)["type"] in ("opened", "updated", "resolved") for m in dead)
