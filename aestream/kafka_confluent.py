@@ -108,9 +108,10 @@ class ConfluentSource:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
-            part = (m.topic(), m.partition())
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            assert topic is not None and partition is not None and offset is not None  # a message, not an error
+            part = (topic, partition)
             until = self._replay_until.get(part)
-            offset = m.offset()
             replay = until is not None and offset < until
             if until is not None and offset + 1 >= until:
                 del self._replay_until[part]
@@ -155,7 +156,8 @@ class ConfluentSink:
     def send(self, msg: Outgoing) -> None:
         while True:
             try:
-                self.producer.produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None,
+                self.producer.produce(msg.topic, value=msg.value, key=msg.key,
+                                      headers=list(msg.headers) or None,  # type: ignore[arg-type]
                                       on_delivery=self._delivered)
                 return
             except BufferError:  # local queue full: serve delivery reports, then retry

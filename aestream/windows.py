@@ -110,14 +110,14 @@ class Windower:
         if state is not None:
             step = int(ts_ms[0]) - state.last_ts if k else 0
             in_order = in_order and 0 < step <= self.max_gap_ms
+        out: list[Window] = []
         if not in_order:
-            out: list[Window] = []
             late = 0
             for t, v in zip(ts_ms.tolist(), values):
-                w = self.push(sensor, t, v, now)
-                late += w is LATE
-                if isinstance(w, Window):
-                    out.append(w)
+                res = self.push(sensor, t, v, now)
+                late += res is LATE
+                if isinstance(res, Window):
+                    out.append(res)
             return out, late
         if state is None:
             state = self._sensors[sensor] = _SensorState(self.window_size, self.n_channels)
@@ -127,7 +127,6 @@ class Windower:
         stamps = np.concatenate([state.ts[p + w - h : p + w], ts_ms.astype(np.int64, copy=False)])
         counts = state.count + 1 + np.arange(k)
         ends = np.flatnonzero((counts >= w) & ((counts - w) % self.stride == 0)) + h  # indices into vals
-        out: list[Window] = []
         if len(ends):
             views = np.lib.stride_tricks.sliding_window_view(vals, w, axis=0)  # (n, C, w)
             out = [Window(sensor, int(stamps[e - w + 1]), int(stamps[e]), views[e - w + 1].T.copy()) for e in ends]

@@ -19,6 +19,8 @@ class Autoencoder(nn.Module):
     """Base of every family. Subclasses set ``family`` and build ``encoder``/``decoder`` in ``__init__``."""
 
     family: ClassVar[str] = ""
+    encoder: nn.Module
+    decoder: nn.Module
 
     def __init__(self, window_size: int, n_channels: int, latent_size: int, hidden_size: int) -> None:
         super().__init__()

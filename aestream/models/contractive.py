@@ -41,7 +41,7 @@ class ContractiveAutoencoder(Autoencoder):
         """Mean over the batch of ``‖∂h/∂x‖²_F``, in closed form."""
         if h is None:
             h = self.encode(x)
-        weight = self.encoder[0].weight  # (latent, W·C)
+        weight: torch.Tensor = self.encoder[0].weight  # type: ignore[index, assignment]  # (latent, W·C)
         return (((h * (1 - h)) ** 2) @ (weight**2).sum(dim=1)).mean()
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
