@@ -14,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from aestream.config import Config
 from aestream.messages import Partition
 from aestream.metrics import Metrics
+from aestream.ops import OpsServer, broker_check
 from aestream.worker import StepStats, Worker
 
-__all__ = ["LagSource", "WorkerState", "instrument", "readiness_checks"]
+__all__ = ["LagSource", "WorkerState", "instrument", "readiness_checks", "start_ops_server"]
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +104,22 @@ def readiness_checks(state: WorkerState, broker_ok: Callable[[], bool]) -> Calla
         }
 
     return checks
+
+
+def start_ops_server(
+    worker: Worker,
+    source: LagSource,
+    cfg: Config,
+    metrics: Metrics | None = None,
+    broker_ok: Callable[[], bool] | None = None,
+) -> OpsServer:
+    """Instrument ``worker`` and serve ``/metrics``, ``/healthz`` and ``/readyz`` as ``cfg.ops`` says.
+
+    ``broker_ok`` defaults to a TCP connect to ``cfg.kafka.bootstrap_servers``. Stop the server after the worker.
+    """
+    metrics = metrics if metrics is not None else Metrics()
+    if broker_ok is None:
+        broker_ok = broker_check(cfg.kafka.bootstrap_servers, cfg.ops.broker_check_timeout_s)
+    state = instrument(worker, metrics, source, lag_interval_s=cfg.ops.lag_interval_s, broker_ok=broker_ok)
+    server = OpsServer(cfg.ops.metrics_port, metrics, readiness_checks(state, broker_ok), host=cfg.ops.metrics_host)
+    return server.start()
