@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", "-c", default=None,
                    help=f"path to the TOML config (default: ./{DEFAULT_CONFIG} if present, else built-in defaults)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                   help="log level (default INFO)")
+    p.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level (default: ops.log_level, INFO)")
     p.add_argument("--log-json", action="store_true", help="write logs as one JSON object per line")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -100,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--sep", default=None, help="CSV separator (default: sniffed)")
     em.add_argument("--version", default=None, help="model version (default: current)")
 
+    rp = sub.add_parser("report", help="draw an HTML (or PNG) report of anomaly events",
+                        description="A self-contained HTML page (or one PNG): per-sensor score timeline with its "
+                                    "threshold, anomalies and alert episodes, and the channel contributions of the "
+                                    "top anomalies, from a JSON-lines file of events or a topic. Needs matplotlib "
+                                    "(pip install 'aestream[report]').")
+    src = rp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--events", metavar="FILE", help="JSON-lines file of events (e.g. docs/sample-events.jsonl)")
+    src.add_argument("--topic", metavar="TOPIC", help="read this topic from the beginning (e.g. anomalies)")
+    rp.add_argument("--out", "-o", default="report.html", help="output file (default report.html; *.png: a PNG)")
+    rp.add_argument("--png", action="store_true", help="write one PNG instead of HTML")
+    rp.add_argument("--top", type=int, default=8, help="anomalies in the contribution chart (default 8)")
+    rp.add_argument("--max-sensors", type=int, default=8,
+                    help="sensors on the timeline, most anomalous first (default 8)")
+    rp.add_argument("--timeout-s", type=float, default=60.0, help="the longest to read --topic (default 60)")
+
     e = sub.add_parser("evaluate", help="score the detector on a labelled benchmark",
                        description="Evaluate the configured model and threshold on SKAB with its published "
                                    "protocol (first 400 rows of each file train, the rest test).")
@@ -113,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_json)
+    configure_logging(args.log_level or "INFO", args.log_json)
     try:
         cfg = _load(args.config)
+        configure_logging(args.log_level or cfg.ops.log_level, args.log_json or cfg.ops.log_json)
         return int(_COMMANDS[args.command](cfg, args) or 0)
     except AestreamError as e:
         print(f"aestream: error: {e}", file=sys.stderr)
@@ -131,7 +147,9 @@ def _load(path: str | None) -> Config:
 
 
 def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.instrumented import start_ops_server
     from aestream.kafka_io import open_sink, open_source
+    from aestream.metrics import Metrics
     from aestream.scheduling import build_retraining
     from aestream.store import ModelStore
     from aestream.worker import Worker
@@ -144,6 +162,7 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     worker.stages.extend(_stages(cfg, worker))
     if retraining is not None:
         worker.stages.append(retraining.stage)
+    ops = start_ops_server(worker, source, cfg, Metrics()) if cfg.ops.metrics_enabled else None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     if retraining is not None:
@@ -153,6 +172,8 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     finally:
         if retraining is not None:
             retraining.close()  # kills a training in flight, saves the reservoir
+        if ops is not None:
+            ops.stop()
     log.info("stopped: %s", {k: v for k, v in vars(totals).items() if k != "events_out"})
     return 0
 
@@ -310,6 +331,21 @@ def _cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.report import read_events, write_report
+
+    if args.events:
+        docs = read_events(args.events)
+    else:
+        from aestream.kafka_io import tail_topic
+
+        docs = list(tail_topic(cfg.kafka, args.topic, timeout_s=args.timeout_s))
+        if not docs:
+            log.warning("no documents read from topic %s within %.0f s", args.topic, args.timeout_s)
+    print(write_report(docs, args.out, png=args.png, top_n=args.top, max_sensors=args.max_sensors))
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "train": _cmd_train,
@@ -319,6 +355,7 @@ _COMMANDS = {
     "evaluate": _cmd_evaluate,
     "decode": _cmd_decode,
     "retrain": _cmd_retrain,
+    "report": _cmd_report,
     "embed": _cmd_embed,
 }
 

@@ -2,7 +2,8 @@
 
 Every key is checked against its dataclass field: an unknown key, or a value of the wrong type, raises
 :class:`~aestream.errors.ConfigError` naming the key, the value and the fix. Secrets may come from the
-environment (``AESTREAM_KAFKA_SASL_PASSWORD``, ``AESTREAM_KAFKA_SSL_PASSWORD``) and never appear in ``repr``.
+environment (``AESTREAM_KAFKA_SASL_PASSWORD``, ``AESTREAM_KAFKA_SSL_PASSWORD``) and never appear in ``repr``;
+``AESTREAM_KAFKA_BOOTSTRAP_SERVERS`` (comma-separated) overrides ``kafka.bootstrap_servers`` (containers).
 This is the only module that reads the environment.
 """
 
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 DEFAULT_CHANNELS = ("temperature", "pressure", "vibration", "current")
+BOOTSTRAP_ENV = "AESTREAM_KAFKA_BOOTSTRAP_SERVERS"
 SECRET_ENV = {
     "sasl_password": "AESTREAM_KAFKA_SASL_PASSWORD",
     "ssl_password": "AESTREAM_KAFKA_SSL_PASSWORD",
@@ -350,6 +352,9 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
     for key, var in SECRET_ENV.items():
         if environ and environ.get(var):
             kafka = dataclasses.replace(kafka, **{key: environ[var]})
+    if environ and environ.get(BOOTSTRAP_ENV):
+        servers = tuple(s.strip() for s in environ[BOOTSTRAP_ENV].split(",") if s.strip())
+        kafka = dataclasses.replace(kafka, bootstrap_servers=servers)
     sections["kafka"] = kafka
     return Config(**sections)
 

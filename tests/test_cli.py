@@ -8,7 +8,7 @@ import pytest
 
 from aestream.cli import build_parser, main
 
-COMMANDS = ["run", "train", "retrain", "simulate", "demo", "models", "evaluate", "decode", "embed"]
+COMMANDS = ["run", "train", "retrain", "simulate", "demo", "models", "evaluate", "decode", "embed", "report"]
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])

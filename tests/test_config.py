@@ -59,3 +59,8 @@ def test_integers_are_accepted_for_float_keys_and_replace_keeps_checks() -> None
     assert cfg.model.learning_rate == 1.0
     with pytest.raises(ConfigError, match=r"stream\.window_size"):
         Config().replace(stream={"window_size": 1})
+
+
+def test_the_bootstrap_servers_can_come_from_the_environment() -> None:
+    cfg = load_config(None, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092, k2:9092"})
+    assert cfg.kafka.bootstrap_servers == ("kafka:9092", "k2:9092")

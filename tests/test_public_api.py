@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 PUBLIC = {
+    "aestream.instrumented": ["LagSource", "WorkerState", "instrument", "readiness_checks", "start_ops_server"],
+    "aestream.metrics": ["BATCH_BUCKETS_S", "Metrics", "RETRAIN_BUCKETS_S", "SEVERITIES"],
+    "aestream.ops": ["OpsServer", "broker_check", "split_host_port", "tcp_reachable"],
     "aestream": ["AestreamError", "BundleError", "ConfigError", "InvalidReading", "__version__"],
     "aestream.bundle": ["BUNDLE_FILES", "ModelBundle", "load_bundle", "save_bundle"],
     "aestream.codec": ["Block", "Reading", "ReadingDecoder", "encode_reading", "parse_ts_ms"],
