@@ -248,23 +248,24 @@ class Worker:
         assert self.bundle is not None and self.rule is not None
         b = self.bundle
         batch = b.scorer.score(np.stack([w.values for w, _ in closed]))
+        scores, shares = _finite(batch.scores, batch.shares)
         critical = float(b.alarm.get("critical_ratio", self.cfg.threshold.critical_ratio))
         stats.windows += len(closed)
         topic = self.cfg.kafka.output_topic
         scored: list[Scored] = []
         for i, (w, rec) in enumerate(closed):
-            smoothed, alarm = self.rule.update(w.sensor, float(batch.scores[i]))
+            smoothed, alarm = self.rule.update(w.sensor, float(scores[i]))
             if not alarm or rec.replay:
-                scored.append(Scored(w, smoothed, b.threshold, alarm, batch.shares[i], b.version, None, rec.replay))
+                scored.append(Scored(w, smoothed, b.threshold, alarm, shares[i], b.version, None, rec.replay))
                 continue
             event = anomaly_event(
                 sensor=w.sensor, window_start_ms=w.start_ms, window_end_ms=w.end_ms, score=smoothed,
-                threshold=b.threshold, critical_ratio=critical, channels=b.channels, shares=batch.shares[i],
+                threshold=b.threshold, critical_ratio=critical, channels=b.channels, shares=shares[i],
                 model_version=b.version, model_family=b.family, source=(rec.topic, rec.partition, rec.offset))
             self.sink.send(Outgoing(topic, encode_event(event), w.sensor.encode()))
             stats.events += 1
             stats.events_out.append(event)
-            scored.append(Scored(w, smoothed, b.threshold, alarm, batch.shares[i], b.version, event, False))
+            scored.append(Scored(w, smoothed, b.threshold, alarm, shares[i], b.version, event, False))
             if self.on_event:
                 self.on_event(event)
         return scored
@@ -306,6 +307,25 @@ class Worker:
         finally:
             self.source.close()
             self.sink.close()
+
+
+SCORE_CAP = float(np.finfo(np.float32).max)
+
+
+def _finite(scores: np.ndarray, shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A window holding a finite but huge reading (|v| ~ 1e30) scores inf or NaN; it is reported as the most
+    anomalous window there is (``SCORE_CAP``) rather than crashing the event encoder on every replay.
+
+    >>> s, sh = _finite(np.array([1.0, np.inf, np.nan]), np.array([[1.0, 0.0], [np.nan, np.nan], [1.0, 0.0]]))
+    >>> s.tolist() == [1.0, SCORE_CAP, SCORE_CAP], sh[1].tolist()
+    (True, [0.5, 0.5])
+    """
+    bad = ~np.isfinite(scores)
+    if not bad.any():
+        return scores, shares
+    log.warning("%d window(s) scored non-finite (a reading far beyond the model's range): reported at score %g",
+                int(bad.sum()), SCORE_CAP)
+    return np.where(bad, SCORE_CAP, scores), np.where(np.isfinite(shares), shares, 1.0 / shares.shape[1])
 
 
 def _next_offsets(records: Iterable[Record]) -> dict[Partition, int]:

@@ -1,0 +1,474 @@
+"""Fault-injection harness shared by ``tests/faults/`` and ``benchmarks/soak.py`` (test code, not the package).
+
+* :class:`Broker` — a private single-node broker (``deploy/kafka/kafka.sh``) that can be stopped and started
+  again *with its data* (``kafka.sh start`` formats a fresh log dir, so :meth:`Broker.restart` relaunches the
+  JVM on the same directory itself).
+* :class:`WorkerProc` — ``python -m aestream.cli --config <toml> run`` as a real subprocess, so it can be
+  ``kill -9``-ed; reports its peak RSS from ``/proc``.
+* :func:`plant_stream` — a simulated plant's readings as Kafka messages, with the windows every sensor must
+  produce and the injected anomalies.
+* :class:`Producer` — publishes messages at a fixed rate from a thread ("under load").
+* :func:`audit` — the no-loss verdict: committed offsets vs end offsets, expected windows vs events, one id per
+  window, injected anomalies detected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+
+from aestream.codec import encode_reading
+from aestream.config import Config
+from aestream.simulate import Injected, Plant
+
+ROOT = Path(__file__).resolve().parents[2]
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+START_MS = 1_767_225_600_000
+CHANNELS = ("temperature", "pressure", "vibration", "current")
+
+
+def free_port() -> int:
+    """A free port whose neighbour (the controller's port) is free too."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair found")
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float, every_s: float = 0.2, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout_s} s")
+        time.sleep(every_s)
+
+
+# -- the broker -------------------------------------------------------------------------------------------------
+class Broker:
+    """A private broker on ``port`` with its data in ``workdir`` (never the session broker)."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None  # the JVM started by restart()
+
+    def start(self) -> None:
+        """Format and start a fresh broker."""
+        subprocess.run(["bash", str(KAFKA_SH), "start", str(self.port), str(self.workdir)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        """Stop it cleanly (SIGTERM, then SIGKILL after 30 s) — its data stays."""
+        subprocess.run(["bash", str(KAFKA_SH), "stop", str(self.workdir)], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self._proc is not None:
+            self._proc.wait(60)
+            self._proc = None
+
+    def restart(self, timeout_s: float = 90.0) -> None:
+        """Start the JVM again on the same data directory (what ``kafka.sh start`` does, minus the format)."""
+        here = KAFKA_SH.parent
+        cmd = ["java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+               f"-Dlog4j2.configurationFile={here / 'log4j2.properties'}", "-Djava.awt.headless=true",
+               "-cp", str(here / "lib" / "*"), "kafka.Kafka", str(self.workdir / "server.properties")]
+        with open(self.workdir / "server.log", "ab") as log:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        (self.workdir / "kafka.pid").write_text(f"{self._proc.pid}\n")
+
+        def answers() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_until(answers, timeout_s, what=f"broker on {self.bootstrap}")
+
+
+# -- the worker subprocess --------------------------------------------------------------------------------------
+def write_config(cfg: Config, path: Path) -> Path:
+    """A TOML file with the kafka, stream and paths sections of ``cfg`` (secrets left out)."""
+    lines: list[str] = []
+    for section in ("kafka", "stream", "paths"):
+        lines.append(f"[{section}]")
+        for key, value in vars(getattr(cfg, section)).items():
+            if key.endswith("_password") or value == "":
+                continue
+            lines.append(f"{key} = {_toml(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+class WorkerProc:
+    """``aestream run`` as a subprocess (its own session, so a kill reaches it alone)."""
+
+    def __init__(self, config_path: Path, log_path: Path, env: dict[str, str] | None = None,
+                 args: Iterable[str] = ()) -> None:
+        self.log_path = log_path
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/kill9()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aestream.cli", "--config", str(config_path), "run", "--device", "cpu", *args],
+            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.peak_rss_bytes = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def sample_rss(self) -> int:
+        """Record the process's peak RSS so far (VmHWM) and return it."""
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_rss_bytes = max(self.peak_rss_bytes, int(line.split()[1]) * 1024)
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            pass
+        return self.peak_rss_bytes
+
+    def kill9(self) -> None:
+        self.sample_rss()
+        if self.alive:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self._log.close()
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (drain, flush, commit, exit) and the exit code."""
+        self.sample_rss()
+        if self.alive:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            self._log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+# -- data -------------------------------------------------------------------------------------------------------
+@dataclass
+class PlantStream:
+    messages: list[tuple[bytes, bytes]]
+    expected_windows: set[tuple[str, int]]  # the window ends of one uninterrupted run
+    injected: list[Injected]
+    window_ms: int
+    readings: set[tuple[str, int]]  # every (sensor, ts) sent but each sensor's last stride - 1 (no window yet)
+    period_ms: int
+
+
+def plant_stream(cfg: Config, n_sensors: int, steps: int, n_anomalies: int, seed: int = 0,
+                 length: int = 60) -> PlantStream:
+    """``steps`` readings of ``n_sensors`` sensors (a trained model's plant: same seed order as
+    ``tests/conftest.small_bundle``), with ``n_anomalies`` shift anomalies spread over the stream."""
+    plant = Plant(n_sensors, cfg.stream.channels, seed=seed)
+    plant.signal(800)  # the training draw of small_bundle
+    rnd = random.Random(seed)
+    spots = []
+    if n_anomalies:
+        span = (steps - 100) // n_anomalies
+        for i in range(n_anomalies):
+            start = 50 + i * span + rnd.randrange(0, max(span - length - 10, 1))
+            spots.append((rnd.randrange(n_sensors), "shift", start, length))
+    readings = plant.readings(steps, START_MS, spots, step0=800)
+    w, stride = cfg.stream.window_size, cfg.stream.stride
+    expected = {(s, START_MS + (800 + step) * plant.period_ms) for s in plant.sensors
+                for step in range(w - 1, steps, stride)}
+    messages = [(s.encode(), encode_reading(s, ts, v)) for s, ts, v in readings]
+    tail_ms = START_MS + (800 + steps - stride) * plant.period_ms
+    sent = {(s, ts) for s, ts, _ in readings if ts <= tail_ms}
+    return PlantStream(messages, expected, list(plant.injected), (w - 1) * plant.period_ms, sent, plant.period_ms)
+
+
+def trained_bundle(cfg: Config, epochs: int = 25) -> tuple[Any, float]:
+    """A real model for ``cfg`` (as ``tests/conftest.small_bundle``) whose threshold is set to 1e-9 so every
+    window is emitted; returns it and the calibrated threshold (used to judge detection)."""
+    from aestream.fitting import train_bundle
+
+    plant = Plant(4, cfg.stream.channels, seed=0)
+    normal = plant.signal(800)
+    model = cfg.replace(model={"family": "vanilla", "epochs": epochs, "hidden_size": 32, "latent_size": 6,
+                               "torch_threads": 1, "device": "cpu"}).model
+    bundle = train_bundle(list(normal), cfg.stream, model, cfg.threshold)
+    calibrated = float(bundle.threshold)
+    bundle.threshold = 1e-9
+    return bundle, calibrated
+
+
+class Producer(threading.Thread):
+    """Publishes ``messages`` to ``topic`` at ``rate`` messages/s (0 = as fast as possible)."""
+
+    def __init__(self, bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.messages, self.rate = bootstrap, topic, messages, rate
+        self.sent = 0
+        self.error: BaseException | None = None
+        self.paused = threading.Event()
+
+    def run(self) -> None:
+        try:
+            producer = KafkaProducer(bootstrap_servers=[self.bootstrap], linger_ms=5, acks="all",
+                                     retries=1_000_000, delivery_timeout_ms=600_000)
+            t0 = time.monotonic()
+            chunk = 50
+            for i in range(0, len(self.messages), chunk):
+                while self.paused.is_set():
+                    time.sleep(0.05)
+                for key, value in self.messages[i:i + chunk]:
+                    producer.send(self.topic, key=key, value=value)
+                self.sent = min(i + chunk, len(self.messages))
+                if self.rate:
+                    ahead = t0 + self.sent / self.rate - time.monotonic()
+                    if ahead > 0:
+                        time.sleep(ahead)
+            producer.flush(timeout=600)
+            producer.close()
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            self.error = e
+
+
+# -- reading back -----------------------------------------------------------------------------------------------
+def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[Any]:
+    """Every message of ``topic`` (as kafka-python ConsumerRecords), from the beginning, without a group."""
+    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[Any] = []
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s or any(consumer.position(tp) < ends[tp] for tp in tps):
+            batch = consumer.poll(timeout_ms=300)
+            for msgs in batch.values():
+                out.extend(msgs)
+                last = time.monotonic()
+            if time.monotonic() - last > 60:
+                break
+        return out
+    finally:
+        consumer.close()
+
+
+def offsets(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, int]]:
+    """Per partition: (committed offset of ``group`` or -1, end offset). Reads the group's offsets without
+    joining it."""
+    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], group_id=group, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        ends = consumer.end_offsets(tps)
+        out = {}
+        for tp in tps:
+            c = consumer.committed(tp)
+            out[tp.partition] = (-1 if c is None else c, ends[tp])
+        return out
+    finally:
+        consumer.close(autocommit=False)
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    try:
+        return sum(max(c, 0) for c, _ in offsets(bootstrap, group, topic).values())
+    except KafkaError:
+        return -1
+
+
+def drained(bootstrap: str, group: str, topic: str, total: int) -> bool:
+    try:
+        got = offsets(bootstrap, group, topic)
+    except KafkaError:
+        return False
+    # a partition that never received a message has no committed offset (-1) and end 0
+    return sum(e for _, e in got.values()) >= total and all(max(c, 0) == e for c, e in got.values())
+
+
+# -- the verdict ------------------------------------------------------------------------------------------------
+@dataclass
+class Audit:
+    messages: int
+    skipped: int  # input messages beyond the group's committed offsets at the end (must be 0)
+    readings_uncovered: list[tuple[str, int]]  # readings inside no reported window (must be none)
+    windows_expected: int  # window ends of one uninterrupted run
+    windows_off_grid: int  # reported windows not on that grid (a restart shifted the stride phase)
+    windows_bogus: list[tuple[str, int]]  # reported window ends that are no reading's time (must be none)
+    events: int
+    duplicate_events: int  # events for a window already seen (same id, so consumers dedupe)
+    conflicting_ids: list[tuple[str, int]]  # windows reported under more than one event id (must be none)
+    versions: set[str]
+    anomalies_injected: int
+    detected: set[int]
+    missed: list[Injected] = field(default_factory=list)
+
+    @property
+    def anomalies_detected(self) -> int:
+        return len(self.detected)
+
+    def gaps(self) -> dict[str, list[tuple[int, int, int]]]:
+        """Uncovered readings per sensor as runs ``(first ms, last ms, count)``, for failure messages."""
+        runs: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+        for sensor, ts in self.readings_uncovered:
+            r = runs[sensor]
+            if r and ts - r[-1][1] <= 10_000:
+                r[-1] = (r[-1][0], ts, r[-1][2] + 1)
+            else:
+                r.append((ts, ts, 1))
+        return dict(runs)
+
+    @property
+    def ok(self) -> bool:
+        return (self.skipped == 0 and not self.readings_uncovered and not self.windows_bogus
+                and not self.conflicting_ids)
+
+
+def audit(bootstrap: str, cfg: Config, stream: PlantStream, calibrated_threshold: float) -> Audit:
+    """Every reading must lie in a reported window (an every-window model, threshold 1e-9), every window under
+    one id, every injected anomaly in a window scored over the calibrated threshold, no offset left behind."""
+    k = cfg.kafka
+    topic = k.input_topics[0]
+    got = offsets(bootstrap, k.group_id, topic)
+    skipped = sum(max(end - max(c, 0), 0) for c, end in got.values())
+    events = [json.loads(m.value) for m in read_topic(bootstrap, k.output_topic)]
+    ids: dict[tuple[str, int], set[str]] = defaultdict(set)
+    for e in events:
+        ids[(e["sensor"], e["window_end_ms"])].add(e["event_id"])
+    seen = set(ids)
+    tail = max(ts for _, ts in stream.readings)
+    covered: set[tuple[str, int]] = set()
+    for sensor, end in seen:
+        covered.update((sensor, end - i * stream.period_ms) for i in range(stream.window_ms // stream.period_ms + 1))
+    detected = {i for i, inj in enumerate(stream.injected) if _hit(inj, events, stream, calibrated_threshold)}
+    missed = [inj for i, inj in enumerate(stream.injected) if i not in detected]
+    return Audit(
+        messages=len(stream.messages), skipped=skipped, readings_uncovered=sorted(stream.readings - covered),
+        windows_expected=len(stream.expected_windows), windows_off_grid=len(seen - stream.expected_windows),
+        windows_bogus=sorted(w for w in seen if w not in stream.readings and w[1] <= tail), events=len(events), duplicate_events=len(events) - len(seen),
+        conflicting_ids=sorted(w for w, s in ids.items() if len(s) > 1),
+        versions={e["model_version"] for e in events}, anomalies_injected=len(stream.injected),
+        detected=detected, missed=missed)
+
+
+def detected_uninterrupted(cfg: Config, bundle: Any, stream: PlantStream, calibrated_threshold: float) -> set[int]:
+    """The injected anomalies (indices) that one uninterrupted in-process run detects: the bar for a faulty run
+    (the small test model misses some shifts on low-gain channels whatever the faults)."""
+    from aestream.messages import Record
+    from aestream.worker import Worker
+
+    class _Models:
+        def current(self) -> str:
+            return str(bundle.version)
+
+        def load(self, version: str | None = None, device: str = "cpu") -> Any:
+            return bundle
+
+    class _Sink:
+        def send(self, msg: Any) -> None: ...
+        def flush(self, timeout_s: float = 60.0) -> None: ...
+        def close(self, timeout_s: float = 10.0) -> None: ...
+
+    worker = Worker(cfg, None, _Sink(), _Models())  # type: ignore[arg-type]
+    worker.refresh_model(force=True)
+    events: list[dict[str, Any]] = []
+    for i in range(0, len(stream.messages), 1000):
+        recs = [Record("in", 0, i + j, key, value, 0) for j, (key, value) in enumerate(stream.messages[i:i + 1000])]
+        events.extend(worker.process(recs).events_out)
+    return {i for i, inj in enumerate(stream.injected) if _hit(inj, events, stream, calibrated_threshold)}
+
+
+def _hit(inj: Injected, events: list[dict[str, Any]], stream: PlantStream, threshold: float) -> bool:
+    """Some reported window overlapping the anomaly scores over the calibrated threshold."""
+    return any(e["sensor"] == inj.sensor and e["window_end_ms"] >= inj.start_ms
+               and e["window_end_ms"] - stream.window_ms <= inj.end_ms and e["score"] > threshold for e in events)
+
+
+# -- the kill -9 scenario (used by the test and the soak) -------------------------------------------------------
+@dataclass
+class KillReport:
+    cycles: int
+    peak_rss_bytes: int
+    exit_code: int
+    logs: list[str]
+
+
+def kill9_cycles(bootstrap: str, cfg: Config, config_path: Path, logdir: Path, stream: PlantStream,
+                 cycles: int, rate: float, seed: int = 0, timeout_s: float = 600.0) -> KillReport:
+    """Produce ``stream`` at ``rate`` while a worker is kill -9-ed at a random point ``cycles`` times and
+    restarted; then let a last worker drain the topic and stop it with SIGTERM."""
+    rnd = random.Random(seed)
+    k = cfg.kafka
+    topic = k.input_topics[0]
+    producer = Producer(bootstrap, topic, stream.messages, rate)
+    producer.start()
+    peak = 0
+    logs: list[str] = []
+    live: list[WorkerProc] = []
+    try:
+        for cycle in range(cycles):
+            before = committed_total(bootstrap, k.group_id, topic)
+            w = WorkerProc(config_path, logdir / f"worker-{cycle}.log")
+            live.append(w)
+            # wait until this worker has committed something (joined, rebuilt, processing), then a random while
+            wait_until(lambda: committed_total(bootstrap, k.group_id, topic) > before or not w.alive, 120,
+                       every_s=0.1, what=f"worker {cycle} progress")
+            assert w.alive, f"worker {cycle} died on its own:\n{w.log_text()[-3000:]}"
+            time.sleep(rnd.uniform(0.0, 1.5))
+            w.kill9()
+            live.remove(w)
+            peak = max(peak, w.peak_rss_bytes)
+            logs.append(w.log_text())
+        last = WorkerProc(config_path, logdir / "worker-last.log")
+        live.append(last)
+        deadline = time.monotonic() + timeout_s
+        while producer.is_alive() or not drained(bootstrap, k.group_id, topic, len(stream.messages)):
+            assert last.alive, f"the last worker died:\n{last.log_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the last worker did not drain the topic in time"
+            last.sample_rss()
+            time.sleep(0.3)
+        assert producer.error is None, producer.error
+        code = last.terminate()
+        live.remove(last)
+        peak = max(peak, last.peak_rss_bytes)
+        logs.append(last.log_text())
+        return KillReport(cycles, peak, code, logs)
+    finally:
+        for w in live:
+            w.kill9()
