@@ -72,6 +72,16 @@ def test_no_secret_in_repr_or_str(tmp_path: Path) -> None:
         assert SASL_SECRET not in text and SSL_SECRET not in text
 
 
+@pytest.fixture()
+def quick_bootstrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-python gives up bootstrapping after 30 s by default; 3 s shows the same log lines."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    monkeypatch.setitem(KafkaConsumer.DEFAULT_CONFIG, "bootstrap_timeout_ms", 3000)
+    monkeypatch.setitem(KafkaProducer.DEFAULT_CONFIG, "bootstrap_timeout_ms", 3000)
+
+
+@pytest.mark.usefixtures("quick_bootstrap")
 def test_no_secret_in_logs_when_the_sasl_broker_is_unreachable(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     cfg = load_config(_toml(tmp_path, _closed_port()), environ={"AESTREAM_KAFKA_SASL_PASSWORD": SASL_SECRET,
@@ -96,7 +106,10 @@ def test_no_secret_in_the_cli_output_at_debug(tmp_path: Path) -> None:
     cfg = _toml(tmp_path, _closed_port())
     cfg.write_text(cfg.read_text().replace("SASL_SSL", "SASL_PLAINTEXT").replace("SCRAM-SHA-512", "PLAIN")
                    + f'\n[paths]\nmodel_dir = "{tmp_path / "models"}"\n')
-    proc = subprocess.run([sys.executable, "-m", "aestream.cli", "--log-level", "DEBUG", "--config", str(cfg),
+    cli = ("import kafka, sys; from aestream.cli import main\n"
+           "for c in (kafka.KafkaConsumer, kafka.KafkaProducer): c.DEFAULT_CONFIG['bootstrap_timeout_ms'] = 3000\n"
+           "sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", cli, "--log-level", "DEBUG", "--config", str(cfg),
                            "run", "--max-idle-s", "2"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     out = proc.stdout + proc.stderr
