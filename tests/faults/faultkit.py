@@ -110,13 +110,18 @@ class Broker:
 
 # -- the worker subprocess --------------------------------------------------------------------------------------
 def write_config(cfg: Config, path: Path) -> Path:
-    """A TOML file with the kafka, stream and paths sections of ``cfg`` (secrets left out)."""
+    """A TOML file with the kafka, stream and paths sections of ``cfg`` (secrets left out), and the metrics
+    endpoint on a free port (several workers share this machine)."""
     lines: list[str] = []
-    for section in ("kafka", "stream", "paths"):
+    for section in ("kafka", "stream", "paths", "ops"):
+        if not hasattr(cfg, section):
+            continue
         lines.append(f"[{section}]")
         for key, value in vars(getattr(cfg, section)).items():
             if key.endswith("_password") or value == "":
                 continue
+            if section == "ops" and key in ("metrics_port", "metrics_host"):
+                value = 0 if key == "metrics_port" else "127.0.0.1"
             lines.append(f"{key} = {_toml(value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -195,33 +200,40 @@ class PlantStream:
 
 def plant_stream(cfg: Config, n_sensors: int, steps: int, n_anomalies: int, seed: int = 0,
                  length: int = 60) -> PlantStream:
-    """``steps`` readings of ``n_sensors`` sensors (a trained model's plant: same seed order as
-    ``tests/conftest.small_bundle``), with ``n_anomalies`` shift anomalies spread over the stream."""
-    plant = Plant(n_sensors, cfg.stream.channels, seed=seed)
-    plant.signal(800)  # the training draw of small_bundle
+    """``steps`` readings of the plant :func:`trained_bundle` learnt (``n_sensors`` sensors, seed 0), after its
+    training stretch, with ``n_anomalies`` shift anomalies placed by ``seed`` over the stream."""
+    plant = Plant(n_sensors, cfg.stream.channels, seed=0)
+    plant.signal(800)  # the training draw of trained_bundle
     rnd = random.Random(seed)
-    spots = []
+    values = plant.signal(steps, step0=800)
+    injected: list[Injected] = []
     if n_anomalies:
         span = (steps - 100) // n_anomalies
         for i in range(n_anomalies):
-            start = 50 + i * span + rnd.randrange(0, max(span - length - 10, 1))
-            spots.append((rnd.randrange(n_sensors), "shift", start, length))
-    readings = plant.readings(steps, START_MS, spots, step0=800)
+            start = 800 + 50 + i * span + rnd.randrange(0, max(span - length - 10, 1))
+            sensor = rnd.randrange(n_sensors)
+            # three stacked shifts: a fault the small test model sees clearly (one is within its noise on
+            # low-gain channels)
+            injected.append(plant.inject(values, sensor, "shift", start, length, START_MS, step0=800))
+            for _ in range(2):
+                plant.inject(values, sensor, "shift", start, length, START_MS, step0=800)
+    readings = [(s, START_MS + (800 + step) * plant.period_ms, [round(float(v), 5) for v in values[i, step]])
+                for step in range(steps) for i, s in enumerate(plant.sensors)]
     w, stride = cfg.stream.window_size, cfg.stream.stride
     expected = {(s, START_MS + (800 + step) * plant.period_ms) for s in plant.sensors
                 for step in range(w - 1, steps, stride)}
     messages = [(s.encode(), encode_reading(s, ts, v)) for s, ts, v in readings]
     tail_ms = START_MS + (800 + steps - stride) * plant.period_ms
     sent = {(s, ts) for s, ts, _ in readings if ts <= tail_ms}
-    return PlantStream(messages, expected, list(plant.injected), (w - 1) * plant.period_ms, sent, plant.period_ms)
+    return PlantStream(messages, expected, injected, (w - 1) * plant.period_ms, sent, plant.period_ms)
 
 
-def trained_bundle(cfg: Config, epochs: int = 25) -> tuple[Any, float]:
-    """A real model for ``cfg`` (as ``tests/conftest.small_bundle``) whose threshold is set to 1e-9 so every
-    window is emitted; returns it and the calibrated threshold (used to judge detection)."""
+def trained_bundle(cfg: Config, n_sensors: int = 6, epochs: int = 25) -> tuple[Any, float]:
+    """A real model of the plant of ``n_sensors`` (as ``tests/conftest.small_bundle``) whose threshold is set to
+    1e-9 so every window is emitted; returns it and the calibrated threshold (used to judge detection)."""
     from aestream.fitting import train_bundle
 
-    plant = Plant(4, cfg.stream.channels, seed=0)
+    plant = Plant(n_sensors, cfg.stream.channels, seed=0)
     normal = plant.signal(800)
     model = cfg.replace(model={"family": "vanilla", "epochs": epochs, "hidden_size": 32, "latent_size": 6,
                                "torch_threads": 1, "device": "cpu"}).model

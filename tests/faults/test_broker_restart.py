@@ -31,7 +31,7 @@ def test_worker_survives_a_broker_restart_and_loses_nothing(private_broker: Any,
     k = cfg.kafka
     topic = k.input_topics[0]
     ensure_topics(k, {topic: 2, k.output_topic: 1, k.dead_letter_topic: 1})
-    bundle, calibrated = kit.trained_bundle(cfg)
+    bundle, calibrated = kit.trained_bundle(cfg, n_sensors=6)
     ModelStore(cfg.paths.model_dir).publish(bundle)
     stream = kit.plant_stream(cfg, n_sensors=6, steps=1200, n_anomalies=3, seed=2)
     bar = kit.detected_uninterrupted(cfg, bundle, stream, calibrated)

@@ -18,7 +18,7 @@ def test_kill9_cycles_under_load_lose_nothing(worker_cfg: Config, kit: Any, tmp_
     cfg = worker_cfg
     k = cfg.kafka
     ensure_topics(k, {k.input_topics[0]: 3, k.output_topic: 1, k.dead_letter_topic: 1})
-    bundle, calibrated = kit.trained_bundle(cfg)
+    bundle, calibrated = kit.trained_bundle(cfg, n_sensors=6)
     ModelStore(cfg.paths.model_dir).publish(bundle)
     stream = kit.plant_stream(cfg, n_sensors=6, steps=1800, n_anomalies=4, seed=1)
     bar = kit.detected_uninterrupted(cfg, bundle, stream, calibrated)
