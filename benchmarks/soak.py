@@ -1,6 +1,6 @@
 """Soak: a worker kill -9-ed at random points under load, N times, on a private broker; prints one JSON line.
 
-    python benchmarks/soak.py [--cycles 20] [--sensors 8] [--steps 6000] [--rate 400] [--poison-every 100]
+    python benchmarks/soak.py [--cycles 20] [--sensors 8] [--steps 15000] [--rate 400] [--poison-every 100]
 
 Readings of a simulated plant (anomalies injected) are produced at ``--rate`` messages/s, with one malformed
 message every ``--poison-every``; the worker (``aestream run`` as a subprocess) is killed with SIGKILL at a
@@ -44,7 +44,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cycles", type=int, default=20)
     ap.add_argument("--sensors", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=6000, help="readings per sensor")
+    ap.add_argument("--steps", type=int, default=15000,
+                    help="readings per sensor (production must outlast the cycles)")
     ap.add_argument("--rate", type=float, default=400.0, help="messages per second")
     ap.add_argument("--anomalies", type=int, default=10)
     ap.add_argument("--poison-every", type=int, default=100)
@@ -95,7 +96,8 @@ def main() -> int:
         line = {
             "cycles": report.cycles, "messages": verdict.messages, "anomalies_injected": verdict.anomalies_injected,
             "anomalies_detected": verdict.anomalies_detected, "duplicate_ids": len(verdict.conflicting_ids),
-            "duplicate_events": verdict.duplicate_events, "messages_skipped": skipped,
+            "duplicate_events": verdict.duplicate_events, "off_phase_windows": verdict.off_phase,
+            "messages_skipped": skipped,
             "dead_lettered": len(dead), "malformed_sent": n_poison, "peak_rss_bytes": report.peak_rss_bytes,
             "windows_reported": verdict.events - verdict.duplicate_events, "last_exit_code": report.exit_code,
             "seconds": round(time.monotonic() - t0, 1),

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import faultkit  # noqa: E402 - the harness lives beside this file (benchmarks/soak.py imports it too)
+import faultkit
 
-from aestream.config import Config  # noqa: E402
+from aestream.config import Config
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -45,7 +45,8 @@ class Fuzzer:
         self.kinds: list[tuple[Callable[[], tuple[bytes | None, str]], float]] = [
             (self.valid, 30), (self.valid_dict, 4), (self.valid_batch, 4), (self.valid_iso, 2),
             (self.duplicate, 4), (self.out_of_order, 4), (self.far_past_known, 2), (self.far_future_fresh, 2),
-            (self.random_bytes, 8), (self.nested, 3), (self.huge_numbers, 4), (self.huge_finite, 1), (self.wrong_types, 10),
+            (self.random_bytes, 8), (self.nested, 3), (self.huge_numbers, 4), (self.huge_finite, 1),
+            (self.wrong_types, 10),
             (self.unicode_keys, 5), (self.ts_out_of_range, 5), (self.nan_inf, 2), (self.oversized, 0.3),
             (self.bad_batch, 3), (self.empty, 2), (self.truncated, 4),
         ]
@@ -282,7 +283,7 @@ def test_1e5_fuzzed_messages_are_each_decoded_dropped_or_dead_lettered(train_sma
             assert h["aestream.reason"], "a dead letter without a reason"
             dead[(int(h["aestream.source.partition"]), int(h["aestream.source.offset"]))] = h["aestream.reason"]
     wrong = Counter()
-    for i, (_, value, outcome, kind) in enumerate(generated):
+    for i, (_, _, outcome, kind) in enumerate(generated):
         if ((i % 3, i // 3) in dead) != (outcome == DEAD):
             wrong[kind] += 1
     assert not wrong, f"messages not handled per policy, by kind: {dict(wrong)}"

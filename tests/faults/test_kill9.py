@@ -39,4 +39,6 @@ def test_kill9_cycles_under_load_lose_nothing(worker_cfg: Config, kit: Any, tmp_
     assert sum("rebuilding" in log for log in report.logs[1:]) >= 3, "restarted workers should replay a lookback"
     print(f"kill9: {report.cycles} cycles, {verdict.messages} messages, {verdict.events} events "
           f"({verdict.duplicate_events} duplicates, same ids; {verdict.windows_off_grid} off the uninterrupted "
-          f"run's stride grid), {verdict.anomalies_detected}/{verdict.anomalies_injected} anomalies, peak worker RSS {report.peak_rss_bytes >> 20} MiB")
+          f"run's stride grid, {verdict.off_phase} closer than a stride to the previous one), "
+          f"{verdict.anomalies_detected}/{verdict.anomalies_injected} anomalies, "
+          f"peak worker RSS {report.peak_rss_bytes >> 20} MiB")

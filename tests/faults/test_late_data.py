@@ -77,7 +77,7 @@ def _ends(stats: Any) -> list[int]:
 
 
 def test_duplicates_and_out_of_order_readings_are_dropped_and_counted(setup: Any) -> None:
-    cfg, worker, sink, feed, _ = setup
+    cfg, _, sink, feed, _ = setup
     s = feed(*[("a", T0 + i * 1000) for i in range(4)])  # 0 1 2 3 → window ending at 3
     assert _ends(s) == [3] and s.late == 0
     s = feed(("a", T0 + 3000), ("a", T0 + 2000), ("a", T0 + 1000 - 1), ("a", 946_684_800_001))
