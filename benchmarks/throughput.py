@@ -105,6 +105,46 @@ def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
     return rps, worker
 
 
+_PACED_PRODUCER = """
+import json, sys, time
+from confluent_kafka import Producer
+from aestream.simulate import Plant
+bootstrap, topic, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+plant = Plant(50, ("temperature", "pressure", "vibration", "current"), seed=2)
+readings = plant.readings(int(rate * seconds) // 50, int(time.time() * 1000))
+p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+t0 = time.perf_counter()
+for i, (s, ts, v) in enumerate(readings):
+    p.produce(topic, key=s.encode(), value=json.dumps({"sensor": s, "ts": ts, "values": v}).encode())
+    p.poll(0)
+    delay = t0 + i / rate - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+p.flush()
+"""
+
+
+def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float) -> tuple[float, float]:
+    """The baseline: the same paced stream read by a bare librdkafka consumer (produce time → receipt)."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-bare", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    deadline = time.monotonic() + 60
+    while not c.assignment() and time.monotonic() < deadline:
+        c.poll(0.1)
+    prod = subprocess.Popen([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds)])
+    lat: list[float] = []
+    idle = time.monotonic()
+    while prod.poll() is None or time.monotonic() - idle < 2.0:
+        for m in c.consume(2000, 0.005):
+            if m.error() is None:
+                lat.append(time.time() * 1000 - m.timestamp()[1])
+                idle = time.monotonic()
+    c.close()
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
 def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
     bootstrap = cfg.kafka.bootstrap_servers[0]
     source = open_source(cfg.kafka)
@@ -112,20 +152,13 @@ def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
     source.on_assign = source.on_revoke = worker.on_partitions_changed
     thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 10.0}, daemon=True)
     thread.start()
-    time.sleep(3.0)  # join the group
-    plant = Plant(N_SENSORS, CHANNELS, seed=2)
-    n = int(rate * seconds)
-    readings = plant.readings(n // N_SENSORS, int(time.time() * 1000))
-    producer = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=0)
+    deadline = time.monotonic() + 60
+    while not source.assignment() and time.monotonic() < deadline:  # joined the group, partitions assigned
+        time.sleep(0.1)
+    time.sleep(1.0)
     topic = cfg.kafka.input_topics[0]
-    t0 = time.perf_counter()
-    for i, (s, ts, v) in enumerate(readings):
-        producer.send(topic, key=s.encode(), value=json.dumps({"sensor": s, "ts": ts, "values": v}).encode())
-        delay = t0 + i / rate - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-    producer.flush()
-    producer.close()
+    # the producer runs in its own process: sharing the worker's GIL would add its own delay to every reading
+    subprocess.run([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds)], check=True)
     thread.join(120)
     # produce time of each input record (by partition/offset) vs produce time of the event it closed
     produced: dict[tuple[int, int], int] = {}
@@ -247,6 +280,9 @@ def main() -> None:
                                   "poll_timeout_ms": 5, "client": best})
         ensure_topics(cfg.kafka, {f"bench-lat-{run}": 1, cfg.kafka.output_topic: 1})
         p50, p99 = _latency(cfg, rate, args.latency_seconds)
+        bare = f"bench-bare-{run}"
+        ensure_topics(cfg.kafka, {bare: 1})
+        t50, t99 = _transport_latency(bootstrap, bare, rate, args.latency_seconds)
         rss = _rss_per_sensor(32)
         scoring = _scoring_rates(32)
         summary = {
@@ -262,6 +298,8 @@ def main() -> None:
             "latency_rate_rps": round(rate),
             "p50_ms": p50,
             "p99_ms": p99,
+            "transport_p50_ms": round(t50, 1),
+            "transport_p99_ms": round(t99, 1),
             "rss_bytes_per_sensor": round(rss["100000"], 1),
             "rss_bytes_per_sensor_by_count": {k: round(v, 1) for k, v in rss.items()},
             "scoring_windows_per_s": {k: round(v) for k, v in scoring.items()},
