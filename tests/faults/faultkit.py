@@ -318,6 +318,26 @@ def offsets(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, int]
         consumer.close(autocommit=False)
 
 
+def wait_for_partitions(bootstrap: str, topic: str, n: int, timeout_s: float = 30.0) -> None:
+    """Until ``topic`` has ``n`` partitions with leaders (their end offsets answer). A worker that joins its group
+    before that may get no assignment until its next metadata refresh (kafka-python ``metadata_max_age_ms``,
+    5 min): seen here as "No partition metadata for topic" and a worker idle for minutes."""
+    def ready() -> bool:
+        consumer = KafkaConsumer(bootstrap_servers=[bootstrap])
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            if len(parts) < n:
+                return False
+            consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+            return True
+        except KafkaError:
+            return False
+        finally:
+            consumer.close()
+
+    wait_until(ready, timeout_s, every_s=0.5, what=f"{n} partitions of {topic} with leaders")
+
+
 def committed_total(bootstrap: str, group: str, topic: str) -> int:
     try:
         return sum(max(c, 0) for c, _ in offsets(bootstrap, group, topic).values())
@@ -460,6 +480,7 @@ def kill9_cycles(bootstrap: str, cfg: Config, config_path: Path, logdir: Path, s
     rnd = random.Random(seed)
     k = cfg.kafka
     topic = k.input_topics[0]
+    wait_for_partitions(bootstrap, topic, 1)
     producer = Producer(bootstrap, topic, stream.messages, rate)
     producer.start()
     peak = 0

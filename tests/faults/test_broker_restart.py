@@ -36,6 +36,7 @@ def test_worker_survives_a_broker_restart_and_loses_nothing(private_broker: Any,
     stream = kit.plant_stream(cfg, n_sensors=6, steps=1200, n_anomalies=3, seed=2)
     bar = kit.detected_uninterrupted(cfg, bundle, stream, calibrated)
     assert bar, "the model should detect some injected anomalies"
+    kit.wait_for_partitions(private_broker.bootstrap, topic, 2)
     producer = kit.Producer(private_broker.bootstrap, topic, stream.messages, rate=600.0)
     worker = kit.WorkerProc(kit.write_config(cfg, tmp_path / "worker.toml"), tmp_path / "worker.log")
     try:

@@ -29,6 +29,7 @@ def test_one_to_three_to_one_workers_under_load(worker_cfg: Config, kit: Any, tm
     bar = kit.detected_uninterrupted(cfg, bundle, stream, calibrated)
     assert bar, "the model should detect some injected anomalies"
     config_path = kit.write_config(cfg, tmp_path / "worker.toml")
+    kit.wait_for_partitions(boot, topic, 6)
     producer = kit.Producer(boot, topic, stream.messages, rate=500.0)
     workers = [kit.WorkerProc(config_path, tmp_path / "worker-0.log")]
     try:
