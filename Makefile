@@ -30,6 +30,9 @@ test-unit: install  ## only the tests that need no broker
 bench: install kafka  ## throughput, latency and memory against a real broker; last line is one JSON object
 	$(BIN)/python benchmarks/throughput.py
 
+soak: install kafka  ## 20 kill -9 cycles under load on a private broker; prints one JSON line (~6 min)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/soak.py
+
 lint: install
 	$(BIN)/ruff check aestream tests benchmarks
 	$(BIN)/mypy aestream

@@ -23,12 +23,18 @@ CHANNELS = ("temperature", "pressure", "vibration", "current")
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with socket.socket() as s:  # the controller listens on port + 1: make sure it is free too
-        s.bind(("127.0.0.1", port + 1))
-    return int(port)
+    """A free port whose successor is free too (the controller listens on port + 1)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,10 @@ PROPS
   local cp="$lib/*"
   local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$here/log4j2.properties" -Djava.awt.headless=true)
   local cluster_id
-  cluster_id="$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+  # a 22-character base64 id; never starting with "-", which the storage tool would read as an option
+  cluster_id="$(python3 -c 'import base64,uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(i)')"
   java "${java_opts[@]}" -cp "$cp" kafka.tools.StorageTool format --standalone \
     --cluster-id "$cluster_id" --config "$dir/server.properties" > "$dir/format.log" 2>&1 \
     || { cat "$dir/format.log" >&2; exit 1; }
