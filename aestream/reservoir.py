@@ -22,15 +22,14 @@ import json
 import logging
 import math
 import os
-import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
+from aestream.atomic import atomic_write
 from aestream.errors import AestreamError
 
 __all__ = ["Reservoir", "ReservoirError", "Sample"]
@@ -153,11 +152,11 @@ class Reservoir:
             arrays: dict[str, np.ndarray] = {
                 "windows": self._windows[:n].copy(), "end_ms": self._end_ms[:n].copy(), "keys": self._keys[:n].copy(),
                 "sensors": np.array(self._sensors[:n], dtype=str), "meta": np.array(json.dumps(meta))}
-        _atomic_write(out, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+        atomic_write(out, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
         if n:
             meta.update(oldest_end_ms=int(arrays["end_ms"].min()), newest_end_ms=int(arrays["end_ms"].max()),
                         n_sensors=len(set(arrays["sensors"].tolist())))
-        _atomic_write(out.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        atomic_write(out.with_suffix(".json"), lambda f: f.write(json.dumps(meta, indent=2).encode()))
         return out
 
     def load(self, path: str | os.PathLike[str]) -> bool:
@@ -192,19 +191,3 @@ class Reservoir:
         return True
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

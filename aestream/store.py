@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from aestream.atomic import atomic_write, fsync_dir
 from aestream.bundle import ModelBundle, load_bundle, save_bundle
 from aestream.errors import BundleError
 
@@ -62,7 +63,7 @@ class ModelStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
         save_bundle(bundle, tmp)
         os.rename(tmp, self.root / version)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         if make_current:
             self.set_current(version)
         self._prune()
@@ -72,13 +73,7 @@ class ModelStore:
         """Point ``CURRENT`` at ``version`` atomically (rename over the old pointer)."""
         if not (self.root / version).is_dir():
             raise BundleError(f"model version {version} is not in {self.root}; known: {', '.join(self.versions())}")
-        fd, tmp = tempfile.mkstemp(prefix=".CURRENT-", dir=self.root)
-        with os.fdopen(fd, "w") as f:
-            f.write(version + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.root / "CURRENT")
-        _fsync_dir(self.root)
+        atomic_write(self.root / "CURRENT", lambda f: f.write(f"{version}\n".encode()))
 
     def rollback(self, version: str | None = None) -> str:
         """Make ``version`` current, or by default the version published before the current one."""
@@ -97,11 +92,3 @@ class ModelStore:
         for v in self.versions()[: -self.keep]:
             if v != cur:
                 shutil.rmtree(self.root / v, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from aestream.atomic import atomic_write
 from aestream.errors import AestreamError
 
 __all__ = ["STATE_VERSION", "AlertStateError", "read_state", "write_state"]
@@ -21,17 +20,8 @@ class AlertStateError(AestreamError):
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
     """Replace ``path`` with ``state`` as JSON; a crash leaves either the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"version": STATE_VERSION, **state}, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    doc = json.dumps({"version": STATE_VERSION, **state}, separators=(",", ":")).encode()
+    atomic_write(path, lambda f: f.write(doc))
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
