@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SCHEMA_ID", "anomaly_event", "encode_event", "event_id", "iso_ms", "severity_of"]
+__all__ = ["SCHEMA_ID", "anomaly_event", "encode_event", "event_id", "iso_ms", "severity_of",
+           "window_fields"]
 
 SCHEMA_ID = "aestream.event/1"
 _NAMESPACE = uuid.UUID("6f1c1c7e-3a50-4b0a-9a3e-2f1f2b6a5e11")
@@ -46,6 +47,22 @@ def severity_of(ratio: float, critical_ratio: float) -> str:
     return "critical" if ratio >= critical_ratio else "warning"
 
 
+def window_fields(window_start_ms: int, window_end_ms: int, score: float, threshold: float) -> dict[str, Any]:
+    """The window and score fields every event about a window carries (anomaly and alert events alike).
+
+    >>> window_fields(0, 1000, 3.0, 2.0)["ratio"]
+    1.5
+    """
+    return {
+        "window_start_ms": int(window_start_ms),
+        "window_end_ms": int(window_end_ms),
+        "window_end": iso_ms(window_end_ms),
+        "score": round(float(score), 6),
+        "threshold": round(float(threshold), 6),
+        "ratio": round(float(score) / max(float(threshold), 1e-12), 4),
+    }
+
+
 def anomaly_event(
     *,
     sensor: str,
@@ -61,20 +78,15 @@ def anomaly_event(
     source: tuple[str, int, int],
 ) -> dict[str, Any]:
     """The event document for one anomalous window."""
-    ratio = score / threshold if threshold > 0 else float("inf")
+    fields = window_fields(window_start_ms, window_end_ms, score, threshold)
     order = np.argsort(-shares)[:TOP_CHANNELS]
     return {
         "schema": SCHEMA_ID,
         "type": "anomaly",
         "event_id": event_id(sensor, window_end_ms, model_version),
         "sensor": sensor,
-        "window_start_ms": int(window_start_ms),
-        "window_end_ms": int(window_end_ms),
-        "window_end": iso_ms(window_end_ms),
-        "score": round(float(score), 6),
-        "threshold": round(float(threshold), 6),
-        "ratio": round(float(ratio), 4),
-        "severity": severity_of(ratio, critical_ratio),
+        **fields,
+        "severity": severity_of(fields["ratio"], critical_ratio),
         "channels": [{"name": channels[i], "share": round(float(shares[i]), 4)} for i in order],
         "model_version": model_version,
         "model_family": model_family,

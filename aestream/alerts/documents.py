@@ -15,7 +15,7 @@ import numpy as np
 
 from aestream.alerts.episodes import Transition
 from aestream.alerts.silence import Quality
-from aestream.events import iso_ms
+from aestream.events import iso_ms, window_fields
 
 __all__ = ["ALERT_SCHEMA_ID", "alert_event_id", "episode_event", "quality_event", "top_channels"]
 
@@ -44,7 +44,6 @@ def episode_event(t: Transition, *, window_start_ms: int, window_end_ms: int, sc
                   tags: Sequence[str] = ()) -> dict[str, Any]:
     """The document for an episode transition caused by the window ``[window_start_ms, window_end_ms]``."""
     ep = t.episode
-    ratio = score / threshold if threshold > 0 else 0.0
     return {
         "schema": ALERT_SCHEMA_ID,
         "type": t.kind,
@@ -53,12 +52,7 @@ def episode_event(t: Transition, *, window_start_ms: int, window_end_ms: int, sc
         "episode_id": ep.episode_id,
         "sensor": ep.sensor,
         "severity": severity,
-        "window_start_ms": int(window_start_ms),
-        "window_end_ms": int(window_end_ms),
-        "window_end": iso_ms(window_end_ms),
-        "score": round(float(score), 6),
-        "threshold": round(float(threshold), 6),
-        "ratio": round(float(ratio), 4),
+        **window_fields(window_start_ms, window_end_ms, score, threshold),
         "model_version": model_version,
         "channels": [{"name": n, "share": s} for n, s in channels],
         "tags": list(tags),
