@@ -162,7 +162,13 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     worker.stages.extend(_stages(cfg, worker))
     if retraining is not None:
         worker.stages.append(retraining.stage)
-    ops = start_ops_server(worker, source, cfg, Metrics()) if cfg.ops.metrics_enabled else None
+    metrics = Metrics()
+    for stage in worker.stages:
+        if hasattr(stage, "on_give_up"):
+            stage.on_give_up = metrics.webhook_failure
+    if retraining is not None:
+        retraining.retrainer.on_outcome = lambda o: metrics.retrain(o.status, o.seconds)
+    ops = start_ops_server(worker, source, cfg, metrics) if cfg.ops.metrics_enabled else None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     if retraining is not None:

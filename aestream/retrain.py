@@ -82,6 +82,7 @@ class Retrainer:
         self.trainer = trainer
         self.lock = lock or TrainLock(store.root, stale_s=cfg.retrain.timeout_s + 60.0)
         self.last_outcome: RetrainOutcome | None = None
+        self.on_outcome: Callable[[RetrainOutcome], None] | None = None  # e.g. the metrics of the composition root
         self._trained_at: int | None = None
         self._cancel = threading.Event()
 
@@ -109,6 +110,8 @@ class Retrainer:
         log.log(level, "retrain %s: %s (serving %s, %.1f s)", outcome.status, outcome.reason, outcome.serving,
                 outcome.seconds)
         self.last_outcome = outcome
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
         return outcome
 
     def _run(self, force: bool) -> RetrainOutcome:

@@ -70,6 +70,7 @@ class AlertStage:
         self.state_path, self.persist_interval_s, self.clock = state_path, persist_interval_s, clock
         self.webhooks = {n: WebhookSink(n, s, post) for n, s in sinks.items() if isinstance(s, WebhookSpec)}
         self.counts: dict[str, int] = {}
+        self.on_give_up: Callable[[str], None] | None = None  # a sink gave up on a delivery (metrics)
         self._pending: dict[str, Any] | None = None
         self._dirty = False
         self._last_write = -float("inf")
@@ -152,6 +153,8 @@ class AlertStage:
 
     def _dead_letter(self, d: DeadLetter) -> Outgoing:
         self.counts["dead_letters"] = self.counts.get("dead_letters", 0) + 1
+        if self.on_give_up is not None:
+            self.on_give_up(d.sink)
         headers = [("aestream.reason", d.reason.encode()), ("aestream.sink", d.sink.encode()),
                    ("aestream.attempts", str(d.attempts).encode()), ("aestream.event_id", d.event_id.encode())]
         return Outgoing(self.dead_letter_topic, d.value, d.key, headers)
