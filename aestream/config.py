@@ -165,9 +165,13 @@ class ThresholdConfig:
     k: int = 1
     n: int = 1
     critical_ratio: float = 2.0
+    sensors: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require(self.method in ("quantile", "pot"), "threshold.method", self.method, 'use "quantile" or "pot"')
+        for glob, f in self.sensors.items():
+            _require(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0, f"threshold.sensors.{glob}",
+                     f, "use a positive factor of the calibrated threshold, e.g. 1.5")
         _require(0.0 < self.quantile < 1.0, "threshold.quantile", self.quantile, "use a value between 0 and 1")
         _require(0.0 < self.target_far < 1.0, "threshold.target_far", self.target_far,
                  "use a value between 0 and 1")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections import deque
 from dataclasses import dataclass
 
@@ -69,14 +70,29 @@ class _SensorAlarm:
 class AlarmRule:
     """Per-sensor causal smoothing of the score, then a k-of-n rule over threshold crossings.
 
-    ``update`` returns the smoothed score and whether the sensor is in alarm after this window.
+    ``update`` returns the smoothed score and whether the sensor is in alarm after this window. ``sensor_factors``
+    maps sensor-id globs to a factor of the threshold for the sensors they match (the first match wins).
+
+    >>> AlarmRule(2.0, sensor_factors={"pump-*": 1.5}).threshold_for("pump-7")
+    3.0
     """
 
-    def __init__(self, threshold: float, k: int = 1, n: int = 1, smoothing: int = 1) -> None:
+    def __init__(self, threshold: float, k: int = 1, n: int = 1, smoothing: int = 1,
+                 sensor_factors: dict[str, float] | None = None) -> None:
         if not 1 <= k <= n:
             raise ValueError(f"k-of-n rule needs 1 <= k <= n, got k={k}, n={n}")
         self.threshold, self.k, self.n, self.smoothing = threshold, k, n, smoothing
+        self.sensor_factors = dict(sensor_factors or {})
         self._state: dict[str, _SensorAlarm] = {}
+        self._thresholds: dict[str, float] = {}
+
+    def threshold_for(self, sensor: str) -> float:
+        """The threshold of ``sensor``: the calibrated one, times its factor when a glob matches it."""
+        t = self._thresholds.get(sensor)
+        if t is None:
+            factor = next((f for g, f in self.sensor_factors.items() if fnmatch.fnmatchcase(sensor, g)), 1.0)
+            t = self._thresholds[sensor] = self.threshold * float(factor)
+        return t
 
     def update(self, sensor: str, score: float) -> tuple[float, bool]:
         st = self._state.get(sensor)
@@ -84,12 +100,13 @@ class AlarmRule:
             st = self._state[sensor] = _SensorAlarm(deque(maxlen=self.smoothing), deque(maxlen=self.n))
         st.scores.append(score)
         smoothed = sum(st.scores) / len(st.scores)
-        st.flags.append(smoothed > self.threshold)
+        st.flags.append(smoothed > (self.threshold_for(sensor) if self.sensor_factors else self.threshold))
         return smoothed, sum(st.flags) >= self.k
 
     def drop(self, sensors: list[str] | set[str]) -> None:
         for s in sensors:
             self._state.pop(s, None)
+            self._thresholds.pop(s, None)
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """The rule over one sensor's whole score series at once (for offline evaluation)."""

@@ -142,7 +142,7 @@ class Worker:
         self.bundle = bundle
         a = bundle.alarm
         self.rule = AlarmRule(bundle.threshold, k=int(a.get("k", 1)), n=int(a.get("n", 1)),
-                              smoothing=int(a.get("smoothing", 1)))
+                              smoothing=int(a.get("smoothing", 1)), sensor_factors=self.cfg.threshold.sensors)
         log.info("serving model %s (%s, threshold %.4g), was %s", version, bundle.family, bundle.threshold, previous)
 
     def _check_compatible(self, bundle: ModelBundle) -> None:
@@ -256,16 +256,18 @@ class Worker:
         for i, (w, rec) in enumerate(closed):
             smoothed, alarm = self.rule.update(w.sensor, float(scores[i]))
             if not alarm or rec.replay:
-                scored.append(Scored(w, smoothed, b.threshold, alarm, shares[i], b.version, None, rec.replay))
+                scored.append(Scored(w, smoothed, self.rule.threshold_for(w.sensor), alarm, shares[i], b.version,
+                                     None, rec.replay))
                 continue
             event = anomaly_event(
                 sensor=w.sensor, window_start_ms=w.start_ms, window_end_ms=w.end_ms, score=smoothed,
-                threshold=b.threshold, critical_ratio=critical, channels=b.channels, shares=shares[i],
+                threshold=self.rule.threshold_for(w.sensor), critical_ratio=critical, channels=b.channels,
+                shares=shares[i],
                 model_version=b.version, model_family=b.family, source=(rec.topic, rec.partition, rec.offset))
             self.sink.send(Outgoing(topic, encode_event(event), w.sensor.encode()))
             stats.events += 1
             stats.events_out.append(event)
-            scored.append(Scored(w, smoothed, b.threshold, alarm, shares[i], b.version, event, False))
+            scored.append(Scored(w, smoothed, event["threshold"], alarm, shares[i], b.version, event, False))
             if self.on_event:
                 self.on_event(event)
         return scored

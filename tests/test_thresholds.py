@@ -34,3 +34,10 @@ def test_alarm_rule_streaming_and_batch_agree() -> None:
     batch = AlarmRule(threshold=1.3, k=2, n=4, smoothing=3).apply(scores)
     assert streamed == batch.tolist()
     assert 0 < sum(streamed) < len(scores)
+
+
+def test_per_sensor_factors_raise_the_threshold_of_matching_sensors_only() -> None:
+    rule = AlarmRule(threshold=1.0, sensor_factors={"pump-*": 3.0})
+    assert rule.update("pump-1", 2.0) == (2.0, False)  # 2.0 < 3.0 × 1.0
+    assert rule.update("fan-1", 2.0) == (2.0, True)
+    assert (rule.threshold_for("pump-1"), rule.threshold_for("fan-1")) == (3.0, 1.0)
