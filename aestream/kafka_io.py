@@ -28,6 +28,8 @@ __all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "open_
 
 log = logging.getLogger(__name__)
 
+METADATA_MAX_AGE_MS = 5_000
+
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     """Connection and security settings shared by every client (SASL/SSL passed through when set)."""
     opts: dict[str, Any] = {
@@ -120,6 +122,9 @@ class KafkaSource:
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_poll_interval_ms=cfg.max_poll_interval_ms,
             max_poll_records=cfg.max_poll_records,
+            # kafka-python's default (5 min) leaves a worker started just after its topic was created without
+            # partitions for minutes; new topics and partitions are also picked up sooner
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
         self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
