@@ -37,6 +37,12 @@ def _free_port() -> int:
     raise RuntimeError("no two adjacent free ports on 127.0.0.1")
 
 
+@pytest.fixture()
+def free_port_pair() -> int:
+    """A free port whose successor is free too: for a private broker of one test (controller on port + 1)."""
+    return _free_port()
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Apache Kafka broker (KRaft) started by deploy/kafka/kafka.sh, or AESTREAM_TEST_BOOTSTRAP."""

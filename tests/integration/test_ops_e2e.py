@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import socket
 import subprocess
 import threading
 import time
@@ -132,26 +131,12 @@ def test_metrics_are_scraped_with_their_names_and_types_and_move_as_readings_flo
     assert not thread.is_alive()
 
 
-def _free_port() -> int:
-    """A free port whose successor is free too (kafka.sh puts the controller on port + 1)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise AssertionError("no two consecutive free ports found")
-
-
 @pytest.fixture()
-def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Callable[[], None]]]:
+def private_broker(tmp_path_factory: pytest.TempPathFactory, free_port_pair: int) -> Iterator[
+        tuple[str, Callable[[], None]]]:
     """A broker of this test alone, and a function that stops it."""
     workdir = tmp_path_factory.mktemp("kafka-private")
-    port = _free_port()
+    port = free_port_pair
     subprocess.run(["bash", str(KAFKA_SH), "start", str(port), str(workdir)], check=True)
 
     def stop() -> None:
