@@ -143,11 +143,6 @@ class Windower:
         state.seen_at = now
         return out, 0
 
-    def last_ts(self, sensor: str) -> int | None:
-        """The event time of the sensor's latest accepted reading, if it is known."""
-        state = self._sensors.get(sensor)
-        return None if state is None else state.last_ts
-
     def drop(self, sensors: Iterable[str]) -> None:
         """Forget these sensors (their partitions moved away, or they are being rebuilt)."""
         for s in sensors:

@@ -175,10 +175,6 @@ class Worker:
         """Ask the loop to end after the step in flight."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def run(self, max_idle_s: float | None = None) -> StepStats:
         """Loop until :meth:`stop` (or ``max_idle_s`` without records); returns the totals."""
         self.refresh_model(force=True)
