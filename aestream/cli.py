@@ -154,6 +154,10 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.store import ModelStore
     from aestream.worker import Worker
 
+    if cfg.stream.stride > 1:
+        log.warning("stream.stride = %d counts readings from where this worker started: after a crash, events of "
+                    "an uncommitted batch may come again under other window ends (other ids); "
+                    "stream.stride_ms puts windows on an event-time grid that survives restarts", cfg.stream.stride)
     store = ModelStore(cfg.paths.model_dir)
     retraining = build_retraining(cfg, store)  # None unless retrain.enabled
     source = open_source(cfg.kafka)
@@ -331,7 +335,7 @@ def _cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
 
     bundle = ModelStore(cfg.paths.model_dir).load(args.version)
     frame = embed_frame(read_table(args.input, args.sep), bundle, cfg.stream.stride, args.ts_column,
-                        args.sensor_column)
+                        args.sensor_column, stride_ms=cfg.stream.stride_ms)
     frame.to_parquet(args.out, index=False)
     print(json.dumps({"windows": len(frame), "latent_size": bundle.scorer.model.latent_size, "out": args.out}))
     return 0

@@ -95,6 +95,7 @@ class StreamConfig:
     channels: tuple[str, ...] = DEFAULT_CHANNELS
     window_size: int = 32
     stride: int = 4
+    stride_ms: int = 0
     max_gap_ms: int = 10_000
     max_message_bytes: int = 1_000_000
     max_readings_per_message: int = 10_000
@@ -108,6 +109,9 @@ class StreamConfig:
         _require(1 <= self.stride <= self.window_size, "stream.stride", self.stride,
                  f"use a value from 1 to window_size ({self.window_size})")
         _require(self.max_gap_ms > 0, "stream.max_gap_ms", self.max_gap_ms, "use a positive number of ms")
+        _require(self.stride_ms >= 0, "stream.stride_ms", self.stride_ms, "use 0 (off) or a positive number of ms")
+        _require(self.stride_ms == 0 or self.stride == 1, "stream.stride", self.stride,
+                 f"use 1 with stream.stride_ms = {self.stride_ms} (the grid replaces the count), or stride_ms = 0")
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ __all__ = ["embed_frame"]
 
 
 def embed_frame(frame: pd.DataFrame, bundle: ModelBundle, stride: int, ts_column: str = "ts",
-                sensor_column: str = "sensor") -> pd.DataFrame:
+                sensor_column: str = "sensor", stride_ms: int = 0) -> pd.DataFrame:
     """One row per window: ``sensor``, ``window_end_ms`` (or the row index without a ts column),
-    ``model_version`` and the latent code as ``z0 … z{k-1}``."""
+    ``model_version`` and the latent code as ``z0 … z{k-1}``. Windows end every ``stride`` rows, or, with
+    ``stride_ms``, at the first reading of each new ``stride_ms`` cell of the epoch grid (as the worker)."""
     channels = list(bundle.channels)
     missing = [c for c in channels if c not in frame.columns]
     if missing:
@@ -31,13 +32,17 @@ def embed_frame(frame: pd.DataFrame, bundle: ModelBundle, stride: int, ts_column
             g, ts = g.iloc[order], ts[order]
         else:
             ts = np.arange(len(g), dtype=np.int64)
-        windows = sliding_windows(g[channels].to_numpy(dtype=np.float64), w, stride)
+        windows = sliding_windows(g[channels].to_numpy(dtype=np.float64), w, 1 if stride_ms else stride)
+        ends = ts[w - 1 :: 1 if stride_ms else stride][: len(windows)]
+        if stride_ms and len(windows):
+            due = ts[w - 1 :] // stride_ms != ts[w - 2 : -1] // stride_ms
+            windows, ends = windows[due], ends[due]
         if not len(windows):
             continue
         codes = bundle.scorer.encode(windows)
         part = pd.DataFrame(codes, columns=[f"z{i}" for i in range(codes.shape[1])])
         part.insert(0, "model_version", bundle.version)
-        part.insert(0, "window_end_ms", ts[w - 1 :: stride][: len(codes)])
+        part.insert(0, "window_end_ms", ends)
         part.insert(0, "sensor", str(sensor))
         parts.append(part)
     if not parts:

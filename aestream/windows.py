@@ -1,7 +1,12 @@
 """Per-sensor sliding windows over event time, kept in numpy ring buffers.
 
 Each sensor keeps the last ``window_size`` readings. Once it holds a full window, every ``stride``-th reading
-closes a window. Policy for time, documented in the README:
+closes a window — or, with ``stride_ms``, the first reading in each new ``stride_ms`` cell of event time (cells
+aligned to the Unix epoch, as hopping windows in stream processors; the first full window of a sensor, or after a
+gap, closes too, so every reading is in some window). A count depends on where the worker started reading; the
+grid depends on the readings alone, so a worker that rebuilds a sensor from a replay (holding at least a window
+of its readings) closes windows on the same readings as the one before it, and replayed events repeat their ids.
+Policy for time, documented in the README:
 
 * **late or duplicate** readings (``ts`` not after the sensor's last ``ts``) are dropped and counted: Kafka keeps
   one sensor's readings in order, so these are producer retries or clock faults;
@@ -13,6 +18,9 @@ closes a window. Policy for time, documented in the README:
 [False, False, True, False, True]
 >>> w.push("s", 5, (0.0,)) is LATE
 True
+>>> g = Windower(window_size=3, stride=1, n_channels=1, max_gap_ms=1000, stride_ms=2)
+>>> [g.push("s", t, (float(t),)) is not None for t in (1, 2, 3, 4, 5, 6)]
+[False, False, True, True, False, True]
 """
 
 from __future__ import annotations
@@ -57,11 +65,14 @@ class _SensorState:
 
 
 class Windower:
-    """Cuts each sensor's readings into windows of ``window_size`` readings every ``stride`` readings."""
+    """Cuts each sensor's readings into windows of ``window_size`` readings every ``stride`` readings, or on
+    an event-time grid of ``stride_ms`` when that is set."""
 
-    def __init__(self, window_size: int, stride: int, n_channels: int, max_gap_ms: int) -> None:
+    def __init__(self, window_size: int, stride: int, n_channels: int, max_gap_ms: int,
+                 stride_ms: int = 0) -> None:
         self.window_size = window_size
         self.stride = stride
+        self.stride_ms = stride_ms
         self.n_channels = n_channels
         self.max_gap_ms = max_gap_ms
         self._sensors: dict[str, _SensorState] = {}
@@ -91,8 +102,13 @@ class Windower:
         state.ts[p + w] = ts_ms
         state.pos = (p + 1) % w
         state.count += 1
-        state.last_ts = ts_ms
-        if state.count < w or (state.count - w) % self.stride:
+        prev_ts, state.last_ts = state.last_ts, ts_ms
+        if state.count < w:
+            return None
+        if self.stride_ms:
+            if state.count > w and ts_ms // self.stride_ms == prev_ts // self.stride_ms:
+                return None
+        elif (state.count - w) % self.stride:
             return None
         start = state.pos
         return Window(sensor, int(state.ts[start]), ts_ms, state.buf[start : start + w].copy())
@@ -126,7 +142,11 @@ class Windower:
         vals = np.concatenate([state.buf[p + w - h : p + w], values.astype(np.float32, copy=False)])
         stamps = np.concatenate([state.ts[p + w - h : p + w], ts_ms.astype(np.int64, copy=False)])
         counts = state.count + 1 + np.arange(k)
-        ends = np.flatnonzero((counts >= w) & ((counts - w) % self.stride == 0)) + h  # indices into vals
+        if self.stride_ms:  # a new grid cell since the reading before (which is in stamps once counts >= w)
+            due = (np.diff(stamps // self.stride_ms, prepend=0)[h:] != 0) | (counts == w)
+        else:
+            due = (counts - w) % self.stride == 0
+        ends = np.flatnonzero((counts >= w) & due) + h  # indices into vals
         if len(ends):
             views = np.lib.stride_tricks.sliding_window_view(vals, w, axis=0)  # (n, C, w)
             out = [Window(sensor, int(stamps[e - w + 1]), int(stamps[e]), views[e - w + 1].T.copy()) for e in ends]

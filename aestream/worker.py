@@ -110,7 +110,7 @@ class Worker:
         self.stages = list(stages)
         s = cfg.stream
         self.decoder = ReadingDecoder(s.channels, s.max_message_bytes, s.max_readings_per_message)
-        self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms)
+        self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
         self._sensor_partition: dict[str, Partition] = {}
         self._stop = threading.Event()
         self._closing = False

@@ -71,7 +71,7 @@ def main() -> int:
                    "output_topic": f"out-{run}", "dead_letter_topic": f"dlq-{run}", "session_timeout_ms": 6000,
                    "heartbeat_interval_ms": 1000, "poll_timeout_ms": 100, "max_poll_records": 200,
                    "rebuild_lookback_messages": 400},
-            stream={"channels": faultkit.CHANNELS, "window_size": 16, "stride": 4},
+            stream={"channels": faultkit.CHANNELS, "window_size": 16, "stride": 1, "stride_ms": 4000},
             paths={"model_dir": str(work / "models"), "state_dir": str(work / "state")})
         k = cfg.kafka
         ensure_topics(k, {k.input_topics[0]: args.partitions, k.output_topic: 1, k.dead_letter_topic: 1})
@@ -97,13 +97,15 @@ def main() -> int:
             "cycles": report.cycles, "messages": verdict.messages, "anomalies_injected": verdict.anomalies_injected,
             "anomalies_detected": verdict.anomalies_detected, "duplicate_ids": len(verdict.conflicting_ids),
             "duplicate_events": verdict.duplicate_events, "off_phase_windows": verdict.off_phase,
+            "off_grid_windows": verdict.windows_off_grid,
             "messages_skipped": skipped,
             "dead_lettered": len(dead), "malformed_sent": n_poison, "peak_rss_bytes": report.peak_rss_bytes,
             "windows_reported": verdict.events - verdict.duplicate_events, "last_exit_code": report.exit_code,
             "seconds": round(time.monotonic() - t0, 1),
         }
         print(json.dumps(line), flush=True)
-        return 0 if skipped == 0 and not verdict.conflicting_ids and report.exit_code == 0 else 1
+        ok = not (skipped or verdict.conflicting_ids or verdict.off_phase or verdict.windows_off_grid)
+        return 0 if ok and report.exit_code == 0 else 1
     finally:
         if broker is not None:
             broker.stop()

@@ -12,7 +12,7 @@ from aestream.errors import AestreamError
 from aestream.stages import Scored
 from aestream.streams import StreamsStage, decode_latent, encode_latent
 from aestream.training import fit_scorer, sliding_windows
-from aestream.windows import Window
+from aestream.windows import Window, Windower
 
 CH = ("a", "b", "c")
 W = 24
@@ -88,3 +88,13 @@ def test_embed_writes_one_row_per_window(denoiser: ModelBundle, tmp_path: Path) 
     assert out["window_end_ms"].iloc[0] == 1_767_225_600_000 + 1000 * (W - 1)
     out.to_parquet(tmp_path / "z.parquet")
     assert pd.read_parquet(tmp_path / "z.parquet").shape == out.shape
+
+
+def test_embed_with_stride_ms_ends_windows_where_the_worker_does(denoiser: ModelBundle) -> None:
+    truth = _truth(100)
+    ts = 1_767_225_600_000 + np.cumsum(np.random.default_rng(1).integers(600, 1400, size=100))
+    frame = pd.DataFrame({"ts": ts, "a": truth[:, 0], "b": truth[:, 1], "c": truth[:, 2]})
+    out = embed_frame(frame, denoiser, stride=1, stride_ms=3_000)
+    windower = Windower(W, 1, 3, max_gap_ms=10_000, stride_ms=3_000)
+    ends = [x.end_ms for t, v in zip(ts.tolist(), truth) if (x := windower.push("", t, tuple(v))) is not None]
+    assert out["window_end_ms"].tolist() == ends and len(ends) > 10

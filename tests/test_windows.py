@@ -44,10 +44,10 @@ def test_idle_sensors_are_evicted_after_the_ttl() -> None:
 def test_push_block_gives_exactly_what_pushing_one_by_one_gives() -> None:
     rng = np.random.default_rng(3)
     for trial in range(30):
-        w, stride = int(rng.integers(2, 9)), 0
-        stride = int(rng.integers(1, w + 1))
-        one = Windower(w, stride, 2, max_gap_ms=5)
-        block = Windower(w, stride, 2, max_gap_ms=5)
+        w = int(rng.integers(2, 9))
+        stride, stride_ms = (int(rng.integers(1, w + 1)), 0) if trial % 2 else (1, int(rng.integers(1, 10)))
+        one = Windower(w, stride, 2, max_gap_ms=5, stride_ms=stride_ms)
+        block = Windower(w, stride, 2, max_gap_ms=5, stride_ms=stride_ms)
         ts = np.cumsum(rng.integers(1, 4 if trial % 3 else 8, size=60))  # some trials have gaps > 5
         if trial % 4 == 0:
             ts[30] = ts[29]  # a duplicate: late
@@ -63,3 +63,33 @@ def test_push_block_gives_exactly_what_pushing_one_by_one_gives() -> None:
         assert [(x.start_ms, x.end_ms) for x in got] == [(x.start_ms, x.end_ms) for x in expected]
         for a, b in zip(got, expected):
             np.testing.assert_array_equal(a.values, b.values)
+
+
+
+def test_with_stride_ms_windows_close_on_the_epoch_grid() -> None:
+    w = Windower(window_size=5, stride=1, n_channels=2, max_gap_ms=5_000, stride_ms=3_000)
+    ends = [x.end_ms for x in _push(w, "s", [1_000 * i for i in range(7, 40)]) if x is not None]
+    assert ends == [11_000, *range(12_000, 40_000, 3_000)]  # the first full window (11 s), then the 3 s grid
+    w = Windower(window_size=2, stride=1, n_channels=2, max_gap_ms=5_000, stride_ms=3_000)
+    ends = [x.end_ms for x in _push(w, "s", [0, 2_900, 3_100, 3_200, 7_000, 8_999, 9_000]) if x is not None]
+    assert ends == [2_900, 3_100, 7_000, 9_000]  # the first reading in each new cell, however irregular
+    ends = [x.end_ms for x in _push(w, "s", [20_000, 20_500, 21_000, 22_000]) if x is not None]
+    assert ends == [20_500, 21_000]  # after a gap: the first full window, then the grid
+
+
+def test_with_stride_ms_a_rebuild_from_any_point_closes_windows_on_the_same_readings() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        size, jitter = int(rng.integers(2, 12)), int(rng.integers(0, 400))
+        stride_ms = int(rng.integers(1_000, 5 * 1_000))
+        ts = 1_767_225_600_000 + np.cumsum(1_000 + rng.integers(-jitter, jitter + 1, size=300))
+        full = Windower(size, 1, 2, max_gap_ms=5_000, stride_ms=stride_ms)
+        ends = [x.end_ms for x in _push(full, "s", ts.tolist()) if x is not None]
+        assert len(ends) >= 0.9 * (ts[-1] - ts[size]) / max(stride_ms, 1_400) - 1  # one per cell with a reading
+        start = int(rng.integers(1, 200))
+        rebuilt = Windower(size, 1, 2, max_gap_ms=5_000, stride_ms=stride_ms)
+        again = [x.end_ms for x in _push(rebuilt, "s", ts[start:].tolist()) if x is not None]
+        assert again[0] == ts[start + size - 1]  # the rebuild's first full window (replayed, never emitted)
+        assert again[1:] == [e for e in ends if e > ts[start + size - 1]]
+        cells = np.asarray(ends[1:]) // stride_ms
+        assert (np.diff(cells) > 0).all()  # after the first, one window per cell

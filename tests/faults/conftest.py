@@ -46,9 +46,11 @@ def kit() -> Any:
 
 @pytest.fixture()
 def worker_cfg(kafka_config: Config) -> Config:
-    """The session broker's per-test config, tuned for workers that are killed and restarted often."""
+    """The session broker's per-test config, tuned for workers that are killed and restarted often; windows on
+    the event-time grid (every 4 s = 4 readings of the test plant), whose phase a restart cannot shift."""
     return kafka_config.replace(kafka={"max_poll_records": 200, "rebuild_lookback_messages": 400,
-                                       "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000})
+                                       "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+                                stream={"stride": 1, "stride_ms": 4000})
 
 
 @pytest.fixture()

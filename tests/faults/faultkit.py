@@ -194,7 +194,7 @@ class PlantStream:
     expected_windows: set[tuple[str, int]]  # the window ends of one uninterrupted run
     injected: list[Injected]
     window_ms: int
-    readings: set[tuple[str, int]]  # every (sensor, ts) sent but each sensor's last stride - 1 (no window yet)
+    readings: set[tuple[str, int]]  # every (sensor, ts) sent up to the last window end (later ones: no window yet)
     period_ms: int
 
 
@@ -219,11 +219,16 @@ def plant_stream(cfg: Config, n_sensors: int, steps: int, n_anomalies: int, seed
                 plant.inject(values, sensor, "shift", start, length, START_MS, step0=800)
     readings = [(s, START_MS + (800 + step) * plant.period_ms, [round(float(v), 5) for v in values[i, step]])
                 for step in range(steps) for i, s in enumerate(plant.sensors)]
-    w, stride = cfg.stream.window_size, cfg.stream.stride
-    expected = {(s, START_MS + (800 + step) * plant.period_ms) for s in plant.sensors
-                for step in range(w - 1, steps, stride)}
+    w, stride, grid = cfg.stream.window_size, cfg.stream.stride, cfg.stream.stride_ms
+    ts_of = [START_MS + (800 + step) * plant.period_ms for step in range(steps)]
+    if grid:  # the first full window, then the first reading of each new stride_ms cell of the epoch grid
+        ends = [t for step, t in enumerate(ts_of)
+                if step == w - 1 or (step >= w and t // grid != (t - plant.period_ms) // grid)]
+    else:
+        ends = ts_of[w - 1 :: stride]
+    expected = {(s, t) for s in plant.sensors for t in ends}
     messages = [(s.encode(), encode_reading(s, ts, v)) for s, ts, v in readings]
-    tail_ms = START_MS + (800 + steps - stride) * plant.period_ms
+    tail_ms = max(ends)
     sent = {(s, ts) for s, ts, _ in readings if ts <= tail_ms}
     return PlantStream(messages, expected, injected, (w - 1) * plant.period_ms, sent, plant.period_ms)
 
@@ -361,14 +366,14 @@ class Audit:
     skipped: int  # input messages beyond the group's committed offsets at the end (must be 0)
     readings_uncovered: list[tuple[str, int]]  # readings inside no reported window (must be none)
     windows_expected: int  # window ends of one uninterrupted run
-    windows_off_grid: int  # reported windows not on that grid (a restart shifted the stride phase)
+    windows_off_grid: int  # reported windows not on that grid (a restart shifted a count-based stride's phase)
     windows_bogus: list[tuple[str, int]]  # reported window ends that are no reading's time (must be none)
     events: int
     duplicate_events: int  # events for a window already seen (same id, so consumers dedupe)
     conflicting_ids: list[tuple[str, int]]  # windows reported under more than one event id (must be none)
     off_phase: int  # reported ends closer than a stride to the sensor's previous one: the same readings
-    #                 re-reported under a different window end (so a different id) after a restart shifted the
-    #                 stride phase — see the report of issue 5
+    #                 re-reported under a different window end (so a different id) after a restart shifted a
+    #                 count-based stride's phase (stream.stride > 1; stream.stride_ms has no phase to lose)
     versions: set[str]
     anomalies_injected: int
     detected: set[int]
@@ -454,8 +459,10 @@ def _off_phase(seen: set[tuple[str, int]], cfg: Config, stream: PlantStream) -> 
     by_sensor: dict[str, list[int]] = defaultdict(list)
     for sensor, end in seen:
         by_sensor[sensor].append(end)
-    step = cfg.stream.stride * stream.period_ms
-    return sum(int(b - a < step) for ends in by_sensor.values() for a, b in zip(sorted(ends), sorted(ends)[1:]))
+    step = cfg.stream.stride_ms or cfg.stream.stride * stream.period_ms
+    expected = stream.expected_windows
+    return sum(int(b - a < step and not {(s, a), (s, b)} <= expected)
+               for s, ends in by_sensor.items() for a, b in zip(sorted(ends), sorted(ends)[1:]))
 
 
 def _hit(inj: Injected, events: list[dict[str, Any]], stream: PlantStream, threshold: float) -> bool:

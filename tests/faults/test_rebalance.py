@@ -58,6 +58,7 @@ def test_one_to_three_to_one_workers_under_load(worker_cfg: Config, kit: Any, tm
     assert verdict.skipped == 0
     assert not verdict.readings_uncovered, f"readings in no reported window: {verdict.gaps()}"
     assert not verdict.windows_bogus, verdict.windows_bogus[:5]
+    assert verdict.windows_off_grid == 0 and verdict.off_phase == 0, "a restart moved windows off the grid"
     assert not verdict.conflicting_ids, verdict.conflicting_ids[:5]
     assert verdict.versions == {"v0001"}
     assert verdict.detected >= bar, f"detected {verdict.detected}, an uninterrupted run detects {bar}"
