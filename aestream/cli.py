@@ -86,13 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     dc = sub.add_parser("decode", help="turn latent codes from the latent topic back into windows",
                         description="Read streams.latent_topic from the beginning and print one JSON line per code: "
-                                    "the window decoded with the model version that encoded it.")
+                                    "the window decoded with the model version that encoded it (detrended "
+                                    "channels at the level their record carries).")
     dc.add_argument("--topic", default=None, help="latent topic (default: streams.latent_topic)")
     dc.add_argument("--idle-s", type=float, default=2.0, help="stop after this long without records (default 2)")
 
     em = sub.add_parser("embed", help="write the latent codes of a CSV/Parquet file of readings to Parquet",
                         description="Window a file of readings like the worker does (stream.window_size, stride) "
-                                    "and write each window's latent code, for clustering or downstream models.")
+                                    "and write each window's latent code (and its level on each detrended channel), "
+                                    "for clustering or downstream models.")
     em.add_argument("input", help="CSV or Parquet file: one column per channel, optional ts and sensor columns")
     em.add_argument("--out", required=True, help="output Parquet file")
     em.add_argument("--ts-column", default="ts", help="timestamp column (default ts)")
@@ -322,7 +324,8 @@ def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
     for code in tail_topic(cfg.kafka, topic, timeout_s=args.idle_s + 30, decode=decode_latent):
         if code.model_version not in scorers:
             scorers[code.model_version] = store.load(code.model_version).scorer
-        window = scorers[code.model_version].decode(code.code[None])[0]
+        levels = code.levels[None] if code.levels.size else None  # an AEL1 record carries none
+        window = scorers[code.model_version].decode(code.code[None], levels)[0]
         print(json.dumps({"sensor": code.sensor, "window_end_ms": code.window_end_ms,
                           "model_version": code.model_version, "values": window.round(6).tolist()}))
     return 0

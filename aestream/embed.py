@@ -16,13 +16,16 @@ __all__ = ["embed_frame"]
 def embed_frame(frame: pd.DataFrame, bundle: ModelBundle, stride: int, ts_column: str = "ts",
                 sensor_column: str = "sensor", stride_ms: int = 0) -> pd.DataFrame:
     """One row per window: ``sensor``, ``window_end_ms`` (or the row index without a ts column),
-    ``model_version`` and the latent code as ``z0 … z{k-1}``. Windows end every ``stride`` rows, or, with
-    ``stride_ms``, at the first reading of each new ``stride_ms`` cell of the epoch grid (as the worker)."""
+    ``model_version``, the latent code as ``z0 … z{k-1}`` and, when the model detrends channels, each one's
+    window level as ``level_<channel>`` (``scorer.decode(z, levels)`` gives the window back). Windows end every
+    ``stride`` rows, or, with ``stride_ms``, at the first reading of each new ``stride_ms`` cell of the epoch
+    grid (as the worker)."""
     channels = list(bundle.channels)
     missing = [c for c in channels if c not in frame.columns]
     if missing:
         raise AestreamError(f"data lacks channel column(s) {missing}; the model {bundle.version} needs {channels}")
     w = bundle.window_size
+    level_columns = [f"level_{c}" for c, d in zip(channels, bundle.scorer.preprocessor.detrend) if d]
     groups = frame.groupby(sensor_column, sort=True) if sensor_column in frame.columns else [("", frame)]
     parts = []
     for sensor, g in groups:
@@ -41,6 +44,7 @@ def embed_frame(frame: pd.DataFrame, bundle: ModelBundle, stride: int, ts_column
             continue
         codes = bundle.scorer.encode(windows)
         part = pd.DataFrame(codes, columns=[f"z{i}" for i in range(codes.shape[1])])
+        part[level_columns] = bundle.scorer.levels(windows)
         part.insert(0, "model_version", bundle.version)
         part.insert(0, "window_end_ms", ends)
         part.insert(0, "sensor", str(sensor))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from aestream.errors import AestreamError
 from aestream.features import Preprocessor
 from aestream.models import Autoencoder
 
@@ -70,25 +71,43 @@ class Scorer:
         shares = np.divide(rel, total, out=np.full_like(rel, 1.0 / rel.shape[1]), where=total > 0)
         return ScoreBatch(scores, shares)
 
+    def levels(self, windows: np.ndarray) -> np.ndarray:
+        """Each detrended channel's level in each raw window ``(B, W, C)``: its mean in the readings' own units,
+        ``(B, m)`` for the model's ``m`` detrended channels in channel order (``(B, 0)`` when none). The encoder
+        never sees it, so the latent code does not carry it: :meth:`decode` needs it back."""
+        return np.asarray(windows, dtype=np.float64)[:, :, self.preprocessor.detrend].mean(axis=1)
+
     def reconstruct(self, windows: np.ndarray) -> np.ndarray:
-        """Reconstructed windows in the readings' own units ``(B, W, C)`` (detrended channels keep their mean)."""
+        """Reconstructed windows in the readings' own units ``(B, W, C)`` (detrended channels keep their level)."""
         with torch.inference_mode():
             recon = self.model(self._tensor(windows)).double().cpu().numpy()
-        p = self.preprocessor
-        if p.detrend.any():
-            level = ((windows - p.mean) / p.std)[:, :, p.detrend].mean(axis=1, keepdims=True)
-            recon[:, :, p.detrend] += level
-        return recon * p.std + p.mean
+        return self._in_units(recon, self.levels(windows))
 
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Windows ``(B, W, C)`` in the readings' units from latent codes (detrended channels come back around
-        their long-run mean: the window's own level is not in the code)."""
-        z = torch.as_tensor(np.asarray(codes, dtype=np.float32), device=self.device)
+    def decode(self, codes: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        """Windows ``(B, W, C)`` in the readings' units from latent codes and, for detrended channels, the windows'
+        ``levels`` (:meth:`levels`); so ``decode(encode(w), levels(w))`` is ``reconstruct(w)``. Without
+        ``levels``, detrended channels come back around their long-run (training) mean."""
+        z = torch.from_numpy(np.array(codes, dtype=np.float32)).to(self.device)  # a copy: codes may be read-only
         with torch.inference_mode():
             x = self.model.decode(z).double().cpu().numpy()
-        return x * self.preprocessor.std + self.preprocessor.mean
+        return self._in_units(x, levels)
 
     def encode(self, windows: np.ndarray) -> np.ndarray:
         """Latent codes ``(B, latent_size)`` of raw windows."""
         with torch.inference_mode():
             return self.model.encode(self._tensor(windows)).float().cpu().numpy()
+
+    def _in_units(self, x: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
+        """Model-space windows ``(B, W, C)`` back in the readings' units, detrended channels at ``levels``."""
+        p = self.preprocessor
+        out = x * p.std + p.mean
+        if levels is None:
+            return out
+        lv = np.asarray(levels, dtype=np.float64)
+        m = int(p.detrend.sum())
+        if lv.shape != (len(x), m):
+            raise AestreamError(f"window levels of shape {lv.shape} do not fit {len(x)} window(s) of a model that "
+                                f"detrends {m} channel(s): pass one level per detrended channel and window "
+                                f"(Scorer.levels), or none")
+        out[:, :, p.detrend] += lv[:, None, :] - p.mean[p.detrend]
+        return out

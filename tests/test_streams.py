@@ -32,6 +32,24 @@ def denoiser() -> ModelBundle:
     return ModelBundle(result.scorer, threshold=1e9, channels=CH, version="v0001")
 
 
+def _drifting(n: int, seed: int) -> np.ndarray:
+    """Channels a and c drift slowly around levels far from zero (a near 10000, where float16 steps by 8)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    drift = np.cumsum(rng.standard_normal(n)) * 0.5
+    shape = _truth(n)
+    return np.stack([10_000 + 20 * drift / max(1.0, np.abs(drift).max()) + shape[:, 0],
+                     shape[:, 1] + 0.1 * rng.standard_normal(n),
+                     -40 + 0.02 * t + 3 * shape[:, 2]], 1)
+
+
+@pytest.fixture(scope="module")
+def detrender() -> ModelBundle:
+    result = fit_scorer([_drifting(3000, 0)], CH, window_size=W, family="vanilla", latent_size=6, hidden_size=32,
+                        epochs=15, detrend_channels=("a", "c"), device="cpu", torch_threads=1)
+    return ModelBundle(result.scorer, threshold=1e9, channels=CH, version="v0002")
+
+
 def test_the_denoised_stream_halves_the_error_of_the_noisy_signal(denoiser: ModelBundle) -> None:
     rng = np.random.default_rng(1)
     truth = _truth(1200)
@@ -78,6 +96,44 @@ def test_latent_records_round_trip_and_bad_bytes_are_refused(denoiser: ModelBund
         decode_latent(b'{"sensor": "x"}')
 
 
+def test_decoding_a_code_with_its_levels_gives_back_the_reconstruction(detrender: ModelBundle) -> None:
+    scorer = detrender.scorer
+    windows = sliding_windows(_drifting(400, 1), W, 8)
+    levels = scorer.levels(windows)
+    assert levels.shape == (len(windows), 2)
+    np.testing.assert_allclose(levels, windows[:, :, [0, 2]].astype(np.float64).mean(axis=1))
+    decoded = scorer.decode(scorer.encode(windows), levels)
+    np.testing.assert_allclose(decoded, scorer.reconstruct(windows), rtol=1e-6, atol=1e-6)
+    # without its levels a detrended channel comes back around the training mean, far from the window
+    assert np.abs(scorer.decode(scorer.encode(windows)) - decoded)[:, :, 0].max() > 5
+    with pytest.raises(AestreamError, match=r"window levels of shape \(3, 1\) do not fit 3 window\(s\) of a model "
+                                            r"that detrends 2 channel\(s\)"):
+        scorer.decode(scorer.encode(windows[:3]), levels[:3, :1])
+
+
+def test_latent_records_of_a_detrending_model_decode_to_the_scored_windows(detrender: ModelBundle) -> None:
+    scorer = detrender.scorer
+    windows = sliding_windows(_drifting(400, 2), W, 8)
+    stage = StreamsStage(lambda: detrender, CH, latent_topic="latent")
+    scored = [Scored(Window("pump-1", 1000 + i, 1000 + i + W - 1, w), 1.0, 2.0, False, np.ones(3) / 3, "v0002")
+              for i, w in enumerate(windows)]
+    records = [m.value for m in stage.on_scored(scored)]
+    assert {r[:4] for r in records} == {b"AEL2"}
+    n_levels_free = len(encode_latent("pump-1", 0, "v0002", np.zeros(6)))
+    assert {len(r) for r in records} == {n_levels_free + 1 + 2 * 4}  # m uint8, then m × float32
+    back = [decode_latent(r) for r in records]
+    assert [b.window_end_ms for b in back] == [s.window.end_ms for s in scored]
+    levels = np.stack([b.levels for b in back])
+    np.testing.assert_allclose(levels, scorer.levels(windows), rtol=1e-7)  # float32
+    decoded = scorer.decode(np.stack([b.code for b in back]), levels)
+    # float16 code, float32 levels: each channel within 3 % of its spread (a float16 level of 10000 is off by ≤ 4)
+    atol = 0.03 * scorer.preprocessor.std
+    expected = scorer.reconstruct(windows)
+    assert (np.abs(decoded - expected) <= atol).all(), np.abs(decoded - expected).max(axis=(0, 1))
+    with pytest.raises(AestreamError, match="not an aestream latent record"):
+        decode_latent(records[0][:-1])
+
+
 def test_embed_writes_one_row_per_window(denoiser: ModelBundle, tmp_path: Path) -> None:
     truth = _truth(100)
     frame = pd.DataFrame({"ts": 1_767_225_600_000 + 1000 * np.arange(100), "a": truth[:, 0], "b": truth[:, 1],
@@ -85,6 +141,7 @@ def test_embed_writes_one_row_per_window(denoiser: ModelBundle, tmp_path: Path) 
     out = embed_frame(frame, denoiser, stride=4)
     assert len(out) == len(range(W - 1, 100, 4))
     assert list(out.columns[:3]) == ["sensor", "window_end_ms", "model_version"]
+    assert not [c for c in out.columns if c.startswith("level_")]  # the denoiser detrends nothing
     assert out["window_end_ms"].iloc[0] == 1_767_225_600_000 + 1000 * (W - 1)
     out.to_parquet(tmp_path / "z.parquet")
     assert pd.read_parquet(tmp_path / "z.parquet").shape == out.shape
@@ -98,3 +155,15 @@ def test_embed_with_stride_ms_ends_windows_where_the_worker_does(denoiser: Model
     windower = Windower(W, 1, 3, max_gap_ms=10_000, stride_ms=3_000)
     ends = [x.end_ms for t, v in zip(ts.tolist(), truth) if (x := windower.push("", t, tuple(v))) is not None]
     assert out["window_end_ms"].tolist() == ends and len(ends) > 10
+
+
+def test_embed_adds_the_levels_of_a_detrending_model(detrender: ModelBundle) -> None:
+    x = _drifting(100, 3)
+    frame = pd.DataFrame({"ts": 1_767_225_600_000 + 1000 * np.arange(100), "a": x[:, 0], "b": x[:, 1],
+                          "c": x[:, 2]})
+    out = embed_frame(frame, detrender, stride=4)
+    z = [f"z{i}" for i in range(6)]
+    assert list(out.columns) == ["sensor", "window_end_ms", "model_version", *z, "level_a", "level_c"]
+    windows = sliding_windows(x, W, 4)
+    decoded = detrender.scorer.decode(out[z].to_numpy(), out[["level_a", "level_c"]].to_numpy())
+    np.testing.assert_allclose(decoded, detrender.scorer.reconstruct(windows), rtol=1e-6, atol=1e-6)

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 def test_worker_produces_both_streams_and_latents_decode_to_the_scored_windows(
         topics: Config, kafka_tools: dict[str, Any], train_small: Any) -> None:
     cfg = topics.replace(streams={"denoised_topic": f"{topics.kafka.output_topic}-clean",
-                                  "latent_topic": f"{topics.kafka.output_topic}-latent"})
+                                  "latent_topic": f"{topics.kafka.output_topic}-latent"},
+                         model={"detrend_channels": ("temperature",)})  # its window level travels in the record
     store = ModelStore(cfg.paths.model_dir)
     store.publish(train_small(cfg))
     plant = Plant(4, cfg.stream.channels, seed=0)
@@ -50,7 +51,9 @@ def test_worker_produces_both_streams_and_latents_decode_to_the_scored_windows(
         step = (code.window_end_ms - 1_767_225_600_000) // 1000 - 800
         assert (step - (w - 1)) % stride == 0
         scored_window = by_sensor[code.sensor][step - w + 1 : step + 1]
-        decoded = store.load(code.model_version).scorer.decode(code.code[None])[0]
+        assert m.value[:4] == b"AEL2" and code.levels.shape == (1,)
+        np.testing.assert_allclose(code.levels, scored_window[:, [0]].mean(axis=0), rtol=1e-6)  # float32
+        decoded = store.load(code.model_version).scorer.decode(code.code[None], code.levels[None])[0]
         expected = bundle.scorer.reconstruct(scored_window[None])[0]
         np.testing.assert_allclose(decoded, expected, rtol=0.02, atol=0.05 * np.abs(expected).mean())
     docs = [json.loads(m.value) for m in clean]
