@@ -1,9 +1,11 @@
 """Decoding reading messages: bytes in, :class:`Reading` tuples out, or :class:`InvalidReading` with the reason.
 
-A message is one JSON reading or a JSON array of readings (the batched form)::
+A message is one JSON reading, a JSON array of readings (the batched form), or one sensor's readings column-wise
+(the columnar batch: a list of times and a list of rows, the fastest to decode)::
 
     {"sensor": "pump-7", "ts": 1767225600000, "values": {"temperature": 61.2, "pressure": 3.1}}
     {"sensor": "pump-7", "ts": "2026-01-01T00:00:00Z", "values": [61.2, 3.1]}
+    {"sensor": "pump-7", "ts": [1767225600000, 1767225601000], "values": [[61.2, 3.1], [61.3, 3.1]]}
 
 ``ts`` is epoch milliseconds or an ISO-8601 string (UTC unless it carries an offset); ``values`` is an object
 keyed by channel (every configured channel, no other) or a list in the configured channel order. A batched
@@ -31,7 +33,7 @@ import orjson
 
 from aestream.errors import InvalidReading
 
-__all__ = ["Block", "Reading", "ReadingDecoder", "encode_reading", "parse_ts_ms"]
+__all__ = ["Block", "Columns", "Reading", "ReadingDecoder", "encode_reading", "parse_ts_ms"]
 
 DEFAULT_MAX_BYTES = 1_000_000
 DEFAULT_MAX_READINGS = 10_000
@@ -57,6 +59,15 @@ class Block(NamedTuple):
     values: np.ndarray
 
 
+class Columns(NamedTuple):
+    """One reading per message of a poll, column-wise: ``sensors[i]``, ``ts_ms[i]`` and ``values[i]`` come from
+    message ``i``."""
+
+    sensors: list[str]
+    ts_ms: np.ndarray
+    values: np.ndarray
+
+
 class ReadingDecoder:
     """Turns message bytes into readings for a fixed channel list."""
 
@@ -74,12 +85,60 @@ class ReadingDecoder:
     def decode_blocks(self, data: bytes | None) -> list[Reading] | Block:
         """Like :meth:`decode`, but a batched message of one sensor comes back as one :class:`Block` of arrays
         (checked with numpy, no object per reading); anything else as :meth:`decode` returns it."""
-        doc = self._parse(data)
+        return self.from_doc(self._parse(data))
+
+    def parse_many(self, messages: list[bytes | None]) -> list[Any]:
+        """Each message's JSON document, or the :class:`InvalidReading` of one that is not JSON or too big."""
+        try:
+            if max(map(len, messages)) <= self.max_message_bytes:  # type: ignore[arg-type]
+                return [orjson.loads(m) for m in messages]  # type: ignore[arg-type]
+        except (ValueError, TypeError):
+            pass
+        out: list[Any] = []
+        for m in messages:
+            try:
+                out.append(self._parse(m))
+            except InvalidReading as e:
+                out.append(e)
+        return out
+
+    def from_doc(self, doc: Any) -> list[Reading] | Block:
+        """:meth:`decode_blocks` of a document from :meth:`parse_many` (raises its :class:`InvalidReading`)."""
         if type(doc) is list and len(doc) > 1:
             block = self._fast_block(doc)
             if block is not None:
                 return block
+        elif type(doc) is dict and type(doc.get("ts")) is list:
+            block = self._fast_columnar(doc)
+            if block is not None:
+                return block
+        elif isinstance(doc, InvalidReading):
+            raise doc
         return self._readings(doc)
+
+    def columns(self, docs: list[Any]) -> Columns | None:
+        """Documents from :meth:`parse_many` that are all single readings in the common form (list values,
+        integer ms, plain numbers), checked at once; ``None`` when any is anything else: the caller then takes
+        them one by one (:meth:`from_doc`), which finds each one's reason."""
+        if set(map(type, docs)) != {dict}:
+            return None
+        try:
+            sensors = [d["sensor"] for d in docs]
+            stamps = [d["ts"] for d in docs]
+            rows = [d["values"] for d in docs]
+            if (set(map(type, sensors)) != {str} or set(map(type, stamps)) != {int}
+                    or set(map(type, rows)) != {list} or not 0 < min(map(len, sensors))
+                    or max(map(len, sensors)) > MAX_SENSOR_ID_CHARS
+                    or not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_NUMBERS):
+                return None
+            values = np.array(rows, dtype=np.float64)
+            ts = np.array(stamps, dtype=np.int64)
+        except (ValueError, TypeError, KeyError, OverflowError):
+            return None
+        if (values.shape != (len(docs), len(self.channels)) or not np.isfinite(values).all()
+                or ts.min() < MIN_TS_MS or ts.max() >= MAX_TS_MS):
+            return None
+        return Columns(sensors, ts, values)
 
     def decode(self, data: bytes | None) -> list[Reading]:
         """All readings of one message; raises :class:`InvalidReading` with the reason."""
@@ -97,6 +156,8 @@ class ReadingDecoder:
             raise InvalidReading(f"not JSON: {_short(e)}") from None
 
     def _readings(self, doc: Any) -> list[Reading]:
+        if isinstance(doc, dict) and isinstance(doc.get("ts"), list):
+            doc = _rows_of(doc)
         if isinstance(doc, list):
             if not doc:
                 raise InvalidReading("empty batch: a batched message must hold at least one reading")
@@ -151,6 +212,25 @@ class ReadingDecoder:
             return None
         return Block(sensor, ts, values)
 
+    def _fast_columnar(self, doc: dict[str, Any]) -> Block | None:
+        """The columnar batch ``{"sensor": s, "ts": [...], "values": [[...], ...]}`` as arrays, or ``None`` for
+        the checking path."""
+        sensor, stamps, rows = doc.get("sensor"), doc["ts"], doc.get("values")
+        if (type(sensor) is not str or not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS or type(rows) is not list
+                or not 0 < len(stamps) == len(rows) <= self.max_readings_per_message
+                or set(map(type, stamps)) != {int} or set(map(type, rows)) != {list}
+                or not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_NUMBERS):
+            return None
+        try:
+            values = np.array(rows, dtype=np.float64)
+            ts = np.array(stamps, dtype=np.int64)
+        except (ValueError, OverflowError):
+            return None
+        if (values.shape != (len(rows), len(self.channels)) or not np.isfinite(values).all()
+                or ts.min() < MIN_TS_MS or ts.max() >= MAX_TS_MS):
+            return None
+        return Block(sensor, ts, values)
+
     def _fast_reading(self, doc: Any) -> Reading | None:
         """The common case (list values, integer ms, plain numbers) in few C-level steps; ``None`` sends the
         message down the checking path, which finds the precise reason if there is one."""
@@ -184,6 +264,17 @@ class ReadingDecoder:
                     raise InvalidReading(f"values lacks channel {c!r}")
             return tuple(_number(raw[c], c) for c in self.channels)
         raise InvalidReading(f"values must be an object or a list, got {type(raw).__name__}")
+
+
+def _rows_of(doc: dict[str, Any]) -> list[Any]:
+    """A columnar batch as the equivalent list of readings (for the checking path and its reasons)."""
+    stamps, rows = doc["ts"], doc.get("values")
+    if not isinstance(rows, list) or len(rows) != len(stamps):
+        got = f"{len(rows)} rows" if isinstance(rows, list) else _short(rows)
+        raise InvalidReading(f"columnar batch: ts has {len(stamps)} times, so values must be a list of as many "
+                             f"rows, got {got}")
+    extra = {k: v for k, v in doc.items() if k not in ("ts", "values")}
+    return [{**extra, "ts": t, "values": v} for t, v in zip(stamps, rows)]
 
 
 def parse_ts_ms(ts: Any) -> int:

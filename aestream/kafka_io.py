@@ -209,14 +209,18 @@ class KafkaSink:
     def __init__(self, cfg: KafkaConfig, linger_ms: int = 5) -> None:
         self.producer = KafkaProducer(**client_options(cfg), linger_ms=linger_ms, acks="all")
         self._errors: list[BaseException] = []
+        self._unflushed = False
 
     def send(self, msg: Outgoing) -> None:
         fut = self.producer.send(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None)
         fut.add_errback(self._errors.append)
+        self._unflushed = True
 
     def flush(self, timeout_s: float = 60.0) -> None:
         """Block until every sent message is acknowledged; raises if any failed (so offsets are not committed)."""
-        self.producer.flush(timeout=timeout_s)
+        if self._unflushed:  # kafka-python wakes its sender thread even with nothing to send
+            self.producer.flush(timeout=timeout_s)
+            self._unflushed = False
         if self._errors:
             err, self._errors = self._errors[0], []
             raise KafkaError(f"producing failed: {err}")

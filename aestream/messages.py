@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = ["Outgoing", "Partition", "Record"]
 
 Partition = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed message, with its provenance."""
+class Record(NamedTuple):
+    """One consumed message, with its provenance (a tuple: one is made per message on the hot path)."""
 
     topic: str
     partition: int

@@ -26,7 +26,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,8 +41,7 @@ class _Late:
 LATE = _Late()
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
+class Window(NamedTuple):
     """A closed window: ``values`` is ``(window_size, n_channels)`` float32, oldest reading first."""
 
     sensor: str
@@ -119,6 +118,12 @@ class Windower:
         readings were late. Vectorised when the block is in order and gap-free (the usual batched message),
         else reading by reading with the same result.
         """
+        windows, _, late = self.push_block_at(sensor, ts_ms, values, now)
+        return windows, late
+
+    def push_block_at(self, sensor: str, ts_ms: np.ndarray, values: np.ndarray, now: float = 0.0) -> tuple[
+            list[Window], list[int], int]:
+        """:meth:`push_block`, also giving the index in the block of each window's last reading."""
         state = self._sensors.get(sensor)
         k = len(ts_ms)
         diffs = np.diff(ts_ms)
@@ -127,14 +132,16 @@ class Windower:
             step = int(ts_ms[0]) - state.last_ts if k else 0
             in_order = in_order and 0 < step <= self.max_gap_ms
         out: list[Window] = []
+        at: list[int] = []
         if not in_order:
             late = 0
-            for t, v in zip(ts_ms.tolist(), values):
+            for i, (t, v) in enumerate(zip(ts_ms.tolist(), values)):
                 res = self.push(sensor, t, v, now)
                 late += res is LATE
                 if isinstance(res, Window):
                     out.append(res)
-            return out, late
+                    at.append(i)
+            return out, at, late
         if state is None:
             state = self._sensors[sensor] = _SensorState(self.window_size, self.n_channels)
         w, p = self.window_size, state.pos
@@ -150,6 +157,7 @@ class Windower:
         if len(ends):
             views = np.lib.stride_tricks.sliding_window_view(vals, w, axis=0)  # (n, C, w)
             out = [Window(sensor, int(stamps[e - w + 1]), int(stamps[e]), views[e - w + 1].T.copy()) for e in ends]
+            at = (ends - h).tolist()
         m = min(w, len(vals))
         new_pos = (p + k) % w
         idx = (new_pos - m + np.arange(m)) % w
@@ -161,7 +169,7 @@ class Windower:
         state.count += k
         state.last_ts = int(ts_ms[-1])
         state.seen_at = now
-        return out, 0
+        return out, at, 0
 
     def drop(self, sensors: Iterable[str]) -> None:
         """Forget these sensors (their partitions moved away, or they are being rebuilt)."""

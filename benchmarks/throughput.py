@@ -4,9 +4,11 @@
 
 Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measured in the same run:
 
-* ceiling: a bare kafka-python consumer that only decodes the JSON of the topic (readings/s);
+* ceiling: a bare kafka-python consumer that only decodes the JSON of the topic (readings/s), with the stdlib's
+  json as the issue defines it, and a strict one with the worker's own orjson and gc.freeze();
 * pipeline: the full worker (decode, window, score, threshold, events, flush, commit) on the same topic;
-* the same two for batched messages (100 readings a message);
+* the same two for batched messages (100 readings a message), as an array of readings and in the columnar
+  form (one sensor's times and rows);
 * latency: readings produced at 20 % of the measured pipeline capacity; p50/p99 from a reading's produce
   time to the produce time of the event of the window it closed (every window emits an event here);
 * memory: RSS per idle sensor beyond its window buffer, for 1k/10k/100k sensors;
@@ -16,6 +18,7 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -53,7 +57,8 @@ def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> N
     p.close()
 
 
-def _messages(n_readings: int, batch: int) -> list[tuple[bytes, bytes]]:
+def _messages(n_readings: int, batch: int, columnar: bool = False) -> list[tuple[bytes, bytes]]:
+    """Single readings, batches as arrays of readings, or (``columnar``) batches as one sensor's times and rows."""
     plant = Plant(N_SENSORS, CHANNELS, seed=1)
     steps = n_readings // N_SENSORS
     readings = plant.readings(steps, 1_767_225_600_000)
@@ -65,11 +70,19 @@ def _messages(n_readings: int, batch: int) -> list[tuple[bytes, bytes]]:
     out = []
     for s, rs in by_sensor.items():
         for i in range(0, len(rs), batch):
-            out.append((s.encode(), json.dumps(rs[i : i + batch]).encode()))
+            part = rs[i : i + batch]
+            doc = {"sensor": s, "ts": [r["ts"] for r in part], "values": [r["values"] for r in part]} \
+                if columnar else part
+            out.append((s.encode(), json.dumps(doc).encode()))
     return out
 
 
-def _ceiling(bootstrap: str, topic: str, n_messages: int) -> float:
+def _ceiling(bootstrap: str, topic: str, n_messages: int, strict: bool = False) -> float:
+    """The issue's ceiling: a bare kafka-python consumer that only ``json.loads`` each message. ``strict``: with
+    the worker's own decoder (orjson) and its ``gc.freeze()``, so a ratio against it is the pipeline's cost alone."""
+    loads = orjson.loads if strict else json.loads
+    if strict:
+        gc.freeze()
     c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, max_poll_records=2000)
     tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
     c.assign(tps)
@@ -79,29 +92,31 @@ def _ceiling(bootstrap: str, topic: str, n_messages: int) -> float:
     while seen < n_messages:
         for msgs in c.poll(timeout_ms=500).values():
             for m in msgs:
-                doc = json.loads(m.value)
-                readings += len(doc) if isinstance(doc, list) else 1
+                doc = loads(m.value)
+                readings += len(doc) if isinstance(doc, list) else len(doc["ts"]) if isinstance(doc["ts"], list) else 1
             seen += len(msgs)
     dt = time.perf_counter() - t0
     c.close()
+    gc.unfreeze()
     return readings / dt
 
 
 def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
+    """``Worker.run`` (as ``aestream run`` calls it) in a thread, timed from its first records (the group is
+    joined) until it has processed ``n_messages``."""
     source = open_source(cfg.kafka)
     worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir))
     source.on_assign = source.on_revoke = worker.on_partitions_changed
-    worker.refresh_model(force=True)
-    t0 = None
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    while not worker.totals.records:
+        time.sleep(0.01)
+    t0, first = time.perf_counter(), worker.totals.readings
     while worker.totals.records < n_messages:
-        stats = worker.step()
-        if stats.records and t0 is None:
-            t0 = time.perf_counter() - 1e-9  # first records fetched: the group is joined
-            first = stats.readings
-    assert t0 is not None
-    dt = time.perf_counter() - t0
-    rps = (worker.totals.readings - first) / dt
-    worker.close()
+        time.sleep(0.01)
+    rps = (worker.totals.readings - first) / (time.perf_counter() - t0)
+    worker.stop()
+    thread.join()
     return rps, worker
 
 
@@ -231,6 +246,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
     ap.add_argument("--readings", type=int, default=200_000, help="readings per throughput run (default 200k)")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3, help="pipeline runs per client, between ceiling runs")
+    ap.add_argument("--skip", default="", help="comma-separated parts to leave out: latency, memory, scoring")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     tmp = Path(tempfile.mkdtemp(prefix="aestream-bench-"))
@@ -254,46 +271,70 @@ def main() -> None:
                               base.threshold)
         ModelStore(base.paths.model_dir).publish(bundle)
         result: dict[str, Any] = {}
-        for label, batch in (("single", 1), ("batched", BATCH)):
+        for label, batch in (("single", 1), ("batched", BATCH), ("columnar", BATCH)):
             topic = f"bench-{label}-{run}"
-            msgs = _messages(args.readings, batch)
+            msgs = _messages(args.readings, batch, columnar=label == "columnar")
             kafka = {"bootstrap_servers": (bootstrap,), "input_topics": (topic,),
                      "output_topic": f"bench-out-{label}-{run}", "max_poll_records": 2000 if batch == 1 else 200}
             ensure_topics(base.replace(kafka=kafka).kafka, {topic: 1, kafka["output_topic"]: 1})
             _produce(bootstrap, topic, msgs)
-            ceiling = _ceiling(bootstrap, topic, len(msgs))
-            row: dict[str, Any] = {"messages": len(msgs), "ceiling_rps": round(ceiling)}
-            for client in ("kafka-python", "confluent"):
-                cfg = base.replace(kafka={**kafka, "client": client, "group_id": f"bench-{label}-{client}-{run}"})
-                rps, worker = _worker(cfg, len(msgs))
-                row[client] = {"pipeline_rps": round(rps), "ratio": round(rps / ceiling, 3),
-                               "events": worker.totals.events}
+            # rounds of ceiling → pipelines → ceiling: each pipeline run is compared with the mean of the two
+            # ceiling runs around it, so a shared machine's drift cancels; the figures are medians over rounds
+            ceilings = [_ceiling(bootstrap, topic, len(msgs))]
+            stricts = [_ceiling(bootstrap, topic, len(msgs), strict=True)]
+            runs: dict[str, list[tuple[float, int]]] = {"kafka-python": [], "confluent": []}
+            for r in range(args.rounds):
+                for client in runs:
+                    cfg = base.replace(kafka={**kafka, "client": client,
+                                              "group_id": f"bench-{label}-{client}-{r}-{run}"})
+                    rps, worker = _worker(cfg, len(msgs))
+                    runs[client].append((rps, worker.totals.events))
+                ceilings.append(_ceiling(bootstrap, topic, len(msgs)))
+                stricts.append(_ceiling(bootstrap, topic, len(msgs), strict=True))
+            row: dict[str, Any] = {"messages": len(msgs), "ceiling_rps": round(float(np.median(ceilings))),
+                                   "ceiling_runs": [round(c) for c in ceilings],
+                                   "strict_ceiling_rps": round(float(np.median(stricts)))}
+            for client, got in runs.items():
+                ratios = [rps / ((ceilings[r] + ceilings[r + 1]) / 2) for r, (rps, _) in enumerate(got)]
+                strict = [rps / ((stricts[r] + stricts[r + 1]) / 2) for r, (rps, _) in enumerate(got)]
+                row[client] = {"pipeline_rps": round(float(np.median([g[0] for g in got]))),
+                               "ratio": round(float(np.median(ratios)), 3),
+                               "ratio_runs": [round(x, 3) for x in ratios],
+                               "strict_ratio": round(float(np.median(strict)), 3), "events": got[-1][1]}
             result[label] = row
             print(json.dumps({label: row}), flush=True)
-        lat_bundle = ModelStore(base.paths.model_dir).load()
-        lat_bundle.threshold = 1e-9  # every window emits: each reading that closes a window is timed
-        ModelStore(base.paths.model_dir).publish(lat_bundle)
+        skip = set(args.skip.split(",")) - {""}
         best = max(("kafka-python", "confluent"), key=lambda c: result["single"][c]["pipeline_rps"])
         rate = 0.2 * result["single"][best]["pipeline_rps"]
-        cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,), "input_topics": (f"bench-lat-{run}",),
-                                  "output_topic": f"bench-lat-out-{run}", "group_id": f"bench-lat-{run}",
-                                  "poll_timeout_ms": 5, "client": best})
-        ensure_topics(cfg.kafka, {f"bench-lat-{run}": 1, cfg.kafka.output_topic: 1})
-        p50, p99 = _latency(cfg, rate, args.latency_seconds)
-        bare = f"bench-bare-{run}"
-        ensure_topics(cfg.kafka, {bare: 1})
-        t50, t99 = _transport_latency(bootstrap, bare, rate, args.latency_seconds)
-        rss = _rss_per_sensor(32)
-        scoring = _scoring_rates(32)
+        p50 = p99 = t50 = t99 = float("nan")
+        if "latency" not in skip:
+            lat_bundle = ModelStore(base.paths.model_dir).load()
+            lat_bundle.threshold = 1e-9  # every window emits: each reading that closes a window is timed
+            ModelStore(base.paths.model_dir).publish(lat_bundle)
+            cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,), "input_topics": (f"bench-lat-{run}",),
+                                      "output_topic": f"bench-lat-out-{run}", "group_id": f"bench-lat-{run}",
+                                      "poll_timeout_ms": 5, "client": best})
+            ensure_topics(cfg.kafka, {f"bench-lat-{run}": 1, cfg.kafka.output_topic: 1})
+            p50, p99 = _latency(cfg, rate, args.latency_seconds)
+            bare = f"bench-bare-{run}"
+            ensure_topics(cfg.kafka, {bare: 1})
+            t50, t99 = _transport_latency(bootstrap, bare, rate, args.latency_seconds)
+        rss = _rss_per_sensor(32) if "memory" not in skip else {"100000": float("nan")}
+        scoring = _scoring_rates(32) if "scoring" not in skip else {}
         summary = {
             "ceiling_rps": result["single"]["ceiling_rps"],
             "pipeline_rps": result["single"]["kafka-python"]["pipeline_rps"],
             "ratio": result["single"]["kafka-python"]["ratio"],
+            "strict_ceiling_rps": result["single"]["strict_ceiling_rps"],
+            "strict_ratio": result["single"]["kafka-python"]["strict_ratio"],
             "confluent_pipeline_rps": result["single"]["confluent"]["pipeline_rps"],
             "confluent_ratio": result["single"]["confluent"]["ratio"],
             "batched_ceiling_rps": result["batched"]["ceiling_rps"],
             "batched_rps": result["batched"]["kafka-python"]["pipeline_rps"],
             "confluent_batched_rps": result["batched"]["confluent"]["pipeline_rps"],
+            "columnar_ceiling_rps": result["columnar"]["ceiling_rps"],
+            "columnar_rps": result["columnar"]["kafka-python"]["pipeline_rps"],
+            "confluent_columnar_rps": result["columnar"]["confluent"]["pipeline_rps"],
             "latency_client": best,
             "latency_rate_rps": round(rate),
             "p50_ms": p50,

@@ -25,31 +25,39 @@ def test_object_list_iso_and_batched_forms_decode(decoder: ReadingDecoder) -> No
     assert [r.ts_ms for r in batch] == [TS, TS + 1, TS + 2]
 
 
-@pytest.mark.parametrize(
-    ("data", "reason"),
-    [
-        (None, "empty message"),
-        (b"\x00\x01garbage", "not JSON"),
-        (b'{"sensor": "s", "ts": 1}', "missing field(s) values"),
-        (b'{"sensor": "s", "ts": 1767225600000, "values": [1, NaN]}', "JSONDecodeError('unexpected character"),
-        (b'{"sensor": "s", "ts": 1767225600000, "values": [1, 1e400]}', "JSONDecodeError('number is infinity"),
-        (b'{"sensor": "s", "ts": 1767225600000, "values": [1]}', "values has 1 numbers, expected 2"),
-        (b'{"sensor": "s", "ts": 1767225600000, "values": {"a": 1, "b": 2, "c": 3}}', "unknown channel 'c'"),
-        (b'{"sensor": "s", "ts": 1767225600000, "values": {"a": 1}}', "values lacks channel 'b'"),
-        (b'{"sensor": "s", "ts": 1767225600000, "values": [1, "2"]}', "value '2' is not a number"),
-        (b'{"sensor": "s", "ts": 1767225600000, "values": [1, true]}', "value True is not a number"),
-        (b'{"sensor": "", "ts": 1767225600000, "values": [1, 2]}', "sensor must be a non-empty string"),
-        (b'{"sensor": "s", "ts": 1767225600, "values": [1, 2]}', "is it seconds or microseconds?"),
-        (b'{"sensor": "s", "ts": "soon", "values": [1, 2]}', "ts 'soon' is not ISO-8601"),
-        (b'[]', "empty batch"),
-        (b'[1, 2, 3, 4]', "batch of 4 readings exceeds stream.max_readings_per_message (3)"),
-        (b'[{"sensor": "s", "ts": 1767225600000, "values": [1, 2]}, 7]',
-         "batch item 1: a reading must be a JSON object"),
-        (b"[" * 2000 + b"]" * 2000, "not JSON: JSONDecodeError('depth limit exceeded"),
-        (b'{"sensor": "s", "pad": "' + b"x" * 6000 + b'"}', "exceeds stream.max_message_bytes (5000)"),
-        (b'"just a string"', "a reading must be a JSON object, got str"),
-    ],
-)
+BAD_MESSAGES = [
+    (None, "empty message"),
+    (b"\x00\x01garbage", "not JSON"),
+    (b'{"sensor": "s", "ts": 1}', "missing field(s) values"),
+    (b'{"sensor": "s", "ts": 1767225600000, "values": [1, NaN]}', "JSONDecodeError('unexpected character"),
+    (b'{"sensor": "s", "ts": 1767225600000, "values": [1, 1e400]}', "JSONDecodeError('number is infinity"),
+    (b'{"sensor": "s", "ts": 1767225600000, "values": [1]}', "values has 1 numbers, expected 2"),
+    (b'{"sensor": "s", "ts": 1767225600000, "values": {"a": 1, "b": 2, "c": 3}}', "unknown channel 'c'"),
+    (b'{"sensor": "s", "ts": 1767225600000, "values": {"a": 1}}', "values lacks channel 'b'"),
+    (b'{"sensor": "s", "ts": 1767225600000, "values": [1, "2"]}', "value '2' is not a number"),
+    (b'{"sensor": "s", "ts": 1767225600000, "values": [1, true]}', "value True is not a number"),
+    (b'{"sensor": "", "ts": 1767225600000, "values": [1, 2]}', "sensor must be a non-empty string"),
+    (b'{"sensor": "s", "ts": 1767225600, "values": [1, 2]}', "is it seconds or microseconds?"),
+    (b'{"sensor": "s", "ts": "soon", "values": [1, 2]}', "ts 'soon' is not ISO-8601"),
+    (b'[]', "empty batch"),
+    (b'[1, 2, 3, 4]', "batch of 4 readings exceeds stream.max_readings_per_message (3)"),
+    (b'[{"sensor": "s", "ts": 1767225600000, "values": [1, 2]}, 7]',
+     "batch item 1: a reading must be a JSON object"),
+    (b"[" * 2000 + b"]" * 2000, "not JSON: JSONDecodeError('depth limit exceeded"),
+    (b'{"sensor": "s", "pad": "' + b"x" * 6000 + b'"}', "exceeds stream.max_message_bytes (5000)"),
+    (b'"just a string"', "a reading must be a JSON object, got str"),
+    (b'{"sensor": "s", "ts": [1767225600000, 1767225601000], "values": [[1, 2]]}',
+     "columnar batch: ts has 2 times, so values must be a list of as many rows, got 1 rows"),
+    (b'{"sensor": "s", "ts": [1767225600000, 1767225601], "values": [[1, 2], [3, 4]]}',
+     "batch item 1: ts 1767225601 ms is outside 2000..2200"),
+    (b'{"sensor": "s", "ts": [1767225600000], "values": [[1, "x"]]}',
+     "batch item 0: channel 'b' value 'x' is not a number"),
+    (b'{"sensor": "s", "ts": [1, 2, 3, 4], "values": [[1, 2], [1, 2], [1, 2], [1, 2]]}',
+     "batch of 4 readings exceeds stream.max_readings_per_message (3)"),
+]
+
+
+@pytest.mark.parametrize(("data", "reason"), BAD_MESSAGES)
 def test_each_kind_of_bad_message_gets_its_reason(decoder: ReadingDecoder, data: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidReading) as err:
         decoder.decode(data)
@@ -77,3 +85,43 @@ def test_a_batch_of_one_sensor_decodes_to_one_block_equal_to_the_readings(decode
     bad = json.dumps([{"sensor": "s", "ts": TS, "values": [1, 2]}, {"sensor": "s", "ts": TS, "values": [1, "x"]}])
     with pytest.raises(InvalidReading, match="batch item 1: channel 'b' value 'x' is not a number"):
         decoder.decode_blocks(bad.encode())
+
+
+GOOD = [json.dumps({"sensor": f"s{i % 3}", "ts": TS + i, "values": [i, -0.5 * i]}).encode() for i in range(6)]
+
+
+def test_a_poll_of_plain_readings_decodes_column_wise_as_message_by_message(decoder: ReadingDecoder) -> None:
+    cols = decoder.columns(decoder.parse_many(GOOD))
+    assert cols is not None
+    one_by_one = [decoder.decode(m)[0] for m in GOOD]
+    assert cols.sensors == [r.sensor for r in one_by_one]
+    assert cols.ts_ms.tolist() == [r.ts_ms for r in one_by_one]
+    assert cols.values.tolist() == [list(r.values) for r in one_by_one]
+
+
+@pytest.mark.parametrize("bad", [data for data, _ in BAD_MESSAGES] + [
+    b'{"sensor": "s", "ts": 1767225600000, "values": {"a": 1, "b": 2}}',  # valid, but not the plain form
+    b'{"sensor": "s", "ts": "2026-01-01T00:00:00Z", "values": [1, 2]}',
+    b'[{"sensor": "s", "ts": 1767225600000, "values": [1, 2]}]',
+    b'{"sensor": "s", "ts": 9223372036854775808, "values": [1, 2]}',
+])
+def test_one_message_off_the_plain_form_sends_the_whole_poll_message_by_message(decoder: ReadingDecoder,
+                                                                                bad: bytes | None) -> None:
+    assert decoder.columns(decoder.parse_many([*GOOD[:3], bad, *GOOD[3:]])) is None
+
+
+def test_a_columnar_batch_decodes_to_the_block_of_the_same_readings_as_a_list(decoder: ReadingDecoder) -> None:
+    import numpy as np
+
+    from aestream.codec import Block
+
+    rows = [[1, 0.5], [2, 1.5], [3, 2.5]]
+    columnar = json.dumps({"sensor": "s", "ts": [TS, TS + 1, TS + 2], "values": rows}).encode()
+    listed = json.dumps([{"sensor": "s", "ts": TS + i, "values": r} for i, r in enumerate(rows)]).encode()
+    a, b = decoder.decode_blocks(columnar), decoder.decode_blocks(listed)
+    assert isinstance(a, Block) and isinstance(b, Block) and a.sensor == b.sensor == "s"
+    np.testing.assert_array_equal(a.ts_ms, b.ts_ms)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert decoder.decode(columnar) == decoder.decode(listed)
+    iso = b'{"sensor": "s", "ts": ["2026-01-01T00:00:00Z"], "values": [{"a": 1, "b": 2}]}'  # the checking path
+    assert decoder.decode_blocks(iso) == [Reading("s", TS, (1.0, 2.0))]

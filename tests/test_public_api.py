@@ -14,7 +14,7 @@ PUBLIC = {
     "aestream.ops": ["OpsServer", "broker_check", "split_host_port", "tcp_reachable"],
     "aestream": ["AestreamError", "BundleError", "ConfigError", "InvalidReading", "__version__"],
     "aestream.bundle": ["BUNDLE_FILES", "ModelBundle", "load_bundle", "save_bundle"],
-    "aestream.codec": ["Block", "Reading", "ReadingDecoder", "encode_reading", "parse_ts_ms"],
+    "aestream.codec": ["Block", "Columns", "Reading", "ReadingDecoder", "encode_reading", "parse_ts_ms"],
     "aestream.config": [
         "AlertsConfig",
         "Config",
