@@ -65,6 +65,7 @@ class KafkaConfig:
     max_poll_interval_ms: int = 300_000
     max_poll_records: int = 2_000
     poll_timeout_ms: int = 200
+    commit_interval_ms: int = 100
     rebuild_lookback_messages: int = 5_000
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
@@ -86,6 +87,8 @@ class KafkaConfig:
         for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_records", "poll_timeout_ms"):
             _require(getattr(self, name) > 0, f"kafka.{name}", getattr(self, name), "use a positive number")
         _require(len(self.input_topics) > 0, "kafka.input_topics", self.input_topics, "name at least one topic")
+        _require(self.commit_interval_ms >= 0, "kafka.commit_interval_ms", self.commit_interval_ms,
+                 "use 0 (after every poll) or a positive number of ms")
 
 
 @dataclass(frozen=True)

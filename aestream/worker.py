@@ -117,6 +117,8 @@ class Worker:
         self._closing = False
         self._last_model_check = -float("inf")
         self._last_evict = clock()
+        self._uncommitted: dict[Partition, int] = {}
+        self._last_commit = clock()
         self.bundle: ModelBundle | None = None
         self.rule: AlarmRule | None = None
         self.totals = StepStats()
@@ -156,7 +158,9 @@ class Worker:
 
     # -- partitions -------------------------------------------------------------------------------------------
     def on_partitions_changed(self, parts: list[Partition]) -> None:
-        """Forget the window and alarm state of sensors on partitions that moved (they are rebuilt by replay)."""
+        """Forget the window and alarm state of sensors on partitions that moved (they are rebuilt by replay).
+        No commit here: kafka-python cannot commit from inside its rebalance callback; what was processed and not
+        yet committed on a partition that moved is read again by its new owner (same event ids)."""
         moved = set(parts)
         gone = [s for s, p in self._sensor_partition.items() if p in moved]
         self.windows.drop(gone)
@@ -196,16 +200,30 @@ class Worker:
         return self.totals
 
     def step(self) -> StepStats:
-        """One poll → process → flush → commit."""
+        """One poll → process (events are sent as they are found) → flush and commit, at most every
+        ``kafka.commit_interval_ms`` and whenever a poll comes back empty."""
         self.refresh_model()
         records = self.source.poll()
         stats = self.process(records)
         if records:
-            self.sink.flush()
-            self.source.commit(_next_offsets(records))
+            self._uncommitted.update(_next_offsets(records))
+        interval_s = self.cfg.kafka.commit_interval_ms / 1000
+        if self._uncommitted and (not records or self.clock() - self._last_commit >= interval_s):
+            self.commit()
         self._evict_idle()
         self._add_totals(stats)
         return stats
+
+    def commit(self) -> None:
+        """Flush what was sent, then commit the offsets processed so far (never the other way round)."""
+        try:
+            self.sink.flush()
+        except BaseException:
+            self._uncommitted = {}  # their events may be lost: those records must be read again, never committed
+            raise
+        offsets, self._uncommitted = self._uncommitted, {}
+        self.source.commit(offsets)
+        self._last_commit = self.clock()
 
     def process(self, records: list[Record]) -> StepStats:
         """Decode, window, score and emit for a batch of records (no flush, no commit)."""
@@ -341,7 +359,7 @@ class Worker:
                 close = getattr(stage, "close", None)
                 for msg in (close() if close is not None else None) or []:
                     self.sink.send(msg)
-            self.sink.flush()
+            self.commit()
         finally:
             self.source.close()
             self.sink.close()

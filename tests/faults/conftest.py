@@ -38,6 +38,15 @@ def _collect_leaked_sockets() -> Iterator[None]:
         gc.collect()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The same once more as the session ends: kafka-python holds some leaked sockets until then (pytest would
+    report them, as errors, after the last test when a fault test runs last)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
 @pytest.fixture()
 def kit() -> Any:
     """The harness module (:mod:`faultkit`)."""

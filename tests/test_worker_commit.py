@@ -1,0 +1,108 @@
+"""The commit policy: events go out at once; flush then commit at most every kafka.commit_interval_ms, on an empty
+poll and at shutdown; offsets whose events failed to flush are never committed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from aestream.config import Config
+from aestream.messages import Outgoing, Partition, Record
+from aestream.worker import Worker
+
+CHANNELS = ("temperature", "pressure", "vibration", "current")
+T0 = 1_767_225_600_000
+
+
+class _Models:
+    def __init__(self, bundle: Any) -> None:
+        bundle.version, bundle.threshold = "v0001", 1e-9  # every window is an event
+        self.bundle = bundle
+
+    def current(self) -> str:
+        return "v0001"
+
+    def load(self, version: str | None = None, device: str = "cpu") -> Any:
+        return self.bundle
+
+
+class _Log:
+    """Source and sink in one: records every flush and commit in order, so their order can be checked."""
+
+    def __init__(self, polls: list[list[Record]]) -> None:
+        self.polls, self.calls, self.unflushed = polls, [], 0
+        self.fail_flush = False
+
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
+        return self.polls.pop(0) if self.polls else []
+
+    def commit(self, offsets: dict[Partition, int]) -> bool:
+        assert self.unflushed == 0, "a commit before the events sent were flushed"
+        self.calls.append(("commit", dict(offsets)))
+        return True
+
+    def send(self, msg: Outgoing) -> None:
+        self.unflushed += 1
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        if self.fail_flush:
+            self.fail_flush = False
+            raise RuntimeError("producing failed")
+        self.calls.append(("flush", self.unflushed))
+        self.unflushed = 0
+
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+def _poll(first: int, n: int) -> list[Record]:
+    return [Record("in", 0, i, b"s", json.dumps({"sensor": "s", "ts": T0 + 1000 * i, "values": [1.0, 2, 3, 4]})
+                   .encode(), 0) for i in range(first, first + n)]
+
+
+@pytest.fixture()
+def setup(train_small: Any) -> Any:
+    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 100})
+    now = [0.0]
+    log = _Log([_poll(0, 10), _poll(10, 10), _poll(20, 10)])
+    worker = Worker(cfg, log, log, _Models(train_small(cfg)), clock=lambda: now[0])  # type: ignore[arg-type]
+    worker.refresh_model(force=True)
+    return worker, log, now
+
+
+def test_commits_wait_for_the_interval_or_an_empty_poll_and_always_follow_a_flush(setup: Any) -> None:
+    worker, log, now = setup
+    assert worker.step().events == 7 and log.calls == []  # sent at once, committed later
+    now[0] = 0.05
+    worker.step()
+    assert log.calls == []
+    now[0] = 0.15
+    worker.step()
+    assert log.calls == [("flush", 27), ("commit", {("in", 0): 30})]
+    worker.step()  # empty: nothing left to commit
+    assert len(log.calls) == 2
+
+
+def test_an_empty_poll_and_shutdown_each_commit_what_is_pending(setup: Any) -> None:
+    worker, log, _ = setup
+    worker.step()
+    worker.step()
+    log.polls.insert(0, [])
+    worker.step()  # empty poll
+    assert log.calls == [("flush", 17), ("commit", {("in", 0): 20})]  # 7 + 10 windows, all events
+    worker.step()
+    worker.close()
+    assert log.calls[-1] == ("commit", {("in", 0): 30})
+
+
+def test_offsets_whose_events_failed_to_flush_are_never_committed(setup: Any) -> None:
+    worker, log, now = setup
+    worker.step()
+    log.fail_flush = True
+    now[0] = 0.2
+    with pytest.raises(RuntimeError, match="producing failed"):
+        worker.step()
+    worker.close()  # the next flush succeeds, but those records must be read again
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {})]
