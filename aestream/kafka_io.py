@@ -88,6 +88,9 @@ def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 3
         admin.close()
 
 
+JOIN_POLL_MS = 1_000
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
@@ -140,8 +143,12 @@ class KafkaSource:
 
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
         """The next records, oldest first per partition; replayed ones are flagged."""
-        batch = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms,
-                                   max_records=max_records or self.cfg.max_poll_records)
+        timeout = self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms
+        if not self.consumer.assignment():
+            # without partitions there is no latency to keep short, and kafka-python (3.0.12) completes a group
+            # (re)join only within one poll's time: polls of a few ms left a member stuck after its first join
+            timeout = max(timeout, JOIN_POLL_MS)
+        batch = self.consumer.poll(timeout_ms=timeout, max_records=max_records or self.cfg.max_poll_records)
         fresh = self._start_rebuilds() if self._pending else set()
         out: list[Record] = []
         for tp, msgs in batch.items():

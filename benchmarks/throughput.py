@@ -9,8 +9,9 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
 * pipeline: the full worker (decode, window, score, threshold, events, flush, commit) on the same topic;
 * the same two for batched messages (100 readings a message), as an array of readings and in the columnar
   form (one sensor's times and rows);
-* latency: readings produced at 20 % of the measured pipeline capacity; p50/p99 from a reading's produce
-  time to the produce time of the event of the window it closed (every window emits an event here);
+* latency, per client: readings produced at 20 % of that client's measured capacity; p50/p99 from a reading's
+  produce time to the produce time of the event of the window it closed (every window emits an event here),
+  against a bare consumer of the same client reading the same paced stream (produce time to receipt);
 * memory: RSS per idle sensor beyond its window buffer, for 1k/10k/100k sensors;
 * scoring windows/s per model family on CPU (batch 256).
 """
@@ -139,33 +140,61 @@ p.flush()
 """
 
 
-def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float) -> tuple[float, float]:
-    """The baseline: the same paced stream read by a bare librdkafka consumer (produce time → receipt)."""
-    from confluent_kafka import Consumer
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-bare", "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    deadline = time.monotonic() + 60
-    while not c.assignment() and time.monotonic() < deadline:
-        c.poll(0.1)
-    prod = subprocess.Popen([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds)])
+def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float,
+                       client: str) -> tuple[float, float]:
+    """The baseline: the same paced stream read by a bare consumer of the same client (produce time → receipt)."""
     lat: list[float] = []
+    if client == "confluent":
+        from confluent_kafka import Consumer
+
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-bare", "auto.offset.reset": "earliest"})
+        c.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while not c.assignment() and time.monotonic() < deadline:
+            c.poll(0.1)
+
+        def receive() -> int:
+            got = [m for m in c.consume(2000, 0.005) if m.error() is None]
+            lat.extend(time.time() * 1000 - m.timestamp()[1] for m in got)
+            return len(got)
+    else:
+        k = KafkaConsumer(bootstrap_servers=[bootstrap], group_id=f"{topic}-bare", auto_offset_reset="earliest")
+        k.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while not k.assignment() and time.monotonic() < deadline:
+            k.poll(timeout_ms=1000)
+
+        def receive() -> int:
+            got = [m for msgs in k.poll(timeout_ms=5).values() for m in msgs]
+            lat.extend(time.time() * 1000 - m.timestamp for m in got)
+            return len(got)
+    prod = subprocess.Popen([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds)])
     idle = time.monotonic()
     while prod.poll() is None or time.monotonic() - idle < 2.0:
-        for m in c.consume(2000, 0.005):
-            if m.error() is None:
-                lat.append(time.time() * 1000 - m.timestamp()[1])
-                idle = time.monotonic()
-    c.close()
+        if receive():
+            idle = time.monotonic()
+    (c if client == "confluent" else k).close()
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def _wait_for_partitions(bootstrap: str, topic: str) -> None:
+    """kafka-python 3.0.12: a group member that joins before the broker serves a new topic's metadata can stay
+    without partitions; the latency run starts its worker only once the topic is served."""
+    c = KafkaConsumer(bootstrap_servers=[bootstrap])
+    deadline = time.monotonic() + 60
+    while not c.partitions_for_topic(topic) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    c.close()
 
 
 def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
     bootstrap = cfg.kafka.bootstrap_servers[0]
+    _wait_for_partitions(bootstrap, cfg.kafka.input_topics[0])
     source = open_source(cfg.kafka)
     worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir))
     source.on_assign = source.on_revoke = worker.on_partitions_changed
-    thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 10.0}, daemon=True)
+    # idle for 30 s ends it: a group that joined before the new topic's metadata waits one refresh for partitions
+    thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 30.0}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not source.assignment() and time.monotonic() < deadline:  # joined the group, partitions assigned
@@ -195,6 +224,8 @@ def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
                         emitted.append((src["partition"], src["offset"], m.timestamp))
     c.close()
     lat = [ts - produced[(p, o)] for p, o, ts in emitted if (p, o) in produced]
+    print(json.dumps({"latency_run": {"client": cfg.kafka.client, "produced": len(produced), "events": len(emitted),
+                                      "worker_records": worker.totals.records}}), flush=True)
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
 
 
@@ -304,21 +335,24 @@ def main() -> None:
             result[label] = row
             print(json.dumps({label: row}), flush=True)
         skip = set(args.skip.split(",")) - {""}
-        best = max(("kafka-python", "confluent"), key=lambda c: result["single"][c]["pipeline_rps"])
-        rate = 0.2 * result["single"][best]["pipeline_rps"]
-        p50 = p99 = t50 = t99 = float("nan")
+        latency: dict[str, dict[str, float]] = {}
         if "latency" not in skip:
             lat_bundle = ModelStore(base.paths.model_dir).load()
             lat_bundle.threshold = 1e-9  # every window emits: each reading that closes a window is timed
             ModelStore(base.paths.model_dir).publish(lat_bundle)
-            cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,), "input_topics": (f"bench-lat-{run}",),
-                                      "output_topic": f"bench-lat-out-{run}", "group_id": f"bench-lat-{run}",
-                                      "poll_timeout_ms": 5, "client": best})
-            ensure_topics(cfg.kafka, {f"bench-lat-{run}": 1, cfg.kafka.output_topic: 1})
-            p50, p99 = _latency(cfg, rate, args.latency_seconds)
-            bare = f"bench-bare-{run}"
-            ensure_topics(cfg.kafka, {bare: 1})
-            t50, t99 = _transport_latency(bootstrap, bare, rate, args.latency_seconds)
+            for client in ("kafka-python", "confluent"):  # each at 20 % of its own measured capacity
+                rate = 0.2 * result["single"][client]["pipeline_rps"]
+                tag = f"{client}-{run}"
+                cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,), "input_topics": (f"bench-lat-{tag}",),
+                                          "output_topic": f"bench-lat-out-{tag}", "group_id": f"bench-lat-{tag}",
+                                          "poll_timeout_ms": 5, "client": client})
+                ensure_topics(cfg.kafka, {f"bench-lat-{tag}": 1, cfg.kafka.output_topic: 1, f"bench-bare-{tag}": 1})
+                p50, p99 = _latency(cfg, rate, args.latency_seconds)
+                t50, t99 = _transport_latency(bootstrap, f"bench-bare-{tag}", rate, args.latency_seconds, client)
+                latency[client] = {"rate_rps": round(rate), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
+                                   "transport_p50_ms": round(t50, 1), "transport_p99_ms": round(t99, 1)}
+                print(json.dumps({"latency": {client: latency[client]}}), flush=True)
+        nan = {"rate_rps": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan")}
         rss = _rss_per_sensor(32) if "memory" not in skip else {"100000": float("nan")}
         scoring = _scoring_rates(32) if "scoring" not in skip else {}
         summary = {
@@ -335,12 +369,10 @@ def main() -> None:
             "columnar_ceiling_rps": result["columnar"]["ceiling_rps"],
             "columnar_rps": result["columnar"]["kafka-python"]["pipeline_rps"],
             "confluent_columnar_rps": result["columnar"]["confluent"]["pipeline_rps"],
-            "latency_client": best,
-            "latency_rate_rps": round(rate),
-            "p50_ms": p50,
-            "p99_ms": p99,
-            "transport_p50_ms": round(t50, 1),
-            "transport_p99_ms": round(t99, 1),
+            "latency_rate_rps": latency.get("kafka-python", nan)["rate_rps"],
+            "p50_ms": latency.get("kafka-python", nan)["p50_ms"],
+            "p99_ms": latency.get("kafka-python", nan)["p99_ms"],
+            "latency": latency,
             "rss_bytes_per_sensor": round(rss["100000"], 1),
             "rss_bytes_per_sensor_by_count": {k: round(v, 1) for k, v in rss.items()},
             "scoring_windows_per_s": {k: round(v) for k, v in scoring.items()},
