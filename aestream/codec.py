@@ -126,19 +126,13 @@ class ReadingDecoder:
             sensors = [d["sensor"] for d in docs]
             stamps = [d["ts"] for d in docs]
             rows = [d["values"] for d in docs]
-            if (set(map(type, sensors)) != {str} or set(map(type, stamps)) != {int}
-                    or set(map(type, rows)) != {list} or not 0 < min(map(len, sensors))
-                    or max(map(len, sensors)) > MAX_SENSOR_ID_CHARS
-                    or not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_NUMBERS):
-                return None
-            values = np.array(rows, dtype=np.float64)
-            ts = np.array(stamps, dtype=np.int64)
-        except (ValueError, TypeError, KeyError, OverflowError):
+        except KeyError:
             return None
-        if (values.shape != (len(docs), len(self.channels)) or not np.isfinite(values).all()
-                or ts.min() < MIN_TS_MS or ts.max() >= MAX_TS_MS):
+        if (set(map(type, sensors)) != {str} or not 0 < min(map(len, sensors))
+                or max(map(len, sensors)) > MAX_SENSOR_ID_CHARS):
             return None
-        return Columns(sensors, ts, values)
+        arrays = self._plain_arrays(stamps, rows)
+        return None if arrays is None else Columns(sensors, *arrays)
 
     def decode(self, data: bytes | None) -> list[Reading]:
         """All readings of one message; raises :class:`InvalidReading` with the reason."""
@@ -194,31 +188,33 @@ class ReadingDecoder:
             return None
         try:
             sensors = {d["sensor"] for d in doc}
-            if len(sensors) != 1:
-                return None
-            (sensor,) = sensors
             stamps = [d["ts"] for d in doc]
             rows = [d["values"] for d in doc]
-            if (type(sensor) is not str or not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS
-                    or set(map(type, stamps)) != {int} or set(map(type, rows)) != {list}
-                    or not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_NUMBERS):
-                return None
-            values = np.array(rows, dtype=np.float64)
-            ts = np.array(stamps, dtype=np.int64)
-        except (KeyError, TypeError, ValueError, OverflowError):
+        except (KeyError, TypeError):  # an item that is no object, or an unhashable sensor
             return None
-        if (values.shape != (len(doc), len(self.channels)) or not np.isfinite(values).all()
-                or ts.min() < MIN_TS_MS or ts.max() >= MAX_TS_MS):
+        if len(sensors) != 1:
             return None
-        return Block(sensor, ts, values)
+        (sensor,) = sensors
+        return self._plain_block(sensor, stamps, rows)
 
     def _fast_columnar(self, doc: dict[str, Any]) -> Block | None:
         """The columnar batch ``{"sensor": s, "ts": [...], "values": [[...], ...]}`` as arrays, or ``None`` for
         the checking path."""
-        sensor, stamps, rows = doc.get("sensor"), doc["ts"], doc.get("values")
-        if (type(sensor) is not str or not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS or type(rows) is not list
-                or not 0 < len(stamps) == len(rows) <= self.max_readings_per_message
-                or set(map(type, stamps)) != {int} or set(map(type, rows)) != {list}
+        stamps, rows = doc["ts"], doc.get("values")
+        if type(rows) is not list or not 0 < len(stamps) == len(rows) <= self.max_readings_per_message:
+            return None
+        return self._plain_block(doc.get("sensor"), stamps, rows)
+
+    def _plain_block(self, sensor: Any, stamps: list[Any], rows: list[Any]) -> Block | None:
+        if type(sensor) is not str or not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS:
+            return None
+        arrays = self._plain_arrays(stamps, rows)
+        return None if arrays is None else Block(sensor, *arrays)
+
+    def _plain_arrays(self, stamps: list[Any], rows: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Integer-ms times and rows of plain finite numbers (one per channel) as int64/float64 arrays, or
+        ``None`` when anything is otherwise."""
+        if (set(map(type, stamps)) != {int} or set(map(type, rows)) != {list}
                 or not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_NUMBERS):
             return None
         try:
@@ -229,7 +225,7 @@ class ReadingDecoder:
         if (values.shape != (len(rows), len(self.channels)) or not np.isfinite(values).all()
                 or ts.min() < MIN_TS_MS or ts.max() >= MAX_TS_MS):
             return None
-        return Block(sensor, ts, values)
+        return ts, values
 
     def _fast_reading(self, doc: Any) -> Reading | None:
         """The common case (list values, integer ms, plain numbers) in few C-level steps; ``None`` sends the

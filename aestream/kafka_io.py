@@ -88,7 +88,7 @@ def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 3
         admin.close()
 
 
-JOIN_POLL_MS = 1_000
+JOIN_POLL_MS = 200
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -145,8 +145,8 @@ class KafkaSource:
         """The next records, oldest first per partition; replayed ones are flagged."""
         timeout = self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms
         if not self.consumer.assignment():
-            # without partitions there is no latency to keep short, and kafka-python (3.0.12) completes a group
-            # (re)join only within one poll's time: polls of a few ms left a member stuck after its first join
+            # kafka-python (3.0.12) completes a group (re)join only within one poll's time: polls of a few ms
+            # left a member without partitions after its first join (the default 200 ms is enough)
             timeout = max(timeout, JOIN_POLL_MS)
         batch = self.consumer.poll(timeout_ms=timeout, max_records=max_records or self.cfg.max_poll_records)
         fresh = self._start_rebuilds() if self._pending else set()

@@ -228,7 +228,9 @@ def plant_stream(cfg: Config, n_sensors: int, steps: int, n_anomalies: int, seed
         ends = ts_of[w - 1 :: stride]
     expected = {(s, t) for s in plant.sensors for t in ends}
     messages = [(s.encode(), encode_reading(s, ts, v)) for s, ts, v in readings]
-    tail_ms = max(ends)
+    # the grid's last window is the same after any restart; a count's phase may shift, so its last window may
+    # end up to stride - 1 readings before the end
+    tail_ms = max(ends) if grid else ts_of[-stride]
     sent = {(s, ts) for s, ts, _ in readings if ts <= tail_ms}
     return PlantStream(messages, expected, injected, (w - 1) * plant.period_ms, sent, plant.period_ms)
 

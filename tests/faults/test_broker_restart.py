@@ -26,7 +26,7 @@ def test_worker_survives_a_broker_restart_and_loses_nothing(private_broker: Any,
                "input_topics": (f"in-{run}",), "output_topic": f"out-{run}", "dead_letter_topic": f"dlq-{run}",
                "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "poll_timeout_ms": 100,
                "max_poll_records": 200, "rebuild_lookback_messages": 400},
-        stream={"channels": kit.CHANNELS, "window_size": 16, "stride": 4},
+        stream={"channels": kit.CHANNELS, "window_size": 16, "stride": 1, "stride_ms": 4000},
         paths={"model_dir": str(tmp_path / "models"), "state_dir": str(tmp_path / "state")})
     k = cfg.kafka
     topic = k.input_topics[0]
@@ -62,6 +62,7 @@ def test_worker_survives_a_broker_restart_and_loses_nothing(private_broker: Any,
     assert verdict.skipped == 0
     assert not verdict.readings_uncovered, f"readings in no reported window: {verdict.gaps()}"
     assert not verdict.windows_bogus, verdict.windows_bogus[:5]
+    assert verdict.windows_off_grid == 0 and verdict.off_phase == 0, "a rejoin moved windows off the grid"
     assert not verdict.conflicting_ids, verdict.conflicting_ids[:5]
     assert verdict.detected >= bar, f"detected {verdict.detected}, an uninterrupted run detects {bar}"
     log = worker.log_text()
