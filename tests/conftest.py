@@ -90,3 +90,45 @@ def rng() -> np.random.Generator:
 def train_small() -> object:
     """``train_small(cfg, family="vanilla")`` → a real trained :class:`ModelBundle`."""
     return small_bundle
+
+
+class OneModel:
+    """A model store that serves one bundle as v0001; ``threshold`` overrides its calibrated one (1e-9: every
+    window alarms, so each window is an event)."""
+
+    def __init__(self, bundle: ModelBundle, threshold: float | None = None) -> None:
+        bundle.version = "v0001"
+        if threshold is not None:
+            bundle.threshold = threshold
+        self.bundle = bundle
+
+    def current(self) -> str:
+        return self.bundle.version
+
+    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
+        return self.bundle
+
+
+class RecordingSink:
+    """A sink that keeps what the worker sends (``sent``); flush and close do nothing."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send(self, msg: object) -> None:
+        self.sent.append(msg)
+
+    def flush(self, timeout_s: float = 60.0) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+@pytest.fixture()
+def one_model() -> type[OneModel]:
+    """``one_model(bundle, threshold=None)`` → a store serving just that bundle, for an in-process Worker."""
+    return OneModel
+
+
+@pytest.fixture()
+def recording_sink() -> type[RecordingSink]:
+    """``recording_sink()`` → a sink whose ``sent`` lists what the worker produced."""
+    return RecordingSink

@@ -17,28 +17,6 @@ CHANNELS = ("temperature", "pressure", "vibration", "current")
 T0 = 1_767_225_600_000
 
 
-class _Models:
-    def __init__(self, bundle: Any) -> None:
-        self.bundle = bundle
-
-    def current(self) -> str:
-        return self.bundle.version
-
-    def load(self, version: str | None = None, device: str = "cpu") -> Any:
-        return self.bundle
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send(self, msg: Any) -> None:
-        self.sent.append(msg)
-
-    def flush(self, timeout_s: float = 60.0) -> None: ...
-    def close(self, timeout_s: float = 10.0) -> None: ...
-
-
 def _records() -> list[Record]:
     """Four sensors interleaved, one of them with a long run (the vectorised block path), a late reading, a
     duplicate and an anomaly; the first 300 records are a replay."""
@@ -54,15 +32,15 @@ def _records() -> list[Record]:
     return [Record("in", 0, i, d["sensor"].encode(), json.dumps(d).encode(), 0, i < 300) for i, d in enumerate(docs)]
 
 
-def test_the_column_wise_path_gives_what_message_by_message_gives(train_small: Any) -> None:
+def test_the_column_wise_path_gives_what_message_by_message_gives(train_small: Any, one_model: Any,
+                                                                  recording_sink: Any) -> None:
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 2})
     bundle = train_small(cfg)
-    bundle.version = "v0001"
     recs = _records()
     runs = []
     for columns in (True, False):
-        sink = _Sink()
-        worker = Worker(cfg, None, sink, _Models(bundle))  # type: ignore[arg-type]
+        sink = recording_sink()
+        worker = Worker(cfg, None, sink, one_model(bundle))
         worker.refresh_model(force=True)
         taken: list[bool] = []
 

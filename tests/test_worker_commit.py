@@ -16,18 +16,6 @@ CHANNELS = ("temperature", "pressure", "vibration", "current")
 T0 = 1_767_225_600_000
 
 
-class _Models:
-    def __init__(self, bundle: Any) -> None:
-        bundle.version, bundle.threshold = "v0001", 1e-9  # every window is an event
-        self.bundle = bundle
-
-    def current(self) -> str:
-        return "v0001"
-
-    def load(self, version: str | None = None, device: str = "cpu") -> Any:
-        return self.bundle
-
-
 class _Log:
     """Source and sink in one: records every flush and commit in order, so their order can be checked."""
 
@@ -62,12 +50,13 @@ def _poll(first: int, n: int) -> list[Record]:
 
 
 @pytest.fixture()
-def setup(train_small: Any) -> Any:
+def setup(train_small: Any, one_model: Any) -> Any:
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
                            kafka={"commit_interval_ms": 100})
     now = [0.0]
     log = _Log([_poll(0, 10), _poll(10, 10), _poll(20, 10)])
-    worker = Worker(cfg, log, log, _Models(train_small(cfg)), clock=lambda: now[0])  # type: ignore[arg-type]
+    worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9),  # every window is an event
+                    clock=lambda: now[0])
     worker.refresh_model(force=True)
     return worker, log, now
 

@@ -25,29 +25,6 @@ T0 = 1_767_225_600_000
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 
 
-class _Models:
-    def __init__(self, bundle: Any) -> None:
-        bundle.version, bundle.threshold = "v0001", 1e-9  # every window alarms: each window is an event
-        self.bundle = bundle
-
-    def current(self) -> str:
-        return "v0001"
-
-    def load(self, version: str | None = None, device: str = "cpu") -> Any:
-        return self.bundle
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send(self, msg: Any) -> None:
-        self.sent.append(msg)
-
-    def flush(self, timeout_s: float = 60.0) -> None: ...
-    def close(self, timeout_s: float = 10.0) -> None: ...
-
-
 class Feed:
     def __init__(self, worker: Worker) -> None:
         self.worker, self.offset = worker, 0
@@ -62,12 +39,13 @@ class Feed:
 
 
 @pytest.fixture()
-def setup(train_small: Any) -> tuple[Config, Worker, _Sink, Feed, list[float]]:
+def setup(train_small: Any, one_model: Any, recording_sink: Any) -> tuple[Config, Worker, Any, Feed, list[float]]:
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, "stride": 2, "max_gap_ms": 5000,
                                    "sensor_ttl_s": 30.0})
     now = [0.0]
-    sink = _Sink()
-    worker = Worker(cfg, None, sink, _Models(train_small(cfg)), clock=lambda: now[0])  # type: ignore[arg-type]
+    sink = recording_sink()
+    worker = Worker(cfg, None, sink, one_model(train_small(cfg), threshold=1e-9),  # every window is an event
+                    clock=lambda: now[0])
     worker.refresh_model(force=True)
     return cfg, worker, sink, Feed(worker), now
 

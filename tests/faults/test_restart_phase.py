@@ -20,39 +20,22 @@ T0 = 1_767_225_600_000
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 
 
-class _Models:
-    def __init__(self, bundle: Any) -> None:
-        bundle.version, bundle.threshold = "v0001", 1e-9
-        self.bundle = bundle
-
-    def current(self) -> str:
-        return "v0001"
-
-    def load(self, version: str | None = None, device: str = "cpu") -> Any:
-        return self.bundle
-
-
-class _Sink:
-    def send(self, msg: Any) -> None: ...
-    def flush(self, timeout_s: float = 60.0) -> None: ...
-    def close(self, timeout_s: float = 10.0) -> None: ...
-
-
 @pytest.mark.parametrize("stream", [
     {"stride": 1, "stride_ms": 4000},
     pytest.param({"stride": 4}, marks=pytest.mark.xfail(strict=True, reason="a count restarts with the replay")),
 ], ids=["stride_ms", "count"])
-def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(train_small: Any, stream: dict) -> None:
+def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(train_small: Any, one_model: Any, recording_sink: Any,
+                                                                 stream: dict) -> None:
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, **stream},
                            kafka={"rebuild_lookback_messages": 50})
     bundle = train_small(cfg)
     recs = [Record("in", 0, i, b"s", encode_reading("s", T0 + i * 1000, [1.0 + i % 5, 2.0, 3.0, 4.0]), 0)
             for i in range(200)]
     committed, crashed_at = 121, 160  # worker A emitted up to 160, committed 121, then kill -9
-    a = Worker(cfg, None, _Sink(), _Models(bundle))  # type: ignore[arg-type]
+    a = Worker(cfg, None, recording_sink(), one_model(bundle, threshold=1e-9))
     a.refresh_model(force=True)
     first = {e["event_id"] for e in a.process(recs[:crashed_at]).events_out if e["source"]["offset"] >= committed}
-    b = Worker(cfg, None, _Sink(), _Models(bundle))  # type: ignore[arg-type]
+    b = Worker(cfg, None, recording_sink(), one_model(bundle, threshold=1e-9))
     b.refresh_model(force=True)
     lookback = cfg.kafka.rebuild_lookback_messages  # what KafkaSource replays with replay=True
     b.process([Record(r.topic, r.partition, r.offset, r.key, r.value, 0, True)

@@ -88,26 +88,15 @@ TAMPER = {
 }
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send(self, msg: Any) -> None:
-        self.sent.append(msg)
-
-    def flush(self, timeout_s: float = 60.0) -> None: ...
-    def close(self, timeout_s: float = 10.0) -> None: ...
-
-
 @pytest.mark.parametrize("kind", list(TAMPER))
 def test_a_tampered_bundle_is_refused_and_the_previous_model_keeps_serving(
-        kind: str, train_small: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        kind: str, train_small: Any, recording_sink: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 4})
     store = ModelStore(tmp_path / "models")
     bundle = train_small(cfg)
     bundle.threshold = 1e-9  # every window is an event: the serving version is visible on each
     store.publish(bundle)
-    worker = Worker(cfg, None, _Sink(), store)  # type: ignore[arg-type]
+    worker = Worker(cfg, None, recording_sink(), store)
     worker.refresh_model(force=True)
     assert worker.bundle is not None and worker.bundle.version == "v0001"
 
