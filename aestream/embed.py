@@ -39,6 +39,7 @@ def embed_frame(frame: pd.DataFrame, bundle: ModelBundle, stride: int, ts_column
         ends = ts[w - 1 :: 1 if stride_ms else stride][: len(windows)]
         if stride_ms and len(windows):
             due = ts[w - 1 :] // stride_ms != ts[w - 2 : -1] // stride_ms
+            due[0] = True  # the first full window closes whatever the grid, as in the worker (Windower.push)
             windows, ends = windows[due], ends[due]
         if not len(windows):
             continue

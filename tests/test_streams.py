@@ -147,9 +147,10 @@ def test_embed_writes_one_row_per_window(denoiser: ModelBundle, tmp_path: Path) 
     assert pd.read_parquet(tmp_path / "z.parquet").shape == out.shape
 
 
-def test_embed_with_stride_ms_ends_windows_where_the_worker_does(denoiser: ModelBundle) -> None:
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_embed_with_stride_ms_ends_windows_where_the_worker_does(denoiser: ModelBundle, seed: int) -> None:
     truth = _truth(100)
-    ts = 1_767_225_600_000 + np.cumsum(np.random.default_rng(1).integers(600, 1400, size=100))
+    ts = 1_767_225_600_000 + np.cumsum(np.random.default_rng(seed).integers(600, 1400, size=100))
     frame = pd.DataFrame({"ts": ts, "a": truth[:, 0], "b": truth[:, 1], "c": truth[:, 2]})
     out = embed_frame(frame, denoiser, stride=1, stride_ms=3_000)
     windower = Windower(W, 1, 3, max_gap_ms=10_000, stride_ms=3_000)
