@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,30 +17,18 @@ from aestream.config import Config
 from aestream.fitting import train_bundle
 from aestream.simulate import Plant
 
+sys.path.insert(0, str(Path(__file__).parent / "faults"))
+from faultkit import free_port  # one helper for both (the fault kit is also run by path by benchmarks/soak.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 
 
-def _free_port() -> int:
-    """A free port whose successor is free too (the controller listens on port + 1)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no two adjacent free ports on 127.0.0.1")
-
-
 @pytest.fixture()
 def free_port_pair() -> int:
     """A free port whose successor is free too: for a private broker of one test (controller on port + 1)."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +38,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path_factory.mktemp("kafka")
     subprocess.run(["bash", str(KAFKA_SH), "start", str(port), str(workdir)], check=True)
     try:
