@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     dc = sub.add_parser("decode", help="turn latent codes from the latent topic back into windows",
                         description="Read streams.latent_topic from the beginning and print one JSON line per code: "
                                     "the window decoded with the model version that encoded it (detrended "
-                                    "channels at the level their record carries).")
+                                    "channels at the level their record carries; an AEL3 record's residual "
+                                    "puts every value within half a step of the scored reading).")
     dc.add_argument("--topic", default=None, help="latent topic (default: streams.latent_topic)")
     dc.add_argument("--idle-s", type=float, default=2.0, help="stop after this long without records (default 2)")
 
@@ -212,7 +213,8 @@ def _stages(cfg: Config, worker: Any) -> list[Any]:
         from aestream.streams import StreamsStage
 
         stages.append(StreamsStage(lambda: worker.bundle, cfg.stream.channels, cfg.streams.denoised_topic,
-                                   cfg.streams.latent_topic, cfg.streams.denoise_anomalies))
+                                   cfg.streams.latent_topic, cfg.streams.denoise_anomalies,
+                                   cfg.streams.latent_residual_step_std))
     return stages
 
 
@@ -315,7 +317,7 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.kafka_io import tail_topic
     from aestream.store import ModelStore
-    from aestream.streams import decode_latent
+    from aestream.streams import decode_latent, decode_window
 
     topic = args.topic or cfg.streams.latent_topic
     if not topic:
@@ -324,8 +326,7 @@ def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
     for code in tail_topic(cfg.kafka, topic, timeout_s=args.idle_s + 30, decode=decode_latent):
         if code.model_version not in scorers:
             scorers[code.model_version] = store.load(code.model_version).scorer
-        levels = code.levels[None] if code.levels.size else None  # an AEL1 record carries none
-        window = scorers[code.model_version].decode(code.code[None], levels)[0]
+        window = decode_window(code, scorers[code.model_version])  # AEL3: within half a step of the readings
         print(json.dumps({"sensor": code.sensor, "window_end_ms": code.window_end_ms,
                           "model_version": code.model_version, "values": window.round(6).tolist()}))
     return 0

@@ -42,6 +42,7 @@ __all__ = [
 
 DEFAULT_CHANNELS = ("temperature", "pressure", "vibration", "current")
 BOOTSTRAP_ENV = "AESTREAM_KAFKA_BOOTSTRAP_SERVERS"
+MIN_RESIDUAL_STEP_STD, MAX_RESIDUAL_STEP_STD = 1e-6, 1e6  # streams.latent_residual_step_std (float32 in records)
 SECRET_ENV = {
     "sasl_password": "AESTREAM_KAFKA_SASL_PASSWORD",
     "ssl_password": "AESTREAM_KAFKA_SSL_PASSWORD",
@@ -295,11 +296,23 @@ class OpsConfig:
 
 @dataclass(frozen=True)
 class StreamsConfig:
-    """Optional output streams beyond alerts: the denoised signal and the latent codes."""
+    """Optional output streams beyond alerts: the denoised signal and the latent codes.
+
+    ``latent_residual_step_std > 0`` adds each window's quantised residual to its latent record (``AEL3``): a step
+    of that many training standard deviations per channel, so every decoded value is within half a step.
+    """
 
     denoised_topic: str = ""
     latent_topic: str = ""
     denoise_anomalies: bool = False
+    latent_residual_step_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        step = self.latent_residual_step_std
+        _require(step == 0 or MIN_RESIDUAL_STEP_STD <= step <= MAX_RESIDUAL_STEP_STD,
+                 "streams.latent_residual_step_std", step,
+                 f"use 0 (off) or a step of {MIN_RESIDUAL_STEP_STD:g} to {MAX_RESIDUAL_STEP_STD:g} training "
+                 f"standard deviations of each channel, e.g. 0.05")
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,14 @@ def test_integers_are_accepted_for_float_keys_and_replace_keeps_checks() -> None
 def test_the_bootstrap_servers_can_come_from_the_environment() -> None:
     cfg = load_config(None, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092, k2:9092"})
     assert cfg.kafka.bootstrap_servers == ("kafka:9092", "k2:9092")
+
+
+@pytest.mark.parametrize("value", [-0.05, float("nan"), float("inf"), 1e-9, 1e7, "0.05"])
+def test_the_latent_residual_step_is_0_or_a_positive_number_of_training_stds(value: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"streams": {"latent_residual_step_std": value}})
+    assert f"config key streams.latent_residual_step_std = {value!r} is invalid: " in str(err.value)
+    if not isinstance(value, str):
+        assert "use 0 (off) or a step of 1e-06 to 1e+06 training standard deviations of each channel" in str(err.value)
+    assert parse_config({}).streams.latent_residual_step_std == 0.0  # off: AEL1/AEL2 records as before
+    assert parse_config({"streams": {"latent_residual_step_std": 1}}).streams.latent_residual_step_std == 1.0

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,15 @@ from aestream.bundle import ModelBundle
 from aestream.embed import embed_frame
 from aestream.errors import AestreamError
 from aestream.stages import Scored
-from aestream.streams import StreamsStage, decode_latent, encode_latent
+from aestream.streams import (
+    MAX_RESIDUAL,
+    StreamsStage,
+    decode_latent,
+    decode_window,
+    encode_latent,
+    quantise_residual,
+    residual_steps,
+)
 from aestream.training import fit_scorer, sliding_windows
 from aestream.windows import Window, Windower
 
@@ -168,3 +177,111 @@ def test_embed_adds_the_levels_of_a_detrending_model(detrender: ModelBundle) -> 
     windows = sliding_windows(x, W, 4)
     decoded = detrender.scorer.decode(out[z].to_numpy(), out[["level_a", "level_c"]].to_numpy())
     np.testing.assert_allclose(decoded, detrender.scorer.reconstruct(windows), rtol=1e-6, atol=1e-6)
+
+
+def _scored(windows: np.ndarray, version: str, sensor: str = "pump-1") -> list[Scored]:
+    """Scored windows as the worker hands them over: float32 readings."""
+    return [Scored(Window(sensor, 1000 + i, 1000 + i + W - 1, w.astype(np.float32)), 1.0, 2.0, False,
+                   np.ones(3) / 3, version) for i, w in enumerate(windows)]
+
+
+def test_plain_latent_records_keep_their_exact_bytes() -> None:
+    code = np.array([0.5, -1.25, 3.0])
+    assert encode_latent("pump-7", 1767225600000, "v0003", code).hex() == (
+        "41454c3100a8da769b01000003000670756d702d37057630303033003800bd0042")
+    assert encode_latent("pump-7", 1767225600000, "v0003", code, levels=np.array([10000.25, -3.5])).hex() == (
+        "41454c3200a8da769b01000003000670756d702d37057630303033003800bd00420200411c46000060c0")
+    back = decode_latent(encode_latent("pump-7", 1, "v0003", code))
+    assert back.residual.shape == (0, 0) and back.step_std == 0.0
+
+
+@pytest.mark.parametrize("step_std", [0.05, 0.5])
+@pytest.mark.parametrize("model", ["denoiser", "detrender"])
+def test_residual_records_decode_within_half_a_step_of_every_scored_value(
+        model: str, step_std: float, request: pytest.FixtureRequest) -> None:
+    bundle: ModelBundle = request.getfixturevalue(model)
+    x = _drifting(400, 5) if model == "detrender" else _truth(400) + 0.3 * np.random.default_rng(5).standard_normal(
+        (400, 3))
+    scored = _scored(sliding_windows(x, W, 8), bundle.version)
+    records = [m.value for m in StreamsStage(lambda: bundle, CH, latent_topic="latent",
+                                             latent_residual_step_std=step_std).on_scored(scored)]
+    assert {r[:4] for r in records} == {b"AEL3"} and len(records) == len(scored)
+    steps = residual_steps(step_std, bundle.scorer.preprocessor.std)
+    worst = np.zeros(3)
+    for r, s in zip(records, scored):
+        code = decode_latent(r)
+        assert (code.sensor, code.window_end_ms, code.model_version) == ("pump-1", s.window.end_ms, bundle.version)
+        assert code.step_std == np.float32(step_std) and code.residual.shape == (W, 3)
+        error = np.abs(decode_window(code, bundle.scorer) - s.window.values)
+        worst = np.maximum(worst, error.max(axis=0))
+    # every value, every channel: within half a step (plus float rounding of the decoder network, ~1e-7 of a std)
+    assert (worst <= steps / 2 + 1e-6 * bundle.scorer.preprocessor.std).all(), (worst, steps / 2)
+    assert (worst > 0.3 * steps).any()  # the bound is what the error approaches, not a loose ceiling
+    plain = StreamsStage(lambda: bundle, CH, latent_topic="latent").on_scored(scored)
+    assert {m.value[:4] for m in plain} == ({b"AEL2"} if model == "detrender" else {b"AEL1"})  # step 0: as before
+    assert all(len(a) > len(b.value) for a, b in zip(records, plain))
+
+
+def test_the_residual_costs_about_its_entropy() -> None:
+    rng = np.random.default_rng(0)
+    q = np.rint(10 * rng.standard_normal((32, 8))).astype(np.int64)  # a white-noise channel at a step of 0.1 std
+    plain = len(encode_latent("s", 0, "v1", np.zeros(4)))
+    bits = 8 * (len(encode_latent("s", 0, "v1", np.zeros(4), residual=q, step_std=0.1)) - plain - 1 - 7)
+    entropy = np.log2(10 * np.sqrt(2 * np.pi * np.e))  # of a rounded Gaussian of std 10 steps: 5.37 bits
+    assert entropy * q.size <= bits <= 1.1 * entropy * q.size
+
+
+def test_residuals_of_any_size_round_trip() -> None:
+    rng = np.random.default_rng(1)
+    shapes = [(1, 1), (1, 255), (300, 1), (32, 8), (7, 3)]
+    for i, shape in enumerate(shapes * 4):
+        q = np.rint(rng.standard_normal(shape) * 10.0 ** rng.uniform(0, 9)).clip(-MAX_RESIDUAL, MAX_RESIDUAL)
+        q = q.astype(np.int64) if i % 5 else np.zeros(shape, dtype=np.int64)
+        q.flat[0], q.flat[-1] = (MAX_RESIDUAL, -MAX_RESIDUAL) if i % 3 == 0 else (q.flat[0], q.flat[-1])
+        rec = encode_latent("s", 0, "v1", np.zeros(2), levels=np.ones(i % 3), residual=q, step_std=0.01)
+        back = decode_latent(rec)
+        assert back.residual.tolist() == q.tolist() and back.levels.tolist() == [1.0] * (i % 3)
+
+
+def test_a_corrupt_or_truncated_residual_record_is_refused(denoiser: ModelBundle) -> None:
+    scored = _scored(sliding_windows(_truth(100), W, 8), denoiser.version)
+    rec = StreamsStage(lambda: denoiser, CH, latent_topic="latent",
+                       latent_residual_step_std=0.1).on_scored(scored)[0].value
+    at = len(encode_latent("pump-1", 0, denoiser.version, np.zeros(8))) + 1  # the step_std field
+    for bad, why in [(rec[:-1], "the residual bits end after"), (rec[: at + 7], "the residual bits end after 0 bytes"),
+                     (rec + b"\x00", "bits left after 24 × 3 residual values"), (rec[: at + 3], "unpack"),
+                     (rec[:at] + np.float32(0).tobytes() + rec[at + 4 :], "step_std 0.0"),
+                     (rec[:at] + np.float32(np.nan).tobytes() + rec[at + 4 :], "step_std nan"),
+                     (rec[: at + 4] + b"\x00\x00" + rec[at + 6 :], "0 × 3 residuals")]:
+        with pytest.raises(AestreamError, match=r"not an aestream latent record \(.*" + why):
+            decode_latent(bad)
+    other = decode_latent(rec)._replace(residual=np.zeros((W - 1, 3), dtype=np.int64))
+    with pytest.raises(AestreamError, match=r"latent record of 'pump-1' at 1023 carries a \(23, 3\) residual, but "
+                                            r"model v0001 decodes \(24, 3\) windows: decode it with the model"):
+        decode_window(other, denoiser.scorer)
+
+
+def test_encode_latent_refuses_a_residual_it_cannot_carry() -> None:
+    ok = np.zeros((4, 2), dtype=np.int64)
+    for kwargs, why in [({"residual": ok, "step_std": 0.0}, "step_std = 0.0 is invalid"),
+                        ({"residual": ok, "step_std": 1e40}, "step_std = 1e[+]40 is invalid"),
+                        ({"residual": ok + 0.5, "step_std": 0.1}, "not float64 \\(4, 2\\): use quantise_residual"),
+                        ({"residual": np.zeros(4, dtype=np.int64), "step_std": 0.1}, "not int64 \\(4,\\)"),
+                        ({"residual": ok + MAX_RESIDUAL + 1, "step_std": 0.1}, "1073741824 steps is beyond")]:
+        with pytest.raises(AestreamError, match=why):
+            encode_latent("s", 0, "v1", np.zeros(2), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_window_too_far_from_its_reconstruction_goes_out_without_a_residual(
+        denoiser: ModelBundle, caplog: pytest.LogCaptureFixture) -> None:
+    windows = sliding_windows(_truth(100), W, 8)
+    windows[1:3, 5, 0] = 2000.0  # 2000 / (1e-6 × std) steps: beyond MAX_RESIDUAL
+    q, fits = quantise_residual(windows, denoiser.scorer.reconstruct(windows),
+                                residual_steps(1e-6, denoiser.scorer.preprocessor.std))
+    assert fits.tolist() == [True, False, False] + [True] * (len(windows) - 3) and not q[1].any()
+    stage = StreamsStage(lambda: denoiser, CH, latent_topic="latent", latent_residual_step_std=1e-6)
+    with caplog.at_level(logging.WARNING, logger="aestream.streams"):
+        records = [m.value for m in stage.on_scored(_scored(windows, denoiser.version))]
+    assert [r[:4] for r in records] == [b"AEL3", b"AEL1", b"AEL1"] + [b"AEL3"] * (len(windows) - 3)
+    assert len(caplog.records) == 1 and "sensor pump-1 at 1024" in caplog.text and "sent without its residual" in (
+        caplog.text)
