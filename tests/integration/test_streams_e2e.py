@@ -12,16 +12,18 @@ from aestream.codec import ReadingDecoder, encode_reading
 from aestream.config import Config
 from aestream.simulate import Plant
 from aestream.store import ModelStore
-from aestream.streams import StreamsStage, decode_latent
+from aestream.streams import StreamsStage, decode_latent, decode_window, residual_steps
 from aestream.training import sliding_windows
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("step_std", [0.0, 0.05])  # 0.05: AEL3 records, each value within half a step
 def test_worker_produces_both_streams_and_latents_decode_to_the_scored_windows(
-        topics: Config, kafka_tools: dict[str, Any], train_small: Any) -> None:
+        topics: Config, kafka_tools: dict[str, Any], train_small: Any, step_std: float) -> None:
     cfg = topics.replace(streams={"denoised_topic": f"{topics.kafka.output_topic}-clean",
-                                  "latent_topic": f"{topics.kafka.output_topic}-latent"},
+                                  "latent_topic": f"{topics.kafka.output_topic}-latent",
+                                  "latent_residual_step_std": step_std},
                          model={"detrend_channels": ("temperature",)})  # its window level travels in the record
     store = ModelStore(cfg.paths.model_dir)
     store.publish(train_small(cfg))
@@ -31,7 +33,8 @@ def test_worker_produces_both_streams_and_latents_decode_to_the_scored_windows(
     kafka_tools["produce"](cfg, [(s.encode(), encode_reading(s, ts, v)) for s, ts, v in readings])
     worker = kafka_tools["make_worker"](cfg)
     worker.stages.append(StreamsStage(lambda: worker.bundle, cfg.stream.channels, cfg.streams.denoised_topic,
-                                      cfg.streams.latent_topic))
+                                      cfg.streams.latent_topic,
+                                      latent_residual_step_std=cfg.streams.latent_residual_step_std))
     kafka_tools["run_until_idle"](worker)
 
     clean = kafka_tools["read_all"](cfg, cfg.streams.denoised_topic)
@@ -51,9 +54,14 @@ def test_worker_produces_both_streams_and_latents_decode_to_the_scored_windows(
         step = (code.window_end_ms - 1_767_225_600_000) // 1000 - 800
         assert (step - (w - 1)) % stride == 0
         scored_window = by_sensor[code.sensor][step - w + 1 : step + 1]
-        assert m.value[:4] == b"AEL2" and code.levels.shape == (1,)
+        assert m.value[:4] == (b"AEL3" if step_std else b"AEL2") and code.levels.shape == (1,)
         np.testing.assert_allclose(code.levels, scored_window[:, [0]].mean(axis=0), rtol=1e-6)  # float32
-        decoded = store.load(code.model_version).scorer.decode(code.code[None], code.levels[None])[0]
+        scorer = store.load(code.model_version).scorer
+        decoded = decode_window(code, scorer)
+        if step_std:  # every value of the scored window (float32 readings) within half a step
+            half = residual_steps(step_std, scorer.preprocessor.std) / 2
+            assert (np.abs(decoded - scored_window) <= half + 1e-6 * np.abs(scored_window)).all()
+            continue
         expected = bundle.scorer.reconstruct(scored_window[None])[0]
         np.testing.assert_allclose(decoded, expected, rtol=0.02, atol=0.05 * np.abs(expected).mean())
     docs = [json.loads(m.value) for m in clean]
