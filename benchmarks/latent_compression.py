@@ -38,7 +38,7 @@ fifth of its training spread — so a code learnt on the training slice misses i
 
 Prints the per-channel table, the markdown trade-off tables, then one JSON line with every channel's NRMSE
 (``acceptance_met_by`` lists the records that are ≥ 16× smaller than the JSON readings with every NRMSE ≤ 0.1).
-About 5 min on one thread.
+About 2 min on one thread.
 """
 
 from __future__ import annotations
