@@ -103,6 +103,40 @@ class AlarmRule:
         st.flags.append(smoothed > (self.threshold_for(sensor) if self.sensor_factors else self.threshold))
         return smoothed, sum(st.flags) >= self.k
 
+    def update_many(self, sensor: str, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`update` for each of one sensor's consecutive ``scores`` at once: the smoothed scores and the
+        alarm after each.
+
+        >>> a, b = AlarmRule(1.0, k=2, n=3, smoothing=2), AlarmRule(1.0, k=2, n=3, smoothing=2)
+        >>> xs = [2.0, 0.0, 3.0, 2.0, 0.0, 0.0, 5.0]
+        >>> one = [a.update("s", x) for x in xs]
+        >>> sm, al = b.update_many("s", np.array(xs[:3]))
+        >>> sm2, al2 = b.update_many("s", np.array(xs[3:]))
+        >>> one == list(zip(np.concatenate([sm, sm2]).tolist(), np.concatenate([al, al2]).tolist()))
+        True
+        """
+        st = self._state.get(sensor)
+        if st is None:
+            st = self._state[sensor] = _SensorAlarm(deque(maxlen=self.smoothing), deque(maxlen=self.n))
+        p = len(st.scores)
+        x = np.concatenate([np.fromiter(st.scores, np.float64, p), np.asarray(scores, dtype=np.float64)])
+        w = self.smoothing
+        if w == 1:
+            smoothed = x[p:]
+        else:  # window sums, not differences of a running sum: a capped score must not swamp the ones after it
+            padded = np.concatenate([np.zeros(w - 1), x])
+            sums = np.lib.stride_tricks.sliding_window_view(padded, w)[p:].sum(axis=1)
+            smoothed = sums / np.minimum(np.arange(p + 1, len(x) + 1), w)
+        over = smoothed > (self.threshold_for(sensor) if self.sensor_factors else self.threshold)
+        q = len(st.flags)
+        f = np.concatenate([np.fromiter(st.flags, np.int64, q), over.astype(np.int64)])
+        cf = np.concatenate([[0], np.cumsum(f)])
+        jf = np.arange(q + 1, len(f) + 1)
+        alarm = (cf[jf] - cf[np.maximum(jf - self.n, 0)]) >= self.k
+        st.scores.extend(x[max(p, len(x) - w):].tolist())
+        st.flags.extend(over[-self.n:].tolist())
+        return smoothed, alarm
+
     def drop(self, sensors: list[str] | set[str]) -> None:
         for s in sensors:
             self._state.pop(s, None)

@@ -156,7 +156,10 @@ class Windower:
         ends = np.flatnonzero((counts >= w) & due) + h  # indices into vals
         if len(ends):
             views = np.lib.stride_tricks.sliding_window_view(vals, w, axis=0)  # (n, C, w)
-            out = [Window(sensor, int(stamps[e - w + 1]), int(stamps[e]), views[e - w + 1].T.copy()) for e in ends]
+            # one gather for all the block's windows; each Window holds a view of it (nothing writes to them)
+            block = np.ascontiguousarray(views[ends - w + 1].transpose(0, 2, 1))  # (windows, w, C)
+            out = [Window(sensor, s, e, v) for s, e, v in zip(stamps[ends - w + 1].tolist(), stamps[ends].tolist(),
+                                                              block)]
             at = (ends - h).tolist()
         m = min(w, len(vals))
         new_pos = (p + k) % w

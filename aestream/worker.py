@@ -304,9 +304,12 @@ class Worker:
         stats.windows += len(closed)
         topic = self.cfg.kafka.output_topic
         scored: list[Scored] = []
+        smooth, alarms = self._alarms(closed, scores)
         keep = bool(self.stages)  # the scored windows are only for the stages
-        for i, (w, rec) in enumerate(closed):
-            smoothed, alarm = self.rule.update(w.sensor, float(scores[i]))
+        todo = range(len(closed)) if keep else np.flatnonzero(alarms).tolist()
+        for i in todo:
+            w, rec = closed[i]
+            smoothed, alarm = float(smooth[i]), bool(alarms[i])
             if not alarm or rec.replay:
                 if keep:
                     scored.append(Scored(w, smoothed, self.rule.threshold_for(w.sensor), alarm, shares[i],
@@ -324,6 +327,19 @@ class Worker:
             if self.on_event:
                 self.on_event(event)
         return scored
+
+    def _alarms(self, closed: list[tuple[Window, Record]], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The alarm rule over the batch's windows, each run of one sensor's windows at once."""
+        assert self.rule is not None
+        sensors = [w.sensor for w, _ in closed]
+        smoothed, alarms = np.empty(len(sensors)), np.empty(len(sensors), dtype=bool)
+        starts = [0, *(i for i in range(1, len(sensors)) if sensors[i] != sensors[i - 1]), len(sensors)]
+        for i, j in zip(starts, starts[1:]):
+            if j - i == 1:
+                smoothed[i], alarms[i] = self.rule.update(sensors[i], float(scores[i]))
+            else:
+                smoothed[i:j], alarms[i:j] = self.rule.update_many(sensors[i], scores[i:j])
+        return smoothed, alarms
 
     def _evict_idle(self) -> None:
         now = self.clock()

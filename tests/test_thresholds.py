@@ -41,3 +41,20 @@ def test_per_sensor_factors_raise_the_threshold_of_matching_sensors_only() -> No
     assert rule.update("pump-1", 2.0) == (2.0, False)  # 2.0 < 3.0 × 1.0
     assert rule.update("fan-1", 2.0) == (2.0, True)
     assert (rule.threshold_for("pump-1"), rule.threshold_for("fan-1")) == (3.0, 1.0)
+
+
+@pytest.mark.parametrize("smoothing,k,n", [(1, 1, 1), (3, 2, 4), (5, 3, 20), (2, 1, 1)])
+def test_update_many_equals_update_one_by_one_across_any_split(smoothing: int, k: int, n: int) -> None:
+    rng = np.random.default_rng(smoothing * 100 + n)
+    scores = rng.exponential(1.0, 300)
+    scores[[10, 11, 150]] = np.finfo(np.float32).max  # a capped score must not swamp the windows after it
+    one = AlarmRule(1.0, k=k, n=n, smoothing=smoothing, sensor_factors={"s*": 1.2})
+    many = AlarmRule(1.0, k=k, n=n, smoothing=smoothing, sensor_factors={"s*": 1.2})
+    expected = [one.update("s1", float(x)) for x in scores]
+    got: list[tuple[float, bool]] = []
+    for part in np.split(scores, [1, 2, 7, 40, 41, 200]):
+        smoothed, alarms = many.update_many("s1", part)
+        got.extend(zip(smoothed.tolist(), alarms.tolist()))
+    assert [a for _, a in got] == [a for _, a in expected]
+    assert np.allclose([s for s, _ in got], [s for s, _ in expected], rtol=1e-12)
+    assert 0 < sum(a for _, a in got) < len(scores)
