@@ -125,25 +125,39 @@ _PACED_PRODUCER = """
 import json, sys, time
 from confluent_kafka import Producer
 from aestream.simulate import Plant
-bootstrap, topic, rate, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+bootstrap, topic = sys.argv[1], sys.argv[2]
+rate, seconds, n_warm = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 plant = Plant(50, ("temperature", "pressure", "vibration", "current"), seed=2)
-readings = plant.readings(int(rate * seconds) // 50, int(time.time() * 1000))
+readings = plant.readings(n_warm // 50 + int(rate * seconds) // 50, int(time.time() * 1000))
 p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-t0 = time.perf_counter()
-for i, (s, ts, v) in enumerate(readings):
-    p.produce(topic, key=s.encode(), value=json.dumps({"sensor": s, "ts": ts, "values": v}).encode())
-    p.poll(0)
-    delay = t0 + i / rate - time.perf_counter()
-    if delay > 0:
-        time.sleep(delay)
-p.flush()
+def paced(part):
+    t0 = time.perf_counter()
+    for i, (s, ts, v) in enumerate(part):
+        p.produce(topic, key=s.encode(), value=json.dumps({"sensor": s, "ts": ts, "values": v}).encode())
+        p.poll(0)
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    p.flush()
+paced(readings[:n_warm])  # warm-up: the first fetches of a new topic and group; not timed
+time.sleep(2.0)
+paced(readings[n_warm:])
 """
+
+WARMUP_S = 2.0
+
+
+def _n_warmup(rate: float) -> int:
+    """Readings of the untimed warm-up phase before a paced stream (whole steps of the 50-sensor plant):
+    offsets below it are not timed."""
+    return int(rate * WARMUP_S) // N_SENSORS * N_SENSORS
 
 
 def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float,
                        client: str) -> tuple[float, float]:
     """The baseline: the same paced stream read by a bare consumer of the same client (produce time → receipt)."""
     lat: list[float] = []
+    n_warm = _n_warmup(rate)
     if client == "confluent":
         from confluent_kafka import Consumer
 
@@ -155,7 +169,7 @@ def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float,
 
         def receive() -> int:
             got = [m for m in c.consume(2000, 0.005) if m.error() is None]
-            lat.extend(time.time() * 1000 - m.timestamp()[1] for m in got)
+            lat.extend(time.time() * 1000 - m.timestamp()[1] for m in got if m.offset() >= n_warm)
             return len(got)
     else:
         k = KafkaConsumer(bootstrap_servers=[bootstrap], group_id=f"{topic}-bare", auto_offset_reset="earliest")
@@ -166,9 +180,10 @@ def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float,
 
         def receive() -> int:
             got = [m for msgs in k.poll(timeout_ms=5).values() for m in msgs]
-            lat.extend(time.time() * 1000 - m.timestamp for m in got)
+            lat.extend(time.time() * 1000 - m.timestamp for m in got if m.offset >= n_warm)
             return len(got)
-    prod = subprocess.Popen([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds)])
+    prod = subprocess.Popen([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds),
+                             str(n_warm)])
     idle = time.monotonic()
     while prod.poll() is None or time.monotonic() - idle < 2.0:
         if receive():
@@ -202,7 +217,9 @@ def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
     time.sleep(1.0)
     topic = cfg.kafka.input_topics[0]
     # the producer runs in its own process: sharing the worker's GIL would add its own delay to every reading
-    subprocess.run([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds)], check=True)
+    n_warm = _n_warmup(rate)
+    subprocess.run([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds), str(n_warm)],
+                   check=True)
     thread.join(120)
     # produce time of each input record (by partition/offset) vs produce time of the event it closed
     produced: dict[tuple[int, int], int] = {}
@@ -223,7 +240,7 @@ def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
                         src = json.loads(m.value)["source"]
                         emitted.append((src["partition"], src["offset"], m.timestamp))
     c.close()
-    lat = [ts - produced[(p, o)] for p, o, ts in emitted if (p, o) in produced]
+    lat = [ts - produced[(p, o)] for p, o, ts in emitted if (p, o) in produced and o >= n_warm]
     print(json.dumps({"latency_run": {"client": cfg.kafka.client, "produced": len(produced), "events": len(emitted),
                                       "worker_records": worker.totals.records}}), flush=True)
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
