@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from aestream.phase import METADATA_MAX_BYTES, decode_phases, encode_phases
+
+
+@pytest.mark.parametrize("n", [0, 1, 40, 1000])
+def test_phases_round_trip_within_the_brokers_limit(n: int) -> None:
+    rng = np.random.default_rng(n)
+    phases = {f"plant-{rng.integers(0, 9)}/pump-{i:05d}": int(rng.integers(0, 4)) for i in range(n)}
+    phases["ünïcode ✓ \"quoted\""] = 2
+    text = encode_phases(4, phases)
+    assert text is not None and len(text.encode()) <= METADATA_MAX_BYTES
+    assert text.startswith("z") == (n >= 40)  # deflated once that is shorter
+    assert decode_phases(text) == (4, phases)
+
+
+def test_phases_that_do_not_fit_give_none_and_the_limit_is_a_parameter() -> None:
+    many = {f"sensor-{i}": i % 4 for i in range(3000)}
+    assert encode_phases(4, many) is None
+    assert encode_phases(4, many, max_bytes=100_000) is not None
+    few = {"a": 0, "b": 1}
+    assert encode_phases(2, few, max_bytes=10) is None
+    assert encode_phases(2, few, max_bytes=len(encode_phases(2, few) or "")) is not None
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "some other tool's note",
+    "{not json",
+    "z!!not base64",
+    "z" + base64.b64encode(b"not deflate").decode(),
+    '{"v":2,"stride":4,"phases":[]}',
+    '{"v":1,"stride":2,"phases":[[],[],["three groups for stride 2"]]}',
+    '{"v":1,"stride":0,"phases":[]}',
+    '{"v":1,"stride":4,"phases":[[1]]}',
+    '[1, 2]',
+])
+def test_metadata_that_holds_no_phases_of_ours_decodes_to_none(text: str) -> None:
+    assert decode_phases(text) is None
+
+
+def test_the_deflated_form_is_the_json_form_deflated() -> None:
+    phases = {f"s{i}": i % 3 for i in range(200)}
+    text = encode_phases(3, phases)
+    assert text is not None and text.startswith("z")
+    doc = json.loads(zlib.decompress(base64.b64decode(text[1:])))
+    assert doc["v"] == 1 and doc["stride"] == 3 and sorted(doc["phases"][1]) == doc["phases"][1]
