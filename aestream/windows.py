@@ -3,9 +3,11 @@
 Each sensor keeps the last ``window_size`` readings. Once it holds a full window, every ``stride``-th reading
 closes a window — or, with ``stride_ms``, the first reading in each new ``stride_ms`` cell of event time (cells
 aligned to the Unix epoch, as hopping windows in stream processors; the first full window of a sensor, or after a
-gap, closes too, so every reading is in some window). A count depends on where the worker started reading; the
-grid depends on the readings alone, so a worker that rebuilds a sensor from a replay (holding at least a window
-of its readings) closes windows on the same readings as the one before it, and replayed events repeat their ids.
+gap, closes too, so every reading is in some window). The grid depends on the readings alone, so a worker that
+rebuilds a sensor from a replay (holding at least a window of its readings) closes windows on the same readings
+as the one before it, and replayed events repeat their ids. A count depends on where the worker started reading:
+its checkpoint is :meth:`Windower.phases`, which the worker commits with its offsets (:mod:`aestream.phase`) and
+the next worker hands to :meth:`Windower.restore_phases` once it has replayed up to those offsets.
 Policy for time, documented in the README:
 
 * **late or duplicate** readings (``ts`` not after the sensor's last ``ts``) are dropped and counted: Kafka keeps
@@ -18,6 +20,13 @@ Policy for time, documented in the README:
 [False, False, True, False, True]
 >>> w.push("s", 5, (0.0,)) is LATE
 True
+>>> w.phases(["s"])  # 5 readings, a window at the 3rd and 5th: the next closes 2 readings on
+{'s': 1}
+>>> r = Windower(window_size=3, stride=2, n_channels=1, max_gap_ms=1000)  # rebuilt from readings 2..5
+>>> [r.push("s", t, (float(t),)) is not None for t in (2, 3, 4, 5)], r.restore_phases({"s": 1})
+([False, False, True, False], 1)
+>>> [(w.push("s", t, (0.0,)) is not None, r.push("s", t, (0.0,)) is not None) for t in (6, 7)]
+[(False, False), (True, True)]
 >>> g = Windower(window_size=3, stride=1, n_channels=1, max_gap_ms=1000, stride_ms=2)
 >>> [g.push("s", t, (float(t),)) is not None for t in (1, 2, 3, 4, 5, 6)]
 [False, False, True, True, False, True]
@@ -25,7 +34,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -51,7 +60,7 @@ class Window(NamedTuple):
 
 
 class _SensorState:
-    __slots__ = ("buf", "count", "last_ts", "pos", "seen_at", "ts")
+    __slots__ = ("buf", "count", "last_ts", "pos", "seen_at", "shift", "ts")
 
     def __init__(self, window_size: int, n_channels: int) -> None:
         # Each reading is written twice, at pos and pos + window_size, so every window is one contiguous slice.
@@ -59,6 +68,7 @@ class _SensorState:
         self.ts = np.zeros(2 * window_size, dtype=np.int64)
         self.pos = 0
         self.count = 0
+        self.shift = 0  # added to count in the closing rule of a count stride (restore_phases)
         self.last_ts = -1
         self.seen_at = 0.0
 
@@ -91,7 +101,7 @@ class Windower:
             return LATE
         elif ts_ms - state.last_ts > self.max_gap_ms:
             self.n_gaps += 1
-            state.count = 0
+            state.count = state.shift = 0
         state.seen_at = now
         w = self.window_size
         p = state.pos
@@ -107,7 +117,7 @@ class Windower:
         if self.stride_ms:
             if state.count > w and ts_ms // self.stride_ms == prev_ts // self.stride_ms:
                 return None
-        elif (state.count - w) % self.stride:
+        elif state.count > w and (state.count + state.shift - w) % self.stride:
             return None
         start = state.pos
         return Window(sensor, int(state.ts[start]), ts_ms, state.buf[start : start + w].copy())
@@ -152,7 +162,7 @@ class Windower:
         if self.stride_ms:  # a new grid cell since the reading before (which is in stamps once counts >= w)
             due = (np.diff(stamps // self.stride_ms, prepend=0)[h:] != 0) | (counts == w)
         else:
-            due = (counts - w) % self.stride == 0
+            due = ((counts + state.shift - w) % self.stride == 0) | (counts == w)
         ends = np.flatnonzero((counts >= w) & due) + h  # indices into vals
         if len(ends):
             views = np.lib.stride_tricks.sliding_window_view(vals, w, axis=0)  # (n, C, w)
@@ -173,6 +183,25 @@ class Windower:
         state.last_ts = int(ts_ms[-1])
         state.seen_at = now
         return out, at, 0
+
+    def phases(self, sensors: Iterable[str]) -> dict[str, int]:
+        """Where each of these sensors (those held) stands in its count stride: ``0 .. stride - 1``, equal for two
+        windowers exactly when their next windows close on the same readings (a checkpoint of a count stride)."""
+        held = self._sensors
+        return {s: (st.count + st.shift) % self.stride for s in sensors if (st := held.get(s)) is not None}
+
+    def restore_phases(self, phases: Mapping[str, int]) -> int:
+        """Move held sensors to the given :meth:`phases` (after a replay, before live readings); returns how many
+        moved. A window is still never closed on fewer than ``window_size`` readings, and a sensor restored
+        before it holds a full window closes its first full window too (as after a gap), so every reading
+        stays in a window; a later gap restarts the count as usual. Sensors not held are skipped."""
+        n = 0
+        for s, p in phases.items():
+            st = self._sensors.get(s)
+            if st is not None:
+                st.shift = (p - st.count) % self.stride
+                n += 1
+        return n
 
     def drop(self, sensors: Iterable[str]) -> None:
         """Forget these sensors (their partitions moved away, or they are being rebuilt)."""

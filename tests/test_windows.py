@@ -93,3 +93,50 @@ def test_with_stride_ms_a_rebuild_from_any_point_closes_windows_on_the_same_read
         assert again[1:] == [e for e in ends if e > ts[start + size - 1]]
         cells = np.asarray(ends[1:]) // stride_ms
         assert (np.diff(cells) > 0).all()  # after the first, one window per cell
+
+
+def _ends(w: Windower, ts: np.ndarray, block: bool) -> list[int]:
+    """Window ends of ``ts`` pushed into ``w`` one by one or as blocks of up to 7 readings."""
+    if not block:
+        return [x.end_ms for x in _push(w, "s", ts.tolist()) if x is not None and x is not LATE]
+    out = []
+    for lo in range(0, len(ts), 7):
+        out += [x.end_ms for x in w.push_block("s", ts[lo : lo + 7], np.zeros((len(ts[lo : lo + 7]), 2)))[0]]
+    return out
+
+
+def test_a_count_stride_rebuilt_from_any_point_with_the_committed_phase_closes_on_the_same_readings() -> None:
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        size, stride = int(rng.integers(2, 10)), int(rng.integers(2, 6))
+        steps = rng.integers(1, 3, size=200)
+        steps[120] = 50  # a gap restarts the count (and the phase) for both
+        ts = np.cumsum(steps)
+        full = Windower(size, stride, 2, max_gap_ms=10)
+        commit = int(rng.integers(30, 180))
+        start = commit - int(rng.integers(1, 3 * size))  # the lookback: at times less than a window
+        ends = _ends(full, ts[:commit], block=trial % 2 == 0)
+        phase = full.phases(["s", "other"])
+        ends += _ends(full, ts[commit:], block=False)
+        assert list(phase) == ["s"]
+        rebuilt = Windower(size, stride, 2, max_gap_ms=10)
+        replayed = _ends(rebuilt, ts[start:commit], block=trial % 3 == 0)
+        assert rebuilt.restore_phases(phase) == 1 and rebuilt.phases(["s"]) == phase
+        live = _ends(rebuilt, ts[commit:], block=trial % 2 == 1)
+        after = [e for e in ends if e > ts[commit - 1]]
+        if commit - start >= size:  # the replay held a full window: on the grid
+            assert live == after, (trial, size, stride, commit, start)
+        elif start <= 120 < start + size:  # a gap before its buffer fills: from the gap on (which restarts both)
+            assert live == [e for e in after if e >= ts[120]], (trial, size, stride, commit, start)
+        else:  # its first full window closes too, so every reading is in one; then the grid
+            assert live[1:] == [e for e in after if e > live[0]] and live[0] == ts[start + size - 1]
+        assert all(e >= ts[start + size - 1] for e in replayed + live), "a window of fewer than size readings"
+
+
+def test_phases_count_from_the_last_gap_and_a_restored_phase_ends_there() -> None:
+    w = Windower(window_size=2, stride=3, n_channels=2, max_gap_ms=10)
+    _push(w, "s", [1, 2, 3, 4])
+    assert w.phases(["s"]) == {"s": 1}
+    assert w.restore_phases({"s": 0, "unknown": 2}) == 1 and w.phases(["s"]) == {"s": 0}
+    assert [x.end_ms for x in _push(w, "s", [5, 6, 7, 8]) if x] == [6]  # 2 readings on, not 1 (phase 1)
+    assert [x.end_ms for x in _push(w, "s", [100, 101, 102, 103, 104]) if x] == [101, 104]  # a gap: from 0 again
