@@ -35,6 +35,7 @@ import numpy as np
 import orjson
 import torch
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.record.util import crc32c_c  # None: kafka-python checks CRCs in pure Python
 
 from aestream.config import Config
 from aestream.fitting import train_bundle
@@ -393,6 +394,7 @@ def main() -> None:
             "rss_bytes_per_sensor": round(rss["100000"], 1),
             "rss_bytes_per_sensor_by_count": {k: round(v, 1) for k, v in rss.items()},
             "scoring_windows_per_s": {k: round(v) for k, v in scoring.items()},
+            "kafka_python_crc32c_in_c": crc32c_c is not None,
             "cpu_threads": torch.get_num_threads(),
             "python": sys.version.split()[0],
         }
