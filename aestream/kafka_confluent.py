@@ -1,8 +1,9 @@
 """The optional confluent-kafka (librdkafka) edge, behind the same interface as :mod:`aestream.kafka_io`.
 
 Chosen with ``kafka.client = "confluent"``; needs ``pip install 'aestream[confluent]'``. Same semantics:
-manual commits of what the worker says, a lookback replay of newly assigned partitions (records flagged
-``replay=True``), an idempotent acks=all producer whose ``flush`` raises if any delivery failed.
+manual commits of what the worker says (with its metadata), a lookback replay of newly assigned partitions
+(records flagged ``replay=True``; the metadata committed with the offset they replay up to is handed out by
+``committed_metadata``), an idempotent acks=all producer whose ``flush`` raises if any delivery failed.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class ConfluentSource:
         self.on_revoke = on_revoke
         self.on_assign = on_assign
         self._replay_until: dict[Partition, int] = {}
+        self._metadata: dict[Partition, str] = {}
+        self._send_metadata = True  # until the broker refuses it as too large
         self._assigned: set[Partition] = set()
         self.consumer = Consumer({
             **confluent_options(cfg),
@@ -82,6 +85,8 @@ class ConfluentSource:
                 start = max(low, tp.offset - lookback)
                 if start < tp.offset:
                     self._replay_until[(tp.topic, tp.partition)] = tp.offset
+                    if tp.metadata and tp.metadata != "\x00":  # what an empty metadata string comes back as
+                        self._metadata[(tp.topic, tp.partition)] = tp.metadata
                     tp.offset = start
                     log.info("rebuilding %s[%d]: replaying offsets %d..%d", tp.topic, tp.partition, start,
                              self._replay_until[(tp.topic, tp.partition)] - 1)
@@ -91,6 +96,7 @@ class ConfluentSource:
         parts = [(tp.topic, tp.partition) for tp in tps]
         for p in parts:
             self._replay_until.pop(p, None)
+            self._metadata.pop(p, None)
             self._assigned.discard(p)
         if self.on_revoke and parts:
             self.on_revoke(parts)
@@ -118,16 +124,39 @@ class ConfluentSource:
             out.append(Record(part[0], part[1], offset, m.key(), m.value(), m.timestamp()[1], replay))
         return out
 
-    def commit(self, offsets: dict[Partition, int]) -> bool:
-        todo = [TopicPartition(t, p, o) for (t, p), o in offsets.items() if (t, p) in self._assigned]
+    def committed_metadata(self) -> dict[Partition, str]:
+        """See :meth:`aestream.kafka_io.KafkaSource.committed_metadata`."""
+        out, self._metadata = self._metadata, {}
+        return out
+
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
+        """See :meth:`aestream.kafka_io.KafkaSource.commit`."""
+        meta = (metadata if self._send_metadata else None) or {}
+        todo = [_offset(t, p, o, meta.get((t, p))) for (t, p), o in offsets.items() if (t, p) in self._assigned]
         if not todo:
             return True
         try:
-            self.consumer.commit(offsets=todo, asynchronous=False)
+            try:
+                self._commit(todo)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.OFFSET_METADATA_TOO_LARGE:
+                    raise
+                self._send_metadata = False
+                log.warning("the broker refuses offset commit metadata of %d characters (offset.metadata.max.bytes "
+                            "below 4096?): committing without window phases from now on",
+                            max(map(len, meta.values()), default=0))
+                self._commit([_offset(tp.topic, tp.partition, tp.offset, None) for tp in todo])
             return True
         except KafkaException as e:
             log.warning("offset commit refused; records will be redone elsewhere: %s", e)
             return False
+
+    def _commit(self, todo: list[TopicPartition]) -> None:
+        """A synchronous commit that raises a partition's error too (librdkafka reports those per partition)."""
+        done = self.consumer.commit(offsets=todo, asynchronous=False) or []
+        failed = [tp.error for tp in done if tp.error is not None]
+        if failed:
+            raise KafkaException(failed[0])
 
     def lag(self) -> dict[Partition, int]:
         out = {}
@@ -139,6 +168,13 @@ class ConfluentSource:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def _offset(topic: str, partition: int, offset: int, metadata: str | None) -> TopicPartition:
+    """An offset to commit; without metadata unless there is some (an empty string is committed as "\x00")."""
+    if metadata:
+        return TopicPartition(topic, partition, offset, metadata)
+    return TopicPartition(topic, partition, offset)
 
 
 class ConfluentSink:

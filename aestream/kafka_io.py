@@ -3,7 +3,8 @@
 It turns consumer records into :class:`Record` and sends :class:`Outgoing` messages, so the rest of aestream
 never sees a Kafka type. :class:`KafkaSource` is a consumer-group member that, when it is given a partition,
 re-reads up to ``rebuild_lookback_messages`` before the committed offset so per-sensor windows can be rebuilt;
-those records come back with ``replay=True`` and must not be emitted again.
+those records come back with ``replay=True`` and must not be emitted again. The metadata committed with that
+offset (the window phases, :mod:`aestream.phase`) is handed out by :meth:`KafkaSource.committed_metadata`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, KafkaError, OffsetMetadataTooLargeError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
@@ -116,6 +117,8 @@ class KafkaSource:
         self.on_assign = on_assign
         self._pending: set[Partition] = set()
         self._replay_until: dict[Partition, int] = {}
+        self._metadata: dict[Partition, str] = {}
+        self._send_metadata = True  # until the broker refuses it as too large
         self.consumer = KafkaConsumer(
             **client_options(cfg),
             group_id=cfg.group_id,
@@ -137,6 +140,7 @@ class KafkaSource:
     def _revoked(self, parts: list[Partition]) -> None:
         for p in parts:
             self._replay_until.pop(p, None)
+            self._metadata.pop(p, None)
             self._pending.discard(p)
         if self.on_revoke and parts:
             self.on_revoke(parts)
@@ -175,24 +179,44 @@ class KafkaSource:
         begin = self.consumer.beginning_offsets(tps)
         seeked: set[Partition] = set()
         for tp in tps:
-            committed = self.consumer.committed(tp)
-            if committed is None or committed <= begin[tp]:
+            found = self.consumer.committed(tp, metadata=True)
+            if found is None or found.offset <= begin[tp]:
                 continue
+            committed, part = found.offset, (tp.topic, tp.partition)
             start = max(begin[tp], committed - lookback)
             self.consumer.seek(tp, start)
-            self._replay_until[(tp.topic, tp.partition)] = committed
-            seeked.add((tp.topic, tp.partition))
+            self._replay_until[part] = committed
+            if found.metadata:
+                self._metadata[part] = found.metadata
+            seeked.add(part)
             log.info("rebuilding %s[%d]: replaying offsets %d..%d", tp.topic, tp.partition, start, committed - 1)
         return seeked
 
-    def commit(self, offsets: dict[Partition, int]) -> bool:
-        """Commit the next offsets to read; ``False`` when the group moved on (the records will be redone)."""
+    def committed_metadata(self) -> dict[Partition, str]:
+        """The metadata committed with the offsets that partitions now replaying replay up to (each handed out
+        once, before their first live record is polled)."""
+        out, self._metadata = self._metadata, {}
+        return out
+
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
+        """Commit the next offsets to read, each with its partition's ``metadata`` if given; ``False`` when the
+        group moved on (the records will be redone). If the broker refuses the metadata as too large, this
+        commit and later ones go without it."""
         if not offsets:
             return True
         owned = self.assignment()
-        todo = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items() if (t, p) in owned}
+        meta = (metadata if self._send_metadata else None) or {}
+        todo = {TopicPartition(t, p): OffsetAndMetadata(o, meta.get((t, p), ""), -1)
+                for (t, p), o in offsets.items() if (t, p) in owned}
         try:
-            self.consumer.commit(todo)
+            try:
+                self.consumer.commit(todo)
+            except OffsetMetadataTooLargeError:
+                self._send_metadata = False
+                log.warning("the broker refuses offset commit metadata of %d characters (offset.metadata.max.bytes "
+                            "below 4096?): committing without window phases from now on",
+                            max(map(len, meta.values()), default=0))
+                self.consumer.commit({tp: OffsetAndMetadata(om.offset, "", -1) for tp, om in todo.items()})
             return True
         except CommitFailedError as e:
             log.warning("offset commit refused after a rebalance; records will be redone elsewhere: %s", e)
