@@ -6,7 +6,10 @@ One step of the loop::
     → anomaly events → producer flush → commit offsets
 
 Offsets are committed only after the producer has acknowledged every event and dead letter of those offsets
-(at-least-once); event ids are deterministic, so a replay after a crash repeats the same ids. A new model is
+(at-least-once); event ids are deterministic, so a replay after a crash repeats the same ids. With a count stride
+each commit carries, per partition, its sensors' window phase (:mod:`aestream.phase`); a worker given the
+partition restores it after the lookback replay, before the first live record, so the windows close on the same
+readings as before (replayed offsets are below the committed ones and are not committed again). A new model is
 swapped in only between steps. ``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in
 flight, which flushes and commits before the worker closes.
 """
@@ -29,6 +32,7 @@ from aestream.config import Config
 from aestream.errors import BundleError, InvalidReading
 from aestream.events import anomaly_event, encode_event
 from aestream.messages import Outgoing, Partition, Record
+from aestream.phase import decode_phases, encode_phases
 from aestream.stages import Scored, Stage
 from aestream.thresholds import AlarmRule
 from aestream.windows import LATE, Window, Windower
@@ -39,8 +43,12 @@ log = logging.getLogger(__name__)
 
 
 class Source(Protocol):
+    """Where records come from. ``commit`` gets ``metadata`` (per partition, committed with its offset) only when
+    there is some. A source that rebuilds partitions may also have ``committed_metadata() -> dict[Partition,
+    str]``: the metadata committed with the offsets it replays up to, each handed out once."""
+
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]: ...
-    def commit(self, offsets: dict[Partition, int]) -> bool: ...
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -119,6 +127,9 @@ class Worker:
         self._last_evict = clock()
         self._uncommitted: dict[Partition, int] = {}
         self._last_commit = clock()
+        self._count_stride = s.stride > 1 and not s.stride_ms  # its phase is committed and restored
+        self._restore: dict[Partition, str] = {}  # committed phases to restore before the partition's live records
+        self._unsaved: set[Partition] = set()  # partitions whose phases did not fit in the commit (warned once)
         self.bundle: ModelBundle | None = None
         self.rule: AlarmRule | None = None
         self.totals = StepStats()
@@ -163,6 +174,8 @@ class Worker:
         yet committed on a partition that moved is read again by its new owner (same event ids)."""
         moved = set(parts)
         gone = [s for s, p in self._sensor_partition.items() if p in moved]
+        for p in moved:
+            self._restore.pop(p, None)
         self.windows.drop(gone)
         if self.rule is not None:
             self.rule.drop(gone)
@@ -204,9 +217,10 @@ class Worker:
         ``kafka.commit_interval_ms`` and whenever a poll comes back empty."""
         self.refresh_model()
         records = self.source.poll()
+        self._take_committed_metadata()
         stats = self.process(records)
         if records:
-            self._uncommitted.update(_next_offsets(records))
+            self._uncommitted.update(_next_offsets(r for r in records if not r.replay))
         interval_s = self.cfg.kafka.commit_interval_ms / 1000
         if self._uncommitted and (not records or self.clock() - self._last_commit >= interval_s):
             self.commit()
@@ -222,8 +236,54 @@ class Worker:
             self._uncommitted = {}  # their events may be lost: those records must be read again, never committed
             raise
         offsets, self._uncommitted = self._uncommitted, {}
-        self.source.commit(offsets)
+        metadata = self._phase_metadata(offsets)
+        if metadata:
+            self.source.commit(offsets, metadata)
+        else:
+            self.source.commit(offsets)
         self._last_commit = self.clock()
+
+    # -- the count phase, committed with the offsets and restored after a rebuild ------------------------------
+    def _phase_metadata(self, offsets: dict[Partition, int]) -> dict[Partition, str]:
+        """Per committed partition, its sensors' phase as of the committed offset (everything before it is
+        processed); none without a count stride, or where it does not fit (warned once per partition)."""
+        if not self._count_stride or not offsets:
+            return {}
+        sensors: dict[Partition, list[str]] = {p: [] for p in offsets}
+        for s, p in self._sensor_partition.items():
+            if p in sensors:
+                sensors[p].append(s)
+        out = {}
+        for p, names in sensors.items():
+            text = encode_phases(self.windows.stride, self.windows.phases(names)) if names else None
+            if text is not None:
+                out[p] = text
+            elif names and p not in self._unsaved:
+                self._unsaved.add(p)
+                log.warning("the window phase of the %d sensors of %s[%d] does not fit in an offset commit's "
+                            "metadata: committed without it, so after a restart an uncommitted batch may come again "
+                            "under other window ends (other ids); fewer sensors per partition (more partitions) or "
+                            "stream.stride_ms avoid that", len(names), p[0], p[1])
+        return out
+
+    def _take_committed_metadata(self) -> None:
+        take = getattr(self.source, "committed_metadata", None)
+        if take is not None and self._count_stride:
+            self._restore.update(take())
+
+    def _restore_phases(self, parts: set[Partition]) -> None:
+        """Restore the committed phases of these partitions: their replay is over, their live records follow."""
+        for p in parts & self._restore.keys():
+            text = self._restore.pop(p)
+            if not text:
+                continue  # committed without phases (by a worker without a count stride, or they did not fit)
+            found = decode_phases(text)
+            if found is None or found[0] != self.windows.stride:
+                log.warning("the metadata committed on %s[%d] (%.40r) holds no window phases for stream.stride = %d: "
+                            "its sensors count from the replay", p[0], p[1], text, self.windows.stride)
+                continue
+            n = self.windows.restore_phases(found[1])
+            log.info("restored the window phase of %d of %d sensors of %s[%d]", n, len(found[1]), p[0], p[1])
 
     def process(self, records: list[Record]) -> StepStats:
         """Decode, window, score and emit for a batch of records (no flush, no commit)."""
@@ -231,11 +291,27 @@ class Worker:
         stats = StepStats(records=len(records), model_version=self.bundle.version)
         closed: list[tuple[Window, Record]] = []
         now = self.clock()
+        if self._restore:  # the replay of a partition with committed phases ends in or before this batch
+            replayed = [r for r in records if r.replay]
+            records = [r for r in records if not r.replay]
+            if replayed:
+                self._window(replayed, closed, stats, now)
+            self._restore_phases({(r.topic, r.partition) for r in records})
+        self._window(records, closed, stats, now)
+        scored = self._score(closed, stats) if closed else []
+        for stage in self.stages:
+            for msg in (stage.on_scored(scored) if scored else []) + stage.on_tick(now):
+                self.sink.send(msg)
+        return stats
+
+    def _window(self, records: list[Record], closed: list[tuple[Window, Record]], stats: StepStats,
+                now: float) -> None:
+        """Decode records into the windows (bad ones to the dead-letter topic), adding the windows they close."""
         docs = self.decoder.parse_many([r.value for r in records])
         columns = self.decoder.columns(docs) if len(docs) > 1 else None
         if columns is not None:
             self._push_columns(records, columns, closed, stats, now)
-            records = []
+            return
         dlq = self.cfg.kafka.dead_letter_topic
         for rec, doc in zip(records, docs):
             stats.replayed += rec.replay
@@ -262,11 +338,6 @@ class Worker:
                     stats.late += 1
                 elif w is not None:
                     closed.append((w, rec))  # type: ignore[arg-type]
-        scored = self._score(closed, stats) if closed else []
-        for stage in self.stages:
-            for msg in (stage.on_scored(scored) if scored else []) + stage.on_tick(now):
-                self.sink.send(msg)
-        return stats
 
     def _push_columns(self, records: list[Record], columns: Columns, closed: list[tuple[Window, Record]],
                       stats: StepStats, now: float) -> None:

@@ -36,7 +36,7 @@ class _Sink:
     def close(self, timeout_s: float = 0.0) -> None: ...
     def poll(self, *a: Any, **k: Any) -> list[Record]:
         return []
-    def commit(self, offsets: Any) -> bool:
+    def commit(self, offsets: Any, metadata: Any = None) -> bool:
         return True
 
 

@@ -212,7 +212,7 @@ class MemorySource:
         self.pos += len(out)
         return out
 
-    def commit(self, offsets: dict[Partition, int]) -> bool:
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
         self.committed.update(offsets)
         return True
 

@@ -40,7 +40,7 @@ class _Source:
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
         return list(itertools.islice(self.pending, 2000))
 
-    def commit(self, offsets: dict[Any, int]) -> bool:
+    def commit(self, offsets: dict[Any, int], metadata: dict[Any, str] | None = None) -> bool:
         self.committed.update(offsets)
         return True
 

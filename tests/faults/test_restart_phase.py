@@ -1,7 +1,10 @@
 """A batch emitted but not committed before a kill -9 is replayed by the next worker, whose lookback starts
-mid-stream: with windows on the event-time grid (``stream.stride_ms``) it is reported again under the same window
-ends, hence the same event ids, which consumers deduplicate. A count-based ``stream.stride > 1`` counts from where
-the replay started, so its phase can shift (the documented limit; strict xfail: red the day it holds)."""
+mid-stream, and is reported again under the same window ends, hence the same event ids (which consumers
+deduplicate): with windows on the event-time grid (``stream.stride_ms``) because the grid depends on the readings
+alone; with a count ``stream.stride > 1`` because each commit carries the sensors' count phase as metadata, which
+the next worker restores once its replay reaches the committed offset. In-process, with a fake edge that stores
+and hands out that metadata as the Kafka sources do (the real-broker version: tests/integration/
+test_restart_phase_e2e.py)."""
 
 from __future__ import annotations
 
@@ -11,34 +14,95 @@ import pytest
 
 from aestream.codec import encode_reading
 from aestream.config import Config
-from aestream.messages import Record
+from aestream.messages import Partition, Record
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.faults
 
 T0 = 1_767_225_600_000
 CHANNELS = ("temperature", "pressure", "vibration", "current")
+SENSORS = ("a", "b", "c")
 
 
-@pytest.mark.parametrize("stream", [
-    {"stride": 1, "stride_ms": 4000},
-    pytest.param({"stride": 4}, marks=pytest.mark.xfail(strict=True, reason="a count restarts with the replay")),
-], ids=["stride_ms", "count"])
+class _Edge:
+    """A source polling prepared batches; keeps what was committed (offsets, metadata) and hands out
+    ``handoff`` as the metadata committed with the offset that its replay replays up to."""
+
+    def __init__(self, polls: list[list[Record]], handoff: dict[Partition, str] | None = None) -> None:
+        self.polls, self.handoff = polls, dict(handoff or {})
+        self.offsets: dict[Partition, int] = {}
+        self.metadata: dict[Partition, str] = {}
+
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
+        return self.polls.pop(0) if self.polls else []
+
+    def committed_metadata(self) -> dict[Partition, str]:
+        out, self.handoff = self.handoff, {}
+        return out
+
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
+        self.offsets.update(offsets)
+        for p in offsets:
+            self.metadata[p] = (metadata or {}).get(p, "")
+        return True
+
+    def close(self) -> None: ...
+
+
+def _records(n: int) -> list[Record]:
+    """Three sensors on one partition, unevenly interleaved (their counts, hence phases, differ)."""
+    out = []
+    for i in range(n):
+        s = SENSORS[0 if i % 5 < 2 else 1 if i % 5 < 4 else 2]
+        out.append(Record("in", 0, i, s.encode(), encode_reading(s, T0 + i * 1000, [1.0 + i % 7, 2.0, 3.0, 4.0]), 0))
+    return out
+
+
+@pytest.mark.parametrize("stream", [{"stride": 1, "stride_ms": 4000}, {"stride": 4}, {"stride": 3}],
+                         ids=["stride_ms", "count", "count3"])
 def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(train_small: Any, one_model: Any, recording_sink: Any,
                                                                  stream: dict) -> None:
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, **stream},
-                           kafka={"rebuild_lookback_messages": 50})
+                           kafka={"rebuild_lookback_messages": 100})
     bundle = train_small(cfg)
-    recs = [Record("in", 0, i, b"s", encode_reading("s", T0 + i * 1000, [1.0 + i % 5, 2.0, 3.0, 4.0]), 0)
-            for i in range(200)]
-    committed, crashed_at = 121, 160  # worker A emitted up to 160, committed 121, then kill -9
-    a = Worker(cfg, None, recording_sink(), one_model(bundle, threshold=1e-9))
+    recs = _records(300)
+    committed, crashed_at = 181, 240  # worker A emitted up to 240, committed 181, then kill -9
+    edge_a = _Edge([recs[:committed], recs[committed:crashed_at]])
+    a = Worker(cfg, edge_a, recording_sink(), one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
     a.refresh_model(force=True)
-    first = {e["event_id"] for e in a.process(recs[:crashed_at]).events_out if e["source"]["offset"] >= committed}
-    b = Worker(cfg, None, recording_sink(), one_model(bundle, threshold=1e-9))
+    a.step()
+    a.commit()
+    first = {e["event_id"] for e in a.step().events_out}  # not committed: the crash comes first
+    assert edge_a.offsets == {("in", 0): committed}
+    assert bool(edge_a.metadata[("in", 0)]) == (stream.get("stride_ms", 0) == 0), "phases only for a count stride"
+
+    lookback = cfg.kafka.rebuild_lookback_messages  # what the Kafka sources replay with replay=True
+    replay = [r._replace(replay=True) for r in recs[committed - lookback:committed]]
+    live = recs[committed:crashed_at]
+    edge_b = _Edge([replay[:40], replay[40:] + live[:10], live[10:]], handoff=edge_a.metadata)
+    b = Worker(cfg, edge_b, recording_sink(), one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
     b.refresh_model(force=True)
-    lookback = cfg.kafka.rebuild_lookback_messages  # what KafkaSource replays with replay=True
-    b.process([Record(r.topic, r.partition, r.offset, r.key, r.value, 0, True)
-               for r in recs[committed - lookback:committed]])
-    again = {e["event_id"] for e in b.process(recs[committed:crashed_at]).events_out}
+    again = {e["event_id"] for _ in range(3) for e in b.step().events_out}
     assert len(first) >= 9 and again == first
+    b.commit()
+    assert edge_b.offsets == {("in", 0): crashed_at}, "replayed offsets are not committed again"
+    if stream.get("stride_ms", 0) == 0:  # B's phases go on as A's would have
+        a.commit()
+        assert edge_b.metadata == edge_a.metadata
+
+
+def test_without_the_committed_phases_a_count_stride_shifts(train_small: Any, one_model: Any,
+                                                            recording_sink: Any) -> None:
+    """The control: the same rebuild with the metadata lost (committed by an older worker, or too large)."""
+    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 4},
+                           kafka={"rebuild_lookback_messages": 100})
+    bundle = train_small(cfg)
+    recs = _records(240)
+    a = Worker(cfg, _Edge([recs]), recording_sink(), one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
+    a.refresh_model(force=True)
+    first = {e["event_id"] for e in a.step().events_out if e["source"]["offset"] >= 181}
+    b = Worker(cfg, _Edge([[r._replace(replay=True) for r in recs[81:181]], recs[181:]]), recording_sink(),
+               one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
+    b.refresh_model(force=True)
+    again = {e["event_id"] for _ in range(2) for e in b.step().events_out}
+    assert again != first, "the replay counted from its start: some windows end elsewhere"
