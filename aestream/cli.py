@@ -157,10 +157,6 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.store import ModelStore
     from aestream.worker import Worker
 
-    if cfg.stream.stride > 1:
-        log.warning("stream.stride = %d counts readings from where this worker started: after a crash, events of "
-                    "an uncommitted batch may come again under other window ends (other ids); "
-                    "stream.stride_ms puts windows on an event-time grid that survives restarts", cfg.stream.stride)
     store = ModelStore(cfg.paths.model_dir)
     retraining = build_retraining(cfg, store)  # None unless retrain.enabled
     source = open_source(cfg.kafka)
