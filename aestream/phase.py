@@ -11,6 +11,7 @@ Format (version 1): compact JSON ``{"v":1,"stride":S,"phases":[[sensors at phase
 sorted sensor names, or ``z`` + base64 of its zlib deflate when that is shorter. The broker refuses metadata
 over ``offset.metadata.max.bytes`` (4096 by default): :func:`encode_phases` then gives ``None`` and the commit
 goes without phases (the next owner counts from its replay, as before this checkpoint existed).
+:class:`PhaseCheckpoint` is the worker's side of it: the metadata of a commit, the restore after a rebuild.
 
 >>> text = encode_phases(4, {"pump-1": 3, "pump-2": 0, "pump-3": 3})
 >>> text
@@ -30,10 +31,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-__all__ = ["METADATA_MAX_BYTES", "decode_phases", "encode_phases"]
+from aestream.messages import Partition
+from aestream.windows import Windower
+
+__all__ = ["METADATA_MAX_BYTES", "PhaseCheckpoint", "decode_phases", "encode_phases"]
+
+log = logging.getLogger(__name__)
 
 METADATA_MAX_BYTES = 4096  # the broker's offset.metadata.max.bytes default
 VERSION = 1
@@ -78,3 +85,62 @@ def _valid(doc: object) -> bool:
     stride, groups = doc.get("stride"), doc.get("phases")
     return (type(stride) is int and stride >= 1 and isinstance(groups, list) and len(groups) <= stride
             and all(isinstance(g, list) and all(isinstance(s, str) for s in g) for g in groups))
+
+
+class PhaseCheckpoint:
+    """One worker's checkpoint of a count stride: the commit metadata of its partitions (:meth:`metadata`), and
+    the metadata rebuilt partitions were committed with (:meth:`expect`), restored once their replay is over
+    (:meth:`restore`)."""
+
+    def __init__(self, windows: Windower, max_bytes: int = METADATA_MAX_BYTES) -> None:
+        self.windows = windows
+        self.max_bytes = max_bytes
+        self.pending: dict[Partition, str] = {}  # to restore before the partition's first live record
+        self._unsaved: dict[Partition, int] = {}  # partitions whose phases did not fit: their number of sensors
+
+    def metadata(self, sensor_partition: Mapping[str, Partition], parts: Iterable[Partition]) -> dict[Partition, str]:
+        """Per partition, its sensors' phases now (the commit's offset: everything before it is processed); none
+        where they do not fit (a warning, once per partition) or where no sensor is held."""
+        sensors: dict[Partition, list[str]] = {p: [] for p in parts}
+        for s, p in sensor_partition.items():
+            if p in sensors:
+                sensors[p].append(s)
+        out = {}
+        for p, names in sensors.items():
+            if not names or len(names) >= self._unsaved.get(p, len(names) + 1):
+                continue  # as many sensors as when they did not fit: no need to encode them again to know
+            text = encode_phases(self.windows.stride, self.windows.phases(names), self.max_bytes)
+            if text is not None:
+                out[p] = text
+                continue
+            warn = p not in self._unsaved
+            self._unsaved[p] = len(names)
+            if warn:
+                log.warning("the window phase of the %d sensors of %s[%d] does not fit in an offset commit's "
+                            "metadata: committed without it, so after a restart an uncommitted batch may come again "
+                            "under other window ends (other ids); fewer sensors per partition (more partitions) or "
+                            "stream.stride_ms avoid that", len(names), p[0], p[1])
+        return out
+
+    def expect(self, committed: Mapping[Partition, str]) -> None:
+        """The metadata committed with the offsets these partitions' replays replay up to."""
+        self.pending.update(committed)
+
+    def forget(self, parts: Iterable[Partition]) -> None:
+        """These partitions moved away: their pending metadata is no longer ours."""
+        for p in parts:
+            self.pending.pop(p, None)
+
+    def restore(self, parts: set[Partition]) -> None:
+        """Restore the pending phases of these partitions: their replay is over, their live records follow."""
+        for p in parts & self.pending.keys():
+            text = self.pending.pop(p)
+            if not text:
+                continue  # committed without phases (by a worker without a count stride, or they did not fit)
+            found = decode_phases(text)
+            if found is None or found[0] != self.windows.stride:
+                log.warning("the metadata committed on %s[%d] (%.40r) holds no window phases for stream.stride = %d: "
+                            "its sensors count from the replay", p[0], p[1], text, self.windows.stride)
+                continue
+            n = self.windows.restore_phases(found[1])
+            log.info("restored the window phase of %d of %d sensors of %s[%d]", n, len(found[1]), p[0], p[1])

@@ -32,7 +32,7 @@ from aestream.config import Config
 from aestream.errors import BundleError, InvalidReading
 from aestream.events import anomaly_event, encode_event
 from aestream.messages import Outgoing, Partition, Record
-from aestream.phase import decode_phases, encode_phases
+from aestream.phase import PhaseCheckpoint
 from aestream.stages import Scored, Stage
 from aestream.thresholds import AlarmRule
 from aestream.windows import LATE, Window, Windower
@@ -127,9 +127,8 @@ class Worker:
         self._last_evict = clock()
         self._uncommitted: dict[Partition, int] = {}
         self._last_commit = clock()
-        self._count_stride = s.stride > 1 and not s.stride_ms  # its phase is committed and restored
-        self._restore: dict[Partition, str] = {}  # committed phases to restore before the partition's live records
-        self._unsaved: set[Partition] = set()  # partitions whose phases did not fit in the commit (warned once)
+        # a count stride's phase goes with the commits and is restored after a rebuild
+        self.phases = PhaseCheckpoint(self.windows) if s.stride > 1 and not s.stride_ms else None
         self.bundle: ModelBundle | None = None
         self.rule: AlarmRule | None = None
         self.totals = StepStats()
@@ -174,8 +173,8 @@ class Worker:
         yet committed on a partition that moved is read again by its new owner (same event ids)."""
         moved = set(parts)
         gone = [s for s, p in self._sensor_partition.items() if p in moved]
-        for p in moved:
-            self._restore.pop(p, None)
+        if self.phases is not None:
+            self.phases.forget(moved)
         self.windows.drop(gone)
         if self.rule is not None:
             self.rule.drop(gone)
@@ -236,54 +235,17 @@ class Worker:
             self._uncommitted = {}  # their events may be lost: those records must be read again, never committed
             raise
         offsets, self._uncommitted = self._uncommitted, {}
-        metadata = self._phase_metadata(offsets)
+        metadata = self.phases.metadata(self._sensor_partition, offsets) if self.phases and offsets else {}
         if metadata:
             self.source.commit(offsets, metadata)
         else:
             self.source.commit(offsets)
         self._last_commit = self.clock()
 
-    # -- the count phase, committed with the offsets and restored after a rebuild ------------------------------
-    def _phase_metadata(self, offsets: dict[Partition, int]) -> dict[Partition, str]:
-        """Per committed partition, its sensors' phase as of the committed offset (everything before it is
-        processed); none without a count stride, or where it does not fit (warned once per partition)."""
-        if not self._count_stride or not offsets:
-            return {}
-        sensors: dict[Partition, list[str]] = {p: [] for p in offsets}
-        for s, p in self._sensor_partition.items():
-            if p in sensors:
-                sensors[p].append(s)
-        out = {}
-        for p, names in sensors.items():
-            text = encode_phases(self.windows.stride, self.windows.phases(names)) if names else None
-            if text is not None:
-                out[p] = text
-            elif names and p not in self._unsaved:
-                self._unsaved.add(p)
-                log.warning("the window phase of the %d sensors of %s[%d] does not fit in an offset commit's "
-                            "metadata: committed without it, so after a restart an uncommitted batch may come again "
-                            "under other window ends (other ids); fewer sensors per partition (more partitions) or "
-                            "stream.stride_ms avoid that", len(names), p[0], p[1])
-        return out
-
     def _take_committed_metadata(self) -> None:
         take = getattr(self.source, "committed_metadata", None)
-        if take is not None and self._count_stride:
-            self._restore.update(take())
-
-    def _restore_phases(self, parts: set[Partition]) -> None:
-        """Restore the committed phases of these partitions: their replay is over, their live records follow."""
-        for p in parts & self._restore.keys():
-            text = self._restore.pop(p)
-            if not text:
-                continue  # committed without phases (by a worker without a count stride, or they did not fit)
-            found = decode_phases(text)
-            if found is None or found[0] != self.windows.stride:
-                log.warning("the metadata committed on %s[%d] (%.40r) holds no window phases for stream.stride = %d: "
-                            "its sensors count from the replay", p[0], p[1], text, self.windows.stride)
-                continue
-            n = self.windows.restore_phases(found[1])
-            log.info("restored the window phase of %d of %d sensors of %s[%d]", n, len(found[1]), p[0], p[1])
+        if self.phases is not None and take is not None:
+            self.phases.expect(take())
 
     def process(self, records: list[Record]) -> StepStats:
         """Decode, window, score and emit for a batch of records (no flush, no commit)."""
@@ -291,12 +253,12 @@ class Worker:
         stats = StepStats(records=len(records), model_version=self.bundle.version)
         closed: list[tuple[Window, Record]] = []
         now = self.clock()
-        if self._restore:  # the replay of a partition with committed phases ends in or before this batch
+        if self.phases is not None and self.phases.pending:  # a replay with committed phases ends in or before this
             replayed = [r for r in records if r.replay]
             records = [r for r in records if not r.replay]
             if replayed:
                 self._window(replayed, closed, stats, now)
-            self._restore_phases({(r.topic, r.partition) for r in records})
+            self.phases.restore({(r.topic, r.partition) for r in records})
         self._window(records, closed, stats, now)
         scored = self._score(closed, stats) if closed else []
         for stage in self.stages:

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import zlib
 
 import numpy as np
 import pytest
 
-from aestream.phase import METADATA_MAX_BYTES, decode_phases, encode_phases
+from aestream.phase import METADATA_MAX_BYTES, PhaseCheckpoint, decode_phases, encode_phases
+from aestream.windows import Windower
 
 
 @pytest.mark.parametrize("n", [0, 1, 40, 1000])
@@ -52,3 +54,19 @@ def test_the_deflated_form_is_the_json_form_deflated() -> None:
     assert text is not None and text.startswith("z")
     doc = json.loads(zlib.decompress(base64.b64decode(text[1:])))
     assert doc["v"] == 1 and doc["stride"] == 3 and sorted(doc["phases"][1]) == doc["phases"][1]
+
+
+def test_a_checkpoint_leaves_out_partitions_that_do_not_fit_until_they_have_fewer_sensors(
+        caplog: pytest.LogCaptureFixture) -> None:
+    windows = Windower(window_size=2, stride=2, n_channels=1, max_gap_ms=10)
+    sensors = {f"s{i:03d}": ("in", i % 2) for i in range(60)}
+    for s in sensors:
+        windows.push(s, 1, (0.0,))
+    checkpoint = PhaseCheckpoint(windows, max_bytes=200)
+    with caplog.at_level(logging.WARNING, logger="aestream.phase"):
+        assert checkpoint.metadata(sensors, [("in", 0), ("in", 1), ("in", 2)]) == {}
+        assert checkpoint.metadata(sensors, [("in", 0)]) == {}  # not encoded again: as many sensors as before
+    assert [r.getMessage()[:40] for r in caplog.records] == [
+        "the window phase of the 30 sensors of in", "the window phase of the 30 sensors of in"]
+    few = {s: p for s, p in sensors.items() if s < "s010"}
+    assert checkpoint.metadata(few, [("in", 0)]) == {("in", 0): encode_phases(2, {s: 1 for s in list(few)[::2]})}

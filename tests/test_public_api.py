@@ -43,7 +43,7 @@ PUBLIC = {
     "aestream.fitting": ["calibrate_threshold", "fit_from_config", "train_bundle"],
     "aestream.messages": ["Outgoing", "Partition", "Record"],
     "aestream.models": ["Autoencoder", "FAMILIES", "build_model"],
-    "aestream.phase": ["METADATA_MAX_BYTES", "decode_phases", "encode_phases"],
+    "aestream.phase": ["METADATA_MAX_BYTES", "PhaseCheckpoint", "decode_phases", "encode_phases"],
     "aestream.scoring": ["ScoreBatch", "Scorer", "resolve_device"],
     "aestream.stages": ["Scored", "Stage"],
     "aestream.store": ["ModelStore"],

@@ -84,7 +84,7 @@ def test_phases_that_do_not_fit_are_left_out_with_one_warning_per_partition(
     crowd = [_rec(0, i, f"sensor-{i:05d}", 0) for i in range(2000)]  # one reading each: over 4096 bytes
     edge = _Edge([crowd, [_rec(1, 0, "alone", 0)], [_rec(0, 2000, "sensor-00000", 1)]])
     worker = _worker({"stride": 2}, edge, bundle, one_model, recording_sink)
-    with caplog.at_level(logging.WARNING, logger="aestream.worker"):
+    with caplog.at_level(logging.WARNING, logger="aestream.phase"):
         for _ in range(3):
             worker.step()
             worker.commit()
@@ -120,8 +120,8 @@ def test_a_revoked_partition_forgets_its_pending_phases_and_foreign_metadata_is_
     worker = _worker({"stride": 3}, edge, bundle, one_model, recording_sink)
     worker.step()
     worker.on_partitions_changed([("in", 0)])
-    assert set(worker._restore) == {("in", 1)}
-    with caplog.at_level(logging.WARNING, logger="aestream.worker"):
+    assert worker.phases is not None and set(worker.phases.pending) == {("in", 1)}
+    with caplog.at_level(logging.WARNING, logger="aestream.phase"):
         worker.step()
-    assert not worker._restore and "holds no window phases" in caplog.text
+    assert not worker.phases.pending and "holds no window phases" in caplog.text
     assert worker.windows.phases(["b"]) == {"b": 2}  # counted from the replay

@@ -100,7 +100,7 @@ def test_a_batch_lost_with_a_crashed_worker_is_reported_again_under_the_same_ids
 
     events_b: list[dict[str, Any]] = []
     b = _worker(cfg, events_b)
-    with caplog.at_level(logging.INFO, logger="aestream.worker"):
+    with caplog.at_level(logging.INFO, logger="aestream.phase"):
         kafka_tools["run_until_idle"](b)
     assert "restored the window phase of 5 of 5 sensors" in caplog.text
     assert b.totals.replayed == 150 and b.totals.records == 150 + len(messages) - committed
