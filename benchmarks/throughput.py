@@ -9,9 +9,12 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
 * pipeline: the full worker (decode, window, score, threshold, events, flush, commit) on the same topic;
 * the same two for batched messages (100 readings a message), as an array of readings and in the columnar
   form (one sensor's times and rows);
-* latency, per client: readings produced at 20 % of that client's measured capacity; p50/p99 from a reading's
-  produce time to the produce time of the event of the window it closed (every window emits an event here),
-  against a bare consumer of the same client reading the same paced stream (produce time to receipt);
+* latency, per client: readings produced at 20 % of that client's measured capacity (after an untimed 2 s
+  warm-up, by a producer lingering 2 ms); p50/p99 from a reading's produce time to the produce time of the event
+  of the window it closed, over every event, with 2 of the 50 sensors shifted for the whole run (their windows
+  emit, as anomalies do in service) and again with a zero threshold (every window emits: 1 event per 4
+  readings, the event path at its heaviest); against a bare consumer of the same client reading the same paced
+  stream (produce time to receipt);
 * memory: RSS per idle sensor beyond its window buffer, for 1k/10k/100k sensors;
 * scoring windows/s per model family on CPU (batch 256).
 """
@@ -127,9 +130,10 @@ import json, sys, time
 from confluent_kafka import Producer
 from aestream.simulate import Plant
 bootstrap, topic = sys.argv[1], sys.argv[2]
-rate, seconds, n_warm = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-plant = Plant(50, ("temperature", "pressure", "vibration", "current"), seed=2)
-readings = plant.readings(n_warm // 50 + int(rate * seconds) // 50, int(time.time() * 1000))
+rate, seconds, n_warm, n_anomalous = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+plant = Plant(50, ("temperature", "pressure", "vibration", "current"), seed=1)  # the plant the model learnt
+steps = n_warm // 50 + int(rate * seconds) // 50
+readings = plant.readings(steps, int(time.time() * 1000), [(i, "shift", 0, steps) for i in range(n_anomalous)])
 p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})  # as producers batch; counted in the latency
 def paced(part):
     t0 = time.perf_counter()
@@ -184,7 +188,7 @@ def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float,
             lat.extend(time.time() * 1000 - m.timestamp for m in got if m.offset >= n_warm)
             return len(got)
     prod = subprocess.Popen([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds),
-                             str(n_warm)])
+                             str(n_warm), "0"])
     idle = time.monotonic()
     while prod.poll() is None or time.monotonic() - idle < 2.0:
         if receive():
@@ -203,7 +207,9 @@ def _wait_for_partitions(bootstrap: str, topic: str) -> None:
     c.close()
 
 
-def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
+def _latency(cfg: Config, rate: float, seconds: float, n_anomalous: int) -> tuple[float, float]:
+    """p50/p99 of produce time → event produce time over every event of a paced stream whose first
+    ``n_anomalous`` sensors run shifted (the model in ``cfg.paths.model_dir`` decides which windows emit)."""
     bootstrap = cfg.kafka.bootstrap_servers[0]
     _wait_for_partitions(bootstrap, cfg.kafka.input_topics[0])
     source = open_source(cfg.kafka)
@@ -219,8 +225,8 @@ def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
     topic = cfg.kafka.input_topics[0]
     # the producer runs in its own process: sharing the worker's GIL would add its own delay to every reading
     n_warm = _n_warmup(rate)
-    subprocess.run([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds), str(n_warm)],
-                   check=True)
+    subprocess.run([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds), str(n_warm),
+                    str(n_anomalous)], check=True)
     thread.join(120)
     # produce time of each input record (by partition/offset) vs produce time of the event it closed
     produced: dict[tuple[int, int], int] = {}
@@ -243,8 +249,18 @@ def _latency(cfg: Config, rate: float, seconds: float) -> tuple[float, float]:
     c.close()
     lat = [ts - produced[(p, o)] for p, o, ts in emitted if (p, o) in produced and o >= n_warm]
     print(json.dumps({"latency_run": {"client": cfg.kafka.client, "produced": len(produced), "events": len(emitted),
-                                      "worker_records": worker.totals.records}}), flush=True)
+                                      "timed_events": len(lat), "worker_records": worker.totals.records}}), flush=True)
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+LATENCY_ANOMALOUS_SENSORS = 2  # of 50: their windows are the timed events (~4 % of the windows)
+
+
+def _fresh_topic(base: Config, bootstrap: str, name: str) -> str:
+    """Create ``bench-<name>`` with one partition; returns its name."""
+    topic = f"bench-{name}"
+    ensure_topics(base.replace(kafka={"bootstrap_servers": (bootstrap,)}).kafka, {topic: 1})
+    return topic
 
 
 _RSS_PROBE = """
@@ -355,21 +371,28 @@ def main() -> None:
         skip = set(args.skip.split(",")) - {""}
         latency: dict[str, dict[str, float]] = {}
         if "latency" not in skip:
-            lat_bundle = ModelStore(base.paths.model_dir).load()
-            lat_bundle.threshold = 1e-9  # every window emits: each reading that closes a window is timed
-            ModelStore(base.paths.model_dir).publish(lat_bundle)
+            # two model stores: the calibrated threshold (only the shifted sensors' windows emit, as in service)
+            # and a zero threshold (every window emits: the event path at its heaviest)
+            every = ModelStore(base.paths.model_dir).load()
+            every.threshold = 1e-9
+            ModelStore(str(tmp / "models-every")).publish(every)
             for client in ("kafka-python", "confluent"):  # each at 20 % of its own measured capacity
                 rate = 0.2 * result["single"][client]["pipeline_rps"]
-                tag = f"{client}-{run}"
-                cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,), "input_topics": (f"bench-lat-{tag}",),
-                                          "output_topic": f"bench-lat-out-{tag}", "group_id": f"bench-lat-{tag}",
-                                          "poll_timeout_ms": 5, "client": client})
-                ensure_topics(cfg.kafka, {f"bench-lat-{tag}": 1, cfg.kafka.output_topic: 1, f"bench-bare-{tag}": 1})
-                p50, p99 = _latency(cfg, rate, args.latency_seconds)
-                t50, t99 = _transport_latency(bootstrap, f"bench-bare-{tag}", rate, args.latency_seconds, client)
-                latency[client] = {"rate_rps": round(rate), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
-                                   "transport_p50_ms": round(t50, 1), "transport_p99_ms": round(t99, 1)}
-                print(json.dumps({"latency": {client: latency[client]}}), flush=True)
+                t50, t99 = _transport_latency(bootstrap, _fresh_topic(base, bootstrap, f"bare-{client}-{run}"), rate,
+                                              args.latency_seconds, client)
+                row = {"rate_rps": round(rate), "transport_p50_ms": round(t50, 1), "transport_p99_ms": round(t99, 1)}
+                for mode, model_dir, n_anomalous in (("", base.paths.model_dir, LATENCY_ANOMALOUS_SENSORS),
+                                                     ("every_window_", str(tmp / "models-every"), 0)):
+                    tag = f"{client}-{mode}{run}"
+                    cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,),
+                                              "input_topics": (_fresh_topic(base, bootstrap, f"lat-{tag}"),),
+                                              "output_topic": _fresh_topic(base, bootstrap, f"lat-out-{tag}"),
+                                              "group_id": f"bench-lat-{tag}", "poll_timeout_ms": 5, "client": client},
+                                       paths={"model_dir": model_dir})
+                    p50, p99 = _latency(cfg, rate, args.latency_seconds, n_anomalous)
+                    row.update({f"{mode}p50_ms": round(p50, 1), f"{mode}p99_ms": round(p99, 1)})
+                latency[client] = row
+                print(json.dumps({"latency": {client: row}}), flush=True)
         nan = {"rate_rps": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan")}
         rss = _rss_per_sensor(32) if "memory" not in skip else {"100000": float("nan")}
         scoring = _scoring_rates(32) if "scoring" not in skip else {}
@@ -390,6 +413,7 @@ def main() -> None:
             "latency_rate_rps": latency.get("kafka-python", nan)["rate_rps"],
             "p50_ms": latency.get("kafka-python", nan)["p50_ms"],
             "p99_ms": latency.get("kafka-python", nan)["p99_ms"],
+            "every_window_p99_ms": latency.get("kafka-python", nan).get("every_window_p99_ms", float("nan")),
             "latency": latency,
             "rss_bytes_per_sensor": round(rss["100000"], 1),
             "rss_bytes_per_sensor_by_count": {k: round(v, 1) for k, v in rss.items()},
