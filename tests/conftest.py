@@ -15,6 +15,7 @@ import pytest
 from aestream.bundle import ModelBundle
 from aestream.config import Config
 from aestream.fitting import train_bundle
+from aestream.messages import Partition, Record
 from aestream.simulate import Plant
 
 sys.path.insert(0, str(Path(__file__).parent / "faults"))
@@ -108,6 +109,44 @@ class RecordingSink:
 
     def flush(self, timeout_s: float = 60.0) -> None: ...
     def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+class ScriptedSource:
+    """A source polling prepared batches that keeps every commit (``commits``: offsets and metadata) and hands
+    out ``handoff`` as the metadata committed with the offset its replay replays up to, as the Kafka sources do."""
+
+    def __init__(self, polls: list[list[Record]], handoff: dict[Partition, str] | None = None) -> None:
+        self.polls, self.handoff = polls, dict(handoff or {})
+        self.commits: list[tuple[dict[Partition, int], dict[Partition, str] | None]] = []
+
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
+        return self.polls.pop(0) if self.polls else []
+
+    def committed_metadata(self) -> dict[Partition, str]:
+        out, self.handoff = self.handoff, {}
+        return out
+
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
+        self.commits.append((dict(offsets), metadata))
+        return True
+
+    def close(self) -> None: ...
+
+    @property
+    def offsets(self) -> dict[Partition, int]:
+        """The last committed offset of each partition."""
+        return {p: o for offsets, _ in self.commits for p, o in offsets.items()}
+
+    @property
+    def metadata(self) -> dict[Partition, str]:
+        """The metadata of each partition's last commit (``""``: none), as the broker keeps it."""
+        return {p: (m or {}).get(p, "") for offsets, m in self.commits for p in offsets}
+
+
+@pytest.fixture()
+def scripted_source() -> type[ScriptedSource]:
+    """``scripted_source(polls, handoff=None)`` → a :class:`ScriptedSource`."""
+    return ScriptedSource
 
 
 @pytest.fixture()

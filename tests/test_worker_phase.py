@@ -10,7 +10,7 @@ import pytest
 
 from aestream.codec import encode_reading
 from aestream.config import Config
-from aestream.messages import Partition, Record
+from aestream.messages import Record
 from aestream.phase import decode_phases, encode_phases
 from aestream.worker import Worker
 
@@ -18,33 +18,12 @@ CHANNELS = ("temperature", "pressure", "vibration", "current")
 T0 = 1_767_225_600_000
 
 
-class _Edge:
-    """A source of prepared polls that keeps every commit (offsets and metadata) and hands out ``handoff``."""
-
-    def __init__(self, polls: list[list[Record]], handoff: dict[Partition, str] | None = None) -> None:
-        self.polls, self.handoff = polls, dict(handoff or {})
-        self.commits: list[tuple[dict[Partition, int], dict[Partition, str] | None]] = []
-
-    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
-        return self.polls.pop(0) if self.polls else []
-
-    def committed_metadata(self) -> dict[Partition, str]:
-        out, self.handoff = self.handoff, {}
-        return out
-
-    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
-        self.commits.append((dict(offsets), metadata))
-        return True
-
-    def close(self) -> None: ...
-
-
 def _rec(partition: int, offset: int, sensor: str, i: int, replay: bool = False) -> Record:
     return Record("in", partition, offset, sensor.encode(), encode_reading(sensor, T0 + 1000 * i, [1.0, 2, 3, 4]),
                   0, replay)
 
 
-def _worker(stream: dict, edge: _Edge, bundle: Any, one_model: Any, recording_sink: Any) -> Worker:
+def _worker(stream: dict, edge: Any, bundle: Any, one_model: Any, recording_sink: Any) -> Worker:
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, **stream})
     worker = Worker(cfg, edge, recording_sink(), one_model(bundle), clock=lambda: 0.0)
     worker.refresh_model(force=True)
@@ -56,10 +35,10 @@ def bundle(train_small: Any) -> Any:
     return train_small(Config().replace(stream={"channels": CHANNELS, "window_size": 4}))
 
 
-def test_a_count_stride_commits_each_partitions_phases_as_of_the_committed_offset(
+def test_a_count_stride_commits_each_partitions_phases_as_of_the_committed_offset(scripted_source: Any,
         bundle: Any, one_model: Any, recording_sink: Any) -> None:
     polls = [[_rec(0, i, "a", i) for i in range(7)] + [_rec(1, i, s, i) for i, s in enumerate("bcbcb")]]
-    edge = _Edge(polls)
+    edge = scripted_source(polls)
     worker = _worker({"stride": 3}, edge, bundle, one_model, recording_sink)
     worker.step()
     worker.commit()
@@ -70,19 +49,20 @@ def test_a_count_stride_commits_each_partitions_phases_as_of_the_committed_offse
 
 
 @pytest.mark.parametrize("stream", [{"stride": 1}, {"stride": 1, "stride_ms": 2000}])
-def test_without_a_count_stride_commits_carry_no_metadata(stream: dict, bundle: Any, one_model: Any,
-                                                         recording_sink: Any) -> None:
-    edge = _Edge([[_rec(0, i, "a", i) for i in range(7)]], handoff={("in", 0): encode_phases(3, {"a": 1}) or ""})
+def test_without_a_count_stride_commits_carry_no_metadata(scripted_source: Any, stream: dict, bundle: Any,
+                                                         one_model: Any, recording_sink: Any) -> None:
+    edge = scripted_source([[_rec(0, i, "a", i) for i in range(7)]],
+                           handoff={("in", 0): encode_phases(3, {"a": 1}) or ""})
     worker = _worker(stream, edge, bundle, one_model, recording_sink)
     worker.step()
     worker.commit()
     assert edge.commits == [({("in", 0): 7}, None)]
 
 
-def test_phases_that_do_not_fit_are_left_out_with_one_warning_per_partition(
+def test_phases_that_do_not_fit_are_left_out_with_one_warning_per_partition(scripted_source: Any,
         bundle: Any, one_model: Any, recording_sink: Any, caplog: pytest.LogCaptureFixture) -> None:
     crowd = [_rec(0, i, f"sensor-{i:05d}", 0) for i in range(2000)]  # one reading each: over 4096 bytes
-    edge = _Edge([crowd, [_rec(1, 0, "alone", 0)], [_rec(0, 2000, "sensor-00000", 1)]])
+    edge = scripted_source([crowd, [_rec(1, 0, "alone", 0)], [_rec(0, 2000, "sensor-00000", 1)]])
     worker = _worker({"stride": 2}, edge, bundle, one_model, recording_sink)
     with caplog.at_level(logging.WARNING, logger="aestream.phase"):
         for _ in range(3):
@@ -94,14 +74,14 @@ def test_phases_that_do_not_fit_are_left_out_with_one_warning_per_partition(
 
 
 @pytest.mark.parametrize("restored", [False, True])
-def test_restored_phases_apply_after_the_replay_and_replayed_offsets_are_not_committed_again(
+def test_restored_phases_apply_after_the_replay_and_replayed_offsets_are_not_committed_again(scripted_source: Any,
         restored: bool, bundle: Any, one_model: Any, recording_sink: Any) -> None:
     # The previous owner committed offset 10 with "a" at phase 1 of stride 3: it had just closed a window at
     # offset 9, so its next ones end at 12 and 15. Replaying 5..9 alone counts 5 readings: windows at 11, 14.
     replay = [_rec(0, i, "a", i, replay=True) for i in range(5, 10)]
     live = [_rec(0, i, "a", i) for i in range(10, 16)]
     handoff = {("in", 0): encode_phases(3, {"a": 1}) or ""} if restored else {}
-    edge = _Edge([replay[:3], [], replay[3:] + live[:2], live[2:]], handoff=handoff)
+    edge = scripted_source([replay[:3], [], replay[3:] + live[:2], live[2:]], handoff=handoff)
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, "stride": 3})
     worker = Worker(cfg, edge, recording_sink(), one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
     worker.refresh_model(force=True)
@@ -113,10 +93,10 @@ def test_restored_phases_apply_after_the_replay_and_replayed_offsets_are_not_com
     assert decode_phases(edge.commits[-1][1][("in", 0)]) == (3, {"a": 1 if restored else 2})
 
 
-def test_a_revoked_partition_forgets_its_pending_phases_and_foreign_metadata_is_ignored(
+def test_a_revoked_partition_forgets_its_pending_phases_and_foreign_metadata_is_ignored(scripted_source: Any,
         bundle: Any, one_model: Any, recording_sink: Any, caplog: pytest.LogCaptureFixture) -> None:
-    edge = _Edge([[_rec(0, 5, "a", 5, replay=True), _rec(1, 5, "b", 5, replay=True)], [_rec(1, 6, "b", 6)]],
-                 handoff={("in", 0): encode_phases(3, {"a": 1}) or "", ("in", 1): "written by another tool"})
+    edge = scripted_source([[_rec(0, 5, "a", 5, replay=True), _rec(1, 5, "b", 5, replay=True)], [_rec(1, 6, "b", 6)]],
+                           handoff={("in", 0): encode_phases(3, {"a": 1}) or "", ("in", 1): "written by another tool"})
     worker = _worker({"stride": 3}, edge, bundle, one_model, recording_sink)
     worker.step()
     worker.on_partitions_changed([("in", 0)])

@@ -14,7 +14,7 @@ import pytest
 
 from aestream.codec import encode_reading
 from aestream.config import Config
-from aestream.messages import Partition, Record
+from aestream.messages import Record
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.faults
@@ -22,31 +22,6 @@ pytestmark = pytest.mark.faults
 T0 = 1_767_225_600_000
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 SENSORS = ("a", "b", "c")
-
-
-class _Edge:
-    """A source polling prepared batches; keeps what was committed (offsets, metadata) and hands out
-    ``handoff`` as the metadata committed with the offset that its replay replays up to."""
-
-    def __init__(self, polls: list[list[Record]], handoff: dict[Partition, str] | None = None) -> None:
-        self.polls, self.handoff = polls, dict(handoff or {})
-        self.offsets: dict[Partition, int] = {}
-        self.metadata: dict[Partition, str] = {}
-
-    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
-        return self.polls.pop(0) if self.polls else []
-
-    def committed_metadata(self) -> dict[Partition, str]:
-        out, self.handoff = self.handoff, {}
-        return out
-
-    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
-        self.offsets.update(offsets)
-        for p in offsets:
-            self.metadata[p] = (metadata or {}).get(p, "")
-        return True
-
-    def close(self) -> None: ...
 
 
 def _records(n: int) -> list[Record]:
@@ -60,14 +35,15 @@ def _records(n: int) -> list[Record]:
 
 @pytest.mark.parametrize("stream", [{"stride": 1, "stride_ms": 4000}, {"stride": 4}, {"stride": 3}],
                          ids=["stride_ms", "count", "count3"])
-def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(train_small: Any, one_model: Any, recording_sink: Any,
+def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(scripted_source: Any, train_small: Any,
+                                                                 one_model: Any, recording_sink: Any,
                                                                  stream: dict) -> None:
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, **stream},
                            kafka={"rebuild_lookback_messages": 100})
     bundle = train_small(cfg)
     recs = _records(300)
     committed, crashed_at = 181, 240  # worker A emitted up to 240, committed 181, then kill -9
-    edge_a = _Edge([recs[:committed], recs[committed:crashed_at]])
+    edge_a = scripted_source([recs[:committed], recs[committed:crashed_at]])
     a = Worker(cfg, edge_a, recording_sink(), one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
     a.refresh_model(force=True)
     a.step()
@@ -79,7 +55,7 @@ def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(train_small: An
     lookback = cfg.kafka.rebuild_lookback_messages  # what the Kafka sources replay with replay=True
     replay = [r._replace(replay=True) for r in recs[committed - lookback:committed]]
     live = recs[committed:crashed_at]
-    edge_b = _Edge([replay[:40], replay[40:] + live[:10], live[10:]], handoff=edge_a.metadata)
+    edge_b = scripted_source([replay[:40], replay[40:] + live[:10], live[10:]], handoff=edge_a.metadata)
     b = Worker(cfg, edge_b, recording_sink(), one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
     b.refresh_model(force=True)
     again = {e["event_id"] for _ in range(3) for e in b.step().events_out}
@@ -91,17 +67,17 @@ def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(train_small: An
         assert edge_b.metadata == edge_a.metadata
 
 
-def test_without_the_committed_phases_a_count_stride_shifts(train_small: Any, one_model: Any,
+def test_without_the_committed_phases_a_count_stride_shifts(scripted_source: Any, train_small: Any, one_model: Any,
                                                             recording_sink: Any) -> None:
     """The control: the same rebuild with the metadata lost (committed by an older worker, or too large)."""
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 4},
                            kafka={"rebuild_lookback_messages": 100})
     bundle = train_small(cfg)
     recs = _records(240)
-    a = Worker(cfg, _Edge([recs]), recording_sink(), one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
+    a = Worker(cfg, scripted_source([recs]), recording_sink(), one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
     a.refresh_model(force=True)
     first = {e["event_id"] for e in a.step().events_out if e["source"]["offset"] >= 181}
-    b = Worker(cfg, _Edge([[r._replace(replay=True) for r in recs[81:181]], recs[181:]]), recording_sink(),
+    b = Worker(cfg, scripted_source([[r._replace(replay=True) for r in recs[81:181]], recs[181:]]), recording_sink(),
                one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
     b.refresh_model(force=True)
     again = {e["event_id"] for _ in range(2) for e in b.step().events_out}
