@@ -148,7 +148,8 @@ class ConfluentSource:
                 self._commit([_offset(tp.topic, tp.partition, tp.offset, None) for tp in todo])
             return True
         except KafkaException as e:
-            log.warning("offset commit refused; records will be redone elsewhere: %s", e)
+            log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its "
+                        "new owner): %s", e)
             return False
 
     def _commit(self, todo: list[TopicPartition]) -> None:

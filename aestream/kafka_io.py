@@ -17,7 +17,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError, OffsetMetadataTooLargeError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, OffsetMetadataTooLargeError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
@@ -218,8 +218,9 @@ class KafkaSource:
                             max(map(len, meta.values()), default=0))
                 self.consumer.commit({tp: OffsetAndMetadata(om.offset, "", -1) for tp, om in todo.items()})
             return True
-        except CommitFailedError as e:
-            log.warning("offset commit refused after a rebalance; records will be redone elsewhere: %s", e)
+        except KafkaError as e:  # CommitFailedError after a rebalance, or no coordinator (the broker is down)
+            log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its "
+                        "new owner): %s", e)
             return False
 
     def lag(self) -> dict[Partition, int]:

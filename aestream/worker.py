@@ -127,6 +127,7 @@ class Worker:
         self._last_evict = clock()
         self._uncommitted: dict[Partition, int] = {}
         self._last_commit = clock()
+        self._retry_at = -float("inf")  # after a failed commit, the next try waits COMMIT_RETRY_S
         # a count stride's phase goes with the commits and is restored after a rebuild
         self.phases = PhaseCheckpoint(self.windows) if s.stride > 1 and not s.stride_ms else None
         self.bundle: ModelBundle | None = None
@@ -172,6 +173,8 @@ class Worker:
         No commit here: kafka-python cannot commit from inside its rebalance callback; what was processed and not
         yet committed on a partition that moved is read again by its new owner (same event ids)."""
         moved = set(parts)
+        for p in moved:  # not ours to commit any more: the new owner reads from the last committed offset
+            self._uncommitted.pop(p, None)
         gone = [s for s, p in self._sensor_partition.items() if p in moved]
         if self.phases is not None:
             self.phases.forget(moved)
@@ -221,7 +224,8 @@ class Worker:
         if records:
             self._uncommitted.update(_next_offsets(r for r in records if not r.replay))
         interval_s = self.cfg.kafka.commit_interval_ms / 1000
-        if self._uncommitted and (not records or self.clock() - self._last_commit >= interval_s):
+        now = self.clock()
+        if self._uncommitted and (not records or now - self._last_commit >= interval_s) and now >= self._retry_at:
             self.commit()
         self._evict_idle()
         self._add_totals(stats)
@@ -236,11 +240,14 @@ class Worker:
             raise
         offsets, self._uncommitted = self._uncommitted, {}
         metadata = self.phases.metadata(self._sensor_partition, offsets) if self.phases and offsets else {}
-        if metadata:
-            self.source.commit(offsets, metadata)
-        else:
-            self.source.commit(offsets)
+        done = self.source.commit(offsets, metadata) if metadata else self.source.commit(offsets)
         self._last_commit = self.clock()
+        if done is False:  # the broker is away or the group moved on: the offsets go with a later commit
+            offsets.update(self._uncommitted)
+            self._uncommitted = offsets
+            self._retry_at = self._last_commit + COMMIT_RETRY_S
+        else:
+            self._retry_at = -float("inf")
 
     def _take_committed_metadata(self) -> None:
         take = getattr(self.source, "committed_metadata", None)
@@ -414,6 +421,7 @@ class Worker:
             self.sink.close()
 
 
+COMMIT_RETRY_S = 1.0
 SCORE_CAP = float(np.finfo(np.float32).max)
 
 

@@ -22,12 +22,17 @@ class _Log:
     def __init__(self, polls: list[list[Record]]) -> None:
         self.polls, self.calls, self.unflushed = polls, [], 0
         self.fail_flush = False
+        self.refuse_commits = 0  # the next n commits fail (the broker is down, or the group moved on)
 
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
         return self.polls.pop(0) if self.polls else []
 
     def commit(self, offsets: dict[Partition, int]) -> bool:
         assert self.unflushed == 0, "a commit before the events sent were flushed"
+        if self.refuse_commits:
+            self.refuse_commits -= 1
+            self.calls.append(("refused", dict(offsets)))
+            return False
         self.calls.append(("commit", dict(offsets)))
         return True
 
@@ -94,4 +99,29 @@ def test_offsets_whose_events_failed_to_flush_are_never_committed(setup: Any) ->
     with pytest.raises(RuntimeError, match="producing failed"):
         worker.step()
     worker.close()  # the next flush succeeds, but those records must be read again
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {})]
+
+
+def test_a_failed_commit_is_retried_after_a_pause_with_the_newer_offsets_and_never_kills_the_loop(setup: Any) -> None:
+    worker, log, now = setup
+    log.refuse_commits = 1
+    worker.step()
+    log.polls.insert(0, [])
+    worker.step()  # empty poll: commit, refused
+    assert log.calls[-1] == ("refused", {("in", 0): 10})
+    now[0] = 0.5
+    worker.step()  # records 10..19, then 20..29: the interval is over, but a retry waits COMMIT_RETRY_S
+    log.polls.insert(1, [])
+    worker.step()
+    assert log.calls[-1][0] == "refused"
+    now[0] = 1.2
+    worker.step()  # the empty poll after the pause: the offsets kept, moved on by the newer records
+    assert log.calls[-1] == ("commit", {("in", 0): 30})
+
+
+def test_a_partition_that_moved_away_is_not_committed(setup: Any) -> None:
+    worker, log, _ = setup
+    worker.step()
+    worker.on_partitions_changed([("in", 0)])
+    worker.close()
     assert [c for c in log.calls if c[0] == "commit"] == [("commit", {})]
