@@ -48,6 +48,7 @@ import json
 import lzma
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,24 +251,30 @@ def _print_channels(train: np.ndarray, test: np.ndarray) -> None:
     print()
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    print("| code | latent size | B/window | vs JSON | vs float32 | NRMSE max | worst channel | NRMSE mean "
-          "| channels ≤ 0.1 | range NRMSE max |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+def _markdown(columns: list[tuple[str, Callable[[dict[str, Any]], object]]], rows: list[dict[str, Any]]) -> None:
+    """Print ``rows`` as a markdown table of ``(header, cell of a row)`` columns."""
+    print("| " + " | ".join(h for h, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
     for r in rows:
-        print(f"| {r['code']} | {r['latent_size']} | {r['bytes_per_window']} | {r['ratio_json']}× "
-              f"| {r['ratio_float32']}× | {r['nrmse_max']} | {r['worst']} | {r['nrmse_mean']} "
-              f"| {r['n_channels_ok']}/{len(CHANNELS)} | {r['range_nrmse_max']} |")
+        print("| " + " | ".join(str(cell(r)) for _, cell in columns) + " |")
+
+
+_SIZE_ERROR: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
+    ("B/window", lambda r: r["bytes_per_window"]), ("vs JSON", lambda r: f"{r['ratio_json']}×"),
+    ("vs float32", lambda r: f"{r['ratio_float32']}×"), ("NRMSE max", lambda r: r["nrmse_max"]),
+    ("worst channel", lambda r: r["worst"]), ("NRMSE mean", lambda r: r["nrmse_mean"]),
+    ("channels ≤ 0.1", lambda r: f"{r['n_channels_ok']}/{len(CHANNELS)}")]
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    _markdown([("code", lambda r: r["code"]), ("latent size", lambda r: r["latent_size"]), *_SIZE_ERROR,
+               ("range NRMSE max", lambda r: r["range_nrmse_max"])], rows)
 
 
 def _print_residual_table(rows: list[dict[str, Any]]) -> None:
-    print("| predictor | latent size | step (train stds) | B/window | vs JSON | vs float32 | NRMSE max "
-          "| worst channel | NRMSE mean | channels ≤ 0.1 | max err / step |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['code']} | {r['latent_size']} | {r['step_std']} | {r['bytes_per_window']} | {r['ratio_json']}× "
-              f"| {r['ratio_float32']}× | {r['nrmse_max']} | {r['worst']} | {r['nrmse_mean']} "
-              f"| {r['n_channels_ok']}/{len(CHANNELS)} | {r['max_err_over_step']} |")
+    _markdown([("predictor", lambda r: r["code"]), ("latent size", lambda r: r["latent_size"]),
+               ("step (train stds)", lambda r: r["step_std"]), *_SIZE_ERROR,
+               ("max err / step", lambda r: r["max_err_over_step"])], rows)
 
 
 def _print_codec_table(rows: list[dict[str, Any]]) -> None:
