@@ -94,13 +94,21 @@ class AlarmRule:
             t = self._thresholds[sensor] = self.threshold * float(factor)
         return t
 
-    def update(self, sensor: str, score: float) -> tuple[float, bool]:
+    def _sensor(self, sensor: str) -> _SensorAlarm:
         st = self._state.get(sensor)
         if st is None:
             st = self._state[sensor] = _SensorAlarm(deque(maxlen=self.smoothing), deque(maxlen=self.n))
+        return st
+
+    def _limit(self, sensor: str) -> float:
+        """The threshold the smoothed score of ``sensor`` is compared with (no glob lookup when none is set)."""
+        return self.threshold_for(sensor) if self.sensor_factors else self.threshold
+
+    def update(self, sensor: str, score: float) -> tuple[float, bool]:
+        st = self._sensor(sensor)
         st.scores.append(score)
         smoothed = sum(st.scores) / len(st.scores)
-        st.flags.append(smoothed > (self.threshold_for(sensor) if self.sensor_factors else self.threshold))
+        st.flags.append(smoothed > self._limit(sensor))
         return smoothed, sum(st.flags) >= self.k
 
     def update_many(self, sensor: str, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,9 +123,7 @@ class AlarmRule:
         >>> one == list(zip(np.concatenate([sm, sm2]).tolist(), np.concatenate([al, al2]).tolist()))
         True
         """
-        st = self._state.get(sensor)
-        if st is None:
-            st = self._state[sensor] = _SensorAlarm(deque(maxlen=self.smoothing), deque(maxlen=self.n))
+        st = self._sensor(sensor)
         p = len(st.scores)
         x = np.concatenate([np.fromiter(st.scores, np.float64, p), np.asarray(scores, dtype=np.float64)])
         w = self.smoothing
@@ -127,7 +133,7 @@ class AlarmRule:
             padded = np.concatenate([np.zeros(w - 1), x])
             sums = np.lib.stride_tricks.sliding_window_view(padded, w)[p:].sum(axis=1)
             smoothed = sums / np.minimum(np.arange(p + 1, len(x) + 1), w)
-        over = smoothed > (self.threshold_for(sensor) if self.sensor_factors else self.threshold)
+        over = smoothed > self._limit(sensor)
         q = len(st.flags)
         f = np.concatenate([np.fromiter(st.flags, np.int64, q), over.astype(np.int64)])
         cf = np.concatenate([[0], np.cumsum(f)])
