@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from aestream.config import KafkaConfig
 from aestream.messages import Outgoing, Partition, Record
+from aestream.phase import warn_metadata_refused
 
 __all__ = ["ConfluentSink", "ConfluentSource", "confluent_options"]
 
@@ -142,9 +143,7 @@ class ConfluentSource:
                 if e.args[0].code() != KafkaError.OFFSET_METADATA_TOO_LARGE:
                     raise
                 self._send_metadata = False
-                log.warning("the broker refuses offset commit metadata of %d characters (offset.metadata.max.bytes "
-                            "below 4096?): committing without window phases from now on",
-                            max(map(len, meta.values()), default=0))
+                warn_metadata_refused(meta)
                 self._commit([_offset(tp.topic, tp.partition, tp.offset, None) for tp in todo])
             return True
         except KafkaException as e:

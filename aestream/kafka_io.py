@@ -22,6 +22,7 @@ from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
 from aestream.messages import Outgoing, Partition, Record
+from aestream.phase import warn_metadata_refused
 
 __all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "open_sink",
            "open_source", "tail_topic",
@@ -213,9 +214,7 @@ class KafkaSource:
                 self.consumer.commit(todo)
             except OffsetMetadataTooLargeError:
                 self._send_metadata = False
-                log.warning("the broker refuses offset commit metadata of %d characters (offset.metadata.max.bytes "
-                            "below 4096?): committing without window phases from now on",
-                            max(map(len, meta.values()), default=0))
+                warn_metadata_refused(meta)
                 self.consumer.commit({tp: OffsetAndMetadata(om.offset, "", -1) for tp, om in todo.items()})
             return True
         except KafkaError as e:  # CommitFailedError after a rebalance, or no coordinator (the broker is down)

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from aestream.messages import Partition
 from aestream.windows import Windower
 
-__all__ = ["METADATA_MAX_BYTES", "PhaseCheckpoint", "decode_phases", "encode_phases"]
+__all__ = ["METADATA_MAX_BYTES", "PhaseCheckpoint", "decode_phases", "encode_phases", "warn_metadata_refused"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,13 @@ def _valid(doc: object) -> bool:
     stride, groups = doc.get("stride"), doc.get("phases")
     return (type(stride) is int and stride >= 1 and isinstance(groups, list) and len(groups) <= stride
             and all(isinstance(g, list) and all(isinstance(s, str) for s in g) for g in groups))
+
+
+def warn_metadata_refused(metadata: Mapping[Partition, str]) -> None:
+    """What both Kafka edges say when the broker refuses this commit metadata as too large (they then commit
+    without it from then on)."""
+    log.warning("the broker refuses offset commit metadata of %d characters (offset.metadata.max.bytes below "
+                "4096?): committing without window phases from now on", max(map(len, metadata.values()), default=0))
 
 
 class PhaseCheckpoint:
