@@ -13,12 +13,14 @@ import dataclasses
 import difflib
 import os
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aestream.errors import ConfigError
+from aestream.models import Family
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,13 +56,13 @@ class KafkaConfig:
     """Where readings come from and where events, dead letters and models go."""
 
     bootstrap_servers: tuple[str, ...] = ("127.0.0.1:19092",)
-    client: str = "kafka-python"
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
     group_id: str = "aestream"
     client_id: str = "aestream"
     input_topics: tuple[str, ...] = ("readings",)
     output_topic: str = "anomalies"
     dead_letter_topic: str = "aestream-dead-letter"
-    auto_offset_reset: str = "earliest"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
@@ -68,7 +70,7 @@ class KafkaConfig:
     poll_timeout_ms: int = 200
     commit_interval_ms: int = 100
     rebuild_lookback_messages: int = 5_000
-    security_protocol: str = "PLAINTEXT"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""
     sasl_password: str = field(default="", repr=False)
@@ -78,13 +80,7 @@ class KafkaConfig:
     ssl_password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        _require(self.client in ("kafka-python", "confluent"), "kafka.client", self.client,
-                 'use "kafka-python" (default) or "confluent" (pip install \'aestream[confluent]\')')
-        _require(self.auto_offset_reset in ("earliest", "latest"), "kafka.auto_offset_reset",
-                 self.auto_offset_reset, 'use "earliest" or "latest"')
-        _require(self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-                 "kafka.security_protocol", self.security_protocol,
-                 "use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+        _check_choices(self, "kafka")
         for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_records", "poll_timeout_ms"):
             _require(getattr(self, name) > 0, f"kafka.{name}", getattr(self, name), "use a positive number")
         _require(len(self.input_topics) > 0, "kafka.input_topics", self.input_topics, "name at least one topic")
@@ -122,7 +118,7 @@ class StreamConfig:
 class ModelConfig:
     """Which autoencoder to train and how. Family-specific settings live in sub-tables."""
 
-    family: str = "conv"
+    family: Family = "conv"
     latent_size: int = 8
     hidden_size: int = 64
     device: str = "auto"
@@ -136,7 +132,7 @@ class ModelConfig:
     torch_threads: int = 0
     detrend_channels: tuple[str, ...] = ()
     input_smoothing: int = 1
-    score_reduce: str = "mean"
+    score_reduce: Literal["mean", "max"] = "mean"
     sparse: dict[str, Any] = field(default_factory=dict)
     contractive: dict[str, Any] = field(default_factory=dict)
     denoising: dict[str, Any] = field(default_factory=dict)
@@ -144,12 +140,9 @@ class ModelConfig:
     vanilla: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        families = ("vanilla", "sparse", "contractive", "denoising", "conv")
-        _require(self.family in families, "model.family", self.family, f"use one of {', '.join(families)}")
+        _check_choices(self, "model")
         _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "model.device",
                  self.device, 'use "auto", "cpu" or "cuda"')
-        _require(self.score_reduce in ("mean", "max"), "model.score_reduce", self.score_reduce,
-                 'use "mean" or "max"')
         _require(0.0 < self.validation_fraction < 1.0, "model.validation_fraction", self.validation_fraction,
                  "use a fraction between 0 and 1")
         for name in ("latent_size", "hidden_size", "epochs", "batch_size", "input_smoothing"):
@@ -164,7 +157,7 @@ class ModelConfig:
 class ThresholdConfig:
     """How the alarm threshold is calibrated from validation scores, and the k-of-n rule."""
 
-    method: str = "quantile"
+    method: Literal["quantile", "pot"] = "quantile"
     quantile: float = 0.995
     factor: float = 1.0
     target_far: float = 0.001
@@ -176,7 +169,7 @@ class ThresholdConfig:
     sensors: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.method in ("quantile", "pot"), "threshold.method", self.method, 'use "quantile" or "pot"')
+        _check_choices(self, "threshold")
         for glob, f in self.sensors.items():
             _require(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0, f"threshold.sensors.{glob}",
                      f, "use a positive factor of the calibrated threshold, e.g. 1.5")
@@ -204,7 +197,7 @@ class AlertsConfig:
     cooldown_ms: int = 300_000
     silent_after_s: float = 0.0
     silent_lag_ms: int = 0
-    match: str = "first"
+    match: Literal["first", "all"] = "first"
     default_sinks: tuple[str, ...] = ("topic",)
     sinks: dict[str, Any] = field(default_factory=dict)
     routes: tuple[dict[str, Any], ...] = ()
@@ -213,14 +206,11 @@ class AlertsConfig:
     persist_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
-        _require(self.match in ("first", "all"), "alerts.match", self.match, 'use "first" or "all"')
+        _check_choices(self, "alerts")
         _require(self.n_resolve_windows >= 1, "alerts.n_resolve_windows", self.n_resolve_windows,
                  "use 1 or more windows")
         for name in ("cooldown_ms", "silent_after_s", "silent_lag_ms", "persist_interval_s"):
             _require(getattr(self, name) >= 0, f"alerts.{name}", getattr(self, name), "use 0 (off) or more")
-        from aestream.alerts.routing import check_alerts  # pure; imported here to keep config import-light
-
-        check_alerts(self)
 
 
 @dataclass(frozen=True)
@@ -228,10 +218,10 @@ class RetrainConfig:
     """Scheduled retraining on recent normal data: the reservoir's rules, the schedule, the gate. (issue 3)"""
 
     enabled: bool = False
-    schedule: str = "interval"
+    schedule: Literal["interval", "cron"] = "interval"
     interval_s: float = 3_600.0
     cron: str = "0 3 * * *"
-    family: str = ""
+    family: Family | Literal[""] = ""
     epochs: int = 0
     n_reservoir_windows: int = 20_000
     max_age_s: float = 7 * 86_400.0
@@ -247,15 +237,10 @@ class RetrainConfig:
     gate_max_far: float = 0.01
     timeout_s: float = 1_800.0
     torch_threads: int = 1
-    isolation: str = "process"
+    isolation: Literal["process", "thread"] = "process"
 
     def __post_init__(self) -> None:
-        _require(self.schedule in ("interval", "cron"), "retrain.schedule", self.schedule,
-                 'use "interval" or "cron"')
-        _require(self.family in ("", "vanilla", "sparse", "contractive", "denoising", "conv"), "retrain.family",
-                 self.family, 'use "" (model.family) or vanilla, sparse, contractive, denoising, conv')
-        _require(self.isolation in ("process", "thread"), "retrain.isolation", self.isolation,
-                 'use "process" or "thread"')
+        _check_choices(self, "retrain")
         for name in ("interval_s", "max_age_s", "half_life_s", "timeout_s", "n_reservoir_windows",
                      "n_min_windows", "save_every_s"):
             _require(getattr(self, name) > 0, f"retrain.{name}", getattr(self, name), "use a positive number")
@@ -281,7 +266,7 @@ class OpsConfig:
     metrics_port: int = 9108
     lag_interval_s: float = 5.0
     broker_check_timeout_s: float = 1.0
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 
     def __post_init__(self) -> None:
@@ -290,8 +275,7 @@ class OpsConfig:
         _require(self.lag_interval_s > 0, "ops.lag_interval_s", self.lag_interval_s, "use a positive number of s")
         _require(self.broker_check_timeout_s > 0, "ops.broker_check_timeout_s", self.broker_check_timeout_s,
                  "use a positive number of s")
-        _require(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "ops.log_level",
-                 self.log_level, 'use "DEBUG", "INFO", "WARNING" or "ERROR"')
+        _check_choices(self, "ops")
 
 
 @dataclass(frozen=True)
@@ -346,6 +330,37 @@ class Config:
 def _require(ok: bool, key: str, value: object, fix: str) -> None:
     if not ok:
         raise ConfigError(f"config key {key} = {value!r} is invalid: {fix}")
+
+
+def _choices(hint: Any) -> tuple[Any, ...]:
+    """The values a ``Literal`` (or a union of them) allows; ``()`` for any other type.
+
+    >>> _choices(Literal["a", "b"] | Literal[""]), _choices(int)
+    (('a', 'b', ''), ())
+    """
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(v for arg in typing.get_args(hint) for v in _choices(arg))
+    return ()
+
+
+def _use_one_of(allowed: tuple[Any, ...]) -> str:
+    """
+    >>> _use_one_of(("first", "all")), _use_one_of(("a", "b", "c"))
+    ('use "first" or "all"', 'use "a", "b" or "c"')
+    """
+    quoted = [f'"{v}"' for v in allowed]
+    return f"use {', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else f"use {quoted[0]}"
+
+
+def _check_choices(section: Any, name: str) -> None:
+    """Every ``Literal`` field of ``section`` holds one of its values (for configs built in code too)."""
+    for key, hint in typing.get_type_hints(type(section)).items():
+        allowed = _choices(hint)
+        value = getattr(section, key)
+        if allowed and value not in allowed:
+            _require(False, f"{name}.{key}", value, _use_one_of(allowed))
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str, str] | None = None) -> Config:
@@ -405,6 +420,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"config key {where} = {value!r} is invalid: it must be a table")
         return dict(value)
+    if _choices(hint):
+        _require(value in _choices(hint), where, value, _use_one_of(_choices(hint)))
+        return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool):

@@ -1,11 +1,34 @@
 """The error hierarchy: every error aestream raises on purpose is an :class:`AestreamError`.
 
-Messages say what was wrong, the offending value, where, and what to do about it.
+Messages say what was wrong, the offending value, where, and what to do about it. Every command turns them into
+``aestream: error: …`` and exit code 2.
+
+::
+
+    AestreamError
+    ├── ConfigError         a config file or key is wrong (at start-up)
+    ├── DataError           an input file or its contents cannot be used (missing columns, too short)
+    ├── TrainingError       a model could not be trained or calibrated
+    ├── BundleError         a model bundle is missing, incomplete, altered or unreadable
+    ├── LatentRecordError   a latent-stream record cannot be decoded
+    ├── ReservoirError      a persisted reservoir cannot be read
+    ├── AlertStateError     the alert state file cannot be read
+    └── InvalidReading      a message is not a valid reading (dead-lettered, never fatal)
 """
 
 from __future__ import annotations
 
-__all__ = ["AestreamError", "BundleError", "ConfigError", "InvalidReading"]
+__all__ = [
+    "AestreamError",
+    "AlertStateError",
+    "BundleError",
+    "ConfigError",
+    "DataError",
+    "InvalidReading",
+    "LatentRecordError",
+    "ReservoirError",
+    "TrainingError",
+]
 
 
 class AestreamError(Exception):
@@ -16,8 +39,28 @@ class ConfigError(AestreamError):
     """A configuration file or key is wrong; raised at start-up, before anything runs."""
 
 
+class DataError(AestreamError, ValueError):
+    """An input file or its contents cannot be used: missing columns, too few readings for one window."""
+
+
+class TrainingError(AestreamError):
+    """A model could not be trained or calibrated from the data it was given."""
+
+
 class BundleError(AestreamError):
     """A model bundle is missing, incomplete, altered or unreadable."""
+
+
+class LatentRecordError(AestreamError):
+    """A record of the latent stream cannot be decoded."""
+
+
+class ReservoirError(AestreamError):
+    """A persisted reservoir cannot be read."""
+
+
+class AlertStateError(AestreamError):
+    """The alert state file cannot be read."""
 
 
 class InvalidReading(AestreamError):

@@ -1,4 +1,4 @@
-"""The worker: the composition root that wires the Kafka edge to the domain and owns the loop.
+"""The worker: owns the loop between the Kafka edge and the domain (:mod:`aestream.app` builds it).
 
 One step of the loop::
 
@@ -7,7 +7,7 @@ One step of the loop::
 
 Offsets are committed only after the producer has acknowledged every event and dead letter of those offsets
 (at-least-once); event ids are deterministic, so a replay after a crash repeats the same ids. With a count stride
-each commit carries, per partition, its sensors' window phase (:mod:`aestream.phase`); a worker given the
+each commit carries, per partition, its sensors' window phase (:mod:`aestream.stream.phase`); a worker given the
 partition restores it after the lookback replay, before the first live record, so the windows close on the same
 readings as before (replayed offsets are below the committed ones and are not committed again). A new model is
 swapped in only between steps. ``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in
@@ -22,47 +22,25 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from aestream.bundle import ModelBundle
-from aestream.codec import Block, Columns, ReadingDecoder
 from aestream.config import Config
+from aestream.detect.thresholds import AlarmRule
 from aestream.errors import BundleError, InvalidReading
-from aestream.events import anomaly_event, encode_event
-from aestream.messages import Outgoing, Partition, Record
-from aestream.phase import PhaseCheckpoint
-from aestream.stages import Scored, Stage
-from aestream.thresholds import AlarmRule
-from aestream.windows import LATE, Window, Windower
+from aestream.kafka.protocols import ModelSource, Sink, Source
+from aestream.models.bundle import ModelBundle
+from aestream.stream.codec import Block, Columns, ReadingDecoder
+from aestream.stream.events import anomaly_event, encode_event
+from aestream.stream.messages import Outgoing, Partition, Record
+from aestream.stream.phase import PhaseCheckpoint
+from aestream.stream.stages import Scored, Stage
+from aestream.stream.windows import LATE, Window, Windower
 
-__all__ = ["ModelSource", "Sink", "Source", "StepStats", "Worker", "dead_letter"]
+__all__ = ["StepStats", "Worker", "WorkerObserver", "dead_letter"]
 
 log = logging.getLogger(__name__)
-
-
-class Source(Protocol):
-    """Where records come from. ``commit`` gets ``metadata`` (per partition, committed with its offset) only when
-    there is some. A source that rebuilds partitions may also have ``committed_metadata() -> dict[Partition,
-    str]``: the metadata committed with the offsets it replays up to, each handed out once."""
-
-    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]: ...
-    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool: ...
-    def close(self) -> None: ...
-
-
-class Sink(Protocol):
-    def send(self, msg: Outgoing) -> None: ...
-    def flush(self, timeout_s: float = 60.0) -> None: ...
-    def close(self, timeout_s: float = 10.0) -> None: ...
-
-
-class ModelSource(Protocol):
-    """Where the worker gets its model: ``current()`` names the serving version, ``load(v)`` loads it."""
-
-    def current(self) -> str | None: ...
-    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle: ...
 
 
 @dataclass
@@ -78,6 +56,16 @@ class StepStats:
     replayed: int = 0
     model_version: str = ""
     events_out: list[dict[str, Any]] = field(default_factory=list)
+
+
+class WorkerObserver:
+    """Watches the worker from its own thread (metrics, say): both hooks are no-ops until overridden."""
+
+    def on_step(self, stats: StepStats, seconds: float) -> None:
+        """A step ended after ``seconds``."""
+
+    def on_model(self, bundle: ModelBundle) -> None:
+        """``bundle`` is now served."""
 
 
 def dead_letter(topic: str, rec: Record, reason: str) -> Outgoing:
@@ -107,6 +95,7 @@ class Worker:
         model_check_interval_s: float = 1.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         stages: Iterable[Stage] = (),
+        observers: Iterable[WorkerObserver] = (),
     ) -> None:
         self.cfg = cfg
         self.source = source
@@ -117,6 +106,7 @@ class Worker:
         self.model_check_interval_s = model_check_interval_s
         self.on_event = on_event
         self.stages = list(stages)
+        self.observers = list(observers)
         s = cfg.stream
         self.decoder = ReadingDecoder(s.channels, s.max_message_bytes, s.max_readings_per_message)
         self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
@@ -158,6 +148,8 @@ class Worker:
         self.rule = AlarmRule(bundle.threshold, k=int(a.get("k", 1)), n=int(a.get("n", 1)),
                               smoothing=int(a.get("smoothing", 1)), sensor_factors=self.cfg.threshold.sensors)
         log.info("serving model %s (%s, threshold %.4g), was %s", version, bundle.family, bundle.threshold, previous)
+        for observer in self.observers:
+            observer.on_model(bundle)
 
     def _check_compatible(self, bundle: ModelBundle) -> None:
         s = self.cfg.stream
@@ -185,10 +177,9 @@ class Worker:
             del self._sensor_partition[s]
         if self._closing:
             return  # the partitions are given up because we stop: stages keep their state for a restart
-        for stage in self.stages:
-            forget = getattr(stage, "forget", None)
-            if forget is not None and gone:
-                forget(gone)
+        if gone:
+            for stage in self.stages:
+                stage.forget(gone)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -217,6 +208,7 @@ class Worker:
     def step(self) -> StepStats:
         """One poll → process (events are sent as they are found) → flush and commit, at most every
         ``kafka.commit_interval_ms`` and whenever a poll comes back empty."""
+        t0 = time.perf_counter()
         self.refresh_model()
         records = self.source.poll()
         self._take_committed_metadata()
@@ -229,6 +221,10 @@ class Worker:
             self.commit()
         self._evict_idle()
         self._add_totals(stats)
+        if self.observers:
+            seconds = time.perf_counter() - t0
+            for observer in self.observers:
+                observer.on_step(stats, seconds)
         return stats
 
     def commit(self) -> None:
@@ -412,8 +408,7 @@ class Worker:
         gc.unfreeze()  # what was frozen at the first model is collectable again (and at exit)
         try:
             for stage in self.stages:
-                close = getattr(stage, "close", None)
-                for msg in (close() if close is not None else None) or []:
+                for msg in stage.close():
                     self.sink.send(msg)
             self.commit()
         finally:

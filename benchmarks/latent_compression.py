@@ -3,13 +3,14 @@
     python benchmarks/latent_compression.py ../shared/data/skab/anomaly-free/anomaly-free.csv [--threads 1]
 
 Each autoencoder (``family:latent_size:hidden_size`` in ``--models``) is trained with
-:func:`aestream.training.fit_scorer` on the first 70 % of the file (its own time-ordered validation split, early
+:func:`aestream.training.fit.fit_scorer` on the first 70 % of the file (its own time-ordered validation split, early
 stopping, no detrending, no input smoothing), then judged on the last 30 %, cut into non-overlapping windows
 (stride = window size, so each latent record encodes exactly the readings of its window):
 
-* **Bytes.** Each window's latent record (:func:`aestream.streams.encode_latent`, float16 code) against
+* **Bytes.** Each window's latent record (:func:`aestream.outputs.streams.encode_latent`, float16 code) against
   (a) the readings it covers as the raw topic carries them, one JSON message each
-  (:func:`aestream.codec.encode_reading`) — the issue's measure — and (b) the same readings packed as float32 in a
+  (:func:`aestream.stream.codec.encode_reading`) — the issue's measure — and (b) the same readings packed as float32
+  in a
   record with the latent record's header (what that record would weigh carrying the readings instead of a code).
   Kafka's own per-record framing is left out of every count.
 * **Error.** The window is decoded from the float16 code (:meth:`Scorer.decode`, as ``aestream decode`` does) and
@@ -23,8 +24,8 @@ windows, the code stored as float16 like the latent record — the best *linear*
 
 **With the residual** (``streams.latent_residual_step_std``, ``AEL3`` records): for the models of latent size in
 ``--residual-sizes`` and each step in ``--steps`` (in training standard deviations of each channel), the records
-are made by the worker's own :class:`~aestream.streams.StreamsStage` from float32 windows and decoded with
-:func:`~aestream.streams.decode_window`, as ``aestream decode`` does; ``max err / step`` is the largest
+are made by the worker's own :class:`~aestream.outputs.streams.StreamsStage` from float32 windows and decoded with
+:func:`~aestream.outputs.streams.decode_window`, as ``aestream decode`` does; ``max err / step`` is the largest
 ``|decoded − reading| / step`` over every value (≤ 0.5 by construction). Two rows without any autoencoder show
 what the autoencoder adds: the same residual coding against **the window mean** (a record with no code and each
 channel's window mean as a float32 level) and against **the training mean** (no code, no levels: the residual's
@@ -56,11 +57,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aestream.bundle import ModelBundle
-from aestream.codec import encode_reading
-from aestream.scoring import Scorer
-from aestream.stages import Scored
-from aestream.streams import (
+from aestream.detect.scoring import Scorer
+from aestream.models.bundle import ModelBundle
+from aestream.outputs.streams import (
     StreamsStage,
     decode_latent,
     decode_window,
@@ -68,8 +67,10 @@ from aestream.streams import (
     quantise_residual,
     residual_steps,
 )
-from aestream.training import fit_scorer, sliding_windows
-from aestream.windows import Window
+from aestream.stream.codec import encode_reading
+from aestream.stream.stages import Scored
+from aestream.stream.windows import Window
+from aestream.training.fit import fit_scorer, sliding_windows
 
 CHANNELS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",
             "Voltage", "Volume Flow RateRMS"]

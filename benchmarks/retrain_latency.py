@@ -3,7 +3,7 @@
     python benchmarks/retrain_latency.py [--isolation process|thread] [--seconds 8] [--batch 256]
 
 A small model (the configured family, trained here) scores batches of windows from a simulated plant in the main
-thread, as the worker does, first alone for ``--seconds``, then while a :class:`~aestream.retrain.Retrainer`
+thread, as the worker does, first alone for ``--seconds``, then while a :class:`~aestream.retrain.retrainer.Retrainer`
 retrains from a reservoir of windows. The target is p99 with a retrain ≤ 2 × p99 without.
 """
 
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.fitting import train_bundle
-from aestream.reservoir import Reservoir
-from aestream.retrain import Retrainer, RetrainOutcome
-from aestream.simulate import Plant
-from aestream.store import ModelStore
-from aestream.thresholds import AlarmRule
-from aestream.training import sliding_windows
+from aestream.detect.thresholds import AlarmRule
+from aestream.models.store import ModelStore
+from aestream.retrain.reservoir import Reservoir
+from aestream.retrain.retrainer import Retrainer, RetrainOutcome
+from aestream.training.build import train_bundle
+from aestream.training.fit import sliding_windows
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 

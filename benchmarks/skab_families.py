@@ -3,7 +3,7 @@
     python benchmarks/skab_families.py /path/to/skab/valve1 [--threads 1]
 
 Prints a markdown table (F1 / FAR % / MAR % / NAB standard / mean delay / seconds). Each family runs through the
-worker's own path (fit_scorer → Scorer → calibrated threshold → AlarmRule); see aestream.evaluate.skab.
+worker's own path (fit_scorer → Scorer → calibrated threshold → AlarmRule); see aestream.commands.evaluate.skab.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
+from aestream.commands.evaluate.skab import FileResult, evaluate_folder, list_skab_files, load_skab_file, skab_metrics
 from aestream.config import ModelConfig, ThresholdConfig
-from aestream.evaluate.skab import FileResult, evaluate_folder, list_skab_files, load_skab_file, skab_metrics
 
 WINDOW_SIZE = 40
 INPUT_SMOOTHING = 5

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 import faultkit  # noqa: E402
 
 from aestream.config import Config  # noqa: E402
-from aestream.kafka_io import ensure_topics  # noqa: E402
-from aestream.store import ModelStore  # noqa: E402
+from aestream.kafka.kafka_python import ensure_topics  # noqa: E402
+from aestream.models.store import ModelStore  # noqa: E402
 
 POISON = [b"\xff not json", b'{"sensor": "p", "ts": 1, "values": [1, 2, 3, 4]}', b'{"sensor": 7}', b"[]",
           b'{"sensor": "p", "ts": 1767225600000, "values": [1, NaN, 3, 4]}']

@@ -40,12 +40,13 @@ import torch
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.record.util import crc32c_c  # None: kafka-python checks CRCs in pure Python
 
+from aestream.app import build_app
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.fitting import train_bundle
-from aestream.kafka_io import ensure_topics, open_sink, open_source
+from aestream.kafka.kafka_python import ensure_topics
 from aestream.models import FAMILIES, build_model
-from aestream.simulate import Plant
-from aestream.store import ModelStore
+from aestream.models.store import ModelStore
+from aestream.training.build import train_bundle
 from aestream.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,9 +110,7 @@ def _ceiling(bootstrap: str, topic: str, n_messages: int, strict: bool = False) 
 def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
     """``Worker.run`` (as ``aestream run`` calls it) in a thread, timed from its first records (the group is
     joined) until it has processed ``n_messages``."""
-    source = open_source(cfg.kafka)
-    worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir))
-    source.on_assign = source.on_revoke = worker.on_partitions_changed
+    worker = build_app(cfg).worker
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     while not worker.totals.records:
@@ -128,7 +127,7 @@ def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
 _PACED_PRODUCER = """
 import json, sys, time
 from confluent_kafka import Producer
-from aestream.simulate import Plant
+from aestream.commands.simulate import Plant
 bootstrap, topic = sys.argv[1], sys.argv[2]
 rate, seconds, n_warm, n_anomalous = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 plant = Plant(50, ("temperature", "pressure", "vibration", "current"), seed=1)  # the plant the model learnt
@@ -212,9 +211,8 @@ def _latency(cfg: Config, rate: float, seconds: float, n_anomalous: int) -> tupl
     ``n_anomalous`` sensors run shifted (the model in ``cfg.paths.model_dir`` decides which windows emit)."""
     bootstrap = cfg.kafka.bootstrap_servers[0]
     _wait_for_partitions(bootstrap, cfg.kafka.input_topics[0])
-    source = open_source(cfg.kafka)
-    worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir))
-    source.on_assign = source.on_revoke = worker.on_partitions_changed
+    worker = build_app(cfg).worker
+    source = worker.source
     # idle for 30 s ends it: a group that joined before the new topic's metadata waits one refresh for partitions
     thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 30.0}, daemon=True)
     thread.start()
@@ -265,7 +263,7 @@ def _fresh_topic(base: Config, bootstrap: str, name: str) -> str:
 
 _RSS_PROBE = """
 import resource, sys
-from aestream.windows import Windower
+from aestream.stream.windows import Windower
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize()

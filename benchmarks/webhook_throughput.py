@@ -19,11 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aestream.alerts import build_alert_stage
-from aestream.codec import encode_reading
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.fitting import train_bundle
-from aestream.messages import Record
-from aestream.simulate import Plant
+from aestream.stream.codec import encode_reading
+from aestream.stream.messages import Record
+from aestream.training.build import train_bundle
 from aestream.worker import Worker
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aestream.bundle import ModelBundle
-from aestream.codec import encode_reading
+from aestream.commands.report import write_report
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.fitting import train_bundle
-from aestream.messages import Outgoing, Record
-from aestream.report import write_report
-from aestream.simulate import Plant
-from aestream.stages import Scored
+from aestream.models.bundle import ModelBundle
+from aestream.stream.codec import encode_reading
+from aestream.stream.messages import Outgoing, Record
+from aestream.stream.stages import Scored
+from aestream.training.build import train_bundle
 from aestream.worker import Worker
 
 HERE = Path(__file__).resolve().parent

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aestream.bundle import ModelBundle
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.fitting import train_bundle
-from aestream.messages import Partition, Record
-from aestream.simulate import Plant
+from aestream.models.bundle import ModelBundle
+from aestream.stream.messages import Partition, Record
+from aestream.training.build import train_bundle
 
 sys.path.insert(0, str(Path(__file__).parent / "faults"))
 from faultkit import free_port  # one helper for both (the fault kit is also run by path by benchmarks/soak.py)

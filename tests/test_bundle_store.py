@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from aestream.bundle import ModelBundle, load_bundle, save_bundle
+from aestream.detect.features import Preprocessor
+from aestream.detect.scoring import Scorer
 from aestream.errors import BundleError
-from aestream.features import Preprocessor
 from aestream.models import build_model
-from aestream.scoring import Scorer
-from aestream.store import ModelStore
+from aestream.models.bundle import ModelBundle, load_bundle, save_bundle
+from aestream.models.store import ModelStore
 
 CH = ("a", "b")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aestream.cli import build_parser, main
+from aestream.commands.cli import build_parser, main
 
 COMMANDS = ["run", "train", "retrain", "simulate", "demo", "models", "evaluate", "decode", "embed", "report"]
 
@@ -30,7 +30,7 @@ def test_every_subcommand_is_in_the_parser() -> None:
 def test_a_bad_config_prints_one_clear_line_and_exits_2(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[stream]\nwindow_size = "big"\n')
-    proc = subprocess.run([sys.executable, "-m", "aestream.cli", "--config", str(cfg), "models", "list"],
+    proc = subprocess.run([sys.executable, "-m", "aestream", "--config", str(cfg), "models", "list"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("aestream: error: config key stream.window_size = 'big' is invalid: "
@@ -42,3 +42,15 @@ def test_models_list_on_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFix
     cfg.write_text(f'[paths]\nmodel_dir = "{tmp_path / "m"}"\n')
     assert main(["--config", str(cfg), "models", "list"]) == 0
     assert "no versions in" in capsys.readouterr().out
+
+
+def test_a_file_too_short_for_one_window_is_an_error_line_not_a_traceback(tmp_path: Path) -> None:
+    data = tmp_path / "short.csv"
+    data.write_text("temperature,pressure,vibration,current\n" + "1,2,3,4\n" * 5)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[paths]\nmodel_dir = "{tmp_path / "m"}"\n[model]\ndevice = "cpu"\n')
+    proc = subprocess.run([sys.executable, "-m", "aestream", "--config", str(cfg), "train", "--input", str(data)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("aestream: error: ") and "Traceback" not in proc.stderr
+    assert "full window of 32 readings" in proc.stderr

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from aestream.codec import Reading, ReadingDecoder, parse_ts_ms
 from aestream.errors import InvalidReading
+from aestream.stream.codec import Reading, ReadingDecoder, parse_ts_ms
 
 CH = ("a", "b")
 TS = 1_767_225_600_000
@@ -72,7 +72,7 @@ def test_timestamps_without_offset_are_utc() -> None:
 def test_a_batch_of_one_sensor_decodes_to_one_block_equal_to_the_readings(decoder: ReadingDecoder) -> None:
     import numpy as np
 
-    from aestream.codec import Block
+    from aestream.stream.codec import Block
 
     doc = json.dumps([{"sensor": "s", "ts": TS + i, "values": [i, 0.5 * i]} for i in range(3)]).encode()
     block = decoder.decode_blocks(doc)
@@ -113,7 +113,7 @@ def test_one_message_off_the_plain_form_sends_the_whole_poll_message_by_message(
 def test_a_columnar_batch_decodes_to_the_block_of_the_same_readings_as_a_list(decoder: ReadingDecoder) -> None:
     import numpy as np
 
-    from aestream.codec import Block
+    from aestream.stream.codec import Block
 
     rows = [[1, 0.5], [2, 1.5], [3, 2.5]]
     columnar = json.dumps({"sensor": "s", "ts": [TS, TS + 1, TS + 2], "values": rows}).encode()

@@ -27,7 +27,7 @@ def test_repository_config_toml_parses_and_matches_the_defaults() -> None:
         ({"stream": {"stride": 4, "stride_ms": 4000}},
          "config key stream.stride = 4 is invalid: use 1 with stream.stride_ms = 4000"),
         ({"stream": {"stride_ms": -1}}, "config key stream.stride_ms = -1 is invalid: use 0 (off) or a positive"),
-        ({"model": {"family": "lstm"}}, "config key model.family = 'lstm' is invalid: use one of vanilla, sparse"),
+        ({"model": {"family": "lstm"}}, "config key model.family = 'lstm' is invalid: use \"vanilla\", \"sparse\""),
         ({"threshold": {"k": 3, "n": 2}}, "config key threshold.k = 3 is invalid: use a value from 1 to n (2)"),
         ({"kafka": {"input_topics": "readings"}},
          "config key kafka.input_topics = 'readings' is invalid: it must be a list"),

@@ -1,15 +1,13 @@
 """Metrics: what a step, the lag, a model swap, a retrain and a webhook failure do to the registry; and the
-instrumented worker (wrapped by composition) feeding them."""
+worker observer feeding them."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aestream.instrumented import instrument, readiness_checks
-from aestream.metrics import Metrics
+from aestream.ops.instrument import WorkerMetrics, readiness_checks
+from aestream.ops.metrics import Metrics
 from aestream.worker import StepStats
 
 EXPECTED = {
@@ -106,22 +104,6 @@ class _Bundle:
         self.version, self.family = version, "vanilla"
 
 
-class _FakeWorker:
-    """Just the two methods instrument() wraps, and the bundle attribute it reads."""
-
-    def __init__(self, steps: list[StepStats]) -> None:
-        self.steps = steps
-        self.bundle: _Bundle | None = None
-        self.refreshes = 0
-
-    def step(self) -> StepStats:
-        return self.steps.pop(0)
-
-    def refresh_model(self, force: bool = False) -> None:
-        self.refreshes += 1
-        self.bundle = _Bundle(f"v000{min(self.refreshes, 2)}")
-
-
 class _FakeSource:
     def __init__(self) -> None:
         self.lag_calls = 0
@@ -135,26 +117,24 @@ class _FakeSource:
         return {p: 10 * self.lag_calls for p in self.parts}
 
 
-def test_instrument_wraps_step_and_refresh_and_reads_the_lag_at_its_interval() -> None:
+def test_the_observer_counts_steps_and_swaps_and_reads_the_lag_at_its_interval() -> None:
     now = [0.0]
-    worker: Any = _FakeWorker([StepStats(records=1, readings=2, windows=1) for _ in range(4)])
     source, m = _FakeSource(), Metrics()
-    state = instrument(worker, m, source, lag_interval_s=5.0, clock=lambda: now[0])
+    observer = WorkerMetrics(m, source, lag_interval_s=5.0, clock=lambda: now[0])
     broker = [True]
-    checks = readiness_checks(state, lambda: broker[0])
+    checks = readiness_checks(observer.state, lambda: broker[0])
     assert checks() == {"partitions_assigned": False, "model_loaded": False, "broker_reachable": True}
 
-    worker.refresh_model(force=True)
+    observer.on_model(_Bundle("v0001"))  # type: ignore[arg-type]
     assert m.value("aestream_model_info", version="v0001", family="vanilla") == 1
     for t in (0.0, 1.0, 6.0):
         now[0] = t
-        worker.step()
+        observer.on_step(StepStats(records=1, readings=2, windows=1), 0.01)
     assert m.value("aestream_readings_total") == 6 and m.value("aestream_batch_duration_seconds_count") == 3
     assert source.lag_calls == 2  # at t=0 and t=6, not at t=1
     assert m.value("aestream_consumer_lag", topic="in", partition="1") == 20
     assert checks() == {"partitions_assigned": True, "model_loaded": True, "broker_reachable": True}
-    worker.refresh_model()
-    worker.refresh_model()  # same version again: no second swap counted
+    observer.on_model(_Bundle("v0002"))  # type: ignore[arg-type]
     assert m.value("aestream_model_swaps_total") == 2
     broker[0] = False
     assert checks()["broker_reachable"] is False
@@ -162,11 +142,10 @@ def test_instrument_wraps_step_and_refresh_and_reads_the_lag_at_its_interval() -
 
 def test_lag_is_not_queried_while_the_broker_is_down_and_errors_never_stop_the_step(
         caplog: pytest.LogCaptureFixture) -> None:
-    worker: Any = _FakeWorker([StepStats(records=1) for _ in range(3)])
     source = _FakeSource()
     up = [False]
-    instrument(worker, Metrics(), source, lag_interval_s=0.0, broker_ok=lambda: up[0])
-    worker.step()
+    observer = WorkerMetrics(Metrics(), source, lag_interval_s=0.0, broker_ok=lambda: up[0])
+    observer.on_step(StepStats(records=1), 0.01)
     assert source.lag_calls == 0
 
     def broken() -> dict[tuple[str, int], int]:
@@ -174,5 +153,5 @@ def test_lag_is_not_queried_while_the_broker_is_down_and_errors_never_stop_the_s
 
     up[0] = True
     source.lag = broken  # type: ignore[method-assign]
-    worker.step()
+    observer.on_step(StepStats(records=1), 0.01)
     assert "could not read the consumer lag: offsets request timed out" in caplog.text

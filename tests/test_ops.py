@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from aestream import ops
-from aestream.metrics import Metrics
+from aestream.ops import server as ops
+from aestream.ops.metrics import Metrics
 from aestream.worker import StepStats
 
 

@@ -8,8 +8,8 @@ import zlib
 import numpy as np
 import pytest
 
-from aestream.phase import METADATA_MAX_BYTES, PhaseCheckpoint, decode_phases, encode_phases
-from aestream.windows import Windower
+from aestream.stream.phase import METADATA_MAX_BYTES, PhaseCheckpoint, decode_phases, encode_phases
+from aestream.stream.windows import Windower
 
 
 @pytest.mark.parametrize("n", [0, 1, 40, 1000])
@@ -63,7 +63,7 @@ def test_a_checkpoint_leaves_out_partitions_that_do_not_fit_until_they_have_fewe
     for s in sensors:
         windows.push(s, 1, (0.0,))
     checkpoint = PhaseCheckpoint(windows, max_bytes=200)
-    with caplog.at_level(logging.WARNING, logger="aestream.phase"):
+    with caplog.at_level(logging.WARNING, logger="aestream.stream.phase"):
         assert checkpoint.metadata(sensors, [("in", 0), ("in", 1), ("in", 2)]) == {}
         assert checkpoint.metadata(sensors, [("in", 0)]) == {}  # not encoded again: as many sensors as before
     assert [r.getMessage()[:40] for r in caplog.records] == [

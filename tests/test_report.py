@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from aestream.commands.report import collect, read_events, write_report
 from aestream.errors import AestreamError
-from aestream.report import collect, read_events, write_report
 
 pytest.importorskip("matplotlib")
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aestream.reservoir import Reservoir, ReservoirError
-from aestream.reservoir_stage import ReservoirStage
-from aestream.stages import Scored
-from aestream.windows import Window
+from aestream.errors import ReservoirError
+from aestream.retrain.reservoir import Reservoir
+from aestream.retrain.stage import ReservoirStage
+from aestream.stream.stages import Scored
+from aestream.stream.windows import Window
 
 W, C = 4, 2
 SPAN_MS = (W - 1) * 1000

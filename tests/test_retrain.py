@@ -9,18 +9,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aestream.bundle import ModelBundle
+from aestream.commands.simulate import Plant
 from aestream.config import Config
 from aestream.errors import ConfigError
-from aestream.gate import gate_reason
-from aestream.reservoir import Reservoir
-from aestream.retrain import Retrainer, open_reservoir
-from aestream.scheduling import build_retraining, make_trigger
-from aestream.simulate import Plant
-from aestream.store import ModelStore
-from aestream.training import sliding_windows
-from aestream.trainlock import TrainLock
-from aestream.window_training import train_bundle_from_windows
+from aestream.models.bundle import ModelBundle
+from aestream.models.store import ModelStore
+from aestream.retrain.lock import TrainLock
+from aestream.retrain.reservoir import Reservoir
+from aestream.retrain.retrainer import Retrainer, open_reservoir
+from aestream.retrain.scheduler import build_retraining, make_trigger
+from aestream.training.fit import sliding_windows
+from aestream.training.from_windows import train_bundle_from_windows
+from aestream.training.gate import gate_reason
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 

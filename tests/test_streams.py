@@ -7,11 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aestream.bundle import ModelBundle
-from aestream.embed import embed_frame
+from aestream.commands.embed import embed_frame
 from aestream.errors import AestreamError
-from aestream.stages import Scored
-from aestream.streams import (
+from aestream.models.bundle import ModelBundle
+from aestream.outputs.streams import (
     MAX_RESIDUAL,
     StreamsStage,
     decode_latent,
@@ -20,8 +19,9 @@ from aestream.streams import (
     quantise_residual,
     residual_steps,
 )
-from aestream.training import fit_scorer, sliding_windows
-from aestream.windows import Window, Windower
+from aestream.stream.stages import Scored
+from aestream.stream.windows import Window, Windower
+from aestream.training.fit import fit_scorer, sliding_windows
 
 CH = ("a", "b", "c")
 W = 24
@@ -97,7 +97,7 @@ def test_latent_records_round_trip_and_bad_bytes_are_refused(denoiser: ModelBund
     np.testing.assert_allclose(np.stack([b.code for b in back]), codes, rtol=2e-3, atol=2e-3)  # float16
     decoded = denoiser.scorer.decode(np.stack([b.code for b in back]))
     np.testing.assert_allclose(decoded, denoiser.scorer.reconstruct(windows), atol=0.02)
-    from aestream.codec import encode_reading
+    from aestream.stream.codec import encode_reading
 
     raw = sum(len(encode_reading("pump-1", 1_767_225_600_000 + i, row.tolist())) for i, row in enumerate(windows[0]))
     assert 16 * len(records[0]) <= raw  # the code of a window is ≥ 16× smaller than its readings as JSON
@@ -280,7 +280,7 @@ def test_a_window_too_far_from_its_reconstruction_goes_out_without_a_residual(
                                 residual_steps(1e-6, denoiser.scorer.preprocessor.std))
     assert fits.tolist() == [True, False, False] + [True] * (len(windows) - 3) and not q[1].any()
     stage = StreamsStage(lambda: denoiser, CH, latent_topic="latent", latent_residual_step_std=1e-6)
-    with caplog.at_level(logging.WARNING, logger="aestream.streams"):
+    with caplog.at_level(logging.WARNING, logger="aestream.outputs.streams"):
         records = [m.value for m in stage.on_scored(_scored(windows, denoiser.version))]
     assert [r[:4] for r in records] == [b"AEL3", b"AEL1", b"AEL1"] + [b"AEL3"] * (len(windows) - 3)
     assert len(caplog.records) == 1 and "sensor pump-1 at 1024" in caplog.text and "sent without its residual" in (

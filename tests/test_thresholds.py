@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from aestream.config import ThresholdConfig
-from aestream.fitting import calibrate_threshold
-from aestream.thresholds import AlarmRule, pot_threshold, quantile_threshold
+from aestream.detect.thresholds import AlarmRule, pot_threshold, quantile_threshold
+from aestream.training.build import calibrate_threshold
 
 
 def test_pot_recovers_an_exponential_tail_quantile() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aestream.windows import LATE, Windower
+from aestream.stream.windows import LATE, Windower
 
 
 def _push(w: Windower, sensor: str, ts: list[int]) -> list:

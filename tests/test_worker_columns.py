@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.messages import Record
-from aestream.simulate import Plant
+from aestream.stream.messages import Record
 from aestream.worker import Worker
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")

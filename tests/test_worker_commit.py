@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aestream.config import Config
-from aestream.messages import Outgoing, Partition, Record
+from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.worker import Worker
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")

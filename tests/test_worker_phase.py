@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from aestream.codec import encode_reading
 from aestream.config import Config
-from aestream.messages import Record
-from aestream.phase import decode_phases, encode_phases
+from aestream.stream.codec import encode_reading
+from aestream.stream.messages import Record
+from aestream.stream.phase import decode_phases, encode_phases
 from aestream.worker import Worker
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")
@@ -64,12 +64,12 @@ def test_phases_that_do_not_fit_are_left_out_with_one_warning_per_partition(scri
     crowd = [_rec(0, i, f"sensor-{i:05d}", 0) for i in range(2000)]  # one reading each: over 4096 bytes
     edge = scripted_source([crowd, [_rec(1, 0, "alone", 0)], [_rec(0, 2000, "sensor-00000", 1)]])
     worker = _worker({"stride": 2}, edge, bundle, one_model, recording_sink)
-    with caplog.at_level(logging.WARNING, logger="aestream.phase"):
+    with caplog.at_level(logging.WARNING, logger="aestream.stream.phase"):
         for _ in range(3):
             worker.step()
             worker.commit()
     assert [m for _, m in edge.commits] == [None, {("in", 1): encode_phases(2, {"alone": 1})}, None]
-    warned = [r.getMessage() for r in caplog.records if r.name == "aestream.phase"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "aestream.stream.phase"]
     assert len(warned) == 1 and "2000 sensors of in[0] does not fit" in warned[0]
 
 
@@ -101,7 +101,7 @@ def test_a_revoked_partition_forgets_its_pending_phases_and_foreign_metadata_is_
     worker.step()
     worker.on_partitions_changed([("in", 0)])
     assert worker.phases is not None and set(worker.phases.pending) == {("in", 1)}
-    with caplog.at_level(logging.WARNING, logger="aestream.phase"):
+    with caplog.at_level(logging.WARNING, logger="aestream.stream.phase"):
         worker.step()
     assert not worker.phases.pending and "holds no window phases" in caplog.text
     assert worker.windows.phases(["b"]) == {"b": 2}  # counted from the replay

@@ -15,7 +15,7 @@ import numpy as np
 
 from aestream.alerts.episodes import Transition
 from aestream.alerts.silence import Quality
-from aestream.events import iso_ms, window_fields
+from aestream.stream.events import iso_ms, window_fields
 
 __all__ = ["ALERT_SCHEMA_ID", "alert_event_id", "episode_event", "quality_event", "top_channels"]
 

@@ -1,7 +1,7 @@
 """The alert stage: scored windows → episodes and data-quality events → routed to topics, webhooks, the log.
 
-It implements the worker's :class:`~aestream.stages.Stage` protocol. Topic deliveries are returned as
-:class:`~aestream.messages.Outgoing`, so they are flushed before the step's offsets are committed; webhooks run
+It implements the worker's :class:`~aestream.stream.stages.Stage` protocol. Topic deliveries are returned as
+:class:`~aestream.stream.messages.Outgoing`, so they are flushed before the step's offsets are committed; webhooks run
 on their own threads and their give-ups come back as dead letters on a later tick.
 
 Replayed windows (``Scored.replay``) rebuild episode state and emit nothing. The state is also saved to
@@ -26,24 +26,26 @@ from aestream.alerts.routing import (
     SinkSpec,
     TopicSpec,
     WebhookSpec,
+    check_alerts,
     parse_bands,
     parse_routes,
     parse_sinks,
 )
 from aestream.alerts.silence import SilenceWatch
 from aestream.alerts.sinks import DeadLetter, Post, WebhookSink, log_event, post_json
-from aestream.alerts.state import AlertStateError, read_state, write_state
+from aestream.alerts.state import read_state, write_state
 from aestream.config import Config
-from aestream.events import encode_event
-from aestream.messages import Outgoing
-from aestream.stages import Scored
+from aestream.errors import AlertStateError
+from aestream.stream.events import encode_event
+from aestream.stream.messages import Outgoing
+from aestream.stream.stages import Scored, Stage
 
 __all__ = ["AlertStage", "build_alert_stage"]
 
 log = logging.getLogger(__name__)
 
 
-class AlertStage:
+class AlertStage(Stage):
     """Episodes, silence detection and routing for one worker."""
 
     def __init__(
@@ -62,6 +64,7 @@ class AlertStage:
         persist_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         post: Post = post_json,
+        on_give_up: Callable[[str], None] | None = None,
     ) -> None:
         self.channels, self.router, self.sinks = channels, router, sinks
         self.dead_letter_topic = dead_letter_topic
@@ -70,7 +73,7 @@ class AlertStage:
         self.state_path, self.persist_interval_s, self.clock = state_path, persist_interval_s, clock
         self.webhooks = {n: WebhookSink(n, s, post) for n, s in sinks.items() if isinstance(s, WebhookSpec)}
         self.counts: dict[str, int] = {}
-        self.on_give_up: Callable[[str], None] | None = None  # a sink gave up on a delivery (metrics)
+        self.on_give_up = on_give_up  # a sink gave up on a delivery (metrics)
         self._pending: dict[str, Any] | None = None
         self._dirty = False
         self._last_write = -float("inf")
@@ -180,10 +183,11 @@ class AlertStage:
         log.info("alert state restored from %s: %d open episode(s)", path, len(self.tracker.open_episodes()))
 
 
-def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotonic,
-                      post: Post = post_json) -> AlertStage | None:
+def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotonic, post: Post = post_json,
+                      on_give_up: Callable[[str], None] | None = None) -> AlertStage | None:
     """The alert stage ``cfg.alerts`` describes, or ``None`` when ``alerts.enabled`` is false."""
     a = cfg.alerts
+    check_alerts(a)  # at start-up, also when alerts are off: a wrong table fails before it is needed
     if not a.enabled:
         return None
     sinks = parse_sinks(a.sinks, a.topic)
@@ -193,4 +197,4 @@ def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotoni
         dead_letter_topic=a.dead_letter_topic or cfg.kafka.dead_letter_topic,
         n_resolve_windows=a.n_resolve_windows, cooldown_ms=a.cooldown_ms, silent_after_s=a.silent_after_s,
         silent_lag_ms=a.silent_lag_ms, state_path=Path(cfg.paths.state_dir) / a.state_file,
-        persist_interval_s=a.persist_interval_s, clock=clock, post=post)
+        persist_interval_s=a.persist_interval_s, clock=clock, post=post, on_give_up=on_give_up)

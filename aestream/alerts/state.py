@@ -7,15 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from aestream.atomic import atomic_write
-from aestream.errors import AestreamError
+from aestream.errors import AlertStateError
 
-__all__ = ["STATE_VERSION", "AlertStateError", "read_state", "write_state"]
+__all__ = ["STATE_VERSION", "read_state", "write_state"]
 
 STATE_VERSION = 1
-
-
-class AlertStateError(AestreamError):
-    """The alert state file cannot be read."""
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:

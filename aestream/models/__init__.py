@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from aestream.models.base import Autoencoder
 from aestream.models.contractive import ContractiveAutoencoder
@@ -11,12 +11,16 @@ from aestream.models.denoising import DenoisingAutoencoder
 from aestream.models.sparse import SparseAutoencoder
 from aestream.models.vanilla import VanillaAutoencoder
 
-__all__ = ["FAMILIES", "Autoencoder", "build_model"]
+__all__ = ["FAMILIES", "Autoencoder", "Family", "build_model"]
+
+Family = Literal["vanilla", "sparse", "contractive", "denoising", "conv"]
+"""The family names, as the config's ``model.family`` takes them (:data:`FAMILIES` maps each to its class)."""
 
 FAMILIES: dict[str, type[Autoencoder]] = {
     cls.family: cls
     for cls in (VanillaAutoencoder, SparseAutoencoder, ContractiveAutoencoder, DenoisingAutoencoder, ConvAutoencoder)
 }
+assert tuple(FAMILIES) == get_args(Family), "a family class and the Family names disagree"
 
 
 def build_model(family: str, **hyperparameters: Any) -> Autoencoder:

@@ -2,6 +2,14 @@
 
 The encoder is one sigmoid layer ``h = σ(Wx + b)``, whose Jacobian is ``diag(h(1-h)) W``; so the penalty has the
 closed form ``Σ_j (h_j(1-h_j))² Σ_i W_ji²`` (Rifai et al., 2011), exact and one matrix product per batch.
+
+For example::
+
+    >>> import torch
+    >>> model = ContractiveAutoencoder(16, 4, latent_size=4)
+    >>> x = torch.randn(8, 16, 4)
+    >>> bool(model.loss(x) > torch.nn.functional.mse_loss(model(x), x))  # reconstruction + λ·‖J‖²_F
+    True
 """
 
 from __future__ import annotations

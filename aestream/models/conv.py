@@ -2,6 +2,13 @@
 
 Encoder: two stride-2 ``Conv1d`` layers (kernel ``kernel_size``) then a linear map to the latent code; the
 decoder mirrors it with ``ConvTranspose1d``. This is the shape of SKAB's leading Conv-AE, with a latent bottleneck.
+
+For example::
+
+    >>> import torch
+    >>> model = ConvAutoencoder(window_size=32, n_channels=8, latent_size=8)
+    >>> model.encode(torch.randn(2, 32, 8)).shape  # 2 windows of 32 readings × 8 channels
+    torch.Size([2, 8])
 """
 
 from __future__ import annotations

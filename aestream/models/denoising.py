@@ -2,6 +2,14 @@
 
 Corruption: additive gaussian noise (``noise_std``, in normalised units) and random masking of readings to zero
 (``mask_prob``). At inference the input is not corrupted; :meth:`denoise` is the cleaned window.
+
+For example::
+
+    >>> import torch
+    >>> model = DenoisingAutoencoder(16, 4, noise_std=0.2).eval()
+    >>> x = torch.randn(8, 16, 4)
+    >>> model.denoise(x).shape == x.shape  # at inference the input is not corrupted
+    True
 """
 
 from __future__ import annotations

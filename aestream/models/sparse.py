@@ -2,6 +2,14 @@
 
 ``penalty = "l1"``: ``l1 · mean|h|``. ``penalty = "kl"``: sigmoid latent, ``beta · Σ_j KL(ρ ‖ ρ̂_j)`` with
 ``ρ̂_j`` the batch-mean activation of unit j (Ng's sparse autoencoder).
+
+For example::
+
+    >>> import torch
+    >>> x = torch.randn(8, 16, 4)
+    >>> kl = SparseAutoencoder(16, 4, latent_size=32, penalty="kl", rho=0.05)  # an overcomplete code
+    >>> bool(kl.loss(x) > torch.nn.functional.mse_loss(kl(x), x))  # reconstruction + β·KL(ρ ‖ ρ̂)
+    True
 """
 
 from __future__ import annotations

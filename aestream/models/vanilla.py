@@ -1,4 +1,13 @@
-"""Vanilla autoencoder: an MLP over the flattened window, trained to minimise reconstruction error."""
+"""Vanilla autoencoder: an MLP over the flattened window, trained to minimise reconstruction error.
+
+For example::
+
+    >>> import torch
+    >>> model = VanillaAutoencoder(window_size=16, n_channels=4, latent_size=4)
+    >>> x = torch.randn(8, 16, 4)
+    >>> model.encode(x).shape, model(x).shape, model.score(x).shape
+    (torch.Size([8, 4]), torch.Size([8, 16, 4]), torch.Size([8]))
+"""
 
 from __future__ import annotations
 

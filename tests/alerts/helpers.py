@@ -9,8 +9,8 @@ from typing import Any
 import jsonschema
 import numpy as np
 
-from aestream.stages import Scored
-from aestream.windows import Window
+from aestream.stream.stages import Scored
+from aestream.stream.windows import Window
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 T0 = 1_767_225_600_000

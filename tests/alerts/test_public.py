@@ -18,7 +18,7 @@ PUBLIC = {
     "aestream.alerts.silence": ["Quality", "SilenceWatch"],
     "aestream.alerts.sinks": ["DeadLetter", "Post", "WebhookSink", "log_event", "post_json"],
     "aestream.alerts.stage": ["AlertStage", "build_alert_stage"],
-    "aestream.alerts.state": ["STATE_VERSION", "AlertStateError", "read_state", "write_state"],
+    "aestream.alerts.state": ["STATE_VERSION", "read_state", "write_state"],
 }
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from aestream.alerts import build_alert_stage
 from aestream.alerts.routing import Router, WebhookSpec, parse_bands, parse_routes, parse_sinks
 from aestream.config import parse_config
 from aestream.errors import ConfigError
@@ -82,8 +83,8 @@ def test_sinks_have_builtins_and_webhook_headers_stay_out_of_repr() -> None:
     ({"n_resolve_windows": 0}, "config key alerts.n_resolve_windows = 0 is invalid: use 1 or more windows"),
 ])
 def test_bad_alert_config_says_which_key_and_how_to_fix_it(alerts: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError) as e:
-        parse_config({"alerts": alerts})
+    with pytest.raises(ConfigError) as e:  # the tables are checked when the alert stage is built, at start-up
+        build_alert_stage(parse_config({"alerts": alerts}))
     assert message in str(e.value)
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from aestream.alerts import AlertStage, build_alert_stage
-from aestream.alerts.state import AlertStateError
 from aestream.config import Config
+from aestream.errors import AlertStateError
 
 from .helpers import decode, scored, validator
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aestream.commands.evaluate.skab import detect_file, evaluate_folder, list_skab_files, load_skab_file, run_skab
 from aestream.config import ModelConfig, ThresholdConfig
-from aestream.evaluate.skab import detect_file, evaluate_folder, list_skab_files, load_skab_file, run_skab
 
 MODEL = ModelConfig(family="vanilla", epochs=15, latent_size=4, hidden_size=32, device="cpu",
                     detrend_channels=("temp",))

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from aestream.evaluate.metrics import (
+from aestream.commands.evaluate.metrics import (
     NAB_PROFILES,
     Confusion,
     binary_scores,
@@ -19,7 +19,7 @@ from aestream.evaluate.metrics import (
     nab_reward,
     nab_score,
 )
-from aestream.evaluate.skab import FileResult, skab_metrics
+from aestream.commands.evaluate.skab import FileResult, skab_metrics
 
 PROFILES = list(NAB_PROFILES)
 

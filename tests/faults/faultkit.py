@@ -3,7 +3,7 @@
 * :class:`Broker` — a private single-node broker (``deploy/kafka/kafka.sh``) that can be stopped and started
   again *with its data* (``kafka.sh start`` formats a fresh log dir, so :meth:`Broker.restart` relaunches the
   JVM on the same directory itself).
-* :class:`WorkerProc` — ``python -m aestream.cli --config <toml> run`` as a real subprocess, so it can be
+* :class:`WorkerProc` — ``python -m aestream --config <toml> run`` as a real subprocess, so it can be
   ``kill -9``-ed; reports its peak RSS from ``/proc``.
 * :func:`plant_stream` — a simulated plant's readings as Kafka messages, with the windows every sensor must
   produce and the injected anomalies.
@@ -32,9 +32,9 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from aestream.codec import encode_reading
+from aestream.commands.simulate import Injected, Plant
 from aestream.config import Config
-from aestream.simulate import Injected, Plant
+from aestream.stream.codec import encode_reading
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -148,7 +148,7 @@ class WorkerProc:
         full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aestream.cli", "--config", str(config_path), "run", "--device", "cpu", *args],
+            [sys.executable, "-m", "aestream", "--config", str(config_path), "run", "--device", "cpu", *args],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.peak_rss_bytes = 0
 
@@ -238,7 +238,7 @@ def plant_stream(cfg: Config, n_sensors: int, steps: int, n_anomalies: int, seed
 def trained_bundle(cfg: Config, n_sensors: int = 6, epochs: int = 25) -> tuple[Any, float]:
     """A real model of the plant of ``n_sensors`` (as ``tests/conftest.small_bundle``) whose threshold is set to
     1e-9 so every window is emitted; returns it and the calibrated threshold (used to judge detection)."""
-    from aestream.fitting import train_bundle
+    from aestream.training.build import train_bundle
 
     plant = Plant(n_sensors, cfg.stream.channels, seed=0)
     normal = plant.signal(800)
@@ -433,7 +433,7 @@ def audit(bootstrap: str, cfg: Config, stream: PlantStream, calibrated_threshold
 def detected_uninterrupted(cfg: Config, bundle: Any, stream: PlantStream, calibrated_threshold: float) -> set[int]:
     """The injected anomalies (indices) that one uninterrupted in-process run detects: the bar for a faulty run
     (the small test model misses some shifts on low-gain channels whatever the faults)."""
-    from aestream.messages import Record
+    from aestream.stream.messages import Record
     from aestream.worker import Worker
 
     class _Models:

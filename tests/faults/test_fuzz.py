@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from aestream.codec import ReadingDecoder, encode_reading
 from aestream.config import Config
 from aestream.errors import InvalidReading
-from aestream.messages import Outgoing, Partition, Record
-from aestream.store import ModelStore
+from aestream.models.store import ModelStore
+from aestream.stream.codec import ReadingDecoder, encode_reading
+from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.faults
@@ -325,7 +325,7 @@ def test_reasons_name_what_was_wrong() -> None:
 def test_a_fuzzed_slice_through_the_real_broker(kafka_config: Config, train_small: Any) -> None:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from aestream.kafka_io import ensure_topics, open_sink, open_source
+    from aestream.kafka.kafka_python import ensure_topics, open_sink, open_source
 
     cfg = kafka_config.replace(stream={"max_message_bytes": 10_000, "max_readings_per_message": 100})
     k = cfg.kafka

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from aestream.codec import encode_reading
 from aestream.config import Config
-from aestream.messages import Record
+from aestream.stream.codec import encode_reading
+from aestream.stream.messages import Record
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.faults

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from aestream.config import Config
-from aestream.messages import Record
+from aestream.stream.messages import Record
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.faults

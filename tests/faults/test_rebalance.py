@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from aestream.config import Config
-from aestream.kafka_io import ensure_topics
-from aestream.store import ModelStore
+from aestream.kafka.kafka_python import ensure_topics
+from aestream.models.store import ModelStore
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from aestream.config import load_config
-from aestream.kafka_confluent import confluent_options
-from aestream.kafka_io import client_options, open_sink, open_source
+from aestream.kafka.confluent import confluent_options
+from aestream.kafka.kafka_python import client_options, open_sink, open_source
 
 pytestmark = pytest.mark.faults
 
@@ -106,7 +106,7 @@ def test_no_secret_in_the_cli_output_at_debug(tmp_path: Path) -> None:
     cfg = _toml(tmp_path, _closed_port())
     cfg.write_text(cfg.read_text().replace("SASL_SSL", "SASL_PLAINTEXT").replace("SCRAM-SHA-512", "PLAIN")
                    + f'\n[paths]\nmodel_dir = "{tmp_path / "models"}"\n')
-    cli = ("import kafka, sys; from aestream.cli import main\n"
+    cli = ("import kafka, sys; from aestream.commands.cli import main\n"
            "for c in (kafka.KafkaConsumer, kafka.KafkaProducer): c.DEFAULT_CONFIG['bootstrap_timeout_ms'] = 3000\n"
            "sys.exit(main(sys.argv[1:]))")
     proc = subprocess.run([sys.executable, "-c", cli, "--log-level", "DEBUG", "--config", str(cfg),

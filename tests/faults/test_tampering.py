@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import torch
 
-from aestream.codec import encode_reading
 from aestream.config import Config
-from aestream.messages import Record
-from aestream.store import ModelStore
+from aestream.models.store import ModelStore
+from aestream.stream.codec import encode_reading
+from aestream.stream.messages import Record
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.faults

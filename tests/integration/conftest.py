@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from aestream.app import build_app
 from aestream.config import Config
-from aestream.kafka_io import ensure_topics, open_sink, open_source
-from aestream.store import ModelStore
+from aestream.kafka.kafka_python import ensure_topics
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -57,10 +57,9 @@ def read_all(cfg: Config, topic: str, idle_s: float = 1.5) -> list[Message]:
 
 
 def make_worker(cfg: Config, **kwargs: Any) -> Worker:
-    source = open_source(cfg.kafka)
-    worker = Worker(cfg, source, open_sink(cfg.kafka), ModelStore(cfg.paths.model_dir), **kwargs)
-    source.on_assign = source.on_revoke = worker.on_partitions_changed
-    return worker
+    """The worker ``aestream run`` builds from ``cfg`` (:func:`aestream.app.build_app`), without its metrics
+    endpoint unless ``cfg`` asks for one."""
+    return build_app(cfg, **kwargs).worker
 
 
 def run_until_idle(worker: Worker, idle_s: float = 4.0, timeout_s: float = 120.0) -> None:

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from aestream.alerts import AlertStage, build_alert_stage
-from aestream.codec import encode_reading
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.kafka_io import ensure_topics
-from aestream.simulate import Plant
-from aestream.store import ModelStore
+from aestream.kafka.kafka_python import ensure_topics
+from aestream.models.store import ModelStore
+from aestream.stream.codec import encode_reading
 
 pytestmark = pytest.mark.integration
 

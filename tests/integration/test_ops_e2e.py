@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aestream.codec import encode_reading
+from aestream.app import build_app
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.instrumented import start_ops_server
-from aestream.kafka_io import ensure_topics, wait_for_broker
-from aestream.ops import OpsServer
-from aestream.simulate import Plant
-from aestream.store import ModelStore
+from aestream.kafka.kafka_python import ensure_topics, wait_for_broker
+from aestream.models.store import ModelStore
+from aestream.ops.server import OpsServer
+from aestream.stream.codec import encode_reading
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -66,8 +66,10 @@ def _wait(what: str, ok: Callable[[], bool], timeout_s: float = 60.0) -> None:
 
 
 def _start(cfg: Config, kafka_tools: dict[str, Any]) -> tuple[Worker, OpsServer, threading.Thread]:
-    worker = kafka_tools["make_worker"](cfg)
-    server = start_ops_server(worker, worker.source, cfg)
+    """The worker and endpoints ``aestream run`` builds (:func:`aestream.app.build_app`), the loop in a thread."""
+    app = build_app(cfg)
+    worker, server = app.worker, app.ops
+    assert server is not None
     thread = threading.Thread(target=worker.run, name="worker", daemon=True)
     thread.start()
     return worker, server, thread

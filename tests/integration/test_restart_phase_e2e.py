@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from aestream.codec import encode_reading
 from aestream.config import Config
-from aestream.kafka_io import ensure_topics, open_sink, open_source
-from aestream.messages import Partition
-from aestream.store import ModelStore
+from aestream.kafka.kafka_python import ensure_topics, open_sink, open_source
+from aestream.models.store import ModelStore
+from aestream.stream.codec import encode_reading
+from aestream.stream.messages import Partition
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,7 @@ def test_a_batch_lost_with_a_crashed_worker_is_reported_again_under_the_same_ids
 
     events_b: list[dict[str, Any]] = []
     b = _worker(cfg, events_b)
-    with caplog.at_level(logging.INFO, logger="aestream.phase"):
+    with caplog.at_level(logging.INFO, logger="aestream.stream.phase"):
         kafka_tools["run_until_idle"](b)
     assert "restored the window phase of 5 of 5 sensors" in caplog.text
     assert b.totals.replayed == 150 and b.totals.records == 150 + len(messages) - committed

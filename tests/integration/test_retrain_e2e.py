@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from aestream.bundle import ModelBundle
-from aestream.cli import main as cli_main
-from aestream.codec import encode_reading
+from aestream.commands.cli import main as cli_main
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.retrain import Retrainer
-from aestream.scheduling import build_retraining
-from aestream.simulate import Plant
-from aestream.store import ModelStore
-from aestream.training import sliding_windows
-from aestream.window_training import train_bundle_from_windows
+from aestream.models.bundle import ModelBundle
+from aestream.models.store import ModelStore
+from aestream.retrain.retrainer import Retrainer
+from aestream.retrain.scheduler import build_retraining
+from aestream.stream.codec import encode_reading
+from aestream.training.fit import sliding_windows
+from aestream.training.from_windows import train_bundle_from_windows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

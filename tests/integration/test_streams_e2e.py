@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aestream.codec import ReadingDecoder, encode_reading
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.simulate import Plant
-from aestream.store import ModelStore
-from aestream.streams import StreamsStage, decode_latent, decode_window, residual_steps
-from aestream.training import sliding_windows
+from aestream.models.store import ModelStore
+from aestream.outputs.streams import StreamsStage, decode_latent, decode_window, residual_steps
+from aestream.stream.codec import ReadingDecoder, encode_reading
+from aestream.training.fit import sliding_windows
 
 pytestmark = pytest.mark.integration
 

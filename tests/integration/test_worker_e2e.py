@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from aestream.codec import encode_reading
+from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.simulate import Plant
-from aestream.store import ModelStore
+from aestream.models.store import ModelStore
+from aestream.stream.codec import encode_reading
 
 pytestmark = pytest.mark.integration
 

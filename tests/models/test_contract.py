@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from aestream.bundle import ModelBundle, load_bundle, save_bundle
 from aestream.models import FAMILIES, build_model
+from aestream.models.bundle import ModelBundle, load_bundle, save_bundle
 from aestream.models.contractive import ContractiveAutoencoder
 from aestream.models.sparse import SparseAutoencoder
-from aestream.training import fit_scorer
+from aestream.training.fit import fit_scorer
 
 W, C = 16, 3
 CHANNELS = ("x", "y", "z")

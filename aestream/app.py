@@ -1,0 +1,135 @@
+"""The composition root: :func:`build_app` turns a :class:`~aestream.config.Config` into a running worker with
+every stage the config asks for, its metrics and health endpoints and scheduled retraining.
+
+``aestream run``, the demo and the benchmarks all build their worker here. Tests and benchmarks inject their own
+source, sink or model source; everything else comes from the config. Each hook is handed to its object when it
+is built (the consumer's rebalance callbacks, the webhook give-ups and retrain outcomes into the metrics, the
+metrics observer into the worker): nothing is patched afterwards.
+
+>>> from aestream.config import Config
+>>> app = build_app(Config().replace(ops={"metrics_enabled": False}), source=_Null(), sink=_Null(), models=_Null())
+>>> [type(s).__name__ for s in app.worker.stages], app.ops is None, app.retraining is None
+([], True, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aestream.alerts import build_alert_stage
+from aestream.config import Config
+from aestream.kafka.protocols import ModelSource, Sink, Source
+from aestream.models.store import ModelStore
+from aestream.ops.instrument import WorkerMetrics, start_ops_server
+from aestream.ops.metrics import Metrics
+from aestream.ops.server import OpsServer, broker_check
+from aestream.outputs.streams import StreamsStage
+from aestream.retrain.scheduler import Retraining, build_retraining
+from aestream.stream.messages import Partition
+from aestream.stream.stages import Stage
+from aestream.worker import StepStats, Worker, WorkerObserver
+
+__all__ = ["App", "build_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """A built worker and what runs beside it. :meth:`run` blocks until :meth:`stop` (SIGTERM in the CLI)."""
+
+    worker: Worker
+    metrics: Metrics
+    retraining: Retraining | None = None
+    ops: OpsServer | None = None
+
+    def run(self, max_idle_s: float | None = None) -> StepStats:
+        """Start retraining and the loop; on the way out stop both and the HTTP endpoints."""
+        if self.retraining is not None:
+            self.retraining.start()
+        try:
+            return self.worker.run(max_idle_s=max_idle_s)
+        finally:
+            if self.retraining is not None:
+                self.retraining.close()  # kills a training in flight, saves the reservoir
+            if self.ops is not None:
+                self.ops.stop()
+
+    def stop(self) -> None:
+        """End the loop after the step in flight (safe from a signal handler or another thread)."""
+        self.worker.stop()
+
+
+def build_app(
+    cfg: Config,
+    *,
+    source: Source | None = None,
+    sink: Sink | None = None,
+    models: ModelSource | None = None,
+    device: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    observers: tuple[WorkerObserver, ...] = (),
+    stages: list[Stage] | None = None,
+    model_check_interval_s: float = 1.0,
+) -> App:
+    """Build the worker ``cfg`` describes; ``source``, ``sink`` and ``models`` replace the Kafka clients and the
+    model directory, ``stages`` the alert, streams and retraining stages (tests, benchmarks). ``device`` overrides
+    ``model.device``."""
+    worker: Worker | None = None
+
+    def moved(parts: list[Partition]) -> None:  # the consumer calls back only from poll(), once the worker exists
+        assert worker is not None
+        worker.on_partitions_changed(parts)
+
+    if source is None:
+        from aestream.kafka.kafka_python import open_source
+
+        source = open_source(cfg.kafka, on_revoke=moved, on_assign=moved)
+    if sink is None:
+        from aestream.kafka.kafka_python import open_sink
+
+        sink = open_sink(cfg.kafka)
+    store = ModelStore(cfg.paths.model_dir)
+    metrics = Metrics()
+    retraining = None
+    if stages is None:
+        retraining = build_retraining(cfg, store, on_outcome=lambda o: metrics.retrain(o.status, o.seconds))
+        stages = _stages(cfg, metrics, lambda: worker.bundle if worker is not None else None)
+        if retraining is not None:
+            stages.append(retraining.stage)
+    watch: tuple[WorkerObserver, ...] = observers
+    ops = None
+    if cfg.ops.metrics_enabled and hasattr(source, "lag"):
+        broker_ok = broker_check(cfg.kafka.bootstrap_servers, cfg.ops.broker_check_timeout_s)
+        observer = WorkerMetrics(metrics, source, lag_interval_s=cfg.ops.lag_interval_s,  # type: ignore[arg-type]
+                                 broker_ok=broker_ok)
+        watch = (observer, *observers)
+        ops = start_ops_server(observer, cfg.ops.metrics_port, cfg.ops.metrics_host, broker_ok)
+    worker = Worker(cfg, source, sink, models if models is not None else store,
+                    device=device or cfg.model.device, clock=clock, stages=stages, observers=watch,
+                    model_check_interval_s=model_check_interval_s)
+    return App(worker, metrics, retraining, ops)
+
+
+def _stages(cfg: Config, metrics: Metrics, bundle: Callable[[], Any]) -> list[Stage]:
+    """The optional stages the config asks for: alert routing, the denoised and latent streams."""
+    stages: list[Stage] = []
+    alerts = build_alert_stage(cfg, on_give_up=metrics.webhook_failure)
+    if alerts is not None:
+        stages.append(alerts)
+    s = cfg.streams
+    if s.denoised_topic or s.latent_topic:
+        stages.append(StreamsStage(bundle, cfg.stream.channels, s.denoised_topic, s.latent_topic,
+                                   s.denoise_anomalies, s.latent_residual_step_std))
+    return stages
+
+
+class _Null:
+    """A source, sink and model source that do nothing (the doctest above)."""
+
+    def current(self) -> None:
+        return None

@@ -1,0 +1,330 @@
+"""The ``aestream`` command line: run, train, simulate, demo, models, evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aestream.config import Config, load_config
+from aestream.errors import AestreamError
+from aestream.ops.logs import configure_logging
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger(__name__)
+DEFAULT_CONFIG = "config.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aestream",
+        description="Streaming sensor anomaly detection with torch autoencoders on Kafka.",
+        epilog="Configuration: config.toml (see the README's config reference). Bad config exits with code 2.",
+    )
+    p.add_argument("--config", "-c", default=None,
+                   help=f"path to the TOML config (default: ./{DEFAULT_CONFIG} if present, else built-in defaults)")
+    p.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level (default: ops.log_level, INFO)")
+    p.add_argument("--log-json", action="store_true", help="write logs as one JSON object per line")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the worker daemon (consume, score, emit) until SIGTERM/SIGINT",
+                       description="Join the consumer group, score windows, emit anomaly events. Stops cleanly "
+                                   "on SIGTERM/SIGINT: finishes the batch, flushes, commits, exits 0.")
+    r.add_argument("--max-idle-s", type=float, default=None,
+                   help="exit after this many seconds without records (default: run forever)")
+    r.add_argument("--device", default=None, help="override model.device (auto, cpu, cuda)")
+
+    t = sub.add_parser("train", help="train a model bundle on a CSV/Parquet file of normal readings",
+                       description="Fit the configured family on normal data, calibrate the threshold, and "
+                                   "publish the bundle as the current version of the model store.")
+    t.add_argument("--input", "-i", required=True, help="CSV or Parquet file with one column per channel")
+    t.add_argument("--ts-column", default="ts", help="timestamp column (epoch ms or ISO-8601), if any")
+    t.add_argument("--sensor-column", default="sensor", help="sensor id column, if any")
+    t.add_argument("--sep", default=None, help="CSV separator (default: sniffed)")
+    t.add_argument("--family", default=None, help="override model.family")
+
+    sub.add_parser("retrain", help="retrain now from the saved reservoir, gate the candidate, publish it",
+                   description="Train a candidate on paths.state_dir/reservoir.npz, validate it against the "
+                               "current model on the most recent windows, and publish it if it passes. "
+                               "Prints the outcome as JSON; exits 0 if published, 1 if rejected, failed or "
+                               "skipped. Running workers follow the new version within a batch.")
+
+    s = sub.add_parser("simulate", help="publish a synthetic multi-sensor stream with injected anomalies",
+                       description="Publish readings of a simulated plant to the first input topic, with "
+                                   "anomalies at known times; prints each injected anomaly as a JSON line.")
+    s.add_argument("--sensors", type=int, default=6, help="number of sensors (default 6)")
+    s.add_argument("--steps", type=int, default=900, help="readings per sensor (default 900)")
+    s.add_argument("--anomalies", type=int, default=3, help="anomalies to inject (default 3)")
+    s.add_argument("--rate", type=float, default=0.0, help="readings per second; 0 = as fast as possible")
+    s.add_argument("--batch", type=int, default=1, help="readings per message (batched form when > 1)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--truth", default=None, help="also write the injected anomalies to this JSON file")
+
+    d = sub.add_parser("demo", help="the whole pipeline on a simulated plant (starts a local broker if needed)",
+                       description="Start the local broker if none answers, train on a simulated plant's normal "
+                                   "start, stream it with injected anomalies through the worker, print the events "
+                                   "and 'detected X of Y injected anomalies'. Exits 1 if any is missed.")
+    d.add_argument("--sensors", type=int, default=6, help="number of sensors (default 6)")
+    d.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+
+    m = sub.add_parser("models", help="list, show or roll back model versions",
+                       description="Inspect the model store (paths.model_dir) and move its CURRENT pointer.")
+    msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    msub.add_parser("list", help="list versions, marking the current one")
+    show = msub.add_parser("show", help="print a version's metadata")
+    show.add_argument("version", nargs="?", default=None, help="version (default: current)")
+    rb = msub.add_parser("rollback", help="make an older version current (running workers follow within a batch)")
+    rb.add_argument("version", nargs="?", default=None, help="version (default: the one before current)")
+
+    dc = sub.add_parser("decode", help="turn latent codes from the latent topic back into windows",
+                        description="Read streams.latent_topic from the beginning and print one JSON line per code: "
+                                    "the window decoded with the model version that encoded it (detrended "
+                                    "channels at the level their record carries; an AEL3 record's residual "
+                                    "puts every value within half a step of the scored reading).")
+    dc.add_argument("--topic", default=None, help="latent topic (default: streams.latent_topic)")
+    dc.add_argument("--idle-s", type=float, default=2.0, help="stop after this long without records (default 2)")
+
+    em = sub.add_parser("embed", help="write the latent codes of a CSV/Parquet file of readings to Parquet",
+                        description="Window a file of readings like the worker does (stream.window_size, stride) "
+                                    "and write each window's latent code (and its level on each detrended channel), "
+                                    "for clustering or downstream models.")
+    em.add_argument("input", help="CSV or Parquet file: one column per channel, optional ts and sensor columns")
+    em.add_argument("--out", required=True, help="output Parquet file")
+    em.add_argument("--ts-column", default="ts", help="timestamp column (default ts)")
+    em.add_argument("--sensor-column", default="sensor", help="sensor id column (default sensor)")
+    em.add_argument("--sep", default=None, help="CSV separator (default: sniffed)")
+    em.add_argument("--version", default=None, help="model version (default: current)")
+
+    rp = sub.add_parser("report", help="draw an HTML (or PNG) report of anomaly events",
+                        description="A self-contained HTML page (or one PNG): per-sensor score timeline with its "
+                                    "threshold, anomalies and alert episodes, and the channel contributions of the "
+                                    "top anomalies, from a JSON-lines file of events or a topic. Needs matplotlib "
+                                    "(pip install 'aestream[report]').")
+    src = rp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--events", metavar="FILE", help="JSON-lines file of events (e.g. docs/sample-events.jsonl)")
+    src.add_argument("--topic", metavar="TOPIC", help="read this topic from the beginning (e.g. anomalies)")
+    rp.add_argument("--out", "-o", default="report.html", help="output file (default report.html; *.png: a PNG)")
+    rp.add_argument("--png", action="store_true", help="write one PNG instead of HTML")
+    rp.add_argument("--top", type=int, default=8, help="anomalies in the contribution chart (default 8)")
+    rp.add_argument("--max-sensors", type=int, default=8,
+                    help="sensors on the timeline, most anomalous first (default 8)")
+    rp.add_argument("--timeout-s", type=float, default=60.0, help="the longest to read --topic (default 60)")
+
+    e = sub.add_parser("evaluate", help="score the detector on a labelled benchmark",
+                       description="Evaluate the configured model and threshold on SKAB with its published "
+                                   "protocol (first 400 rows of each file train, the rest test).")
+    e.add_argument("benchmark", choices=["skab"], help="benchmark name")
+    e.add_argument("path", help="folder of SKAB CSV files (e.g. ../shared/data/skab/valve1)")
+    e.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    e.add_argument("--plot", default=None, metavar="DIR", help="draw one PNG per file into DIR")
+    e.add_argument("--predictions", default=None, metavar="OUTDIR", help="write one CSV of predictions per file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level or "INFO", args.log_json)
+    try:
+        cfg = _load(args.config)
+        configure_logging(args.log_level or cfg.ops.log_level, args.log_json or cfg.ops.log_json)
+        return int(_COMMANDS[args.command](cfg, args) or 0)
+    except AestreamError as e:
+        print(f"aestream: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(path: str | None) -> Config:
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    return load_config(path)
+
+
+def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.app import build_app
+
+    app = build_app(cfg, device=args.device)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: app.stop())
+    totals = app.run(max_idle_s=args.max_idle_s)
+    log.info("stopped: %s", {k: v for k, v in vars(totals).items() if k != "events_out"})
+    return 0
+
+
+def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.models.store import ModelStore
+    from aestream.retrain.retrainer import Retrainer, open_reservoir
+
+    reservoir, _ = open_reservoir(cfg)
+    outcome = Retrainer(cfg, reservoir, ModelStore(cfg.paths.model_dir)).run_once(force=True)
+    print(json.dumps(outcome.to_dict()))
+    return 0 if outcome.status == "published" else 1
+
+
+def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.models.store import ModelStore
+    from aestream.training.build import train_bundle
+    from aestream.training.datasets import read_segments, read_table
+
+    if args.family:
+        cfg = cfg.replace(model={"family": args.family})
+    frame = read_table(args.input, args.sep)
+    segments = read_segments(frame, cfg.stream.channels, args.ts_column, args.sensor_column, cfg.stream.max_gap_ms)
+    bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": str(args.input)})
+    version = ModelStore(cfg.paths.model_dir).publish(bundle)
+    print(json.dumps({"version": version, "family": bundle.family, "threshold": bundle.threshold,
+                      "model_dir": cfg.paths.model_dir}))
+    return 0
+
+
+def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from aestream.commands.simulate import KINDS, Plant
+    from aestream.kafka.kafka_python import KafkaSink
+    from aestream.stream.codec import encode_reading
+    from aestream.stream.messages import Outgoing
+
+    plant = Plant(args.sensors, cfg.stream.channels, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    length = max(cfg.stream.window_size * 2, 30)
+    plan = [(int(rng.integers(args.sensors)), KINDS[i % len(KINDS)],
+             int(rng.integers(length, max(args.steps - 2 * length, length + 1))), length)
+            for i in range(args.anomalies)]
+    start_ms = int(time.time() * 1000) - args.steps * plant.period_ms
+    readings = plant.readings(args.steps, start_ms, plan)
+    sink = KafkaSink(cfg.kafka)
+    topic = cfg.kafka.input_topics[0]
+    t0 = time.monotonic()
+    for i in range(0, len(readings), args.batch):
+        chunk = readings[i : i + args.batch]
+        if args.batch == 1:
+            value = encode_reading(*chunk[0])
+        else:
+            value = json.dumps([{"sensor": s, "ts": ts, "values": v} for s, ts, v in chunk]).encode()
+        sink.send(Outgoing(topic, value, chunk[0][0].encode()))
+        if args.rate > 0:
+            time.sleep(max(0.0, t0 + (i + len(chunk)) / args.rate - time.monotonic()))
+    sink.flush()
+    sink.close()
+    truth = [inj.to_dict() for inj in plant.injected]
+    for inj in truth:
+        print(json.dumps(inj))
+    if args.truth:
+        Path(args.truth).write_text(json.dumps(truth, indent=2))
+    log.info("published %d readings to %s", len(readings), topic)
+    return 0
+
+
+def _cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.commands.demo import run_demo
+
+    result = run_demo(cfg, n_sensors=args.sensors, seed=args.seed)
+    return 0 if result.detected == result.injected else 1
+
+
+def _cmd_models(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.models.store import ModelStore
+
+    store = ModelStore(cfg.paths.model_dir)
+    if args.models_command == "list":
+        cur = store.current()
+        for v in store.versions():
+            info = json.loads((store.root / v / "meta.json").read_text())
+            print(f"{'*' if v == cur else ' '} {v}  {info['family']:<12} threshold {info['threshold']:.4g}  "
+                  f"created {info['info'].get('created_at', '?')}")
+        if not store.versions():
+            print(f"no versions in {store.root}")
+    elif args.models_command == "show":
+        bundle = store.load(args.version)
+        meta = json.loads((store.root / bundle.version / "meta.json").read_text())
+        print(json.dumps(meta, indent=2))
+    else:
+        print(f"current version is now {store.rollback(args.version)}")
+    return 0
+
+
+def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.commands.evaluate.skab import run_skab
+
+    result: dict[str, Any] = run_skab(args.path, cfg.model, cfg.threshold, cfg.stream.window_size,
+                                      plot_dir=args.plot, predictions_dir=args.predictions)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>14}: {v}")
+    return 0
+
+
+def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.kafka.kafka_python import tail_topic
+    from aestream.models.store import ModelStore
+    from aestream.outputs.streams import decode_latent, decode_window
+
+    topic = args.topic or cfg.streams.latent_topic
+    if not topic:
+        raise AestreamError("no latent topic: pass --topic or set streams.latent_topic")
+    store, scorers = ModelStore(cfg.paths.model_dir), {}
+    for code in tail_topic(cfg.kafka, topic, timeout_s=args.idle_s + 30, decode=decode_latent):
+        if code.model_version not in scorers:
+            scorers[code.model_version] = store.load(code.model_version).scorer
+        window = decode_window(code, scorers[code.model_version])  # AEL3: within half a step of the readings
+        print(json.dumps({"sensor": code.sensor, "window_end_ms": code.window_end_ms,
+                          "model_version": code.model_version, "values": window.round(6).tolist()}))
+    return 0
+
+
+def _cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.commands.embed import embed_frame
+    from aestream.models.store import ModelStore
+    from aestream.training.datasets import read_table
+
+    bundle = ModelStore(cfg.paths.model_dir).load(args.version)
+    frame = embed_frame(read_table(args.input, args.sep), bundle, cfg.stream.stride, args.ts_column,
+                        args.sensor_column, stride_ms=cfg.stream.stride_ms)
+    frame.to_parquet(args.out, index=False)
+    print(json.dumps({"windows": len(frame), "latent_size": bundle.scorer.model.latent_size, "out": args.out}))
+    return 0
+
+
+def _cmd_report(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.commands.report import read_events, write_report
+
+    if args.events:
+        docs = read_events(args.events)
+    else:
+        from aestream.kafka.kafka_python import tail_topic
+
+        docs = list(tail_topic(cfg.kafka, args.topic, timeout_s=args.timeout_s))
+        if not docs:
+            log.warning("no documents read from topic %s within %.0f s", args.topic, args.timeout_s)
+    print(write_report(docs, args.out, png=args.png, top_n=args.top, max_sensors=args.max_sensors))
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "train": _cmd_train,
+    "simulate": _cmd_simulate,
+    "demo": _cmd_demo,
+    "models": _cmd_models,
+    "evaluate": _cmd_evaluate,
+    "decode": _cmd_decode,
+    "retrain": _cmd_retrain,
+    "report": _cmd_report,
+    "embed": _cmd_embed,
+}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

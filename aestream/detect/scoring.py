@@ -1,0 +1,113 @@
+"""Scoring windows with a trained autoencoder: a score per window and each channel's share of it.
+
+Each channel's reconstruction error is divided by its mean error on validation windows (``channel_scale``), so
+every channel speaks in the same unit and a fault on one channel is not drowned by the others' noise. The score is
+the mean (or max, ``score_reduce``) of these normalised errors: about 1 on normal data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from aestream.detect.features import Preprocessor
+from aestream.errors import AestreamError
+from aestream.models import Autoencoder
+
+__all__ = ["ScoreBatch", "Scorer", "resolve_device"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Scores ``(B,)`` and channel shares ``(B, C)`` (rows sum to 1) of a batch of windows."""
+
+    scores: np.ndarray
+    shares: np.ndarray
+
+
+class Scorer:
+    """A model with its preprocessing and channel scales, on one device."""
+
+    def __init__(
+        self,
+        model: Autoencoder,
+        preprocessor: Preprocessor,
+        channel_scale: np.ndarray | None = None,
+        score_reduce: str = "mean",
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = resolve_device(str(device))  # "auto" as the shipped config says: CUDA when there is one
+        self.model = model.to(self.device).eval()
+        self.preprocessor = preprocessor
+        n = model.n_channels
+        self.channel_scale = np.ones(n) if channel_scale is None else np.asarray(channel_scale, dtype=np.float64)
+        self.score_reduce = score_reduce
+
+    def _tensor(self, windows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.preprocessor(windows)).to(self.device)
+
+    def raw_channel_errors(self, windows: np.ndarray) -> np.ndarray:
+        """Unscaled per-channel mean squared errors ``(B, C)`` of raw windows ``(B, W, C)``."""
+        if len(windows) == 0:
+            return np.zeros((0, self.model.n_channels))
+        with torch.inference_mode():
+            errors = self.model.channel_errors(self._tensor(windows))
+        return errors.double().cpu().numpy()
+
+    def score(self, windows: np.ndarray) -> ScoreBatch:
+        """Scores and channel shares of raw windows ``(B, W, C)``."""
+        rel = self.raw_channel_errors(windows) / self.channel_scale
+        scores = rel.max(axis=1) if self.score_reduce == "max" else rel.mean(axis=1)
+        total = rel.sum(axis=1, keepdims=True)
+        shares = np.divide(rel, total, out=np.full_like(rel, 1.0 / rel.shape[1]), where=total > 0)
+        return ScoreBatch(scores, shares)
+
+    def levels(self, windows: np.ndarray) -> np.ndarray:
+        """Each detrended channel's level in each raw window ``(B, W, C)``: its mean in the readings' own units,
+        ``(B, m)`` for the model's ``m`` detrended channels in channel order (``(B, 0)`` when none). The encoder
+        never sees it, so the latent code does not carry it: :meth:`decode` needs it back."""
+        return np.asarray(windows, dtype=np.float64)[:, :, self.preprocessor.detrend].mean(axis=1)
+
+    def reconstruct(self, windows: np.ndarray) -> np.ndarray:
+        """Reconstructed windows in the readings' own units ``(B, W, C)`` (detrended channels keep their level)."""
+        with torch.inference_mode():
+            recon = self.model(self._tensor(windows)).double().cpu().numpy()
+        return self._in_units(recon, self.levels(windows))
+
+    def decode(self, codes: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        """Windows ``(B, W, C)`` in the readings' units from latent codes and, for detrended channels, the windows'
+        ``levels`` (:meth:`levels`); so ``decode(encode(w), levels(w))`` is ``reconstruct(w)``. Without
+        ``levels``, detrended channels come back around their long-run (training) mean."""
+        z = torch.from_numpy(np.array(codes, dtype=np.float32)).to(self.device)  # a copy: codes may be read-only
+        with torch.inference_mode():
+            x = self.model.decode(z).double().cpu().numpy()
+        return self._in_units(x, levels)
+
+    def encode(self, windows: np.ndarray) -> np.ndarray:
+        """Latent codes ``(B, latent_size)`` of raw windows."""
+        with torch.inference_mode():
+            return self.model.encode(self._tensor(windows)).float().cpu().numpy()
+
+    def _in_units(self, x: np.ndarray, levels: np.ndarray | None) -> np.ndarray:
+        """Model-space windows ``(B, W, C)`` back in the readings' units, detrended channels at ``levels``."""
+        p = self.preprocessor
+        out = x * p.std + p.mean
+        if levels is None:
+            return out
+        lv = np.asarray(levels, dtype=np.float64)
+        m = int(p.detrend.sum())
+        if lv.shape != (len(x), m):
+            raise AestreamError(f"window levels of shape {lv.shape} do not fit {len(x)} window(s) of a model that "
+                                f"detrends {m} channel(s): pass one level per detrended channel and window "
+                                f"(Scorer.levels), or none")
+        out[:, :, p.detrend] += lv[:, None, :] - p.mean[p.detrend]
+        return out

@@ -1,7 +1,0 @@
-"""Offline evaluation on labelled benchmarks (SKAB), through the same detection path as the worker."""
-
-from __future__ import annotations
-
-from aestream.evaluate.skab import evaluate_folder, run_skab
-
-__all__ = ["evaluate_folder", "run_skab"]

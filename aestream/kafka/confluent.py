@@ -1,0 +1,211 @@
+"""The optional confluent-kafka (librdkafka) edge, behind the same interface as :mod:`aestream.kafka.kafka_python`.
+
+Chosen with ``kafka.client = "confluent"``; needs ``pip install 'aestream[confluent]'``. Same semantics:
+manual commits of what the worker says (with its metadata), a lookback replay of newly assigned partitions
+(records flagged ``replay=True``; the metadata committed with the offset they replay up to is handed out by
+``committed_metadata``), an idempotent acks=all producer whose ``flush`` raises if any delivery failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from aestream.config import KafkaConfig
+from aestream.stream.messages import Outgoing, Partition, Record
+from aestream.stream.phase import warn_metadata_refused
+
+__all__ = ["ConfluentSink", "ConfluentSource", "confluent_options"]
+
+log = logging.getLogger(__name__)
+
+
+def confluent_options(cfg: KafkaConfig) -> dict[str, Any]:
+    """librdkafka settings for connection and security (SASL/SSL passed through when set)."""
+    opts: dict[str, Any] = {
+        "bootstrap.servers": ",".join(cfg.bootstrap_servers),
+        "client.id": cfg.client_id,
+        "security.protocol": cfg.security_protocol,
+    }
+    optional = {
+        "sasl.mechanism": cfg.sasl_mechanism,
+        "sasl.username": cfg.sasl_username,
+        "sasl.password": cfg.sasl_password,
+        "ssl.ca.location": cfg.ssl_cafile,
+        "ssl.certificate.location": cfg.ssl_certfile,
+        "ssl.key.location": cfg.ssl_keyfile,
+        "ssl.key.password": cfg.ssl_password,
+    }
+    opts.update({k: v for k, v in optional.items() if v})
+    return opts
+
+
+class ConfluentSource:
+    """A consumer-group member on librdkafka; see :class:`aestream.kafka.kafka_python.KafkaSource`."""
+
+    def __init__(
+        self,
+        cfg: KafkaConfig,
+        on_revoke: Callable[[list[Partition]], None] | None = None,
+        on_assign: Callable[[list[Partition]], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.on_revoke = on_revoke
+        self.on_assign = on_assign
+        self._replay_until: dict[Partition, int] = {}
+        self._metadata: dict[Partition, str] = {}
+        self._send_metadata = True  # until the broker refuses it as too large
+        self._assigned: set[Partition] = set()
+        self.consumer = Consumer({
+            **confluent_options(cfg),
+            "group.id": cfg.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": cfg.auto_offset_reset,
+            "session.timeout.ms": cfg.session_timeout_ms,
+            "heartbeat.interval.ms": cfg.heartbeat_interval_ms,
+            "max.poll.interval.ms": cfg.max_poll_interval_ms,
+        })
+        self.consumer.subscribe(list(cfg.input_topics), on_assign=self._assigned_cb, on_revoke=self._revoked_cb)
+
+    def _assigned_cb(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        parts = sorted((tp.topic, tp.partition) for tp in tps)
+        self._assigned.update(parts)
+        if self.on_assign:
+            self.on_assign(parts)
+        lookback = self.cfg.rebuild_lookback_messages
+        if lookback > 0 and tps:
+            committed = consumer.committed(tps, timeout=10)
+            for tp in committed:
+                if tp.offset in (OFFSET_INVALID,) or tp.offset < 0:
+                    continue
+                low, _ = consumer.get_watermark_offsets(tp, timeout=10)
+                start = max(low, tp.offset - lookback)
+                if start < tp.offset:
+                    self._replay_until[(tp.topic, tp.partition)] = tp.offset
+                    if tp.metadata and tp.metadata != "\x00":  # what an empty metadata string comes back as
+                        self._metadata[(tp.topic, tp.partition)] = tp.metadata
+                    tp.offset = start
+                    log.info("rebuilding %s[%d]: replaying offsets %d..%d", tp.topic, tp.partition, start,
+                             self._replay_until[(tp.topic, tp.partition)] - 1)
+            consumer.assign(committed)
+
+    def _revoked_cb(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
+        parts = [(tp.topic, tp.partition) for tp in tps]
+        for p in parts:
+            self._replay_until.pop(p, None)
+            self._metadata.pop(p, None)
+            self._assigned.discard(p)
+        if self.on_revoke and parts:
+            self.on_revoke(parts)
+
+    def assignment(self) -> set[Partition]:
+        return set(self._assigned)
+
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
+        timeout = (self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms) / 1000
+        msgs = self.consumer.consume(num_messages=max_records or self.cfg.max_poll_records, timeout=timeout)
+        out: list[Record] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            assert topic is not None and partition is not None and offset is not None  # a message, not an error
+            part = (topic, partition)
+            until = self._replay_until.get(part)
+            replay = until is not None and offset < until
+            if until is not None and offset + 1 >= until:
+                del self._replay_until[part]
+            out.append(Record(part[0], part[1], offset, m.key(), m.value(), m.timestamp()[1], replay))
+        return out
+
+    def committed_metadata(self) -> dict[Partition, str]:
+        """See :meth:`aestream.kafka.kafka_python.KafkaSource.committed_metadata`."""
+        out, self._metadata = self._metadata, {}
+        return out
+
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
+        """See :meth:`aestream.kafka.kafka_python.KafkaSource.commit`."""
+        meta = (metadata if self._send_metadata else None) or {}
+        todo = [_offset(t, p, o, meta.get((t, p))) for (t, p), o in offsets.items() if (t, p) in self._assigned]
+        if not todo:
+            return True
+        try:
+            try:
+                self._commit(todo)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.OFFSET_METADATA_TOO_LARGE:
+                    raise
+                self._send_metadata = False
+                warn_metadata_refused(meta)
+                self._commit([_offset(tp.topic, tp.partition, tp.offset, None) for tp in todo])
+            return True
+        except KafkaException as e:
+            log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its "
+                        "new owner): %s", e)
+            return False
+
+    def _commit(self, todo: list[TopicPartition]) -> None:
+        """A synchronous commit that raises a partition's error too (librdkafka reports those per partition)."""
+        done = self.consumer.commit(offsets=todo, asynchronous=False) or []
+        failed = [tp.error for tp in done if tp.error is not None]
+        if failed:
+            raise KafkaException(failed[0])
+
+    def lag(self) -> dict[Partition, int]:
+        out = {}
+        for t, p in self._assigned:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5, cached=True)
+            pos = self.consumer.position([TopicPartition(t, p)])[0].offset
+            out[(t, p)] = max(high - pos, 0) if pos >= 0 else high
+        return out
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _offset(topic: str, partition: int, offset: int, metadata: str | None) -> TopicPartition:
+    """An offset to commit; without metadata unless there is some (an empty string is committed as "\x00")."""
+    if metadata:
+        return TopicPartition(topic, partition, offset, metadata)
+    return TopicPartition(topic, partition, offset)
+
+
+class ConfluentSink:
+    """An idempotent librdkafka producer (acks=all)."""
+
+    def __init__(self, cfg: KafkaConfig, linger_ms: int = 5) -> None:
+        self.producer = Producer({**confluent_options(cfg), "enable.idempotence": True, "acks": "all",
+                                  "linger.ms": linger_ms})
+        self._errors: list[str] = []
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def send(self, msg: Outgoing) -> None:
+        while True:
+            try:
+                self.producer.produce(msg.topic, value=msg.value, key=msg.key,
+                                      headers=list(msg.headers) or None,  # type: ignore[arg-type]
+                                      on_delivery=self._delivered)
+                return
+            except BufferError:  # local queue full: serve delivery reports, then retry
+                self.producer.poll(0.05)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        left = self.producer.flush(timeout_s)
+        if left or self._errors:
+            errors, self._errors = self._errors, []
+            raise KafkaException(f"producing failed: {left} undelivered, errors {errors[:3]}")
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued, then release librdkafka's threads (it has no close of its own)."""
+        self.producer.flush(timeout_s)
+        self.producer = None  # type: ignore[assignment]

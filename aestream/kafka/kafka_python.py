@@ -1,0 +1,309 @@
+"""The Kafka edge: the only module that imports kafka-python.
+
+It turns consumer records into :class:`Record` and sends :class:`Outgoing` messages, so the rest of aestream
+never sees a Kafka type. :class:`KafkaSource` is a consumer-group member that, when it is given a partition,
+re-reads up to ``rebuild_lookback_messages`` before the committed offset so per-sensor windows can be rebuilt;
+those records come back with ``replay=True`` and must not be emitted again. The metadata committed with that
+offset (the window phases, :mod:`aestream.stream.phase`) is handed out by :meth:`KafkaSource.committed_metadata`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, OffsetMetadataTooLargeError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from aestream.config import KafkaConfig
+from aestream.stream.messages import Outgoing, Partition, Record
+from aestream.stream.phase import warn_metadata_refused
+
+__all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "open_sink",
+           "open_source", "tail_topic",
+           "wait_for_broker"]
+
+log = logging.getLogger(__name__)
+
+METADATA_MAX_AGE_MS = 5_000
+
+def client_options(cfg: KafkaConfig) -> dict[str, Any]:
+    """Connection and security settings shared by every client (SASL/SSL passed through when set)."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": list(cfg.bootstrap_servers),
+        "client_id": cfg.client_id,
+        "security_protocol": cfg.security_protocol,
+    }
+    optional = {
+        "sasl_mechanism": cfg.sasl_mechanism,
+        "sasl_plain_username": cfg.sasl_username,
+        "sasl_plain_password": cfg.sasl_password,
+        "ssl_cafile": cfg.ssl_cafile,
+        "ssl_certfile": cfg.ssl_certfile,
+        "ssl_keyfile": cfg.ssl_keyfile,
+        "ssl_password": cfg.ssl_password,
+    }
+    opts.update({k: v for k, v in optional.items() if v})
+    return opts
+
+
+def open_source(
+    cfg: KafkaConfig,
+    on_revoke: Callable[[list[Partition]], None] | None = None,
+    on_assign: Callable[[list[Partition]], None] | None = None,
+) -> KafkaSource:
+    """The consumer of the configured client library (``kafka.client``)."""
+    if cfg.client == "confluent":
+        from aestream.kafka.confluent import ConfluentSource
+
+        return ConfluentSource(cfg, on_revoke, on_assign)  # type: ignore[return-value]
+    return KafkaSource(cfg, on_revoke, on_assign)
+
+
+def open_sink(cfg: KafkaConfig) -> KafkaSink:
+    """The producer of the configured client library (``kafka.client``)."""
+    if cfg.client == "confluent":
+        from aestream.kafka.confluent import ConfluentSink
+
+        return ConfluentSink(cfg)  # type: ignore[return-value]
+    return KafkaSink(cfg)
+
+
+def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 30.0) -> None:
+    """Create the topics that do not exist yet, with the given partition counts (replication 1 unless the
+    broker default says otherwise)."""
+    admin = KafkaAdminClient(**client_options(cfg), request_timeout_ms=int(timeout_s * 1000))
+    try:
+        existing = set(admin.list_topics())
+        wanted = {t: {"num_partitions": n} for t, n in topics.items() if t not in existing}
+        if wanted:
+            try:
+                admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+JOIN_POLL_MS = 200
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.source._revoked([(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.source._pending.update((tp.topic, tp.partition) for tp in assigned)
+
+
+class KafkaSource:
+    """A consumer-group member reading ``cfg.input_topics``; commits only what it is told to."""
+
+    def __init__(
+        self,
+        cfg: KafkaConfig,
+        on_revoke: Callable[[list[Partition]], None] | None = None,
+        on_assign: Callable[[list[Partition]], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.on_revoke = on_revoke
+        self.on_assign = on_assign
+        self._pending: set[Partition] = set()
+        self._replay_until: dict[Partition, int] = {}
+        self._metadata: dict[Partition, str] = {}
+        self._send_metadata = True  # until the broker refuses it as too large
+        self.consumer = KafkaConsumer(
+            **client_options(cfg),
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.auto_offset_reset,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_poll_interval_ms=cfg.max_poll_interval_ms,
+            max_poll_records=cfg.max_poll_records,
+            # kafka-python's default (5 min) leaves a worker started just after its topic was created without
+            # partitions for minutes; new topics and partitions are also picked up sooner
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        )
+        self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
+
+    def assignment(self) -> set[Partition]:
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def _revoked(self, parts: list[Partition]) -> None:
+        for p in parts:
+            self._replay_until.pop(p, None)
+            self._metadata.pop(p, None)
+            self._pending.discard(p)
+        if self.on_revoke and parts:
+            self.on_revoke(parts)
+
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
+        """The next records, oldest first per partition; replayed ones are flagged."""
+        timeout = self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms
+        if not self.consumer.assignment():
+            # kafka-python (3.0.12) completes a group (re)join only within one poll's time: polls of a few ms
+            # left a member without partitions after its first join (the default 200 ms is enough)
+            timeout = max(timeout, JOIN_POLL_MS)
+        batch = self.consumer.poll(timeout_ms=timeout, max_records=max_records or self.cfg.max_poll_records)
+        fresh = self._start_rebuilds() if self._pending else set()
+        out: list[Record] = []
+        for tp, msgs in batch.items():
+            part = (tp.topic, tp.partition)
+            if part in fresh:
+                continue  # fetched from the committed offset, before our seek: they come again after the lookback
+            until = self._replay_until.get(part)
+            for m in msgs:
+                replay = until is not None and m.offset < until
+                out.append(Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp, replay))
+            if until is not None and msgs and msgs[-1].offset + 1 >= until:
+                del self._replay_until[part]
+        return out
+
+    def _start_rebuilds(self) -> set[Partition]:
+        """Seek newly assigned partitions back by the lookback so their sensors' windows refill."""
+        parts, self._pending = sorted(self._pending), set()
+        if self.on_assign:
+            self.on_assign(parts)
+        lookback = self.cfg.rebuild_lookback_messages
+        if lookback <= 0:
+            return set()
+        tps = [TopicPartition(t, p) for t, p in parts]
+        begin = self.consumer.beginning_offsets(tps)
+        seeked: set[Partition] = set()
+        for tp in tps:
+            found = self.consumer.committed(tp, metadata=True)
+            if found is None or found.offset <= begin[tp]:
+                continue
+            committed, part = found.offset, (tp.topic, tp.partition)
+            start = max(begin[tp], committed - lookback)
+            self.consumer.seek(tp, start)
+            self._replay_until[part] = committed
+            if found.metadata:
+                self._metadata[part] = found.metadata
+            seeked.add(part)
+            log.info("rebuilding %s[%d]: replaying offsets %d..%d", tp.topic, tp.partition, start, committed - 1)
+        return seeked
+
+    def committed_metadata(self) -> dict[Partition, str]:
+        """The metadata committed with the offsets that partitions now replaying replay up to (each handed out
+        once, before their first live record is polled)."""
+        out, self._metadata = self._metadata, {}
+        return out
+
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
+        """Commit the next offsets to read, each with its partition's ``metadata`` if given; ``False`` when the
+        group moved on (the records will be redone). If the broker refuses the metadata as too large, this
+        commit and later ones go without it."""
+        if not offsets:
+            return True
+        owned = self.assignment()
+        meta = (metadata if self._send_metadata else None) or {}
+        todo = {TopicPartition(t, p): OffsetAndMetadata(o, meta.get((t, p), ""), -1)
+                for (t, p), o in offsets.items() if (t, p) in owned}
+        try:
+            try:
+                self.consumer.commit(todo)
+            except OffsetMetadataTooLargeError:
+                self._send_metadata = False
+                warn_metadata_refused(meta)
+                self.consumer.commit({tp: OffsetAndMetadata(om.offset, "", -1) for tp, om in todo.items()})
+            return True
+        except KafkaError as e:  # CommitFailedError after a rebalance, or no coordinator (the broker is down)
+            log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its "
+                        "new owner): %s", e)
+            return False
+
+    def lag(self) -> dict[Partition, int]:
+        """Messages left to read per assigned partition."""
+        tps = list(self.consumer.assignment())
+        if not tps:
+            return {}
+        ends = self.consumer.end_offsets(tps)
+        return {(tp.topic, tp.partition): max(ends[tp] - self.consumer.position(tp), 0) for tp in tps}
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
+
+
+class KafkaSink:
+    """An idempotent producer (acks=all) for events and dead letters."""
+
+    def __init__(self, cfg: KafkaConfig, linger_ms: int = 5) -> None:
+        self.producer = KafkaProducer(**client_options(cfg), linger_ms=linger_ms, acks="all")
+        self._errors: list[BaseException] = []
+        self._unflushed = False
+
+    def send(self, msg: Outgoing) -> None:
+        fut = self.producer.send(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None)
+        fut.add_errback(self._errors.append)
+        self._unflushed = True
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Block until every sent message is acknowledged; raises if any failed (so offsets are not committed)."""
+        if self._unflushed:  # kafka-python wakes its sender thread even with nothing to send
+            self.producer.flush(timeout=timeout_s)
+            self._unflushed = False
+        if self._errors:
+            err, self._errors = self._errors[0], []
+            raise KafkaError(f"producing failed: {err}")
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self.producer.close(timeout=timeout_s)
+
+
+def wait_for_broker(cfg: KafkaConfig, timeout_s: float = 60.0) -> None:
+    """Block until the cluster answers metadata requests (raises ``KafkaError`` after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(**client_options(cfg), request_timeout_ms=5000)
+            admin.list_topics()
+            admin.close()
+            return
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def tail_topic(
+    cfg: KafkaConfig,
+    topic: str,
+    until: Callable[[], bool] = lambda: False,
+    timeout_s: float = 600.0,
+    decode: Callable[[bytes], Any] = json.loads,
+) -> Iterator[Any]:
+    """Decoded values (JSON by default) of ``topic`` from the beginning (no group), while ``until()`` is true or
+    records come; stops after one empty poll once ``until()`` is false, or after ``timeout_s``."""
+    consumer = KafkaConsumer(**client_options(cfg), enable_auto_commit=False, group_id=None)
+    try:
+        deadline = time.monotonic() + timeout_s
+        parts: set[int] | None = None
+        while parts is None and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                time.sleep(0.2)
+        if not parts:
+            return
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        while time.monotonic() < deadline:
+            alive = until()
+            batch = consumer.poll(timeout_ms=500)
+            for msgs in batch.values():
+                for m in msgs:
+                    yield decode(m.value)
+            if not batch and not alive:
+                return
+    finally:
+        consumer.close(autocommit=False)

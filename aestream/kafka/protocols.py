@@ -1,0 +1,37 @@
+"""What the worker needs from its edges: a source of records, a sink for messages, a source of models.
+
+The Kafka clients (:mod:`aestream.kafka.kafka_python`, :mod:`aestream.kafka.confluent`) implement the first two;
+:class:`~aestream.models.store.ModelStore` the third. Tests and benchmarks inject their own.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aestream.models.bundle import ModelBundle
+from aestream.stream.messages import Outgoing, Partition, Record
+
+__all__ = ["ModelSource", "Sink", "Source"]
+
+
+class Source(Protocol):
+    """Where records come from. ``commit`` gets ``metadata`` (per partition, committed with its offset) only when
+    there is some. A source that rebuilds partitions may also have ``committed_metadata() -> dict[Partition,
+    str]``: the metadata committed with the offsets it replays up to, each handed out once."""
+
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]: ...
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool: ...
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    def send(self, msg: Outgoing) -> None: ...
+    def flush(self, timeout_s: float = 60.0) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+class ModelSource(Protocol):
+    """Where the worker gets its model: ``current()`` names the serving version, ``load(v)`` loads it."""
+
+    def current(self) -> str | None: ...
+    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle: ...

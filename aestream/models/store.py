@@ -1,0 +1,94 @@
+"""The model store: versioned bundles under one directory, a ``CURRENT`` pointer, atomic publish.
+
+Layout: ``<root>/v0001/…`` (one bundle per version) and ``<root>/CURRENT`` (the serving version's name).
+A publish writes the bundle into a temporary directory, fsyncs it, renames it into place, then replaces
+``CURRENT`` atomically; readers therefore see either the old version or the whole new one. Workers sharing the
+directory (a volume) all follow ``CURRENT``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from aestream.atomic import atomic_write, fsync_dir
+from aestream.errors import BundleError
+from aestream.models.bundle import ModelBundle, load_bundle, save_bundle
+
+__all__ = ["ModelStore"]
+
+_VERSION = re.compile(r"^v(\d{4,})$")
+
+
+class ModelStore:
+    """Versioned model bundles in ``root``; keeps the last ``keep`` versions (and always the current one)."""
+
+    def __init__(self, root: str | os.PathLike[str], keep: int = 10) -> None:
+        self.root = Path(root)
+        self.keep = keep
+
+    def versions(self) -> list[str]:
+        """Published versions, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [p.name for p in self.root.iterdir() if p.is_dir() and _VERSION.match(p.name)]
+        return sorted(found, key=lambda v: int(v[1:]))
+
+    def current(self) -> str | None:
+        """The serving version, or ``None`` when nothing is published."""
+        try:
+            v = (self.root / "CURRENT").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return v or None
+
+    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
+        """Load ``version`` (default: the current one)."""
+        v = version or self.current()
+        if v is None:
+            raise BundleError(f"no model is published in {self.root}: run `aestream train` first")
+        if not (self.root / v).is_dir():
+            raise BundleError(f"model version {v} is not in {self.root}; known: {', '.join(self.versions())}")
+        return load_bundle(self.root / v, device)
+
+    def publish(self, bundle: ModelBundle, make_current: bool = True) -> str:
+        """Store ``bundle`` as the next version (its ``version`` is set) and, by default, make it current."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        existing = self.versions()
+        version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
+        bundle.version = version
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
+        save_bundle(bundle, tmp)
+        os.rename(tmp, self.root / version)
+        fsync_dir(self.root)
+        if make_current:
+            self.set_current(version)
+        self._prune()
+        return version
+
+    def set_current(self, version: str) -> None:
+        """Point ``CURRENT`` at ``version`` atomically (rename over the old pointer)."""
+        if not (self.root / version).is_dir():
+            raise BundleError(f"model version {version} is not in {self.root}; known: {', '.join(self.versions())}")
+        atomic_write(self.root / "CURRENT", lambda f: f.write(f"{version}\n".encode()))
+
+    def rollback(self, version: str | None = None) -> str:
+        """Make ``version`` current, or by default the version published before the current one."""
+        if version is None:
+            versions, cur = self.versions(), self.current()
+            older = [v for v in versions if cur is None or int(v[1:]) < int(cur[1:])]
+            if not older:
+                raise BundleError(f"no version older than {cur} to roll back to in {self.root}")
+            version = older[-1]
+        self.load(version)  # refuse to point at a missing or broken bundle
+        self.set_current(version)
+        return version
+
+    def _prune(self) -> None:
+        cur = self.current()
+        for v in self.versions()[: -self.keep]:
+            if v != cur:
+                shutil.rmtree(self.root / v, ignore_errors=True)

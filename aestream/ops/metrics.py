@@ -1,0 +1,109 @@
+"""Prometheus metrics of a worker, in a registry of their own (so tests and several workers in one process never
+collide). Every name starts with ``aestream_``; the README lists them.
+
+The worker loop feeds them through :func:`aestream.ops.instrument.instrument`; the retraining job calls
+:meth:`Metrics.retrain` and alert sinks call :meth:`Metrics.webhook_failure`.
+
+>>> from aestream.worker import StepStats
+>>> m = Metrics()
+>>> m.observe_step(StepStats(records=2, readings=5, windows=1, events=1, events_out=[{"severity": "critical"}]), 0.01)
+>>> m.value("aestream_readings_total"), m.value("aestream_anomalies_total", severity="critical")
+(5.0, 1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+if TYPE_CHECKING:
+    from aestream.worker import StepStats
+
+__all__ = ["BATCH_BUCKETS_S", "RETRAIN_BUCKETS_S", "SEVERITIES", "Metrics"]
+
+SEVERITIES = ("warning", "critical")
+BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RETRAIN_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+
+
+class Metrics:
+    """The worker's counters, gauges and histograms, with the methods that move them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.records = Counter("aestream_records_total", "Kafka messages consumed (fresh and replayed).",
+                               registry=r)
+        self.readings = Counter("aestream_readings_total", "Sensor readings decoded from consumed messages.",
+                                registry=r)
+        self.windows = Counter("aestream_windows_scored_total", "Windows scored by the autoencoder.", registry=r)
+        self.anomalies = Counter("aestream_anomalies_total", "Anomaly events emitted, by severity.",
+                                 ["severity"], registry=r)
+        self.dead_letters = Counter("aestream_dead_letters_total", "Messages sent to the dead-letter topic.",
+                                    registry=r)
+        self.late = Counter("aestream_late_readings_total", "Readings dropped as older than their sensor's window.",
+                            registry=r)
+        self.replayed = Counter("aestream_replayed_records_total",
+                                "Messages re-read to rebuild windows after a partition was assigned.", registry=r)
+        self.batch_seconds = Histogram("aestream_batch_duration_seconds",
+                                       "Time of one non-empty step: poll, decode, score, emit, flush, commit.",
+                                       buckets=BATCH_BUCKETS_S, registry=r)
+        self.lag = Gauge("aestream_consumer_lag", "Messages left to read, per assigned partition.",
+                         ["topic", "partition"], registry=r)
+        self.partitions = Gauge("aestream_assigned_partitions", "Partitions assigned to this worker.", registry=r)
+        self.model = Info("aestream_model", "The model version being served.", registry=r)
+        self.model_loaded = Gauge("aestream_model_loaded", "1 once a model is being served, else 0.", registry=r)
+        self.model_swaps = Counter("aestream_model_swaps_total", "Model versions swapped in (the first included).",
+                                   registry=r)
+        self.retrains = Counter("aestream_retrains_total", "Retraining runs, by outcome.", ["outcome"], registry=r)
+        self.retrain_seconds = Histogram("aestream_retrain_duration_seconds", "Duration of retraining runs.",
+                                         ["outcome"], buckets=RETRAIN_BUCKETS_S, registry=r)
+        self.webhook_failures = Counter("aestream_webhook_failures_total", "Alert deliveries that failed, by sink.",
+                                        ["sink"], registry=r)
+        for s in SEVERITIES:  # so both series exist (at 0) from the first scrape
+            self.anomalies.labels(severity=s)
+
+    def observe_step(self, stats: StepStats, seconds: float) -> None:
+        """Count what one worker step did; its duration goes to the histogram when it had records."""
+        self.records.inc(stats.records)
+        self.readings.inc(stats.readings)
+        self.windows.inc(stats.windows)
+        self.dead_letters.inc(stats.dead_letters)
+        self.late.inc(stats.late)
+        self.replayed.inc(stats.replayed)
+        for event in stats.events_out:
+            self.anomalies.labels(severity=str(event.get("severity", "unknown"))).inc()
+        if stats.records:
+            self.batch_seconds.observe(seconds)
+
+    def set_lag(self, lag: Mapping[tuple[str, int], int]) -> None:
+        """Replace the lag gauges with ``{(topic, partition): messages}`` (revoked partitions disappear)."""
+        self.lag.clear()
+        for (topic, partition), n in lag.items():
+            self.lag.labels(topic=topic, partition=str(partition)).set(n)
+        self.partitions.set(len(lag))
+
+    def set_model(self, version: str, family: str) -> None:
+        """Record the model now served."""
+        self.model.info({"version": version, "family": family})
+        self.model_loaded.set(1)
+        self.model_swaps.inc()
+
+    def retrain(self, outcome: str, seconds: float) -> None:
+        """Count one retraining run (``outcome`` e.g. ``published``, ``rejected``, ``failed``) and its duration."""
+        self.retrains.labels(outcome=outcome).inc()
+        self.retrain_seconds.labels(outcome=outcome).observe(seconds)
+
+    def webhook_failure(self, sink: str) -> None:
+        """Count one failed alert delivery to ``sink``."""
+        self.webhook_failures.labels(sink=sink).inc()
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format (what ``/metrics`` serves)."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The current value of one sample (``name`` as exposed, e.g. ``aestream_readings_total``), or ``None``."""
+        return self.registry.get_sample_value(name, labels)

@@ -1,0 +1,157 @@
+"""The operations endpoint: a small threaded HTTP server for Prometheus and the orchestrator's probes.
+
+* ``GET /metrics``: the worker's metrics in the Prometheus text format;
+* ``GET /healthz``: 200 while the process serves HTTP (liveness);
+* ``GET /readyz``: 200 when every readiness check is true, else 503; the JSON body lists the checks.
+
+The readiness checks are injected (the composition root knows the worker); :func:`broker_check` is the
+default broker check, a plain TCP connect to the bootstrap servers (no Kafka client, so it never blocks the
+consumer and costs one handshake).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client.exposition import choose_encoder
+
+from aestream.ops.metrics import Metrics
+
+__all__ = ["OpsServer", "broker_check", "split_host_port", "tcp_reachable"]
+
+log = logging.getLogger(__name__)
+
+Readiness = Callable[[], dict[str, bool]]
+DEFAULT_HOST = "0.0.0.0"
+
+
+def split_host_port(server: str) -> tuple[str, int]:
+    """``"kafka:9092"`` → ``("kafka", 9092)``; IPv6 hosts go in brackets.
+
+    >>> split_host_port("kafka:9092"), split_host_port("[::1]:9092")
+    (('kafka', 9092), ('::1', 9092))
+    """
+    host, sep, port = server.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"bootstrap server {server!r} is not host:port: write it like \"kafka:9092\"")
+    return host.strip("[]"), int(port)
+
+
+def tcp_reachable(servers: Sequence[str], timeout_s: float = 1.0) -> bool:
+    """Whether any of ``servers`` (``host:port``) accepts a TCP connection within ``timeout_s``."""
+    for server in servers:
+        try:
+            with socket.create_connection(split_host_port(server), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def broker_check(servers: Sequence[str], timeout_s: float = 1.0) -> Callable[[], bool]:
+    """A ``broker_ok()`` callable for :class:`OpsServer` readiness: :func:`tcp_reachable` on ``servers``."""
+    servers = tuple(servers)
+    return lambda: tcp_reachable(servers, timeout_s)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            # the text format, or OpenMetrics when the scraper asks for it (as Prometheus does)
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            self._send(HTTPStatus.OK, encoder(self.server.metrics.registry), content_type)
+        elif path == "/healthz":
+            self._json(HTTPStatus.OK, {"status": "ok"})
+        elif path == "/readyz":
+            self._ready()
+        else:
+            self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {path}: use /metrics, /healthz or /readyz"})
+
+    def _ready(self) -> None:
+        try:
+            checks = {k: bool(v) for k, v in self.server.readiness().items()}
+        except Exception as e:  # a failing check means "not ready", never a crashed handler
+            log.warning("readiness check failed: %s", e)
+            self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "error": str(e), "checks": {}})
+            return
+        ready = all(checks.values())
+        status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+        self._json(status, {"ready": ready, "checks": checks})
+
+    def _json(self, status: HTTPStatus, doc: dict[str, object]) -> None:
+        self._send(status, json.dumps(doc).encode(), "application/json")
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], metrics: Metrics, readiness: Readiness) -> None:
+        self.metrics = metrics
+        self.readiness = readiness
+        super().__init__(address, _Handler)
+
+
+class OpsServer:
+    """Serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` from a daemon thread.
+
+    ``port = 0`` picks a free port; :attr:`port` is the bound one once :meth:`start` returned.
+    """
+
+    def __init__(self, port: int, metrics: Metrics, readiness: Readiness, host: str = DEFAULT_HOST) -> None:
+        self.host = host
+        self.port = port
+        self.metrics = metrics
+        self.readiness = readiness
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> OpsServer:
+        """Bind and serve in the background; returns ``self``."""
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self.port), self.metrics, self.readiness)
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="aestream-ops", daemon=True)
+        self._thread.start()
+        log.info("metrics and health endpoints on http://%s:%d (/metrics /healthz /readyz)", self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        self._server = self._thread = None
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def __enter__(self) -> OpsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,229 @@
+"""One retrain: snapshot the reservoir → train a candidate off the scoring thread → gate it → publish.
+
+:meth:`Retrainer.run_once` never raises: every way it can end (published, rejected by the gate, failed on an
+exception, a NaN loss or the timeout, skipped) is a :class:`RetrainOutcome` with its reason, logged. The current
+version keeps serving unless a candidate is published; the worker swaps it in between batches.
+
+The candidate trains in a spawned subprocess (``retrain.isolation = "process"``, the default) limited to
+``retrain.torch_threads`` threads: it shares no GIL and no torch thread pool with scoring, and a timeout kills it.
+``"thread"`` trains in a thread of this process (for tests and small deployments): a timed-out thread cannot be
+killed, it is abandoned and its result ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aestream.config import Config, ModelConfig, StreamConfig, ThresholdConfig
+from aestream.errors import BundleError
+from aestream.models.bundle import ModelBundle, load_bundle, save_bundle
+from aestream.models.store import ModelStore
+from aestream.retrain.lock import TrainLock
+from aestream.retrain.reservoir import Reservoir
+from aestream.training.from_windows import train_bundle_from_windows
+from aestream.training.gate import run_gate
+
+__all__ = ["RESERVOIR_FILE", "RetrainOutcome", "Retrainer", "Trainer", "open_reservoir"]
+
+log = logging.getLogger(__name__)
+
+RESERVOIR_FILE = "reservoir.npz"
+Trainer = Callable[..., ModelBundle]
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """How a retrain ended: ``status`` is published, rejected, failed or skipped; ``reason`` says why."""
+
+    status: str
+    reason: str
+    version: str | None = None
+    serving: str | None = None
+    gate: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Failed(Exception):
+    pass
+
+
+def open_reservoir(cfg: Config) -> tuple[Reservoir, Path]:
+    """The reservoir the config describes, loaded from ``paths.state_dir`` when a saved one is there."""
+    r = cfg.retrain
+    reservoir = Reservoir(r.n_reservoir_windows, cfg.stream.window_size, len(cfg.stream.channels),
+                          half_life_s=r.half_life_s, max_age_s=r.max_age_s, seed=cfg.model.seed)
+    path = Path(cfg.paths.state_dir) / RESERVOIR_FILE
+    reservoir.load(path)
+    return reservoir, path
+
+
+class Retrainer:
+    """Retrains from ``reservoir`` into ``store`` by the rules of ``cfg.retrain``."""
+
+    def __init__(self, cfg: Config, reservoir: Reservoir, store: ModelStore, *,
+                 trainer: Trainer = train_bundle_from_windows, lock: TrainLock | None = None,
+                 on_outcome: Callable[[RetrainOutcome], None] | None = None) -> None:
+        self.cfg = cfg
+        self.reservoir = reservoir
+        self.store = store
+        self.trainer = trainer
+        self.lock = lock or TrainLock(store.root, stale_s=cfg.retrain.timeout_s + 60.0)
+        self.last_outcome: RetrainOutcome | None = None
+        self.on_outcome = on_outcome  # e.g. the metrics of the composition root
+        self._trained_at: int | None = None
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop waiting for a training in flight (a subprocess is killed); used at shutdown."""
+        self._cancel.set()
+
+    def run_once(self, force: bool = False) -> RetrainOutcome:
+        """One retrain; ``force`` ignores the pause after a rollback and the new-data minimum."""
+        t0 = time.monotonic()
+        if not self.lock.acquire():
+            outcome = RetrainOutcome("skipped", f"another worker holds {self.lock.path}")
+        else:
+            try:
+                outcome = self._run(force)
+            except _Failed as e:
+                outcome = RetrainOutcome("failed", str(e))
+            except Exception as e:  # never into the worker: the current model keeps serving
+                outcome = RetrainOutcome("failed", f"{type(e).__name__}: {e}")
+            finally:
+                self.lock.release()
+        outcome = dataclasses.replace(outcome, serving=self.store.current(),
+                                      seconds=round(time.monotonic() - t0, 3))
+        level = logging.INFO if outcome.status in ("published", "skipped") else logging.WARNING
+        log.log(level, "retrain %s: %s (serving %s, %.1f s)", outcome.status, outcome.reason, outcome.serving,
+                outcome.seconds)
+        self.last_outcome = outcome
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
+
+    def _run(self, force: bool) -> RetrainOutcome:
+        r = self.cfg.retrain
+        current, versions = self.store.current(), self.store.versions()
+        if not force and current and versions and current != versions[-1]:
+            return RetrainOutcome("skipped", f"{current} was rolled back to (latest is {versions[-1]}): scheduled "
+                                  "retraining is paused until `aestream retrain` or a newer publish")
+        self.reservoir.expire()
+        n_added = self.reservoir.n_added
+        sample = self.reservoir.snapshot()
+        if len(sample) < r.n_min_windows:
+            return RetrainOutcome("skipped", f"the reservoir holds {len(sample)} windows, fewer than "
+                                  f"retrain.n_min_windows = {r.n_min_windows}")
+        if not force and self._trained_at is not None and n_added - self._trained_at < r.n_min_new_windows:
+            return RetrainOutcome("skipped", f"{n_added - self._trained_at} new windows since the last retrain, "
+                                  f"fewer than retrain.n_min_new_windows = {r.n_min_new_windows}")
+        n_hold = max(1, int(round(len(sample) * r.holdout_fraction)))
+        holdout, train = sample.windows[-n_hold:], sample.windows[:-n_hold]
+        info = {"trained_on": "reservoir", "retrain": {
+            "n_windows": len(sample), "n_holdout": n_hold, "n_sensors": len(set(sample.sensors)),
+            "oldest_end_ms": int(sample.end_ms[0]), "newest_end_ms": int(sample.end_ms[-1]),
+            "previous_version": current}}
+        candidate = self._train(train, info)
+        self._trained_at = n_added
+        serving = self._load_current(current)
+        gate = run_gate(candidate, serving, holdout, tolerance=r.gate_tolerance, max_far=r.gate_max_far)
+        if not gate.passed:
+            return RetrainOutcome("rejected", f"gate refused the candidate: {gate.reason}", gate=gate.to_dict())
+        candidate.info["retrain"]["gate"] = gate.to_dict()
+        version = self.store.publish(candidate)
+        before = "no current model" if gate.current_error is None else f"{gate.current_error:.4g} for {current}"
+        return RetrainOutcome("published", f"{version} passed the gate (held-out error {gate.candidate_error:.4g}, "
+                              f"{before}; false alarms {gate.candidate_far:.4f})", version, gate=gate.to_dict())
+
+    def _load_current(self, version: str | None) -> ModelBundle | None:
+        if version is None:
+            return None
+        try:
+            return self.store.load(version)
+        except BundleError as e:
+            log.warning("current model unreadable, gating the candidate on its own: %s", e)
+            return None
+
+    def _train(self, windows: np.ndarray, info: dict[str, Any]) -> ModelBundle:
+        r, c = self.cfg.retrain, self.cfg
+        process = r.isolation == "process"
+        model = dataclasses.replace(c.model, family=r.family or c.model.family, epochs=r.epochs or c.model.epochs,
+                                    torch_threads=r.torch_threads if process else 0)
+        kwargs = {"calibration_fraction": r.calibration_fraction / (1 - r.holdout_fraction), "info": info}
+        args = (self.trainer, windows, c.stream, model, c.threshold, kwargs)
+        return self._in_process(*args) if process else self._in_thread(*args)
+
+    def _in_thread(self, trainer: Trainer, windows: np.ndarray, stream: StreamConfig, model: ModelConfig,
+                   threshold: ThresholdConfig, kwargs: dict[str, Any]) -> ModelBundle:
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["bundle"] = trainer(windows, stream, model, threshold, **kwargs)
+            except BaseException as e:
+                box["error"] = e
+
+        t = threading.Thread(target=target, name="aestream-retrain", daemon=True)
+        t.start()
+        self._wait(t.is_alive, lambda: None)
+        if "error" in box:
+            e = box["error"]
+            raise _Failed(f"training raised {type(e).__name__}: {e}")
+        return box["bundle"]  # type: ignore[no-any-return]
+
+    def _in_process(self, trainer: Trainer, windows: np.ndarray, stream: StreamConfig, model: ModelConfig,
+                    threshold: ThresholdConfig, kwargs: dict[str, Any]) -> ModelBundle:
+        state = Path(self.cfg.paths.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".retrain-", dir=state) as tmp:
+            np.save(Path(tmp) / "windows.npy", windows)
+            ctx = multiprocessing.get_context("spawn")
+            proc = ctx.Process(target=_child, args=(tmp, trainer, stream, model, threshold, kwargs),
+                               name="aestream-retrain", daemon=True)
+            proc.start()
+            try:
+                self._wait(proc.is_alive, proc.kill)
+            finally:
+                if proc.is_alive():
+                    proc.kill()
+                proc.join(5)
+            if proc.exitcode != 0:
+                err = Path(tmp) / "error.txt"
+                why = err.read_text() if err.is_file() else f"exit code {proc.exitcode}"
+                raise _Failed(f"training raised {why}")
+            return load_bundle(Path(tmp) / "bundle")
+
+    def _wait(self, alive: Callable[[], bool], kill: Callable[[], None]) -> None:
+        deadline = time.monotonic() + self.cfg.retrain.timeout_s
+        while alive():
+            if self._cancel.wait(0.2):
+                kill()
+                raise _Failed("cancelled at shutdown")
+            if time.monotonic() > deadline:
+                kill()
+                raise _Failed(f"training timed out after {self.cfg.retrain.timeout_s:g} s (retrain.timeout_s): "
+                              "raise it, or lower retrain.epochs or retrain.n_reservoir_windows")
+
+
+def _child(tmp: str, trainer: Trainer, stream: StreamConfig, model: ModelConfig, threshold: ThresholdConfig,
+           kwargs: dict[str, Any]) -> None:
+    """Entry point of the training subprocess: windows in, bundle (or error.txt) out, under ``tmp``."""
+    try:
+        windows = np.load(Path(tmp) / "windows.npy")
+        save_bundle(trainer(windows, stream, model, threshold, **kwargs), Path(tmp) / "bundle")
+    except BaseException as e:
+        (Path(tmp) / "error.txt").write_text(f"{type(e).__name__}: {e}")
+        raise SystemExit(1) from None

@@ -1,0 +1,82 @@
+"""The scheduler edge: the only module that imports APScheduler.
+
+:func:`build_retraining` assembles, from the config, what the composition root needs: the reservoir stage to
+hand to the :class:`~aestream.worker.Worker` and a :class:`Retraining` handle whose background scheduler runs
+:meth:`~aestream.retrain.retrainer.Retrainer.run_once` on ``retrain.schedule`` (``max_instances=1``, coalesced: a run
+never overlaps the previous one, missed runs collapse into one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from aestream.config import Config, RetrainConfig
+from aestream.errors import ConfigError
+from aestream.models.store import ModelStore
+from aestream.retrain.retrainer import Retrainer, RetrainOutcome, open_reservoir
+from aestream.retrain.stage import ReservoirStage
+
+__all__ = ["JOB_ID", "Retraining", "build_retraining", "make_trigger"]
+
+log = logging.getLogger(__name__)
+
+JOB_ID = "aestream-retrain"
+
+
+def make_trigger(cfg: RetrainConfig) -> BaseTrigger:
+    """The APScheduler trigger for ``retrain.schedule``; a bad crontab is a :class:`ConfigError`."""
+    if cfg.schedule == "interval":
+        return IntervalTrigger(seconds=cfg.interval_s)
+    try:
+        return CronTrigger.from_crontab(cfg.cron, timezone="UTC")
+    except ValueError as e:
+        raise ConfigError(f"config key retrain.cron = {cfg.cron!r} is invalid ({e}): use five crontab fields, "
+                          'e.g. "0 3 * * *" for 03:00 UTC daily') from None
+
+
+class Retraining:
+    """The running parts of scheduled retraining: ``stage`` feeds the reservoir, the scheduler retrains."""
+
+    def __init__(self, stage: ReservoirStage, retrainer: Retrainer, scheduler: BackgroundScheduler) -> None:
+        self.stage = stage
+        self.retrainer = retrainer
+        self.scheduler = scheduler
+
+    def start(self) -> None:
+        """Start the background scheduler (the first run comes one interval, or the next cron time, from now)."""
+        self.scheduler.start()
+        job = self.scheduler.get_job(JOB_ID)
+        log.info("scheduled retraining: next run at %s", job.next_run_time if job else "?")
+
+    def run_now(self) -> RetrainOutcome:
+        """One retrain in the calling thread (``aestream retrain`` and tests)."""
+        return self.retrainer.run_once(force=True)
+
+    def close(self) -> None:
+        """Stop the scheduler (a training in flight is killed) and save the reservoir."""
+        self.retrainer.cancel()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.stage.save()
+
+
+def build_retraining(cfg: Config, store: ModelStore, *,
+                     on_outcome: Callable[[RetrainOutcome], None] | None = None) -> Retraining | None:
+    """Scheduled retraining as ``cfg.retrain`` describes it, or ``None`` when ``retrain.enabled`` is false."""
+    r = cfg.retrain
+    if not r.enabled:
+        return None
+    reservoir, path = open_reservoir(cfg)
+    stage = ReservoirStage(reservoir, guard_s=r.guard_s, regime_change_after_s=r.regime_change_after_s, path=path,
+                           save_every_s=r.save_every_s)
+    retrainer = Retrainer(cfg, reservoir, store, on_outcome=on_outcome)
+    scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
+    scheduler.add_job(retrainer.run_once, make_trigger(r), id=JOB_ID, name="retrain", max_instances=1,
+                      coalesce=True, misfire_grace_time=None)
+    return Retraining(stage, retrainer, scheduler)

@@ -1,0 +1,153 @@
+"""The count phase of a partition's sensors, carried as the metadata of its offset commit.
+
+With a count stride (``stream.stride > 1``, no ``stride_ms``) a window closes every ``stride`` readings of a
+sensor, counted from where the worker started. A worker that commits offset ``o`` of a partition also commits,
+in the commit's metadata string, where each sensor of that partition stands in its stride after the record at
+``o - 1`` (:meth:`aestream.stream.windows.Windower.phases`); the next owner replays the lookback up to ``o`` and then
+restores those phases, so a batch emitted and not committed before a crash closes windows on the same readings
+again — the same event ids. Like a stream processor's checkpoint, but in the offset commit itself.
+
+Format (version 1): compact JSON ``{"v":1,"stride":S,"phases":[[sensors at phase 0],[at phase 1],...]}`` with
+sorted sensor names, or ``z`` + base64 of its zlib deflate when that is shorter. The broker refuses metadata
+over ``offset.metadata.max.bytes`` (4096 by default): :func:`encode_phases` then gives ``None`` and the commit
+goes without phases (the next owner counts from its replay, as before this checkpoint existed).
+:class:`PhaseCheckpoint` is the worker's side of it: the metadata of a commit, the restore after a rebuild.
+
+>>> text = encode_phases(4, {"pump-1": 3, "pump-2": 0, "pump-3": 3})
+>>> text
+'{"v":1,"stride":4,"phases":[["pump-2"],[],[],["pump-1","pump-3"]]}'
+>>> decode_phases(text) == (4, {"pump-2": 0, "pump-1": 3, "pump-3": 3})
+True
+>>> encode_phases(4, {f"sensor-{i}": i % 4 for i in range(1000)}).startswith("z")  # deflated: 2.6 kB
+True
+>>> encode_phases(4, {f"{i:x}": 0 for i in range(5000)}) is None  # does not fit: commit without phases
+True
+>>> decode_phases(""), decode_phases("written by another tool")
+(None, None)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import zlib
+from collections.abc import Iterable, Mapping
+
+from aestream.stream.messages import Partition
+from aestream.stream.windows import Windower
+
+__all__ = ["METADATA_MAX_BYTES", "PhaseCheckpoint", "decode_phases", "encode_phases", "warn_metadata_refused"]
+
+log = logging.getLogger(__name__)
+
+METADATA_MAX_BYTES = 4096  # the broker's offset.metadata.max.bytes default
+VERSION = 1
+_DEFLATED = "z"
+
+
+def encode_phases(stride: int, phases: Mapping[str, int], max_bytes: int = METADATA_MAX_BYTES) -> str | None:
+    """The commit metadata holding these sensors' phases, or ``None`` when it would exceed ``max_bytes``."""
+    if len(phases) > max_bytes:  # no sensor name deflates below a byte: skip the encoding cost
+        return None
+    groups: list[list[str]] = [[] for _ in range(stride)]
+    for sensor in sorted(phases):
+        groups[phases[sensor]].append(sensor)
+    doc = json.dumps({"v": VERSION, "stride": stride, "phases": groups}, ensure_ascii=False, separators=(",", ":"))
+    raw = doc.encode()
+    text = doc
+    if len(raw) > 256:  # short ones do not deflate to less
+        deflated = _DEFLATED + base64.b64encode(zlib.compress(raw, 9)).decode("ascii")
+        if len(deflated) < len(raw):
+            text = deflated
+    return text if len(text.encode()) <= max_bytes else None
+
+
+def decode_phases(text: str) -> tuple[int, dict[str, int]] | None:
+    """``(stride, {sensor: phase})`` from commit metadata, or ``None`` when it holds no phases of ours (empty,
+    written by another tool, or damaged)."""
+    if not text:
+        return None
+    try:
+        raw = zlib.decompress(base64.b64decode(text[1:], validate=True)) if text[0] == _DEFLATED else text.encode()
+        doc = json.loads(raw)
+    except (binascii.Error, zlib.error, ValueError):
+        return None
+    if not _valid(doc):
+        return None
+    return doc["stride"], {s: p for p, sensors in enumerate(doc["phases"]) for s in sensors}
+
+
+def _valid(doc: object) -> bool:
+    if not isinstance(doc, dict) or doc.get("v") != VERSION:
+        return False
+    stride, groups = doc.get("stride"), doc.get("phases")
+    return (type(stride) is int and stride >= 1 and isinstance(groups, list) and len(groups) <= stride
+            and all(isinstance(g, list) and all(isinstance(s, str) for s in g) for g in groups))
+
+
+def warn_metadata_refused(metadata: Mapping[Partition, str]) -> None:
+    """What both Kafka edges say when the broker refuses this commit metadata as too large (they then commit
+    without it from then on)."""
+    log.warning("the broker refuses offset commit metadata of %d characters (offset.metadata.max.bytes below "
+                "4096?): committing without window phases from now on", max(map(len, metadata.values()), default=0))
+
+
+class PhaseCheckpoint:
+    """One worker's checkpoint of a count stride: the commit metadata of its partitions (:meth:`metadata`), and
+    the metadata rebuilt partitions were committed with (:meth:`expect`), restored once their replay is over
+    (:meth:`restore`)."""
+
+    def __init__(self, windows: Windower, max_bytes: int = METADATA_MAX_BYTES) -> None:
+        self.windows = windows
+        self.max_bytes = max_bytes
+        self.pending: dict[Partition, str] = {}  # to restore before the partition's first live record
+        self._unsaved: dict[Partition, int] = {}  # partitions whose phases did not fit: their number of sensors
+
+    def metadata(self, sensor_partition: Mapping[str, Partition], parts: Iterable[Partition]) -> dict[Partition, str]:
+        """Per partition, its sensors' phases now (the commit's offset: everything before it is processed); none
+        where they do not fit (a warning, once per partition) or where no sensor is held."""
+        sensors: dict[Partition, list[str]] = {p: [] for p in parts}
+        for s, p in sensor_partition.items():
+            if p in sensors:
+                sensors[p].append(s)
+        out = {}
+        for p, names in sensors.items():
+            if not names or len(names) >= self._unsaved.get(p, len(names) + 1):
+                continue  # as many sensors as when they did not fit: no need to encode them again to know
+            text = encode_phases(self.windows.stride, self.windows.phases(names), self.max_bytes)
+            if text is not None:
+                out[p] = text
+                continue
+            warn = p not in self._unsaved
+            self._unsaved[p] = len(names)
+            if warn:
+                log.warning("the window phase of the %d sensors of %s[%d] does not fit in an offset commit's "
+                            "metadata: committed without it, so after a restart an uncommitted batch may come again "
+                            "under other window ends (other ids); fewer sensors per partition (more partitions) or "
+                            "stream.stride_ms avoid that", len(names), p[0], p[1])
+        return out
+
+    def expect(self, committed: Mapping[Partition, str]) -> None:
+        """The metadata committed with the offsets these partitions' replays replay up to."""
+        self.pending.update(committed)
+
+    def forget(self, parts: Iterable[Partition]) -> None:
+        """These partitions moved away: their pending metadata is no longer ours."""
+        for p in parts:
+            self.pending.pop(p, None)
+
+    def restore(self, parts: set[Partition]) -> None:
+        """Restore the pending phases of these partitions: their replay is over, their live records follow."""
+        for p in parts & self.pending.keys():
+            text = self.pending.pop(p)
+            if not text:
+                continue  # committed without phases (by a worker without a count stride, or they did not fit)
+            found = decode_phases(text)
+            if found is None or found[0] != self.windows.stride:
+                log.warning("the metadata committed on %s[%d] (%.40r) holds no window phases for stream.stride = %d: "
+                            "its sensors count from the replay", p[0], p[1], text, self.windows.stride)
+                continue
+            n = self.windows.restore_phases(found[1])
+            log.info("restored the window phase of %d of %d sensors of %s[%d]", n, len(found[1]), p[0], p[1])

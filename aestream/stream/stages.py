@@ -1,0 +1,56 @@
+"""What the worker hands to the stages after scoring: alert routing, the normal-data reservoir, extra streams.
+
+A stage gets every scored window of a step (replayed ones included, flagged) and returns messages to produce;
+the worker sends them before it flushes and commits, so they share the step's at-least-once guarantee.
+``on_tick`` runs once per step with the processing clock, for time-driven work (silent sensors, say).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aestream.stream.messages import Outgoing
+from aestream.stream.windows import Window
+
+__all__ = ["Scored", "Stage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """One scored window: its (smoothed) score, whether the alarm rule fired, the anomaly event if one was
+    emitted, the channel shares, the serving model version, and whether it was a replay (rebuild after a
+    partition move: never emit for those)."""
+
+    window: Window
+    score: float
+    threshold: float
+    alarm: bool
+    shares: np.ndarray
+    model_version: str
+    event: dict[str, Any] | None = None
+    replay: bool = False
+
+
+class Stage:
+    """The base of the worker's stages: every hook is a no-op until a stage overrides it.
+
+    ``on_scored`` gets a step's scored windows, ``on_tick`` the processing clock once per step, ``forget`` the
+    sensors whose partitions moved away, and ``close`` runs once when the worker stops, before its last flush.
+    Each returns the messages to produce (sent before the step's offsets are committed).
+    """
+
+    def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
+        return []
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        return []
+
+    def forget(self, sensors: Iterable[str]) -> None:
+        return None
+
+    def close(self) -> list[Outgoing]:
+        return []

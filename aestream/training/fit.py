@@ -1,0 +1,162 @@
+"""Fitting an autoencoder on normal readings: preprocessing, validation split, early stopping, calibration.
+
+Deterministic on CPU for a given seed. Progress goes to the log (one line every few epochs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from aestream.detect.features import Preprocessor
+from aestream.detect.scoring import Scorer, resolve_device
+from aestream.errors import DataError
+from aestream.models import Autoencoder, build_model
+
+__all__ = ["TrainResult", "fit_scorer", "sliding_windows"]
+
+log = logging.getLogger(__name__)
+
+
+def sliding_windows(segment: np.ndarray, window_size: int, stride: int = 1) -> np.ndarray:
+    """All windows ``(N, W, C)`` of one contiguous ``(T, C)`` segment, every ``stride`` rows.
+
+    >>> sliding_windows(np.arange(10.0).reshape(5, 2), 3, 2).shape
+    (2, 3, 2)
+    """
+    seg = np.asarray(segment, dtype=np.float32)
+    if len(seg) < window_size:
+        return np.zeros((0, window_size, seg.shape[1]), dtype=np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(seg, window_size, axis=0)  # (N, C, W)
+    return np.ascontiguousarray(view[::stride].transpose(0, 2, 1))
+
+
+@dataclass
+class TrainResult:
+    """A fitted scorer, its validation scores, and what training measured."""
+
+    scorer: Scorer
+    validation_scores: np.ndarray
+    metrics: dict[str, Any]
+
+
+def fit_scorer(
+    segments: Sequence[np.ndarray],
+    channels: Sequence[str],
+    *,
+    window_size: int,
+    family: str = "conv",
+    latent_size: int = 8,
+    hidden_size: int = 64,
+    family_params: dict[str, Any] | None = None,
+    epochs: int = 60,
+    batch_size: int = 64,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    validation_fraction: float = 0.2,
+    patience: int = 8,
+    seed: int = 0,
+    detrend_channels: Sequence[str] = (),
+    score_reduce: str = "mean",
+    device: str = "auto",
+    torch_threads: int = 0,
+    input_smoothing: int = 1,
+) -> TrainResult:
+    """Train a ``family`` autoencoder on contiguous segments of normal readings, each ``(T, C)``.
+
+    ``input_smoothing`` > 1 smooths every channel inside each window before the model sees it
+    (:class:`~aestream.detect.features.Preprocessor`).
+    """
+    t0 = time.monotonic()
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
+    torch.manual_seed(seed)
+    dev = resolve_device(device)
+    segments = [np.asarray(s, dtype=np.float64) for s in segments if len(s) >= window_size]
+    if not segments:
+        raise DataError(f"no segment holds a full window of {window_size} readings: give more normal data")
+    pre = Preprocessor.fit(np.concatenate(segments), channels, detrend_channels, smooth=input_smoothing)
+    train_w, val_w = _split(segments, window_size, validation_fraction)
+    model = build_model(family, window_size=window_size, n_channels=len(channels), latent_size=latent_size,
+                        hidden_size=hidden_size, **(family_params or {})).to(dev)
+    xt = torch.from_numpy(pre(train_w)).to(dev)
+    xv = torch.from_numpy(pre(val_w)).to(dev)
+    best, history = _optimise(model, xt, xv, epochs, batch_size, learning_rate, weight_decay, patience, seed)
+    model.load_state_dict(best)
+    model.eval()
+    scorer = Scorer(model, pre, device=dev, score_reduce=score_reduce)
+    val_errors = scorer.raw_channel_errors(val_w)
+    scorer.channel_scale = np.maximum(val_errors.mean(axis=0), 1e-12)
+    validation_scores = scorer.score(val_w).scores
+    metrics = {
+        "epochs_run": len(history),
+        "best_val_loss": min(history),
+        "val_loss_history": history,
+        "n_train_windows": len(train_w),
+        "n_val_windows": len(val_w),
+        "train_seconds": round(time.monotonic() - t0, 3),
+        "device": str(dev),
+    }
+    return TrainResult(scorer, validation_scores, metrics)
+
+
+def _split(segments: list[np.ndarray], window_size: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Time-ordered split: the last ``fraction`` of each segment's windows validates."""
+    train, val = [], []
+    for seg in segments:
+        w = sliding_windows(seg, window_size)
+        cut = min(max(int(round(len(w) * (1 - fraction))), 1), len(w))
+        train.append(w[:cut])
+        val.append(w[cut:] if cut < len(w) else w[-1:])
+    return np.concatenate(train), np.concatenate(val)
+
+
+def _optimise(
+    model: Autoencoder,
+    xt: torch.Tensor,
+    xv: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    patience: int,
+    seed: int,
+) -> tuple[dict[str, torch.Tensor], list[float]]:
+    opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    best_loss, best_state, stale, history = math.inf, _copy_state(model), 0, []
+    for epoch in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
+            opt.zero_grad()
+            loss = model.loss(xt[idx.to(xt.device)])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}: lower "
+                                         "model.learning_rate or check the data for extreme values")
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(torch.nn.functional.mse_loss(model(xv), xv))
+        history.append(round(val_loss, 6))
+        if epoch % 10 == 0 or epoch == epochs - 1:
+            log.info("epoch %d/%d: validation loss %.5f", epoch + 1, epochs, val_loss)
+        if val_loss < best_loss - 1e-7:
+            best_loss, best_state, stale = val_loss, _copy_state(model), 0
+        else:
+            stale += 1
+            if stale >= patience:
+                log.info("early stop at epoch %d: no improvement for %d epochs", epoch + 1, patience)
+                break
+    return best_state, history
+
+
+def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
