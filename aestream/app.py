@@ -75,6 +75,7 @@ def build_app(
     observers: tuple[WorkerObserver, ...] = (),
     stages: list[Stage] | None = None,
     model_check_interval_s: float = 1.0,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> App:
     """Build the worker ``cfg`` describes; ``source``, ``sink`` and ``models`` replace the Kafka clients and the
     model directory, ``stages`` the alert, streams and retraining stages (tests, benchmarks). ``device`` overrides
@@ -111,7 +112,7 @@ def build_app(
         ops = start_ops_server(observer, cfg.ops.metrics_port, cfg.ops.metrics_host, broker_ok)
     worker = Worker(cfg, source, sink, models if models is not None else store,
                     device=device or cfg.model.device, clock=clock, stages=stages, observers=watch,
-                    model_check_interval_s=model_check_interval_s)
+                    model_check_interval_s=model_check_interval_s, on_event=on_event)
     return App(worker, metrics, retraining, ops)
 
 

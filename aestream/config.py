@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import os
 import sys
 import types
@@ -29,6 +30,7 @@ else:  # pragma: no cover
 
 __all__ = [
     "AlertsConfig",
+    "BaselinesConfig",
     "Config",
     "KafkaConfig",
     "ModelConfig",
@@ -42,7 +44,10 @@ __all__ = [
     "parse_config",
 ]
 
-DEFAULT_CHANNELS = ("temperature", "pressure", "vibration", "current")
+# The SKAB water-circulation testbed (8 sensors at ~1 Hz), as the shipped config.toml describes it: every default
+# below is the value config.toml shows, so a key left out of a config file takes what the shipped file says.
+DEFAULT_CHANNELS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature", "Thermocouple",
+                    "Voltage", "Volume Flow RateRMS")
 BOOTSTRAP_ENV = "AESTREAM_KAFKA_BOOTSTRAP_SERVERS"
 MIN_RESIDUAL_STEP_STD, MAX_RESIDUAL_STEP_STD = 1e-6, 1e6  # streams.latent_residual_step_std (float32 in records)
 SECRET_ENV = {
@@ -93,8 +98,8 @@ class StreamConfig:
     """How each sensor's readings are cut into windows."""
 
     channels: tuple[str, ...] = DEFAULT_CHANNELS
-    window_size: int = 32
-    stride: int = 4
+    window_size: int = 40
+    stride: int = 1
     stride_ms: int = 0
     max_gap_ms: int = 10_000
     max_message_bytes: int = 1_000_000
@@ -126,17 +131,18 @@ class ModelConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
-    validation_fraction: float = 0.2
+    validation_fraction: float = 0.3
     patience: int = 8
     seed: int = 0
-    torch_threads: int = 0
-    detrend_channels: tuple[str, ...] = ()
-    input_smoothing: int = 1
+    torch_threads: int = 1
+    detrend_channels: tuple[str, ...] = ("Temperature", "Thermocouple")
+    input_smoothing: int = 5
     score_reduce: Literal["mean", "max"] = "mean"
-    sparse: dict[str, Any] = field(default_factory=dict)
-    contractive: dict[str, Any] = field(default_factory=dict)
-    denoising: dict[str, Any] = field(default_factory=dict)
-    conv: dict[str, Any] = field(default_factory=dict)
+    sparse: dict[str, Any] = field(default_factory=lambda: {"penalty": "l1", "l1": 0.001, "rho": 0.05, "beta": 0.01,
+                                                            "dropout": 0.0})
+    contractive: dict[str, Any] = field(default_factory=lambda: {"lam": 0.0001})
+    denoising: dict[str, Any] = field(default_factory=lambda: {"noise_std": 0.3, "mask_prob": 0.1})
+    conv: dict[str, Any] = field(default_factory=lambda: {"filters": 32, "kernel_size": 7, "dropout": 0.0})
     vanilla: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -158,13 +164,13 @@ class ThresholdConfig:
     """How the alarm threshold is calibrated from validation scores, and the k-of-n rule."""
 
     method: Literal["quantile", "pot"] = "quantile"
-    quantile: float = 0.995
-    factor: float = 1.0
+    quantile: float = 0.999
+    factor: float = 3.5
     target_far: float = 0.001
     pot_initial_quantile: float = 0.98
     smoothing: int = 1
     k: int = 1
-    n: int = 1
+    n: int = 20
     critical_ratio: float = 2.0
     sensors: dict[str, Any] = field(default_factory=dict)
 
@@ -178,6 +184,35 @@ class ThresholdConfig:
                  "use a value between 0 and 1")
         _require(self.smoothing >= 1, "threshold.smoothing", self.smoothing, "use 1 (off) or more windows")
         _require(1 <= self.k <= self.n, "threshold.k", self.k, f"use a value from 1 to n ({self.n})")
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """Per-sensor baselines, learned from each sensor's first ``n_readings`` readings: ``mode = "shared"`` keeps
+    the shared model and gives each sensor its own input scaling, error scaling and threshold; ``"finetune"`` also
+    gives it its own model, the shared one fine-tuned on those readings (off the scoring thread, at most
+    ``finetune_queue`` waiting, unless ``finetune_blocking``); ``"off"`` judges every sensor by the shared model's
+    own scaling and threshold."""
+
+    mode: Literal["finetune", "shared", "off"] = "finetune"
+    n_readings: int = 400
+    min_std_fraction: float = 0.1
+    n_refresh_windows: int = 200
+    finetune_epochs: int = 0
+    finetune_queue: int = 64
+    finetune_blocking: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choices(self, "baselines")
+        _require(self.n_readings >= 2, "baselines.n_readings", self.n_readings,
+                 "use at least 2 readings (and at least stream.window_size for a threshold)")
+        _require(0.0 < self.min_std_fraction <= 1.0, "baselines.min_std_fraction", self.min_std_fraction,
+                 "use a fraction above 0 and at most 1 of the model's own channel standard deviation")
+        _require(self.n_refresh_windows >= 1, "baselines.n_refresh_windows", self.n_refresh_windows,
+                 "use 1 or more windows")
+        _require(self.finetune_epochs >= 0, "baselines.finetune_epochs", self.finetune_epochs,
+                 "use 0 (model.epochs) or more")
+        _require(self.finetune_queue >= 1, "baselines.finetune_queue", self.finetune_queue, "use 1 or more")
 
 
 @dataclass(frozen=True)
@@ -315,16 +350,48 @@ class Config:
     stream: StreamConfig = field(default_factory=StreamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
 
+    def to_toml(self) -> str:
+        """The whole configuration as ``config.toml`` text that :func:`load_config` reads back to an equal
+        :class:`Config`; secrets are left out (they come from the environment).
+
+        >>> cfg = Config().replace(threshold={"sensors": {"pump-*": 1.5}})
+        >>> parse_config(tomllib.loads(cfg.to_toml())) == cfg
+        True
+        """
+        lines: list[str] = []
+        for section in dataclasses.fields(self):
+            value = getattr(self, section.name)
+            lines.append(f"[{section.name}]")
+            lines += [f"{_toml_key(f.name)} = {_toml_value(getattr(value, f.name))}"
+                      for f in dataclasses.fields(value) if f.repr]
+        return "\n".join(lines) + "\n"
+
     def replace(self, **sections: Any) -> Config:
         """A copy with some sections' keys changed: ``cfg.replace(kafka={"group_id": "g"})``."""
         changed = {name: dataclasses.replace(getattr(self, name), **keys) for name, keys in sections.items()}
         return dataclasses.replace(self, **changed)
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else json.dumps(key)
+
+
+def _toml_value(v: Any) -> str:
+    """A TOML value: JSON's strings and numbers are TOML's; tables are written inline."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
 
 
 def _require(ok: bool, key: str, value: object, fix: str) -> None:
@@ -395,7 +462,11 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
         servers = tuple(s.strip() for s in environ[BOOTSTRAP_ENV].split(",") if s.strip())
         kafka = dataclasses.replace(kafka, bootstrap_servers=servers)
     sections["kafka"] = kafka
-    return Config(**sections)
+    cfg = Config(**sections)
+    unknown = [c for c in cfg.model.detrend_channels if c not in cfg.stream.channels]
+    _require(not unknown, "model.detrend_channels", list(cfg.model.detrend_channels),
+             f"{unknown} are not among stream.channels {list(cfg.stream.channels)}: name some of those, or [] for none")
+    return cfg
 
 
 def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from aestream.config import Config
+from aestream.detect.baselines import Baseline
 from aestream.detect.thresholds import AlarmRule
 from aestream.errors import BundleError, InvalidReading
 from aestream.kafka.protocols import ModelSource, Sink, Source
@@ -37,6 +38,7 @@ from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import PhaseCheckpoint
 from aestream.stream.stages import Scored, Stage
 from aestream.stream.windows import LATE, Window, Windower
+from aestream.training.finetune import build_baselines
 
 __all__ = ["StepStats", "Worker", "WorkerObserver", "dead_letter"]
 
@@ -54,6 +56,7 @@ class StepStats:
     dead_letters: int = 0
     late: int = 0
     replayed: int = 0
+    calibrating: int = 0  # sensors calibrating their baseline at the end of the step (a gauge, not a count)
     model_version: str = ""
     events_out: list[dict[str, Any]] = field(default_factory=list)
 
@@ -122,6 +125,8 @@ class Worker:
         self.phases = PhaseCheckpoint(self.windows) if s.stride > 1 and not s.stride_ms else None
         self.bundle: ModelBundle | None = None
         self.rule: AlarmRule | None = None
+        self.baselines = build_baselines(cfg)
+        self._changed_baselines: dict[str, tuple[Partition, Baseline]] = {}  # for the changelog, until flushed
         self.totals = StepStats()
 
     # -- model ------------------------------------------------------------------------------------------------
@@ -147,6 +152,9 @@ class Worker:
         a = bundle.alarm
         self.rule = AlarmRule(bundle.threshold, k=int(a.get("k", 1)), n=int(a.get("n", 1)),
                               smoothing=int(a.get("smoothing", 1)), sensor_factors=self.cfg.threshold.sensors)
+        if self.baselines is not None:  # judged by their old baselines until refitted under this model
+            for sensor, baseline in self.baselines.ready.items():
+                self.rule.set_threshold(sensor, baseline.threshold)
         log.info("serving model %s (%s, threshold %.4g), was %s", version, bundle.family, bundle.threshold, previous)
         for observer in self.observers:
             observer.on_model(bundle)
@@ -173,6 +181,8 @@ class Worker:
         self.windows.drop(gone)
         if self.rule is not None:
             self.rule.drop(gone)
+        if self.baselines is not None:
+            self.baselines.forget(gone)
         for s in gone:
             del self._sensor_partition[s]
         if self._closing:
@@ -220,6 +230,8 @@ class Worker:
         if self._uncommitted and (not records or now - self._last_commit >= interval_s) and now >= self._retry_at:
             self.commit()
         self._evict_idle()
+        if self.baselines is not None:
+            stats.calibrating = self.baselines.n_calibrating
         self._add_totals(stats)
         if self.observers:
             seconds = time.perf_counter() - t0
@@ -334,13 +346,26 @@ class Worker:
     def _score(self, closed: list[tuple[Window, Record]], stats: StepStats) -> list[Scored]:
         assert self.bundle is not None and self.rule is not None
         b = self.bundle
-        batch = b.scorer.score(np.stack([w.values for w, _ in closed]))
+        errors = None
+        if self.baselines is not None:
+            closed = self._calibrate(closed)
+            if not closed:
+                return []
+            sensors = [w.sensor for w, _ in closed]
+            batch, errors = self.baselines.score(np.stack([w.values for w, _ in closed]), sensors, b.scorer)
+        else:
+            batch = b.scorer.score(np.stack([w.values for w, _ in closed]))
         scores, shares = _finite(batch.scores, batch.shares)
         critical = float(b.alarm.get("critical_ratio", self.cfg.threshold.critical_ratio))
         stats.windows += len(closed)
         topic = self.cfg.kafka.output_topic
         scored: list[Scored] = []
         smooth, alarms = self._alarms(closed, scores)
+        if self.baselines is not None and errors is not None:
+            for sensor, baseline in self.baselines.refresh(sensors, errors, alarms, b.scorer, b.version):
+                self._baseline_ready(sensor, baseline)
+                log.info("baseline of %s refitted under model %s: threshold %.4g", sensor, b.version,
+                         baseline.threshold)
         keep = bool(self.stages)  # the scored windows are only for the stages
         todo = range(len(closed)) if keep else np.flatnonzero(alarms).tolist()
         for i in todo:
@@ -363,6 +388,40 @@ class Worker:
             if self.on_event:
                 self.on_event(event)
         return scored
+
+    def _calibrate(self, closed: list[tuple[Window, Record]]) -> list[tuple[Window, Record]]:
+        """Take the windows of sensors still calibrating out of ``closed``; finish the calibrations that are due."""
+        assert self.baselines is not None and self.bundle is not None and self.rule is not None
+        split = self.baselines.split([w for w, _ in closed], self.bundle.scorer, self.bundle.version)
+        for sensor in split.started:  # replayed readings calibrate too
+            self._notify_calibration(sensor, False, None)
+        for sensor, baseline, scores in split.finished:
+            self._baseline_ready(sensor, baseline)
+            self.rule.update_many(sensor, scores)  # the rule's smoothing and k-of-n run on from calibration
+            self._notify_calibration(sensor, True, baseline)
+        for sensor, baseline, _ in self.baselines.finetuned():
+            self._baseline_ready(sensor, baseline)
+            log.info("sensor %s now judged by its own fine-tuned model: threshold %.4g", sensor, baseline.threshold)
+        return [closed[i] for i in split.keep]
+
+    def _baseline_ready(self, sensor: str, baseline: Baseline) -> None:
+        assert self.rule is not None
+        self.rule.set_threshold(sensor, baseline.threshold)
+        part = self._sensor_partition.get(sensor)
+        if part is not None:
+            self._changed_baselines[sensor] = (part, baseline)
+
+    def _notify_calibration(self, sensor: str, finished: bool, baseline: Baseline | None) -> None:
+        if finished:
+            assert baseline is not None
+            log.info("sensor %s calibrated on %d readings: threshold %.4g", sensor, baseline.n_readings,
+                     baseline.threshold)
+        else:
+            log.info("sensor %s calibrates its baseline on its first %d readings", sensor,
+                     self.cfg.baselines.n_readings)
+        for stage in self.stages:
+            for msg in stage.on_calibration(sensor, finished, baseline):
+                self.sink.send(msg)
 
     def _alarms(self, closed: list[tuple[Window, Record]], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The alarm rule over the batch's windows, each run of one sensor's windows at once."""
@@ -400,12 +459,15 @@ class Worker:
         t.dead_letters += s.dead_letters
         t.late += s.late
         t.replayed += s.replayed
+        t.calibrating = s.calibrating
         t.model_version = s.model_version or t.model_version
 
     def close(self) -> None:
         """Close the stages (sending what they return), flush what is in flight and close both clients."""
         self._closing = True
         gc.unfreeze()  # what was frozen at the first model is collectable again (and at exit)
+        if self.baselines is not None:
+            self.baselines.close()
         try:
             for stage in self.stages:
                 for msg in stage.close():

@@ -57,7 +57,10 @@ def kafka_config(kafka_bootstrap: str, tmp_path: Path) -> Config:
                "output_topic": f"out-{run}", "dead_letter_topic": f"dlq-{run}", "session_timeout_ms": 6000,
                "heartbeat_interval_ms": 1000, "poll_timeout_ms": 100},
         stream={"channels": CHANNELS, "window_size": 16, "stride": 4},
+        model={"detrend_channels": ()},
+        baselines={"mode": "off"},  # the tests of the loop judge every sensor by the model; baselines have their own
         paths={"model_dir": str(tmp_path / "models"), "state_dir": str(tmp_path / "state")},
+        ops={"metrics_port": 0, "metrics_host": "127.0.0.1"},  # any free port: several workers may run at once
     )
 
 
@@ -66,7 +69,9 @@ def small_bundle(cfg: Config, family: str = "vanilla", seed: int = 0, epochs: in
     plant = Plant(4, cfg.stream.channels, seed=seed)
     normal = plant.signal(800)
     model = cfg.replace(model={"family": family, "epochs": epochs, "hidden_size": 32, "latent_size": 6,
-                               "torch_threads": 1, "device": "cpu"}).model
+                               "torch_threads": 1, "device": "cpu", "input_smoothing": 1,
+                               "detrend_channels": tuple(c for c in cfg.model.detrend_channels
+                                                         if c in cfg.stream.channels)}).model
     return train_bundle(list(normal), cfg.stream, model, cfg.threshold)
 
 

@@ -46,11 +46,12 @@ def test_models_list_on_an_empty_store(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_a_file_too_short_for_one_window_is_an_error_line_not_a_traceback(tmp_path: Path) -> None:
     data = tmp_path / "short.csv"
-    data.write_text("temperature,pressure,vibration,current\n" + "1,2,3,4\n" * 5)
+    data.write_text("Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,Voltage,"
+                    "Volume Flow RateRMS\n" + "1,2,3,4,5,6,7,8\n" * 5)
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[paths]\nmodel_dir = "{tmp_path / "m"}"\n[model]\ndevice = "cpu"\n')
     proc = subprocess.run([sys.executable, "-m", "aestream", "--config", str(cfg), "train", "--input", str(data)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("aestream: error: ") and "Traceback" not in proc.stderr
-    assert "full window of 32 readings" in proc.stderr
+    assert "full window of 40 readings" in proc.stderr

@@ -78,3 +78,26 @@ def test_the_latent_residual_step_is_0_or_a_positive_number_of_training_stds(val
         assert "use 0 (off) or a step of 1e-06 to 1e+06 training standard deviations of each channel" in str(err.value)
     assert parse_config({}).streams.latent_residual_step_std == 0.0  # off: AEL1/AEL2 records as before
     assert parse_config({"streams": {"latent_residual_step_std": 1}}).streams.latent_residual_step_std == 1.0
+
+
+def test_a_key_left_out_takes_the_value_the_shipped_config_shows() -> None:
+    """Every default of the dataclasses is what the shipped config.toml says: deleting a line from it changes
+    nothing (a trained model and a retrained one read the same settings)."""
+    shipped = Path(__file__).resolve().parents[1] / "config.toml"
+    assert load_config(shipped, environ={}) == Config()
+
+
+def test_detrend_channels_must_be_among_the_channels() -> None:
+    with pytest.raises(ConfigError, match=r"config key model.detrend_channels = \['Temperature', 'Thermocouple'\] "
+                                          r"is invalid: \['Temperature', 'Thermocouple'\] are not among "
+                                          r"stream.channels \['a', 'b'\]: name some of those, or \[\] for none"):
+        parse_config({"stream": {"channels": ["a", "b"]}})
+
+
+def test_the_whole_config_survives_a_round_trip_through_toml() -> None:
+    import tomllib
+
+    shipped = load_config(Path(__file__).resolve().parents[1] / "config.toml", environ={})
+    cfg = shipped.replace(alerts={"routes": ({"severity": "critical", "sensor": "pump-*", "sinks": ["topic"]},)},
+                          threshold={"sensors": {"pump-*": 1.5}})
+    assert parse_config(tomllib.loads(cfg.to_toml()), environ={}) == cfg

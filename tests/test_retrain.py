@@ -18,8 +18,8 @@ from aestream.retrain.lock import TrainLock
 from aestream.retrain.reservoir import Reservoir
 from aestream.retrain.retrainer import Retrainer, open_reservoir
 from aestream.retrain.scheduler import build_retraining, make_trigger
+from aestream.training.build import train_bundle_from_windows
 from aestream.training.fit import sliding_windows
-from aestream.training.from_windows import train_bundle_from_windows
 from aestream.training.gate import gate_reason
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")
@@ -30,7 +30,7 @@ def cfg(tmp_path: Path) -> Config:
     return Config().replace(
         stream={"channels": CHANNELS, "window_size": 16, "stride": 4},
         model={"family": "vanilla", "epochs": 15, "hidden_size": 32, "latent_size": 6, "device": "cpu",
-               "torch_threads": 1},
+               "torch_threads": 1, "detrend_channels": (), "input_smoothing": 1},
         retrain={"enabled": True, "isolation": "thread", "n_min_windows": 100, "gate_max_far": 0.05, "epochs": 60,
                  "gate_tolerance": 0.1, "timeout_s": 120.0},
         paths={"model_dir": str(tmp_path / "models"), "state_dir": str(tmp_path / "state")},

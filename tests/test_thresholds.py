@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from aestream.config import ThresholdConfig
-from aestream.detect.thresholds import AlarmRule, pot_threshold, quantile_threshold
-from aestream.training.build import calibrate_threshold
+from aestream.detect.thresholds import AlarmRule, calibrate_threshold, pot_threshold, quantile_threshold
 
 
 def test_pot_recovers_an_exponential_tail_quantile() -> None:

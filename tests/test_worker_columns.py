@@ -34,7 +34,7 @@ def _records() -> list[Record]:
 
 def test_the_column_wise_path_gives_what_message_by_message_gives(train_small: Any, one_model: Any,
                                                                   recording_sink: Any) -> None:
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 2})
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 16, "stride": 2})
     bundle = train_small(cfg)
     recs = _records()
     runs = []

@@ -56,7 +56,7 @@ def _poll(first: int, n: int) -> list[Record]:
 
 @pytest.fixture()
 def setup(train_small: Any, one_model: Any) -> Any:
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
                            kafka={"commit_interval_ms": 100})
     now = [0.0]
     log = _Log([_poll(0, 10), _poll(10, 10), _poll(20, 10)])

@@ -24,7 +24,7 @@ def _rec(partition: int, offset: int, sensor: str, i: int, replay: bool = False)
 
 
 def _worker(stream: dict, edge: Any, bundle: Any, one_model: Any, recording_sink: Any) -> Worker:
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, **stream})
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, **stream})
     worker = Worker(cfg, edge, recording_sink(), one_model(bundle), clock=lambda: 0.0)
     worker.refresh_model(force=True)
     return worker
@@ -32,7 +32,7 @@ def _worker(stream: dict, edge: Any, bundle: Any, one_model: Any, recording_sink
 
 @pytest.fixture()
 def bundle(train_small: Any) -> Any:
-    return train_small(Config().replace(stream={"channels": CHANNELS, "window_size": 4}))
+    return train_small(Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4}))
 
 
 def test_a_count_stride_commits_each_partitions_phases_as_of_the_committed_offset(scripted_source: Any,
@@ -82,7 +82,7 @@ def test_restored_phases_apply_after_the_replay_and_replayed_offsets_are_not_com
     live = [_rec(0, i, "a", i) for i in range(10, 16)]
     handoff = {("in", 0): encode_phases(3, {"a": 1}) or ""} if restored else {}
     edge = scripted_source([replay[:3], [], replay[3:] + live[:2], live[2:]], handoff=handoff)
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, "stride": 3})
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 3})
     worker = Worker(cfg, edge, recording_sink(), one_model(bundle, threshold=1e-9), clock=lambda: 0.0)
     worker.refresh_model(force=True)
     ends = [e["source"]["offset"] for _ in range(4) for e in worker.step().events_out]

@@ -119,10 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--timeout-s", type=float, default=60.0, help="the longest to read --topic (default 60)")
 
     e = sub.add_parser("evaluate", help="score the detector on a labelled benchmark",
-                       description="Evaluate the configured model and threshold on SKAB with its published "
-                                   "protocol (first 400 rows of each file train, the rest test).")
+                       description="Evaluate the detector the daemon runs on SKAB with its published protocol: "
+                                   "each file is one sensor; the shared model trains on the first 400 rows of "
+                                   "every file (or --train), each sensor calibrates its baseline on its own first "
+                                   "rows, the rest are test points. --stream sends the readings through a real "
+                                   "broker and the real `aestream run`.")
     e.add_argument("benchmark", choices=["skab"], help="benchmark name")
-    e.add_argument("path", help="folder of SKAB CSV files (e.g. ../shared/data/skab/valve1)")
+    e.add_argument("path", help="SKAB folder: its CSV files, or SKAB's layout with valve1/, valve2/, other/ below")
+    e.add_argument("--stream", action="store_true",
+                   help="publish to the configured broker (started locally if none answers) and run `aestream run` "
+                        "as a subprocess; default: the same worker in this process")
+    e.add_argument("--train", default=None, metavar="CSV",
+                   help="train the shared model on this SKAB-format file (e.g. anomaly-free.csv) instead")
+    e.add_argument("--baselines", choices=["sensor", "off"], default=None,
+                   help="override baselines.mode (off: every sensor judged by the shared model's own scales)")
     e.add_argument("--json", action="store_true", help="print exactly one JSON object")
     e.add_argument("--plot", default=None, metavar="DIR", help="draw one PNG per file into DIR")
     e.add_argument("--predictions", default=None, metavar="OUTDIR", help="write one CSV of predictions per file")
@@ -256,13 +266,16 @@ def _cmd_models(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.commands.evaluate.skab import run_skab
 
-    result: dict[str, Any] = run_skab(args.path, cfg.model, cfg.threshold, cfg.stream.window_size,
+    if args.baselines:
+        cfg = cfg.replace(baselines={"mode": args.baselines})
+    result: dict[str, Any] = run_skab(args.path, cfg, stream=args.stream, train_file=args.train,
                                       plot_dir=args.plot, predictions_dir=args.predictions)
     if args.json:
         print(json.dumps(result))
     else:
         for k, v in result.items():
-            print(f"{k:>14}: {v}")
+            if k != "files":
+                print(f"{k:>14}: {v}")
     return 0
 
 

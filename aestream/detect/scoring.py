@@ -16,7 +16,7 @@ from aestream.detect.features import Preprocessor
 from aestream.errors import AestreamError
 from aestream.models import Autoencoder
 
-__all__ = ["ScoreBatch", "Scorer", "resolve_device"]
+__all__ = ["ScoreBatch", "Scorer", "reduce_errors", "resolve_device"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -26,12 +26,28 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def reduce_errors(rel: np.ndarray, how: str) -> np.ndarray:
+    """Window scores ``(B,)`` from normalised channel errors ``(B, C)``: their ``"mean"`` or ``"max"``."""
+    return rel.max(axis=1) if how == "max" else rel.mean(axis=1)
+
+
 @dataclass(frozen=True)
 class ScoreBatch:
     """Scores ``(B,)`` and channel shares ``(B, C)`` (rows sum to 1) of a batch of windows."""
 
     scores: np.ndarray
     shares: np.ndarray
+
+    @classmethod
+    def of(cls, rel: np.ndarray, how: str) -> ScoreBatch:
+        """Scores and shares from channel errors already divided by their channel scales.
+
+        >>> ScoreBatch.of(np.array([[1.0, 3.0]]), "mean")
+        ScoreBatch(scores=array([2.]), shares=array([[0.25, 0.75]]))
+        """
+        total = rel.sum(axis=1, keepdims=True)
+        shares = np.divide(rel, total, out=np.full_like(rel, 1.0 / rel.shape[1]), where=total > 0)
+        return cls(reduce_errors(rel, how), shares)
 
 
 class Scorer:
@@ -65,11 +81,7 @@ class Scorer:
 
     def score(self, windows: np.ndarray) -> ScoreBatch:
         """Scores and channel shares of raw windows ``(B, W, C)``."""
-        rel = self.raw_channel_errors(windows) / self.channel_scale
-        scores = rel.max(axis=1) if self.score_reduce == "max" else rel.mean(axis=1)
-        total = rel.sum(axis=1, keepdims=True)
-        shares = np.divide(rel, total, out=np.full_like(rel, 1.0 / rel.shape[1]), where=total > 0)
-        return ScoreBatch(scores, shares)
+        return ScoreBatch.of(self.raw_channel_errors(windows) / self.channel_scale, self.score_reduce)
 
     def levels(self, windows: np.ndarray) -> np.ndarray:
         """Each detrended channel's level in each raw window ``(B, W, C)``: its mean in the readings' own units,

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AlarmRule", "causal_smooth", "pot_threshold", "quantile_threshold"]
+from aestream.config import ThresholdConfig
+
+__all__ = ["AlarmRule", "calibrate_threshold", "causal_smooth", "pot_threshold", "quantile_threshold"]
 
 
 def quantile_threshold(scores: np.ndarray, quantile: float, factor: float = 1.0) -> float:
@@ -85,6 +87,7 @@ class AlarmRule:
         self.sensor_factors = dict(sensor_factors or {})
         self._state: dict[str, _SensorAlarm] = {}
         self._thresholds: dict[str, float] = {}
+        self._own: set[str] = set()  # sensors with a threshold of their own (set_threshold)
 
     def threshold_for(self, sensor: str) -> float:
         """The threshold of ``sensor``: the calibrated one, times its factor when a glob matches it."""
@@ -100,9 +103,20 @@ class AlarmRule:
             st = self._state[sensor] = _SensorAlarm(deque(maxlen=self.smoothing), deque(maxlen=self.n))
         return st
 
+    def set_threshold(self, sensor: str, threshold: float) -> None:
+        """Give ``sensor`` its own calibrated threshold (its baseline's); a matching glob factor still applies.
+
+        >>> r = AlarmRule(2.0, sensor_factors={"pump-*": 1.5})
+        >>> r.set_threshold("pump-7", 4.0); r.threshold_for("pump-7"), r.threshold_for("fan-1")
+        (6.0, 2.0)
+        """
+        factor = next((f for g, f in self.sensor_factors.items() if fnmatch.fnmatchcase(sensor, g)), 1.0)
+        self._thresholds[sensor] = threshold * float(factor)
+        self._own.add(sensor)
+
     def _limit(self, sensor: str) -> float:
-        """The threshold the smoothed score of ``sensor`` is compared with (no glob lookup when none is set)."""
-        return self.threshold_for(sensor) if self.sensor_factors else self.threshold
+        """The threshold the smoothed score of ``sensor`` is compared with (no lookup when no sensor has its own)."""
+        return self.threshold_for(sensor) if self.sensor_factors or self._own else self.threshold
 
     def update(self, sensor: str, score: float) -> tuple[float, bool]:
         st = self._sensor(sensor)
@@ -147,6 +161,7 @@ class AlarmRule:
         for s in sensors:
             self._state.pop(s, None)
             self._thresholds.pop(s, None)
+            self._own.discard(s)
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """The rule over one sensor's whole score series at once (for offline evaluation)."""
@@ -155,3 +170,17 @@ class AlarmRule:
         c = np.cumsum(np.insert(over, 0, 0))
         idx = np.arange(1, len(over) + 1)
         return (c[idx] - c[np.maximum(idx - self.n, 0)]) >= self.k
+
+
+def calibrate_threshold(validation_scores: np.ndarray, cfg: ThresholdConfig) -> float:
+    """The alarm threshold for (causally smoothed) validation scores of normal windows: their ``quantile`` times
+    ``factor``, or with ``method = "pot"`` the score exceeded at rate ``target_far`` (no factor: the rate is the
+    setting).
+
+    >>> calibrate_threshold(np.linspace(0, 1, 1001), ThresholdConfig(quantile=0.9, factor=2.0))
+    1.8
+    """
+    smoothed = causal_smooth(validation_scores, cfg.smoothing)
+    if cfg.method == "pot":
+        return pot_threshold(smoothed, cfg.target_far, cfg.pot_initial_quantile)
+    return round(quantile_threshold(smoothed, cfg.quantile, cfg.factor), 12)

@@ -1,7 +1,11 @@
 """Sparse autoencoder: reconstruction plus a sparsity penalty on the latent activations.
 
-``penalty = "l1"``: ``l1 · mean|h|``. ``penalty = "kl"``: sigmoid latent, ``beta · Σ_j KL(ρ ‖ ρ̂_j)`` with
-``ρ̂_j`` the batch-mean activation of unit j (Ng's sparse autoencoder).
+``penalty = "l1"``: ``l1 · mean|h|`` on the code's activations. ``penalty = "kl"``: sigmoid latent,
+``beta · Σ_j KL(ρ ‖ ρ̂_j)`` with ``ρ̂_j`` the batch-mean activation of unit j (Ng's sparse autoencoder).
+``penalty = "weights"``: ``l1 · Σ|w|`` over the weights, which drives connections to zero. ``penalty = "none"``
+with ``dropout > 0`` leaves sparsity to dropout alone. ``dropout`` (any penalty) zeroes that share of the code's
+units at random while training. The code may be overcomplete (``latent_size`` above the window's size): the
+penalty, not the bottleneck, keeps it from copying its input.
 
 For example::
 
@@ -21,7 +25,9 @@ from torch import nn
 
 from aestream.models.base import Autoencoder, mlp
 
-__all__ = ["SparseAutoencoder", "kl_sparsity"]
+__all__ = ["PENALTIES", "SparseAutoencoder", "kl_sparsity"]
+
+PENALTIES = ("l1", "kl", "weights", "none")
 
 _EPS = 1e-6
 
@@ -47,24 +53,32 @@ class SparseAutoencoder(Autoencoder):
         l1: float = 1e-3,
         rho: float = 0.05,
         beta: float = 1e-2,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(window_size, n_channels, latent_size, hidden_size)
-        if penalty not in ("l1", "kl"):
-            raise ValueError(f"sparse penalty {penalty!r} is unknown: use 'l1' or 'kl'")
+        if penalty not in PENALTIES:
+            raise ValueError(f"sparse penalty {penalty!r} is unknown: use one of {', '.join(PENALTIES)}")
         if not 0.0 < rho < 1.0:
             raise ValueError(f"sparse rho {rho!r} must lie strictly between 0 and 1")
-        self.penalty, self.l1, self.rho, self.beta = penalty, l1, rho, beta
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"sparse dropout {dropout!r} must lie in [0, 1)")
+        self.penalty, self.l1, self.rho, self.beta, self.dropout = penalty, l1, rho, beta, dropout
         d = window_size * n_channels
         self.encoder = mlp([d, hidden_size, latent_size], nn.Sigmoid() if penalty == "kl" else nn.ReLU())
         self.decoder = mlp([latent_size, hidden_size, d])
+        self.code_dropout = nn.Dropout(dropout)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "penalty": self.penalty, "l1": self.l1, "rho": self.rho,
-                "beta": self.beta}
+                "beta": self.beta, "dropout": self.dropout}
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         h = self.encode(x)
-        recon = nn.functional.mse_loss(self.decode(h), x)
+        recon = nn.functional.mse_loss(self.decode(self.code_dropout(h)), x)  # dropout: only while training
         if self.penalty == "kl":
             return recon + self.beta * kl_sparsity(h, self.rho)
-        return recon + self.l1 * h.abs().mean()
+        if self.penalty == "l1":
+            return recon + self.l1 * h.abs().mean()
+        if self.penalty == "weights":
+            return recon + self.l1 * sum(p.abs().sum() for n, p in self.named_parameters() if n.endswith("weight"))
+        return recon

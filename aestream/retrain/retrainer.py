@@ -31,7 +31,7 @@ from aestream.models.bundle import ModelBundle, load_bundle, save_bundle
 from aestream.models.store import ModelStore
 from aestream.retrain.lock import TrainLock
 from aestream.retrain.reservoir import Reservoir
-from aestream.training.from_windows import train_bundle_from_windows
+from aestream.training.build import train_bundle_from_windows
 from aestream.training.gate import run_gate
 
 __all__ = ["RESERVOIR_FILE", "RetrainOutcome", "Retrainer", "Trainer", "open_reservoir"]

@@ -77,7 +77,8 @@ def anomaly_event(
     model_family: str,
     source: tuple[str, int, int],
 ) -> dict[str, Any]:
-    """The event document for one anomalous window."""
+    """The event document for one window in alarm. ``alarm`` says why: ``crossed`` when its own (smoothed) score is
+    over its threshold, ``held`` when it is not but the k-of-n rule holds the sensor's alarm."""
     fields = window_fields(window_start_ms, window_end_ms, score, threshold)
     order = np.argsort(-shares)[:TOP_CHANNELS]
     return {
@@ -86,6 +87,7 @@ def anomaly_event(
         "event_id": event_id(sensor, window_end_ms, model_version),
         "sensor": sensor,
         **fields,
+        "alarm": "crossed" if score > threshold else "held",
         "severity": severity_of(fields["ratio"], critical_ratio),
         "channels": [{"name": channels[i], "share": round(float(shares[i]), 4)} for i in order],
         "model_version": model_version,

@@ -39,7 +39,8 @@ class Stage:
     """The base of the worker's stages: every hook is a no-op until a stage overrides it.
 
     ``on_scored`` gets a step's scored windows, ``on_tick`` the processing clock once per step, ``forget`` the
-    sensors whose partitions moved away, and ``close`` runs once when the worker stops, before its last flush.
+    sensors whose partitions moved away, ``on_calibration`` a sensor's baseline calibration starting or ending, and
+    ``close`` runs once when the worker stops, before its last flush.
     Each returns the messages to produce (sent before the step's offsets are committed).
     """
 
@@ -53,4 +54,9 @@ class Stage:
         return None
 
     def close(self) -> list[Outgoing]:
+        return []
+
+    def on_calibration(self, sensor: str, finished: bool, baseline: Any) -> list[Outgoing]:
+        """``sensor`` started (``finished`` false) or finished calibrating its baseline (a
+        :class:`~aestream.detect.baselines.Baseline`)."""
         return []

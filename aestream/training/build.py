@@ -1,6 +1,8 @@
-"""From normal readings to a publishable :class:`~aestream.models.bundle.ModelBundle`, driven by the config.
+"""From normal data to a publishable :class:`~aestream.models.bundle.ModelBundle`, driven by the config: the one way
+to build a bundle, for ``aestream train``, the demo, the SKAB evaluation and scheduled retraining alike.
 
-The one training entry point for ``aestream train``, the demo and scheduled retraining.
+Every ``[model]`` setting reaches :func:`~aestream.training.fit.fit_scorer` through :func:`fit_from_config` alone,
+and every bundle is put together by :func:`_bundle`, so a retrained model is built exactly like a trained one.
 """
 
 from __future__ import annotations
@@ -12,23 +14,14 @@ from typing import Any
 import numpy as np
 
 from aestream.config import ModelConfig, StreamConfig, ThresholdConfig
-from aestream.detect.thresholds import causal_smooth, pot_threshold, quantile_threshold
+from aestream.detect.scoring import Scorer
+from aestream.detect.thresholds import calibrate_threshold, causal_smooth
+from aestream.errors import TrainingError
+from aestream.models import Autoencoder
 from aestream.models.bundle import ModelBundle
 from aestream.training.fit import TrainResult, fit_scorer
 
-__all__ = ["calibrate_threshold", "fit_from_config", "train_bundle"]
-
-
-def calibrate_threshold(validation_scores: np.ndarray, cfg: ThresholdConfig) -> float:
-    """The alarm threshold for (causally smoothed) validation scores of normal windows.
-
-    >>> calibrate_threshold(np.linspace(0, 1, 1001), ThresholdConfig(quantile=0.9, factor=2.0))
-    1.8
-    """
-    smoothed = causal_smooth(validation_scores, cfg.smoothing)
-    if cfg.method == "pot":
-        return pot_threshold(smoothed, cfg.target_far, cfg.pot_initial_quantile) * cfg.factor
-    return round(quantile_threshold(smoothed, cfg.quantile, cfg.factor), 12)
+__all__ = ["fit_from_config", "train_bundle", "train_bundle_from_windows"]
 
 
 def fit_from_config(
@@ -38,6 +31,8 @@ def fit_from_config(
     model: ModelConfig,
     device: str | None = None,
     detrend_channels: Sequence[str] | None = None,
+    start_from: Autoencoder | None = None,
+    epochs: int | None = None,
 ) -> TrainResult:
     """:func:`~aestream.training.fit.fit_scorer` with every ``[model]`` setting of the config."""
     return fit_scorer(
@@ -48,7 +43,7 @@ def fit_from_config(
         latent_size=model.latent_size,
         hidden_size=model.hidden_size,
         family_params=model.family_params(),
-        epochs=model.epochs,
+        epochs=model.epochs if epochs is None else epochs,
         batch_size=model.batch_size,
         learning_rate=model.learning_rate,
         weight_decay=model.weight_decay,
@@ -60,6 +55,7 @@ def fit_from_config(
         score_reduce=model.score_reduce,
         device=device or model.device,
         torch_threads=model.torch_threads,
+        start_from=start_from,
     )
 
 
@@ -71,13 +67,57 @@ def train_bundle(
     info: dict[str, Any] | None = None,
     device: str | None = None,
 ) -> ModelBundle:
-    """Train the configured family on contiguous normal segments ``(T, C)`` and calibrate its threshold."""
+    """Train the configured family on contiguous normal segments ``(T, C)``; the threshold is calibrated on the
+    validation windows (the last ``model.validation_fraction`` of each segment, in time order)."""
     result = fit_from_config(segments, stream.channels, stream.window_size, model, device=device)
-    thr = calibrate_threshold(result.validation_scores, threshold)
-    val = causal_smooth(result.validation_scores, threshold.smoothing)
-    metrics = {**result.metrics, "threshold": thr, "validation_alarm_rate": float(np.mean(val > thr))}
+    return _bundle(result.scorer, result.validation_scores, result.metrics, stream, threshold, info)
+
+
+def train_bundle_from_windows(
+    windows: np.ndarray,
+    stream: StreamConfig,
+    model: ModelConfig,
+    threshold: ThresholdConfig,
+    *,
+    calibration_fraction: float = 0.2,
+    info: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> ModelBundle:
+    """Train on a sample of normal windows ``(N, W, C)`` (the reservoir's, oldest first): a seeded random
+    ``calibration_fraction`` of them, kept in their order, recalibrates the channel scales and the threshold, which
+    the model never saw; the rest train it.
+
+    Raises :class:`FloatingPointError` when the loss or the calibration scores are not finite.
+    """
+    w = np.asarray(windows, dtype=np.float64)
+    if w.ndim != 3 or w.shape[1:] != (stream.window_size, len(stream.channels)):
+        raise ValueError(f"windows of shape {w.shape} do not match stream.window_size = {stream.window_size} and "
+                         f"{len(stream.channels)} channels: retrain with the config the windows were cut with")
+    n_cal = max(1, int(round(len(w) * calibration_fraction)))
+    if len(w) - n_cal < 2:
+        raise TrainingError(f"{len(w)} windows are too few to train and calibrate on: collect more normal data "
+                            "(retrain.n_min_windows)")
+    order = np.random.default_rng(model.seed).permutation(len(w))
+    train, cal = w[np.sort(order[n_cal:])], w[np.sort(order[:n_cal])]
+    result = fit_from_config(list(train), stream.channels, stream.window_size, model, device=device)
+    scorer = result.scorer
+    errors = scorer.raw_channel_errors(cal)
+    if not np.isfinite(errors).all():
+        raise FloatingPointError("the trained model reconstructs calibration windows as NaN/inf: lower "
+                                 "model.learning_rate or check the reservoir for extreme values")
+    scorer.channel_scale = np.maximum(errors.mean(axis=0), 1e-12)
+    metrics = {**result.metrics, "n_train_windows": len(train), "n_calibration_windows": len(cal)}
+    return _bundle(scorer, scorer.score(cal).scores, metrics, stream, threshold, info)
+
+
+def _bundle(scorer: Scorer, calibration_scores: np.ndarray, metrics: dict[str, Any], stream: StreamConfig,
+            threshold: ThresholdConfig, info: dict[str, Any] | None) -> ModelBundle:
+    """The bundle of a fitted ``scorer``, its threshold calibrated on ``calibration_scores`` of normal windows."""
+    thr = calibrate_threshold(calibration_scores, threshold)
+    smoothed = causal_smooth(calibration_scores, threshold.smoothing)
+    metrics = {**metrics, "threshold": thr, "calibration_alarm_rate": float(np.mean(smoothed > thr))}
     return ModelBundle(
-        scorer=result.scorer,
+        scorer=scorer,
         threshold=thr,
         channels=tuple(stream.channels),
         alarm={"k": threshold.k, "n": threshold.n, "smoothing": threshold.smoothing,

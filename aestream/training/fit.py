@@ -5,6 +5,7 @@ Deterministic on CPU for a given seed. Progress goes to the log (one line every 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -68,11 +69,13 @@ def fit_scorer(
     device: str = "auto",
     torch_threads: int = 0,
     input_smoothing: int = 1,
+    start_from: Autoencoder | None = None,
 ) -> TrainResult:
     """Train a ``family`` autoencoder on contiguous segments of normal readings, each ``(T, C)``.
 
     ``input_smoothing`` > 1 smooths every channel inside each window before the model sees it
-    (:class:`~aestream.detect.features.Preprocessor`).
+    (:class:`~aestream.detect.features.Preprocessor`). ``start_from`` fine-tunes a copy of that model instead of
+    training a fresh one of ``family``.
     """
     t0 = time.monotonic()
     if torch_threads > 0:
@@ -84,8 +87,11 @@ def fit_scorer(
         raise DataError(f"no segment holds a full window of {window_size} readings: give more normal data")
     pre = Preprocessor.fit(np.concatenate(segments), channels, detrend_channels, smooth=input_smoothing)
     train_w, val_w = _split(segments, window_size, validation_fraction)
-    model = build_model(family, window_size=window_size, n_channels=len(channels), latent_size=latent_size,
-                        hidden_size=hidden_size, **(family_params or {})).to(dev)
+    if start_from is not None:  # fine-tuning: a copy of a trained model learns on (transfer learning)
+        model = copy.deepcopy(start_from).to(dev)
+    else:
+        model = build_model(family, window_size=window_size, n_channels=len(channels), latent_size=latent_size,
+                            hidden_size=hidden_size, **(family_params or {})).to(dev)
     xt = torch.from_numpy(pre(train_w)).to(dev)
     xv = torch.from_numpy(pre(val_w)).to(dev)
     best, history = _optimise(model, xt, xv, epochs, batch_size, learning_rate, weight_decay, patience, seed)

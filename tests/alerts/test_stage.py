@@ -30,7 +30,8 @@ def config(tmp_path: Path, **alerts: Any) -> Config:
                        {"severity": "warning", "sinks": ["b"]}),
             "persist_interval_s": 0.0}
     return Config().replace(alerts={**base, **alerts}, paths={"state_dir": str(tmp_path)},
-                            kafka={"dead_letter_topic": "dlq"})
+                            kafka={"dead_letter_topic": "dlq"},
+                            stream={"channels": ("temperature", "pressure", "vibration", "current")})
 
 
 def stage(cfg: Config, clock: Clock | None = None, **kw: Any) -> AlertStage:

@@ -1,4 +1,5 @@
-"""The SKAB protocol end to end on a small synthetic folder (the benchmark data is not needed)."""
+"""The SKAB protocol end to end on a small synthetic folder (the benchmark data is not needed), through the
+worker in this process; tests/integration/test_skab_stream.py runs the same through Kafka and `aestream run`."""
 
 from __future__ import annotations
 
@@ -8,22 +9,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aestream.commands.evaluate.skab import detect_file, evaluate_folder, list_skab_files, load_skab_file, run_skab
-from aestream.config import ModelConfig, ThresholdConfig
+from aestream.commands.evaluate.skab import evaluate_folder, list_skab_files, run_skab
+from aestream.config import Config
+from aestream.errors import DataError
 
-MODEL = ModelConfig(family="vanilla", epochs=15, latent_size=4, hidden_size=32, device="cpu",
-                    detrend_channels=("temp",))
-THRESHOLD = ThresholdConfig(quantile=0.99, factor=1.5, k=1, n=5)
+CFG = Config().replace(
+    stream={"channels": ("flow", "pressure", "temp"), "window_size": 16},
+    model={"family": "vanilla", "epochs": 15, "latent_size": 4, "hidden_size": 32, "device": "cpu",
+           "detrend_channels": ("temp",), "input_smoothing": 1},
+    threshold={"quantile": 0.99, "factor": 1.5, "k": 1, "n": 5},
+)
 
 
-def _write_experiment(path: Path, seed: int) -> None:
+def write_experiment(path: Path, seed: int, level: float = 0.0) -> None:
+    """560 rows at 1 Hz; a level shift of ``flow`` on rows 450-509 is the anomaly. ``level`` moves the sensor's
+    operating point (what per-sensor baselines are for)."""
     rng = np.random.default_rng(seed)
     n = 560
     t = np.arange(n)
     frame = pd.DataFrame({
         "datetime": pd.date_range("2020-03-09 10:00:00", periods=n, freq="s").strftime("%Y-%m-%d %H:%M:%S"),
-        "flow": np.sin(t / 7) + 0.1 * rng.standard_normal(n),
-        "pressure": np.cos(t / 5) + 0.1 * rng.standard_normal(n),
+        "flow": level + np.sin(t / 7) + 0.1 * rng.standard_normal(n),
+        "pressure": 3 * level + np.cos(t / 5) + 0.1 * rng.standard_normal(n),
         "temp": 20 + t / 100 + 0.05 * rng.standard_normal(n),
         "anomaly": 0.0,
         "changepoint": 0.0,
@@ -31,18 +38,26 @@ def _write_experiment(path: Path, seed: int) -> None:
     frame.loc[450:509, "flow"] += 4.0
     frame.loc[450:509, "anomaly"] = 1.0
     frame.loc[[450, 510], "changepoint"] = 1.0
+    path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, sep=";", index=False)
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    for i in (0, 1, 10):
-        _write_experiment(tmp_path / f"{i}.csv", i)
-    return tmp_path
+    for i, level in ((0, 0.0), (1, 5.0), (10, -8.0)):
+        write_experiment(tmp_path / "skab" / f"{i}.csv", i, level)
+    return tmp_path / "skab"
 
 
 def test_files_are_listed_in_numeric_order(folder: Path) -> None:
     assert [p.stem for p in list_skab_files(folder)] == ["0", "1", "10"]
+
+
+def test_skab_layout_lists_the_experiment_folders_without_anomaly_free(tmp_path: Path) -> None:
+    for sub, name in (("valve1", "2"), ("valve1", "10"), ("other", "1"), ("anomaly-free", "anomaly-free")):
+        write_experiment(tmp_path / sub / f"{name}.csv", 0)
+    assert [p.relative_to(tmp_path).as_posix() for p in list_skab_files(tmp_path)] == [
+        "other/1.csv", "valve1/2.csv", "valve1/10.csv"]
 
 
 def test_missing_folder_names_the_fix(tmp_path: Path) -> None:
@@ -50,27 +65,44 @@ def test_missing_folder_names_the_fix(tmp_path: Path) -> None:
         list_skab_files(tmp_path / "nope")
 
 
-def test_every_test_point_gets_a_causal_prediction(folder: Path) -> None:
-    r = detect_file(load_skab_file(folder / "0.csv"), MODEL, THRESHOLD, 16, name="0")
-    assert len(r.pred) == len(r.scores) == len(r.times) == 160
-    assert set(np.unique(r.pred)) <= {0, 1}
-    assert r.pred[55:60].all()  # the planted level shift is found
-    assert not r.pred[:40].any()
-
-
-def test_evaluate_folder_writes_predictions_and_plots(folder: Path, tmp_path: Path) -> None:
+def test_each_sensor_is_judged_by_its_own_baseline_and_the_shift_is_found(folder: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    metrics, _ = evaluate_folder(folder, MODEL, THRESHOLD, 16, plot_dir=tmp_path / "png",
-                                       predictions_dir=tmp_path / "pred")
-    assert metrics["f1"] > 0.5 and metrics["nab_standard"] > 0
-    assert [f["name"] for f in metrics["files"]] == ["0", "1", "10"]
+    metrics, results = evaluate_folder(folder, CFG, plot_dir=tmp_path / "png", predictions_dir=tmp_path / "pred")
+    assert [r.name for r in results] == ["0", "1", "10"]
+    for r in results:  # operating points 0, +5 and -8: each found its shift, none alarms at its normal start
+        assert len(r.pred) == 160
+        assert r.pred[55:60].all(), r.name
+        assert not r.pred[:40].any(), r.name
+    assert metrics["f1"] > 0.5 and metrics["nab_standard"] > 0 and metrics["transport"] == "in-process"
     written = pd.read_csv(tmp_path / "pred" / "0.csv")
-    assert list(written.columns) == ["datetime", "anomaly", "changepoint", "pred"]
-    assert len(written) == 160
+    assert list(written.columns) == ["datetime", "anomaly", "changepoint", "pred"] and len(written) == 160
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["0.png", "1.png", "10.png"]
-    assert run_skab(folder, MODEL, THRESHOLD, 16) == metrics
 
 
-def test_too_short_training_part_is_refused(folder: Path) -> None:
-    with pytest.raises(ValueError, match=r"lower stream\.window_size"):
-        detect_file(load_skab_file(folder / "0.csv"), MODEL, THRESHOLD, 300)
+@pytest.mark.parametrize("mode", ["finetune", "shared"])
+def test_a_fleet_model_from_one_operating_point_serves_sensors_at_others_only_with_baselines(
+        folder: Path, tmp_path: Path, mode: str) -> None:
+    normal = tmp_path / "normal.csv"
+    write_experiment(normal, 7)
+    frame = pd.read_csv(normal, sep=";")
+    frame.iloc[:400].to_csv(normal, sep=";", index=False)  # normal operation at level 0 only
+    _, off = evaluate_folder(folder, CFG.replace(baselines={"mode": "off"}), train_file=normal)
+    _, on = evaluate_folder(folder, CFG.replace(baselines={"mode": mode}), train_file=normal)
+    for a, b in zip(off, on):
+        if a.name == "0":
+            continue
+        assert a.pred[:40].all(), a.name  # one scaler and threshold for all: the normal start is "anomalous"
+        assert not b.pred[:40].any() and b.pred[55:60].all(), (mode, b.name)
+
+
+def test_the_run_is_deterministic(folder: Path) -> None:
+    a = run_skab(folder, CFG)
+    b = run_skab(folder, CFG)
+    for m in (a, b):
+        m.pop("seconds")
+    assert a == b
+
+
+def test_too_short_files_are_refused(folder: Path) -> None:
+    with pytest.raises(DataError, match=r"has 560 rows: need more than n_train=600"):
+        evaluate_folder(folder, CFG, n_train=600)

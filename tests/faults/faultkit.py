@@ -110,10 +110,10 @@ class Broker:
 
 # -- the worker subprocess --------------------------------------------------------------------------------------
 def write_config(cfg: Config, path: Path) -> Path:
-    """A TOML file with the kafka, stream and paths sections of ``cfg`` (secrets left out), and the metrics
-    endpoint on a free port (several workers share this machine)."""
+    """A TOML file with the kafka, stream, baselines and paths sections of ``cfg`` (secrets left out), and the
+    metrics endpoint on a free port (several workers share this machine)."""
     lines: list[str] = []
-    for section in ("kafka", "stream", "paths", "ops"):
+    for section in ("kafka", "stream", "baselines", "paths", "ops"):
         if not hasattr(cfg, section):
             continue
         lines.append(f"[{section}]")

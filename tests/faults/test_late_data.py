@@ -40,7 +40,8 @@ class Feed:
 
 @pytest.fixture()
 def setup(train_small: Any, one_model: Any, recording_sink: Any) -> tuple[Config, Worker, Any, Feed, list[float]]:
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, "stride": 2, "max_gap_ms": 5000,
+    cfg = Config().replace(baselines={"mode": "off"},
+                           stream={"channels": CHANNELS, "window_size": 4, "stride": 2, "max_gap_ms": 5000,
                                    "sensor_ttl_s": 30.0})
     now = [0.0]
     sink = recording_sink()

@@ -81,7 +81,8 @@ def _wave(prefix: str, w: int, rng: np.random.Generator) -> Iterator[Record]:
 
 
 def test_100k_sensors_are_evicted_after_the_ttl_and_memory_stays_bounded(train_small: Any) -> None:
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 4, "sensor_ttl_s": 120.0})
+    cfg = Config().replace(baselines={"mode": "off"},
+                           stream={"channels": CHANNELS, "window_size": 16, "stride": 4, "sensor_ttl_s": 120.0})
     now = [0.0]
     source = _Source()
     worker = Worker(cfg, source, _Sink(), _Models(train_small(cfg)), clock=lambda: now[0])

@@ -38,7 +38,7 @@ def _records(n: int) -> list[Record]:
 def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(scripted_source: Any, train_small: Any,
                                                                  one_model: Any, recording_sink: Any,
                                                                  stream: dict) -> None:
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, **stream},
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 16, **stream},
                            kafka={"rebuild_lookback_messages": 100})
     bundle = train_small(cfg)
     recs = _records(300)
@@ -70,7 +70,7 @@ def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(scripted_source
 def test_without_the_committed_phases_a_count_stride_shifts(scripted_source: Any, train_small: Any, one_model: Any,
                                                             recording_sink: Any) -> None:
     """The control: the same rebuild with the metadata lost (committed by an older worker, or too large)."""
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 4},
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 16, "stride": 4},
                            kafka={"rebuild_lookback_messages": 100})
     bundle = train_small(cfg)
     recs = _records(240)

@@ -91,7 +91,7 @@ TAMPER = {
 @pytest.mark.parametrize("kind", list(TAMPER))
 def test_a_tampered_bundle_is_refused_and_the_previous_model_keeps_serving(
         kind: str, train_small: Any, recording_sink: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 4})
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 16, "stride": 4})
     store = ModelStore(tmp_path / "models")
     bundle = train_small(cfg)
     bundle.threshold = 1e-9  # every window is an event: the serving version is visible on each

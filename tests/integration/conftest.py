@@ -57,9 +57,9 @@ def read_all(cfg: Config, topic: str, idle_s: float = 1.5) -> list[Message]:
 
 
 def make_worker(cfg: Config, **kwargs: Any) -> Worker:
-    """The worker ``aestream run`` builds from ``cfg`` (:func:`aestream.app.build_app`), without its metrics
-    endpoint unless ``cfg`` asks for one."""
-    return build_app(cfg, **kwargs).worker
+    """The worker ``aestream run`` builds from ``cfg`` (:func:`aestream.app.build_app`), without the HTTP endpoint
+    (``test_ops_e2e`` runs that one): the tests run the worker's loop, not the app's, so nothing would stop it."""
+    return build_app(cfg.replace(ops={"metrics_enabled": False}), **kwargs).worker
 
 
 def run_until_idle(worker: Worker, idle_s: float = 4.0, timeout_s: float = 120.0) -> None:

@@ -21,8 +21,8 @@ from aestream.models.store import ModelStore
 from aestream.retrain.retrainer import Retrainer
 from aestream.retrain.scheduler import build_retraining
 from aestream.stream.codec import encode_reading
+from aestream.training.build import train_bundle_from_windows
 from aestream.training.fit import sliding_windows
-from aestream.training.from_windows import train_bundle_from_windows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -31,10 +31,8 @@ def test_worker_produces_both_streams_and_latents_decode_to_the_scored_windows(
     plant.signal(800)
     readings = plant.readings(120, 1_767_225_600_000, step0=800)
     kafka_tools["produce"](cfg, [(s.encode(), encode_reading(s, ts, v)) for s, ts, v in readings])
-    worker = kafka_tools["make_worker"](cfg)
-    worker.stages.append(StreamsStage(lambda: worker.bundle, cfg.stream.channels, cfg.streams.denoised_topic,
-                                      cfg.streams.latent_topic,
-                                      latent_residual_step_std=cfg.streams.latent_residual_step_std))
+    worker = kafka_tools["make_worker"](cfg)  # the app builds the streams stage from cfg.streams
+    assert [type(s) for s in worker.stages] == [StreamsStage]
     kafka_tools["run_until_idle"](worker)
 
     clean = kafka_tools["read_all"](cfg, cfg.streams.denoised_topic)

@@ -25,13 +25,25 @@ def _normal_segment(n: int = 1200, seed: int = 0) -> np.ndarray:
     return np.stack([np.sin(t / 5), np.cos(t / 7), 0.5 * np.sin(t / 5 + 1)], 1) + 0.05 * rng.standard_normal((n, 3))
 
 
-def _fit(family: str, seed: int = 0, epochs: int = 15):  # type: ignore[no-untyped-def]
-    return fit_scorer([_normal_segment()], CHANNELS, window_size=W, family=family, latent_size=4, hidden_size=32,
-                      epochs=epochs, seed=seed, device="cpu", torch_threads=1)
+# every family, and each way to sparsity of the sparse one: name -> (family, hyperparameters, latent size)
+VARIANTS: dict[str, tuple[str, dict[str, object], int]] = {
+    **{f: (f, {}, 4) for f in FAMILIES},
+    "sparse-kl": ("sparse", {"penalty": "kl"}, 4),
+    "sparse-weights": ("sparse", {"penalty": "weights", "l1": 1e-5}, 4),
+    "sparse-dropout": ("sparse", {"penalty": "none", "dropout": 0.2}, 4),
+    "sparse-overcomplete": ("sparse", {"penalty": "l1", "l1": 1e-2}, 2 * W * C),  # more code units than inputs
+}
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def _fit(variant: str, seed: int = 0, epochs: int = 15):  # type: ignore[no-untyped-def]
+    family, params, latent = VARIANTS[variant]
+    return fit_scorer([_normal_segment()], CHANNELS, window_size=W, family=family, latent_size=latent,
+                      hidden_size=32, family_params=params, epochs=epochs, seed=seed, device="cpu", torch_threads=1)
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
 def family(request: pytest.FixtureRequest) -> str:
+    """A variant name of :data:`VARIANTS` (a family, or a family with hyperparameters)."""
     return str(request.param)
 
 
@@ -42,10 +54,11 @@ def fitted(family: str):  # type: ignore[no-untyped-def]
 
 def test_shapes_and_finite_scores(family: str) -> None:
     torch.manual_seed(0)
-    model = build_model(family, window_size=W, n_channels=C, latent_size=4, hidden_size=32)
+    name, params, latent = VARIANTS[family]
+    model = build_model(name, window_size=W, n_channels=C, latent_size=latent, hidden_size=32, **params)
     x = torch.randn(7, W, C)
     assert model(x).shape == (7, W, C)
-    assert model.encode(x).shape == (7, 4)
+    assert model.encode(x).shape == (7, latent)
     assert model.channel_errors(x).shape == (7, C)
     score = model.score(x)
     assert score.shape == (7,) and torch.isfinite(score).all()
@@ -109,3 +122,29 @@ def test_unknown_family_or_hyperparameter_is_named() -> None:
         build_model("lstm", window_size=W, n_channels=C)
     with pytest.raises(ValueError, match=r"bad hyperparameters for family 'conv'.*wobble"):
         build_model("conv", window_size=W, n_channels=C, wobble=1)
+
+
+@torch.no_grad()
+def test_each_sparse_penalty_adds_its_own_term() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(16, W, C)
+    for penalty, key in (("l1", "l1"), ("weights", "l1"), ("kl", "beta")):
+        off = SparseAutoencoder(W, C, penalty=penalty, **{key: 0.0}).eval()
+        on = SparseAutoencoder(W, C, penalty=penalty, **{key: 1.0}).eval()
+        on.load_state_dict(off.state_dict())
+        assert float(on.loss(x)) > float(off.loss(x)), penalty
+    none = SparseAutoencoder(W, C, penalty="none").eval()
+    assert float(none.loss(x)) == pytest.approx(float(torch.nn.functional.mse_loss(none(x), x)))
+
+
+@torch.no_grad()
+def test_sparse_dropout_acts_while_training_only() -> None:
+    torch.manual_seed(0)
+    model = SparseAutoencoder(W, C, penalty="none", dropout=0.5)
+    x = torch.randn(16, W, C)
+    model.eval()
+    assert float(model.loss(x)) == float(model.loss(x))  # deterministic at inference
+    model.train()
+    assert float(model.loss(x)) != float(model.loss(x))  # a fresh mask each call
+    with pytest.raises(ValueError, match=r"sparse dropout 1.0 must lie in \[0, 1\)"):
+        SparseAutoencoder(W, C, dropout=1.0)

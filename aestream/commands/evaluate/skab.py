@@ -1,21 +1,30 @@
-"""``evaluate skab``: the SKAB benchmark protocol run through the worker's own detection path.
+"""``evaluate skab``: the SKAB benchmark through the detector the daemon runs.
 
-For each experiment file in a SKAB folder: the first ``n_train`` (400) rows are training data (preprocessing and
-model are fit there, the last ``validation_fraction`` of their windows calibrate the threshold, exactly as
-:func:`~aestream.training.fit.fit_scorer` does for the worker); every later row is a test point, scored causally by
-the window that ends on it (earlier training rows fill the first windows). Predictions come from ``fit_scorer`` →
-``Scorer.score`` → :func:`~aestream.training.build.calibrate_threshold` → ``AlarmRule`` (smoothing, k-of-n), the
-functions ``train_bundle`` and the worker use; the rule's state runs on from the validation windows, which end just
-before the first test point, as a live stream's would. Metrics are SKAB's, pooled over files
-(:mod:`aestream.commands.evaluate.metrics`).
+Each experiment file is one sensor. The shared model is trained by :func:`~aestream.training.build.train_bundle`
+(as ``aestream train`` does) on the first ``n_train`` (400) rows of every file — SKAB's training part — or on a
+file given with ``--train``; every sensor then calibrates its own baseline on its first ``baselines.n_readings``
+readings, and every later row is a test point, predicted anomalous when the window ending on it is in alarm (an
+anomaly event). Two transports, one detector:
+
+* offline (the fast inner loop): the worker of :func:`aestream.app.build_app` in this process, fed the readings
+  as records, its events collected from its sink;
+* ``--stream``: the readings published to a real broker (one message per reading, key = the sensor), the real
+  ``aestream run`` as a subprocess with the given config (baselines and all), the events read back from the output
+  topic.
+
+Metrics are SKAB's, pooled over files (:mod:`aestream.commands.evaluate.metrics`).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from aestream.app import build_app
 from aestream.commands.evaluate.metrics import (
     ChangepointMatch,
     Confusion,
@@ -33,22 +43,25 @@ from aestream.commands.evaluate.metrics import (
     match_changepoints,
     nab_score,
 )
-from aestream.config import ModelConfig, ThresholdConfig
+from aestream.config import Config
 from aestream.errors import DataError
-from aestream.detect.thresholds import AlarmRule, causal_smooth
-from aestream.training.build import calibrate_threshold, fit_from_config
-from aestream.training.fit import sliding_windows
+from aestream.models.bundle import ModelBundle
+from aestream.models.store import ModelStore
+from aestream.stream.codec import encode_reading
+from aestream.stream.messages import Outgoing, Partition, Record
+from aestream.stream.stages import Scored, Stage
+from aestream.training.build import train_bundle
 
 __all__ = [
     "NAB_WINDOW_S",
     "N_TRAIN",
     "FileResult",
-    "detect_file",
     "evaluate_folder",
     "list_skab_files",
     "load_skab_file",
     "run_skab",
     "skab_metrics",
+    "write_predictions",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,18 +70,31 @@ N_TRAIN = 400
 NAB_WINDOW_S = 60.0
 _LABELS = ("anomaly", "changepoint")
 _NS = 1_000_000_000
+_SKIP_FOLDERS = ("anomaly-free",)
 
 
 def list_skab_files(folder: str | Path) -> list[Path]:
-    """The ``*.csv`` experiment files of a SKAB folder, in numeric order of their names."""
+    """The experiment files of a SKAB folder: its own ``*.csv`` or, in SKAB's layout, those of its sub-folders
+    (``valve1/``, ``valve2/``, ``other/``; ``anomaly-free/`` holds no labels and is left out), numeric order."""
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"SKAB folder {root} does not exist: pass a folder such as data/skab/valve1")
-    files = sorted(root.glob("*.csv"), key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0,
-                                                      p.stem))
+    files = sorted(root.glob("*.csv"), key=_numeric)
+    if not files:
+        files = [f for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in _SKIP_FOLDERS)
+                 for f in sorted(d.glob("*.csv"), key=_numeric)]
     if not files:
         raise FileNotFoundError(f"SKAB folder {root} holds no .csv file: pass a folder of experiment files")
     return files
+
+
+def _numeric(p: Path) -> tuple[bool, int, str]:
+    return not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem
+
+
+def _sensor(path: Path, root: Path) -> str:
+    """A file's sensor id: its path below ``root`` without the suffix (``valve1/3``; ``3`` in a flat folder)."""
+    return path.relative_to(root).with_suffix("").as_posix()
 
 
 def load_skab_file(path: str | Path) -> pd.DataFrame:
@@ -82,7 +108,7 @@ def load_skab_file(path: str | Path) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class FileResult:
-    """One file's test part: times, labels, the (smoothed) scores, the threshold and the 0/1 predictions."""
+    """One file's test part: times, labels, the scores known (NaN elsewhere), the threshold and 0/1 predictions."""
 
     name: str
     times: np.ndarray
@@ -93,49 +119,220 @@ class FileResult:
     pred: np.ndarray
 
 
-def detect_file(
-    frame: pd.DataFrame,
-    model_cfg: ModelConfig,
-    threshold_cfg: ThresholdConfig,
-    window_size: int,
+@dataclass(frozen=True)
+class _Experiment:
+    sensor: str
+    frame: pd.DataFrame
+    ts_ms: np.ndarray
+    values: np.ndarray
+
+
+def _experiments(files: Sequence[Path], root: Path, channels: Sequence[str]) -> list[_Experiment]:
+    out = []
+    for f in files:
+        frame = load_skab_file(f)
+        missing = [c for c in channels if c not in frame.columns]
+        if missing:
+            raise DataError(f"SKAB file {f} lacks the configured channel(s) {missing}: set stream.channels to its "
+                            f"columns {[c for c in frame.columns if c not in _LABELS]}")
+        ts = frame.index.to_numpy(dtype="datetime64[ms]").astype(np.int64)
+        out.append(_Experiment(_sensor(f, root), frame, ts, frame[list(channels)].to_numpy(dtype=np.float64)))
+    return out
+
+
+def shared_bundle(experiments: Sequence[_Experiment], cfg: Config, n_train: int,
+                  train_file: str | Path | None = None) -> ModelBundle:
+    """The fleet's model: trained on ``train_file`` (a SKAB-format CSV) or on the first ``n_train`` rows of every
+    experiment, by the same function as ``aestream train``."""
+    if train_file is not None:
+        frame = pd.read_csv(train_file, sep=";", parse_dates=["datetime"], index_col="datetime").sort_index()
+        segments = [frame[list(cfg.stream.channels)].to_numpy(dtype=np.float64)]
+        source = str(train_file)
+    else:
+        segments = [e.values[:n_train] for e in experiments]
+        source = f"the first {n_train} rows of {len(experiments)} SKAB files"
+    bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": source})
+    bundle.version = "v0001"
+    return bundle
+
+
+def evaluate_folder(
+    path: str | Path,
+    cfg: Config,
     *,
-    name: str = "",
     n_train: int = N_TRAIN,
-    input_smoothing: int | None = None,
-) -> FileResult:
-    """Train on the first ``n_train`` rows of one experiment and predict every later row.
+    stream: bool = False,
+    train_file: str | Path | None = None,
+    config_path: str | Path | None = None,
+    plot_dir: str | Path | None = None,
+    predictions_dir: str | Path | None = None,
+) -> tuple[dict[str, Any], list[FileResult]]:
+    """Run the protocol on every file of a SKAB folder: the metrics dict and each file's result."""
+    t0 = time.monotonic()
+    cfg = cfg.replace(baselines={"finetune_blocking": True})  # each sensor's own model at once: a deterministic run
+    root = Path(path)
+    files = list_skab_files(root)
+    experiments = _experiments(files, root, cfg.stream.channels)
+    for e in experiments:
+        if len(e.frame) <= n_train:
+            raise DataError(f"SKAB file {e.sensor} has {len(e.frame)} rows: need more than n_train={n_train}")
+    bundle = shared_bundle(experiments, cfg, n_train, train_file)
+    log.info("shared %s model trained in %.1f s; threshold %.4g", bundle.family, time.monotonic() - t0,
+             bundle.threshold)
+    scored: dict[str, dict[int, tuple[float, float]]] = {}
+    if stream:
+        events = _through_kafka(experiments, cfg, bundle)
+    else:
+        events, scored = _in_process(experiments, cfg, bundle)
+    results = [_file_result(e, n_train, events.get(e.sensor, []), scored.get(e.sensor)) for e in experiments]
+    metrics = skab_metrics(results)
+    metrics["seconds"] = round(time.monotonic() - t0, 1)
+    metrics["transport"] = "kafka" if stream else "in-process"
+    metrics["baselines"] = cfg.baselines.mode
+    if predictions_dir is not None:
+        write_predictions(results, predictions_dir)
+    if plot_dir is not None:
+        from aestream.commands.evaluate.plots import plot_results
 
-    ``input_smoothing`` (see :class:`~aestream.detect.features.Preprocessor`) defaults to ``model_cfg.input_smoothing``
-    where the config has that key, else 1 (off).
-    """
-    channels = [c for c in frame.columns if c not in _LABELS]
-    if n_train < 2 * window_size or len(frame) <= n_train:
-        raise DataError(f"SKAB file {name or '?'} has {len(frame)} rows: need more than n_train={n_train} and "
-                         f"n_train >= 2 × window_size ({window_size}); lower stream.window_size")
-    values = frame[channels].to_numpy(dtype=np.float64)
-    if input_smoothing is not None:
-        model_cfg = dataclasses.replace(model_cfg, input_smoothing=input_smoothing)
-    result = fit_from_config([values[:n_train]], channels, window_size, model_cfg,
-                             detrend_channels=_match_channels(model_cfg.detrend_channels, channels))
-    scores = result.scorer.score(sliding_windows(values[n_train - window_size + 1:], window_size)).scores
-    t = threshold_cfg
-    threshold = calibrate_threshold(result.validation_scores, t)
-    rule = AlarmRule(threshold, k=t.k, n=t.n, smoothing=t.smoothing)
-    history = np.concatenate([result.validation_scores, scores])  # validation windows end just before the test
-    pred = rule.apply(history)[-len(scores):].astype(np.int64)
-    smoothed = causal_smooth(history, t.smoothing)[-len(scores):]
-    test = frame.iloc[n_train:]
-    return FileResult(name, test.index.to_numpy(dtype="datetime64[ns]"), test["anomaly"].to_numpy(dtype=np.int64),
-                      test["changepoint"].to_numpy(dtype=np.int64), smoothed, threshold, pred)
+        plot_results(results, plot_dir)
+    log.info("SKAB %s: F1 %s, FAR %s %%, MAR %s %%, NAB standard %s in %.1f s", path, metrics["f1"], metrics["far"],
+             metrics["mar"], metrics["nab_standard"], time.monotonic() - t0)
+    return metrics, results
 
 
-def _match_channels(wanted: Sequence[str], channels: Sequence[str]) -> list[str]:
-    by_lower = {c.lower(): c for c in channels}
-    found = [by_lower[w.lower()] for w in wanted if w.lower() in by_lower]
-    absent = [w for w in wanted if w.lower() not in by_lower]
-    if absent:
-        log.warning("detrend channel(s) %s are not SKAB channels %s: not detrended here", absent, list(channels))
-    return found
+def _records(experiments: Sequence[_Experiment]) -> Iterator[tuple[str, bytes]]:
+    for e in experiments:
+        for ts, row in zip(e.ts_ms.tolist(), e.values.tolist()):
+            yield e.sensor, encode_reading(e.sensor, ts, row)
+
+
+class _Collect(Stage):
+    """Keeps every live scored window's score and threshold, per sensor."""
+
+    def __init__(self) -> None:
+        self.by_sensor: dict[str, dict[int, tuple[float, float]]] = {}
+
+    def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
+        for s in scored:
+            self.by_sensor.setdefault(s.window.sensor, {})[s.window.end_ms] = (s.score, s.threshold)
+        return []
+
+
+class _ListSource:
+    def __init__(self, records: list[Record], batch: int) -> None:
+        self.records, self.batch, self.at = records, batch, 0
+
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
+        out = self.records[self.at : self.at + self.batch]
+        self.at += len(out)
+        return out
+
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
+        return True
+
+    def close(self) -> None:
+        return None
+
+
+class _ListSink:
+    def __init__(self) -> None:
+        self.sent: list[Outgoing] = []
+
+    def send(self, msg: Outgoing) -> None:
+        self.sent.append(msg)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        return None
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        return None
+
+
+class _OneModel:
+    def __init__(self, bundle: ModelBundle) -> None:
+        self.bundle = bundle
+
+    def current(self) -> str:
+        return self.bundle.version
+
+    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
+        return self.bundle
+
+
+def _in_process(experiments: Sequence[_Experiment], cfg: Config, bundle: ModelBundle
+                ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[int, tuple[float, float]]]]:
+    """The worker ``aestream run`` builds, fed the readings as records of one partition; its anomaly events."""
+    topic = cfg.kafka.input_topics[0]
+    records = [Record(topic, 0, i, sensor.encode(), value, 0)
+               for i, (sensor, value) in enumerate(_records(experiments))]
+    sink, collect = _ListSink(), _Collect()
+    source = _ListSource(records, cfg.kafka.max_poll_records)
+    app = build_app(cfg.replace(ops={"metrics_enabled": False}), source=source, sink=sink, models=_OneModel(bundle),
+                    stages=[collect], model_check_interval_s=3600.0)
+    app.worker.run(max_idle_s=0.0)
+    events: dict[str, list[dict[str, Any]]] = {}
+    for msg in sink.sent:
+        if msg.topic == cfg.kafka.output_topic:
+            doc = json.loads(msg.value)
+            events.setdefault(doc["sensor"], []).append(doc)
+    return events, collect.by_sensor
+
+
+def _through_kafka(experiments: Sequence[_Experiment], cfg: Config, bundle: ModelBundle
+                   ) -> dict[str, list[dict[str, Any]]]:
+    """Publish, run ``aestream run`` as a subprocess with ``cfg``, read the output topic back."""
+    from aestream.commands.demo import start_local_broker
+    from aestream.kafka.kafka_python import ensure_topics, open_sink, tail_topic, wait_for_broker
+
+    run = f"skab-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    with tempfile.TemporaryDirectory(prefix="aestream-skab-") as tmp:
+        cfg = cfg.replace(kafka={"input_topics": (f"{run}-readings",), "output_topic": f"{run}-anomalies",
+                                 "dead_letter_topic": f"{run}-dead-letter", "group_id": run},
+                          paths={"model_dir": str(Path(tmp) / "models"), "state_dir": str(Path(tmp) / "state")},
+                          ops={"metrics_port": 0, "metrics_host": "127.0.0.1"})
+        start_local_broker(cfg.kafka.bootstrap_servers[0])
+        wait_for_broker(cfg.kafka)
+        k = cfg.kafka
+        ensure_topics(k, {k.input_topics[0]: 4, k.output_topic: 1, k.dead_letter_topic: 1})
+        ModelStore(cfg.paths.model_dir).publish(bundle)
+        sink = open_sink(k)
+        n = 0
+        for sensor, value in _records(experiments):
+            sink.send(Outgoing(k.input_topics[0], value, sensor.encode()))
+            n += 1
+        sink.flush()
+        sink.close()
+        config = Path(tmp) / "config.toml"
+        config.write_text(cfg.to_toml())
+        log.info("published %d readings of %d sensors to %s; running aestream run", n, len(experiments),
+                 k.input_topics[0])
+        proc = subprocess.run([sys.executable, "-m", "aestream", "--config", str(config), "--log-level", "WARNING",
+                               "run", "--max-idle-s", "8"], capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise DataError(f"aestream run exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        events: dict[str, list[dict[str, Any]]] = {}
+        for doc in tail_topic(k, k.output_topic, timeout_s=120.0):
+            events.setdefault(doc["sensor"], []).append(doc)
+    return events
+
+
+def _file_result(e: _Experiment, n_train: int, events: list[dict[str, Any]],
+                 scored: dict[int, tuple[float, float]] | None) -> FileResult:
+    test = e.frame.iloc[n_train:]
+    ts = e.ts_ms[n_train:]
+    alarmed = {int(ev["window_end_ms"]) for ev in events if ev.get("type", "anomaly") == "anomaly"}
+    pred = np.fromiter((t in alarmed for t in ts.tolist()), dtype=np.int64, count=len(ts))
+    if scored is not None:
+        scores = np.array([scored.get(t, (np.nan, np.nan))[0] for t in ts.tolist()])
+        thresholds = [scored[t][1] for t in ts.tolist() if t in scored]
+    else:
+        by_end = {int(ev["window_end_ms"]): float(ev["score"]) for ev in events}
+        scores = np.array([by_end.get(t, np.nan) for t in ts.tolist()])
+        thresholds = [float(ev["threshold"]) for ev in events]
+    threshold = float(np.median(thresholds)) if thresholds else float("nan")
+    return FileResult(e.sensor, test.index.to_numpy(dtype="datetime64[ns]"),
+                      test["anomaly"].to_numpy(dtype=np.int64), test["changepoint"].to_numpy(dtype=np.int64),
+                      scores, threshold, pred)
 
 
 def skab_metrics(results: Sequence[FileResult], window_s: float = NAB_WINDOW_S) -> dict[str, Any]:
@@ -172,38 +369,6 @@ def _round(x: float, digits: int) -> float | None:
     return None if x != x else round(float(x), digits)
 
 
-def evaluate_folder(
-    path: str | Path,
-    model_cfg: ModelConfig | None = None,
-    threshold_cfg: ThresholdConfig | None = None,
-    window_size: int = 32,
-    *,
-    n_train: int = N_TRAIN,
-    input_smoothing: int | None = None,
-    plot_dir: str | Path | None = None,
-    predictions_dir: str | Path | None = None,
-) -> tuple[dict[str, Any], list[FileResult]]:
-    """Run the protocol on every file of a SKAB folder: the metrics dict and each file's result."""
-    model_cfg, threshold_cfg = model_cfg or ModelConfig(), threshold_cfg or ThresholdConfig()
-    t0, results = time.monotonic(), []
-    for f in list_skab_files(path):
-        r = detect_file(load_skab_file(f), model_cfg, threshold_cfg, window_size, name=f.stem, n_train=n_train,
-                        input_smoothing=input_smoothing)
-        log.info("SKAB %s: %d test points, threshold %.4g, %d predicted anomalous", f.name, len(r.pred),
-                 r.threshold, int(r.pred.sum()))
-        results.append(r)
-    metrics = skab_metrics(results)
-    if predictions_dir is not None:
-        write_predictions(results, predictions_dir)
-    if plot_dir is not None:
-        from aestream.commands.evaluate.plots import plot_results
-
-        plot_results(results, plot_dir)
-    log.info("SKAB %s: F1 %s, FAR %s %%, MAR %s %%, NAB standard %s in %.1f s", path, metrics["f1"], metrics["far"],
-             metrics["mar"], metrics["nab_standard"], time.monotonic() - t0)
-    return metrics, results
-
-
 def write_predictions(results: Sequence[FileResult], out_dir: str | Path) -> None:
     """One CSV per file with columns ``datetime, anomaly, changepoint, pred``."""
     out = Path(out_dir)
@@ -213,17 +378,7 @@ def write_predictions(results: Sequence[FileResult], out_dir: str | Path) -> Non
             out / f"{r.name}.csv", index=False)
 
 
-def run_skab(
-    path: str | Path,
-    model_cfg: ModelConfig,
-    threshold_cfg: ThresholdConfig,
-    window_size: int,
-    plot_dir: str | Path | None = None,
-    predictions_dir: str | Path | None = None,
-    *,
-    input_smoothing: int | None = None,
-) -> dict[str, Any]:
-    """The CLI's entry: evaluate a SKAB folder, optionally plotting and writing predictions; the metrics dict."""
-    metrics, _ = evaluate_folder(path, model_cfg, threshold_cfg, window_size, input_smoothing=input_smoothing,
-                                 plot_dir=plot_dir, predictions_dir=predictions_dir)
+def run_skab(path: str | Path, cfg: Config, **kwargs: Any) -> dict[str, Any]:
+    """The CLI's entry: evaluate a SKAB folder (see :func:`evaluate_folder` for the options); the metrics dict."""
+    metrics, _ = evaluate_folder(path, cfg, **kwargs)
     return metrics

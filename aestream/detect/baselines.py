@@ -1,0 +1,272 @@
+"""Per-sensor baselines: each sensor judged against its own operating point.
+
+A fleet's sensors run at different operating points, so one scaler and one threshold cannot serve them all. The
+shared model (the fleet's) stays; each sensor gets its own
+
+* **input scaling**: the mean and standard deviation of each channel over its first ``n_readings`` readings (event
+  time); its windows reach the model standardised by these instead of the fleet's;
+* **error scaling**: each channel's mean reconstruction error over its calibration windows (so a channel the
+  model reconstructs poorly for this sensor does not dominate its score);
+* **threshold**: calibrated on the scores of its calibration windows, by the ``[threshold]`` rule.
+
+While a sensor calibrates its windows are collected, not scored, and emit nothing. Its calibration readings are the
+rows of its non-overlapping windows (every window with stride 1; a gap starts a new run), so the windows it judges
+next start where calibration ended. A baseline belongs to the model version it was calibrated with: after a swap
+the sensor keeps being judged by the old scales while the errors of its next normal windows under the new model
+are gathered; then its error scaling and threshold are refitted from them (the input scaling stays).
+
+>>> import numpy as np
+>>> b = Baseline(mean=np.array([10.0]), std=np.array([2.0]), channel_scale=np.array([1.0]), threshold=3.0,
+...              model_version="v0001", n_readings=400)
+>>> Baseline.from_dict(b.to_dict()) == b
+True
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from aestream.config import BaselinesConfig, ThresholdConfig
+from aestream.detect.features import Preprocessor
+from aestream.detect.scoring import ScoreBatch, Scorer, reduce_errors
+from aestream.detect.thresholds import calibrate_threshold
+from aestream.stream.windows import Window
+
+__all__ = ["Baseline", "Finetune", "SensorBaselines", "fit_baseline", "sliding_windows", "to_model_space"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Baseline:
+    """One sensor's operating point: input scaling, error scaling and threshold under ``model_version``."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    channel_scale: np.ndarray
+    threshold: float
+    model_version: str
+    n_readings: int
+    scorer: Scorer | None = None  # the sensor's own fine-tuned model (baselines.mode = "finetune"), with its scales
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Baseline) and self.to_dict() == other.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "channel_scale": self.channel_scale.tolist(),
+                "threshold": self.threshold, "model_version": self.model_version, "n_readings": self.n_readings}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Baseline:
+        return cls(np.array(d["mean"], dtype=np.float64), np.array(d["std"], dtype=np.float64),
+                   np.array(d["channel_scale"], dtype=np.float64), float(d["threshold"]), str(d["model_version"]),
+                   int(d["n_readings"]))
+
+
+def sliding_windows(rows: np.ndarray, window_size: int, stride: int = 1) -> np.ndarray:
+    """Every ``stride``-th window of ``window_size`` consecutive rows of ``(T, C)``, as ``(N, W, C)``.
+
+    >>> sliding_windows(np.arange(5.0)[:, None], 3, 2)[:, :, 0].tolist()
+    [[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]]
+    """
+    w = np.lib.stride_tricks.sliding_window_view(np.asarray(rows), window_size, axis=0)
+    return np.ascontiguousarray(w.transpose(0, 2, 1)[::stride])
+
+
+def to_model_space(windows: np.ndarray, mean: np.ndarray, std: np.ndarray, pre: Preprocessor) -> np.ndarray:
+    """Raw windows ``(B, W, C)`` moved so that the shared model's preprocessing standardises them by each row's own
+    ``mean``/``std`` (``(C,)`` or ``(B, C)``) instead of the fleet's.
+
+    >>> pre = Preprocessor(np.array([0.0]), np.array([1.0]), np.array([False]))
+    >>> to_model_space(np.array([[[12.0], [8.0]]]), np.array([10.0]), np.array([2.0]), pre)[:, :, 0].tolist()
+    [[1.0, -1.0]]
+    """
+    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+    if mean.ndim == 2:
+        mean, std = mean[:, None, :], std[:, None, :]
+    return ((np.asarray(windows, dtype=np.float64) - mean) / std) * pre.std + pre.mean
+
+
+def fit_baseline(runs: list[np.ndarray], scorer: Scorer, threshold: ThresholdConfig, *, window_size: int,
+                 stride: int, model_version: str, min_std_fraction: float) -> tuple[Baseline, np.ndarray]:
+    """A sensor's baseline from its calibration readings (contiguous ``runs`` of ``(T, C)``) and the scores of its
+    calibration windows under it."""
+    rows = np.concatenate(runs)
+    pre = scorer.preprocessor
+    mean = rows.mean(axis=0)
+    std = np.maximum(rows.std(axis=0), min_std_fraction * pre.std)
+    windows = np.concatenate([sliding_windows(r, window_size, stride) for r in runs if len(r) >= window_size])
+    errors = scorer.raw_channel_errors(to_model_space(windows, mean, std, pre))
+    channel_scale = np.maximum(errors.mean(axis=0), 1e-12)
+    scores = reduce_errors(errors / channel_scale, scorer.score_reduce)
+    thr = calibrate_threshold(scores, threshold)
+    return Baseline(mean, std, channel_scale, thr, model_version, len(rows)), scores
+
+
+Finetune = Callable[[list[np.ndarray], Scorer, str], tuple[Baseline, np.ndarray]]
+"""Fine-tunes the shared scorer on a sensor's calibration runs: its baseline with its own model, and the scores
+of its validation windows."""
+
+
+class Background(Protocol):
+    """Fine-tunes off the scoring thread (:class:`aestream.training.finetune.Finetuner`)."""
+
+    def submit(self, sensor: str, runs: list[np.ndarray], shared: Scorer, model_version: str) -> bool: ...
+    def done(self) -> list[tuple[str, tuple[Baseline, np.ndarray]]]: ...
+    def forget(self, sensors: list[str]) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Split:
+    keep: list[int] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    finished: list[tuple[str, Baseline, np.ndarray]] = field(default_factory=list)
+
+
+@dataclass
+class _Calibration:
+    runs: list[list[np.ndarray]] = field(default_factory=list)
+    n_rows: int = 0
+    last_end_ms: int = -1
+
+
+class SensorBaselines:
+    """The baselines of the sensors one worker owns, and the calibrations under way.
+
+    :meth:`split` takes a step's closed windows and keeps those of calibrating sensors; :meth:`score` scores the
+    rest, each by its sensor's baseline."""
+
+    def __init__(self, cfg: BaselinesConfig, threshold: ThresholdConfig, window_size: int, stride: int,
+                 stride_ms: int = 0, *, finetune: Finetune | None = None, finetuner: Background | None = None) -> None:
+        self.cfg, self.threshold = cfg, threshold
+        self.finetune, self.finetuner = finetune, finetuner
+        self.window_size, self.stride, self.stride_ms = window_size, stride, stride_ms
+        self.ready: dict[str, Baseline] = {}
+        self._calibrating: dict[str, _Calibration] = {}
+        self._refresh: dict[str, list[np.ndarray]] = {}
+
+    @property
+    def n_calibrating(self) -> int:
+        return len(self._calibrating)
+
+    def split(self, windows: list[Window], scorer: Scorer, model_version: str) -> _Split:
+        """Which of ``windows`` to score now (those of sensors with a baseline), in order; the others' rows go into
+        their sensors' calibration, which finishes with ``scorer`` as soon as it holds ``n_readings`` readings (a
+        sensor's later windows of the same step are then scored)."""
+        out = _Split()
+        for i, w in enumerate(windows):
+            if w.sensor in self.ready:
+                out.keep.append(i)
+                continue
+            cal = self._calibrating.get(w.sensor)
+            if cal is None:
+                cal = self._calibrating[w.sensor] = _Calibration()
+                out.started.append(w.sensor)
+            self._collect(cal, w)
+            if cal.n_rows >= self.cfg.n_readings:
+                baseline, scores = self.calibrate(w.sensor, scorer, model_version)
+                out.finished.append((w.sensor, baseline, scores))
+        return out
+
+    def _collect(self, cal: _Calibration, w: Window) -> None:
+        """A window's new rows: all of them when it follows a gap (or is the first), else, with a count stride, its
+        last ``stride`` (the windower closed it ``stride`` readings after the one before); an overlapping window
+        of an event-time grid adds nothing (its new rows are not known)."""
+        if cal.last_end_ms < 0 or w.start_ms > cal.last_end_ms:
+            cal.runs.append([np.array(w.values, dtype=np.float64)])
+            cal.n_rows += len(w.values)
+        elif not self.stride_ms:
+            cal.runs[-1].append(np.array(w.values[-self.stride:], dtype=np.float64))
+            cal.n_rows += self.stride
+        else:
+            return
+        cal.last_end_ms = w.end_ms
+
+    def calibrate(self, sensor: str, scorer: Scorer, model_version: str) -> tuple[Baseline, np.ndarray]:
+        """Finish ``sensor``'s calibration with the serving model: its baseline and calibration scores."""
+        cal = self._calibrating.pop(sensor)
+        runs = [np.concatenate(r) for r in cal.runs]
+        if self.finetune is not None:  # the sensor's own model now, in this step
+            baseline, scores = self.finetune(runs, scorer, model_version)
+        else:
+            baseline, scores = fit_baseline(runs, scorer, self.threshold, window_size=self.window_size,
+                                            stride=1 if self.stride_ms else self.stride, model_version=model_version,
+                                            min_std_fraction=self.cfg.min_std_fraction)
+            if self.finetuner is not None:  # its own model later: the shared one judges it meanwhile
+                self.finetuner.submit(sensor, runs, scorer, model_version)
+        self.ready[sensor] = baseline
+        return baseline, scores
+
+    def finetuned(self) -> list[tuple[str, Baseline, np.ndarray]]:
+        """The background fine-tunes finished since the last call, now the baselines of their sensors."""
+        if self.finetuner is None:
+            return []
+        out = []
+        for sensor, (baseline, scores) in self.finetuner.done():
+            if sensor in self.ready:  # not forgotten meanwhile
+                self.ready[sensor] = baseline
+                out.append((sensor, baseline, scores))
+        return out
+
+    def score(self, windows: np.ndarray, sensors: list[str], scorer: Scorer) -> tuple[ScoreBatch, np.ndarray]:
+        """Scores of ``windows`` ``(B, W, C)`` of ready ``sensors`` by their baselines, and the raw channel errors
+        (for :meth:`refresh`)."""
+        base = [self.ready[s] for s in sensors]
+        own = [i for i, b in enumerate(base) if b.scorer is not None]
+        shared = [i for i, b in enumerate(base) if b.scorer is None] if own else list(range(len(base)))
+        errors = np.empty((len(base), windows.shape[2]))
+        if shared:
+            mean = np.stack([base[i].mean for i in shared])
+            std = np.stack([base[i].std for i in shared])
+            errors[shared] = scorer.raw_channel_errors(to_model_space(windows[shared], mean, std, scorer.preprocessor))
+        by_sensor: dict[str, list[int]] = {}
+        for i in own:
+            by_sensor.setdefault(sensors[i], []).append(i)
+        for rows in by_sensor.values():  # each sensor's windows of the step through its own model at once
+            errors[rows] = base[rows[0]].scorer.raw_channel_errors(windows[rows])  # type: ignore[union-attr]
+        return ScoreBatch.of(errors / np.stack([b.channel_scale for b in base]), scorer.score_reduce), errors
+
+    def refresh(self, sensors: list[str], errors: np.ndarray, alarms: np.ndarray, scorer: Scorer,
+                model_version: str) -> list[tuple[str, Baseline]]:
+        """Gather the errors of normal windows whose sensor's baseline is of another model version; refit the error
+        scaling and threshold of each sensor with ``n_refresh_windows`` of them. Returns the refitted baselines."""
+        done: list[tuple[str, Baseline]] = []
+        for i, s in enumerate(sensors):
+            b = self.ready.get(s)
+            if b is None or b.scorer is not None or b.model_version == model_version or alarms[i]:
+                continue
+            buf = self._refresh.setdefault(s, [])
+            buf.append(errors[i])
+            if len(buf) >= self.cfg.n_refresh_windows:
+                e = np.stack(self._refresh.pop(s))
+                scale = np.maximum(e.mean(axis=0), 1e-12)
+                scores = reduce_errors(e / scale, scorer.score_reduce)
+                self.ready[s] = Baseline(b.mean, b.std, scale, calibrate_threshold(scores, self.threshold),
+                                         model_version, b.n_readings)
+                done.append((s, self.ready[s]))
+        return done
+
+    def restore(self, baselines: dict[str, Baseline]) -> None:
+        """Take baselines made elsewhere (a changelog); calibrations of those sensors under way are dropped."""
+        for s, b in baselines.items():
+            self.ready[s] = b
+            self._calibrating.pop(s, None)
+
+    def close(self) -> None:
+        if self.finetuner is not None:
+            self.finetuner.close()
+
+    def forget(self, sensors: Iterable[str]) -> None:
+        sensors = list(sensors)
+        if self.finetuner is not None:
+            self.finetuner.forget(sensors)
+        for s in sensors:
+            self.ready.pop(s, None)
+            self._calibrating.pop(s, None)
+            self._refresh.pop(s, None)

@@ -1,0 +1,196 @@
+"""Per-sensor baselines: what a sensor calibrates on, how its windows are scored, and the worker around them (no
+events while calibrating, a fleet at several operating points, a model swap, background fine-tunes)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aestream.commands.simulate import Plant
+from aestream.config import Config
+from aestream.detect.baselines import Baseline, SensorBaselines, sliding_windows, to_model_space
+from aestream.stream.codec import encode_reading
+from aestream.stream.messages import Outgoing, Record
+from aestream.stream.stages import Stage
+from aestream.stream.windows import Window, Windower
+from aestream.training.finetune import Finetuner, build_baselines
+from aestream.worker import Worker
+
+CHANNELS = ("temperature", "pressure", "vibration", "current")
+START_MS = 1_767_225_600_000
+
+
+def _cfg(mode: str = "shared", **stream: Any) -> Config:
+    return Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 1, **stream},
+                            model={"detrend_channels": ()},
+                            baselines={"mode": mode, "n_readings": 100, "finetune_blocking": True,
+                                       "finetune_epochs": 5, "n_refresh_windows": 10},
+                            threshold={"quantile": 0.99, "factor": 2.0, "k": 1, "n": 1})
+
+
+def _windows(cfg: Config, readings: np.ndarray, ts: np.ndarray) -> list[Window]:
+    s = cfg.stream
+    win = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms)
+    return [w for t, r in zip(ts.tolist(), readings) if (w := win.push("s", t, r)) is not None]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_a_sensor_calibrates_on_exactly_its_first_readings(train_small: Any, stride: int) -> None:
+    cfg = _cfg(stride=stride)
+    bundle = train_small(cfg)
+    readings = np.random.default_rng(0).normal(5.0, 2.0, (300, 4))
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, stride)
+    split = base.split(_windows(cfg, readings, START_MS + 1000 * np.arange(300)), bundle.scorer, "v0001")
+    (sensor, baseline, scores), = split.finished
+    assert sensor == "s" and baseline.n_readings == 100
+    np.testing.assert_allclose(baseline.mean, readings[:100].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(baseline.std, readings[:100].std(axis=0), rtol=1e-6)
+    assert len(scores) == len(sliding_windows(readings[:100], 16, stride))
+    assert split.keep[0] == (100 - 16) // stride + 1  # the first window after calibration is scored
+    assert base.n_calibrating == 0 and "s" in base.ready
+
+
+def test_a_gap_during_calibration_starts_a_new_run(train_small: Any) -> None:
+    cfg = _cfg()
+    bundle = train_small(cfg)
+    readings = np.random.default_rng(1).normal(0.0, 1.0, (200, 4))
+    ts = START_MS + 1000 * np.arange(200)
+    ts[60:] += 60_000  # a minute of silence after reading 60: the window restarts there
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
+    split = base.split(_windows(cfg, readings, ts), bundle.scorer, "v0001")
+    (_, baseline, scores), = split.finished
+    np.testing.assert_allclose(baseline.mean, readings[:100].mean(axis=0), rtol=1e-6)
+    assert len(scores) == (60 - 15) + (40 - 15)  # no calibration window spans the gap
+
+
+def test_to_model_space_standardises_by_the_sensors_own_scales(train_small: Any) -> None:
+    pre = train_small(_cfg()).scorer.preprocessor
+    w = np.random.default_rng(2).normal(7.0, 3.0, (5, 16, 4))
+    mean, std = w.mean(axis=(0, 1)), w.std(axis=(0, 1))
+    np.testing.assert_allclose(pre(to_model_space(w, mean, std, pre)), (w - mean) / std, atol=1e-5)
+
+
+def test_a_baseline_travels_as_json() -> None:
+    b = Baseline(np.array([1.0, 2.0]), np.array([0.5, 0.25]), np.array([1e-3, 2e-3]), 3.25, "v0007", 400)
+    assert Baseline.from_dict(b.to_dict()) == b
+
+
+class _Calibrations(Stage):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool]] = []
+
+    def on_calibration(self, sensor: str, finished: bool, baseline: Any) -> list[Outgoing]:
+        self.seen.append((sensor, finished))
+        return []
+
+
+def _records(cfg: Config, plant: Plant, steps: int, offset: dict[str, float], step0: int = 0,
+             anomalies: list[tuple[int, str, int, int]] | None = None) -> list[Record]:
+    readings = plant.readings(steps, START_MS + step0 * plant.period_ms, anomalies or [], step0=step0)
+    return [Record("in", 0, i, s.encode(), encode_reading(s, ts, [v + offset.get(s, 0.0) * (1 + j)
+                                                                     for j, v in enumerate(vals)]), 0)
+            for i, (s, ts, vals) in enumerate(readings)]
+
+
+@pytest.mark.parametrize("mode", ["shared", "finetune"])
+def test_a_fleet_at_different_operating_points_is_quiet_until_a_fault(
+        train_small: Any, one_model: Any, recording_sink: Any, scripted_source: Any, mode: str) -> None:
+    cfg = _cfg(mode)
+    bundle = train_small(cfg)  # trained on the plant (seed 0) at its own operating point
+    plant = Plant(4, CHANNELS, seed=0)
+    plant.signal(800)  # the draws train_small made
+    offset = {"sensor-01": 20.0, "sensor-02": -15.0}  # two sensors run far from it
+    calm = _records(cfg, plant, 300, offset)
+    fault = _records(cfg, plant, 200, offset, step0=300, anomalies=[(1, "shift", 380, 60)])
+    stage = _Calibrations()
+    sink = recording_sink()
+    worker = Worker(cfg, scripted_source([calm[:200], calm[200:], fault]), sink, one_model(bundle), stages=[stage],
+                    clock=lambda: 0.0)
+    worker.refresh_model(force=True)
+    first = worker.step()
+    assert first.events == 0 and first.calibrating == 4  # 50 readings each: still calibrating
+    assert sorted(stage.seen) == [(f"sensor-0{i}", False) for i in range(4)]
+    quiet = worker.step()
+    assert quiet.calibrating == 0 and sorted(s for s, done in stage.seen if done) == [f"sensor-0{i}" for i in range(4)]
+    assert quiet.events == 0, [e["sensor"] for e in quiet.events_out]  # every sensor judged against its own
+    faulty = worker.step()
+    assert {e["sensor"] for e in faulty.events_out} == {"sensor-01"}
+    thresholds = {s: worker.rule.threshold_for(s) for s in offset}  # type: ignore[union-attr]
+    assert len(set(thresholds.values())) == 2  # one threshold each
+    if mode == "finetune":
+        assert all(worker.baselines.ready[s].scorer is not None for s in offset)  # type: ignore[union-attr]
+
+
+def test_without_baselines_the_shifted_sensors_alarm_at_once(
+        train_small: Any, one_model: Any, recording_sink: Any, scripted_source: Any) -> None:
+    cfg = _cfg("off")
+    bundle = train_small(cfg)
+    calm = _records(cfg, Plant(4, CHANNELS, seed=0), 300, {"sensor-01": 20.0})
+    worker = Worker(cfg, scripted_source([calm]), recording_sink(), one_model(bundle), clock=lambda: 0.0)
+    worker.refresh_model(force=True)
+    assert {e["sensor"] for e in worker.step().events_out} == {"sensor-01"}
+
+
+def test_after_a_model_swap_the_baselines_are_refitted_from_normal_windows(
+        train_small: Any, recording_sink: Any, scripted_source: Any) -> None:
+    cfg = _cfg("shared")
+    first, second = train_small(cfg, seed=0), train_small(cfg, seed=1, family="sparse")
+    first.version, second.version = "v0001", "v0002"
+
+    class Store:
+        serving = first
+
+        def current(self) -> str:
+            return self.serving.version
+
+        def load(self, version: str | None = None, device: str = "cpu") -> Any:
+            return self.serving
+
+    store = Store()
+    plant = Plant(2, CHANNELS, seed=4)
+    worker = Worker(cfg, scripted_source([_records(cfg, plant, 200, {}), _records(cfg, plant, 5, {}, step0=200),
+                                          _records(cfg, plant, 30, {}, step0=205)]),
+                    recording_sink(), store, clock=lambda: 0.0, model_check_interval_s=0.0)
+    worker.step()
+    before = dict(worker.baselines.ready)  # type: ignore[union-attr]
+    assert {b.model_version for b in before.values()} == {"v0001"}
+    store.serving = second
+    worker.step()  # swapped: still judged by the old baselines, 5 windows gathered of the 10 needed
+    assert worker.bundle is second and {b.model_version for b in worker.baselines.ready.values()} == {"v0001"}  # type: ignore[union-attr]
+    assert worker.rule.threshold_for("sensor-00") == before["sensor-00"].threshold  # type: ignore[union-attr]
+    worker.step()
+    after = worker.baselines.ready  # type: ignore[union-attr]
+    assert {b.model_version for b in after.values()} == {"v0002"}
+    for s, b in after.items():
+        np.testing.assert_array_equal(b.mean, before[s].mean)  # the input scaling stays
+        assert b.threshold != before[s].threshold
+        assert worker.rule.threshold_for(s) == b.threshold  # type: ignore[union-attr]
+
+
+def test_background_fine_tunes_are_bounded_and_handed_out_when_done(train_small: Any) -> None:
+    cfg = _cfg("finetune").replace(baselines={"finetune_blocking": False, "finetune_queue": 1})
+    bundle = train_small(cfg)
+    base = build_baselines(cfg)
+    assert base is not None and isinstance(base.finetuner, Finetuner)
+    plant = Plant(2, CHANNELS, seed=5)
+    readings = plant.readings(150, START_MS)
+    windows = [w for s, ts, v in readings
+               if (w := _WINDOWER.push(s, ts, v)) is not None]  # type: ignore[misc]
+    split = base.split(windows, bundle.scorer, "v0001")
+    assert len(split.finished) == 2  # both judged by the shared model at once
+    assert all(b.scorer is None for _, b, _ in split.finished)
+    assert base.finetuner.n_pending == 1 and base.finetuner.n_dropped == 1  # the queue holds one
+    deadline = time.monotonic() + 60
+    done: list[Any] = []
+    while not done and time.monotonic() < deadline:
+        done = base.finetuned()
+        time.sleep(0.05)
+    (sensor, baseline, _), = done
+    assert baseline.scorer is not None and base.ready[sensor] is baseline
+    base.close()
+
+
+_WINDOWER = Windower(16, 1, 4, 10_000)
