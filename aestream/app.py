@@ -33,7 +33,7 @@ from aestream.stream.messages import Partition
 from aestream.stream.stages import Stage
 from aestream.worker import StepStats, Worker, WorkerObserver
 
-__all__ = ["App", "build_app"]
+__all__ = ["App", "build_app", "changelog_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,23 @@ def build_app(
     ``model.device``."""
     worker: Worker | None = None
 
-    def moved(parts: list[Partition]) -> None:  # the consumer calls back only from poll(), once the worker exists
+    def revoked(parts: list[Partition]) -> None:  # the consumer calls back only from poll(), once the worker exists
         assert worker is not None
         worker.on_partitions_changed(parts)
 
+    def assigned(parts: list[Partition]) -> None:
+        assert worker is not None
+        worker.on_partitions_assigned(parts)
+
+    changelog = None
     if source is None:
         from aestream.kafka.kafka_python import open_source
 
-        source = open_source(cfg.kafka, on_revoke=moved, on_assign=moved)
+        source = open_source(cfg.kafka, on_revoke=revoked, on_assign=assigned)
+        if cfg.baselines.mode != "off":
+            from aestream.kafka.changelog import KafkaChangelog
+
+            changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg))
     if sink is None:
         from aestream.kafka.kafka_python import open_sink
 
@@ -112,8 +121,17 @@ def build_app(
         ops = start_ops_server(observer, cfg.ops.metrics_port, cfg.ops.metrics_host, broker_ok)
     worker = Worker(cfg, source, sink, models if models is not None else store,
                     device=device or cfg.model.device, clock=clock, stages=stages, observers=watch,
-                    model_check_interval_s=model_check_interval_s, on_event=on_event)
+                    model_check_interval_s=model_check_interval_s, on_event=on_event, changelog=changelog)
     return App(worker, metrics, retraining, ops)
+
+
+def changelog_topic(cfg: Config) -> str:
+    """The compacted topic that keeps the state of the group's input partitions (the sensors' baselines).
+
+    >>> changelog_topic(Config())
+    'aestream-baselines-changelog'
+    """
+    return f"{cfg.kafka.group_id}-baselines-changelog"
 
 
 def _stages(cfg: Config, metrics: Metrics, bundle: Callable[[], Any]) -> list[Stage]:

@@ -30,7 +30,7 @@ from aestream.config import Config
 from aestream.detect.baselines import Baseline
 from aestream.detect.thresholds import AlarmRule
 from aestream.errors import BundleError, InvalidReading
-from aestream.kafka.protocols import ModelSource, Sink, Source
+from aestream.kafka.protocols import Changelog, ModelSource, Sink, Source
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import Block, Columns, ReadingDecoder
 from aestream.stream.events import anomaly_event, encode_event
@@ -99,6 +99,7 @@ class Worker:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         stages: Iterable[Stage] = (),
         observers: Iterable[WorkerObserver] = (),
+        changelog: Changelog | None = None,
     ) -> None:
         self.cfg = cfg
         self.source = source
@@ -110,6 +111,7 @@ class Worker:
         self.on_event = on_event
         self.stages = list(stages)
         self.observers = list(observers)
+        self.changelog = changelog
         s = cfg.stream
         self.decoder = ReadingDecoder(s.channels, s.max_message_bytes, s.max_readings_per_message)
         self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
@@ -126,7 +128,6 @@ class Worker:
         self.bundle: ModelBundle | None = None
         self.rule: AlarmRule | None = None
         self.baselines = build_baselines(cfg)
-        self._changed_baselines: dict[str, tuple[Partition, Baseline]] = {}  # for the changelog, until flushed
         self.totals = StepStats()
 
     # -- model ------------------------------------------------------------------------------------------------
@@ -181,15 +182,29 @@ class Worker:
         self.windows.drop(gone)
         if self.rule is not None:
             self.rule.drop(gone)
-        if self.baselines is not None:
-            self.baselines.forget(gone)
         for s in gone:
             del self._sensor_partition[s]
         if self._closing:
             return  # the partitions are given up because we stop: stages keep their state for a restart
+        if self.baselines is not None:
+            self.baselines.forget(gone)
         if gone:
             for stage in self.stages:
                 stage.forget(gone)
+
+    def on_partitions_assigned(self, parts: list[Partition]) -> None:
+        """Partitions given to this worker: forget what it held of them, then restore their sensors' baselines from
+        the changelog, before their first record."""
+        self.on_partitions_changed(parts)
+        if self.changelog is None or self.baselines is None:
+            return
+        restored = {s: Baseline.from_json(v, self.device) for s, v in self.changelog.restore(parts).items()}
+        self.baselines.restore(restored)
+        if self.rule is not None:
+            for sensor, baseline in restored.items():
+                self.rule.set_threshold(sensor, baseline.threshold)
+        if restored:
+            log.info("restored the baselines of %d sensor(s) of %s", len(restored), parts)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -393,34 +408,36 @@ class Worker:
         """Take the windows of sensors still calibrating out of ``closed``; finish the calibrations that are due."""
         assert self.baselines is not None and self.bundle is not None and self.rule is not None
         split = self.baselines.split([w for w, _ in closed], self.bundle.scorer, self.bundle.version)
-        for sensor in split.started:  # replayed readings calibrate too
-            self._notify_calibration(sensor, False, None)
-        for sensor, baseline, scores in split.finished:
+        for sensor, end_ms in split.started:  # replayed readings calibrate too
+            self._notify_calibration(sensor, end_ms, None)
+        for sensor, end_ms, baseline, scores in split.finished:
             self._baseline_ready(sensor, baseline)
             self.rule.update_many(sensor, scores)  # the rule's smoothing and k-of-n run on from calibration
-            self._notify_calibration(sensor, True, baseline)
+            self._notify_calibration(sensor, end_ms, baseline)
         for sensor, baseline, _ in self.baselines.finetuned():
             self._baseline_ready(sensor, baseline)
             log.info("sensor %s now judged by its own fine-tuned model: threshold %.4g", sensor, baseline.threshold)
         return [closed[i] for i in split.keep]
 
     def _baseline_ready(self, sensor: str, baseline: Baseline) -> None:
+        """Judge ``sensor`` by ``baseline`` from now on; write it to the changelog, flushed before the offsets of
+        this step are committed."""
         assert self.rule is not None
         self.rule.set_threshold(sensor, baseline.threshold)
         part = self._sensor_partition.get(sensor)
-        if part is not None:
-            self._changed_baselines[sensor] = (part, baseline)
+        if self.changelog is not None and part is not None:
+            self.sink.send(self.changelog.record(part, sensor, baseline.to_json()))
 
-    def _notify_calibration(self, sensor: str, finished: bool, baseline: Baseline | None) -> None:
-        if finished:
-            assert baseline is not None
+    def _notify_calibration(self, sensor: str, end_ms: int, baseline: Baseline | None) -> None:
+        """A sensor started calibrating (no ``baseline`` yet) or finished, at the window ending at ``end_ms``."""
+        if baseline is not None:
             log.info("sensor %s calibrated on %d readings: threshold %.4g", sensor, baseline.n_readings,
                      baseline.threshold)
         else:
             log.info("sensor %s calibrates its baseline on its first %d readings", sensor,
                      self.cfg.baselines.n_readings)
         for stage in self.stages:
-            for msg in stage.on_calibration(sensor, finished, baseline):
+            for msg in stage.on_calibration(sensor, end_ms, baseline):
                 self.sink.send(msg)
 
     def _alarms(self, closed: list[tuple[Window, Record]], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

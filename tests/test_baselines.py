@@ -44,7 +44,7 @@ def test_a_sensor_calibrates_on_exactly_its_first_readings(train_small: Any, str
     readings = np.random.default_rng(0).normal(5.0, 2.0, (300, 4))
     base = SensorBaselines(cfg.baselines, cfg.threshold, 16, stride)
     split = base.split(_windows(cfg, readings, START_MS + 1000 * np.arange(300)), bundle.scorer, "v0001")
-    (sensor, baseline, scores), = split.finished
+    (sensor, _, baseline, scores), = split.finished
     assert sensor == "s" and baseline.n_readings == 100
     np.testing.assert_allclose(baseline.mean, readings[:100].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(baseline.std, readings[:100].std(axis=0), rtol=1e-6)
@@ -61,7 +61,7 @@ def test_a_gap_during_calibration_starts_a_new_run(train_small: Any) -> None:
     ts[60:] += 60_000  # a minute of silence after reading 60: the window restarts there
     base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
     split = base.split(_windows(cfg, readings, ts), bundle.scorer, "v0001")
-    (_, baseline, scores), = split.finished
+    (_, _, baseline, scores), = split.finished
     np.testing.assert_allclose(baseline.mean, readings[:100].mean(axis=0), rtol=1e-6)
     assert len(scores) == (60 - 15) + (40 - 15)  # no calibration window spans the gap
 
@@ -82,8 +82,8 @@ class _Calibrations(Stage):
     def __init__(self) -> None:
         self.seen: list[tuple[str, bool]] = []
 
-    def on_calibration(self, sensor: str, finished: bool, baseline: Any) -> list[Outgoing]:
-        self.seen.append((sensor, finished))
+    def on_calibration(self, sensor: str, end_ms: int, baseline: Any) -> list[Outgoing]:
+        self.seen.append((sensor, baseline is not None))
         return []
 
 
@@ -181,7 +181,7 @@ def test_background_fine_tunes_are_bounded_and_handed_out_when_done(train_small:
                if (w := _WINDOWER.push(s, ts, v)) is not None]  # type: ignore[misc]
     split = base.split(windows, bundle.scorer, "v0001")
     assert len(split.finished) == 2  # both judged by the shared model at once
-    assert all(b.scorer is None for _, b, _ in split.finished)
+    assert all(b.scorer is None for _, _, b, _ in split.finished)
     assert base.finetuner.n_pending == 1 and base.finetuner.n_dropped == 1  # the queue holds one
     deadline = time.monotonic() + 60
     done: list[Any] = []

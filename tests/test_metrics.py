@@ -21,6 +21,7 @@ EXPECTED = {
     "aestream_batch_duration_seconds": "histogram",
     "aestream_consumer_lag": "gauge",
     "aestream_assigned_partitions": "gauge",
+    "aestream_calibrating_sensors": "gauge",
     "aestream_model": "info",
     "aestream_model_loaded": "gauge",
     "aestream_model_swaps": "counter",
@@ -131,6 +132,8 @@ def test_the_observer_counts_steps_and_swaps_and_reads_the_lag_at_its_interval()
         now[0] = t
         observer.on_step(StepStats(records=1, readings=2, windows=1), 0.01)
     assert m.value("aestream_readings_total") == 6 and m.value("aestream_batch_duration_seconds_count") == 3
+    observer.on_step(StepStats(calibrating=7), 0.0)
+    assert m.value("aestream_calibrating_sensors") == 7
     assert source.lag_calls == 2  # at t=0 and t=6, not at t=1
     assert m.value("aestream_consumer_lag", topic="in", partition="1") == 20
     assert checks() == {"partitions_assigned": True, "model_loaded": True, "broker_reachable": True}

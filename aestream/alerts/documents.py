@@ -17,7 +17,8 @@ from aestream.alerts.episodes import Transition
 from aestream.alerts.silence import Quality
 from aestream.stream.events import iso_ms, window_fields
 
-__all__ = ["ALERT_SCHEMA_ID", "alert_event_id", "episode_event", "quality_event", "top_channels"]
+__all__ = ["ALERT_SCHEMA_ID", "alert_event_id", "calibration_event", "episode_event", "quality_event",
+           "top_channels"]
 
 ALERT_SCHEMA_ID = "aestream.alert/1"
 _NAMESPACE = uuid.UUID("5d3e0c1a-77b2-4e43-9f3c-1c9a8b0f2e64")
@@ -67,6 +68,29 @@ def episode_event(t: Transition, *, window_start_ms: int, window_end_ms: int, sc
             "n_windows": ep.n_windows,
             "n_updates": ep.n_updates,
         },
+    }
+
+
+def calibration_event(sensor: str, end_ms: int, threshold: float | None, n_readings: int | None,
+                      tags: Sequence[str] = ()) -> dict[str, Any]:
+    """The document for a sensor starting (``threshold`` None) or finishing the calibration of its baseline.
+
+    >>> calibration_event("pump-1", 60_000, 2.5, 400)["type"]
+    'calibration_finished'
+    """
+    kind = "calibration_started" if threshold is None else "calibration_finished"
+    return {
+        "schema": ALERT_SCHEMA_ID,
+        "type": kind,
+        "category": "data_quality",
+        "event_id": alert_event_id(sensor, kind, end_ms),
+        "sensor": sensor,
+        "severity": "info",
+        "window_end_ms": end_ms,
+        "window_end": iso_ms(end_ms),
+        "threshold": None if threshold is None else round(float(threshold), 6),
+        "n_readings": n_readings,
+        "tags": list(tags),
     }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from aestream.alerts.documents import episode_event, quality_event, top_channels
+from aestream.alerts.documents import calibration_event, episode_event, quality_event, top_channels
 from aestream.alerts.episodes import EpisodeTracker
 from aestream.alerts.routing import (
     Bands,
@@ -103,6 +103,13 @@ class AlertStage(Stage):
             out += self._emit(event)
         self._dirty = True
         return out
+
+    def on_calibration(self, sensor: str, end_ms: int, baseline: Any) -> list[Outgoing]:
+        """A data-quality event: ``calibration_started`` (the sensor emits no anomaly events until it ends) or
+        ``calibration_finished`` (with its threshold)."""
+        doc = calibration_event(sensor, end_ms, None if baseline is None else baseline.threshold,
+                                None if baseline is None else baseline.n_readings, self.router.sensor_tags(sensor))
+        return self._emit(doc)
 
     def on_tick(self, now: float) -> list[Outgoing]:
         self._write_pending()

@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "as a subprocess; default: the same worker in this process")
     e.add_argument("--train", default=None, metavar="CSV",
                    help="train the shared model on this SKAB-format file (e.g. anomaly-free.csv) instead")
-    e.add_argument("--baselines", choices=["sensor", "off"], default=None,
+    e.add_argument("--baselines", choices=["finetune", "shared", "off"], default=None,
                    help="override baselines.mode (off: every sensor judged by the shared model's own scales)")
     e.add_argument("--json", action="store_true", help="print exactly one JSON object")
     e.add_argument("--plot", default=None, metavar="DIR", help="draw one PNG per file into DIR")

@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from aestream.config import BaselinesConfig, ThresholdConfig
 from aestream.detect.features import Preprocessor
 from aestream.detect.scoring import ScoreBatch, Scorer, reduce_errors
 from aestream.detect.thresholds import calibrate_threshold
+from aestream.models.bundle import scorer_from_dict, scorer_to_dict
 from aestream.stream.windows import Window
 
 __all__ = ["Baseline", "Finetune", "SensorBaselines", "fit_baseline", "sliding_windows", "to_model_space"]
@@ -55,17 +57,27 @@ class Baseline:
     scorer: Scorer | None = None  # the sensor's own fine-tuned model (baselines.mode = "finetune"), with its scales
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Baseline) and self.to_dict() == other.to_dict()
+        return isinstance(other, Baseline) and self.to_json() == other.to_json()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "channel_scale": self.channel_scale.tolist(),
-                "threshold": self.threshold, "model_version": self.model_version, "n_readings": self.n_readings}
+        """JSON-ready data (with the sensor's own model, weights and all, when it has one)."""
+        d = {"mean": self.mean.tolist(), "std": self.std.tolist(), "channel_scale": self.channel_scale.tolist(),
+             "threshold": self.threshold, "model_version": self.model_version, "n_readings": self.n_readings}
+        return {**d, "model": scorer_to_dict(self.scorer)} if self.scorer is not None else d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Baseline:
+    def from_dict(cls, d: dict[str, Any], device: str = "cpu") -> Baseline:
+        own = scorer_from_dict(d["model"], device) if d.get("model") else None
         return cls(np.array(d["mean"], dtype=np.float64), np.array(d["std"], dtype=np.float64),
                    np.array(d["channel_scale"], dtype=np.float64), float(d["threshold"]), str(d["model_version"]),
-                   int(d["n_readings"]))
+                   int(d["n_readings"]), own)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, device: str = "cpu") -> Baseline:
+        return cls.from_dict(json.loads(data), device)
 
 
 def sliding_windows(rows: np.ndarray, window_size: int, stride: int = 1) -> np.ndarray:
@@ -125,8 +137,8 @@ class Background(Protocol):
 @dataclass
 class _Split:
     keep: list[int] = field(default_factory=list)
-    started: list[str] = field(default_factory=list)
-    finished: list[tuple[str, Baseline, np.ndarray]] = field(default_factory=list)
+    started: list[tuple[str, int]] = field(default_factory=list)  # sensor, end of its first window
+    finished: list[tuple[str, int, Baseline, np.ndarray]] = field(default_factory=list)  # sensor, end of its last
 
 
 @dataclass
@@ -167,11 +179,11 @@ class SensorBaselines:
             cal = self._calibrating.get(w.sensor)
             if cal is None:
                 cal = self._calibrating[w.sensor] = _Calibration()
-                out.started.append(w.sensor)
+                out.started.append((w.sensor, w.end_ms))
             self._collect(cal, w)
             if cal.n_rows >= self.cfg.n_readings:
                 baseline, scores = self.calibrate(w.sensor, scorer, model_version)
-                out.finished.append((w.sensor, baseline, scores))
+                out.finished.append((w.sensor, w.end_ms, baseline, scores))
         return out
 
     def _collect(self, cal: _Calibration, w: Window) -> None:

@@ -2,6 +2,6 @@
 librdkafka in :mod:`~aestream.kafka.confluent`); everything else sees the protocols of :mod:`~aestream.kafka.protocols`
 and the small records of :mod:`aestream.stream.messages`."""
 
-from aestream.kafka.protocols import ModelSource, Sink, Source
+from aestream.kafka.protocols import Changelog, ModelSource, Sink, Source
 
-__all__ = ["ModelSource", "Sink", "Source"]
+__all__ = ["Changelog", "ModelSource", "Sink", "Source"]

@@ -194,6 +194,7 @@ class ConfluentSink:
             try:
                 self.producer.produce(msg.topic, value=msg.value, key=msg.key,
                                       headers=list(msg.headers) or None,  # type: ignore[arg-type]
+                                      partition=-1 if msg.partition is None else msg.partition,  # -1: by key
                                       on_delivery=self._delivered)
                 return
             except BufferError:  # local queue full: serve delivery reports, then retry

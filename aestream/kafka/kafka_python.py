@@ -243,7 +243,8 @@ class KafkaSink:
         self._unflushed = False
 
     def send(self, msg: Outgoing) -> None:
-        fut = self.producer.send(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None)
+        fut = self.producer.send(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None,
+                                 partition=msg.partition)
         fut.add_errback(self._errors.append)
         self._unflushed = True
 

@@ -11,7 +11,7 @@ from typing import Protocol
 from aestream.models.bundle import ModelBundle
 from aestream.stream.messages import Outgoing, Partition, Record
 
-__all__ = ["ModelSource", "Sink", "Source"]
+__all__ = ["Changelog", "ModelSource", "Sink", "Source"]
 
 
 class Source(Protocol):
@@ -28,6 +28,16 @@ class Sink(Protocol):
     def send(self, msg: Outgoing) -> None: ...
     def flush(self, timeout_s: float = 60.0) -> None: ...
     def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+class Changelog(Protocol):
+    """Where state that belongs to an input partition is kept (:class:`aestream.kafka.changelog.KafkaChangelog`):
+    ``record`` makes the message that writes a key's value (sent through the worker's sink, so it is flushed before
+    the offsets it reflects are committed), ``restore`` reads back the newest value of each key of some input
+    partitions."""
+
+    def record(self, part: Partition, key: str, value: bytes) -> Outgoing: ...
+    def restore(self, parts: list[Partition]) -> dict[str, bytes]: ...
 
 
 class ModelSource(Protocol):

@@ -9,7 +9,9 @@ can never run code.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from aestream.detect.scoring import Scorer
 from aestream.errors import BundleError
 from aestream.models import build_model
 
-__all__ = ["BUNDLE_FILES", "ModelBundle", "load_bundle", "save_bundle"]
+__all__ = ["BUNDLE_FILES", "ModelBundle", "load_bundle", "save_bundle", "scorer_from_dict", "scorer_to_dict"]
 
 FORMAT = 1
 BUNDLE_FILES = ("weights.pt", "meta.json")
@@ -105,6 +107,24 @@ def load_bundle(path: str | os.PathLike[str], device: torch.device | str = "cpu"
     except Exception as e:  # any unreadable piece is a bad bundle, not a crash
         raise BundleError(f"model bundle {src}: weights.pt or meta.json is unusable ({type(e).__name__}: {e})") \
             from None
+
+
+def scorer_to_dict(scorer: Scorer) -> dict[str, Any]:
+    """A scorer as JSON-ready data (its weights base64-encoded): for state that travels in a message."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in scorer.model.state_dict().items()}, buf)
+    return {"family": scorer.model.family, "hyperparameters": scorer.model.hyperparameters(),
+            "preprocessor": scorer.preprocessor.to_dict(), "channel_scale": scorer.channel_scale.tolist(),
+            "score_reduce": scorer.score_reduce, "weights": base64.b64encode(buf.getvalue()).decode()}
+
+
+def scorer_from_dict(d: dict[str, Any], device: torch.device | str = "cpu") -> Scorer:
+    """The scorer :func:`scorer_to_dict` wrote; weights load with ``weights_only=True`` (no code runs)."""
+    state = torch.load(io.BytesIO(base64.b64decode(d["weights"])), map_location="cpu", weights_only=True)
+    model = build_model(d["family"], **d["hyperparameters"])
+    model.load_state_dict(state, strict=True)
+    return Scorer(model, Preprocessor.from_dict(d["preprocessor"]), np.asarray(d["channel_scale"], dtype=np.float64),
+                  d["score_reduce"], device)
 
 
 def _read_json(f: Path) -> dict[str, Any]:

@@ -53,6 +53,9 @@ class Metrics:
         self.lag = Gauge("aestream_consumer_lag", "Messages left to read, per assigned partition.",
                          ["topic", "partition"], registry=r)
         self.partitions = Gauge("aestream_assigned_partitions", "Partitions assigned to this worker.", registry=r)
+        self.calibrating = Gauge("aestream_calibrating_sensors",
+                                 "Sensors calibrating their baseline (they emit no anomaly events meanwhile).",
+                                 registry=r)
         self.model = Info("aestream_model", "The model version being served.", registry=r)
         self.model_loaded = Gauge("aestream_model_loaded", "1 once a model is being served, else 0.", registry=r)
         self.model_swaps = Counter("aestream_model_swaps_total", "Model versions swapped in (the first included).",
@@ -69,6 +72,7 @@ class Metrics:
         """Count what one worker step did; its duration goes to the histogram when it had records."""
         self.records.inc(stats.records)
         self.readings.inc(stats.readings)
+        self.calibrating.set(stats.calibrating)
         self.windows.inc(stats.windows)
         self.dead_letters.inc(stats.dead_letters)
         self.late.inc(stats.late)

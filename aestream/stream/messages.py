@@ -31,3 +31,4 @@ class Outgoing:
     value: bytes
     key: bytes | None = None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    partition: int | None = None  # None: the producer's partitioner (by key); set for a changelog

@@ -56,7 +56,7 @@ class Stage:
     def close(self) -> list[Outgoing]:
         return []
 
-    def on_calibration(self, sensor: str, finished: bool, baseline: Any) -> list[Outgoing]:
-        """``sensor`` started (``finished`` false) or finished calibrating its baseline (a
-        :class:`~aestream.detect.baselines.Baseline`)."""
+    def on_calibration(self, sensor: str, end_ms: int, baseline: Any) -> list[Outgoing]:
+        """``sensor`` started calibrating its baseline (``baseline`` None) or finished it (a
+        :class:`~aestream.detect.baselines.Baseline`), at its window ending at ``end_ms``."""
         return []

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from aestream.alerts import AlertStage, build_alert_stage
@@ -46,6 +47,20 @@ def step(s: AlertStage, windows: list[Any], now: float = 0.0) -> list[Any]:
 
 def test_disabled_alerts_build_no_stage() -> None:
     assert build_alert_stage(Config()) is None
+
+
+def test_calibration_start_and_end_are_data_quality_events_that_validate(tmp_path: Path) -> None:
+    from aestream.detect.baselines import Baseline
+
+    s = stage(config(tmp_path))
+    baseline = Baseline(np.zeros(4), np.ones(4), np.ones(4), 2.5, "v0001", 400)
+    out = s.on_calibration("pump-1", 1_000, None) + s.on_calibration("pump-1", 400_000, baseline)
+    docs = decode(out)
+    assert [(d["type"], d["category"], d["threshold"], d["n_readings"]) for d in docs] == [
+        ("calibration_started", "data_quality", None, None), ("calibration_finished", "data_quality", 2.5, 400)]
+    v = validator("alert-event.v1.json")
+    for d in docs:
+        v.validate(d)
 
 
 def test_episode_events_are_routed_by_severity_and_sensor_and_validate(tmp_path: Path) -> None:

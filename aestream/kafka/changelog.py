@@ -1,0 +1,96 @@
+"""A compacted changelog topic for state that belongs to input partitions (kafka-python).
+
+State made while reading input partition ``p`` (of any input topic) is written, keyed by sensor, to partition ``p``
+of the changelog with the input topic in a header, through the worker's own producer, so it is flushed before the
+offsets it reflects are committed. A worker given input partitions reads their changelog partitions to the end and
+restores the newest value of each key before its first record (as Kafka Streams restores a state store). The
+topic is created compacted (``cleanup.policy=compact``) with as many partitions as the largest input topic when
+it is missing, and grown when an input topic grew.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import TopicAlreadyExistsError
+
+from aestream.config import KafkaConfig
+from aestream.kafka.kafka_python import client_options
+from aestream.stream.messages import Outgoing, Partition
+
+__all__ = ["SOURCE_TOPIC_HEADER", "KafkaChangelog"]
+
+log = logging.getLogger(__name__)
+
+SOURCE_TOPIC_HEADER = "aestream.source.topic"
+
+
+class KafkaChangelog:
+    """The changelog ``topic`` of the consumer group configured in ``cfg``."""
+
+    def __init__(self, cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> None:
+        self.cfg, self.topic, self.timeout_s = cfg, topic, timeout_s
+        self._ready = False
+
+    def record(self, part: Partition, key: str, value: bytes) -> Outgoing:
+        """The message that writes ``key``'s state made on input partition ``part``."""
+        return Outgoing(self.topic, value, key.encode(), [(SOURCE_TOPIC_HEADER, part[0].encode())], part[1])
+
+    def restore(self, parts: list[Partition]) -> dict[str, bytes]:
+        """The newest value of every key written for the input partitions ``parts`` (tombstones remove)."""
+        if not parts:
+            return {}
+        self._ensure()
+        wanted = {p: {t for t, q in parts if q == p} for _, p in parts}
+        consumer = KafkaConsumer(**client_options(self.cfg), group_id=None, enable_auto_commit=False)
+        try:
+            tps = [TopicPartition(self.topic, p) for p in sorted(wanted)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            ends = consumer.end_offsets(tps)
+            state: dict[str, bytes] = {}
+            deadline = time.monotonic() + self.timeout_s
+            while any(consumer.position(tp) < ends[tp] for tp in tps):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"restoring {self.topic} partitions {sorted(wanted)} took over "
+                                       f"{self.timeout_s:.0f} s")
+                for tp, msgs in consumer.poll(timeout_ms=500).items():
+                    for m in msgs:
+                        source = dict(m.headers or []).get(SOURCE_TOPIC_HEADER, b"").decode()
+                        if m.key is None or source not in wanted[tp.partition]:
+                            continue
+                        if m.value is None:
+                            state.pop(m.key.decode(), None)
+                        else:
+                            state[m.key.decode()] = m.value
+        finally:
+            consumer.close()
+        log.info("restored %d key(s) of %s for %s", len(state), self.topic, parts)
+        return state
+
+    def _ensure(self) -> None:
+        """Create the topic (compacted) or grow it to the input topics' largest partition count."""
+        if self._ready:
+            return
+        admin = KafkaAdminClient(**client_options(self.cfg), request_timeout_ms=int(self.timeout_s * 1000))
+        consumer = KafkaConsumer(**client_options(self.cfg), group_id=None)
+        try:
+            need = max(len(consumer.partitions_for_topic(t) or ()) for t in self.cfg.input_topics) or 1
+            have = len(consumer.partitions_for_topic(self.topic) or ())
+            if not have:
+                try:
+                    admin.create_topics({self.topic: {"num_partitions": need,
+                                                      "configs": {"cleanup.policy": "compact"}}},
+                                        timeout_ms=int(self.timeout_s * 1000), wait_for_metadata=True)
+                    log.info("created the changelog topic %s (%d partitions, compacted)", self.topic, need)
+                except TopicAlreadyExistsError:
+                    pass
+            elif have < need:
+                admin.create_partitions({self.topic: need})
+                log.info("grew the changelog topic %s to %d partitions", self.topic, need)
+        finally:
+            consumer.close()
+            admin.close()
+        self._ready = True
