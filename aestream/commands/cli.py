@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from aestream.config import Config, load_config
 from aestream.errors import AestreamError
 from aestream.ops.logs import configure_logging
@@ -135,7 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = _load(args.config)
         configure_logging(args.log_level or cfg.ops.log_level, args.log_json or cfg.ops.log_json)
-        return int(_COMMANDS[args.command](cfg, args) or 0)
+        with logging_redirect_tqdm():  # log lines print above a progress bar, not through it
+            return int(_COMMANDS[args.command](cfg, args) or 0)
     except AestreamError as e:
         print(f"aestream: error: {e}", file=sys.stderr)
         return 2
@@ -163,9 +166,12 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.models.store import ModelStore
     from aestream.retrain.retrainer import Retrainer, open_reservoir
+    from aestream.training.fit import with_progress
+    from aestream.training.from_windows import train_bundle_from_windows
 
     reservoir, _ = open_reservoir(cfg)
-    outcome = Retrainer(cfg, reservoir, ModelStore(cfg.paths.model_dir)).run_once(force=True)
+    trainer = with_progress(train_bundle_from_windows)  # a bar on the terminal, also from the training subprocess
+    outcome = Retrainer(cfg, reservoir, ModelStore(cfg.paths.model_dir), trainer=trainer).run_once(force=True)
     print(json.dumps(outcome.to_dict()))
     return 0 if outcome.status == "published" else 1
 
@@ -174,12 +180,14 @@ def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.models.store import ModelStore
     from aestream.training.build import train_bundle
     from aestream.training.datasets import read_segments, read_table
+    from aestream.training.fit import progress_bars
 
     if args.family:
         cfg = cfg.replace(model={"family": args.family})
     frame = read_table(args.input, args.sep)
     segments = read_segments(frame, cfg.stream.channels, args.ts_column, args.sensor_column, cfg.stream.max_gap_ms)
-    bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": str(args.input)})
+    with progress_bars():  # on stderr, when it is a terminal
+        bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": str(args.input)})
     version = ModelStore(cfg.paths.model_dir).publish(bundle)
     print(json.dumps({"version": version, "family": bundle.family, "threshold": bundle.threshold,
                       "model_dir": cfg.paths.model_dir}))

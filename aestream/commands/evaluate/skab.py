@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from aestream.commands.evaluate.metrics import (
     ChangepointMatch,
@@ -34,8 +36,8 @@ from aestream.commands.evaluate.metrics import (
     nab_score,
 )
 from aestream.config import ModelConfig, ThresholdConfig
-from aestream.errors import DataError
 from aestream.detect.thresholds import AlarmRule, causal_smooth
+from aestream.errors import DataError
 from aestream.training.build import calibrate_threshold, fit_from_config
 from aestream.training.fit import sliding_windows
 
@@ -186,7 +188,7 @@ def evaluate_folder(
     """Run the protocol on every file of a SKAB folder: the metrics dict and each file's result."""
     model_cfg, threshold_cfg = model_cfg or ModelConfig(), threshold_cfg or ThresholdConfig()
     t0, results = time.monotonic(), []
-    for f in list_skab_files(path):
+    for f in tqdm(list_skab_files(path), desc="SKAB", unit="file", file=sys.stderr, leave=False, disable=None):
         r = detect_file(load_skab_file(f), model_cfg, threshold_cfg, window_size, name=f.stem, n_train=n_train,
                         input_smoothing=input_smoothing)
         log.info("SKAB %s: %d test points, threshold %.4g, %d predicted anomalous", f.name, len(r.pred),
