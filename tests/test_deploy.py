@@ -131,6 +131,10 @@ def test_compose_runs_official_kafka_in_kraft_mode_the_worker_from_the_dockerfil
     prom_cfg = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     (job,) = [j for j in prom_cfg["scrape_configs"] if j["job_name"] == "aestream"]
     assert job["dns_sd_configs"][0]["names"] == ["worker"]
+    # the alerting rules are mounted where prometheus.yml's relative rule_files entry points, and name its job
+    (rules,) = prom_cfg["rule_files"]
+    assert (DEPLOY / rules).is_file() and f"./{rules}:/etc/prometheus/{rules}:ro" in prom["volumes"]
+    assert 'up{job="aestream"}' in (DEPLOY / rules).read_text()
 
 
 def test_every_kubernetes_file_parses_and_the_kustomizations_list_existing_files() -> None:
