@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aestream",
         description="Streaming sensor anomaly detection with torch autoencoders on Kafka.",
-        epilog="Configuration: config.toml (see the README's config reference). Bad config exits with code 2.",
+        epilog="Configuration: config.toml (every key: docs/configuration.md). Bad config exits with code 2.",
     )
     p.add_argument("--config", "-c", default=None,
                    help=f"path to the TOML config (default: ./{DEFAULT_CONFIG} if present, else built-in defaults)")
