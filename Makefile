@@ -20,17 +20,18 @@ kafka:  ## fetch the Apache Kafka jars from Maven Central (cached in deploy/kafk
 
 promtool: $(BIN)/promtool  ## promtool for the alerting rules' tests: from PATH, else unpacked from the Debian package prometheus
 
+# Without apt-get (not Debian/Ubuntu) the rules' tests skip, except under CI=true, where they fail.
 $(BIN)/promtool: | $(STAMP)
-	bash deploy/prometheus/promtool.sh $(BIN)
+	bash deploy/prometheus/promtool.sh $(BIN) || { [ -z "$$CI" ] && echo "make: no promtool: its tests will skip" >&2; }
 
 demo: install kafka  ## the whole pipeline on a simulated plant (starts a local broker on 127.0.0.1:19092)
 	$(BIN)/aestream --log-level WARNING demo
 
 test: install kafka promtool  ## every test: unit, doctests and integration against a real broker the tests start
-	$(BIN)/python -m pytest
+	PROMTOOL=$(abspath $(BIN))/promtool $(BIN)/python -m pytest
 
 test-unit: install promtool  ## only the tests that need no broker
-	$(BIN)/python -m pytest -m "not integration"
+	PROMTOOL=$(abspath $(BIN))/promtool $(BIN)/python -m pytest -m "not integration"
 
 bench: install kafka  ## throughput, latency and memory against a real broker; last line is one JSON object
 	$(BIN)/python benchmarks/throughput.py
