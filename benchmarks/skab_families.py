@@ -1,15 +1,14 @@
-"""SKAB results of every autoencoder family with the recommended settings, plus the all-positive baseline.
+"""SKAB results of every autoencoder family with the shipped settings, plus the all-positive baseline.
 
-    python benchmarks/skab_families.py /path/to/skab/valve1 [--threads 1]
+    python benchmarks/skab_families.py /path/to/skab [--threads 1] [--config config.toml]
 
 Prints a markdown table (F1 / FAR % / MAR % / NAB standard / mean delay / seconds). Each family runs through the
-worker's own path (fit_scorer → Scorer → calibrated threshold → AlarmRule); see aestream.commands.evaluate.skab.
+daemon's own detector in process (``aestream evaluate skab``: the worker with per-sensor baselines).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 
@@ -17,14 +16,8 @@ import numpy as np
 import torch
 
 from aestream.commands.evaluate.skab import FileResult, evaluate_folder, list_skab_files, load_skab_file, skab_metrics
-from aestream.config import ModelConfig, ThresholdConfig
+from aestream.config import load_config
 
-WINDOW_SIZE = 40
-INPUT_SMOOTHING = 5
-MODEL = ModelConfig(family="conv", latent_size=8, hidden_size=64, epochs=60, learning_rate=1e-3, seed=0,
-                    validation_fraction=0.3, device="cpu", detrend_channels=("Temperature", "Thermocouple"),
-                    score_reduce="mean")
-THRESHOLD = ThresholdConfig(method="quantile", quantile=0.999, factor=2.5, smoothing=1, k=1, n=20)
 FAMILIES = ("vanilla", "sparse", "contractive", "denoising", "conv")
 
 
@@ -46,18 +39,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: the models are tiny; 2 threads on a busy 2-core host thrash)")
     ap.add_argument("--families", nargs="*", default=list(FAMILIES))
+    ap.add_argument("--config", default="config.toml", help="the config (default: the shipped config.toml)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    cfg = load_config(args.config).replace(model={"device": "cpu", "torch_threads": args.threads})
     rows = []
     for family in args.families:
         t0 = time.monotonic()
-        model = dataclasses.replace(MODEL, family=family, torch_threads=args.threads)
-        m, _ = evaluate_folder(args.folder, model, THRESHOLD, WINDOW_SIZE, input_smoothing=INPUT_SMOOTHING)
+        m, _ = evaluate_folder(args.folder, cfg.replace(model={"family": family}))
         rows.append((family, m, time.monotonic() - t0))
     rows.append(("all-positive baseline", all_positive(args.folder), 0.0))
-    print(f"SKAB {args.folder}: window_size={WINDOW_SIZE}, input_smoothing={INPUT_SMOOTHING}, {MODEL.score_reduce} "
-          f"score, threshold {THRESHOLD.factor} × q{THRESHOLD.quantile}, k={THRESHOLD.k} of n={THRESHOLD.n}\n")
+    t, s = cfg.threshold, cfg.stream
+    print(f"SKAB {args.folder}: window_size={s.window_size}, baselines {cfg.baselines.mode}, threshold {t.factor} × "
+          f"q{t.quantile}, k={t.k} of n={t.n}\n")
     print("| detector | F1 | FAR % | MAR % | NAB standard | NAB lowFP | NAB lowFN | mean delay s | time s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, m, secs in rows:

@@ -94,6 +94,14 @@ def test_the_dockerfile_installs_the_torch_that_pyproject_asks_for() -> None:
     assert _arg_default(_dockerfile(), "TORCH_SPEC").replace(" ", "") == torch.replace(" ", "")
 
 
+def test_the_image_copies_every_file_the_package_build_reads() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    needed = ["pyproject.toml", project["readme"], *project.get("license-files", [])]
+    copied = {w for line in _dockerfile()["COPY"] for w in shlex.split(line)[:-1]}
+    kept = {line[1:] for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if line.startswith("!")}
+    assert [f for f in needed if f not in copied or f not in kept] == []
+
+
 def test_the_metrics_port_of_config_toml_is_the_one_every_deploy_file_uses() -> None:
     assert _dockerfile()["EXPOSE"] == [str(METRICS_PORT)]
     worker = _compose()["services"]["worker"]
@@ -131,6 +139,10 @@ def test_compose_runs_official_kafka_in_kraft_mode_the_worker_from_the_dockerfil
     prom_cfg = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     (job,) = [j for j in prom_cfg["scrape_configs"] if j["job_name"] == "aestream"]
     assert job["dns_sd_configs"][0]["names"] == ["worker"]
+    # the alerting rules are mounted where prometheus.yml's relative rule_files entry points, and name its job
+    (rules,) = prom_cfg["rule_files"]
+    assert (DEPLOY / rules).is_file() and f"./{rules}:/etc/prometheus/{rules}:ro" in prom["volumes"]
+    assert 'up{job="aestream"}' in (DEPLOY / rules).read_text()
 
 
 def test_every_kubernetes_file_parses_and_the_kustomizations_list_existing_files() -> None:

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from aestream.config import Config, load_config
 from aestream.errors import AestreamError
 from aestream.ops.logs import configure_logging
@@ -26,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aestream",
         description="Streaming sensor anomaly detection with torch autoencoders on Kafka.",
-        epilog="Configuration: config.toml (see the README's config reference). Bad config exits with code 2.",
+        epilog="Configuration: config.toml (every key: docs/configuration.md). Bad config exits with code 2.",
     )
     p.add_argument("--config", "-c", default=None,
                    help=f"path to the TOML config (default: ./{DEFAULT_CONFIG} if present, else built-in defaults)")
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="publish a synthetic multi-sensor stream with injected anomalies",
                        description="Publish readings of a simulated plant to the first input topic, with "
-                                   "anomalies at known times; prints each injected anomaly as a JSON line.")
+                                   "anomalies at known times after the sensors' calibration "
+                                   "(baselines.n_readings); prints each injected anomaly as a JSON line.")
     s.add_argument("--sensors", type=int, default=6, help="number of sensors (default 6)")
     s.add_argument("--steps", type=int, default=900, help="readings per sensor (default 900)")
     s.add_argument("--anomalies", type=int, default=3, help="anomalies to inject (default 3)")
@@ -145,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = _load(args.config)
         configure_logging(args.log_level or cfg.ops.log_level, args.log_json or cfg.ops.log_json)
-        return int(_COMMANDS[args.command](cfg, args) or 0)
+        with logging_redirect_tqdm():  # log lines print above a progress bar, not through it
+            return int(_COMMANDS[args.command](cfg, args) or 0)
     except AestreamError as e:
         print(f"aestream: error: {e}", file=sys.stderr)
         return 2
@@ -173,9 +177,12 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.models.store import ModelStore
     from aestream.retrain.retrainer import Retrainer, open_reservoir
+    from aestream.training.build import train_bundle_from_windows
+    from aestream.training.fit import with_progress
 
     reservoir, _ = open_reservoir(cfg)
-    outcome = Retrainer(cfg, reservoir, ModelStore(cfg.paths.model_dir)).run_once(force=True)
+    trainer = with_progress(train_bundle_from_windows)  # a bar on the terminal, also from the training subprocess
+    outcome = Retrainer(cfg, reservoir, ModelStore(cfg.paths.model_dir), trainer=trainer).run_once(force=True)
     print(json.dumps(outcome.to_dict()))
     return 0 if outcome.status == "published" else 1
 
@@ -184,12 +191,14 @@ def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.models.store import ModelStore
     from aestream.training.build import train_bundle
     from aestream.training.datasets import read_segments, read_table
+    from aestream.training.fit import progress_bars
 
     if args.family:
         cfg = cfg.replace(model={"family": args.family})
     frame = read_table(args.input, args.sep)
     segments = read_segments(frame, cfg.stream.channels, args.ts_column, args.sensor_column, cfg.stream.max_gap_ms)
-    bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": str(args.input)})
+    with progress_bars():  # on stderr, when it is a terminal
+        bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": str(args.input)})
     version = ModelStore(cfg.paths.model_dir).publish(bundle)
     print(json.dumps({"version": version, "family": bundle.family, "threshold": bundle.threshold,
                       "model_dir": cfg.paths.model_dir}))
@@ -207,8 +216,14 @@ def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
     plant = Plant(args.sensors, cfg.stream.channels, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     length = max(cfg.stream.window_size * 2, 30)
+    # after each sensor's calibration (its baseline learns from its first readings, which must be normal)
+    first = length + (cfg.baselines.n_readings * cfg.stream.stride if cfg.baselines.mode != "off" else 0)
+    if args.anomalies and args.steps < first + 2 * length:
+        raise AestreamError(f"--steps {args.steps} leaves no room for anomalies after the sensors' calibration "
+                            f"({cfg.baselines.n_readings} readings, baselines.n_readings): use --steps "
+                            f"{first + 2 * length} or more")
     plan = [(int(rng.integers(args.sensors)), KINDS[i % len(KINDS)],
-             int(rng.integers(length, max(args.steps - 2 * length, length + 1))), length)
+             int(rng.integers(first, max(args.steps - 2 * length, first + 1))), length)
             for i in range(args.anomalies)]
     start_ms = int(time.time() * 1000) - args.steps * plant.period_ms
     readings = plant.readings(args.steps, start_ms, plan)

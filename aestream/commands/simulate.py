@@ -6,7 +6,7 @@ cycle drives every channel (with channel-specific gains and lags), plus gaussian
 
 * ``shift``: a sustained offset of several noise widths on one or two channels,
 * ``decouple``: one channel stops following the cycle (it freezes at its value),
-* ``oscillation``: a fast oscillation appears on one channel.
+* ``oscillation``: a fast oscillation (period :data:`OSCILLATION_PERIOD` readings) appears on one channel.
 
 >>> plant = Plant(n_sensors=2, channels=("a", "b"), seed=1)
 >>> data = plant.readings(n_steps=5, start_ms=1_767_225_600_000)
@@ -21,9 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KINDS", "Injected", "Plant"]
+__all__ = ["KINDS", "OSCILLATION_PERIOD", "Injected", "Plant"]
 
 KINDS = ("shift", "decouple", "oscillation")
+# Six times faster than the plant's cycle. Not 5: a trailing mean of 5 readings (the shipped model.input_smoothing)
+# averages a period-5 oscillation away entirely, and one of 10 keeps 65 % of its amplitude.
+OSCILLATION_PERIOD = 10.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class Plant:
             series[seg, picks] = series[start - step0, picks]
         else:
             k = np.arange(length)[:, None]
-            series[seg, picks] += 1.2 * scale * np.sin(2 * np.pi * k / 5.0)
+            series[seg, picks] += 1.2 * scale * np.sin(2 * np.pi * k / OSCILLATION_PERIOD)
         inj = Injected(self.sensors[sensor], kind, start_ms + start * self.period_ms,
                        start_ms + (start + length - 1) * self.period_ms, tuple(self.channels[i] for i in picks))
         self.injected.append(inj)

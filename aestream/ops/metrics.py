@@ -1,5 +1,5 @@
 """Prometheus metrics of a worker, in a registry of their own (so tests and several workers in one process never
-collide). Every name starts with ``aestream_``; the README lists them.
+collide). Every name starts with ``aestream_``; docs/operations.md lists them.
 
 The worker loop feeds them through :func:`aestream.ops.instrument.instrument`; the retraining job calls
 :meth:`Metrics.retrain` and alert sinks call :meth:`Metrics.webhook_failure`.

@@ -1,29 +1,66 @@
 """Fitting an autoencoder on normal readings: preprocessing, validation split, early stopping, calibration.
 
-Deterministic on CPU for a given seed. Progress goes to the log (one line every few epochs).
+Deterministic on CPU for a given seed. Progress goes to the log (one line every few epochs), or, inside
+:func:`progress_bars` (what the commands use), to a bar over the epochs on stderr.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from aestream.detect.features import Preprocessor
 from aestream.detect.scoring import Scorer, resolve_device
 from aestream.errors import DataError
 from aestream.models import Autoencoder, build_model
 
-__all__ = ["TrainResult", "fit_scorer", "sliding_windows"]
+__all__ = ["TrainResult", "fit_scorer", "progress_bars", "sliding_windows", "with_progress"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_PROGRESS: ContextVar[bool | None] = ContextVar("aestream_training_progress", default=False)
+
+
+@contextmanager
+def progress_bars(show: bool | None = None) -> Iterator[None]:
+    """Within this block :func:`fit_scorer` draws a bar over its epochs on stderr instead of logging them:
+    ``show=None`` when stderr is a terminal (the commands' choice), ``True`` always, ``False`` never. Outside it
+    (the worker's scheduled retraining, the tests) training only logs.
+
+    >>> with progress_bars(False):
+    ...     _PROGRESS.get()
+    False
+    """
+    token = _PROGRESS.set(show)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def with_progress(fn: Callable[..., T], show: bool | None = None) -> Callable[..., T]:
+    """``fn`` run inside :func:`progress_bars`; picklable when ``fn`` is, so it can train in a spawned process
+    (``aestream retrain`` in the foreground hands it to the retrainer)."""
+    return functools.partial(_call_with_progress, fn, show)
+
+
+def _call_with_progress(fn: Callable[..., T], show: bool | None, *args: Any, **kwargs: Any) -> T:
+    with progress_bars(show):
+        return fn(*args, **kwargs)
 
 
 def sliding_windows(segment: np.ndarray, window_size: int, stride: int = 1) -> np.ndarray:
@@ -137,7 +174,18 @@ def _optimise(
 ) -> tuple[dict[str, torch.Tensor], list[float]]:
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
+    show = _PROGRESS.get()
+    bar = tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr, leave=False, dynamic_ncols=True,
+               disable=None if show is None else not show)
+    with bar:
+        return _epochs(model, opt, gen, xt, xv, epochs, batch_size, patience, bar)
+
+
+def _epochs(model: Autoencoder, opt: torch.optim.Optimizer, gen: torch.Generator, xt: torch.Tensor,
+            xv: torch.Tensor, epochs: int, batch_size: int, patience: int,
+            bar: tqdm) -> tuple[dict[str, torch.Tensor], list[float]]:
     best_loss, best_state, stale, history = math.inf, _copy_state(model), 0, []
+    level = logging.INFO if bar.disable else logging.DEBUG  # a bar on the terminal says it already
     for epoch in range(epochs):
         model.train()
         for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
@@ -152,14 +200,16 @@ def _optimise(
         with torch.no_grad():
             val_loss = float(torch.nn.functional.mse_loss(model(xv), xv))
         history.append(round(val_loss, 6))
+        bar.update()
+        bar.set_postfix(val_loss=f"{val_loss:.5f}", refresh=False)
         if epoch % 10 == 0 or epoch == epochs - 1:
-            log.info("epoch %d/%d: validation loss %.5f", epoch + 1, epochs, val_loss)
+            log.log(level, "epoch %d/%d: validation loss %.5f", epoch + 1, epochs, val_loss)
         if val_loss < best_loss - 1e-7:
             best_loss, best_state, stale = val_loss, _copy_state(model), 0
         else:
             stale += 1
             if stale >= patience:
-                log.info("early stop at epoch %d: no improvement for %d epochs", epoch + 1, patience)
+                log.log(level, "early stop at epoch %d: no improvement for %d epochs", epoch + 1, patience)
                 break
     return best_state, history
 

@@ -1,4 +1,4 @@
-"""Late and out-of-order data, per the documented time policy (README "Time, gaps and late data"):
+"""Late and out-of-order data, per the documented time policy (docs/formats.md "Time, gaps and late data"):
 
 * allowed lateness is zero per sensor: a reading whose ``ts`` is not after the sensor's previous accepted one is
   dropped and counted (``late``), never dead-lettered and never reorders a window;

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from aestream.app import build_app
 from aestream.commands.evaluate.metrics import (
@@ -129,7 +130,7 @@ class _Experiment:
 
 def _experiments(files: Sequence[Path], root: Path, channels: Sequence[str]) -> list[_Experiment]:
     out = []
-    for f in files:
+    for f in tqdm(files, desc="SKAB", unit="file", file=sys.stderr, leave=False, disable=None):
         frame = load_skab_file(f)
         missing = [c for c in channels if c not in frame.columns]
         if missing:

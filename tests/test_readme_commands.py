@@ -1,0 +1,217 @@
+"""Every command the README shows is run by a test, as a subprocess, with the shipped config.toml unchanged.
+
+The README's shell blocks hold only ``aestream …`` and ``make …`` lines; each of those, and each such command in
+the prose, is mapped in :data:`COVERED` to the test that runs it (``make demo`` and ``make test`` are exempt: the
+first is the demo, whose story tests/integration/test_demo.py checks on a small model, the second is this suite).
+The "Running it on your data" block is run as written: in a private working directory holding a byte-for-byte copy
+of config.toml (so its var/ paths are private), against a private real broker that the environment variable
+AESTREAM_KAFKA_BOOTSTRAP_SERVERS points the shipped config at. ``aestream X`` runs as ``python -m aestream X``:
+the console script calls the same ``main``, and this way the checkout under test is the one that runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from aestream.commands.simulate import Plant
+from aestream.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
+YOUR_DATA = "Running it on your data"
+EXEMPT = "exempt"
+
+COVERED = {
+    "make demo": f"{EXEMPT}: the whole demo; tests/integration/test_demo.py checks its story on a small model",
+    "make test": f"{EXEMPT}: this test suite",
+    "aestream train --input normal.csv": "test_running_it_on_your_data_as_written",
+    "aestream run": "test_running_it_on_your_data_as_written",
+    "aestream simulate --sensors 6 --anomalies 3": "test_running_it_on_your_data_as_written",
+    "aestream models list": "test_running_it_on_your_data_as_written",
+    "aestream models rollback": "test_running_it_on_your_data_as_written",
+    "aestream report --topic anomalies --out report.html": "test_running_it_on_your_data_as_written",
+}
+
+
+def _strip_comment(line: str) -> str:
+    """The command without its trailing ``# comment`` (a ``#`` outside quotes)."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=False)
+    lexer.whitespace_split, lexer.commenters = True, "#"
+    return " ".join(lexer)
+
+
+def shell_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """``(section, commands)`` of each fenced shell block, comments and blank lines left out."""
+    blocks, section, lang, lines = [], "", None, []
+    for line in text.splitlines():
+        if lang is None and line.startswith("## "):
+            section = line[3:].strip()
+        if line.startswith("```"):
+            if lang is None:
+                lang, lines = line[3:].strip(), []
+            else:
+                if lang in SHELL_LANGUAGES:
+                    blocks.append((section, [c for c in map(_strip_comment, lines) if c]))
+                lang = None
+        elif lang is not None:
+            lines.append(line)
+    return blocks
+
+
+def prose_commands(text: str) -> list[str]:
+    """``aestream …`` and ``make …`` commands quoted as inline code outside fenced blocks."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.findall(r"`((?:aestream|make) [^`]+)`", prose)
+
+
+def readme_commands() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    return [c for _, cmds in shell_blocks(text) for c in cmds] + prose_commands(text)
+
+
+def test_the_readme_shell_blocks_hold_only_aestream_and_make_commands() -> None:
+    blocks = shell_blocks(README.read_text(encoding="utf-8"))
+    assert len(blocks) >= 2
+    for section, commands in blocks:
+        for command in commands:
+            assert command.split()[0] in ("aestream", "make"), f"{section}: {command!r} is run by no test"
+
+
+def test_every_readme_command_is_mapped_to_a_test_that_exists_and_no_mapping_is_stale() -> None:
+    shown = set(readme_commands())
+    assert shown - set(COVERED) == set(), "commands the README shows that no test runs"
+    assert set(COVERED) - shown == set(), "mapped commands the README no longer shows"
+    for command, test in COVERED.items():
+        assert test.startswith(EXEMPT) or callable(globals().get(test)), (command, test)
+    assert {c for c, t in COVERED.items() if t.startswith(EXEMPT)} == {"make demo", "make test"}
+
+
+def test_the_helpers_find_commands_and_drop_comments() -> None:
+    text = ("## A\n```bash\naestream run   # the worker\n\nmake x  # y\n```\n```json\n{\"a\": 1}\n```\n"
+            "see `aestream b`\n")
+    assert shell_blocks(text) == [("A", ["aestream run", "make x"])]
+    assert prose_commands(text) == ["aestream b"]
+
+
+# -- "Running it on your data", as written -------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def private_broker(tmp_path_factory: pytest.TempPathFactory, free_port_pair: int) -> Iterator[str]:
+    """A broker of this test alone: the shipped config's fixed topic and group names touch no other test."""
+    workdir = tmp_path_factory.mktemp("kafka-readme")
+    subprocess.run(["bash", str(KAFKA_SH), "start", str(free_port_pair), str(workdir)], check=True)
+    try:
+        yield f"127.0.0.1:{free_port_pair}"
+    finally:
+        subprocess.run(["bash", str(KAFKA_SH), "stop", str(workdir)], check=False)
+
+
+def _argv(command: str) -> list[str]:
+    words = shlex.split(command)
+    assert words[0] == "aestream"
+    return [sys.executable, "-m", "aestream", *words[1:]]
+
+
+def _write_normal_csv(path: Path, channels: tuple[str, ...], n_steps: int = 400) -> None:
+    """Normal readings of the plant `aestream simulate` publishes (same seed, so the same machines), as a user's
+    file: ts (epoch ms), sensor, one column per channel."""
+    plant = Plant(6, channels, seed=0)
+    rows = [",".join(["ts", "sensor", *channels])]
+    for sensor, ts, values in plant.readings(n_steps, 1_767_225_600_000):
+        rows.append(",".join([str(ts), sensor, *map(str, values)]))
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _events(bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool],
+            timeout_s: float = 180.0) -> list[dict[str, Any]]:
+    """The events on ``topic`` from the beginning, once ``done(events)`` holds (or at the timeout)."""
+    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
+    deadline, events = time.monotonic() + timeout_s, []
+    try:
+        while not consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=2000)
+            events += [json.loads(m.value) for msgs in batch.values() for m in msgs]
+            if done(events):
+                break
+    finally:
+        consumer.close()
+    return events
+
+
+def _found(injected: dict[str, Any], events: list[dict[str, Any]], slack_ms: int) -> bool:
+    """An anomaly event of the injected anomaly's sensor ends inside it or up to ``slack_ms`` after it."""
+    return any(e["sensor"] == injected["sensor"] and injected["start_ms"] <= e["window_end_ms"] <= injected["end_ms"]
+               + slack_ms for e in events)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_running_it_on_your_data_as_written(private_broker: str, tmp_path: Path) -> None:
+    (_, commands), = [b for b in shell_blocks(README.read_text(encoding="utf-8")) if b[0] == YOUR_DATA]
+    train, run, simulate, models_list, rollback, report = commands
+    assert (train.split()[1], run, simulate.split()[1], models_list, rollback, report.split()[1]) == (
+        "train", "aestream run", "simulate", "aestream models list", "aestream models rollback", "report")
+    shutil.copyfile(ROOT / "config.toml", tmp_path / "config.toml")
+    assert (tmp_path / "config.toml").read_bytes() == (ROOT / "config.toml").read_bytes()
+    cfg = load_config(tmp_path / "config.toml", environ={})
+    _write_normal_csv(tmp_path / "normal.csv", tuple(cfg.stream.channels))
+    env = {**os.environ, "AESTREAM_KAFKA_BOOTSTRAP_SERVERS": private_broker, "PYTHONPATH": str(ROOT)}
+    slack_ms = (cfg.stream.window_size + cfg.threshold.n * cfg.stream.stride) * 1000  # a window and the alarm's hold
+
+    def sh(command: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(_argv(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    trained = json.loads(sh(train).stdout)
+    assert trained["version"] == "v0001" and trained["family"] == cfg.model.family
+    assert (tmp_path / "var" / "models" / "v0001").is_dir()
+
+    worker = subprocess.Popen(_argv(run), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        truth = [json.loads(line) for line in sh(simulate).stdout.splitlines() if line.startswith("{")]
+        assert len(truth) == 3
+        events = _events(private_broker, cfg.kafka.output_topic,
+                         lambda ev: all(_found(i, ev, slack_ms) for i in truth))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err[-3000:]  # SIGTERM: finish the batch, flush, commit, exit 0
+    missed = [i for i in truth if not _found(i, events, slack_ms)]
+    assert missed == [], [(e["sensor"], e["window_end_ms"], e["ratio"]) for e in events
+                          if e["sensor"] in {i["sensor"] for i in missed}]
+    assert all(e["model_version"] == "v0001" and e["type"] == "anomaly" for e in events)
+
+    assert re.search(r"^\* v0001 ", sh(models_list).stdout, re.M)
+    assert json.loads(sh(train).stdout)["version"] == "v0002"  # new normal data, a new version
+    assert sh(rollback).stdout.strip() == "current version is now v0001"
+    listed = sh(models_list).stdout
+    assert re.search(r"^\* v0001 ", listed, re.M) and re.search(r"^  v0002 ", listed, re.M)
+
+    page = Path(sh(report).stdout.strip())
+    assert page == Path("report.html") and (tmp_path / page).is_file()
+    html = (tmp_path / page).read_text()
+    assert all(inj["sensor"] in html for inj in truth)
