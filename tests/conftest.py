@@ -19,6 +19,7 @@ from aestream.stream.messages import Partition, Record
 from aestream.training.build import train_bundle
 
 sys.path.insert(0, str(Path(__file__).parent / "faults"))
+sys.path.insert(0, str(Path(__file__).parent / "evaluate"))  # skabdata: synthetic SKAB files
 from faultkit import free_port  # one helper for both (the fault kit is also run by path by benchmarks/soak.py)
 
 ROOT = Path(__file__).resolve().parents[1]
