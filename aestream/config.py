@@ -100,6 +100,8 @@ class StreamConfig:
     max_message_bytes: int = 1_000_000
     max_readings_per_message: int = 10_000
     sensor_ttl_s: float = 3_600.0
+    max_future_ms: int = 300_000
+    n_late_report: int = 100
 
     def __post_init__(self) -> None:
         _require(len(self.channels) > 0, "stream.channels", self.channels, "list at least one channel")
@@ -112,6 +114,10 @@ class StreamConfig:
         _require(self.stride_ms >= 0, "stream.stride_ms", self.stride_ms, "use 0 (off) or a positive number of ms")
         _require(self.stride_ms == 0 or self.stride == 1, "stream.stride", self.stride,
                  f"use 1 with stream.stride_ms = {self.stride_ms} (the grid replaces the count), or stride_ms = 0")
+        _require(self.max_future_ms >= 0, "stream.max_future_ms", self.max_future_ms,
+                 "use 0 (off) or a positive number of ms, e.g. 300000 (5 minutes)")
+        _require(self.n_late_report >= 0, "stream.n_late_report", self.n_late_report,
+                 "use 0 (never) or a positive number of readings")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,6 +34,7 @@ from aestream.kafka.protocols import ModelSource, Sink, Source
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import Block, Columns, ReadingDecoder
 from aestream.stream.events import anomaly_event, encode_event
+from aestream.stream.lateness import LateReport, LateWatch
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import PhaseCheckpoint
 from aestream.stream.stages import Scored, Stage
@@ -56,6 +58,8 @@ class StepStats:
     replayed: int = 0
     model_version: str = ""
     events_out: list[dict[str, Any]] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)  # dead letters by kind (InvalidReading.kind)
+    late_by_sensor: dict[str, int] = field(default_factory=dict)  # this step only: not kept in the totals
 
 
 class WorkerObserver:
@@ -92,6 +96,7 @@ class Worker:
         *,
         device: str = "cpu",
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         model_check_interval_s: float = 1.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         stages: Iterable[Stage] = (),
@@ -103,12 +108,14 @@ class Worker:
         self.models = models
         self.device = device
         self.clock = clock
+        self.wall_clock = wall_clock  # bounds how far event time may run ahead (stream.max_future_ms)
         self.model_check_interval_s = model_check_interval_s
         self.on_event = on_event
         self.stages = list(stages)
         self.observers = list(observers)
         s = cfg.stream
-        self.decoder = ReadingDecoder(s.channels, s.max_message_bytes, s.max_readings_per_message)
+        self.decoder = ReadingDecoder(s.channels, s.max_message_bytes, s.max_readings_per_message, s.max_future_ms)
+        self.lateness = LateWatch(s.n_late_report)
         self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
         self._sensor_partition: dict[str, Partition] = {}
         self._stop = threading.Event()
@@ -264,16 +271,35 @@ class Worker:
             self.phases.restore({(r.topic, r.partition) for r in records})
         self._window(records, closed, stats, now)
         scored = self._score(closed, stats) if closed else []
+        late = self._late_reports(stats, now)
         for stage in self.stages:
-            for msg in (stage.on_scored(scored) if scored else []) + stage.on_tick(now):
+            for msg in (stage.on_scored(scored) if scored else []) + stage.on_tick(now) + (
+                    stage.on_late(late) if late else []):
                 self.sink.send(msg)
         return stats
+
+    def _late_reports(self, stats: StepStats, now: float) -> list[LateReport]:
+        """The sensors that just reached ``stream.n_late_report`` late readings within a minute, logged."""
+        if not stats.late_by_sensor:
+            return []
+        reports = self.lateness.observe(stats.late_by_sensor, now, int(self.wall_clock() * 1000))
+        if reports:
+            log.warning("%s within %.0f s (stream.n_late_report = %d): each was not after its sensor's newest "
+                        "reading (duplicates, retries, or a clock fault at the source)",
+                        ", ".join(f"sensor {r.sensor} dropped {r.n_late} late readings" for r in reports[:10])
+                        + (f" and {len(reports) - 10} more sensors" if len(reports) > 10 else ""),
+                        reports[0].period_s, self.lateness.n_report)
+        return reports
 
     def _window(self, records: list[Record], closed: list[tuple[Window, Record]], stats: StepStats,
                 now: float) -> None:
         """Decode records into the windows (bad ones to the dead-letter topic), adding the windows they close."""
         docs = self.decoder.parse_many([r.value for r in records])
         columns = self.decoder.columns(docs) if len(docs) > 1 else None
+        now_ms = int(self.wall_clock() * 1000)
+        if columns is not None and self.decoder.any_ahead(
+                columns.ts_ms, np.fromiter(map(_RECORD_TS, records), np.int64, len(records)), now_ms):
+            columns = None  # one by one: each message far ahead is dead-lettered with its reason
         if columns is not None:
             self._push_columns(records, columns, closed, stats, now)
             return
@@ -282,17 +308,20 @@ class Worker:
             stats.replayed += rec.replay
             try:
                 readings = self.decoder.from_doc(doc)
+                self.decoder.check_time(readings, rec.timestamp_ms, now_ms)
             except InvalidReading as e:
                 if not rec.replay:
                     self.sink.send(dead_letter(dlq, rec, str(e)))
                     stats.dead_letters += 1
+                    stats.rejected[e.kind] = stats.rejected.get(e.kind, 0) + 1
                 continue
             part = (rec.topic, rec.partition)
             if isinstance(readings, Block):
                 self._sensor_partition[readings.sensor] = part
                 windows, late = self.windows.push_block(*readings, now=now)
                 stats.readings += len(readings.ts_ms)
-                stats.late += late
+                if late:
+                    _count_late(stats, readings.sensor, late)
                 closed.extend((w, rec) for w in windows)
                 continue
             for r in readings:
@@ -300,7 +329,7 @@ class Worker:
                 self._sensor_partition[r.sensor] = part
                 w = self.windows.push(r.sensor, r.ts_ms, r.values, now)
                 if w is LATE:
-                    stats.late += 1
+                    _count_late(stats, r.sensor, 1)
                 elif w is not None:
                     closed.append((w, rec))  # type: ignore[arg-type]
 
@@ -323,12 +352,13 @@ class Worker:
                     w = push(sensor, stamps[i], values[i], now)
                     if w is not None:
                         if w is LATE:
-                            stats.late += 1
+                            _count_late(stats, sensor, 1)
                         else:
                             closed.append((w, records[i]))  # type: ignore[arg-type]
                 continue
             windows, at, late = self.windows.push_block_at(sensor, columns.ts_ms[idx], columns.values[idx], now)
-            stats.late += late
+            if late:
+                _count_late(stats, sensor, late)
             closed.extend((w, records[idx[j]]) for w, j in zip(windows, at))
 
     def _score(self, closed: list[tuple[Window, Record]], stats: StepStats) -> list[Scored]:
@@ -400,6 +430,8 @@ class Worker:
         t.dead_letters += s.dead_letters
         t.late += s.late
         t.replayed += s.replayed
+        for kind, n in s.rejected.items():
+            t.rejected[kind] = t.rejected.get(kind, 0) + n
         t.model_version = s.model_version or t.model_version
 
     def close(self) -> None:
@@ -417,6 +449,7 @@ class Worker:
 
 
 COMMIT_RETRY_S = 1.0
+_RECORD_TS = operator.attrgetter("timestamp_ms")
 SCORE_CAP = float(np.finfo(np.float32).max)
 
 
@@ -434,6 +467,11 @@ def _finite(scores: np.ndarray, shares: np.ndarray) -> tuple[np.ndarray, np.ndar
     log.warning("%d window(s) scored non-finite (a reading far beyond the model's range): reported at score %g",
                 int(bad.sum()), SCORE_CAP)
     return np.where(bad, SCORE_CAP, scores), np.where(np.isfinite(shares), shares, 1.0 / shares.shape[1])
+
+
+def _count_late(stats: StepStats, sensor: str, n: int) -> None:
+    stats.late += n
+    stats.late_by_sensor[sensor] = stats.late_by_sensor.get(sensor, 0) + n
 
 
 def _next_offsets(records: Iterable[Record]) -> dict[Partition, int]:

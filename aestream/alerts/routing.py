@@ -2,7 +2,8 @@
 
 A rule (one ``[[alerts.routes]]`` table) matches an event when every condition it names holds:
 
-* ``type``: the event type(s) (``opened``, ``updated``, ``resolved``, ``sensor_silent``, ``sensor_resumed``);
+* ``type``: the event type(s) (``opened``, ``updated``, ``resolved``, ``sensor_silent``, ``sensor_resumed``,
+  ``sensor_late_readings``);
 * ``severity``: the severity name(s);
 * ``sensor``: shell glob(s) on the sensor id; ``sensor_regex``: a regular expression (``re.fullmatch``);
 * ``channel``: the name(s) of which at least one is among the event's top contributing channels;
@@ -47,7 +48,7 @@ __all__ = [
     "tags_for",
 ]
 
-EVENT_TYPES = ("opened", "updated", "resolved", "sensor_silent", "sensor_resumed")
+EVENT_TYPES = ("opened", "updated", "resolved", "sensor_silent", "sensor_resumed", "sensor_late_readings")
 _ROUTE_KEYS = ("type", "severity", "sensor", "sensor_regex", "channel", "tags", "sinks")
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 

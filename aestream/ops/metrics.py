@@ -21,9 +21,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 if TYPE_CHECKING:
     from aestream.worker import StepStats
 
-__all__ = ["BATCH_BUCKETS_S", "RETRAIN_BUCKETS_S", "SEVERITIES", "Metrics"]
+__all__ = ["BATCH_BUCKETS_S", "DEAD_LETTER_REASONS", "RETRAIN_BUCKETS_S", "SEVERITIES", "Metrics"]
 
 SEVERITIES = ("warning", "critical")
+DEAD_LETTER_REASONS = ("invalid", "oversized", "future")  # InvalidReading.kind
 BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RETRAIN_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
@@ -41,8 +42,10 @@ class Metrics:
         self.windows = Counter("aestream_windows_scored_total", "Windows scored by the autoencoder.", registry=r)
         self.anomalies = Counter("aestream_anomalies_total", "Anomaly events emitted, by severity.",
                                  ["severity"], registry=r)
-        self.dead_letters = Counter("aestream_dead_letters_total", "Messages sent to the dead-letter topic.",
-                                    registry=r)
+        self.dead_letters = Counter("aestream_dead_letters_total",
+                                    "Messages sent to the dead-letter topic, by reason: invalid (not a reading), "
+                                    "oversized (above stream.max_message_bytes), future (beyond stream.max_future_ms).",
+                                    ["reason"], registry=r)
         self.late = Counter("aestream_late_readings_total", "Readings dropped as older than their sensor's window.",
                             registry=r)
         self.replayed = Counter("aestream_replayed_records_total",
@@ -64,13 +67,19 @@ class Metrics:
                                         ["sink"], registry=r)
         for s in SEVERITIES:  # so both series exist (at 0) from the first scrape
             self.anomalies.labels(severity=s)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason=reason)
 
     def observe_step(self, stats: StepStats, seconds: float) -> None:
         """Count what one worker step did; its duration goes to the histogram when it had records."""
         self.records.inc(stats.records)
         self.readings.inc(stats.readings)
         self.windows.inc(stats.windows)
-        self.dead_letters.inc(stats.dead_letters)
+        for reason, n in stats.rejected.items():
+            self.dead_letters.labels(reason=reason).inc(n)
+        unsorted = stats.dead_letters - sum(stats.rejected.values())
+        if unsorted > 0:
+            self.dead_letters.labels(reason="invalid").inc(unsorted)
         self.late.inc(stats.late)
         self.replayed.inc(stats.replayed)
         for event in stats.events_out:

@@ -9,8 +9,8 @@ import pytest
 
 PUBLIC = {
     "aestream.alerts": ["AlertStage", "build_alert_stage"],
-    "aestream.alerts.documents": ["ALERT_SCHEMA_ID", "alert_event_id", "episode_event", "quality_event",
-                                  "top_channels"],
+    "aestream.alerts.documents": ["ALERT_SCHEMA_ID", "alert_event_id", "episode_event", "late_event",
+                                  "quality_event", "top_channels"],
     "aestream.alerts.episodes": ["Episode", "EpisodeTracker", "Transition", "episode_id"],
     "aestream.alerts.routing": ["EVENT_TYPES", "Bands", "LogSpec", "Route", "Router", "SinkSpec", "TopicSpec",
                                 "WebhookSpec", "check_alerts", "parse_bands", "parse_routes", "parse_sinks",

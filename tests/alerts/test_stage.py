@@ -11,6 +11,7 @@ import pytest
 from aestream.alerts import AlertStage, build_alert_stage
 from aestream.config import Config
 from aestream.errors import AlertStateError
+from aestream.stream.lateness import LateReport
 
 from .helpers import decode, scored, validator
 
@@ -153,3 +154,16 @@ def test_webhook_give_ups_come_back_as_dead_letters_on_a_tick(tmp_path: Path) ->
     assert dict(dead.headers)["aestream.reason"] == b"HTTP 500 after 2 attempt(s)"
     assert dict(dead.headers)["aestream.attempts"] == b"2" and len(calls) == 2
     assert s.close() == []
+
+
+def test_a_sensor_dropping_many_late_readings_is_a_routed_data_quality_event(tmp_path: Path) -> None:
+    cfg = config(tmp_path, routes=({"type": "sensor_late_readings", "sinks": ["a"]},))
+    s = stage(cfg)
+    (msg,) = s.on_late([LateReport("pump-1", 120, 60.0, 1_767_225_600_000)])
+    event = json.loads(msg.value)
+    assert (msg.topic, msg.key, event["type"], event["category"]) == ("topic-a", b"pump-1", "sensor_late_readings",
+                                                                      "data_quality")
+    assert (event["n_late"], event["period_s"], event["seen"]) == (120, 60.0, "2026-01-01T00:00:00.000Z")
+    validator("alert-event.v1.json").validate(event)
+    again = json.loads(s.on_late([LateReport("pump-1", 130, 60.0, 1_767_225_660_000)])[0].value)
+    assert again["event_id"] != event["event_id"]

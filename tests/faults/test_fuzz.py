@@ -1,5 +1,6 @@
 """Fuzzing the input: 10^5 malformed and edge-case messages never stop the worker; each one is decoded,
-dropped as late with a count, or dead-lettered with its reason — memory stays bounded."""
+dropped as late with a count, or dead-lettered with its reason — memory stays bounded. A reading far in the future
+is dead-lettered and does not make its sensor's later readings late."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class Fuzzer:
         self.kinds: list[tuple[Callable[[], tuple[bytes | None, str]], float]] = [
             (self.valid, 30), (self.valid_dict, 4), (self.valid_batch, 4), (self.valid_iso, 2),
             (self.duplicate, 4), (self.out_of_order, 4), (self.far_past_known, 2), (self.far_future_fresh, 2),
+            (self.far_future_known, 2),
             (self.random_bytes, 8), (self.nested, 3), (self.huge_numbers, 4), (self.huge_finite, 1),
             (self.wrong_types, 10),
             (self.unicode_keys, 5), (self.ts_out_of_range, 5), (self.nan_inf, 2), (self.oversized, 0.3),
@@ -70,6 +72,11 @@ class Fuzzer:
     def _known(self) -> str:
         return self.rnd.choice(sorted(self.seen))
 
+    def now_ms(self) -> int:
+        """The producer's clock: the record timestamp of the message generated last (no valid reading is after
+        it)."""
+        return max(self.clock.values())
+
     # -- accepted
     def valid(self) -> tuple[bytes, str]:
         s = self.rnd.choice(self.sensors)
@@ -92,10 +99,17 @@ class Fuzzer:
         return json.dumps([{"sensor": s, "ts": self._next(s), "values": self._values()} for _ in range(n)]).encode(), \
             VALID
 
+    # -- dead-lettered: far ahead of the record's timestamp (stream.max_future_ms)
     def far_future_fresh(self) -> tuple[bytes, str]:
-        # a year-2199 reading is inside the accepted range; a fresh sensor so it does not shadow a pool sensor
+        # a year-2199 reading: inside 2000..2200, but 170 years ahead of its record
         self.n_fresh += 1
-        return encode_reading(f"future-{self.n_fresh}", 7_258_000_000_000, self._values()), VALID
+        return encode_reading(f"future-{self.n_fresh}", 7_258_000_000_000, self._values()), DEAD
+
+    def far_future_known(self) -> tuple[bytes, str]:
+        # a pool sensor's reading a day to a year ahead: accepted, it would make the sensor's next readings late
+        s = self.rnd.choice(self.sensors)
+        ahead = self.rnd.choice([86_400_000, 30 * 86_400_000, 365 * 86_400_000])
+        return encode_reading(s, self.clock[s] + ahead, self._values()), DEAD
 
     # -- dropped and counted as late
     def duplicate(self) -> tuple[bytes, str]:
@@ -265,8 +279,11 @@ def _cfg() -> Config:
 def test_1e5_fuzzed_messages_are_each_decoded_dropped_or_dead_lettered(train_small: Any) -> None:
     cfg = _cfg()
     fuzz = Fuzzer(seed=5)
-    generated = [fuzz() for _ in range(N_FUZZ)]
-    records = [Record("in", i % 3, i // 3, key, value, START_MS) for i, (key, value, _, _) in enumerate(generated)]
+    generated, stamps = [], []
+    for _ in range(N_FUZZ):
+        generated.append(fuzz())
+        stamps.append(fuzz.now_ms())
+    records = [Record("in", i % 3, i // 3, key, value, stamps[i]) for i, (key, value, _, _) in enumerate(generated)]
     source, sink = MemorySource(records, batch=1000), MemorySink()
     worker = Worker(cfg, source, sink, OneModel(train_small(cfg)))
     worker.refresh_model(force=True)
