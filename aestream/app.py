@@ -89,12 +89,12 @@ def build_app(
         from aestream.kafka.kafka_python import open_source
 
         source = open_source(cfg.kafka, on_revoke=moved, on_assign=moved)
+    metrics = Metrics()
     if sink is None:
         from aestream.kafka.kafka_python import open_sink
 
-        sink = open_sink(cfg.kafka)
+        sink = open_sink(cfg.kafka, on_refused=metrics.message_refused)
     store = ModelStore(cfg.paths.model_dir)
-    metrics = Metrics()
     retraining = None
     if stages is None:
         retraining = build_retraining(cfg, store, on_outcome=lambda o: metrics.retrain(o.status, o.seconds))

@@ -62,6 +62,7 @@ class KafkaConfig:
     input_topics: tuple[str, ...] = ("readings",)
     output_topic: str = "anomalies"
     dead_letter_topic: str = "aestream-dead-letter"
+    dead_letter_max_bytes: int = 900_000
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
@@ -86,6 +87,8 @@ class KafkaConfig:
         _require(len(self.input_topics) > 0, "kafka.input_topics", self.input_topics, "name at least one topic")
         _require(self.commit_interval_ms >= 0, "kafka.commit_interval_ms", self.commit_interval_ms,
                  "use 0 (after every poll) or a positive number of ms")
+        _require(self.dead_letter_max_bytes > 0, "kafka.dead_letter_max_bytes", self.dead_letter_max_bytes,
+                 "use a positive number of bytes, below the dead-letter topic's max.message.bytes")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from aestream.errors import BundleError, InvalidReading
 from aestream.kafka.protocols import ModelSource, Sink, Source
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import Block, Columns, ReadingDecoder
+from aestream.stream.deadletters import dead_letter
 from aestream.stream.events import anomaly_event, encode_event
 from aestream.stream.lateness import LateReport, LateWatch
 from aestream.stream.messages import Outgoing, Partition, Record
@@ -70,18 +71,6 @@ class WorkerObserver:
 
     def on_model(self, bundle: ModelBundle) -> None:
         """``bundle`` is now served."""
-
-
-def dead_letter(topic: str, rec: Record, reason: str) -> Outgoing:
-    """The dead-letter message for ``rec``: its original bytes and key, provenance and reason in headers."""
-    headers = [
-        ("aestream.reason", reason.encode()),
-        ("aestream.source.topic", rec.topic.encode()),
-        ("aestream.source.partition", str(rec.partition).encode()),
-        ("aestream.source.offset", str(rec.offset).encode()),
-        ("aestream.source.timestamp_ms", str(rec.timestamp_ms).encode()),
-    ]
-    return Outgoing(topic, rec.value if rec.value is not None else b"", rec.key, headers)
 
 
 class Worker:
@@ -311,7 +300,7 @@ class Worker:
                 self.decoder.check_time(readings, rec.timestamp_ms, now_ms)
             except InvalidReading as e:
                 if not rec.replay:
-                    self.sink.send(dead_letter(dlq, rec, str(e)))
+                    self.sink.send(dead_letter(dlq, rec, str(e), self.cfg.kafka.dead_letter_max_bytes))
                     stats.dead_letters += 1
                     stats.rejected[e.kind] = stats.rejected.get(e.kind, 0) + 1
                 continue

@@ -27,6 +27,7 @@ EXPECTED = {
     "aestream_retrains": "counter",
     "aestream_retrain_duration_seconds": "histogram",
     "aestream_webhook_failures": "counter",
+    "aestream_refused_messages": "counter",
 }
 
 
@@ -106,6 +107,9 @@ def test_model_info_retrain_and_webhook_failures() -> None:
     assert m.value("aestream_retrain_duration_seconds_sum", outcome="published") == 92.0
     m.webhook_failure("ops-webhook")
     assert m.value("aestream_webhook_failures_total", sink="ops-webhook") == 1
+    m.message_refused("dead_lettered")
+    assert m.value("aestream_refused_messages_total", outcome="dead_lettered") == 1
+    assert m.value("aestream_refused_messages_total", outcome="dropped") == 0
 
 
 class _Bundle:

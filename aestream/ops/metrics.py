@@ -1,8 +1,9 @@
 """Prometheus metrics of a worker, in a registry of their own (so tests and several workers in one process never
 collide). Every name starts with ``aestream_``; the README lists them.
 
-The worker loop feeds them through :func:`aestream.ops.instrument.instrument`; the retraining job calls
-:meth:`Metrics.retrain` and alert sinks call :meth:`Metrics.webhook_failure`.
+The worker loop feeds them through :class:`aestream.ops.instrument.WorkerMetrics`; the retraining job calls
+:meth:`Metrics.retrain`, alert sinks :meth:`Metrics.webhook_failure` and the Kafka sink
+:meth:`Metrics.message_refused`.
 
 >>> from aestream.worker import StepStats
 >>> m = Metrics()
@@ -63,12 +64,17 @@ class Metrics:
         self.retrains = Counter("aestream_retrains_total", "Retraining runs, by outcome.", ["outcome"], registry=r)
         self.retrain_seconds = Histogram("aestream_retrain_duration_seconds", "Duration of retraining runs.",
                                          ["outcome"], buckets=RETRAIN_BUCKETS_S, registry=r)
+        self.refused = Counter("aestream_refused_messages_total",
+                               "Messages the producer or the broker refused (too large, invalid), by outcome: "
+                               "dead_lettered, or dropped (a dead letter refused in turn).", ["outcome"], registry=r)
         self.webhook_failures = Counter("aestream_webhook_failures_total", "Alert deliveries that failed, by sink.",
                                         ["sink"], registry=r)
         for s in SEVERITIES:  # so both series exist (at 0) from the first scrape
             self.anomalies.labels(severity=s)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason=reason)
+        for outcome in ("dead_lettered", "dropped"):
+            self.refused.labels(outcome=outcome)
 
     def observe_step(self, stats: StepStats, seconds: float) -> None:
         """Count what one worker step did; its duration goes to the histogram when it had records."""
@@ -104,6 +110,10 @@ class Metrics:
         """Count one retraining run (``outcome`` e.g. ``published``, ``rejected``, ``failed``) and its duration."""
         self.retrains.labels(outcome=outcome).inc()
         self.retrain_seconds.labels(outcome=outcome).observe(seconds)
+
+    def message_refused(self, outcome: str) -> None:
+        """Count one message the producer or the broker refused (``dead_lettered`` or ``dropped``)."""
+        self.refused.labels(outcome=outcome).inc()
 
     def webhook_failure(self, sink: str) -> None:
         """Count one failed alert delivery to ``sink``."""

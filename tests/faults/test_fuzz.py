@@ -36,10 +36,11 @@ class Fuzzer:
     """Generates ``(key, value, expected outcome, kind)``; valid readings of a pool of sensors stay in order, so
     the number of late readings is known exactly."""
 
-    def __init__(self, seed: int = 0, n_sensors: int = 50, max_bytes: int = 10_000, max_batch: int = 100) -> None:
+    def __init__(self, seed: int = 0, n_sensors: int = 50, max_bytes: int = 10_000, max_batch: int = 100,
+                 start_ms: int = START_MS) -> None:
         self.rnd = random.Random(seed)
         self.sensors = [f"pump-{i:03d}" for i in range(n_sensors)]
-        self.clock = {s: START_MS for s in self.sensors}
+        self.clock = {s: start_ms for s in self.sensors}
         self.seen: set[str] = set()
         self.max_bytes, self.max_batch = max_bytes, max_batch
         self.n_fresh = 0
@@ -349,7 +350,9 @@ def test_a_fuzzed_slice_through_the_real_broker(kafka_config: Config, train_smal
     # one partition: the fuzzer's keys are not its readings' sensors, and lateness is judged in one order
     ensure_topics(k, {k.input_topics[0]: 1, k.output_topic: 1, k.dead_letter_topic: 1})
     ModelStore(cfg.paths.model_dir).publish(train_small(cfg))
-    fuzz = Fuzzer(seed=11)
+    # the records get the broker's clock: the readings' event time is an hour before it, so a reading a day
+    # ahead of its sensor is ahead of its record
+    fuzz = Fuzzer(seed=11, start_ms=int(time.time() * 1000) - 3_600_000)
     generated = [fuzz() for _ in range(3000)]
     producer = KafkaProducer(bootstrap_servers=list(k.bootstrap_servers), linger_ms=5)
     for key, value, _, _ in generated:
