@@ -25,6 +25,7 @@ matching rule's, in order. An event no rule matches goes to ``default_sinks``.
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ def parse_bands(table: Mapping[str, Any], where: str = "alerts.bands") -> Bands:
         raise ConfigError(f"config key {where} = {{}} is invalid: name at least one band, e.g. warning = 1.0")
     items = []
     for name, floor in table.items():
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or floor < 0:
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < math.inf:
             raise ConfigError(f"config key {where}.{name} = {floor!r} is invalid: use a ratio of 0 or more")
         items.append((float(floor), name))
     items.sort()
@@ -149,7 +150,8 @@ def _webhook(spec: dict[str, Any], at: str) -> WebhookSpec:
         raise ConfigError(f"config key {at}.url is invalid: use an http:// or https:// URL")
     numbers: dict[str, Any] = {k: spec[k] for k in ("timeout_s", "backoff_s", "max_backoff_s") if k in spec}
     for k, v in numbers.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k == "timeout_s" and v == 0):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf or (
+                k == "timeout_s" and v == 0):
             raise ConfigError(f"config key {at}.{k} = {v!r} is invalid: use a positive number of seconds")
     counts: dict[str, Any] = {k: spec[k] for k in ("retries", "queue_size") if k in spec}
     for n, c in counts.items():
