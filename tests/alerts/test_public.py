@@ -16,7 +16,7 @@ PUBLIC = {
                                 "WebhookSpec", "check_alerts", "parse_bands", "parse_routes", "parse_sinks",
                                 "tags_for"],
     "aestream.alerts.silence": ["Quality", "SilenceWatch"],
-    "aestream.alerts.sinks": ["DeadLetter", "Post", "WebhookSink", "log_event", "post_json"],
+    "aestream.alerts.sinks": ["DeadLetter", "Delivery", "Post", "WebhookSink", "log_event", "post_json"],
     "aestream.alerts.stage": ["AlertStage", "build_alert_stage"],
     "aestream.alerts.state": ["STATE_VERSION", "read_state", "write_state"],
 }

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from aestream.alerts import AlertStage, build_alert_stage
+from aestream.alerts.sinks import Delivery
 from aestream.config import Config
 from aestream.errors import AlertStateError
 from aestream.stream.lateness import LateReport
@@ -135,9 +136,9 @@ def test_a_sensor_lagging_the_fleet_in_event_time_is_silent(tmp_path: Path) -> N
 def test_webhook_give_ups_come_back_as_dead_letters_on_a_tick(tmp_path: Path) -> None:
     calls: list[bytes] = []
 
-    def failing(url: str, body: bytes, headers: Any, timeout_s: float) -> int:
+    def failing(spec: Any, body: bytes, headers: Any, stop: Any) -> Delivery:
         calls.append(body)
-        return 500
+        return Delivery(500, 1 + spec.retries)
 
     cfg = config(tmp_path, sinks={"hook": {"type": "webhook", "url": "http://127.0.0.1:9/x", "retries": 1,
                                            "backoff_s": 0.0}},
@@ -152,7 +153,7 @@ def test_webhook_give_ups_come_back_as_dead_letters_on_a_tick(tmp_path: Path) ->
     (dead,) = s.on_tick(1.0)
     assert dead.topic == "dlq" and dead.value == out[0].value and dead.key == b"pump-1"
     assert dict(dead.headers)["aestream.reason"] == b"HTTP 500 after 2 attempt(s)"
-    assert dict(dead.headers)["aestream.attempts"] == b"2" and len(calls) == 2
+    assert dict(dead.headers)["aestream.attempts"] == b"2" and len(calls) == 1
     assert s.close() == []
 
 
