@@ -72,6 +72,9 @@ class WorkerObserver:
     def on_model(self, bundle: ModelBundle) -> None:
         """``bundle`` is now served."""
 
+    def on_model_refused(self, version: str, reason: str) -> None:
+        """The store's ``version`` could not be served (a corrupt bundle, another channel set)."""
+
 
 class Worker:
     """Consumes readings, scores windows, emits events; see the module docstring for the step order."""
@@ -110,6 +113,7 @@ class Worker:
         self._stop = threading.Event()
         self._closing = False
         self._last_model_check = -float("inf")
+        self._refused: dict[str, tuple[float, float]] = {}  # version → (next try, wait before the one after)
         self._last_evict = clock()
         self._uncommitted: dict[Partition, int] = {}
         self._last_commit = clock()
@@ -122,7 +126,11 @@ class Worker:
 
     # -- model ------------------------------------------------------------------------------------------------
     def refresh_model(self, force: bool = False) -> None:
-        """Swap in the store's current version if it changed (called between steps only)."""
+        """Swap in the store's current version if it changed (called between steps only). A version that is
+        refused is tried again after 1, 2, 4 … up to ``MODEL_RETRY_MAX_S`` seconds (``force``: now) while the last
+        good one serves;
+        with none served yet, the newest older version that loads is served instead (the error only when none
+        does)."""
         now = self.clock()
         if not force and now - self._last_model_check < self.model_check_interval_s:
             return
@@ -130,14 +138,47 @@ class Worker:
         version = self.models.current()
         if version is None or (self.bundle is not None and version == self.bundle.version):
             return
+        if not force and self.bundle is not None and now < self._refused.get(version, (now, 0.0))[0]:
+            return
+        try:
+            bundle = self._load(version, now)
+        except BundleError as e:
+            if self.bundle is not None:
+                return
+            bundle = self._fallback(version, e, now)
+        self._serve(bundle)
+
+    def _load(self, version: str, now: float) -> ModelBundle:
+        """Load and check ``version``; a refusal is logged, counted and remembered (its next try backs off)."""
         try:
             bundle = self.models.load(version, self.device)
             self._check_compatible(bundle)
         except BundleError as e:
-            if self.bundle is None:
-                raise
-            log.error("model %s refused, still serving %s: %s", version, self.bundle.version, e)
-            return
+            wait = self._refused.get(version, (0.0, 1.0))[1]
+            self._refused[version] = (now + wait, min(2 * wait, MODEL_RETRY_MAX_S))
+            serving = f"still serving {self.bundle.version}" if self.bundle else "serving none yet"
+            log.error("model %s refused, %s; next try in %.0f s: %s", version, serving, wait, e)
+            for observer in self.observers:
+                observer.on_model_refused(version, str(e))
+            raise
+        self._refused.pop(version, None)
+        return bundle
+
+    def _fallback(self, version: str, error: BundleError, now: float) -> ModelBundle:
+        """The newest version older than ``version`` that loads (for a worker serving none), else ``error``."""
+        listed: list[str] = getattr(self.models, "versions", list)()
+        older = listed[: listed.index(version)] if version in listed else listed
+        for v in reversed(older):
+            try:
+                bundle = self._load(v, now)
+            except BundleError:
+                continue
+            log.warning("serving %s, the newest version that loads, until %s (the current one) does", v, version)
+            return bundle
+        raise error
+
+    def _serve(self, bundle: ModelBundle) -> None:
+        version = bundle.version
         previous = self.bundle.version if self.bundle else None
         self.bundle = bundle
         a = bundle.alarm
@@ -438,6 +479,7 @@ class Worker:
 
 
 COMMIT_RETRY_S = 1.0
+MODEL_RETRY_MAX_S = 300.0  # a refused model version is tried again at most this far apart
 _RECORD_TS = operator.attrgetter("timestamp_ms")
 SCORE_CAP = float(np.finfo(np.float32).max)
 

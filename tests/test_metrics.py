@@ -28,6 +28,7 @@ EXPECTED = {
     "aestream_retrain_duration_seconds": "histogram",
     "aestream_webhook_failures": "counter",
     "aestream_refused_messages": "counter",
+    "aestream_model_refusals": "counter",
 }
 
 

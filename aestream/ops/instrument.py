@@ -69,6 +69,9 @@ class WorkerMetrics(WorkerObserver):
         self.state.model_version = bundle.version
         self.metrics.set_model(bundle.version, bundle.family)
 
+    def on_model_refused(self, version: str, reason: str) -> None:
+        self.metrics.model_refused()
+
     def _update_lag(self) -> None:
         try:
             if self.broker_ok is not None and not self.broker_ok():

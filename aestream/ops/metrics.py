@@ -61,6 +61,9 @@ class Metrics:
         self.model_loaded = Gauge("aestream_model_loaded", "1 once a model is being served, else 0.", registry=r)
         self.model_swaps = Counter("aestream_model_swaps_total", "Model versions swapped in (the first included).",
                                    registry=r)
+        self.model_refusals = Counter("aestream_model_refusals_total",
+                                      "Model versions refused on loading (a corrupt or incompatible bundle; tried "
+                                      "again with backoff while the last good version serves).", registry=r)
         self.retrains = Counter("aestream_retrains_total", "Retraining runs, by outcome.", ["outcome"], registry=r)
         self.retrain_seconds = Histogram("aestream_retrain_duration_seconds", "Duration of retraining runs.",
                                          ["outcome"], buckets=RETRAIN_BUCKETS_S, registry=r)
@@ -105,6 +108,10 @@ class Metrics:
         self.model.info({"version": version, "family": family})
         self.model_loaded.set(1)
         self.model_swaps.inc()
+
+    def model_refused(self) -> None:
+        """Count one refused load of a model version."""
+        self.model_refusals.inc()
 
     def retrain(self, outcome: str, seconds: float) -> None:
         """Count one retraining run (``outcome`` e.g. ``published``, ``rejected``, ``failed``) and its duration."""
