@@ -108,7 +108,8 @@ def build_app(
         observer = WorkerMetrics(metrics, source, lag_interval_s=cfg.ops.lag_interval_s,  # type: ignore[arg-type]
                                  broker_ok=broker_ok)
         watch = (observer, *observers)
-        ops = start_ops_server(observer, cfg.ops.metrics_port, cfg.ops.metrics_host, broker_ok)
+        ops = start_ops_server(observer, cfg.ops.metrics_port, cfg.ops.metrics_host, broker_ok,
+                               cfg.ops.liveness_timeout_s)
     worker = Worker(cfg, source, sink, models if models is not None else store,
                     device=device or cfg.model.device, clock=clock, stages=stages, observers=watch,
                     model_check_interval_s=model_check_interval_s)

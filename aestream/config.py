@@ -298,7 +298,8 @@ class RetrainConfig:
 class OpsConfig:
     """Operations surface: the metrics and health endpoints (``/metrics``, ``/healthz``, ``/readyz``) and logs.
 
-    ``metrics_port = 0`` picks a free port (tests); ``metrics_enabled = false`` serves nothing.
+    ``metrics_port = 0`` picks a free port (tests); ``metrics_enabled = false`` serves nothing. ``/healthz`` fails
+    once the consume loop has not completed a step for ``liveness_timeout_s`` (0: never).
     """
 
     metrics_enabled: bool = True
@@ -306,6 +307,7 @@ class OpsConfig:
     metrics_port: int = 9108
     lag_interval_s: float = 5.0
     broker_check_timeout_s: float = 1.0
+    liveness_timeout_s: float = 120.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 
@@ -316,6 +318,8 @@ class OpsConfig:
         _require(self.lag_interval_s > 0, "ops.lag_interval_s", self.lag_interval_s, "use a positive number of s")
         _require(self.broker_check_timeout_s > 0, "ops.broker_check_timeout_s", self.broker_check_timeout_s,
                  "use a positive number of s")
+        _require(self.liveness_timeout_s >= 0, "ops.liveness_timeout_s", self.liveness_timeout_s,
+                 "use 0 (off) or a positive number of s, above the longest step (poll, score, flush, commit)")
         _check_choices(self, "ops")
 
 
