@@ -10,7 +10,8 @@ Offsets are committed only after the producer has acknowledged every event and d
 each commit carries, per partition, its sensors' window phase (:mod:`aestream.stream.phase`); a worker given the
 partition restores it after the lookback replay, before the first live record, so the windows close on the same
 readings as before (replayed offsets are below the committed ones and are not committed again). A new model is
-swapped in only between steps. ``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in
+swapped in only between steps, its alarm rule taking over the old one's per-sensor state when k, n and smoothing
+are the same (:meth:`AlarmRule.carry`). ``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in
 flight, which flushes and commits before the worker closes.
 """
 
@@ -182,8 +183,11 @@ class Worker:
         previous = self.bundle.version if self.bundle else None
         self.bundle = bundle
         a = bundle.alarm
-        self.rule = AlarmRule(bundle.threshold, k=int(a.get("k", 1)), n=int(a.get("n", 1)),
-                              smoothing=int(a.get("smoothing", 1)), sensor_factors=self.cfg.threshold.sensors)
+        rule = AlarmRule(bundle.threshold, k=int(a.get("k", 1)), n=int(a.get("n", 1)),
+                         smoothing=int(a.get("smoothing", 1)), sensor_factors=self.cfg.threshold.sensors)
+        if self.rule is not None and rule.carry(self.rule):  # the same rule: episodes go on through the swap
+            log.info("the alarm rule's per-sensor state carried over to model %s", version)
+        self.rule = rule
         log.info("serving model %s (%s, threshold %.4g), was %s", version, bundle.family, bundle.threshold, previous)
         for observer in self.observers:
             observer.on_model(bundle)

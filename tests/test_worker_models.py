@@ -116,3 +116,49 @@ def test_a_refused_version_is_retried_with_backoff_while_the_last_good_one_serve
     now[0] += 1.0
     worker.refresh_model()
     assert worker.bundle.version == "v0003"
+
+
+class Switch:
+    """A model source of prepared bundles; ``current`` is whichever was set last."""
+
+    def __init__(self, bundles: dict[str, ModelBundle], current: str) -> None:
+        self.bundles, self.now = bundles, current
+
+    def current(self) -> str:
+        return self.now
+
+    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
+        return self.bundles[version or self.now]
+
+
+def _readings(first: int, n: int) -> list[Any]:
+    from aestream.stream.codec import encode_reading
+    from aestream.stream.messages import Record
+
+    return [Record("in", 0, i, b"s", encode_reading("s", 1_767_225_600_000 + 1000 * i, [1.0, 2, 3, 4]), -1)
+            for i in range(first, first + n)]
+
+
+@pytest.mark.parametrize(("alarm_after", "events_after"), [({}, 3), ({"n": 5}, 2)])
+def test_the_alarm_rule_state_carries_across_a_swap_when_k_n_and_smoothing_are_unchanged(
+        alarm_after: dict[str, int], events_after: int, train_small: Any, scripted_source: Any,
+        recording_sink: Any) -> None:
+    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 4, "stride": 1})
+    one = train_small(cfg)
+    one.version, one.threshold, one.alarm = "v0001", 1e-9, {"k": 2, "n": 3, "smoothing": 1}  # every window over
+    two = copy.deepcopy(one)
+    two.version, two.threshold, two.alarm = "v0002", 2e-9, {**one.alarm, **alarm_after}
+    models = Switch({"v0001": one, "v0002": two}, "v0001")
+    worker = Worker(cfg, scripted_source([_readings(0, 8), _readings(8, 3)]), recording_sink(), models,
+                    clock=lambda: 0.0)
+    worker.refresh_model(force=True)
+    before = worker.step()  # windows end at readings 3..7: the 1st is 1 of 3 over, the others alarm (2 of 3)
+    models.now = "v0002"
+    worker.refresh_model(force=True)
+    after = worker.step()
+    assert [e["window_end_ms"] % 100_000 for e in before.events_out] == [4000, 5000, 6000, 7000]
+    assert after.model_version == "v0002"
+    # the same rule: the episode goes on through the swap (it used to close, and reopen a window later); another
+    # rule (n = 5) starts afresh, as before
+    assert len(after.events_out) == events_after
+    assert worker.rule is not None and len(worker.rule._state["s"].flags) == 3
