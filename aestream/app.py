@@ -99,12 +99,12 @@ def build_app(
             from aestream.kafka.changelog import KafkaChangelog
 
             changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg))
+    metrics = Metrics()
     if sink is None:
         from aestream.kafka.kafka_python import open_sink
 
-        sink = open_sink(cfg.kafka)
+        sink = open_sink(cfg.kafka, on_refused=metrics.message_refused)
     store = ModelStore(cfg.paths.model_dir)
-    metrics = Metrics()
     retraining = None
     if stages is None:
         retraining = build_retraining(cfg, store, on_outcome=lambda o: metrics.retrain(o.status, o.seconds))
@@ -118,7 +118,8 @@ def build_app(
         observer = WorkerMetrics(metrics, source, lag_interval_s=cfg.ops.lag_interval_s,  # type: ignore[arg-type]
                                  broker_ok=broker_ok)
         watch = (observer, *observers)
-        ops = start_ops_server(observer, cfg.ops.metrics_port, cfg.ops.metrics_host, broker_ok)
+        ops = start_ops_server(observer, cfg.ops.metrics_port, cfg.ops.metrics_host, broker_ok,
+                               cfg.ops.liveness_timeout_s)
     worker = Worker(cfg, source, sink, models if models is not None else store,
                     device=device or cfg.model.device, clock=clock, stages=stages, observers=watch,
                     model_check_interval_s=model_check_interval_s, on_event=on_event, changelog=changelog)

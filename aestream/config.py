@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +69,7 @@ class KafkaConfig:
     input_topics: tuple[str, ...] = ("readings",)
     output_topic: str = "anomalies"
     dead_letter_topic: str = "aestream-dead-letter"
+    dead_letter_max_bytes: int = 900_000
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
@@ -86,11 +89,19 @@ class KafkaConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self, "kafka")
-        for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_records", "poll_timeout_ms"):
+        for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms", "max_poll_records",
+                     "poll_timeout_ms"):
             _require(getattr(self, name) > 0, f"kafka.{name}", getattr(self, name), "use a positive number")
+        _require(self.heartbeat_interval_ms < self.session_timeout_ms, "kafka.heartbeat_interval_ms",
+                 self.heartbeat_interval_ms, f"use less than kafka.session_timeout_ms ({self.session_timeout_ms}), "
+                 "typically a third of it")
+        _require(self.rebuild_lookback_messages >= 0, "kafka.rebuild_lookback_messages",
+                 self.rebuild_lookback_messages, "use 0 (no rebuild) or a positive number of messages")
         _require(len(self.input_topics) > 0, "kafka.input_topics", self.input_topics, "name at least one topic")
         _require(self.commit_interval_ms >= 0, "kafka.commit_interval_ms", self.commit_interval_ms,
                  "use 0 (after every poll) or a positive number of ms")
+        _require(self.dead_letter_max_bytes > 0, "kafka.dead_letter_max_bytes", self.dead_letter_max_bytes,
+                 "use a positive number of bytes, below the dead-letter topic's max.message.bytes")
 
 
 @dataclass(frozen=True)
@@ -105,8 +116,11 @@ class StreamConfig:
     max_message_bytes: int = 1_000_000
     max_readings_per_message: int = 10_000
     sensor_ttl_s: float = 3_600.0
+    max_future_ms: int = 300_000
+    n_late_report: int = 100
 
     def __post_init__(self) -> None:
+        _check_finite(self, "stream")
         _require(len(self.channels) > 0, "stream.channels", self.channels, "list at least one channel")
         _require(len(set(self.channels)) == len(self.channels), "stream.channels", self.channels,
                  "remove the duplicate channel names")
@@ -114,9 +128,15 @@ class StreamConfig:
         _require(1 <= self.stride <= self.window_size, "stream.stride", self.stride,
                  f"use a value from 1 to window_size ({self.window_size})")
         _require(self.max_gap_ms > 0, "stream.max_gap_ms", self.max_gap_ms, "use a positive number of ms")
+        for name in ("max_message_bytes", "max_readings_per_message", "sensor_ttl_s"):
+            _require(getattr(self, name) > 0, f"stream.{name}", getattr(self, name), "use a positive number")
         _require(self.stride_ms >= 0, "stream.stride_ms", self.stride_ms, "use 0 (off) or a positive number of ms")
         _require(self.stride_ms == 0 or self.stride == 1, "stream.stride", self.stride,
                  f"use 1 with stream.stride_ms = {self.stride_ms} (the grid replaces the count), or stride_ms = 0")
+        _require(self.max_future_ms >= 0, "stream.max_future_ms", self.max_future_ms,
+                 "use 0 (off) or a positive number of ms, e.g. 300000 (5 minutes)")
+        _require(self.n_late_report >= 0, "stream.n_late_report", self.n_late_report,
+                 "use 0 (never) or a positive number of readings")
 
 
 @dataclass(frozen=True)
@@ -147,12 +167,18 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self, "model")
+        _check_finite(self, "model")
         _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "model.device",
                  self.device, 'use "auto", "cpu" or "cuda"')
         _require(0.0 < self.validation_fraction < 1.0, "model.validation_fraction", self.validation_fraction,
                  "use a fraction between 0 and 1")
-        for name in ("latent_size", "hidden_size", "epochs", "batch_size", "input_smoothing"):
+        for name in ("latent_size", "hidden_size", "epochs", "batch_size", "input_smoothing", "learning_rate"):
             _require(getattr(self, name) > 0, f"model.{name}", getattr(self, name), "use a positive number")
+        _require(self.patience >= 1, "model.patience", self.patience, "use 1 or more epochs without improvement")
+        for name in ("weight_decay", "seed", "torch_threads"):
+            _require(getattr(self, name) >= 0, f"model.{name}", getattr(self, name), "use 0 or more")
+        for family, params in _FAMILY_PARAMS.items():
+            _check_table(getattr(self, family), params, f"model.{family}")
 
     def family_params(self) -> dict[str, Any]:
         """The hyperparameters of the configured family's own sub-table."""
@@ -176,10 +202,18 @@ class ThresholdConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self, "threshold")
+        _check_finite(self, "threshold")
         for glob, f in self.sensors.items():
             _require(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0, f"threshold.sensors.{glob}",
                      f, "use a positive factor of the calibrated threshold, e.g. 1.5")
         _require(0.0 < self.quantile < 1.0, "threshold.quantile", self.quantile, "use a value between 0 and 1")
+        _require(self.factor > 0, "threshold.factor", self.factor,
+                 "use a positive factor of the calibrated quantile, e.g. 2.5 (1 = the quantile itself)")
+        _require(0.0 < self.pot_initial_quantile < 1.0, "threshold.pot_initial_quantile", self.pot_initial_quantile,
+                 "use a quantile between 0 and 1 above which the tail is fitted, e.g. 0.98")
+        _require(self.critical_ratio >= 1.0, "threshold.critical_ratio", self.critical_ratio,
+                 "use 1 or more (the score/threshold ratio from which an anomaly is critical)")
+        _require(self.n >= 1, "threshold.n", self.n, "use 1 or more windows")
         _require(0.0 < self.target_far < 1.0, "threshold.target_far", self.target_far,
                  "use a value between 0 and 1")
         _require(self.smoothing >= 1, "threshold.smoothing", self.smoothing, "use 1 (off) or more windows")
@@ -242,6 +276,7 @@ class AlertsConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self, "alerts")
+        _check_finite(self, "alerts")
         _require(self.n_resolve_windows >= 1, "alerts.n_resolve_windows", self.n_resolve_windows,
                  "use 1 or more windows")
         for name in ("cooldown_ms", "silent_after_s", "silent_lag_ms", "persist_interval_s"):
@@ -276,15 +311,20 @@ class RetrainConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self, "retrain")
+        _check_finite(self, "retrain")
         for name in ("interval_s", "max_age_s", "half_life_s", "timeout_s", "n_reservoir_windows",
                      "n_min_windows", "save_every_s"):
             _require(getattr(self, name) > 0, f"retrain.{name}", getattr(self, name), "use a positive number")
         for name in ("guard_s", "regime_change_after_s", "gate_tolerance", "epochs", "n_min_new_windows",
                      "torch_threads"):
             _require(getattr(self, name) >= 0, f"retrain.{name}", getattr(self, name), "use 0 or more")
-        _require(0.0 < self.holdout_fraction + self.calibration_fraction < 0.8 and self.holdout_fraction > 0
-                 and self.calibration_fraction > 0, "retrain.holdout_fraction", self.holdout_fraction,
-                 "use holdout_fraction and calibration_fraction above 0 that sum below 0.8")
+        for name in ("holdout_fraction", "calibration_fraction"):
+            _require(0.0 < getattr(self, name) < 0.8, f"retrain.{name}", getattr(self, name),
+                     "use a share above 0 (holdout_fraction and calibration_fraction sum below 0.8)")
+        _require(self.holdout_fraction + self.calibration_fraction < 0.8, "retrain.holdout_fraction",
+                 self.holdout_fraction, "use holdout_fraction and calibration_fraction above 0 that sum below 0.8")
+        _require(self.n_min_windows <= self.n_reservoir_windows, "retrain.n_min_windows", self.n_min_windows,
+                 f"use at most retrain.n_reservoir_windows ({self.n_reservoir_windows}), or no retrain ever runs")
         _require(0.0 < self.gate_max_far < 1.0, "retrain.gate_max_far", self.gate_max_far,
                  "use a rate between 0 and 1")
 
@@ -293,7 +333,8 @@ class RetrainConfig:
 class OpsConfig:
     """Operations surface: the metrics and health endpoints (``/metrics``, ``/healthz``, ``/readyz``) and logs.
 
-    ``metrics_port = 0`` picks a free port (tests); ``metrics_enabled = false`` serves nothing.
+    ``metrics_port = 0`` picks a free port (tests); ``metrics_enabled = false`` serves nothing. ``/healthz`` fails
+    once the consume loop has not completed a step for ``liveness_timeout_s`` (0: never).
     """
 
     metrics_enabled: bool = True
@@ -301,15 +342,19 @@ class OpsConfig:
     metrics_port: int = 9108
     lag_interval_s: float = 5.0
     broker_check_timeout_s: float = 1.0
+    liveness_timeout_s: float = 120.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 
     def __post_init__(self) -> None:
+        _check_finite(self, "ops")
         _require(0 <= self.metrics_port <= 65535, "ops.metrics_port", self.metrics_port,
                  "use a TCP port from 1 to 65535 (0 = any free port)")
         _require(self.lag_interval_s > 0, "ops.lag_interval_s", self.lag_interval_s, "use a positive number of s")
         _require(self.broker_check_timeout_s > 0, "ops.broker_check_timeout_s", self.broker_check_timeout_s,
                  "use a positive number of s")
+        _require(self.liveness_timeout_s >= 0, "ops.liveness_timeout_s", self.liveness_timeout_s,
+                 "use 0 (off) or a positive number of s, above the longest step (poll, score, flush, commit)")
         _check_choices(self, "ops")
 
 
@@ -397,6 +442,52 @@ def _toml_value(v: Any) -> str:
 def _require(ok: bool, key: str, value: object, fix: str) -> None:
     if not ok:
         raise ConfigError(f"config key {key} = {value!r} is invalid: {fix}")
+
+
+def _check_finite(section: Any, name: str) -> None:
+    """No float key of ``section`` is NaN or ±inf (TOML can write both)."""
+    for key, hint in typing.get_type_hints(type(section)).items():
+        value = getattr(section, key)
+        if hint is float and isinstance(value, float):
+            _require(math.isfinite(value), f"{name}.{key}", value, "use a finite number")
+
+
+# The keys of each [model.FAMILY] table: (whole number?, in range?, the fix).
+_FAMILY_PARAMS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
+    "vanilla": {},
+    "sparse": {
+        "penalty": (False, lambda v: v in ("l1", "kl", "weights", "none"),
+                    'use "l1" (on the code), "kl" (KL to rho), "weights" (L1 on the weights) or "none"'),
+        "l1": (False, lambda v: v >= 0, "use a weight of 0 or more"),
+        "rho": (False, lambda v: 0 < v < 1, "use a target activation between 0 and 1, e.g. 0.05"),
+        "beta": (False, lambda v: v >= 0, "use a weight of 0 or more"),
+        "dropout": (False, lambda v: 0 <= v < 1, "use a share from 0 up to (not including) 1"),
+    },
+    "contractive": {"lam": (False, lambda v: v >= 0, "use a weight of 0 or more")},
+    "denoising": {
+        "noise_std": (False, lambda v: v >= 0, "use a standard deviation of 0 or more"),
+        "mask_prob": (False, lambda v: 0 <= v < 1, "use a share from 0 up to (not including) 1"),
+    },
+    "conv": {
+        "filters": (True, lambda v: v > 0, "use a whole number of 1 or more"),
+        "kernel_size": (True, lambda v: v > 0, "use a whole number of 1 or more (odd keeps the window centred)"),
+        "dropout": (False, lambda v: 0 <= v < 1, "use a share from 0 up to (not including) 1"),
+    },
+}
+
+
+def _check_table(table: dict[str, Any], params: dict[str, tuple[bool, Callable[[Any], bool], str]],
+                 where: str) -> None:
+    """A family's sub-table: known keys, of the right type, in range."""
+    for key, value in table.items():
+        at = f"{where}.{key}"
+        if key not in params:
+            raise ConfigError(_unknown_key(at, value, [f"{where}.{k}" for k in params]))
+        whole, ok, fix = params[key]
+        if isinstance(value, str) != (key == "penalty") or isinstance(value, bool) or (
+                whole and not isinstance(value, int)) or (isinstance(value, float) and not math.isfinite(value)):
+            _require(False, at, value, fix)
+        _require(ok(value), at, value, fix)
 
 
 def _choices(hint: Any) -> tuple[Any, ...]:

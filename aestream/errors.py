@@ -64,4 +64,12 @@ class AlertStateError(AestreamError):
 
 
 class InvalidReading(AestreamError):
-    """A message is not a valid reading. Carried to the dead-letter topic, never fatal to the loop."""
+    """A message is not a valid reading. Carried to the dead-letter topic, never fatal to the loop.
+
+    ``kind`` names the reason for the metrics: ``invalid`` (not a reading), ``oversized`` (above
+    ``stream.max_message_bytes``) or ``future`` (event time beyond ``stream.max_future_ms``).
+    """
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind

@@ -10,7 +10,8 @@ Offsets are committed only after the producer has acknowledged every event and d
 each commit carries, per partition, its sensors' window phase (:mod:`aestream.stream.phase`); a worker given the
 partition restores it after the lookback replay, before the first live record, so the windows close on the same
 readings as before (replayed offsets are below the committed ones and are not committed again). A new model is
-swapped in only between steps. ``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in
+swapped in only between steps, its alarm rule taking over the old one's per-sensor state when k, n and smoothing
+are the same (:meth:`AlarmRule.carry`). ``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in
 flight, which flushes and commits before the worker closes.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +35,9 @@ from aestream.errors import BundleError, InvalidReading
 from aestream.kafka.protocols import Changelog, ModelSource, Sink, Source
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import Block, Columns, ReadingDecoder
+from aestream.stream.deadletters import dead_letter
 from aestream.stream.events import anomaly_event, encode_event
+from aestream.stream.lateness import LateReport, LateWatch
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import PhaseCheckpoint
 from aestream.stream.stages import Scored, Stage
@@ -59,6 +63,8 @@ class StepStats:
     calibrating: int = 0  # sensors calibrating their baseline at the end of the step (a gauge, not a count)
     model_version: str = ""
     events_out: list[dict[str, Any]] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)  # dead letters by kind (InvalidReading.kind)
+    late_by_sensor: dict[str, int] = field(default_factory=dict)  # this step only: not kept in the totals
 
 
 class WorkerObserver:
@@ -70,17 +76,8 @@ class WorkerObserver:
     def on_model(self, bundle: ModelBundle) -> None:
         """``bundle`` is now served."""
 
-
-def dead_letter(topic: str, rec: Record, reason: str) -> Outgoing:
-    """The dead-letter message for ``rec``: its original bytes and key, provenance and reason in headers."""
-    headers = [
-        ("aestream.reason", reason.encode()),
-        ("aestream.source.topic", rec.topic.encode()),
-        ("aestream.source.partition", str(rec.partition).encode()),
-        ("aestream.source.offset", str(rec.offset).encode()),
-        ("aestream.source.timestamp_ms", str(rec.timestamp_ms).encode()),
-    ]
-    return Outgoing(topic, rec.value if rec.value is not None else b"", rec.key, headers)
+    def on_model_refused(self, version: str, reason: str) -> None:
+        """The store's ``version`` could not be served (a corrupt bundle, another channel set)."""
 
 
 class Worker:
@@ -95,6 +92,7 @@ class Worker:
         *,
         device: str = "cpu",
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         model_check_interval_s: float = 1.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         stages: Iterable[Stage] = (),
@@ -107,18 +105,21 @@ class Worker:
         self.models = models
         self.device = device
         self.clock = clock
+        self.wall_clock = wall_clock  # bounds how far event time may run ahead (stream.max_future_ms)
         self.model_check_interval_s = model_check_interval_s
         self.on_event = on_event
         self.stages = list(stages)
         self.observers = list(observers)
         self.changelog = changelog
         s = cfg.stream
-        self.decoder = ReadingDecoder(s.channels, s.max_message_bytes, s.max_readings_per_message)
+        self.decoder = ReadingDecoder(s.channels, s.max_message_bytes, s.max_readings_per_message, s.max_future_ms)
+        self.lateness = LateWatch(s.n_late_report)
         self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
         self._sensor_partition: dict[str, Partition] = {}
         self._stop = threading.Event()
         self._closing = False
         self._last_model_check = -float("inf")
+        self._refused: dict[str, tuple[float, float]] = {}  # version → (next try, wait before the one after)
         self._last_evict = clock()
         self._uncommitted: dict[Partition, int] = {}
         self._last_commit = clock()
@@ -132,7 +133,11 @@ class Worker:
 
     # -- model ------------------------------------------------------------------------------------------------
     def refresh_model(self, force: bool = False) -> None:
-        """Swap in the store's current version if it changed (called between steps only)."""
+        """Swap in the store's current version if it changed (called between steps only). A version that is
+        refused is tried again after 1, 2, 4 … up to ``MODEL_RETRY_MAX_S`` seconds (``force``: now) while the last
+        good one serves;
+        with none served yet, the newest older version that loads is served instead (the error only when none
+        does)."""
         now = self.clock()
         if not force and now - self._last_model_check < self.model_check_interval_s:
             return
@@ -140,22 +145,58 @@ class Worker:
         version = self.models.current()
         if version is None or (self.bundle is not None and version == self.bundle.version):
             return
+        if not force and self.bundle is not None and now < self._refused.get(version, (now, 0.0))[0]:
+            return
+        try:
+            bundle = self._load(version, now)
+        except BundleError as e:
+            if self.bundle is not None:
+                return
+            bundle = self._fallback(version, e, now)
+        self._serve(bundle)
+
+    def _load(self, version: str, now: float) -> ModelBundle:
+        """Load and check ``version``; a refusal is logged, counted and remembered (its next try backs off)."""
         try:
             bundle = self.models.load(version, self.device)
             self._check_compatible(bundle)
         except BundleError as e:
-            if self.bundle is None:
-                raise
-            log.error("model %s refused, still serving %s: %s", version, self.bundle.version, e)
-            return
+            wait = self._refused.get(version, (0.0, 1.0))[1]
+            self._refused[version] = (now + wait, min(2 * wait, MODEL_RETRY_MAX_S))
+            serving = f"still serving {self.bundle.version}" if self.bundle else "serving none yet"
+            log.error("model %s refused, %s; next try in %.0f s: %s", version, serving, wait, e)
+            for observer in self.observers:
+                observer.on_model_refused(version, str(e))
+            raise
+        self._refused.pop(version, None)
+        return bundle
+
+    def _fallback(self, version: str, error: BundleError, now: float) -> ModelBundle:
+        """The newest version older than ``version`` that loads (for a worker serving none), else ``error``."""
+        listed: list[str] = getattr(self.models, "versions", list)()
+        older = listed[: listed.index(version)] if version in listed else listed
+        for v in reversed(older):
+            try:
+                bundle = self._load(v, now)
+            except BundleError:
+                continue
+            log.warning("serving %s, the newest version that loads, until %s (the current one) does", v, version)
+            return bundle
+        raise error
+
+    def _serve(self, bundle: ModelBundle) -> None:
+        version = bundle.version
         previous = self.bundle.version if self.bundle else None
         self.bundle = bundle
         a = bundle.alarm
-        self.rule = AlarmRule(bundle.threshold, k=int(a.get("k", 1)), n=int(a.get("n", 1)),
-                              smoothing=int(a.get("smoothing", 1)), sensor_factors=self.cfg.threshold.sensors)
+        rule = AlarmRule(bundle.threshold, k=int(a.get("k", 1)), n=int(a.get("n", 1)),
+                         smoothing=int(a.get("smoothing", 1)), sensor_factors=self.cfg.threshold.sensors)
         if self.baselines is not None:  # judged by their old baselines until refitted under this model
             for sensor, baseline in self.baselines.ready.items():
-                self.rule.set_threshold(sensor, baseline.threshold)
+                rule.set_threshold(sensor, baseline.threshold)
+        if self.rule is not None and rule.carry(self.rule):  # the same rule: episodes go on through the swap
+            log.info("the alarm rule's per-sensor state carried over to model %s", version)
+        self.rule = rule
         log.info("serving model %s (%s, threshold %.4g), was %s", version, bundle.family, bundle.threshold, previous)
         for observer in self.observers:
             observer.on_model(bundle)
@@ -291,16 +332,35 @@ class Worker:
             self.phases.restore({(r.topic, r.partition) for r in records})
         self._window(records, closed, stats, now)
         scored = self._score(closed, stats) if closed else []
+        late = self._late_reports(stats, now)
         for stage in self.stages:
-            for msg in (stage.on_scored(scored) if scored else []) + stage.on_tick(now):
+            for msg in (stage.on_scored(scored) if scored else []) + stage.on_tick(now) + (
+                    stage.on_late(late) if late else []):
                 self.sink.send(msg)
         return stats
+
+    def _late_reports(self, stats: StepStats, now: float) -> list[LateReport]:
+        """The sensors that just reached ``stream.n_late_report`` late readings within a minute, logged."""
+        if not stats.late_by_sensor:
+            return []
+        reports = self.lateness.observe(stats.late_by_sensor, now, int(self.wall_clock() * 1000))
+        if reports:
+            log.warning("%s within %.0f s (stream.n_late_report = %d): each was not after its sensor's newest "
+                        "reading (duplicates, retries, or a clock fault at the source)",
+                        ", ".join(f"sensor {r.sensor} dropped {r.n_late} late readings" for r in reports[:10])
+                        + (f" and {len(reports) - 10} more sensors" if len(reports) > 10 else ""),
+                        reports[0].period_s, self.lateness.n_report)
+        return reports
 
     def _window(self, records: list[Record], closed: list[tuple[Window, Record]], stats: StepStats,
                 now: float) -> None:
         """Decode records into the windows (bad ones to the dead-letter topic), adding the windows they close."""
         docs = self.decoder.parse_many([r.value for r in records])
         columns = self.decoder.columns(docs) if len(docs) > 1 else None
+        now_ms = int(self.wall_clock() * 1000)
+        if columns is not None and self.decoder.any_ahead(
+                columns.ts_ms, np.fromiter(map(_RECORD_TS, records), np.int64, len(records)), now_ms):
+            columns = None  # one by one: each message far ahead is dead-lettered with its reason
         if columns is not None:
             self._push_columns(records, columns, closed, stats, now)
             return
@@ -309,17 +369,20 @@ class Worker:
             stats.replayed += rec.replay
             try:
                 readings = self.decoder.from_doc(doc)
+                self.decoder.check_time(readings, rec.timestamp_ms, now_ms)
             except InvalidReading as e:
                 if not rec.replay:
-                    self.sink.send(dead_letter(dlq, rec, str(e)))
+                    self.sink.send(dead_letter(dlq, rec, str(e), self.cfg.kafka.dead_letter_max_bytes))
                     stats.dead_letters += 1
+                    stats.rejected[e.kind] = stats.rejected.get(e.kind, 0) + 1
                 continue
             part = (rec.topic, rec.partition)
             if isinstance(readings, Block):
                 self._sensor_partition[readings.sensor] = part
                 windows, late = self.windows.push_block(*readings, now=now)
                 stats.readings += len(readings.ts_ms)
-                stats.late += late
+                if late:
+                    _count_late(stats, readings.sensor, late)
                 closed.extend((w, rec) for w in windows)
                 continue
             for r in readings:
@@ -327,7 +390,7 @@ class Worker:
                 self._sensor_partition[r.sensor] = part
                 w = self.windows.push(r.sensor, r.ts_ms, r.values, now)
                 if w is LATE:
-                    stats.late += 1
+                    _count_late(stats, r.sensor, 1)
                 elif w is not None:
                     closed.append((w, rec))  # type: ignore[arg-type]
 
@@ -350,12 +413,13 @@ class Worker:
                     w = push(sensor, stamps[i], values[i], now)
                     if w is not None:
                         if w is LATE:
-                            stats.late += 1
+                            _count_late(stats, sensor, 1)
                         else:
                             closed.append((w, records[i]))  # type: ignore[arg-type]
                 continue
             windows, at, late = self.windows.push_block_at(sensor, columns.ts_ms[idx], columns.values[idx], now)
-            stats.late += late
+            if late:
+                _count_late(stats, sensor, late)
             closed.extend((w, records[idx[j]]) for w, j in zip(windows, at))
 
     def _score(self, closed: list[tuple[Window, Record]], stats: StepStats) -> list[Scored]:
@@ -477,6 +541,8 @@ class Worker:
         t.late += s.late
         t.replayed += s.replayed
         t.calibrating = s.calibrating
+        for kind, n in s.rejected.items():
+            t.rejected[kind] = t.rejected.get(kind, 0) + n
         t.model_version = s.model_version or t.model_version
 
     def close(self) -> None:
@@ -496,6 +562,8 @@ class Worker:
 
 
 COMMIT_RETRY_S = 1.0
+MODEL_RETRY_MAX_S = 300.0  # a refused model version is tried again at most this far apart
+_RECORD_TS = operator.attrgetter("timestamp_ms")
 SCORE_CAP = float(np.finfo(np.float32).max)
 
 
@@ -513,6 +581,11 @@ def _finite(scores: np.ndarray, shares: np.ndarray) -> tuple[np.ndarray, np.ndar
     log.warning("%d window(s) scored non-finite (a reading far beyond the model's range): reported at score %g",
                 int(bad.sum()), SCORE_CAP)
     return np.where(bad, SCORE_CAP, scores), np.where(np.isfinite(shares), shares, 1.0 / shares.shape[1])
+
+
+def _count_late(stats: StepStats, sensor: str, n: int) -> None:
+    stats.late += n
+    stats.late_by_sensor[sensor] = stats.late_by_sensor.get(sensor, 0) + n
 
 
 def _next_offsets(records: Iterable[Record]) -> dict[Partition, int]:

@@ -132,7 +132,9 @@ bootstrap, topic = sys.argv[1], sys.argv[2]
 rate, seconds, n_warm, n_anomalous = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 plant = Plant(50, ("temperature", "pressure", "vibration", "current"), seed=1)  # the plant the model learnt
 steps = n_warm // 50 + int(rate * seconds) // 50
-readings = plant.readings(steps, int(time.time() * 1000), [(i, "shift", 0, steps) for i in range(n_anomalous)])
+# event time ends now (the plant runs faster than real time: starting now would run ahead of stream.max_future_ms)
+readings = plant.readings(steps, int(time.time() * 1000) - steps * plant.period_ms,
+                          [(i, "shift", 0, steps) for i in range(n_anomalous)])
 p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})  # as producers batch; counted in the latency
 def paced(part):
     t0 = time.perf_counter()

@@ -66,6 +66,23 @@ def test_a_gap_during_calibration_starts_a_new_run(train_small: Any) -> None:
     assert len(scores) == (60 - 15) + (40 - 15)  # no calibration window spans the gap
 
 
+def test_readings_too_extreme_for_a_baseline_are_calibrated_again(train_small: Any,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _cfg()
+    bundle = train_small(cfg)
+    readings = np.random.default_rng(3).normal(0.0, 1.0, (300, 4))
+    readings[50, 2] = 1e300  # a fuzzed value: its window's error overflows
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        split = base.split(_windows(cfg, readings, START_MS + 1000 * np.arange(300)), bundle.scorer, "v0001")
+    # the first try (readings 0..99) refused; the second starts with the next window, readings 85..100, and ends
+    # with the window ending at reading 184
+    (_, end_ms, baseline, _), = split.finished
+    assert end_ms == START_MS + 184_000 and np.isfinite(baseline.threshold)
+    np.testing.assert_allclose(baseline.mean, readings[85:185].mean(axis=0), rtol=1e-6)
+    assert "no baseline from its 100 calibration readings" in caplog.text
+
+
 def test_to_model_space_standardises_by_the_sensors_own_scales(train_small: Any) -> None:
     pre = train_small(_cfg()).scorer.preprocessor
     w = np.random.default_rng(2).normal(7.0, 3.0, (5, 16, 4))

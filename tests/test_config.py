@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
 
+from aestream.alerts import build_alert_stage
 from aestream.config import Config, load_config, parse_config
 from aestream.errors import ConfigError
 
@@ -101,3 +103,79 @@ def test_the_whole_config_survives_a_round_trip_through_toml() -> None:
     cfg = shipped.replace(alerts={"routes": ({"severity": "critical", "sensor": "pump-*", "sinks": ["topic"]},)},
                           threshold={"sensors": {"pump-*": 1.5}})
     assert parse_config(tomllib.loads(cfg.to_toml()), environ={}) == cfg
+
+
+def _numeric_keys() -> list[tuple[str, str, type]]:
+    """Every int and float key of every section: (section, key, type)."""
+    out = []
+    for section, cls in typing.get_type_hints(Config).items():
+        for key, hint in typing.get_type_hints(cls).items():
+            if hint in (int, float):
+                out.append((section, key, hint))
+    return out
+
+
+NUMERIC_KEYS = _numeric_keys()
+
+
+def test_the_numeric_keys_are_found() -> None:
+    assert ("threshold", "factor", float) in NUMERIC_KEYS and ("stream", "window_size", int) in NUMERIC_KEYS
+    assert len(NUMERIC_KEYS) > 50
+
+
+@pytest.mark.parametrize(("section", "key", "kind"), NUMERIC_KEYS, ids=[f"{s}.{k}" for s, k, _ in NUMERIC_KEYS])
+def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str, kind: type) -> None:
+    """No key takes -1 (a count, a size, a duration, a rate, a port, a seed...), and no float key NaN or ±inf."""
+    for value in ([-1] if kind is int else [-1.0, float("nan"), float("inf"), float("-inf")]):
+        with pytest.raises(ConfigError) as err:
+            parse_config({section: {key: value}})
+        assert f"config key {section}.{key} = {value!r} is invalid: use " in str(err.value)
+    assert getattr(parse_config({}), section) == getattr(Config(), section)  # and every default is in range
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"threshold": {"factor": 0}}, "config key threshold.factor = 0.0 is invalid: use a positive factor"),
+        ({"threshold": {"factor": -1}}, "config key threshold.factor = -1.0 is invalid: use a positive factor"),
+        ({"threshold": {"pot_initial_quantile": 1.5}},
+         "config key threshold.pot_initial_quantile = 1.5 is invalid: use a quantile between 0 and 1"),
+        ({"threshold": {"critical_ratio": 0.5}}, "config key threshold.critical_ratio = 0.5 is invalid: use 1 or more"),
+        ({"model": {"learning_rate": 0}}, "config key model.learning_rate = 0.0 is invalid: use a positive"),
+        ({"model": {"patience": 0}}, "config key model.patience = 0 is invalid: use 1 or more epochs"),
+        ({"kafka": {"heartbeat_interval_ms": 10_000}},
+         "config key kafka.heartbeat_interval_ms = 10000 is invalid: use less than kafka.session_timeout_ms (10000)"),
+        ({"kafka": {"max_poll_interval_ms": 0}},
+         "config key kafka.max_poll_interval_ms = 0 is invalid: use a positive"),
+        ({"stream": {"max_message_bytes": 0}}, "config key stream.max_message_bytes = 0 is invalid: use a positive"),
+        ({"retrain": {"n_min_windows": 30_000}},
+         "config key retrain.n_min_windows = 30000 is invalid: use at most retrain.n_reservoir_windows (20000)"),
+        ({"model": {"sparse": {"rho": 1.5}}},
+         "config key model.sparse.rho = 1.5 is invalid: use a target activation between 0 and 1"),
+        ({"model": {"conv": {"kernel_size": 0}}}, "config key model.conv.kernel_size = 0 is invalid: use a whole"),
+        ({"model": {"denoising": {"mask_prob": 1.0}}},
+         "config key model.denoising.mask_prob = 1.0 is invalid: use a share from 0 up to (not including) 1"),
+        ({"model": {"conv": {"filter": 8}}},
+         "unknown config key model.conv.filter = 8: did you mean model.conv.filters?"),
+    ],
+)
+def test_out_of_range_values_name_the_key_the_value_and_the_fix(doc: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("alerts", "message"),
+    [
+        ({"bands": {"warning": float("nan")}}, "config key alerts.bands.warning = nan is invalid: use a ratio"),
+        ({"sinks": {"hook": {"type": "webhook", "url": "http://h/x", "timeout_s": float("inf")}}},
+         "config key alerts.sinks.hook.timeout_s = inf is invalid: use a positive number of seconds"),
+        ({"sinks": {"hook": {"type": "webhook", "url": "http://h/x", "backoff_s": float("nan")}}},
+         "config key alerts.sinks.hook.backoff_s = nan is invalid: use a positive number of seconds"),
+    ],
+)
+def test_the_alert_tables_are_range_checked_at_start_too(alerts: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_alert_stage(parse_config({"alerts": alerts}))  # what build_app does, also with alerts off
+    assert message in str(err.value)

@@ -28,6 +28,8 @@ EXPECTED = {
     "aestream_retrains": "counter",
     "aestream_retrain_duration_seconds": "histogram",
     "aestream_webhook_failures": "counter",
+    "aestream_refused_messages": "counter",
+    "aestream_model_refusals": "counter",
 }
 
 
@@ -63,13 +65,22 @@ def test_observe_step_counts_readings_windows_events_by_severity_dead_letters_an
     assert m.value("aestream_windows_scored_total") == 8
     assert m.value("aestream_anomalies_total", severity="warning") == 2
     assert m.value("aestream_anomalies_total", severity="critical") == 1
-    assert m.value("aestream_dead_letters_total") == 2
+    assert m.value("aestream_dead_letters_total", reason="invalid") == 2
     assert m.value("aestream_late_readings_total") == 1
     assert m.value("aestream_replayed_records_total") == 4
     assert m.value("aestream_batch_duration_seconds_count") == 1
     assert m.value("aestream_batch_duration_seconds_sum") == pytest.approx(0.2)
     assert m.value("aestream_batch_duration_seconds_bucket", le="0.25") == 1
     assert m.value("aestream_batch_duration_seconds_bucket", le="0.1") == 0
+
+
+def test_dead_letters_are_counted_by_reason_and_each_reason_is_exposed_from_the_start() -> None:
+    m = Metrics()
+    assert [m.value("aestream_dead_letters_total", reason=r) for r in ("invalid", "oversized", "future")] == [0] * 3
+    m.observe_step(StepStats(records=9, dead_letters=6, rejected={"future": 3, "oversized": 1, "invalid": 2}), 0.1)
+    assert m.value("aestream_dead_letters_total", reason="future") == 3
+    assert m.value("aestream_dead_letters_total", reason="oversized") == 1
+    assert m.value("aestream_dead_letters_total", reason="invalid") == 2
 
 
 def test_lag_gauges_are_replaced_so_revoked_partitions_disappear() -> None:
@@ -98,6 +109,9 @@ def test_model_info_retrain_and_webhook_failures() -> None:
     assert m.value("aestream_retrain_duration_seconds_sum", outcome="published") == 92.0
     m.webhook_failure("ops-webhook")
     assert m.value("aestream_webhook_failures_total", sink="ops-webhook") == 1
+    m.message_refused("dead_lettered")
+    assert m.value("aestream_refused_messages_total", outcome="dead_lettered") == 1
+    assert m.value("aestream_refused_messages_total", outcome="dropped") == 0
 
 
 class _Bundle:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from aestream.ops import server as ops
+from aestream.ops.instrument import WorkerMetrics, liveness_check
 from aestream.ops.metrics import Metrics
 from aestream.worker import StepStats
 
@@ -31,15 +32,25 @@ class _Conn:
 
 
 class _FakeServer:
-    def __init__(self, metrics: Metrics, readiness: Callable[[], dict[str, bool]]) -> None:
-        self.metrics, self.readiness = metrics, readiness
+    def __init__(self, metrics: Metrics, readiness: Callable[[], dict[str, bool]],
+                 liveness: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.metrics, self.readiness, self.liveness = metrics, readiness, liveness
+
+
+class _NoLag:
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {}
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return set()
 
 
 def _get(path: str, metrics: Metrics | None = None, readiness: Callable[[], dict[str, bool]] = lambda: {"a": True},
-         accept: str = "") -> tuple[int, dict[str, str], bytes]:
+         accept: str = "", liveness: Callable[[], dict[str, Any]] | None = None) -> tuple[int, dict[str, str], bytes]:
     extra = f"Accept: {accept}\r\n" if accept else ""
     conn = _Conn(f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
-    ops._Handler(conn, ("127.0.0.1", 1), _FakeServer(metrics or Metrics(), readiness))  # type: ignore[arg-type]
+    server = _FakeServer(metrics or Metrics(), readiness, liveness)
+    ops._Handler(conn, ("127.0.0.1", 1), server)  # type: ignore[arg-type]
     head, _, body = bytes(conn.sent).partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     headers = dict(line.split(": ", 1) for line in lines[1:])
@@ -50,6 +61,29 @@ def test_healthz_is_200_while_the_process_serves() -> None:
     status, headers, body = _get("/healthz")
     assert (status, json.loads(body)) == (200, {"status": "ok"})
     assert headers["Content-Type"] == "application/json"
+
+
+def test_healthz_is_503_when_the_loop_has_not_completed_a_step_within_the_liveness_timeout() -> None:
+    now = [100.0]
+    observer = WorkerMetrics(Metrics(), _NoLag(), clock=lambda: now[0])  # created: counts as a step
+    alive = liveness_check(observer.state, timeout_s=60.0, clock=lambda: now[0])
+    now[0] = 150.0
+    status, _, body = _get("/healthz", liveness=alive)
+    assert (status, json.loads(body)) == (200, {"status": "ok", "seconds_since_step": 50.0, "timeout_s": 60.0})
+    now[0] = 161.0  # the loop hangs: no step for 61 s
+    status, _, body = _get("/healthz", liveness=alive)
+    assert (status, json.loads(body)) == (503, {"status": "stalled", "seconds_since_step": 61.0, "timeout_s": 60.0})
+    observer.on_step(StepStats(), 0.2)  # an empty poll is a step
+    status, _, body = _get("/healthz", liveness=alive)
+    assert status == 200 and json.loads(body)["seconds_since_step"] == 0.0
+
+
+def test_a_liveness_timeout_of_0_never_fails() -> None:
+    now = [0.0]
+    observer = WorkerMetrics(Metrics(), _NoLag(), clock=lambda: now[0])
+    now[0] = 1e6
+    status, _, body = _get("/healthz", liveness=liveness_check(observer.state, 0.0, clock=lambda: now[0]))
+    assert status == 200 and json.loads(body)["status"] == "ok"
 
 
 def test_readyz_is_200_when_every_check_passes_and_503_listing_the_checks_otherwise() -> None:

@@ -57,3 +57,23 @@ def test_update_many_equals_update_one_by_one_across_any_split(smoothing: int, k
     assert [a for _, a in got] == [a for _, a in expected]
     assert np.allclose([s for s, _ in got], [s for s, _ in expected], rtol=1e-12)
     assert 0 < sum(a for _, a in got) < len(scores)
+
+
+def test_a_rule_with_the_same_k_n_and_smoothing_carries_each_sensors_state_over() -> None:
+    old = AlarmRule(1.0, k=2, n=3, smoothing=2)
+    for x in (0.0, 3.0, 3.0):
+        old.update("s", x)
+    new = AlarmRule(2.0, k=2, n=3, smoothing=2)  # a new model, its threshold twice the old one
+    assert new.carry(old)
+    # the smoothing window holds 3.0 (ratio 3 to the old threshold) as 6.0: one window at ratio 1.5 is enough
+    assert new.update("s", 2.2) == (pytest.approx(4.1), True)
+    fresh = AlarmRule(2.0, k=2, n=3, smoothing=2)
+    assert fresh.update("s", 2.2)[1] is False  # what a reset did: the episode in progress closed at the swap
+
+
+@pytest.mark.parametrize("changed", [{"k": 1}, {"n": 4}, {"smoothing": 1}])
+def test_a_rule_with_other_k_n_or_smoothing_starts_afresh(changed: dict[str, int]) -> None:
+    old = AlarmRule(1.0, k=2, n=3, smoothing=2)
+    old.update("s", 3.0)
+    new = AlarmRule(1.0, **{"k": 2, "n": 3, "smoothing": 2, **changed})
+    assert not new.carry(old) and new.update("s", 0.0) == (0.0, False)

@@ -2,7 +2,9 @@
 
 Episode events (``opened``, ``updated``, ``resolved``) carry the window that caused the transition; data-quality
 events (``sensor_silent``, ``sensor_resumed``) carry the sensor's last window end. An event id is a UUIDv5 of
-(episode id or sensor, type, window end), so replays repeat ids and consumers can deduplicate.
+(episode id or sensor, type, window end), so replays repeat ids and consumers can deduplicate. The data-quality
+event ``sensor_late_readings`` (a sensor dropped ``stream.n_late_report`` late readings within a minute) is seen in
+processing time: its id is of (sensor, type, the wall-clock ms it was seen).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 from aestream.alerts.episodes import Transition
 from aestream.alerts.silence import Quality
 from aestream.stream.events import iso_ms, window_fields
+from aestream.stream.lateness import LateReport
 
-__all__ = ["ALERT_SCHEMA_ID", "alert_event_id", "calibration_event", "episode_event", "quality_event",
+__all__ = ["ALERT_SCHEMA_ID", "alert_event_id", "calibration_event", "episode_event", "late_event", "quality_event",
            "top_channels"]
 
 ALERT_SCHEMA_ID = "aestream.alert/1"
@@ -109,5 +112,22 @@ def quality_event(q: Quality, tags: Sequence[str] = ()) -> dict[str, Any]:
         "resumed_window_end_ms": q.resumed_window_end_ms,
         "silent_for_s": round(float(q.silent_for_s), 3),
         "detected_by": q.detected_by,
+        "tags": list(tags),
+    }
+
+
+def late_event(r: LateReport, tags: Sequence[str] = ()) -> dict[str, Any]:
+    """The document for a sensor that dropped many late readings (``sensor_late_readings``)."""
+    return {
+        "schema": ALERT_SCHEMA_ID,
+        "type": "sensor_late_readings",
+        "category": "data_quality",
+        "event_id": alert_event_id(r.sensor, "sensor_late_readings", r.at_ms),
+        "sensor": r.sensor,
+        "severity": "info",
+        "n_late": r.n_late,
+        "period_s": r.period_s,
+        "seen_ms": r.at_ms,
+        "seen": iso_ms(r.at_ms),
         "tags": list(tags),
     }

@@ -2,7 +2,8 @@
 
 A rule (one ``[[alerts.routes]]`` table) matches an event when every condition it names holds:
 
-* ``type``: the event type(s) (``opened``, ``updated``, ``resolved``, ``sensor_silent``, ``sensor_resumed``);
+* ``type``: the event type(s) (``opened``, ``updated``, ``resolved``, ``sensor_silent``, ``sensor_resumed``,
+  ``sensor_late_readings``);
 * ``severity``: the severity name(s);
 * ``sensor``: shell glob(s) on the sensor id; ``sensor_regex``: a regular expression (``re.fullmatch``);
 * ``channel``: the name(s) of which at least one is among the event's top contributing channels;
@@ -24,6 +25,7 @@ matching rule's, in order. An event no rule matches goes to ``default_sinks``.
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +49,7 @@ __all__ = [
     "tags_for",
 ]
 
-EVENT_TYPES = ("opened", "updated", "resolved", "sensor_silent", "sensor_resumed")
+EVENT_TYPES = ("opened", "updated", "resolved", "sensor_silent", "sensor_resumed", "sensor_late_readings")
 _ROUTE_KEYS = ("type", "severity", "sensor", "sensor_regex", "channel", "tags", "sinks")
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -77,7 +79,7 @@ def parse_bands(table: Mapping[str, Any], where: str = "alerts.bands") -> Bands:
         raise ConfigError(f"config key {where} = {{}} is invalid: name at least one band, e.g. warning = 1.0")
     items = []
     for name, floor in table.items():
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or floor < 0:
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < math.inf:
             raise ConfigError(f"config key {where}.{name} = {floor!r} is invalid: use a ratio of 0 or more")
         items.append((float(floor), name))
     items.sort()
@@ -148,7 +150,8 @@ def _webhook(spec: dict[str, Any], at: str) -> WebhookSpec:
         raise ConfigError(f"config key {at}.url is invalid: use an http:// or https:// URL")
     numbers: dict[str, Any] = {k: spec[k] for k in ("timeout_s", "backoff_s", "max_backoff_s") if k in spec}
     for k, v in numbers.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (k == "timeout_s" and v == 0):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf or (
+                k == "timeout_s" and v == 0):
             raise ConfigError(f"config key {at}.{k} = {v!r} is invalid: use a positive number of seconds")
     counts: dict[str, Any] = {k: spec[k] for k in ("retries", "queue_size") if k in spec}
     for n, c in counts.items():

@@ -1,10 +1,12 @@
 """Delivery edges for alert events that do not go through Kafka: HTTP webhooks and the log.
 
 A :class:`WebhookSink` never blocks the caller: :meth:`~WebhookSink.submit` puts the event on a bounded queue
-(a full queue is a give-up at once), and one background thread POSTs each event as JSON with a timeout,
-retrying with exponential backoff (5xx, 408, 429 and network errors; other 4xx are not retried). Give-ups
-become :class:`DeadLetter` records that the alert stage collects on its next tick and produces to the
-dead-letter topic. Stdlib only (``urllib``).
+(a full queue is a give-up at once), and one background thread POSTs each event as JSON with urllib3 (a pooled
+connection, a connect and a read timeout) and urllib3's retry machinery: exponential backoff with jitter, the
+endpoint's ``Retry-After`` honoured (up to ``max_backoff_s``), retries on network and protocol errors (refused
+connections, timeouts, truncated bodies, bad status lines), 5xx, 408 and 429; other 4xx are not retried.
+Give-ups become :class:`DeadLetter` records that the alert stage collects on its next tick and produces to the
+dead-letter topic. The delivery thread survives any exception: the event in flight is then dead-lettered with it.
 """
 
 from __future__ import annotations
@@ -12,21 +14,36 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import urllib3
+from urllib3.exceptions import HTTPError, MaxRetryError
+from urllib3.util.retry import Retry
+
 from aestream.alerts.routing import LogSpec, WebhookSpec
 
-__all__ = ["DeadLetter", "Post", "WebhookSink", "log_event", "post_json"]
+__all__ = ["DeadLetter", "Delivery", "Post", "WebhookSink", "log_event", "post_json"]
 
 log = logging.getLogger(__name__)
 
-Post = Callable[[str, bytes, Mapping[str, str], float], int]
-_RETRY_4XX = (408, 429)
+RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one delivery came to, its retries included: the last HTTP status (0 when none came back, ``error``
+    then says why) and the attempts made."""
+
+    status: int
+    attempts: int
+    error: str = ""
+
+
+# POST ``body`` to ``spec.url`` with ``headers``, retrying as ``spec`` says; a set ``stop`` ends the waits.
+Post = Callable[[WebhookSpec, bytes, Mapping[str, str], threading.Event], Delivery]
 
 
 @dataclass(frozen=True)
@@ -41,17 +58,68 @@ class DeadLetter:
     event_id: str = ""
 
 
-def post_json(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
-    """POST ``body``; returns the HTTP status (an error status is returned, not raised)."""
-    req = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": "aestream-alerts/1", **headers})
+class _Stopped(Exception):
+    """The worker stopped while a delivery waited to retry."""
+
+
+class _Retry(Retry):
+    """urllib3's :class:`Retry` whose waits end when the sink stops, and whose ``Retry-After`` is capped at
+    ``cap_s`` (one delivery thread per endpoint: an hour's wait would hold every later alert)."""
+
+    stop: threading.Event | None = None
+    cap_s: float = 30.0
+
+    def new(self, **kw: Any) -> _Retry:
+        r = super().new(**kw)
+        r.stop, r.cap_s = self.stop, self.cap_s
+        return r
+
+    def sleep_for_retry(self, response: Any) -> bool:
+        retry_after = self.get_retry_after(response)
+        if retry_after is None:
+            return False
+        self._wait(min(retry_after, self.cap_s))
+        return True
+
+    def _sleep_backoff(self) -> None:
+        self._wait(self.get_backoff_time())
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0 and self.stop is not None and self.stop.wait(seconds):
+            raise _Stopped
+
+
+_POOL = urllib3.PoolManager(num_pools=16, maxsize=1)  # one connection per endpoint: one thread posts to it
+
+
+def post_json(spec: WebhookSpec, body: bytes, headers: Mapping[str, str],
+              stop: threading.Event | None = None) -> Delivery:
+    """POST ``body`` as JSON to ``spec.url``, retrying as ``spec`` says (``retries`` more attempts, backoff
+    ``backoff_s`` × 2ⁿ plus up to ``backoff_s`` of jitter, at most ``max_backoff_s``); never raises for the
+    endpoint's sake: an error status is returned, a failure to get one is the ``error``."""
+    retry = _Retry(total=spec.retries, allowed_methods=None, status_forcelist=RETRY_STATUSES,
+                   backoff_factor=spec.backoff_s, backoff_max=spec.max_backoff_s, backoff_jitter=spec.backoff_s,
+                   respect_retry_after_header=True, raise_on_status=False, redirect=False)
+    retry.stop, retry.cap_s = stop, spec.max_backoff_s
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # the URL is configuration
-            resp.read()
-            return int(resp.status)
-    except urllib.error.HTTPError as e:
-        e.close()
-        return int(e.code)
+        resp = _POOL.request("POST", spec.url, body=body, retries=retry,
+                             timeout=urllib3.Timeout(connect=spec.timeout_s, read=spec.timeout_s),
+                             headers={"Content-Type": "application/json", "User-Agent": "aestream-alerts/1",
+                                      **headers})
+    except MaxRetryError as e:
+        return Delivery(0, 1 + spec.retries, _why(e.reason))
+    except _Stopped:
+        return Delivery(0, 0, "worker stopped while retrying")
+    except HTTPError as e:  # a protocol error on a request that was not to be retried
+        return Delivery(0, 1, _why(e))
+    history = resp.retries.history if isinstance(resp.retries, Retry) else ()
+    return Delivery(resp.status, len(history) + 1)
+
+
+def _why(e: BaseException | None) -> str:
+    """A reason for a dead letter: the error urllib3 gave up on (a protocol error names the one it wraps)."""
+    text = f"{type(e).__name__}: {e}" if e is not None else "no response"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _where(url: str) -> str:
@@ -117,33 +185,27 @@ class WebhookSink:
                 continue
             try:
                 self._deliver(key, value, eid)
+            except Exception as e:  # the thread outlives any failure; the event is dead-lettered with it
+                log.exception("alert sink %s: delivery of event %s failed", self.name, eid or "?")
+                self._give_up(key, value, eid, f"{type(e).__name__}: {e}", 1)
             finally:
                 self._queue.task_done()
 
     def _deliver(self, key: bytes | None, value: bytes, event_id: str) -> None:
         s = self.spec
         headers = {**s.headers, "Idempotency-Key": event_id} if event_id else dict(s.headers)
-        reason = ""
-        for attempt in range(1 + s.retries):
-            if attempt:
-                delay = min(s.backoff_s * 2 ** (attempt - 1), s.max_backoff_s)
-                if self._stop.wait(delay):
-                    self._give_up(key, value, event_id, f"worker stopped while retrying ({reason})", attempt)
-                    return
-            self.attempts += 1
-            try:
-                status = self._post(s.url, value, headers, s.timeout_s)
-            except (OSError, ValueError) as e:  # URLError, timeouts, refused connections are OSErrors
-                reason = f"{type(e).__name__}: {e}"
-                continue
-            if 200 <= status < 300:
-                self.delivered += 1
-                return
-            reason = f"HTTP {status}"
-            if 400 <= status < 500 and status not in _RETRY_4XX:
-                self._give_up(key, value, event_id, f"{reason} (not retried)", attempt + 1)
-                return
-        self._give_up(key, value, event_id, f"{reason} after {1 + s.retries} attempt(s)", 1 + s.retries)
+        d = self._post(s, value, headers, self._stop)
+        self.attempts += d.attempts
+        if 200 <= d.status < 300:
+            self.delivered += 1
+            return
+        if d.status == 0:
+            reason = f"{d.error} after {d.attempts} attempt(s)" if d.attempts else d.error
+        elif d.status in RETRY_STATUSES:
+            reason = f"HTTP {d.status} after {d.attempts} attempt(s)"
+        else:
+            reason = f"HTTP {d.status} (not retried)"
+        self._give_up(key, value, event_id, reason, d.attempts)
 
 
 def log_event(spec: LogSpec, event: Mapping[str, Any]) -> None:

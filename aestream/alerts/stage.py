@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from aestream.alerts.documents import calibration_event, episode_event, quality_event, top_channels
+from aestream.alerts.documents import calibration_event, episode_event, late_event, quality_event, top_channels
 from aestream.alerts.episodes import EpisodeTracker
 from aestream.alerts.routing import (
     Bands,
@@ -37,6 +37,7 @@ from aestream.alerts.state import read_state, write_state
 from aestream.config import Config
 from aestream.errors import AlertStateError
 from aestream.stream.events import encode_event
+from aestream.stream.lateness import LateReport
 from aestream.stream.messages import Outgoing
 from aestream.stream.stages import Scored, Stage
 
@@ -121,6 +122,12 @@ class AlertStage(Stage):
             out += [self._dead_letter(d) for d in hook.take_dead_letters()]
         if self._dirty and self.state_path is not None and self.clock() - self._last_write >= self.persist_interval_s:
             self._pending, self._dirty = self._snapshot(), False
+        return out
+
+    def on_late(self, reports: list[LateReport]) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for r in reports:
+            out += self._emit(late_event(r, self.router.sensor_tags(r.sensor)))
         return out
 
     # -- the rest ---------------------------------------------------------------------------------------------

@@ -134,6 +134,13 @@ class Background(Protocol):
     def close(self) -> None: ...
 
 
+def _check_finite(b: Baseline) -> None:
+    """Raise :class:`FloatingPointError` when a scale, an error scale or the threshold is NaN or infinite."""
+    if not (np.isfinite(b.mean).all() and np.isfinite(b.std).all() and np.isfinite(b.channel_scale).all()
+            and np.isfinite(b.threshold)):
+        raise FloatingPointError("a scale or the threshold is not finite")
+
+
 @dataclass
 class _Split:
     keep: list[int] = field(default_factory=list)
@@ -182,8 +189,9 @@ class SensorBaselines:
                 out.started.append((w.sensor, w.end_ms))
             self._collect(cal, w)
             if cal.n_rows >= self.cfg.n_readings:
-                baseline, scores = self.calibrate(w.sensor, scorer, model_version)
-                out.finished.append((w.sensor, w.end_ms, baseline, scores))
+                done = self.calibrate(w.sensor, scorer, model_version)
+                if done is not None:
+                    out.finished.append((w.sensor, w.end_ms, *done))
         return out
 
     def _collect(self, cal: _Calibration, w: Window) -> None:
@@ -200,18 +208,26 @@ class SensorBaselines:
             return
         cal.last_end_ms = w.end_ms
 
-    def calibrate(self, sensor: str, scorer: Scorer, model_version: str) -> tuple[Baseline, np.ndarray]:
-        """Finish ``sensor``'s calibration with the serving model: its baseline and calibration scores."""
+    def calibrate(self, sensor: str, scorer: Scorer, model_version: str) -> tuple[Baseline, np.ndarray] | None:
+        """Finish ``sensor``'s calibration with the serving model: its baseline and calibration scores; ``None``
+        (and the sensor calibrates again from its next readings) when its readings make no usable baseline —
+        values so extreme that a scale, an error or the threshold is not finite."""
         cal = self._calibrating.pop(sensor)
         runs = [np.concatenate(r) for r in cal.runs]
-        if self.finetune is not None:  # the sensor's own model now, in this step
-            baseline, scores = self.finetune(runs, scorer, model_version)
-        else:
-            baseline, scores = fit_baseline(runs, scorer, self.threshold, window_size=self.window_size,
-                                            stride=1 if self.stride_ms else self.stride, model_version=model_version,
-                                            min_std_fraction=self.cfg.min_std_fraction)
-            if self.finetuner is not None:  # its own model later: the shared one judges it meanwhile
-                self.finetuner.submit(sensor, runs, scorer, model_version)
+        try:
+            if self.finetune is not None:  # the sensor's own model now, in this step
+                baseline, scores = self.finetune(runs, scorer, model_version)
+            else:
+                baseline, scores = fit_baseline(runs, scorer, self.threshold, window_size=self.window_size,
+                                                stride=1 if self.stride_ms else self.stride,
+                                                model_version=model_version, min_std_fraction=self.cfg.min_std_fraction)
+            _check_finite(baseline)
+        except (ArithmeticError, ValueError) as e:  # FloatingPointError (a diverged fine-tune) is an ArithmeticError
+            log.warning("sensor %s: no baseline from its %d calibration readings (%s: %s); it calibrates again",
+                        sensor, cal.n_rows, type(e).__name__, e)
+            return None
+        if self.finetune is None and self.finetuner is not None:  # its own model later: the shared one meanwhile
+            self.finetuner.submit(sensor, runs, scorer, model_version)
         self.ready[sensor] = baseline
         return baseline, scores
 
@@ -221,6 +237,11 @@ class SensorBaselines:
             return []
         out = []
         for sensor, (baseline, scores) in self.finetuner.done():
+            try:
+                _check_finite(baseline)
+            except FloatingPointError as e:
+                log.warning("sensor %s: its fine-tuned model is unusable (%s); the shared model judges it", sensor, e)
+                continue
             if sensor in self.ready:  # not forgotten meanwhile
                 self.ready[sensor] = baseline
                 out.append((sensor, baseline, scores))

@@ -157,6 +157,29 @@ class AlarmRule:
         st.flags.extend(over[-self.n:].tolist())
         return smoothed, alarm
 
+    def carry(self, previous: AlarmRule) -> bool:
+        """Take over ``previous``'s per-sensor state when its rule is the same (``k``, ``n``, ``smoothing``), so an
+        episode in progress neither closes nor reopens at a model swap; its smoothed scores are rescaled by the
+        ratio of the two thresholds (each keeps its ratio to the threshold). Returns whether it did.
+
+        >>> old = AlarmRule(1.0, k=2, n=2)
+        >>> old.update("s", 3.0)
+        (3.0, False)
+        >>> new = AlarmRule(2.0, k=2, n=2)
+        >>> new.carry(old), new.update("s", 2.5)
+        (True, (2.5, True))
+        """
+        if (self.k, self.n, self.smoothing) != (previous.k, previous.n, previous.smoothing):
+            return False
+        for sensor, st in previous._state.items():  # each sensor by its own thresholds (a baseline's, a glob's)
+            before = previous._limit(sensor)
+            scale = self._limit(sensor) / before if before > 0 else 1.0
+            if not np.isfinite(scale) or scale <= 0:
+                scale = 1.0
+            self._state[sensor] = _SensorAlarm(deque((x * scale for x in st.scores), maxlen=self.smoothing),
+                                               deque(st.flags, maxlen=self.n))
+        return True
+
     def drop(self, sensors: list[str] | set[str]) -> None:
         for s in sensors:
             self._state.pop(s, None)

@@ -8,6 +8,7 @@ manual commits of what the worker says (with its metadata), a lookback replay of
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -15,12 +16,17 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from aestream.config import KafkaConfig
+from aestream.kafka.refusals import OnRefused, RefusingSink
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
 
 __all__ = ["ConfluentSink", "ConfluentSource", "confluent_options"]
 
 log = logging.getLogger(__name__)
+
+# errors of one message that no retry cures (its size, its contents): dead-lettered, not raised
+_REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+                       KafkaError.INVALID_MSG, KafkaError.INVALID_MSG_SIZE})
 
 
 def confluent_options(cfg: KafkaConfig) -> dict[str, Any]:
@@ -177,34 +183,52 @@ def _offset(topic: str, partition: int, offset: int, metadata: str | None) -> To
     return TopicPartition(topic, partition, offset)
 
 
-class ConfluentSink:
-    """An idempotent librdkafka producer (acks=all)."""
+class ConfluentSink(RefusingSink):
+    """An idempotent librdkafka producer (acks=all); refused messages as in
+    :class:`~aestream.kafka.refusals.RefusingSink`."""
 
-    def __init__(self, cfg: KafkaConfig, linger_ms: int = 5) -> None:
+    def __init__(self, cfg: KafkaConfig, linger_ms: int = 5, on_refused: OnRefused | None = None) -> None:
         self.producer = Producer({**confluent_options(cfg), "enable.idempotence": True, "acks": "all",
                                   "linger.ms": linger_ms})
+        self.dead_letter_topic, self.dead_letter_max_bytes = cfg.dead_letter_topic, cfg.dead_letter_max_bytes
+        self.on_refused = on_refused
         self._errors: list[str] = []
+        self._refusals: list[tuple[Outgoing, str]] = []
 
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
+    def _delivered(self, sent: Outgoing, err: Any, _report: Any) -> None:
+        if err is None:
+            return
+        if err.code() in _REFUSALS:
+            self._refusals.append((sent, f"{err.name()}: {err.str()}"))
+        else:
             self._errors.append(str(err))
 
-    def send(self, msg: Outgoing) -> None:
+    def _produce(self, msg: Outgoing) -> str | None:
         while True:
             try:
                 self.producer.produce(msg.topic, value=msg.value, key=msg.key,
                                       headers=list(msg.headers) or None,  # type: ignore[arg-type]
                                       partition=-1 if msg.partition is None else msg.partition,  # -1: by key
-                                      on_delivery=self._delivered)
-                return
+                                      # the report's message has no headers: a refused one is resent from ours
+                                      on_delivery=functools.partial(self._delivered, msg))
+                return None
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self.producer.poll(0.05)
+            except KafkaException as e:  # above message.max.bytes: refused before it is queued
+                err = e.args[0]
+                if not isinstance(err, KafkaError) or err.code() not in _REFUSALS:
+                    raise
+                return f"{err.name()}: {err.str()}"
 
-    def flush(self, timeout_s: float = 60.0) -> None:
+    def _flush_producer(self, timeout_s: float) -> None:
         left = self.producer.flush(timeout_s)
         if left or self._errors:
             errors, self._errors = self._errors, []
             raise KafkaException(f"producing failed: {left} undelivered, errors {errors[:3]}")
+
+    def _take_refused(self) -> list[tuple[Outgoing, str]]:
+        out, self._refusals = self._refusals, []
+        return out
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued, then release librdkafka's threads (it has no close of its own)."""

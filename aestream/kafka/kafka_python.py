@@ -17,20 +17,30 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, OffsetMetadataTooLargeError, TopicAlreadyExistsError
+from kafka.errors import (
+    InvalidRecordError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    OffsetMetadataTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+    UnknownError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
+from aestream.kafka.refusals import OnRefused, RefusingSink
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
 
-__all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "open_sink",
-           "open_source", "tail_topic",
-           "wait_for_broker"]
+__all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "open_sink", "open_source",
+           "tail_topic", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
 METADATA_MAX_AGE_MS = 5_000
+# errors of one message that no retry cures (its size, its contents): dead-lettered, not raised
+_REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     """Connection and security settings shared by every client (SASL/SSL passed through when set)."""
@@ -65,13 +75,13 @@ def open_source(
     return KafkaSource(cfg, on_revoke, on_assign)
 
 
-def open_sink(cfg: KafkaConfig) -> KafkaSink:
-    """The producer of the configured client library (``kafka.client``)."""
+def open_sink(cfg: KafkaConfig, on_refused: OnRefused | None = None) -> KafkaSink:
+    """The producer of the configured client library (``kafka.client``); ``on_refused`` counts refused messages."""
     if cfg.client == "confluent":
         from aestream.kafka.confluent import ConfluentSink
 
-        return ConfluentSink(cfg)  # type: ignore[return-value]
-    return KafkaSink(cfg)
+        return ConfluentSink(cfg, on_refused=on_refused)  # type: ignore[return-value]
+    return KafkaSink(cfg, on_refused=on_refused)
 
 
 def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 30.0) -> None:
@@ -234,28 +244,58 @@ class KafkaSource:
         self.consumer.close(autocommit=False)
 
 
-class KafkaSink:
-    """An idempotent producer (acks=all) for events and dead letters."""
+class KafkaSink(RefusingSink):
+    """A producer (acks=all, one request in flight, so a retry keeps the order) for events and dead letters.
 
-    def __init__(self, cfg: KafkaConfig, linger_ms: int = 5) -> None:
-        self.producer = KafkaProducer(**client_options(cfg), linger_ms=linger_ms, acks="all")
-        self._errors: list[BaseException] = []
-        self._unflushed = False
+    A message that the producer or the broker refuses for itself (too large, invalid) is dead-lettered, never
+    raised (:class:`~aestream.kafka.refusals.RefusingSink`); ``on_refused`` hears of each. kafka-python's idempotent
+    producer (its default since 3.0) is off: in 3.0.12 one refused message leaves it in a fatal state, in which it
+    fails every later message with the same error.
+    """
 
-    def send(self, msg: Outgoing) -> None:
-        fut = self.producer.send(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None,
-                                 partition=msg.partition)
-        fut.add_errback(self._errors.append)
-        self._unflushed = True
+    def __init__(self, cfg: KafkaConfig, linger_ms: int = 5, on_refused: OnRefused | None = None) -> None:
+        self.producer = KafkaProducer(**client_options(cfg), linger_ms=linger_ms, acks="all",
+                                      enable_idempotence=False, max_in_flight_requests_per_connection=1)
+        self.dead_letter_topic, self.dead_letter_max_bytes = cfg.dead_letter_topic, cfg.dead_letter_max_bytes
+        self.on_refused = on_refused
+        self._failed: list[tuple[Outgoing, BaseException]] = []  # appended by the producer's I/O thread
+        self._futures: list[Any] = []  # of the messages sent since the last flush
 
-    def flush(self, timeout_s: float = 60.0) -> None:
-        """Block until every sent message is acknowledged; raises if any failed (so offsets are not committed)."""
-        if self._unflushed:  # kafka-python wakes its sender thread even with nothing to send
-            self.producer.flush(timeout=timeout_s)
-            self._unflushed = False
-        if self._errors:
-            err, self._errors = self._errors[0], []
-            raise KafkaError(f"producing failed: {err}")
+    def _produce(self, msg: Outgoing) -> str | None:
+        try:
+            fut = self.producer.send(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None,
+                                     partition=msg.partition)
+        except _REFUSALS as e:  # above max_request_size: refused before it is sent
+            return f"{type(e).__name__}: {e}"
+        fut.add_errback(lambda e: self._failed.append((msg, e)))
+        self._futures.append(fut)
+        return None
+
+    def _flush_producer(self, timeout_s: float) -> None:
+        """``producer.flush`` until every message sent is acknowledged or failed. kafka-python (3.0.12) splits a
+        batch the broker refuses as too large and queues its halves, but a flush waiting on that batch then
+        raises ``UnknownError('Future not done')`` (the Java client's KAFKA-9312 returned early instead): the
+        halves are flushed by the next round."""
+        deadline = time.monotonic() + timeout_s
+        while self._futures:  # kafka-python wakes its sender thread even with nothing to send
+            try:
+                self.producer.flush(timeout=max(deadline - time.monotonic(), 0.0))
+            except UnknownError:
+                if time.monotonic() >= deadline:
+                    raise
+            if all(f.is_done for f in self._futures):
+                self._futures = []
+            elif time.monotonic() >= deadline:
+                raise KafkaError(f"producing failed: {sum(not f.is_done for f in self._futures)} message(s) "
+                                 f"not acknowledged within {timeout_s} s")
+        errors = [e for _, e in self._failed if not isinstance(e, _REFUSALS)]
+        if errors:
+            self._failed = []
+            raise KafkaError(f"producing failed: {errors[0]}")
+
+    def _take_refused(self) -> list[tuple[Outgoing, str]]:
+        failed, self._failed = self._failed, []
+        return [(m, f"{type(e).__name__}: {e}") for m, e in failed]
 
     def close(self, timeout_s: float = 10.0) -> None:
         self.producer.close(timeout=timeout_s)

@@ -41,7 +41,9 @@ class Changelog(Protocol):
 
 
 class ModelSource(Protocol):
-    """Where the worker gets its model: ``current()`` names the serving version, ``load(v)`` loads it."""
+    """Where the worker gets its model: ``current()`` names the serving version, ``load(v)`` loads it. A source
+    may also list its versions, oldest first (``versions() -> list[str]``): a worker whose current version is
+    refused at start then serves the newest older one that loads."""
 
     def current(self) -> str | None: ...
     def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle: ...

@@ -2,8 +2,9 @@
 as one of its observers, so the worker module knows nothing about Prometheus.
 
 The observer runs in the worker's thread, which alone touches the consumer: it counts what each step did and how
-long it took, and every ``lag_interval_s`` reads the consumer lag and the assignment. What the HTTP thread needs
-for ``/readyz`` is copied into a :class:`WorkerState` it can read without touching the consumer.
+long it took, stamps when it ended, and every ``lag_interval_s`` reads the consumer lag and the assignment. What
+the HTTP thread needs for ``/readyz`` and ``/healthz`` is copied into a :class:`WorkerState` it can read without
+touching the consumer.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from aestream.models.bundle import ModelBundle
 from aestream.ops.metrics import Metrics
@@ -20,7 +21,7 @@ from aestream.ops.server import OpsServer
 from aestream.stream.messages import Partition
 from aestream.worker import StepStats, WorkerObserver
 
-__all__ = ["LagSource", "WorkerMetrics", "WorkerState", "readiness_checks", "start_ops_server"]
+__all__ = ["LagSource", "WorkerMetrics", "WorkerState", "liveness_check", "readiness_checks", "start_ops_server"]
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,13 @@ class LagSource(Protocol):
 
 @dataclass
 class WorkerState:
-    """What the worker thread last saw, for the readiness checks (plain attributes: safe to read anywhere)."""
+    """What the worker thread last saw, for the readiness and liveness checks (plain attributes: safe to read
+    anywhere). ``last_step_at``: when the last step ended (the observer's clock), or the observer was made."""
 
     partitions: int = 0
     model_version: str | None = None
     steps: int = 0
+    last_step_at: float = 0.0
 
 
 class WorkerMetrics(WorkerObserver):
@@ -52,7 +55,7 @@ class WorkerMetrics(WorkerObserver):
                  broker_ok: Callable[[], bool] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.metrics, self.source, self.broker_ok, self.clock = metrics, source, broker_ok, clock
         self.lag_interval_s = lag_interval_s
-        self.state = WorkerState()
+        self.state = WorkerState(last_step_at=clock())
         self._next_lag = -float("inf")
 
     def on_step(self, stats: StepStats, seconds: float) -> None:
@@ -60,7 +63,7 @@ class WorkerMetrics(WorkerObserver):
         self.state.steps += 1
         self.state.partitions = len(self.source.assignment())
         self.metrics.partitions.set(self.state.partitions)
-        now = self.clock()
+        now = self.state.last_step_at = self.clock()  # an empty poll is a step too
         if now >= self._next_lag:
             self._next_lag = now + self.lag_interval_s
             self._update_lag()
@@ -68,6 +71,9 @@ class WorkerMetrics(WorkerObserver):
     def on_model(self, bundle: ModelBundle) -> None:
         self.state.model_version = bundle.version
         self.metrics.set_model(bundle.version, bundle.family)
+
+    def on_model_refused(self, version: str, reason: str) -> None:
+        self.metrics.model_refused()
 
     def _update_lag(self) -> None:
         try:
@@ -91,7 +97,26 @@ def readiness_checks(state: WorkerState, broker_ok: Callable[[], bool]) -> Calla
     return checks
 
 
-def start_ops_server(observer: WorkerMetrics, port: int, host: str, broker_ok: Callable[[], bool]) -> OpsServer:
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` for the worker ``observer`` watches. Stop it after the
-    worker."""
-    return OpsServer(port, observer.metrics, readiness_checks(observer.state, broker_ok), host=host).start()
+def liveness_check(state: WorkerState, timeout_s: float,
+                   clock: Callable[[], float] = time.monotonic) -> Callable[[], dict[str, Any]]:
+    """The ``/healthz`` check: alive while the consume loop completed a step within ``timeout_s`` (0: always).
+
+    >>> now = [10.0]
+    >>> check = liveness_check(WorkerState(last_step_at=0.0), 5.0, clock=lambda: now[0])
+    >>> check()["alive"], check()["seconds_since_step"]
+    (False, 10.0)
+    """
+
+    def check() -> dict[str, Any]:
+        since = round(clock() - state.last_step_at, 3)
+        return {"alive": not timeout_s or since <= timeout_s, "seconds_since_step": since, "timeout_s": timeout_s}
+
+    return check
+
+
+def start_ops_server(observer: WorkerMetrics, port: int, host: str, broker_ok: Callable[[], bool],
+                     liveness_timeout_s: float = 0.0) -> OpsServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` for the worker ``observer`` watches; ``/healthz`` fails
+    after ``liveness_timeout_s`` without a step (0: never). Stop it after the worker."""
+    return OpsServer(port, observer.metrics, readiness_checks(observer.state, broker_ok), host=host,
+                     liveness=liveness_check(observer.state, liveness_timeout_s, observer.clock)).start()

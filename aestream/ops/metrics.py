@@ -1,8 +1,9 @@
 """Prometheus metrics of a worker, in a registry of their own (so tests and several workers in one process never
 collide). Every name starts with ``aestream_``; docs/operations.md lists them.
 
-The worker loop feeds them through :func:`aestream.ops.instrument.instrument`; the retraining job calls
-:meth:`Metrics.retrain` and alert sinks call :meth:`Metrics.webhook_failure`.
+The worker loop feeds them through :class:`aestream.ops.instrument.WorkerMetrics`; the retraining job calls
+:meth:`Metrics.retrain`, alert sinks :meth:`Metrics.webhook_failure` and the Kafka sink
+:meth:`Metrics.message_refused`.
 
 >>> from aestream.worker import StepStats
 >>> m = Metrics()
@@ -21,9 +22,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 if TYPE_CHECKING:
     from aestream.worker import StepStats
 
-__all__ = ["BATCH_BUCKETS_S", "RETRAIN_BUCKETS_S", "SEVERITIES", "Metrics"]
+__all__ = ["BATCH_BUCKETS_S", "DEAD_LETTER_REASONS", "RETRAIN_BUCKETS_S", "SEVERITIES", "Metrics"]
 
 SEVERITIES = ("warning", "critical")
+DEAD_LETTER_REASONS = ("invalid", "oversized", "future")  # InvalidReading.kind
 BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RETRAIN_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
@@ -41,8 +43,10 @@ class Metrics:
         self.windows = Counter("aestream_windows_scored_total", "Windows scored by the autoencoder.", registry=r)
         self.anomalies = Counter("aestream_anomalies_total", "Anomaly events emitted, by severity.",
                                  ["severity"], registry=r)
-        self.dead_letters = Counter("aestream_dead_letters_total", "Messages sent to the dead-letter topic.",
-                                    registry=r)
+        self.dead_letters = Counter("aestream_dead_letters_total",
+                                    "Messages sent to the dead-letter topic, by reason: invalid (not a reading), "
+                                    "oversized (above stream.max_message_bytes), future (beyond stream.max_future_ms).",
+                                    ["reason"], registry=r)
         self.late = Counter("aestream_late_readings_total", "Readings dropped as older than their sensor's window.",
                             registry=r)
         self.replayed = Counter("aestream_replayed_records_total",
@@ -60,13 +64,23 @@ class Metrics:
         self.model_loaded = Gauge("aestream_model_loaded", "1 once a model is being served, else 0.", registry=r)
         self.model_swaps = Counter("aestream_model_swaps_total", "Model versions swapped in (the first included).",
                                    registry=r)
+        self.model_refusals = Counter("aestream_model_refusals_total",
+                                      "Model versions refused on loading (a corrupt or incompatible bundle; tried "
+                                      "again with backoff while the last good version serves).", registry=r)
         self.retrains = Counter("aestream_retrains_total", "Retraining runs, by outcome.", ["outcome"], registry=r)
         self.retrain_seconds = Histogram("aestream_retrain_duration_seconds", "Duration of retraining runs.",
                                          ["outcome"], buckets=RETRAIN_BUCKETS_S, registry=r)
+        self.refused = Counter("aestream_refused_messages_total",
+                               "Messages the producer or the broker refused (too large, invalid), by outcome: "
+                               "dead_lettered, or dropped (a dead letter refused in turn).", ["outcome"], registry=r)
         self.webhook_failures = Counter("aestream_webhook_failures_total", "Alert deliveries that failed, by sink.",
                                         ["sink"], registry=r)
         for s in SEVERITIES:  # so both series exist (at 0) from the first scrape
             self.anomalies.labels(severity=s)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason=reason)
+        for outcome in ("dead_lettered", "dropped"):
+            self.refused.labels(outcome=outcome)
 
     def observe_step(self, stats: StepStats, seconds: float) -> None:
         """Count what one worker step did; its duration goes to the histogram when it had records."""
@@ -74,7 +88,11 @@ class Metrics:
         self.readings.inc(stats.readings)
         self.calibrating.set(stats.calibrating)
         self.windows.inc(stats.windows)
-        self.dead_letters.inc(stats.dead_letters)
+        for reason, n in stats.rejected.items():
+            self.dead_letters.labels(reason=reason).inc(n)
+        unsorted = stats.dead_letters - sum(stats.rejected.values())
+        if unsorted > 0:
+            self.dead_letters.labels(reason="invalid").inc(unsorted)
         self.late.inc(stats.late)
         self.replayed.inc(stats.replayed)
         for event in stats.events_out:
@@ -95,10 +113,18 @@ class Metrics:
         self.model_loaded.set(1)
         self.model_swaps.inc()
 
+    def model_refused(self) -> None:
+        """Count one refused load of a model version."""
+        self.model_refusals.inc()
+
     def retrain(self, outcome: str, seconds: float) -> None:
         """Count one retraining run (``outcome`` e.g. ``published``, ``rejected``, ``failed``) and its duration."""
         self.retrains.labels(outcome=outcome).inc()
         self.retrain_seconds.labels(outcome=outcome).observe(seconds)
+
+    def message_refused(self, outcome: str) -> None:
+        """Count one message the producer or the broker refused (``dead_lettered`` or ``dropped``)."""
+        self.refused.labels(outcome=outcome).inc()
 
     def webhook_failure(self, sink: str) -> None:
         """Count one failed alert delivery to ``sink``."""

@@ -1,7 +1,9 @@
 """The operations endpoint: a small threaded HTTP server for Prometheus and the orchestrator's probes.
 
 * ``GET /metrics``: the worker's metrics in the Prometheus text format;
-* ``GET /healthz``: 200 while the process serves HTTP (liveness);
+* ``GET /healthz``: liveness: 200 while the worker's loop completes steps, 503 once it has not for the liveness
+  timeout (a hung loop; the orchestrator restarts the process); without a liveness check, 200 while the process
+  serves HTTP;
 * ``GET /readyz``: 200 when every readiness check is true, else 503; the JSON body lists the checks.
 
 The readiness checks are injected (the composition root knows the worker); :func:`broker_check` is the
@@ -18,6 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 
@@ -28,6 +31,7 @@ __all__ = ["OpsServer", "broker_check", "split_host_port", "tcp_reachable"]
 log = logging.getLogger(__name__)
 
 Readiness = Callable[[], dict[str, bool]]
+Liveness = Callable[[], dict[str, Any]]  # {"alive": bool, ...details}
 DEFAULT_HOST = "0.0.0.0"
 
 
@@ -70,11 +74,21 @@ class _Handler(BaseHTTPRequestHandler):
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             self._send(HTTPStatus.OK, encoder(self.server.metrics.registry), content_type)
         elif path == "/healthz":
-            self._json(HTTPStatus.OK, {"status": "ok"})
+            self._alive()
         elif path == "/readyz":
             self._ready()
         else:
             self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {path}: use /metrics, /healthz or /readyz"})
+
+    def _alive(self) -> None:
+        check = getattr(self.server, "liveness", None)
+        if check is None:
+            self._json(HTTPStatus.OK, {"status": "ok"})
+            return
+        details = dict(check())
+        alive = bool(details.pop("alive"))
+        status = HTTPStatus.OK if alive else HTTPStatus.SERVICE_UNAVAILABLE
+        self._json(status, {"status": "ok" if alive else "stalled", **details})
 
     def _ready(self) -> None:
         try:
@@ -104,9 +118,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], metrics: Metrics, readiness: Readiness) -> None:
+    def __init__(self, address: tuple[str, int], metrics: Metrics, readiness: Readiness,
+                 liveness: Liveness | None = None) -> None:
         self.metrics = metrics
         self.readiness = readiness
+        self.liveness = liveness
         super().__init__(address, _Handler)
 
 
@@ -116,11 +132,13 @@ class OpsServer:
     ``port = 0`` picks a free port; :attr:`port` is the bound one once :meth:`start` returned.
     """
 
-    def __init__(self, port: int, metrics: Metrics, readiness: Readiness, host: str = DEFAULT_HOST) -> None:
+    def __init__(self, port: int, metrics: Metrics, readiness: Readiness, host: str = DEFAULT_HOST,
+                 liveness: Liveness | None = None) -> None:
         self.host = host
         self.port = port
         self.metrics = metrics
         self.readiness = readiness
+        self.liveness = liveness
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -128,7 +146,7 @@ class OpsServer:
         """Bind and serve in the background; returns ``self``."""
         if self._server is not None:
             return self
-        self._server = _Server((self.host, self.port), self.metrics, self.readiness)
+        self._server = _Server((self.host, self.port), self.metrics, self.readiness, self.liveness)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="aestream-ops", daemon=True)
         self._thread.start()

@@ -10,6 +10,9 @@ A message is one JSON reading, a JSON array of readings (the batched form), or o
 ``ts`` is epoch milliseconds or an ISO-8601 string (UTC unless it carries an offset); ``values`` is an object
 keyed by channel (every configured channel, no other) or a list in the configured channel order. A batched
 message is accepted or refused as a whole, so a dead-lettered message can be replayed without duplicates.
+A reading more than ``max_future_ms`` ahead of its record's timestamp or of this host's clock is refused too
+(:meth:`ReadingDecoder.check_time`): accepted, it would become its sensor's newest reading, and every real reading
+after it would be dropped as late.
 
 >>> d = ReadingDecoder(("a", "b"))
 >>> d.decode(b'{"sensor": "s1", "ts": 1767225600000, "values": [1, 2.5]}')
@@ -37,6 +40,7 @@ __all__ = ["Block", "Columns", "Reading", "ReadingDecoder", "encode_reading", "p
 
 DEFAULT_MAX_BYTES = 1_000_000
 DEFAULT_MAX_READINGS = 10_000
+DEFAULT_MAX_FUTURE_MS = 300_000
 MAX_SENSOR_ID_CHARS = 256
 # Epoch ms outside [2000-01-01, 2200-01-01) is refused: it is almost surely seconds, microseconds or garbage.
 MIN_TS_MS = 946_684_800_000
@@ -76,11 +80,13 @@ class ReadingDecoder:
         channels: tuple[str, ...],
         max_message_bytes: int = DEFAULT_MAX_BYTES,
         max_readings_per_message: int = DEFAULT_MAX_READINGS,
+        max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
     ) -> None:
         self.channels = tuple(channels)
         self._index = {c: i for i, c in enumerate(self.channels)}
         self.max_message_bytes = max_message_bytes
         self.max_readings_per_message = max_readings_per_message
+        self.max_future_ms = max_future_ms
 
     def decode_blocks(self, data: bytes | None) -> list[Reading] | Block:
         """Like :meth:`decode`, but a batched message of one sensor comes back as one :class:`Block` of arrays
@@ -134,6 +140,41 @@ class ReadingDecoder:
         arrays = self._plain_arrays(stamps, rows)
         return None if arrays is None else Columns(sensors, *arrays)
 
+    def check_time(self, readings: list[Reading] | Block, record_ts_ms: int, now_ms: int) -> None:
+        """Raise :class:`InvalidReading` (kind ``future``) when the newest of a message's readings is more than
+        ``max_future_ms`` ahead of the record's timestamp (when it has one: 2000..2200) or of ``now_ms``, this
+        host's clock; ``max_future_ms = 0`` checks nothing.
+
+        >>> d = ReadingDecoder(("a",), max_future_ms=1000)
+        >>> d.check_time([Reading("s", 1767225601000, (1.0,))], 1767225600000, 1767225600000)
+        >>> try:
+        ...     d.check_time([Reading("s", 1767225602000, (1.0,))], -1, 1767225600000)
+        ... except InvalidReading as e:
+        ...     print(e.kind, str(e)[:71])
+        future ts 1767225602000 ms is 2 s ahead of this host's clock (1767225600000 ms
+        """
+        if not self.max_future_ms:
+            return
+        newest = int(readings.ts_ms.max()) if isinstance(readings, Block) else max(r.ts_ms for r in readings)
+        if record_ts_ms >= MIN_TS_MS and record_ts_ms <= now_ms:
+            ref, what = record_ts_ms, "its record's timestamp"
+        else:
+            ref, what = now_ms, "this host's clock"
+        if newest - ref > self.max_future_ms:
+            raise InvalidReading(f"ts {newest} ms is {_span(newest - ref)} ahead of {what} ({ref} ms; "
+                                 f"stream.max_future_ms = {self.max_future_ms}): fix the clock of the source, or "
+                                 "raise stream.max_future_ms", kind="future")
+
+    def any_ahead(self, ts_ms: np.ndarray, record_ts_ms: np.ndarray, now_ms: int) -> bool:
+        """Whether any ``ts_ms[i]`` fails :meth:`check_time` against its record's ``record_ts_ms[i]`` (the
+        column-wise check: the caller then takes the messages one by one, which finds each one's reason)."""
+        if not self.max_future_ms or not len(ts_ms):
+            return False
+        if int(ts_ms.max()) - min(now_ms, int(record_ts_ms.min())) <= self.max_future_ms:
+            return False  # the common case: one comparison
+        limit = np.where(record_ts_ms >= MIN_TS_MS, np.minimum(record_ts_ms, now_ms), now_ms) + self.max_future_ms
+        return bool((ts_ms > limit).any())
+
     def decode(self, data: bytes | None) -> list[Reading]:
         """All readings of one message; raises :class:`InvalidReading` with the reason."""
         return self._readings(self._parse(data))
@@ -143,7 +184,7 @@ class ReadingDecoder:
             raise InvalidReading("empty message (null value)")
         if len(data) > self.max_message_bytes:
             raise InvalidReading(f"message of {len(data)} bytes exceeds stream.max_message_bytes "
-                                 f"({self.max_message_bytes})")
+                                 f"({self.max_message_bytes})", kind="oversized")
         try:
             return orjson.loads(data)
         except ValueError as e:
@@ -320,6 +361,19 @@ def _number(v: Any, channel: str) -> float:
 
 
 _PLAIN_NUMBERS = frozenset((int, float))
+
+
+def _span(ms: int) -> str:
+    """A duration for a reason text.
+
+    >>> _span(2_000), _span(5_400_000), _span(31_536_000_000)
+    ('2 s', '1.5 h', '365 days')
+    """
+    if ms < 3_600_000:
+        return f"{ms / 1000:.0f} s"
+    if ms < 172_800_000:
+        return f"{ms / 3_600_000:.1f} h"
+    return f"{ms / 86_400_000:.0f} days"
 
 
 def _short(v: object, limit: int = 60) -> str:

@@ -2,7 +2,8 @@
 
 A stage gets every scored window of a step (replayed ones included, flagged) and returns messages to produce;
 the worker sends them before it flushes and commits, so they share the step's at-least-once guarantee.
-``on_tick`` runs once per step with the processing clock, for time-driven work (silent sensors, say).
+``on_tick`` runs once per step with the processing clock, for time-driven work (silent sensors, say);
+``on_late`` gets the sensors that dropped many late readings (:mod:`aestream.stream.lateness`), as they do.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from aestream.stream.lateness import LateReport
 from aestream.stream.messages import Outgoing
 from aestream.stream.windows import Window
 
@@ -38,9 +40,10 @@ class Scored:
 class Stage:
     """The base of the worker's stages: every hook is a no-op until a stage overrides it.
 
-    ``on_scored`` gets a step's scored windows, ``on_tick`` the processing clock once per step, ``forget`` the
-    sensors whose partitions moved away, ``on_calibration`` a sensor's baseline calibration starting or ending, and
-    ``close`` runs once when the worker stops, before its last flush.
+    ``on_scored`` gets a step's scored windows, ``on_tick`` the processing clock once per step, ``on_late`` the
+    sensors that just reached ``stream.n_late_report`` late readings within a minute, ``on_calibration`` a sensor's
+    baseline calibration starting or ending, ``forget`` the sensors whose partitions moved away, and ``close`` runs
+    once when the worker stops, before its last flush.
     Each returns the messages to produce (sent before the step's offsets are committed).
     """
 
@@ -48,6 +51,9 @@ class Stage:
         return []
 
     def on_tick(self, now: float) -> list[Outgoing]:
+        return []
+
+    def on_late(self, reports: list[LateReport]) -> list[Outgoing]:
         return []
 
     def forget(self, sensors: Iterable[str]) -> None:

@@ -10,13 +10,13 @@ import pytest
 PUBLIC = {
     "aestream.alerts": ["AlertStage", "build_alert_stage"],
     "aestream.alerts.documents": ["ALERT_SCHEMA_ID", "alert_event_id", "calibration_event", "episode_event",
-                                  "quality_event", "top_channels"],
+                                  "late_event", "quality_event", "top_channels"],
     "aestream.alerts.episodes": ["Episode", "EpisodeTracker", "Transition", "episode_id"],
     "aestream.alerts.routing": ["EVENT_TYPES", "Bands", "LogSpec", "Route", "Router", "SinkSpec", "TopicSpec",
                                 "WebhookSpec", "check_alerts", "parse_bands", "parse_routes", "parse_sinks",
                                 "tags_for"],
     "aestream.alerts.silence": ["Quality", "SilenceWatch"],
-    "aestream.alerts.sinks": ["DeadLetter", "Post", "WebhookSink", "log_event", "post_json"],
+    "aestream.alerts.sinks": ["DeadLetter", "Delivery", "Post", "WebhookSink", "log_event", "post_json"],
     "aestream.alerts.stage": ["AlertStage", "build_alert_stage"],
     "aestream.alerts.state": ["STATE_VERSION", "read_state", "write_state"],
 }

@@ -1,5 +1,6 @@
-"""Webhook delivery on its own thread: retries with backoff, give-ups, a bounded queue. No sockets: the POST is
-injected."""
+"""Webhook delivery on its own thread: give-ups with their reasons, a thread that survives any exception, a bounded
+queue. No sockets: the POST (urllib3 with its retries, tested against a local endpoint in
+tests/integration/test_webhook_peers.py) is injected."""
 
 from __future__ import annotations
 
@@ -10,25 +11,28 @@ from collections.abc import Mapping
 import pytest
 
 from aestream.alerts.routing import WebhookSpec
-from aestream.alerts.sinks import WebhookSink
+from aestream.alerts.sinks import Delivery, WebhookSink
 
 SPEC = WebhookSpec(url="http://hooks.example:8080/alerts?token=s3cret", timeout_s=1.0, retries=2, backoff_s=0.0,
                    queue_size=4, headers={"X-Token": "s3cret"})
 
 
 class FakePost:
-    def __init__(self, statuses: list[int | Exception]) -> None:
-        self.statuses, self.calls = statuses, []  # type: ignore[var-annotated]
+    """Answers each delivery with the next outcome (the last one repeats); an exception is raised."""
+
+    def __init__(self, outcomes: list[Delivery | Exception]) -> None:
+        self.outcomes, self.calls = outcomes, []  # type: ignore[var-annotated]
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> int:
-        self.calls.append((body, dict(headers), timeout_s))
+    def __call__(self, spec: WebhookSpec, body: bytes, headers: Mapping[str, str],
+                 stop: threading.Event) -> Delivery:
+        self.calls.append((body, dict(headers), spec))
         self.gate.wait()
-        s = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-        if isinstance(s, Exception):
-            raise s
-        return s
+        d = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(d, Exception):
+            raise d
+        return d
 
 
 def drain(sink: WebhookSink) -> None:
@@ -38,43 +42,42 @@ def drain(sink: WebhookSink) -> None:
     assert sink.pending == 0
 
 
-def test_a_delivery_that_succeeds_after_errors_is_not_dead_lettered() -> None:
-    post = FakePost([500, TimeoutError("timed out"), 204])
+def test_a_delivery_that_succeeds_after_retries_is_not_dead_lettered() -> None:
+    post = FakePost([Delivery(204, 3)])
     sink = WebhookSink("pager", SPEC, post)
     sink.submit(b'{"a":1}', b"pump-1", "e1")
     drain(sink)
     sink.close()
-    assert len(post.calls) == 3 and sink.delivered == 1 and sink.take_dead_letters() == []
-    assert post.calls[0][1] == {"X-Token": "s3cret", "Idempotency-Key": "e1"} and post.calls[0][2] == 1.0
+    assert len(post.calls) == 1 and sink.delivered == 1 and sink.attempts == 3 and sink.take_dead_letters() == []
+    assert post.calls[0][1] == {"X-Token": "s3cret", "Idempotency-Key": "e1"} and post.calls[0][2] is SPEC
 
 
-def test_a_delivery_failing_every_retry_becomes_a_dead_letter_with_its_reason(
-        caplog: pytest.LogCaptureFixture) -> None:
-    post = FakePost([500])
+@pytest.mark.parametrize(("outcome", "reason", "attempts"), [
+    (Delivery(500, 3), "HTTP 500 after 3 attempt(s)", 3),
+    (Delivery(404, 1), "HTTP 404 (not retried)", 1),
+    (Delivery(0, 3, "ReadTimeoutError: read timed out"), "ReadTimeoutError: read timed out after 3 attempt(s)", 3),
+    (Delivery(0, 0, "worker stopped while retrying"), "worker stopped while retrying", 0),
+    (RuntimeError("boom"), "RuntimeError: boom", 1),
+])
+def test_a_delivery_given_up_becomes_a_dead_letter_with_its_reason_and_the_thread_goes_on(
+        outcome: Delivery | Exception, reason: str, attempts: int, caplog: pytest.LogCaptureFixture) -> None:
+    post = FakePost([outcome, Delivery(204, 1)])
     sink = WebhookSink("pager", SPEC, post)
     sink.submit(b'{"a":1}', b"pump-1", "e1")
+    drain(sink)
+    sink.submit(b'{"a":2}', b"pump-1", "e2")  # the thread is alive: this one is delivered
     drain(sink)
     sink.close()
     (dead,) = sink.take_dead_letters()
-    assert len(post.calls) == 3
-    assert (dead.sink, dead.key, dead.value, dead.attempts, dead.event_id) == ("pager", b"pump-1", b'{"a":1}', 3, "e1")
-    assert dead.reason == "HTTP 500 after 3 attempt(s)"
-    assert "alert sink pager (http://hooks.example:8080) gave up on event e1 after 3 attempt(s)" in caplog.text
+    assert (dead.sink, dead.key, dead.value, dead.event_id) == ("pager", b"pump-1", b'{"a":1}', "e1")
+    assert (dead.reason, dead.attempts) == (reason, attempts) and sink.delivered == 1
+    assert f"alert sink pager (http://hooks.example:8080) gave up on event e1 after {attempts} attempt(s)" \
+        in caplog.text
     assert "s3cret" not in caplog.text
 
 
-def test_a_client_error_is_not_retried() -> None:
-    post = FakePost([404])
-    sink = WebhookSink("pager", SPEC, post)
-    sink.submit(b"{}", None, "e1")
-    drain(sink)
-    sink.close()
-    (dead,) = sink.take_dead_letters()
-    assert len(post.calls) == 1 and dead.reason == "HTTP 404 (not retried)" and dead.attempts == 1
-
-
 def test_submit_never_waits_on_a_hanging_endpoint_and_overflow_is_dead_lettered_at_once() -> None:
-    post = FakePost([204])
+    post = FakePost([Delivery(204, 1)])
     post.gate.clear()  # the endpoint hangs
     sink = WebhookSink("pager", SPEC, post)
     for i in range(10):
@@ -90,7 +93,7 @@ def test_submit_never_waits_on_a_hanging_endpoint_and_overflow_is_dead_lettered_
 
 
 def test_close_dead_letters_what_is_still_queued() -> None:
-    post = FakePost([204])
+    post = FakePost([Delivery(204, 1)])
     post.gate.clear()
     sink = WebhookSink("pager", SPEC, post)
     for i in range(3):

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from aestream.alerts import AlertStage, build_alert_stage
+from aestream.alerts.sinks import Delivery
 from aestream.config import Config
 from aestream.errors import AlertStateError
+from aestream.stream.lateness import LateReport
 
 from .helpers import decode, scored, validator
 
@@ -150,9 +152,9 @@ def test_a_sensor_lagging_the_fleet_in_event_time_is_silent(tmp_path: Path) -> N
 def test_webhook_give_ups_come_back_as_dead_letters_on_a_tick(tmp_path: Path) -> None:
     calls: list[bytes] = []
 
-    def failing(url: str, body: bytes, headers: Any, timeout_s: float) -> int:
+    def failing(spec: Any, body: bytes, headers: Any, stop: Any) -> Delivery:
         calls.append(body)
-        return 500
+        return Delivery(500, 1 + spec.retries)
 
     cfg = config(tmp_path, sinks={"hook": {"type": "webhook", "url": "http://127.0.0.1:9/x", "retries": 1,
                                            "backoff_s": 0.0}},
@@ -167,5 +169,18 @@ def test_webhook_give_ups_come_back_as_dead_letters_on_a_tick(tmp_path: Path) ->
     (dead,) = s.on_tick(1.0)
     assert dead.topic == "dlq" and dead.value == out[0].value and dead.key == b"pump-1"
     assert dict(dead.headers)["aestream.reason"] == b"HTTP 500 after 2 attempt(s)"
-    assert dict(dead.headers)["aestream.attempts"] == b"2" and len(calls) == 2
+    assert dict(dead.headers)["aestream.attempts"] == b"2" and len(calls) == 1
     assert s.close() == []
+
+
+def test_a_sensor_dropping_many_late_readings_is_a_routed_data_quality_event(tmp_path: Path) -> None:
+    cfg = config(tmp_path, routes=({"type": "sensor_late_readings", "sinks": ["a"]},))
+    s = stage(cfg)
+    (msg,) = s.on_late([LateReport("pump-1", 120, 60.0, 1_767_225_600_000)])
+    event = json.loads(msg.value)
+    assert (msg.topic, msg.key, event["type"], event["category"]) == ("topic-a", b"pump-1", "sensor_late_readings",
+                                                                      "data_quality")
+    assert (event["n_late"], event["period_s"], event["seen"]) == (120, 60.0, "2026-01-01T00:00:00.000Z")
+    validator("alert-event.v1.json").validate(event)
+    again = json.loads(s.on_late([LateReport("pump-1", 130, 60.0, 1_767_225_660_000)])[0].value)
+    assert again["event_id"] != event["event_id"]

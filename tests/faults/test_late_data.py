@@ -4,8 +4,10 @@
   dropped and counted (``late``), never dead-lettered and never reorders a window;
 * ``ts`` outside the years 2000–2200 is bad input: dead-lettered with the reason;
 * a silence longer than ``stream.max_gap_ms`` restarts the sensor's window (no window spans it);
-* a sensor silent for ``stream.sensor_ttl_s`` is forgotten, so one reading stamped far in the future (a clock
-  fault) holds that sensor's later readings back as late for at most that long.
+* a reading more than ``stream.max_future_ms`` ahead of its record's timestamp, or of the worker's clock (a clock
+  fault), is dead-lettered with the reason and does not hold its sensor back;
+* a sensor silent for ``stream.sensor_ttl_s`` is forgotten, so with ``max_future_ms = 0`` (off) one reading stamped
+  far in the future holds that sensor's later readings back as late for at most that long.
 """
 
 from __future__ import annotations
@@ -95,8 +97,25 @@ def test_a_gap_longer_than_max_gap_restarts_the_window(setup: Any) -> None:
     assert worker.windows.n_gaps == 1 and s.late == 0
 
 
-def test_a_reading_from_the_far_future_holds_its_sensor_back_only_until_the_ttl(setup: Any) -> None:
-    cfg, worker, _, feed, now = setup
+def test_a_reading_from_the_far_future_is_dead_lettered_and_its_sensor_goes_on(setup: Any) -> None:
+    cfg, _, sink, feed, _ = setup
+    feed(*[("e", T0 + i * 1000) for i in range(4)])
+    future = feed(("e", 7_000_000_000_000))  # year 2191: inside the range, 165 years ahead of the worker's clock
+    assert future.dead_letters == 1 and future.rejected == {"future": 1}
+    (dead,) = [m for m in sink.sent if m.topic == cfg.kafka.dead_letter_topic]
+    assert b"ahead of this host's clock" in dict(dead.headers)["aestream.reason"]
+    s = feed(*[("e", T0 + (4 + i) * 1000) for i in range(3)])
+    assert s.late == 0 and _ends(s) == [5], "the sensor's real readings go on"
+
+
+def test_with_the_bound_off_a_far_future_reading_holds_its_sensor_back_only_until_the_ttl(
+        train_small: Any, one_model: Any, recording_sink: Any) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 2, "max_gap_ms": 5000,
+                                   "sensor_ttl_s": 30.0, "max_future_ms": 0})
+    now = [0.0]
+    worker = Worker(cfg, None, recording_sink(), one_model(train_small(cfg), threshold=1e-9), clock=lambda: now[0])
+    worker.refresh_model(force=True)
+    feed = Feed(worker)
     feed(*[("e", T0 + i * 1000) for i in range(4)])
     feed(("e", 7_000_000_000_000))  # year 2191: accepted (inside the range), a clock fault
     stuck = feed(*[("e", T0 + (4 + i) * 1000) for i in range(3)])

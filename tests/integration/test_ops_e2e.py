@@ -116,7 +116,7 @@ def test_metrics_are_scraped_with_their_names_and_types_and_move_as_readings_flo
         windows = _value(after, "aestream_windows_scored_total")
         assert windows == 4 * ((60 - cfg.stream.window_size) // cfg.stream.stride + 1)
         assert _value(after, "aestream_anomalies_total", severity="critical") == windows
-        assert _value(after, "aestream_dead_letters_total") == 2
+        assert _value(after, "aestream_dead_letters_total", reason="invalid") == 2
         assert _value(after, "aestream_records_total") == len(messages) + 2
         assert (_value(after, "aestream_batch_duration_seconds_count") or 0) >= 1
         assert (_value(after, "aestream_batch_duration_seconds_sum") or 0) > 0

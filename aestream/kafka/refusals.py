@@ -1,0 +1,70 @@
+"""What both Kafka sinks do with a message the producer or the broker refuses for itself (too large, invalid).
+
+Such a message is not an error of the step: raising would leave its offsets uncommitted, and the worker would
+read and refuse it again, forever. It is tried once more alone (librdkafka fails every message of a batch the
+broker refuses, the small ones too), then goes to the dead-letter topic
+(:func:`aestream.stream.deadletters.route_refused`); a dead letter refused in turn is logged and dropped. Every
+other failure still makes ``flush`` raise, so nothing unacknowledged is committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aestream.stream.deadletters import is_dead_letter, route_refused
+from aestream.stream.messages import Outgoing
+
+__all__ = ["OnRefused", "RefusingSink"]
+
+OnRefused = Callable[[str], None]  # a message was refused: "dead_lettered", or "dropped" (a dead letter itself)
+
+
+class RefusingSink:
+    """The base of both sinks: ``send`` and ``flush`` over a client's :meth:`_produce`, :meth:`_flush_producer`
+    and :meth:`_take_refused`."""
+
+    dead_letter_topic: str
+    dead_letter_max_bytes: int
+    on_refused: OnRefused | None
+
+    def send(self, msg: Outgoing) -> None:
+        error = self._produce(msg)
+        if error is not None:  # refused before it was queued
+            self._route(msg, error)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Block until every sent message is acknowledged; raises if any failed but for a refusal of the message
+        itself (so the step's offsets are not committed)."""
+        self._flush_producer(timeout_s)
+        for msg, error in self._take_refused():
+            if not is_dead_letter(msg):  # alone: it may only have shared a batch with the message refused
+                error = self._produce(msg) or self._retried(timeout_s)
+                if not error:
+                    continue
+            self._route(msg, error)
+        self._flush_producer(timeout_s)  # the dead letters
+        for msg, error in self._take_refused():
+            self._route(msg, error)  # dead letters, dropped
+
+    def _retried(self, timeout_s: float) -> str:
+        self._flush_producer(timeout_s)
+        again = self._take_refused()
+        return again[0][1] if again else ""
+
+    def _route(self, msg: Outgoing, error: str) -> None:
+        outcome = route_refused(msg, error, self.send, self.dead_letter_topic, self.dead_letter_max_bytes)
+        if self.on_refused is not None:
+            self.on_refused(outcome)
+
+    # -- the client's part --------------------------------------------------------------------------------------
+    def _produce(self, msg: Outgoing) -> str | None:
+        """Queue ``msg``; the reason when the client refuses it at once, else ``None``."""
+        raise NotImplementedError
+
+    def _flush_producer(self, timeout_s: float) -> None:
+        """Wait for every queued message; raise on a failure that is no refusal."""
+        raise NotImplementedError
+
+    def _take_refused(self) -> list[tuple[Outgoing, str]]:
+        """The messages the broker refused since the last call, with the reasons."""
+        raise NotImplementedError

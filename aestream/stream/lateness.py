@@ -1,0 +1,72 @@
+"""Which sensors drop many late readings: per-sensor counts over a period of processing time, each sensor reported
+at most once a period. Pure; the clock is passed in.
+
+A reading is late when it is not after its sensor's newest reading (:mod:`aestream.stream.windows`): a duplicate, a
+producer retry, readings from two sources of one sensor interleaved, or a clock fault at the source. A few are
+normal; a sensor that drops many is losing data and should say so.
+
+>>> w = LateWatch(n_report=3, period_s=60.0)
+>>> w.observe({"s": 2}, now=0.0), w.observe({"s": 2}, now=1.0, at_ms=1767225600000)
+([], [LateReport(sensor='s', n_late=4, period_s=60.0, at_ms=1767225600000)])
+>>> w.observe({"s": 9}, now=30.0), [r.n_late for r in w.observe({"s": 3}, now=61.0)]
+([], [3])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["LATE_PERIOD_S", "LateReport", "LateWatch"]
+
+LATE_PERIOD_S = 60.0
+
+
+@dataclass(frozen=True)
+class LateReport:
+    """``sensor`` dropped ``n_late`` late readings within ``period_s`` of processing time; ``at_ms``: when that
+    was seen (wall clock, ms since the epoch)."""
+
+    sensor: str
+    n_late: int
+    period_s: float
+    at_ms: int = 0
+
+
+class _Count:
+    __slots__ = ("n", "reported", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start, self.n, self.reported = start, 0, False
+
+
+class LateWatch:
+    """Counts each sensor's late readings from its first one for ``period_s``; a sensor reaching ``n_report`` in
+    that time is reported once, and counted afresh after the period. ``n_report = 0`` reports nothing."""
+
+    def __init__(self, n_report: int, period_s: float = LATE_PERIOD_S) -> None:
+        self.n_report, self.period_s = n_report, period_s
+        self._counts: dict[str, _Count] = {}
+        self._pruned_at = 0.0
+
+    def observe(self, late: Mapping[str, int], now: float, at_ms: int = 0) -> list[LateReport]:
+        """Add one step's late readings per sensor; returns the sensors that reached ``n_report`` just now."""
+        if not self.n_report:
+            return []
+        out = []
+        for sensor, n in late.items():
+            c = self._counts.get(sensor)
+            if c is None or now - c.start >= self.period_s:
+                c = self._counts[sensor] = _Count(now)
+            c.n += n
+            if not c.reported and c.n >= self.n_report:
+                c.reported = True
+                out.append(LateReport(sensor, c.n, self.period_s, at_ms))
+        if now - self._pruned_at >= self.period_s:  # sensors with no late reading for a period: forgotten
+            self._pruned_at = now
+            self._counts = {s: c for s, c in self._counts.items() if now - c.start < self.period_s}
+        return out
+
+    def forget(self, sensors: Iterable[str]) -> None:
+        for s in sensors:
+            self._counts.pop(s, None)

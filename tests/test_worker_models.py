@@ -1,0 +1,164 @@
+"""A refused model bundle: the worker backs off instead of reloading it every second, keeps serving the last good
+version, starts on the newest good version when the current one is bad (instead of exiting), and counts each
+refusal in the metrics."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aestream.config import Config
+from aestream.errors import BundleError
+from aestream.models.bundle import ModelBundle
+from aestream.models.store import ModelStore
+from aestream.ops.instrument import WorkerMetrics
+from aestream.ops.metrics import Metrics
+from aestream.worker import Worker
+
+CHANNELS = ("temperature", "pressure", "vibration", "current")
+
+
+class CountingStore(ModelStore):
+    """A real store that counts the loads of each version."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.loads: dict[str, int] = {}
+
+    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
+        v = version or self.current() or ""
+        self.loads[v] = self.loads.get(v, 0) + 1
+        return super().load(version, device)
+
+
+class _Lags:
+    def lag(self) -> dict[Any, int]:
+        return {}
+
+    def assignment(self) -> set[Any]:
+        return set()
+
+
+def _tamper(store: ModelStore, version: str) -> None:
+    meta = store.root / version / "meta.json"
+    doc = json.loads(meta.read_text())
+    doc["threshold"] = 1e-9
+    meta.write_text(json.dumps(doc))  # no longer matches its manifest: refused
+
+
+@pytest.fixture()
+def cfg() -> Config:
+    return Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 16, "stride": 4})
+
+
+@pytest.fixture()
+def store(tmp_path: Path, cfg: Config, train_small: Any) -> CountingStore:
+    s = CountingStore(tmp_path / "models")
+    bundle = train_small(cfg)
+    for _ in range(3):
+        s.publish(copy.deepcopy(bundle))  # v0001, v0002, v0003
+    return s
+
+
+def _worker(cfg: Config, store: ModelStore, scripted_source: Any, recording_sink: Any, now: list[float],
+            metrics: Metrics | None = None) -> Worker:
+    observers = [WorkerMetrics(metrics, _Lags())] if metrics is not None else []  # type: ignore[arg-type]
+    return Worker(cfg, scripted_source([]), recording_sink(), store, clock=lambda: now[0], observers=observers)
+
+
+def test_a_worker_whose_current_version_is_bad_starts_on_the_newest_good_one(
+        cfg: Config, store: CountingStore, scripted_source: Any, recording_sink: Any) -> None:
+    _tamper(store, "v0003")
+    _tamper(store, "v0002")
+    metrics = Metrics()
+    worker = _worker(cfg, store, scripted_source, recording_sink, [0.0], metrics)
+    worker.refresh_model(force=True)  # used to raise BundleError: the process exited, and crash-looped
+    assert worker.bundle is not None and worker.bundle.version == "v0001"
+    assert metrics.value("aestream_model_refusals_total") == 2
+    assert metrics.value("aestream_model_info", version="v0001", family="vanilla") == 1
+
+
+def test_with_no_good_version_at_all_the_start_still_fails_naming_the_current_one(
+        cfg: Config, store: CountingStore, scripted_source: Any, recording_sink: Any) -> None:
+    for v in ("v0001", "v0002", "v0003"):
+        _tamper(store, v)
+    worker = _worker(cfg, store, scripted_source, recording_sink, [0.0])
+    with pytest.raises(BundleError, match=r"v0003.*meta.json does not match its checksum"):
+        worker.refresh_model(force=True)
+
+
+def test_a_refused_version_is_retried_with_backoff_while_the_last_good_one_serves(
+        cfg: Config, store: CountingStore, scripted_source: Any, recording_sink: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    store.set_current("v0001")
+    now = [0.0]
+    metrics = Metrics()
+    worker = _worker(cfg, store, scripted_source, recording_sink, now, metrics)
+    worker.refresh_model(force=True)
+    _tamper(store, "v0002")
+    store.set_current("v0002")
+    with caplog.at_level(logging.ERROR, logger="aestream.worker"):
+        for t in range(1, 601):  # ten minutes of steps, the store checked every second
+            now[0] = float(t)
+            worker.refresh_model()
+    assert worker.bundle is not None and worker.bundle.version == "v0001"
+    refusals = [r for r in caplog.records if "v0002 refused" in r.getMessage()]
+    assert 1 <= store.loads["v0002"] <= 10, store.loads  # 1, 2, 4 ... 256 s, then every 300 s: 10 in 10 minutes
+    assert len(refusals) == store.loads["v0002"] and "next try in" in refusals[0].getMessage()
+    assert metrics.value("aestream_model_refusals_total") == store.loads["v0002"]
+
+    store.set_current("v0003")  # a good version is published: taken at the next check, not after a backoff
+    now[0] += 1.0
+    worker.refresh_model()
+    assert worker.bundle.version == "v0003"
+
+
+class Switch:
+    """A model source of prepared bundles; ``current`` is whichever was set last."""
+
+    def __init__(self, bundles: dict[str, ModelBundle], current: str) -> None:
+        self.bundles, self.now = bundles, current
+
+    def current(self) -> str:
+        return self.now
+
+    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
+        return self.bundles[version or self.now]
+
+
+def _readings(first: int, n: int) -> list[Any]:
+    from aestream.stream.codec import encode_reading
+    from aestream.stream.messages import Record
+
+    return [Record("in", 0, i, b"s", encode_reading("s", 1_767_225_600_000 + 1000 * i, [1.0, 2, 3, 4]), -1)
+            for i in range(first, first + n)]
+
+
+@pytest.mark.parametrize(("alarm_after", "events_after"), [({}, 3), ({"n": 5}, 2)])
+def test_the_alarm_rule_state_carries_across_a_swap_when_k_n_and_smoothing_are_unchanged(
+        alarm_after: dict[str, int], events_after: int, train_small: Any, scripted_source: Any,
+        recording_sink: Any) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1})
+    one = train_small(cfg)
+    one.version, one.threshold, one.alarm = "v0001", 1e-9, {"k": 2, "n": 3, "smoothing": 1}  # every window over
+    two = copy.deepcopy(one)
+    two.version, two.threshold, two.alarm = "v0002", 2e-9, {**one.alarm, **alarm_after}
+    models = Switch({"v0001": one, "v0002": two}, "v0001")
+    worker = Worker(cfg, scripted_source([_readings(0, 8), _readings(8, 3)]), recording_sink(), models,
+                    clock=lambda: 0.0)
+    worker.refresh_model(force=True)
+    before = worker.step()  # windows end at readings 3..7: the 1st is 1 of 3 over, the others alarm (2 of 3)
+    models.now = "v0002"
+    worker.refresh_model(force=True)
+    after = worker.step()
+    assert [e["window_end_ms"] % 100_000 for e in before.events_out] == [4000, 5000, 6000, 7000]
+    assert after.model_version == "v0002"
+    # the same rule: the episode goes on through the swap (it used to close, and reopen a window later); another
+    # rule (n = 5) starts afresh, as before
+    assert len(after.events_out) == events_after
+    assert worker.rule is not None and len(worker.rule._state["s"].flags) == 3
