@@ -86,7 +86,8 @@ def test_without_a_record_timestamp_the_wall_clock_bounds_event_time(
 
 def test_max_future_ms_0_turns_the_bound_off(scripted_source: Any, recording_sink: Any, bundle: Any,
                                              one_model: Any) -> None:
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1, "max_future_ms": 0})
+    cfg = Config().replace(baselines={"mode": "off"},
+                           stream={"channels": CHANNELS, "window_size": 4, "stride": 1, "max_future_ms": 0})
     polls = _polls("columns", lambda ts: ts)
     w = Worker(cfg, scripted_source(polls), recording_sink(), one_model(bundle), clock=lambda: 0.0)
     w.refresh_model(force=True)
@@ -97,7 +98,8 @@ def test_max_future_ms_0_turns_the_bound_off(scripted_source: Any, recording_sin
 def test_a_sensor_dropping_many_late_readings_says_so_once_per_period(
         scripted_source: Any, recording_sink: Any, bundle: Any, one_model: Any,
         caplog: pytest.LogCaptureFixture) -> None:
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1, "n_late_report": 5})
+    cfg = Config().replace(baselines={"mode": "off"},
+                           stream={"channels": CHANNELS, "window_size": 4, "stride": 1, "n_late_report": 5})
     now = [0.0]
     fresh = [_single(i, "s", T0 + 1000 * i, T0 + 1000 * i) for i in range(10)]
     stale = [_single(10 + i, "s", T0 + 1000 * (i % 3), T0 + 20_000) for i in range(12)]

@@ -110,7 +110,8 @@ def test_a_reading_from_the_far_future_is_dead_lettered_and_its_sensor_goes_on(s
 
 def test_with_the_bound_off_a_far_future_reading_holds_its_sensor_back_only_until_the_ttl(
         train_small: Any, one_model: Any, recording_sink: Any) -> None:
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 2, "max_gap_ms": 5000,
+    cfg = Config().replace(baselines={"mode": "off"},
+                           stream={"channels": CHANNELS, "window_size": 4, "stride": 2, "max_gap_ms": 5000,
                                    "sensor_ttl_s": 30.0, "max_future_ms": 0})
     now = [0.0]
     worker = Worker(cfg, None, recording_sink(), one_model(train_small(cfg), threshold=1e-9), clock=lambda: now[0])
