@@ -138,7 +138,7 @@ def changelog_topic(cfg: Config) -> str:
 def _stages(cfg: Config, metrics: Metrics, bundle: Callable[[], Any]) -> list[Stage]:
     """The optional stages the config asks for: alert routing, the denoised and latent streams."""
     stages: list[Stage] = []
-    alerts = build_alert_stage(cfg, on_give_up=metrics.webhook_failure)
+    alerts = build_alert_stage(cfg, on_give_up=metrics.webhook_failure, on_event=metrics.alert_event)
     if alerts is not None:
         stages.append(alerts)
     s = cfg.streams

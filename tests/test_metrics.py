@@ -22,6 +22,7 @@ EXPECTED = {
     "aestream_consumer_lag": "gauge",
     "aestream_assigned_partitions": "gauge",
     "aestream_calibrating_sensors": "gauge",
+    "aestream_alert_events": "counter",
     "aestream_model": "info",
     "aestream_model_loaded": "gauge",
     "aestream_model_swaps": "counter",

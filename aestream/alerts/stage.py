@@ -66,6 +66,7 @@ class AlertStage(Stage):
         clock: Callable[[], float] = time.monotonic,
         post: Post = post_json,
         on_give_up: Callable[[str], None] | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.channels, self.router, self.sinks = channels, router, sinks
         self.dead_letter_topic = dead_letter_topic
@@ -75,6 +76,7 @@ class AlertStage(Stage):
         self.webhooks = {n: WebhookSink(n, s, post) for n, s in sinks.items() if isinstance(s, WebhookSpec)}
         self.counts: dict[str, int] = {}
         self.on_give_up = on_give_up  # a sink gave up on a delivery (metrics)
+        self.on_event = on_event  # every event emitted (metrics)
         self._pending: dict[str, Any] | None = None
         self._dirty = False
         self._last_write = -float("inf")
@@ -155,6 +157,8 @@ class AlertStage(Stage):
     def _emit(self, event: dict[str, Any]) -> list[Outgoing]:
         kind = event["type"]
         self.counts[kind] = self.counts.get(kind, 0) + 1
+        if self.on_event is not None:
+            self.on_event(event)
         value, key = encode_event(event), event["sensor"].encode()
         out = []
         for name in self.router.sinks_for(event):
@@ -198,7 +202,8 @@ class AlertStage(Stage):
 
 
 def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotonic, post: Post = post_json,
-                      on_give_up: Callable[[str], None] | None = None) -> AlertStage | None:
+                      on_give_up: Callable[[str], None] | None = None,
+                      on_event: Callable[[dict[str, Any]], None] | None = None) -> AlertStage | None:
     """The alert stage ``cfg.alerts`` describes, or ``None`` when ``alerts.enabled`` is false."""
     a = cfg.alerts
     check_alerts(a)  # at start-up, also when alerts are off: a wrong table fails before it is needed
@@ -211,4 +216,5 @@ def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotoni
         dead_letter_topic=a.dead_letter_topic or cfg.kafka.dead_letter_topic,
         n_resolve_windows=a.n_resolve_windows, cooldown_ms=a.cooldown_ms, silent_after_s=a.silent_after_s,
         silent_lag_ms=a.silent_lag_ms, state_path=Path(cfg.paths.state_dir) / a.state_file,
-        persist_interval_s=a.persist_interval_s, clock=clock, post=post, on_give_up=on_give_up)
+        persist_interval_s=a.persist_interval_s, clock=clock, post=post, on_give_up=on_give_up,
+        on_event=on_event)

@@ -15,7 +15,7 @@ The worker loop feeds them through :class:`aestream.ops.instrument.WorkerMetrics
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
@@ -75,12 +75,18 @@ class Metrics:
                                "dead_lettered, or dropped (a dead letter refused in turn).", ["outcome"], registry=r)
         self.webhook_failures = Counter("aestream_webhook_failures_total", "Alert deliveries that failed, by sink.",
                                         ["sink"], registry=r)
+        self.alert_events = Counter("aestream_alert_events_total",
+                                    "Alert events the alert stage emitted, by type (opened, updated, resolved, "
+                                    "sensor_silent, …) and severity (a band, or info for data quality).",
+                                    ["type", "severity"], registry=r)
         for s in SEVERITIES:  # so both series exist (at 0) from the first scrape
             self.anomalies.labels(severity=s)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason=reason)
         for outcome in ("dead_lettered", "dropped"):
             self.refused.labels(outcome=outcome)
+        for s in SEVERITIES:  # episodes opened at each default band, from the first scrape
+            self.alert_events.labels(type="opened", severity=s)
 
     def observe_step(self, stats: StepStats, seconds: float) -> None:
         """Count what one worker step did; its duration goes to the histogram when it had records."""
@@ -125,6 +131,10 @@ class Metrics:
     def message_refused(self, outcome: str) -> None:
         """Count one message the producer or the broker refused (``dead_lettered`` or ``dropped``)."""
         self.refused.labels(outcome=outcome).inc()
+
+    def alert_event(self, event: dict[str, Any]) -> None:
+        """Count one alert event by its ``type`` and ``severity``."""
+        self.alert_events.labels(type=event["type"], severity=event.get("severity", "")).inc()
 
     def webhook_failure(self, sink: str) -> None:
         """Count one failed alert delivery to ``sink``."""
