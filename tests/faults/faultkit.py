@@ -110,33 +110,10 @@ class Broker:
 
 # -- the worker subprocess --------------------------------------------------------------------------------------
 def write_config(cfg: Config, path: Path) -> Path:
-    """A TOML file with the kafka, stream, baselines and paths sections of ``cfg`` (secrets left out), and the
-    metrics endpoint on a free port (several workers share this machine)."""
-    lines: list[str] = []
-    for section in ("kafka", "stream", "baselines", "paths", "ops"):
-        if not hasattr(cfg, section):
-            continue
-        lines.append(f"[{section}]")
-        for key, value in vars(getattr(cfg, section)).items():
-            if key.endswith("_password") or value == "":
-                continue
-            if section == "ops" and key in ("metrics_port", "metrics_host"):
-                value = 0 if key == "metrics_port" else "127.0.0.1"
-            lines.append(f"{key} = {_toml(value)}")
-    path.write_text("\n".join(lines) + "\n")
+    """The whole of ``cfg`` as a TOML file (secrets left out), with the metrics endpoint on a free port (several
+    workers share this machine)."""
+    path.write_text(cfg.replace(ops={"metrics_port": 0, "metrics_host": "127.0.0.1"}).to_toml())
     return path
-
-
-def _toml(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    raise TypeError(f"cannot write {v!r} as TOML")
 
 
 class WorkerProc:
@@ -243,7 +220,8 @@ def trained_bundle(cfg: Config, n_sensors: int = 6, epochs: int = 25) -> tuple[A
     plant = Plant(n_sensors, cfg.stream.channels, seed=0)
     normal = plant.signal(800)
     model = cfg.replace(model={"family": "vanilla", "epochs": epochs, "hidden_size": 32, "latent_size": 6,
-                               "torch_threads": 1, "device": "cpu"}).model
+                               "torch_threads": 1, "device": "cpu", "input_smoothing": 1,
+                               "detrend_channels": ()}).model
     bundle = train_bundle(list(normal), cfg.stream, model, cfg.threshold)
     calibrated = float(bundle.threshold)
     bundle.threshold = 1e-9
