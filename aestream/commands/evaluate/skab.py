@@ -34,8 +34,8 @@ from aestream.commands.evaluate.metrics import (
     nab_score,
 )
 from aestream.config import ModelConfig, ThresholdConfig
-from aestream.errors import DataError
 from aestream.detect.thresholds import AlarmRule, causal_smooth
+from aestream.errors import DataError
 from aestream.training.build import calibrate_threshold, fit_from_config
 from aestream.training.fit import sliding_windows
 
