@@ -27,7 +27,8 @@ test: install kafka  ## every test: unit, doctests and integration against a rea
 test-unit: install  ## only the tests that need no broker
 	$(BIN)/python -m pytest -m "not integration"
 
-bench: install kafka  ## throughput, latency and memory against a real broker; last line is one JSON object
+bench: install kafka  ## throughput, latency, memory, scoring and the Quix Streams peer; last line is one JSON object
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/throughput.py
 
 soak: install kafka  ## 20 kill -9 cycles under load on a private broker; prints one JSON line (~6 min)
