@@ -55,10 +55,14 @@ def test_push_block_gives_exactly_what_pushing_one_by_one_gives() -> None:
         expected = [x for x in (one.push("s", int(t), tuple(v)) for t, v in zip(ts, vals)) if x not in (None, LATE)]
         got: list = []
         late = 0
-        for lo, hi in ((0, 7), (7, 8), (8, 31), (31, 60)):
+        for lo, hi in ((0, 7), (7, 8), (8, 31), (31, 50)):
             windows, n_late = block.push_block("s", ts[lo:hi], vals[lo:hi])
             got += windows
             late += n_late
+        for t, v in zip(ts[50:], vals[50:]):  # and on one by one from where the blocks left the ring
+            x = block.push("s", int(t), tuple(v))
+            if x not in (None, LATE):
+                got.append(x)
         assert late == one.n_late
         assert [(x.start_ms, x.end_ms) for x in got] == [(x.start_ms, x.end_ms) for x in expected]
         for a, b in zip(got, expected):

@@ -165,20 +165,25 @@ class Windower:
             due = ((counts + state.shift - w) % self.stride == 0) | (counts == w)
         ends = np.flatnonzero((counts >= w) & due) + h  # indices into vals
         if len(ends):
-            views = np.lib.stride_tricks.sliding_window_view(vals, w, axis=0)  # (n, C, w)
+            step, item = vals.strides  # vals is a fresh concatenation: C-contiguous
+            views = np.lib.stride_tricks.as_strided(vals, (len(vals) - w + 1, w, vals.shape[1]), (step, step, item),
+                                                    writeable=False)  # (n, w, C): every window of the block
             # one gather for all the block's windows; each Window holds a view of it (nothing writes to them)
-            block = np.ascontiguousarray(views[ends - w + 1].transpose(0, 2, 1))  # (windows, w, C)
+            block = views[ends - w + 1]  # (windows, w, C)
             out = [Window(sensor, s, e, v) for s, e, v in zip(stamps[ends - w + 1].tolist(), stamps[ends].tolist(),
                                                               block)]
             at = (ends - h).tolist()
-        m = min(w, len(vals))
-        new_pos = (p + k) % w
-        idx = (new_pos - m + np.arange(m)) % w
-        state.buf[idx] = vals[-m:]
-        state.buf[idx + w] = vals[-m:]
-        state.ts[idx] = stamps[-m:]
-        state.ts[idx + w] = stamps[-m:]
-        state.pos = new_pos
+        if len(vals) >= w:  # the block ends on a full window: lay the ring out afresh from position 0
+            state.buf[:w] = state.buf[w:] = vals[-w:]
+            state.ts[:w] = state.ts[w:] = stamps[-w:]
+            state.pos = 0
+        else:
+            m = len(vals)
+            new_pos = (p + k) % w
+            idx = (new_pos - m + np.arange(m)) % w
+            state.buf[idx] = state.buf[idx + w] = vals
+            state.ts[idx] = state.ts[idx + w] = stamps
+            state.pos = new_pos
         state.count += k
         state.last_ts = int(ts_ms[-1])
         state.seen_at = now
