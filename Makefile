@@ -33,7 +33,8 @@ test: install kafka promtool  ## every test: unit, doctests and integration agai
 test-unit: install promtool  ## only the tests that need no broker
 	PROMTOOL=$(abspath $(BIN))/promtool $(BIN)/python -m pytest -m "not integration"
 
-bench: install kafka  ## throughput, latency and memory against a real broker; last line is one JSON object
+bench: install kafka  ## throughput, latency, memory, scoring and the Quix Streams peer; last line is one JSON object
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/throughput.py
 
 soak: install kafka  ## 20 kill -9 cycles under load on a private broker; prints one JSON line (~6 min)

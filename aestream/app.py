@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from aestream.alerts import build_alert_stage
 from aestream.config import Config
 from aestream.kafka.protocols import ModelSource, Sink, Source
@@ -81,6 +83,8 @@ def build_app(
     model directory, ``stages`` the alert, streams and retraining stages (tests, benchmarks). ``device`` overrides
     ``model.device``."""
     worker: Worker | None = None
+    if cfg.model.torch_threads > 0:  # scoring's intra-op threads (training sets its own)
+        torch.set_num_threads(cfg.model.torch_threads)
 
     def revoked(parts: list[Partition]) -> None:  # the consumer calls back only from poll(), once the worker exists
         assert worker is not None

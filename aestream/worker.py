@@ -365,6 +365,15 @@ class Worker:
             self._push_columns(records, columns, closed, stats, now)
             return
         dlq = self.cfg.kafka.dead_letter_topic
+        blocks: list[tuple[Record, Block]] = []  # cut together (Windower.push_blocks), before any later reading
+
+        def push_blocks() -> None:
+            for (rec, block), (windows, _, late) in zip(blocks, self.windows.push_blocks([b for _, b in blocks], now)):
+                if late:
+                    _count_late(stats, block.sensor, late)
+                closed.extend((w, rec) for w in windows)
+            blocks.clear()
+
         for rec, doc in zip(records, docs):
             stats.replayed += rec.replay
             try:
@@ -379,12 +388,11 @@ class Worker:
             part = (rec.topic, rec.partition)
             if isinstance(readings, Block):
                 self._sensor_partition[readings.sensor] = part
-                windows, late = self.windows.push_block(*readings, now=now)
                 stats.readings += len(readings.ts_ms)
-                if late:
-                    _count_late(stats, readings.sensor, late)
-                closed.extend((w, rec) for w in windows)
+                blocks.append((rec, readings))
                 continue
+            if blocks:
+                push_blocks()
             for r in readings:
                 stats.readings += 1
                 self._sensor_partition[r.sensor] = part
@@ -393,6 +401,8 @@ class Worker:
                     _count_late(stats, r.sensor, 1)
                 elif w is not None:
                     closed.append((w, rec))  # type: ignore[arg-type]
+        if blocks:
+            push_blocks()
 
     def _push_columns(self, records: list[Record], columns: Columns, closed: list[tuple[Window, Record]],
                       stats: StepStats, now: float) -> None:

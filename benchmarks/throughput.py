@@ -16,7 +16,12 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
   readings, the event path at its heaviest); against a bare consumer of the same client reading the same paced
   stream (produce time to receipt);
 * memory: RSS per idle sensor beyond its window buffer, for 1k/10k/100k sensors;
-* scoring windows/s per model family on CPU (batch 256).
+* scoring windows/s per model family on one CPU thread (``scoring.py``: batch 256, window 32, the shipped config's
+  model settings);
+* the peer (``peer_quix.py``, the same job written with Quix Streams) on the same topics in every round, on the
+  first ``--peer-readings`` readings; aestream / peer ratios of each round's runs; the peer's latency at 20 % of
+  its own capacity, and aestream's with each client at that same rate;
+* with CUDA: each family's scoring windows/s on CUDA next to CPU, and the pipeline with ``device = "cuda"``.
 """
 
 from __future__ import annotations
@@ -39,12 +44,12 @@ import orjson
 import torch
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.record.util import crc32c_c  # None: kafka-python checks CRCs in pure Python
+from scoring import rates, scorers  # benchmarks/scoring.py
 
 from aestream.app import build_app
 from aestream.commands.simulate import Plant
 from aestream.config import Config
 from aestream.kafka.kafka_python import ensure_topics
-from aestream.models import FAMILIES, build_model
 from aestream.models.store import ModelStore
 from aestream.training.build import train_bundle
 from aestream.worker import Worker
@@ -108,10 +113,11 @@ def _ceiling(bootstrap: str, topic: str, n_messages: int, strict: bool = False) 
 
 
 def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
-    """``Worker.run`` (as ``aestream run`` calls it) in a thread, timed from its first records (the group is
+    """``App.run`` (as ``aestream run`` calls it) in a thread, timed from its first records (the group is
     joined) until it has processed ``n_messages``."""
-    worker = build_app(cfg).worker
-    thread = threading.Thread(target=worker.run, daemon=True)
+    app = build_app(cfg)
+    worker = app.worker
+    thread = threading.Thread(target=app.run, daemon=True)
     thread.start()
     while not worker.totals.records:
         time.sleep(0.01)
@@ -119,7 +125,7 @@ def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
     while worker.totals.records < n_messages:
         time.sleep(0.01)
     rps = (worker.totals.readings - first) / (time.perf_counter() - t0)
-    worker.stop()
+    app.stop()
     thread.join()
     return rps, worker
 
@@ -213,26 +219,34 @@ def _latency(cfg: Config, rate: float, seconds: float, n_anomalous: int) -> tupl
     ``n_anomalous`` sensors run shifted (the model in ``cfg.paths.model_dir`` decides which windows emit)."""
     bootstrap = cfg.kafka.bootstrap_servers[0]
     _wait_for_partitions(bootstrap, cfg.kafka.input_topics[0])
-    worker = build_app(cfg).worker
-    source = worker.source
+    app = build_app(cfg)
+    worker, source = app.worker, app.worker.source
     # idle for 30 s ends it: a group that joined before the new topic's metadata waits one refresh for partitions
-    thread = threading.Thread(target=worker.run, kwargs={"max_idle_s": 30.0}, daemon=True)
+    thread = threading.Thread(target=app.run, kwargs={"max_idle_s": 30.0}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not source.assignment() and time.monotonic() < deadline:  # joined the group, partitions assigned
         time.sleep(0.1)
     time.sleep(1.0)
-    topic = cfg.kafka.input_topics[0]
-    # the producer runs in its own process: sharing the worker's GIL would add its own delay to every reading
-    n_warm = _n_warmup(rate)
-    subprocess.run([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds), str(n_warm),
-                    str(n_anomalous)], check=True)
+    _paced(bootstrap, cfg.kafka.input_topics[0], rate, seconds, n_anomalous)
     thread.join(120)
-    # produce time of each input record (by partition/offset) vs produce time of the event it closed
+    return _event_latency(bootstrap, cfg.kafka.input_topics[0], cfg.kafka.output_topic, _n_warmup(rate),
+                          {"client": cfg.kafka.client, "worker_records": worker.totals.records})
+
+
+def _paced(bootstrap: str, topic: str, rate: float, seconds: float, n_anomalous: int) -> None:
+    """The paced stream, from its own process: sharing the consumer's GIL would add its own delay to every reading."""
+    subprocess.run([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds),
+                    str(_n_warmup(rate)), str(n_anomalous)], check=True)
+
+
+def _event_latency(bootstrap: str, topic: str, output: str, n_warm: int, info: dict[str, Any]) -> tuple[float, float]:
+    """p50/p99 of each input record's produce time (by partition/offset) to the produce time of the event of the
+    window it closed, over the events of the records past the warm-up."""
     produced: dict[tuple[int, int], int] = {}
     emitted: list[tuple[int, int, int]] = []
     c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
-    for t in (topic, cfg.kafka.output_topic):
+    for t in (topic, output):
         tps = [TopicPartition(t, p) for p in sorted(c.partitions_for_topic(t))]
         c.assign(tps)
         c.seek_to_beginning(*tps)
@@ -248,9 +262,43 @@ def _latency(cfg: Config, rate: float, seconds: float, n_anomalous: int) -> tupl
                         emitted.append((src["partition"], src["offset"], m.timestamp))
     c.close()
     lat = [ts - produced[(p, o)] for p, o, ts in emitted if (p, o) in produced and o >= n_warm]
-    print(json.dumps({"latency_run": {"client": cfg.kafka.client, "produced": len(produced), "events": len(emitted),
-                                      "timed_events": len(lat), "worker_records": worker.totals.records}}), flush=True)
+    print(json.dumps({"latency_run": {**info, "produced": len(produced), "events": len(emitted),
+                                      "timed_events": len(lat)}}), flush=True)
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def _peer_args(bootstrap: str, topic: str, output: str, model_dir: str, group: str, state_dir: Path,
+               stride: int) -> list[str]:
+    return [sys.executable, str(ROOT / "benchmarks/peer_quix.py"), "--bootstrap", bootstrap, "--input", topic,
+            "--output", output, "--model-dir", model_dir, "--group", group, "--state-dir", str(state_dir),
+            "--stride", str(stride)]
+
+
+def _peer(args: list[str], n_messages: int, per_message: int) -> float:
+    """The peer's readings/s over the first ``n_messages`` of its topic (it times itself from its first)."""
+    out = subprocess.run([*args, "--messages", str(n_messages), "--readings-per-message", str(per_message)],
+                         check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["readings_per_s"])
+
+
+def _peer_latency(args: list[str], bootstrap: str, topic: str, output: str, group: str, rate: float,
+                  seconds: float, n_anomalous: int) -> tuple[float, float]:
+    """:func:`_latency` of the peer: the paced stream starts once its consumer group is stable with a member."""
+    from confluent_kafka.admin import AdminClient
+
+    _wait_for_partitions(bootstrap, topic)
+    peer = subprocess.Popen([*args, "--idle-s", "5"])
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        g = admin.describe_consumer_groups([group])[group].result(10)
+        if str(g.state).endswith("STABLE") and g.members and g.members[0].assignment.topic_partitions:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    _paced(bootstrap, topic, rate, seconds, n_anomalous)
+    peer.wait(120)
+    return _event_latency(bootstrap, topic, output, _n_warmup(rate), {"peer": "quixstreams"})
 
 
 LATENCY_ANOMALOUS_SENSORS = 2  # of 50: their windows are the timed events (~4 % of the windows)
@@ -291,19 +339,33 @@ def _rss_per_sensor(window_size: int) -> dict[str, float]:
     return out
 
 
-def _scoring_rates(window_size: int) -> dict[str, float]:
-    rates = {}
-    x = torch.randn(256, window_size, len(CHANNELS))
-    for family in sorted(FAMILIES):
-        model = build_model(family, window_size=window_size, n_channels=len(CHANNELS)).eval()
-        with torch.inference_mode():
-            model.channel_errors(x)
-            t0, n = time.perf_counter(), 0
-            while time.perf_counter() - t0 < 1.0:
-                model.channel_errors(x)
-                n += len(x)
-        rates[family] = n / (time.perf_counter() - t0)
-    return rates
+def _scoring(window_size: int) -> dict[str, dict[str, float]]:
+    """Windows/s of each family's ``Scorer.score`` on one CPU thread, and on CUDA when there is one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {"cpu": rates(scorers(window_size, "cpu"))}
+    finally:
+        torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        out["cuda"] = rates(scorers(window_size, "cuda"))
+    return out
+
+
+def _peer_summary(result: dict[str, Any], latency: dict[str, dict[str, float]]) -> dict[str, Any] | None:
+    """The peer's readings/s and aestream / peer per message form and client; latencies at the peer's 20 % rate."""
+    if "peer" not in result["single"]:
+        return None
+    import quixstreams
+
+    out: dict[str, Any] = {"name": "quixstreams", "version": quixstreams.__version__}
+    for label in ("single", "batched", "columnar"):
+        out[f"{label}_rps"] = result[label]["peer"]["pipeline_rps"]
+        out[f"{label}_vs_peer"] = result[label]["kafka-python"]["vs_peer"]
+        out[f"confluent_{label}_vs_peer"] = result[label]["confluent"]["vs_peer"]
+    if "peer" in latency:  # the peer at 20 % of its capacity, and aestream at the same rate
+        out["latency"] = latency["peer"]
+    return out
 
 
 def main() -> None:
@@ -312,7 +374,8 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=200_000, help="readings per throughput run (default 200k)")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=3, help="pipeline runs per client, between ceiling runs")
-    ap.add_argument("--skip", default="", help="comma-separated parts to leave out: latency, memory, scoring")
+    ap.add_argument("--skip", default="", help="comma-separated parts to leave out: latency, memory, scoring, peer")
+    ap.add_argument("--peer-readings", type=int, default=20_000, help="readings the peer processes per run")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     tmp = Path(tempfile.mkdtemp(prefix="aestream-bench-"))
@@ -330,30 +393,40 @@ def main() -> None:
     try:
         run = uuid.uuid4().hex[:8]
         base = Config().replace(stream={"channels": CHANNELS, "window_size": 32, "stride": 4},
-                                model={"family": "vanilla", "epochs": 5, "device": "cpu"},
-                                paths={"model_dir": str(tmp / "models")})
+                                model={"family": "vanilla", "epochs": 5, "device": "cpu", "torch_threads": 1},
+                                paths={"model_dir": str(tmp / "models")},
+                                ops={"metrics_port": 0})  # served, as in service, on a free port
         bundle = train_bundle(list(Plant(N_SENSORS, CHANNELS, seed=1).signal(300)), base.stream, base.model,
                               base.threshold)
         ModelStore(base.paths.model_dir).publish(bundle)
         result: dict[str, Any] = {}
+        skip = set(args.skip.split(",")) - {""}
+        cuda = torch.cuda.is_available()
         for label, batch in (("single", 1), ("batched", BATCH), ("columnar", BATCH)):
             topic = f"bench-{label}-{run}"
             msgs = _messages(args.readings, batch, columnar=label == "columnar")
             kafka = {"bootstrap_servers": (bootstrap,), "input_topics": (topic,),
                      "output_topic": f"bench-out-{label}-{run}", "max_poll_records": 2000 if batch == 1 else 200}
-            ensure_topics(base.replace(kafka=kafka).kafka, {topic: 1, kafka["output_topic"]: 1})
+            peer_output = f"{kafka['output_topic']}-peer"
+            ensure_topics(base.replace(kafka=kafka).kafka, {topic: 1, kafka["output_topic"]: 1, peer_output: 1})
             _produce(bootstrap, topic, msgs)
             # rounds of ceiling → pipelines → ceiling: each pipeline run is compared with the mean of the two
             # ceiling runs around it, so a shared machine's drift cancels; the figures are medians over rounds
             ceilings = [_ceiling(bootstrap, topic, len(msgs))]
             stricts = [_ceiling(bootstrap, topic, len(msgs), strict=True)]
             runs: dict[str, list[tuple[float, int]]] = {"kafka-python": [], "confluent": []}
+            peers: list[float] = []
+            n_peer = min(len(msgs), max(1, args.peer_readings // batch))
             for r in range(args.rounds):
                 for client in runs:
                     cfg = base.replace(kafka={**kafka, "client": client,
                                               "group_id": f"bench-{label}-{client}-{r}-{run}"})
                     rps, worker = _worker(cfg, len(msgs))
                     runs[client].append((rps, worker.totals.events))
+                if "peer" not in skip:
+                    group = f"bench-peer-{label}-{r}-{run}"
+                    peers.append(_peer(_peer_args(bootstrap, topic, peer_output, base.paths.model_dir, group,
+                                                  tmp / group, base.stream.stride), n_peer, batch))
                 ceilings.append(_ceiling(bootstrap, topic, len(msgs)))
                 stricts.append(_ceiling(bootstrap, topic, len(msgs), strict=True))
             row: dict[str, Any] = {"messages": len(msgs), "ceiling_rps": round(float(np.median(ceilings))),
@@ -366,9 +439,16 @@ def main() -> None:
                                "ratio": round(float(np.median(ratios)), 3),
                                "ratio_runs": [round(x, 3) for x in ratios],
                                "strict_ratio": round(float(np.median(strict)), 3), "events": got[-1][1]}
+                if peers:  # each round's aestream run against the peer's run of the same round
+                    row[client]["vs_peer"] = round(float(np.median([g[0] / p for g, p in zip(got, peers)])), 2)
+            if peers:
+                row["peer"] = {"pipeline_rps": round(float(np.median(peers))), "runs": [round(p) for p in peers],
+                               "readings": n_peer * batch}
+            if cuda:  # the pipeline scoring on the GPU (one run, kafka-python)
+                cfg = base.replace(kafka={**kafka, "group_id": f"bench-{label}-cuda-{run}"}, model={"device": "cuda"})
+                row["cuda_pipeline_rps"] = round(_worker(cfg, len(msgs))[0])
             result[label] = row
             print(json.dumps({label: row}), flush=True)
-        skip = set(args.skip.split(",")) - {""}
         latency: dict[str, dict[str, float]] = {}
         if "latency" not in skip:
             # two model stores: the calibrated threshold (only the shifted sensors' windows emit, as in service)
@@ -393,9 +473,28 @@ def main() -> None:
                     row.update({f"{mode}p50_ms": round(p50, 1), f"{mode}p99_ms": round(p99, 1)})
                 latency[client] = row
                 print(json.dumps({"latency": {client: row}}), flush=True)
+            if "peer" in result["single"]:  # the peer at 20 % of its own capacity
+                rate = 0.2 * result["single"]["peer"]["pipeline_rps"]
+                tag = f"peer-{run}"
+                topic = _fresh_topic(base, bootstrap, f"lat-{tag}")
+                output = _fresh_topic(base, bootstrap, f"lat-out-{tag}")
+                p50, p99 = _peer_latency(_peer_args(bootstrap, topic, output, base.paths.model_dir, f"bench-lat-{tag}",
+                                                    tmp / f"lat-{tag}", base.stream.stride),
+                                         bootstrap, topic, output, f"bench-lat-{tag}", rate, args.latency_seconds,
+                                         LATENCY_ANOMALOUS_SENSORS)
+                latency["peer"] = {"rate_rps": round(rate), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1)}
+                for client in ("kafka-python", "confluent"):  # aestream at the peer's rate: the same load
+                    tag = f"at-peer-{client}-{run}"
+                    cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,),
+                                              "input_topics": (_fresh_topic(base, bootstrap, f"lat-{tag}"),),
+                                              "output_topic": _fresh_topic(base, bootstrap, f"lat-out-{tag}"),
+                                              "group_id": f"bench-lat-{tag}", "poll_timeout_ms": 5, "client": client})
+                    p50, p99 = _latency(cfg, rate, args.latency_seconds, LATENCY_ANOMALOUS_SENSORS)
+                    latency["peer"].update({f"{client}_p50_ms": round(p50, 1), f"{client}_p99_ms": round(p99, 1)})
+                print(json.dumps({"latency": {"peer": latency["peer"]}}), flush=True)
         nan = {"rate_rps": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan")}
         rss = _rss_per_sensor(32) if "memory" not in skip else {"100000": float("nan")}
-        scoring = _scoring_rates(32) if "scoring" not in skip else {}
+        scoring = _scoring(32) if "scoring" not in skip else {}
         summary = {
             "ceiling_rps": result["single"]["ceiling_rps"],
             "pipeline_rps": result["single"]["kafka-python"]["pipeline_rps"],
@@ -417,7 +516,10 @@ def main() -> None:
             "latency": latency,
             "rss_bytes_per_sensor": round(rss["100000"], 1),
             "rss_bytes_per_sensor_by_count": {k: round(v, 1) for k, v in rss.items()},
-            "scoring_windows_per_s": {k: round(v) for k, v in scoring.items()},
+            "scoring_windows_per_s": {k: round(v) for k, v in scoring.get("cpu", {}).items()},
+            "cuda_scoring_windows_per_s": {k: round(v) for k, v in scoring.get("cuda", {}).items()} or None,
+            "cuda_pipeline_rps": {label: result[label]["cuda_pipeline_rps"] for label in result} if cuda else None,
+            "peer": _peer_summary(result, latency),
             "kafka_python_crc32c_in_c": crc32c_c is not None,
             "cpu_threads": torch.get_num_threads(),
             "python": sys.version.split()[0],

@@ -55,15 +55,56 @@ def test_push_block_gives_exactly_what_pushing_one_by_one_gives() -> None:
         expected = [x for x in (one.push("s", int(t), tuple(v)) for t, v in zip(ts, vals)) if x not in (None, LATE)]
         got: list = []
         late = 0
-        for lo, hi in ((0, 7), (7, 8), (8, 31), (31, 60)):
+        for lo, hi in ((0, 7), (7, 8), (8, 31), (31, 50)):
             windows, n_late = block.push_block("s", ts[lo:hi], vals[lo:hi])
             got += windows
             late += n_late
+        for t, v in zip(ts[50:], vals[50:]):  # and on one by one from where the blocks left the ring
+            x = block.push("s", int(t), tuple(v))
+            if x not in (None, LATE):
+                got.append(x)
         assert late == one.n_late
         assert [(x.start_ms, x.end_ms) for x in got] == [(x.start_ms, x.end_ms) for x in expected]
         for a, b in zip(got, expected):
             np.testing.assert_array_equal(a.values, b.values)
 
+
+
+def test_a_polls_blocks_of_many_sensors_give_what_each_block_alone_gives() -> None:
+    """push_blocks cuts the in-order sensors' blocks together; any poll must give what block after block gives:
+    sensors interleaved, several blocks of one sensor, gaps and duplicates inside and between blocks, empty
+    blocks, restored phases, both strides."""
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        w = int(rng.integers(1, 9))
+        stride, stride_ms = (int(rng.integers(1, w + 1)), 0) if trial % 2 else (1, int(rng.integers(1, 10)))
+        together = Windower(w, stride, 2, max_gap_ms=5, stride_ms=stride_ms)
+        apart = Windower(w, stride, 2, max_gap_ms=5, stride_ms=stride_ms)
+        clocks = {f"s{i}": 0 for i in range(4)}
+        for poll in range(6):
+            blocks = []
+            for _ in range(int(rng.integers(1, 9))):
+                sensor = f"s{int(rng.integers(0, 4))}"
+                k = int(rng.integers(0, 12))
+                ts = clocks[sensor] + np.cumsum(rng.integers(1, 4 if trial % 3 else 8, size=k))
+                if k > 2 and rng.random() < 0.1:
+                    ts[1] = ts[0]  # a duplicate: late
+                clocks[sensor] = int(ts[-1]) if k else clocks[sensor]
+                if rng.random() < 0.1:
+                    clocks[sensor] += 20  # a gap before the sensor's next block
+                blocks.append((sensor, ts.astype(np.int64), rng.normal(size=(k, 2))))
+            if poll == 3 and stride > 1:  # as after a replay: phases handed over
+                phases = {s: int(rng.integers(0, stride)) for s in clocks}
+                assert together.restore_phases(phases) == apart.restore_phases(phases)
+            got = together.push_blocks(blocks)
+            expected = [apart._push_each(*b, 0.0) for b in blocks]  # reading by reading, block after block
+            for (gw, gat, glate), (ew, eat, elate) in zip(got, expected):
+                assert (gat, glate) == (eat, elate)
+                assert [(x.sensor, x.start_ms, x.end_ms) for x in gw] == [(x.sensor, x.start_ms, x.end_ms) for x in ew]
+                for a, b in zip(gw, ew):
+                    np.testing.assert_array_equal(a.values, b.values)
+            assert together.n_late == apart.n_late and together.n_gaps == apart.n_gaps
+            assert together.phases(clocks) == apart.phases(clocks)
 
 
 def test_with_stride_ms_windows_close_on_the_epoch_grid() -> None:

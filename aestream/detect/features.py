@@ -10,6 +10,9 @@ the autoencoder's error speaks of the level rather than the noise.
 >>> p = Preprocessor(mean=np.array([1.0, 0.0]), std=np.array([2.0, 1.0]), detrend=np.array([False, True]))
 >>> p(np.array([[[3.0, 5.0], [5.0, 7.0]]], dtype=np.float32)).tolist()
 [[[1.0, -1.0], [2.0, 1.0]]]
+>>> q = Preprocessor(mean=np.zeros(1), std=np.ones(1), detrend=np.zeros(1, dtype=bool), smooth=2)
+>>> q(np.array([[[0.0], [2.0], [4.0], [6.0]]], dtype=np.float32))[0, :, 0].tolist()  # the first step averages one
+[0.0, 1.0, 3.0, 5.0]
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
-__all__ = ["Preprocessor", "trailing_mean"]
+__all__ = ["Preprocessor"]
 
 _MIN_STD = 1e-6
 
@@ -49,12 +53,39 @@ class Preprocessor:
                    np.array([c in detrend_channels for c in channels]), int(smooth))
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
-        x = ((windows - self.mean) / self.std).astype(np.float32)
-        if self.smooth > 1:
-            x = trailing_mean(x, self.smooth)
-        if self.detrend.any():
-            x[:, :, self.detrend] -= x[:, :, self.detrend].mean(axis=1, keepdims=True)
-        return x
+        """Model input ``(B, W, C)`` float32 of raw windows ``(B, W, C)``."""
+        return self.tensor(windows).numpy()
+
+    def tensor(self, windows: np.ndarray) -> torch.Tensor:
+        """:meth:`__call__` as a CPU tensor. Raw windows may be float32 (as the windower holds them) or float64.
+        Each window is worked on as one row of its ``W·C`` readings, so every step runs over long rows."""
+        w = np.asarray(windows)
+        n, size, c = w.shape
+        plan = self._plan(size)
+        raw = torch.from_numpy(w if w.flags.writeable else w.copy()).reshape(n, size * c)
+        if raw.dtype == torch.float32:  # centred against the mean split in two float32 parts: as exact as float64
+            x = raw - plan.mean_hi
+            x -= plan.mean_lo
+        else:
+            x = (raw.double() - plan.mean).float()
+        if self.smooth > 1:  # a trailing sum of a few shifted copies; the division is in plan.scale
+            total = x.clone()
+            for lag in range(1, min(self.smooth, size)):
+                total[:, lag * c :] += x[:, : -lag * c]
+            x = total
+        x *= plan.scale
+        if plan.detrend is not None:  # each detrended channel's mean over the window, off each of its readings
+            x -= x.view(n, size, c).sum(dim=1) @ plan.detrend
+        return x.view(n, size, c)
+
+    def _plan(self, window_size: int) -> _Plan:
+        """The constants for windows of ``window_size`` readings, made once (the dataclass is frozen: they are
+        kept in its ``__dict__``, out of its fields)."""
+        plans: dict[int, _Plan] = self.__dict__.setdefault("_plans", {})
+        plan = plans.get(window_size)
+        if plan is None:
+            plan = plans[window_size] = _Plan.build(self, window_size)
+        return plan
 
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "detrend": self.detrend.tolist(),
@@ -66,15 +97,27 @@ class Preprocessor:
                    np.array(d["detrend"], dtype=bool), int(d.get("smooth", 1)))
 
 
-def trailing_mean(windows: np.ndarray, span: int) -> np.ndarray:
-    """Trailing mean over ``span`` readings along the time axis of ``(B, W, C)`` windows, inside each window.
+def _counts(window_size: int, span: int) -> np.ndarray:
+    """How many readings the trailing mean over ``span`` averages at each step of a window."""
+    return np.minimum(np.arange(1, window_size + 1), span).astype(np.float32)
 
-    >>> trailing_mean(np.array([[[0.0], [2.0], [4.0], [6.0]]], dtype=np.float32), 2)[0, :, 0].tolist()
-    [0.0, 1.0, 3.0, 5.0]
-    """
-    x = np.asarray(windows, dtype=np.float64)
-    c = np.cumsum(x, axis=1)
-    idx = np.arange(x.shape[1])
-    start = np.maximum(idx - span + 1, 0)
-    total = c - np.take(np.concatenate([np.zeros_like(c[:, :1]), c], axis=1), start, axis=1)
-    return (total / (idx - start + 1)[None, :, None]).astype(np.float32)
+
+@dataclass(frozen=True)
+class _Plan:
+    """A :class:`Preprocessor`'s constants for one window size, over the flattened ``W·C`` readings of a window."""
+
+    mean: torch.Tensor  # float64
+    mean_hi: torch.Tensor  # float32 part of the mean, and what it leaves
+    mean_lo: torch.Tensor
+    scale: torch.Tensor  # 1 / (std × readings the trailing mean averages)
+    detrend: torch.Tensor | None  # (C, W·C): a window's channel sums → each detrended reading's channel mean
+
+    @classmethod
+    def build(cls, p: Preprocessor, window_size: int) -> _Plan:
+        mean = np.tile(p.mean, window_size)
+        hi = mean.astype(np.float32)
+        counts = _counts(window_size, p.smooth).astype(np.float64)
+        scale = (1.0 / (counts[:, None] * p.std[None, :])).reshape(-1).astype(np.float32)
+        spread = np.tile(np.diag(p.detrend / window_size).astype(np.float32), window_size) if p.detrend.any() else None
+        t = torch.from_numpy
+        return cls(t(mean), t(hi), t((mean - hi).astype(np.float32)), t(scale), None if spread is None else t(spread))

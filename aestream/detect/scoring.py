@@ -7,7 +7,9 @@ the mean (or max, ``score_reduce``) of these normalised errors: about 1 on norma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,16 +69,28 @@ class Scorer:
         n = model.n_channels
         self.channel_scale = np.ones(n) if channel_scale is None else np.asarray(channel_scale, dtype=np.float64)
         self.score_reduce = score_reduce
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self.model.forward
+        self._params = list(self.model.parameters())  # module.parameters() walks the modules: ~0.1 ms a call
+        self._weights: tuple[Any, ...] = ()
 
     def _tensor(self, windows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.preprocessor(windows)).to(self.device)
+        return self.preprocessor.tensor(windows).to(self.device)
+
+    def _frozen(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The model's :meth:`~aestream.models.Autoencoder.frozen` forward pass, asked again whenever its
+        weights, their device or its mode changed since."""
+        weights = (self.model.training, *((p.data_ptr(), p._version) for p in self._params))
+        if weights != self._weights:
+            self._forward, self._weights = self.model.frozen(), weights
+        return self._forward
 
     def raw_channel_errors(self, windows: np.ndarray) -> np.ndarray:
         """Unscaled per-channel mean squared errors ``(B, C)`` of raw windows ``(B, W, C)``."""
         if len(windows) == 0:
             return np.zeros((0, self.model.n_channels))
         with torch.inference_mode():
-            errors = self.model.channel_errors(self._tensor(windows))
+            x = self._tensor(windows)
+            errors = (self._frozen()(x) - x).square_().mean(dim=1)
         return errors.double().cpu().numpy()
 
     def score(self, windows: np.ndarray) -> ScoreBatch:
@@ -92,7 +106,7 @@ class Scorer:
     def reconstruct(self, windows: np.ndarray) -> np.ndarray:
         """Reconstructed windows in the readings' own units ``(B, W, C)`` (detrended channels keep their level)."""
         with torch.inference_mode():
-            recon = self.model(self._tensor(windows)).double().cpu().numpy()
+            recon = self._frozen()(self._tensor(windows)).double().cpu().numpy()
         return self._in_units(recon, self.levels(windows))
 
     def decode(self, codes: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:

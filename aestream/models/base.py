@@ -7,6 +7,7 @@ reconstruction error, from which scores and channel shares are made outside the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -48,6 +49,12 @@ class Autoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    def frozen(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The forward pass for scoring with the weights as they are now: the same reconstruction as ``self(x)``
+        (to float rounding), computed however runs fastest. A family may copy its weights into another form, so
+        ask again after they change (:class:`~aestream.detect.scoring.Scorer` does)."""
+        return self.forward
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Training loss of a batch: mean squared reconstruction error (families add their penalty)."""

@@ -3,6 +3,10 @@
 Encoder: two stride-2 ``Conv1d`` layers (kernel ``kernel_size``) then a linear map to the latent code; the
 decoder mirrors it with ``ConvTranspose1d``. This is the shape of SKAB's leading Conv-AE, with a latent bottleneck.
 
+On a CPU, scoring runs :meth:`ConvAutoencoder.frozen`: the same layers over channels-last ``(B, W, C)`` windows
+(:class:`FrozenConv`), the same reconstruction to float rounding at about 2.5 times the speed of the module on a
+core (``benchmarks/scoring.py``).
+
 For example::
 
     >>> import torch
@@ -13,14 +17,16 @@ For example::
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from aestream.models.base import Autoencoder
 
-__all__ = ["ConvAutoencoder"]
+__all__ = ["ConvAutoencoder", "FrozenConv"]
 
 
 class ConvAutoencoder(Autoencoder):
@@ -62,6 +68,12 @@ class ConvAutoencoder(Autoencoder):
         return {**super().hyperparameters(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "dropout": self.dropout}
 
+    def frozen(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """On a CPU in eval mode, :class:`FrozenConv` of the weights as they are now; else the forward pass."""
+        if self.training or self.to_latent.weight.device.type != "cpu":
+            return self.forward
+        return FrozenConv(self)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_latent(self.conv(x.transpose(1, 2)).flatten(1))  # type: ignore[no-any-return]
 
@@ -71,3 +83,64 @@ class ConvAutoencoder(Autoencoder):
         if out.shape[-1] < self.window_size:  # odd sizes: pad the tail by repeating the last step
             out = nn.functional.pad(out, (0, self.window_size - out.shape[-1]), mode="replicate")
         return out.transpose(1, 2)
+
+
+class FrozenConv:
+    """A :class:`ConvAutoencoder`'s eval forward pass over channels-last windows, as a CPU runs it fastest.
+
+    ``ConvAutoencoder`` transposes ``(B, W, C)`` windows to ``(B, C, W)`` and back, and torch runs ``Conv1d`` and,
+    worse, ``ConvTranspose1d`` over that layout through slow kernels. Here the windows stay channels-last: each
+    layer runs as its 2-D twin over ``(B, C, 1, W)`` views in the ``channels_last`` memory format, which oneDNN
+    computes directly; ReLUs run in place, the latent maps read and write the channels-last order (their weights
+    rearranged), and the final 1×1 convolution is one matrix product. The weights are copied in: build a new one
+    after they change. Dropout is the identity, as in eval mode.
+
+    >>> model = ConvAutoencoder(window_size=20, n_channels=3, latent_size=4, filters=8, kernel_size=5).eval()
+    >>> x = torch.randn(4, 20, 3)
+    >>> torch.allclose(FrozenConv(model)(x), model(x), atol=1e-5)
+    True
+    """
+
+    def __init__(self, model: ConvAutoencoder) -> None:
+        self.window_size, self.pad = model.window_size, model.kernel_size // 2
+        f2, n2 = model._shape
+        lat = model.latent_size
+        self.encoder = [_as_2d(cast(nn.Conv1d, model.conv[i])) for i in (0, 3)]
+        self.decoder = [_as_2d(cast(nn.ConvTranspose1d, model.deconv[i])) for i in (0, 3)]
+        # the linear maps flatten (channel, step); channels-last rows are (step, channel)
+        self.to_latent = (model.to_latent.weight.detach().view(lat, f2, n2).permute(2, 1, 0).reshape(-1, lat)
+                          .contiguous(), _bias(model.to_latent))
+        fl = cast(nn.Linear, model.from_latent[0])
+        self.from_latent = (fl.weight.detach().view(f2, n2, lat).permute(2, 1, 0).reshape(lat, -1).contiguous(),
+                            _bias(fl).view(f2, n2).t().reshape(-1).contiguous())
+        self.steps = (n2, f2)
+        out = cast(nn.Conv1d, model.deconv[5])
+        self.out = (out.weight.detach()[:, :, 0].t().contiguous(), _bias(out))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``(B, W, C)`` of normalised windows ``(B, W, C)``."""
+        n, pad = len(x), (0, self.pad)
+        h = x.permute(0, 2, 1).unsqueeze(2)  # (B, C, 1, W) in the channels_last format: a view of x
+        for weight, bias in self.encoder:
+            h = F.conv2d(h, weight, bias, stride=(1, 2), padding=pad).relu_()
+        z = torch.addmm(self.to_latent[1], h.permute(0, 2, 3, 1).reshape(n, -1), self.to_latent[0])
+        h = torch.addmm(self.from_latent[1], z, self.from_latent[0]).relu_()
+        h = h.view(n, 1, *self.steps).permute(0, 3, 1, 2)
+        for weight, bias in self.decoder:
+            h = F.conv_transpose2d(h, weight, bias, stride=(1, 2), padding=pad, output_padding=(0, 1)).relu_()
+        steps = min(h.shape[3], self.window_size)  # steps past the window are cut, as ConvAutoencoder.decode does
+        rows = h.permute(0, 2, 3, 1)[:, 0, :steps].reshape(n * steps, -1)
+        out = torch.addmm(self.out[1], rows, self.out[0]).view(n, steps, -1)
+        if steps < self.window_size:  # and a short one repeats its last step
+            out = torch.cat([out, out[:, -1:].expand(n, self.window_size - steps, out.shape[2])], 1)
+        return out
+
+
+def _as_2d(layer: nn.Conv1d | nn.ConvTranspose1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1-D (transposed) convolution's weight as its 2-D twin's, in the channels_last memory format, and its bias."""
+    return layer.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last), _bias(layer)
+
+
+def _bias(layer: nn.Conv1d | nn.ConvTranspose1d | nn.Linear) -> torch.Tensor:
+    assert layer.bias is not None, "every ConvAutoencoder layer has a bias"
+    return layer.bias.detach().clone()

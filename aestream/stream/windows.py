@@ -134,55 +134,124 @@ class Windower:
     def push_block_at(self, sensor: str, ts_ms: np.ndarray, values: np.ndarray, now: float = 0.0) -> tuple[
             list[Window], list[int], int]:
         """:meth:`push_block`, also giving the index in the block of each window's last reading."""
+        return self.push_blocks([(sensor, ts_ms, values)], now)[0]
+
+    def push_blocks(self, blocks: Sequence[tuple[str, np.ndarray, np.ndarray]], now: float = 0.0) -> list[
+            tuple[list[Window], list[int], int]]:
+        """:meth:`push_block_at` for each of a poll's blocks ``(sensor, ts_ms, values)`` in turn, with the same
+        results. The blocks of every sensor whose readings run in order and gap-free through all its blocks are cut
+        into windows together, in one pass over the poll; any other sensor's go block by block."""
+        results: list[tuple[list[Window], list[int], int]] = [([], [], 0)] * len(blocks)
+        by_sensor: dict[str, list[int]] = {}
+        for i, (sensor, ts, _) in enumerate(blocks):
+            if len(ts):
+                by_sensor.setdefault(sensor, []).append(i)
+        runs = []
+        for sensor, idx in by_sensor.items():
+            if self._in_order(sensor, [blocks[i][1] for i in idx]):
+                runs.append((sensor, idx))
+            elif len(idx) > 1:
+                for i in idx:
+                    results[i] = self.push_block_at(*blocks[i], now)
+            else:
+                results[idx[0]] = self._push_each(*blocks[idx[0]], now)
+        if runs:
+            self._cut(runs, blocks, results, now)
+        return results
+
+    def _in_order(self, sensor: str, stamps: list[np.ndarray]) -> bool:
+        """Whether these blocks' readings (in turn) follow the sensor's last one and each other, all within
+        ``max_gap_ms``."""
+        ts = stamps[0] if len(stamps) == 1 else np.concatenate(stamps)
+        d = np.diff(ts)
+        if not ((d > 0) & (d <= self.max_gap_ms)).all():
+            return False
         state = self._sensors.get(sensor)
-        k = len(ts_ms)
-        diffs = np.diff(ts_ms)
-        in_order = k > 0 and bool((diffs > 0).all()) and bool((diffs <= self.max_gap_ms).all())
-        if state is not None:
-            step = int(ts_ms[0]) - state.last_ts if k else 0
-            in_order = in_order and 0 < step <= self.max_gap_ms
+        return state is None or 0 < int(ts[0]) - state.last_ts <= self.max_gap_ms
+
+    def _push_each(self, sensor: str, ts_ms: np.ndarray, values: np.ndarray, now: float) -> tuple[
+            list[Window], list[int], int]:
         out: list[Window] = []
         at: list[int] = []
-        if not in_order:
-            late = 0
-            for i, (t, v) in enumerate(zip(ts_ms.tolist(), values)):
-                res = self.push(sensor, t, v, now)
-                late += res is LATE
-                if isinstance(res, Window):
-                    out.append(res)
-                    at.append(i)
-            return out, at, late
-        if state is None:
-            state = self._sensors[sensor] = _SensorState(self.window_size, self.n_channels)
-        w, p = self.window_size, state.pos
-        h = min(state.count, w - 1)
-        vals = np.concatenate([state.buf[p + w - h : p + w], values.astype(np.float32, copy=False)])
-        stamps = np.concatenate([state.ts[p + w - h : p + w], ts_ms.astype(np.int64, copy=False)])
-        counts = state.count + 1 + np.arange(k)
-        if self.stride_ms:  # a new grid cell since the reading before (which is in stamps once counts >= w)
-            due = (np.diff(stamps // self.stride_ms, prepend=0)[h:] != 0) | (counts == w)
+        late = 0
+        for i, (t, v) in enumerate(zip(ts_ms.tolist(), values)):
+            res = self.push(sensor, t, v, now)
+            late += res is LATE
+            if isinstance(res, Window):
+                out.append(res)
+                at.append(i)
+        return out, at, late
+
+    def _cut(self, runs: list[tuple[str, list[int]]], blocks: Sequence[tuple[str, np.ndarray, np.ndarray]],
+             results: list[tuple[list[Window], list[int], int]], now: float) -> None:
+        """Each run (a sensor and its in-order blocks) after the up to ``window_size - 1`` readings its ring holds,
+        all runs in one array: the windows every new reading closes, in one gather; then each ring's new tail."""
+        w = self.window_size
+        vals_parts: list[np.ndarray] = []
+        ts_parts: list[np.ndarray] = []
+        segments = []  # (sensor, state, first row, first new row, end row)
+        spans: dict[int, tuple[int, int]] = {}  # block index → its rows
+        row = 0
+        for sensor, idx in runs:
+            state = self._sensors.get(sensor)
+            if state is None:
+                state = self._sensors[sensor] = _SensorState(w, self.n_channels)
+            h, p = min(state.count, w - 1), state.pos
+            vals_parts.append(state.buf[p + w - h : p + w])
+            ts_parts.append(state.ts[p + w - h : p + w])
+            first = row
+            row += h
+            for i in idx:
+                _, ts, values = blocks[i]
+                vals_parts.append(values.astype(np.float32, copy=False))
+                ts_parts.append(ts.astype(np.int64, copy=False))
+                spans[i] = (row, row + len(ts))
+                row += len(ts)
+            segments.append((sensor, state, first, first + h, row))
+        vals, stamps = np.concatenate(vals_parts), np.concatenate(ts_parts)
+        new_lo = np.array([s[3] for s in segments])
+        n_new = np.array([s[4] - s[3] for s in segments])
+        rows = np.arange(n_new.sum()) + np.repeat(new_lo - np.cumsum(n_new) + n_new, n_new)  # every new reading
+        counts = rows - np.repeat(new_lo - [s[1].count + 1 for s in segments], n_new)  # its count in its sensor
+        if self.stride_ms:  # a new grid cell since the reading before (which is in the run once counts >= w)
+            cell = stamps // self.stride_ms
+            new_cell = np.empty(len(cell), dtype=bool)
+            new_cell[1:] = cell[1:] != cell[:-1]
+            for _, state, first, lo, _ in segments:  # a run's first row: against the sensor's last reading
+                if first == lo:  # (held in no row when the ring gives none: window_size 1 or a new sensor)
+                    new_cell[first] = state.count == 0 or cell[first] != state.last_ts // self.stride_ms
+            due = new_cell[rows] | (counts == w)
         else:
-            due = ((counts + state.shift - w) % self.stride == 0) | (counts == w)
-        ends = np.flatnonzero((counts >= w) & due) + h  # indices into vals
+            shifts = np.repeat([s[1].shift for s in segments], n_new)
+            due = ((counts + shifts - w) % self.stride == 0) | (counts == w)
+        ends = rows[(counts >= w) & due]  # rows of the readings that close a window (in their run's rows)
         if len(ends):
-            views = np.lib.stride_tricks.sliding_window_view(vals, w, axis=0)  # (n, C, w)
-            # one gather for all the block's windows; each Window holds a view of it (nothing writes to them)
-            block = np.ascontiguousarray(views[ends - w + 1].transpose(0, 2, 1))  # (windows, w, C)
-            out = [Window(sensor, s, e, v) for s, e, v in zip(stamps[ends - w + 1].tolist(), stamps[ends].tolist(),
-                                                              block)]
-            at = (ends - h).tolist()
-        m = min(w, len(vals))
-        new_pos = (p + k) % w
-        idx = (new_pos - m + np.arange(m)) % w
-        state.buf[idx] = vals[-m:]
-        state.buf[idx + w] = vals[-m:]
-        state.ts[idx] = stamps[-m:]
-        state.ts[idx + w] = stamps[-m:]
-        state.pos = new_pos
-        state.count += k
-        state.last_ts = int(ts_ms[-1])
-        state.seen_at = now
-        return out, at, 0
+            step, item = vals.strides  # a fresh concatenation: C-contiguous
+            views = np.lib.stride_tricks.as_strided(vals, (len(vals) - w + 1, w, vals.shape[1]), (step, step, item),
+                                                    writeable=False)  # (rows, w, C): a window ending at each row
+            gathered = views[ends - w + 1]  # one copy for every window of the poll; each Window holds a view of it
+            first_ts, last_ts = stamps[ends - w + 1].tolist(), stamps[ends].tolist()
+            for sensor, idx in runs:
+                for i in idx:
+                    lo, hi = spans[i]
+                    a, z = np.searchsorted(ends, [lo, hi]).tolist()
+                    results[i] = ([Window(sensor, first_ts[j], last_ts[j], gathered[j]) for j in range(a, z)],
+                                  (ends[a:z] - lo).tolist(), 0)
+        for _, state, first, lo, end in segments:
+            n = end - first
+            if n >= w:  # the run ends on a full window: lay the ring out afresh from position 0
+                state.buf[:w] = state.buf[w:] = vals[end - w : end]
+                state.ts[:w] = state.ts[w:] = stamps[end - w : end]
+                state.pos = 0
+            else:
+                new_pos = (state.pos + end - lo) % w
+                idx_ring = (new_pos - n + np.arange(n)) % w
+                state.buf[idx_ring] = state.buf[idx_ring + w] = vals[first:end]
+                state.ts[idx_ring] = state.ts[idx_ring + w] = stamps[first:end]
+                state.pos = new_pos
+            state.count += end - lo
+            state.last_ts = int(stamps[end - 1])
+            state.seen_at = now
 
     def phases(self, sensors: Iterable[str]) -> dict[str, int]:
         """Where each of these sensors (those held) stands in its count stride: ``0 .. stride - 1``, equal for two

@@ -97,6 +97,39 @@ def test_save_load_round_trip_on_cpu(fitted, tmp_path: Path) -> None:  # type: i
     assert loaded.family == fitted.scorer.model.family
 
 
+def test_scoring_gives_the_plain_forward_pass_errors(fitted) -> None:  # type: ignore[no-untyped-def]
+    """The scorer runs the family's frozen forward pass (the conv family's is a rewrite): the same errors."""
+    scorer = fitted.scorer
+    windows = np.random.default_rng(3).normal(size=(50, W, C)).astype(np.float32) * 2 + 0.5
+    with torch.inference_mode():
+        plain = scorer.model.channel_errors(torch.from_numpy(scorer.preprocessor(windows))).double().numpy()
+    np.testing.assert_allclose(scorer.raw_channel_errors(windows), plain, rtol=1e-4, atol=1e-7)
+    with torch.inference_mode():
+        reconstruct = scorer.model(torch.from_numpy(scorer.preprocessor(windows))).double().numpy()
+    np.testing.assert_allclose((scorer.reconstruct(windows) - scorer.preprocessor.mean) / scorer.preprocessor.std,
+                               reconstruct, atol=1e-4)
+
+
+def test_scoring_follows_new_weights(family: str) -> None:
+    """A frozen forward pass copies the weights: loading others into the model must reach the scores."""
+    from aestream.detect.features import Preprocessor
+    from aestream.detect.scoring import Scorer
+
+    name, params, latent = VARIANTS[family]
+    torch.manual_seed(0)
+    model = build_model(name, window_size=W, n_channels=C, latent_size=latent, hidden_size=32, **params)
+    scorer = Scorer(model, Preprocessor(np.zeros(C), np.ones(C), np.zeros(C, dtype=bool)))
+    windows = np.random.default_rng(4).normal(size=(20, W, C)).astype(np.float32)
+    before = scorer.score(windows).scores
+    torch.manual_seed(1)
+    other = build_model(name, window_size=W, n_channels=C, latent_size=latent, hidden_size=32, **params)
+    model.load_state_dict(other.state_dict())
+    with torch.inference_mode():
+        expected = other.eval().score(torch.from_numpy(windows)).double().numpy()
+    np.testing.assert_allclose(scorer.score(windows).scores, expected, rtol=1e-4)
+    assert not np.allclose(before, expected, rtol=1e-3)
+
+
 def test_contractive_penalty_matches_autograd_jacobian() -> None:
     torch.manual_seed(0)
     model = ContractiveAutoencoder(window_size=4, n_channels=2, latent_size=3).double()
