@@ -24,7 +24,7 @@ import torch
 
 from aestream.alerts import build_alert_stage
 from aestream.config import Config
-from aestream.kafka.protocols import ModelSource, Sink, Source
+from aestream.kafka.protocols import Changelog, ModelSource, Sink, Source
 from aestream.models.store import ModelStore
 from aestream.ops.instrument import WorkerMetrics, start_ops_server
 from aestream.ops.metrics import Metrics
@@ -94,7 +94,7 @@ def build_app(
         assert worker is not None
         worker.on_partitions_assigned(parts)
 
-    changelog = None
+    changelog = alerts_changelog = None
     if source is None:
         from aestream.kafka.kafka_python import open_source
 
@@ -103,6 +103,10 @@ def build_app(
             from aestream.kafka.changelog import KafkaChangelog
 
             changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg))
+        if cfg.alerts.enabled:
+            from aestream.kafka.changelog import KafkaChangelog
+
+            alerts_changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg, "alerts"))
     metrics = Metrics()
     if sink is None:
         from aestream.kafka.kafka_python import open_sink
@@ -112,7 +116,7 @@ def build_app(
     retraining = None
     if stages is None:
         retraining = build_retraining(cfg, store, on_outcome=lambda o: metrics.retrain(o.status, o.seconds))
-        stages = _stages(cfg, metrics, lambda: worker.bundle if worker is not None else None)
+        stages = _stages(cfg, metrics, lambda: worker.bundle if worker is not None else None, alerts_changelog)
         if retraining is not None:
             stages.append(retraining.stage)
     watch: tuple[WorkerObserver, ...] = observers
@@ -130,19 +134,22 @@ def build_app(
     return App(worker, metrics, retraining, ops)
 
 
-def changelog_topic(cfg: Config) -> str:
-    """The compacted topic that keeps the state of the group's input partitions (the sensors' baselines).
+def changelog_topic(cfg: Config, state: str = "baselines") -> str:
+    """The compacted topic that keeps one kind of state of the group's input partitions: the sensors'
+    ``baselines``, or their ``alerts`` (episodes, cooldowns, silence).
 
-    >>> changelog_topic(Config())
-    'aestream-baselines-changelog'
+    >>> changelog_topic(Config()), changelog_topic(Config(), "alerts")
+    ('aestream-baselines-changelog', 'aestream-alerts-changelog')
     """
-    return f"{cfg.kafka.group_id}-baselines-changelog"
+    return f"{cfg.kafka.group_id}-{state}-changelog"
 
 
-def _stages(cfg: Config, metrics: Metrics, bundle: Callable[[], Any]) -> list[Stage]:
+def _stages(cfg: Config, metrics: Metrics, bundle: Callable[[], Any], alerts_changelog: Changelog | None
+            ) -> list[Stage]:
     """The optional stages the config asks for: alert routing, the denoised and latent streams."""
     stages: list[Stage] = []
-    alerts = build_alert_stage(cfg, on_give_up=metrics.webhook_failure, on_event=metrics.alert_event)
+    alerts = build_alert_stage(cfg, on_give_up=metrics.webhook_failure, on_event=metrics.alert_event,
+                               changelog=alerts_changelog)
     if alerts is not None:
         stages.append(alerts)
     s = cfg.streams

@@ -237,6 +237,8 @@ class Worker:
         """Partitions given to this worker: forget what it held of them, then restore their sensors' baselines from
         the changelog, before their first record."""
         self.on_partitions_changed(parts)
+        for stage in self.stages:
+            stage.on_assigned(parts)
         if self.changelog is None or self.baselines is None:
             return
         restored = {s: Baseline.from_json(v, self.device) for s, v in self.changelog.restore(parts).items()}
@@ -463,7 +465,7 @@ class Worker:
             if not alarm or rec.replay:
                 if keep:
                     scored.append(Scored(w, smoothed, self.rule.threshold_for(w.sensor), alarm, shares[i],
-                                         b.version, None, rec.replay))
+                                         b.version, None, rec.replay, (rec.topic, rec.partition)))
                 continue
             event = anomaly_event(
                 sensor=w.sensor, window_start_ms=w.start_ms, window_end_ms=w.end_ms, score=smoothed,
@@ -473,7 +475,8 @@ class Worker:
             self.sink.send(Outgoing(topic, encode_event(event), w.sensor.encode()))
             stats.events += 1
             stats.events_out.append(event)
-            scored.append(Scored(w, smoothed, event["threshold"], alarm, shares[i], b.version, event, False))
+            scored.append(Scored(w, smoothed, event["threshold"], alarm, shares[i], b.version, event, False,
+                                 (rec.topic, rec.partition)))
             if self.on_event:
                 self.on_event(event)
         return scored

@@ -136,19 +136,23 @@ class EpisodeTracker:
             self._sensors.pop(s, None)
 
     # -- persistence ------------------------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """JSON-ready state of every sensor."""
+    def snapshot(self, sensors: Iterable[str] | None = None) -> dict[str, Any]:
+        """JSON-ready state of every sensor (or of ``sensors``, those it knows)."""
+        keys = self._sensors if sensors is None else [s for s in sensors if s in self._sensors]
         return {s: {"last_end_ms": st.last_end_ms, "cooldown_until_ms": st.cooldown_until_ms,
                     "n_suppressed": st.n_suppressed,
                     "open": dataclasses.asdict(st.open) if st.open else None}
-                for s, st in self._sensors.items()}
+                for s, st in ((s, self._sensors[s]) for s in keys)}
 
     def restore(self, data: dict[str, Any]) -> None:
         """Replace the state with a :meth:`snapshot` (``KeyError``/``TypeError`` on a malformed one)."""
-        sensors = {}
+        self._sensors = {}
+        self.restore_sensors(data)
+
+    def restore_sensors(self, data: dict[str, Any]) -> None:
+        """Set these sensors' state from a :meth:`snapshot` of them, the others' staying as they are."""
         for s, d in data.items():
             ep = d["open"]
             if ep is not None:
                 ep = Episode(**{**ep, "peak_channels": [(str(n), float(v)) for n, v in ep["peak_channels"]]})
-            sensors[s] = _Sensor(int(d["last_end_ms"]), ep, int(d["cooldown_until_ms"]), int(d["n_suppressed"]))
-        self._sensors = sensors
+            self._sensors[s] = _Sensor(int(d["last_end_ms"]), ep, int(d["cooldown_until_ms"]), int(d["n_suppressed"]))

@@ -94,6 +94,15 @@ class SilenceWatch:
         return {"watermark_ms": self._watermark_ms,
                 "sensors": {s: {"end_ms": st.end_ms, "silent": st.silent} for s, st in self._sensors.items()}}
 
+    def sensor_state(self, sensor: str) -> dict[str, Any] | None:
+        st = self._sensors.get(sensor)
+        return None if st is None else {"end_ms": st.end_ms, "silent": st.silent}
+
+    def restore_sensor(self, sensor: str, d: dict[str, Any], now: float) -> None:
+        """Set one sensor's state (seen at ``now``: processing time does not persist)."""
+        self._sensors[sensor] = _Seen(int(d["end_ms"]), now, bool(d["silent"]), now)
+        self._watermark_ms = max(self._watermark_ms, int(d["end_ms"]))
+
     def restore(self, data: dict[str, Any], now: float) -> None:
         """Restore a :meth:`snapshot`; every sensor counts as seen at ``now`` (processing time does not persist)."""
         self._watermark_ms = int(data["watermark_ms"])

@@ -11,6 +11,7 @@ worker has flushed and committed that step, so a restart never skips an event th
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +37,7 @@ from aestream.alerts.sinks import DeadLetter, Post, WebhookSink, log_event, post
 from aestream.alerts.state import read_state, write_state
 from aestream.config import Config
 from aestream.errors import AlertStateError
+from aestream.kafka.protocols import Changelog
 from aestream.stream.events import encode_event
 from aestream.stream.lateness import LateReport
 from aestream.stream.messages import Outgoing
@@ -67,12 +69,18 @@ class AlertStage(Stage):
         post: Post = post_json,
         on_give_up: Callable[[str], None] | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        changelog: Changelog | None = None,
     ) -> None:
         self.channels, self.router, self.sinks = channels, router, sinks
         self.dead_letter_topic = dead_letter_topic
         self.tracker = EpisodeTracker(bands, n_resolve_windows, cooldown_ms)
         self.silence = SilenceWatch(silent_after_s, silent_lag_ms)
+        if changelog is not None:
+            state_path = None  # the state lives in the partitions' changelog, not in a file
         self.state_path, self.persist_interval_s, self.clock = state_path, persist_interval_s, clock
+        self.changelog = changelog
+        self._parts: dict[str, tuple[str, int]] = {}  # each sensor's input partition, for its changelog record
+        self._changed: set[str] = set()  # sensors whose state the changelog must get in this step
         self.webhooks = {n: WebhookSink(n, s, post) for n, s in sinks.items() if isinstance(s, WebhookSpec)}
         self.counts: dict[str, int] = {}
         self.on_give_up = on_give_up  # a sink gave up on a delivery (metrics)
@@ -90,9 +98,12 @@ class AlertStage(Stage):
         out: list[Outgoing] = []
         for sc in scored:
             w = sc.window
+            if sc.partition is not None:
+                self._parts[w.sensor] = sc.partition
             q = self.silence.seen(w.sensor, w.end_ms, now)
             if q is not None and not sc.replay:
                 out += self._emit(quality_event(q, self.router.sensor_tags(w.sensor)))
+                self._changed.add(w.sensor)
             ratio = sc.score / sc.threshold if sc.threshold > 0 else 0.0
             chans = top_channels(self.channels, sc.shares) if sc.alarm else None
             t = self.tracker.observe(w.sensor, w.start_ms, w.end_ms, ratio, sc.alarm, chans)
@@ -104,8 +115,9 @@ class AlertStage(Stage):
                 channels=chans if chans is not None else t.episode.peak_channels,
                 tags=self.router.sensor_tags(w.sensor))
             out += self._emit(event)
+            self._changed.add(w.sensor)
         self._dirty = True
-        return out
+        return out + self._changelog_records()
 
     def on_calibration(self, sensor: str, end_ms: int, baseline: Any) -> list[Outgoing]:
         """A data-quality event: ``calibration_started`` (the sensor emits no anomaly events until it ends) or
@@ -119,7 +131,9 @@ class AlertStage(Stage):
         out: list[Outgoing] = []
         for q in self.silence.check(now):
             out += self._emit(quality_event(q, self.router.sensor_tags(q.sensor)))
+            self._changed.add(q.sensor)
             self._dirty = True
+        out += self._changelog_records()
         for hook in self.webhooks.values():
             out += [self._dead_letter(d) for d in hook.take_dead_letters()]
         if self._dirty and self.state_path is not None and self.clock() - self._last_write >= self.persist_interval_s:
@@ -152,6 +166,34 @@ class AlertStage(Stage):
         for hook in self.webhooks.values():
             hook.close(timeout_s)
             out += [self._dead_letter(d) for d in hook.take_dead_letters()]
+        return out
+
+    def on_assigned(self, parts: list[tuple[str, int]]) -> None:
+        """Restore the episodes, cooldowns and silence of the sensors of ``parts`` from the changelog."""
+        if self.changelog is None:
+            return
+        now = self.clock()
+        for sensor, value in self.changelog.restore(parts).items():
+            doc = json.loads(value)
+            if doc.get("episode") is not None:
+                self.tracker.restore_sensors({sensor: doc["episode"]})
+            if doc.get("silence") is not None:
+                self.silence.restore_sensor(sensor, doc["silence"], now)
+        log.info("alert state of %s restored: %d open episode(s)", parts, len(self.tracker.open_episodes()))
+
+    def _changelog_records(self) -> list[Outgoing]:
+        """Each changed sensor's state, for the changelog: sent with the step's events, so it is flushed before
+        the offsets it reflects are committed (a worker that dies before the commit replays those records)."""
+        if self.changelog is None or not self._changed:
+            return []
+        out = []
+        for sensor in sorted(self._changed):
+            part = self._parts.get(sensor)
+            if part is not None:
+                doc = {"episode": self.tracker.snapshot([sensor]).get(sensor),
+                       "silence": self.silence.sensor_state(sensor)}
+                out.append(self.changelog.record(part, sensor, json.dumps(doc, separators=(",", ":")).encode()))
+        self._changed.clear()
         return out
 
     def _emit(self, event: dict[str, Any]) -> list[Outgoing]:
@@ -203,7 +245,8 @@ class AlertStage(Stage):
 
 def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotonic, post: Post = post_json,
                       on_give_up: Callable[[str], None] | None = None,
-                      on_event: Callable[[dict[str, Any]], None] | None = None) -> AlertStage | None:
+                      on_event: Callable[[dict[str, Any]], None] | None = None,
+                      changelog: Changelog | None = None) -> AlertStage | None:
     """The alert stage ``cfg.alerts`` describes, or ``None`` when ``alerts.enabled`` is false."""
     a = cfg.alerts
     check_alerts(a)  # at start-up, also when alerts are off: a wrong table fails before it is needed
@@ -217,4 +260,4 @@ def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotoni
         n_resolve_windows=a.n_resolve_windows, cooldown_ms=a.cooldown_ms, silent_after_s=a.silent_after_s,
         silent_lag_ms=a.silent_lag_ms, state_path=Path(cfg.paths.state_dir) / a.state_file,
         persist_interval_s=a.persist_interval_s, clock=clock, post=post, on_give_up=on_give_up,
-        on_event=on_event)
+        on_event=on_event, changelog=changelog)

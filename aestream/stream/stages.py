@@ -35,6 +35,7 @@ class Scored:
     model_version: str
     event: dict[str, Any] | None = None
     replay: bool = False
+    partition: tuple[str, int] | None = None  # the input partition the window's sensor is read from
 
 
 class Stage:
@@ -61,6 +62,10 @@ class Stage:
 
     def close(self) -> list[Outgoing]:
         return []
+
+    def on_assigned(self, parts: list[tuple[str, int]]) -> None:
+        """Input partitions given to this worker, before their first record (restore their state here)."""
+        return None
 
     def on_calibration(self, sensor: str, end_ms: int, baseline: Any) -> list[Outgoing]:
         """``sensor`` started calibrating its baseline (``baseline`` None) or finished it (a

@@ -159,3 +159,39 @@ def test_a_worker_restarted_in_the_middle_of_an_episode_does_not_open_it_again(
     assert len({e["episode_id"] for e in events if e["sensor"] == "sensor-02"}) == 1
     if rebuild == "replayed lookback":
         assert second.totals.replayed > 0
+
+
+def test_the_alert_state_follows_the_partition_through_the_changelog(
+        topics: Config, kafka_tools: dict[str, Any], train_small: Any) -> None:
+    """No lookback and no state file: only the group's alerts changelog can tell the next worker that the episode
+    is open. It must not open it again, and must resolve it."""
+    from aestream.app import build_app, changelog_topic
+
+    cfg = _config(topics).replace(kafka={"max_poll_records": 100, "rebuild_lookback_messages": 0},
+                                  ops={"metrics_enabled": False})
+    ModelStore(cfg.paths.model_dir).publish(train_small(cfg))
+    messages = _messages(cfg, 1100, [SUSTAINED])
+    kafka_tools["produce"](cfg, messages)
+
+    first = build_app(cfg).worker
+    assert first.changelog is None and any(isinstance(s, AlertStage) and s.changelog for s in first.stages)
+
+    def stop_inside_the_episode(event: dict[str, Any]) -> None:
+        if event["sensor"] == "sensor-02" and first.totals.events >= 40:
+            first.stop()
+
+    first.on_event = stop_inside_the_episode
+    kafka_tools["run_until_idle"](first)
+    assert 0 < first.totals.readings < len(messages), "the first worker should stop midway"
+    assert _kinds(_alerts(cfg, kafka_tools), "sensor-02") == ["opened"], "stopped before the episode opened"
+    assert not (Path(cfg.paths.state_dir) / cfg.alerts.state_file).exists()  # no file shared between processes
+    logged = {m.key.decode(): json.loads(m.value) for m in kafka_tools["read_all"](cfg, changelog_topic(cfg, "alerts"))}
+    assert logged["sensor-02"]["episode"]["open"] is not None
+
+    second = build_app(cfg).worker
+    kafka_tools["run_until_idle"](second)
+    events = _alerts(cfg, kafka_tools)
+    kinds = _kinds(events, "sensor-02")
+    assert kinds.count("opened") == 1 and kinds[-1] == "resolved" and kinds.count("resolved") == 1, kinds
+    assert len({e["episode_id"] for e in events if e["sensor"] == "sensor-02"}) == 1
+    assert second.totals.replayed == 0
