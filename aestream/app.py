@@ -96,16 +96,13 @@ def build_app(
 
     changelog = alerts_changelog = None
     if source is None:
+        from aestream.kafka.changelog import KafkaChangelog
         from aestream.kafka.kafka_python import open_source
 
         source = open_source(cfg.kafka, on_revoke=revoked, on_assign=assigned)
         if cfg.baselines.mode != "off":
-            from aestream.kafka.changelog import KafkaChangelog
-
             changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg))
         if cfg.alerts.enabled:
-            from aestream.kafka.changelog import KafkaChangelog
-
             alerts_changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg, "alerts"))
     metrics = Metrics()
     if sink is None:

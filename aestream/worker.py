@@ -44,7 +44,7 @@ from aestream.stream.stages import Scored, Stage
 from aestream.stream.windows import LATE, Window, Windower
 from aestream.training.finetune import build_baselines
 
-__all__ = ["StepStats", "Worker", "WorkerObserver", "dead_letter"]
+__all__ = ["StepStats", "Worker", "WorkerObserver"]
 
 log = logging.getLogger(__name__)
 

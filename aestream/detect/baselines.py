@@ -114,10 +114,16 @@ def fit_baseline(runs: list[np.ndarray], scorer: Scorer, threshold: ThresholdCon
     std = np.maximum(rows.std(axis=0), min_std_fraction * pre.std)
     windows = np.concatenate([sliding_windows(r, window_size, stride) for r in runs if len(r) >= window_size])
     errors = scorer.raw_channel_errors(to_model_space(windows, mean, std, pre))
-    channel_scale = np.maximum(errors.mean(axis=0), 1e-12)
-    scores = reduce_errors(errors / channel_scale, scorer.score_reduce)
-    thr = calibrate_threshold(scores, threshold)
+    channel_scale, scores, thr = _error_scaling(errors, scorer.score_reduce, threshold)
     return Baseline(mean, std, channel_scale, thr, model_version, len(rows)), scores
+
+
+def _error_scaling(errors: np.ndarray, reduce: str, threshold: ThresholdConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """From channel errors ``(N, C)`` of a sensor's normal windows: its error scale per channel, the windows'
+    scores under it, and the threshold calibrated on those."""
+    scale = np.maximum(errors.mean(axis=0), 1e-12)
+    scores = reduce_errors(errors / scale, reduce)
+    return scale, scores, calibrate_threshold(scores, threshold)
 
 
 Finetune = Callable[[list[np.ndarray], Scorer, str], tuple[Baseline, np.ndarray]]
@@ -277,11 +283,8 @@ class SensorBaselines:
             buf = self._refresh.setdefault(s, [])
             buf.append(errors[i])
             if len(buf) >= self.cfg.n_refresh_windows:
-                e = np.stack(self._refresh.pop(s))
-                scale = np.maximum(e.mean(axis=0), 1e-12)
-                scores = reduce_errors(e / scale, scorer.score_reduce)
-                self.ready[s] = Baseline(b.mean, b.std, scale, calibrate_threshold(scores, self.threshold),
-                                         model_version, b.n_readings)
+                scale, _, thr = _error_scaling(np.stack(self._refresh.pop(s)), scorer.score_reduce, self.threshold)
+                self.ready[s] = Baseline(b.mean, b.std, scale, thr, model_version, b.n_readings)
                 done.append((s, self.ready[s]))
         return done
 
