@@ -1,5 +1,7 @@
 """The composition root: :func:`build_app` turns a :class:`~aestream.config.Config` into a running worker with
-every stage the config asks for, its metrics and health endpoints and scheduled retraining.
+every stage the config asks for, its metrics and health endpoints and scheduled retraining; :func:`build_trainer`
+into the fleet's one trainer (``aestream trainer``); :func:`open_model_store` into the store models are served
+from (a directory, or the models topic).
 
 ``aestream run``, the demo and the benchmarks all build their worker here. Tests and benchmarks inject their own
 source, sink or model source; everything else comes from the config. Each hook is handed to its object when it
@@ -24,18 +26,24 @@ import torch
 
 from aestream.alerts import build_alert_stage
 from aestream.config import Config
-from aestream.kafka.protocols import Changelog, ModelSource, Sink, Source
+from aestream.errors import ConfigError
+from aestream.kafka.protocols import Changelog, ModelSource, ModelStoreLike, Sink, Source
 from aestream.models.store import ModelStore
 from aestream.ops.instrument import WorkerMetrics, start_ops_server
 from aestream.ops.metrics import Metrics
 from aestream.ops.server import OpsServer, broker_check
 from aestream.outputs.streams import StreamsStage
-from aestream.retrain.scheduler import Retraining, build_retraining
+from aestream.retrain.reservoir import Reservoir
+from aestream.retrain.retrainer import Retrainer, RetrainOutcome, Trainer
+from aestream.retrain.scheduler import Retraining, build_retraining, schedule
+from aestream.retrain.stage import ReservoirStage
 from aestream.stream.messages import Partition
 from aestream.stream.stages import Stage
+from aestream.training.build import train_bundle_from_windows
 from aestream.worker import StepStats, Worker, WorkerObserver
 
-__all__ = ["App", "build_app", "changelog_topic"]
+__all__ = ["App", "TrainerApp", "build_app", "build_trainer", "changelog_topic", "models_topic",
+           "normal_windows_topic", "open_model_store"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +103,7 @@ def build_app(
         worker.on_partitions_assigned(parts)
 
     changelog = alerts_changelog = None
+    on_kafka = source is None  # not a test's or a benchmark's source
     if source is None:
         from aestream.kafka.changelog import KafkaChangelog
         from aestream.kafka.kafka_python import open_source
@@ -109,12 +118,23 @@ def build_app(
         from aestream.kafka.kafka_python import open_sink
 
         sink = open_sink(cfg.kafka, on_refused=metrics.message_refused)
-    store = ModelStore(cfg.paths.model_dir)
     retraining = None
     if stages is None:
-        retraining = build_retraining(cfg, store, on_outcome=lambda o: metrics.retrain(o.status, o.seconds))
         stages = _stages(cfg, metrics, lambda: worker.bundle if worker is not None else None, alerts_changelog)
-        if retraining is not None:
+        r = cfg.retrain
+        if r.enabled and cfg.fleet.retrain_in == "trainer":  # the fleet's trainer retrains: send it our windows
+            from aestream.kafka.normal_windows import ensure_normal_windows_topic
+
+            topic = normal_windows_topic(cfg)
+            if on_kafka:
+                ensure_normal_windows_topic(cfg.kafka, topic, r.max_age_s)
+            stages.append(ReservoirStage(None, topic=topic, guard_s=r.guard_s,
+                                         regime_change_after_s=r.regime_change_after_s,
+                                         sample_interval_s=r.sample_interval_s))
+        elif r.enabled:
+            retraining = build_retraining(cfg, open_model_store(cfg),
+                                          on_outcome=lambda o: metrics.retrain(o.status, o.seconds))
+            assert retraining is not None and retraining.stage is not None
             stages.append(retraining.stage)
     watch: tuple[WorkerObserver, ...] = observers
     ops = None
@@ -125,10 +145,113 @@ def build_app(
         watch = (observer, *observers)
         ops = start_ops_server(observer, cfg.ops.metrics_port, cfg.ops.metrics_host, broker_ok,
                                cfg.ops.liveness_timeout_s)
-    worker = Worker(cfg, source, sink, models if models is not None else store,
+    worker = Worker(cfg, source, sink, models if models is not None else open_model_store(cfg),
                     device=device or cfg.model.device, clock=clock, stages=stages, observers=watch,
                     model_check_interval_s=model_check_interval_s, on_event=on_event, changelog=changelog)
     return App(worker, metrics, retraining, ops)
+
+
+@dataclass
+class TrainerApp:
+    """The fleet's trainer: the normal windows every worker sends fill one reservoir; the scheduler retrains on it
+    and publishes. :meth:`run` blocks until :meth:`stop`."""
+
+    feed: Any  # aestream.kafka.normal_windows.NormalWindowsFeed
+    reservoir: Reservoir
+    retraining: Retraining
+
+    def __post_init__(self) -> None:
+        import threading
+
+        self._stop = threading.Event()
+
+    def catch_up(self, timeout_s: float = 300.0) -> int:
+        """Read what the topic held when the trainer started (the reservoir's state); returns the windows read."""
+        n, deadline = 0, time.monotonic() + timeout_s
+        while not self.feed.caught_up() and time.monotonic() < deadline and not self._stop.is_set():
+            n += self._take(200)
+        return n
+
+    def run(self) -> None:
+        n = self.catch_up()
+        log.info("trainer: %d windows read back from %s, %d in the reservoir; retraining on schedule", n,
+                 self.feed.topic, len(self.reservoir))
+        self.retraining.start()
+        try:
+            while not self._stop.is_set():
+                self._take(500)
+        finally:
+            self.retraining.close()  # kills a training in flight
+            self.feed.close()
+
+    def run_now(self) -> RetrainOutcome:
+        """Catch up, then one retrain in the calling thread (``aestream retrain`` in a fleet)."""
+        self.catch_up()
+        try:
+            return self.retraining.run_now()
+        finally:
+            self.feed.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _take(self, timeout_ms: int) -> int:
+        n = 0
+        for sensor, end_ms, values in self.feed.poll(timeout_ms):
+            if values.shape == (self.reservoir.window_size, self.reservoir.n_channels):
+                self.reservoir.add(sensor, end_ms, values)
+                n += 1
+        return n
+
+
+def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
+                  on_outcome: Callable[[RetrainOutcome], None] | None = None) -> TrainerApp:
+    """The fleet's trainer (``fleet.retrain_in = "trainer"``): reads ``<group_id>-normal-windows``, publishes to the
+    configured store. Run exactly one: it is the only publisher."""
+    from aestream.kafka.normal_windows import NormalWindowsFeed
+
+    if cfg.fleet.retrain_in != "trainer":
+        raise ConfigError(f'config key fleet.retrain_in = "{cfg.fleet.retrain_in}" makes each worker retrain on '
+                          'its own: set fleet.retrain_in = "trainer" (and retrain.enabled = true in the workers) '
+                          "to run one trainer for the fleet")
+    r = cfg.retrain
+    reservoir = Reservoir(r.n_reservoir_windows, cfg.stream.window_size, len(cfg.stream.channels),
+                          half_life_s=r.half_life_s, max_age_s=r.max_age_s, seed=cfg.model.seed)
+    retrainer = Retrainer(cfg, reservoir, open_model_store(cfg), trainer=trainer, on_outcome=on_outcome)
+    feed = NormalWindowsFeed(cfg.kafka, normal_windows_topic(cfg), r.max_age_s)
+    return TrainerApp(feed, reservoir, schedule(retrainer))
+
+
+def open_model_store(cfg: Config) -> ModelStoreLike:
+    """The store ``fleet.models`` names: ``paths.model_dir``, or the models topic (which needs the signing key)."""
+    key = cfg.fleet.model_key.encode() or None
+    if cfg.fleet.models == "directory":
+        return ModelStore(cfg.paths.model_dir, key=key)
+    if key is None:
+        raise ConfigError('config key fleet.models = "kafka" needs the key that signs and checks model bundles: '
+                          "set AESTREAM_MODEL_KEY to the same secret in the workers and the trainer (e.g. the output "
+                          "of `openssl rand -hex 32`)")
+    from aestream.kafka.models_topic import KafkaModelStore
+
+    return KafkaModelStore(cfg.kafka, models_topic(cfg), key)
+
+
+def models_topic(cfg: Config) -> str:
+    """The compacted topic the fleet's models are served from.
+
+    >>> models_topic(Config())
+    'aestream-models'
+    """
+    return f"{cfg.kafka.group_id}-models"
+
+
+def normal_windows_topic(cfg: Config) -> str:
+    """The topic workers send sampled normal windows to, for the fleet's trainer.
+
+    >>> normal_windows_topic(Config())
+    'aestream-normal-windows'
+    """
+    return f"{cfg.kafka.group_id}-normal-windows"
 
 
 def changelog_topic(cfg: Config, state: str = "baselines") -> str:

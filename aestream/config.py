@@ -2,7 +2,8 @@
 
 Every key is checked against its dataclass field: an unknown key, or a value of the wrong type, raises
 :class:`~aestream.errors.ConfigError` naming the key, the value and the fix. Secrets may come from the
-environment (``AESTREAM_KAFKA_SASL_PASSWORD``, ``AESTREAM_KAFKA_SSL_PASSWORD``) and never appear in ``repr``;
+environment (``AESTREAM_KAFKA_SASL_PASSWORD``, ``AESTREAM_KAFKA_SSL_PASSWORD``, the bundles' signing key
+``AESTREAM_MODEL_KEY``) and never appear in ``repr``;
 ``AESTREAM_KAFKA_BOOTSTRAP_SERVERS`` (comma-separated) overrides ``kafka.bootstrap_servers`` (containers).
 This is the only module that reads the environment.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "AlertsConfig",
     "BaselinesConfig",
     "Config",
+    "FleetConfig",
     "KafkaConfig",
     "ModelConfig",
     "OpsConfig",
@@ -56,6 +58,7 @@ SECRET_ENV = {
     "sasl_password": "AESTREAM_KAFKA_SASL_PASSWORD",
     "ssl_password": "AESTREAM_KAFKA_SSL_PASSWORD",
 }
+MODEL_KEY_ENV = "AESTREAM_MODEL_KEY"
 
 
 @dataclass(frozen=True)
@@ -298,6 +301,7 @@ class RetrainConfig:
     half_life_s: float = 86_400.0
     guard_s: float = 300.0
     regime_change_after_s: float = 1_800.0
+    sample_interval_s: float = 300.0
     save_every_s: float = 60.0
     n_min_windows: int = 500
     n_min_new_windows: int = 100
@@ -305,6 +309,7 @@ class RetrainConfig:
     calibration_fraction: float = 0.2
     gate_tolerance: float = 0.05
     gate_max_far: float = 0.01
+    gate_recall_tolerance: float = 0.05
     timeout_s: float = 1_800.0
     torch_threads: int = 1
     isolation: Literal["process", "thread"] = "process"
@@ -315,8 +320,8 @@ class RetrainConfig:
         for name in ("interval_s", "max_age_s", "half_life_s", "timeout_s", "n_reservoir_windows",
                      "n_min_windows", "save_every_s"):
             _require(getattr(self, name) > 0, f"retrain.{name}", getattr(self, name), "use a positive number")
-        for name in ("guard_s", "regime_change_after_s", "gate_tolerance", "epochs", "n_min_new_windows",
-                     "torch_threads"):
+        for name in ("guard_s", "regime_change_after_s", "sample_interval_s", "gate_tolerance", "epochs",
+                     "n_min_new_windows", "torch_threads"):
             _require(getattr(self, name) >= 0, f"retrain.{name}", getattr(self, name), "use 0 or more")
         for name in ("holdout_fraction", "calibration_fraction"):
             _require(0.0 < getattr(self, name) < 0.8, f"retrain.{name}", getattr(self, name),
@@ -327,6 +332,8 @@ class RetrainConfig:
                  f"use at most retrain.n_reservoir_windows ({self.n_reservoir_windows}), or no retrain ever runs")
         _require(0.0 < self.gate_max_far < 1.0, "retrain.gate_max_far", self.gate_max_far,
                  "use a rate between 0 and 1")
+        _require(0.0 <= self.gate_recall_tolerance <= 1.0, "retrain.gate_recall_tolerance",
+                 self.gate_recall_tolerance, "use a share from 0 to 1, e.g. 0.05")
 
 
 @dataclass(frozen=True)
@@ -380,6 +387,25 @@ class StreamsConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """How several worker processes share models and training (README "Scaling out").
+
+    ``models``: ``"directory"`` serves from ``paths.model_dir`` (one process, or a volume all share); ``"kafka"``
+    from the compacted topic ``<group_id>-models``. ``retrain_in``: ``"worker"`` retrains inside ``aestream run`` on
+    its own partitions' windows (one worker); ``"trainer"`` has the workers send sampled normal windows to
+    ``<group_id>-normal-windows`` for the one ``aestream trainer`` process, which trains for the whole fleet.
+    ``model_key`` (from ``AESTREAM_MODEL_KEY`` only) signs and checks bundles; ``"kafka"`` requires it.
+    """
+
+    models: Literal["directory", "kafka"] = "directory"
+    retrain_in: Literal["worker", "trainer"] = "worker"
+    model_key: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        _check_choices(self, "fleet")
+
+
+@dataclass(frozen=True)
 class PathsConfig:
     """Where models and local state are kept."""
 
@@ -401,6 +427,7 @@ class Config:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     ops: OpsConfig = field(default_factory=OpsConfig)
     streams: StreamsConfig = field(default_factory=StreamsConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
     def to_toml(self) -> str:
         """The whole configuration as ``config.toml`` text that :func:`load_config` reads back to an equal
@@ -553,6 +580,8 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
         servers = tuple(s.strip() for s in environ[BOOTSTRAP_ENV].split(",") if s.strip())
         kafka = dataclasses.replace(kafka, bootstrap_servers=servers)
     sections["kafka"] = kafka
+    if environ and environ.get(MODEL_KEY_ENV):
+        sections["fleet"] = dataclasses.replace(sections.get("fleet", FleetConfig()), model_key=environ[MODEL_KEY_ENV])
     cfg = Config(**sections)
     unknown = [c for c in cfg.model.detrend_channels if c not in cfg.stream.channels]
     _require(not unknown, "model.detrend_channels", list(cfg.model.detrend_channels),

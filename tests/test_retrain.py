@@ -130,9 +130,24 @@ def test_skips_say_why(cfg: Config, store: ModelStore) -> None:
     other.release()
     store.publish(store.load())
     store.rollback("v0001")
-    paused = Retrainer(cfg, _filled(cfg), store).run_once()
-    assert paused.status == "skipped" and "v0001 was rolled back to (latest is v0002)" in paused.reason
+    paused = Retrainer(cfg, _filled(cfg), store).run_once(force=True)
+    assert paused.status == "skipped" and "a rollback holds v0001" in paused.reason, "also for `aestream retrain`"
     assert store.current() == "v0001"
+    assert store.resume() == "v0001" and store.held() is None and store.current() == "v0001"
+    assert Retrainer(cfg, _filled(cfg), store, trainer=_alarms_on_everything).run_once().status == "rejected"
+
+
+def test_a_rollback_that_comes_while_the_candidate_trains_is_not_overwritten(cfg: Config, store: ModelStore
+                                                                            ) -> None:
+    store.publish(store.load())
+
+    def roll_back_meanwhile(*args: object, **kwargs: object) -> object:
+        store.rollback("v0001")  # the operator, while the candidate trains
+        return train_bundle_from_windows(*args, **kwargs)  # type: ignore[arg-type]
+
+    outcome = Retrainer(cfg, _filled(cfg), store, trainer=roll_back_meanwhile).run_once()
+    assert outcome.status == "skipped" and "came while the candidate trained" in outcome.reason, outcome
+    assert store.current() == "v0001" and store.versions() == ["v0001", "v0002"]
 
 
 def test_no_new_data_since_the_last_retrain_is_a_skip(cfg: Config, store: ModelStore) -> None:

@@ -54,10 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--family", default=None, help="override model.family")
 
     sub.add_parser("retrain", help="retrain now from the saved reservoir, gate the candidate, publish it",
-                   description="Train a candidate on paths.state_dir/reservoir.npz, validate it against the "
-                               "current model on the most recent windows, and publish it if it passes. "
-                               "Prints the outcome as JSON; exits 0 if published, 1 if rejected, failed or "
-                               "skipped. Running workers follow the new version within a batch.")
+                   description="Train a candidate on paths.state_dir/reservoir.npz (with fleet.retrain_in = "
+                               "\"trainer\": on the normal-windows topic), validate it against the current model "
+                               "on the most recent windows, and publish it if it passes. Prints the outcome as "
+                               "JSON; exits 0 if published, 1 if rejected, failed or skipped. Running workers "
+                               "follow the new version within a batch.")
+
+    sub.add_parser("trainer", help="the fleet's trainer: retrain on every worker's normal windows, on schedule",
+                   description="With fleet.retrain_in = \"trainer\": read the normal windows every worker sends "
+                               "to <group_id>-normal-windows into one reservoir, retrain on retrain.schedule in a "
+                               "killable subprocess, gate the candidate and publish it to the model store "
+                               "(fleet.models). Run exactly one. Stops on SIGTERM/SIGINT.")
 
     s = sub.add_parser("simulate", help="publish a synthetic multi-sensor stream with injected anomalies",
                        description="Publish readings of a simulated plant to the first input topic, with "
@@ -79,13 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
 
     m = sub.add_parser("models", help="list, show or roll back model versions",
-                       description="Inspect the model store (paths.model_dir) and move its CURRENT pointer.")
+                       description="Inspect the model store (fleet.models: paths.model_dir or the models topic) "
+                                   "and move its current pointer.")
     msub = m.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     msub.add_parser("list", help="list versions, marking the current one")
     show = msub.add_parser("show", help="print a version's metadata")
     show.add_argument("version", nargs="?", default=None, help="version (default: current)")
-    rb = msub.add_parser("rollback", help="make an older version current (running workers follow within a batch)")
+    rb = msub.add_parser("rollback", help="make an older version current and hold it there (running workers "
+                                          "follow within a batch; retraining publishes nothing until resume)")
     rb.add_argument("version", nargs="?", default=None, help="version (default: the one before current)")
+    msub.add_parser("resume", help="lift a rollback's hold: retraining publishes again")
 
     dc = sub.add_parser("decode", help="turn latent codes from the latent topic back into windows",
                         description="Read streams.latent_topic from the beginning and print one JSON line per code: "
@@ -175,20 +185,33 @@ def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
-    from aestream.models.store import ModelStore
+    from aestream.app import build_trainer, open_model_store
     from aestream.retrain.retrainer import Retrainer, open_reservoir
     from aestream.training.build import train_bundle_from_windows
     from aestream.training.fit import with_progress
 
-    reservoir, _ = open_reservoir(cfg)
     trainer = with_progress(train_bundle_from_windows)  # a bar on the terminal, also from the training subprocess
-    outcome = Retrainer(cfg, reservoir, ModelStore(cfg.paths.model_dir), trainer=trainer).run_once(force=True)
+    if cfg.fleet.retrain_in == "trainer":
+        outcome = build_trainer(cfg, trainer=trainer).run_now()
+    else:
+        reservoir, _ = open_reservoir(cfg)
+        outcome = Retrainer(cfg, reservoir, open_model_store(cfg), trainer=trainer).run_once(force=True)
     print(json.dumps(outcome.to_dict()))
     return 0 if outcome.status == "published" else 1
 
 
+def _cmd_trainer(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.app import build_trainer
+
+    app = build_trainer(cfg)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: app.stop())
+    app.run()
+    return 0
+
+
 def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
-    from aestream.models.store import ModelStore
+    from aestream.app import open_model_store
     from aestream.training.build import train_bundle
     from aestream.training.datasets import read_segments, read_table
     from aestream.training.fit import progress_bars
@@ -199,9 +222,13 @@ def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     segments = read_segments(frame, cfg.stream.channels, args.ts_column, args.sensor_column, cfg.stream.max_gap_ms)
     with progress_bars():  # on stderr, when it is a terminal
         bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": str(args.input)})
-    version = ModelStore(cfg.paths.model_dir).publish(bundle)
+    store = open_model_store(cfg)
+    version = store.publish(bundle)
     print(json.dumps({"version": version, "family": bundle.family, "threshold": bundle.threshold,
-                      "model_dir": cfg.paths.model_dir}))
+                      "store": str(store)}))
+    if held := store.held():
+        log.warning("a rollback holds %s in service: %s serves after `aestream models resume` and the next "
+                    "publish, or `aestream models rollback %s`", held, version, version)
     return 0
 
 
@@ -258,21 +285,23 @@ def _cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_models(cfg: Config, args: argparse.Namespace) -> int:
-    from aestream.models.store import ModelStore
+    from aestream.app import open_model_store
 
-    store = ModelStore(cfg.paths.model_dir)
+    store = open_model_store(cfg)
     if args.models_command == "list":
-        cur = store.current()
+        cur, held = store.current(), store.held()
         for v in store.versions():
-            info = json.loads((store.root / v / "meta.json").read_text())
+            info = store.meta(v)
             print(f"{'*' if v == cur else ' '} {v}  {info['family']:<12} threshold {info['threshold']:.4g}  "
-                  f"created {info['info'].get('created_at', '?')}")
+                  f"created {info['info'].get('created_at', '?')}{'  (held by a rollback)' if v == held else ''}")
         if not store.versions():
-            print(f"no versions in {store.root}")
+            print(f"no versions in {store}")
     elif args.models_command == "show":
         bundle = store.load(args.version)
-        meta = json.loads((store.root / bundle.version / "meta.json").read_text())
-        print(json.dumps(meta, indent=2))
+        print(json.dumps(store.meta(bundle.version), indent=2))
+    elif args.models_command == "resume":
+        held = store.resume()
+        print(f"{held} serves; retraining publishes again" if held else "no rollback holds a version")
     else:
         print(f"current version is now {store.rollback(args.version)}")
     return 0
@@ -295,14 +324,14 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.app import open_model_store
     from aestream.kafka.kafka_python import tail_topic
-    from aestream.models.store import ModelStore
     from aestream.outputs.streams import decode_latent, decode_window
 
     topic = args.topic or cfg.streams.latent_topic
     if not topic:
         raise AestreamError("no latent topic: pass --topic or set streams.latent_topic")
-    store, scorers = ModelStore(cfg.paths.model_dir), {}
+    store, scorers = open_model_store(cfg), {}
     for code in tail_topic(cfg.kafka, topic, timeout_s=args.idle_s + 30, decode=decode_latent):
         if code.model_version not in scorers:
             scorers[code.model_version] = store.load(code.model_version).scorer
@@ -313,11 +342,11 @@ def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.app import open_model_store
     from aestream.commands.embed import embed_frame
-    from aestream.models.store import ModelStore
     from aestream.training.datasets import read_table
 
-    bundle = ModelStore(cfg.paths.model_dir).load(args.version)
+    bundle = open_model_store(cfg).load(args.version)
     frame = embed_frame(read_table(args.input, args.sep), bundle, cfg.stream.stride, args.ts_column,
                         args.sensor_column, stride_ms=cfg.stream.stride_ms)
     frame.to_parquet(args.out, index=False)
@@ -349,6 +378,7 @@ _COMMANDS = {
     "evaluate": _cmd_evaluate,
     "decode": _cmd_decode,
     "retrain": _cmd_retrain,
+    "trainer": _cmd_trainer,
     "report": _cmd_report,
     "embed": _cmd_embed,
 }

@@ -6,12 +6,12 @@ The Kafka clients (:mod:`aestream.kafka.kafka_python`, :mod:`aestream.kafka.conf
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from aestream.models.bundle import ModelBundle
 from aestream.stream.messages import Outgoing, Partition, Record
 
-__all__ = ["Changelog", "ModelSource", "Sink", "Source"]
+__all__ = ["Changelog", "ModelSource", "ModelStoreLike", "Sink", "Source"]
 
 
 class Source(Protocol):
@@ -47,3 +47,16 @@ class ModelSource(Protocol):
 
     def current(self) -> str | None: ...
     def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle: ...
+
+
+class ModelStoreLike(ModelSource, Protocol):
+    """A store models are published to and rolled back in: :class:`~aestream.models.store.ModelStore` (a
+    directory) or :class:`~aestream.kafka.models_topic.KafkaModelStore` (a topic). ``held()`` names the version a
+    rollback holds in service (nothing is published over it until ``resume()``)."""
+
+    def versions(self) -> list[str]: ...
+    def held(self) -> str | None: ...
+    def publish(self, bundle: ModelBundle, make_current: bool = True) -> str: ...
+    def rollback(self, version: str | None = None) -> str: ...
+    def resume(self) -> str | None: ...
+    def meta(self, version: str) -> dict[str, Any]: ...

@@ -4,15 +4,21 @@ Layout: ``<root>/v0001/…`` (one bundle per version) and ``<root>/CURRENT`` (th
 A publish writes the bundle into a temporary directory, fsyncs it, renames it into place, then replaces
 ``CURRENT`` atomically; readers therefore see either the old version or the whole new one. Workers sharing the
 directory (a volume) all follow ``CURRENT``.
+
+A rollback also writes ``<root>/HOLD``: scheduled retraining publishes nothing until an operator lifts it
+(:meth:`ModelStore.resume`, ``aestream models resume``). The same interface over a Kafka topic, for workers that
+share no volume, is :class:`aestream.kafka.models_topic.KafkaModelStore`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from aestream.atomic import atomic_write, fsync_dir
 from aestream.errors import BundleError
@@ -26,9 +32,13 @@ _VERSION = re.compile(r"^v(\d{4,})$")
 class ModelStore:
     """Versioned model bundles in ``root``; keeps the last ``keep`` versions (and always the current one)."""
 
-    def __init__(self, root: str | os.PathLike[str], keep: int = 10) -> None:
+    def __init__(self, root: str | os.PathLike[str], keep: int = 10, key: bytes | None = None) -> None:
         self.root = Path(root)
         self.keep = keep
+        self.key = key  # signs what is published and is required of what is loaded
+
+    def __str__(self) -> str:
+        return str(self.root)
 
     def versions(self) -> list[str]:
         """Published versions, oldest first."""
@@ -38,7 +48,11 @@ class ModelStore:
         return sorted(found, key=lambda v: int(v[1:]))
 
     def current(self) -> str | None:
-        """The serving version, or ``None`` when nothing is published."""
+        """The serving version (the one a rollback holds, else ``CURRENT``), or ``None`` when nothing is
+        published."""
+        held = self.held()
+        if held is not None:
+            return held
         try:
             v = (self.root / "CURRENT").read_text().strip()
         except FileNotFoundError:
@@ -52,7 +66,15 @@ class ModelStore:
             raise BundleError(f"no model is published in {self.root}: run `aestream train` first")
         if not (self.root / v).is_dir():
             raise BundleError(f"model version {v} is not in {self.root}; known: {', '.join(self.versions())}")
-        return load_bundle(self.root / v, device)
+        return load_bundle(self.root / v, device, self.key)
+
+    def meta(self, version: str) -> dict[str, Any]:
+        """``version``'s ``meta.json`` (unverified: for listing)."""
+        try:
+            doc: dict[str, Any] = json.loads((self.root / version / "meta.json").read_text())
+            return doc
+        except (OSError, ValueError) as e:
+            raise BundleError(f"model version {version} in {self.root}: meta.json is unreadable ({e})") from None
 
     def publish(self, bundle: ModelBundle, make_current: bool = True) -> str:
         """Store ``bundle`` as the next version (its ``version`` is set) and, by default, make it current."""
@@ -61,7 +83,7 @@ class ModelStore:
         version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
         bundle.version = version
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
-        save_bundle(bundle, tmp)
+        save_bundle(bundle, tmp, self.key)
         os.rename(tmp, self.root / version)
         fsync_dir(self.root)
         if make_current:
@@ -75,8 +97,24 @@ class ModelStore:
             raise BundleError(f"model version {version} is not in {self.root}; known: {', '.join(self.versions())}")
         atomic_write(self.root / "CURRENT", lambda f: f.write(f"{version}\n".encode()))
 
+    def held(self) -> str | None:
+        """The version a rollback holds current (retraining publishes nothing meanwhile), or ``None``."""
+        try:
+            return (self.root / "HOLD").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def resume(self) -> str | None:
+        """Lift a rollback's hold: the held version serves until the next publish. Returns it (``None``: no hold)."""
+        held = self.held()
+        if held is not None:
+            self.set_current(held)
+        (self.root / "HOLD").unlink(missing_ok=True)
+        return held
+
     def rollback(self, version: str | None = None) -> str:
-        """Make ``version`` current, or by default the version published before the current one."""
+        """Make ``version`` current, or by default the version published before the current one, and hold it
+        there until :meth:`resume`."""
         if version is None:
             versions, cur = self.versions(), self.current()
             older = [v for v in versions if cur is None or int(v[1:]) < int(cur[1:])]
@@ -84,6 +122,7 @@ class ModelStore:
                 raise BundleError(f"no version older than {cur} to roll back to in {self.root}")
             version = older[-1]
         self.load(version)  # refuse to point at a missing or broken bundle
+        atomic_write(self.root / "HOLD", lambda f: f.write(f"{version}\n".encode()))
         self.set_current(version)
         return version
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from aestream.config import Config, ModelConfig, StreamConfig, ThresholdConfig
 from aestream.errors import BundleError
+from aestream.kafka.protocols import ModelStoreLike
 from aestream.models.bundle import ModelBundle, load_bundle, save_bundle
 from aestream.models.store import ModelStore
 from aestream.retrain.lock import TrainLock
@@ -72,16 +73,19 @@ def open_reservoir(cfg: Config) -> tuple[Reservoir, Path]:
 
 
 class Retrainer:
-    """Retrains from ``reservoir`` into ``store`` by the rules of ``cfg.retrain``."""
+    """Retrains from ``reservoir`` into ``store`` by the rules of ``cfg.retrain``. A directory store is guarded by a
+    lock file (several processes may share it); a models topic has one publisher, ``aestream trainer``."""
 
-    def __init__(self, cfg: Config, reservoir: Reservoir, store: ModelStore, *,
+    def __init__(self, cfg: Config, reservoir: Reservoir, store: ModelStoreLike, *,
                  trainer: Trainer = train_bundle_from_windows, lock: TrainLock | None = None,
                  on_outcome: Callable[[RetrainOutcome], None] | None = None) -> None:
         self.cfg = cfg
         self.reservoir = reservoir
         self.store = store
         self.trainer = trainer
-        self.lock = lock or TrainLock(store.root, stale_s=cfg.retrain.timeout_s + 60.0)
+        if lock is None and isinstance(store, ModelStore):
+            lock = TrainLock(store.root, stale_s=cfg.retrain.timeout_s + 60.0)
+        self.lock = lock
         self.last_outcome: RetrainOutcome | None = None
         self.on_outcome = on_outcome  # e.g. the metrics of the composition root
         self._trained_at: int | None = None
@@ -92,9 +96,10 @@ class Retrainer:
         self._cancel.set()
 
     def run_once(self, force: bool = False) -> RetrainOutcome:
-        """One retrain; ``force`` ignores the pause after a rollback and the new-data minimum."""
+        """One retrain; ``force`` ignores the new-data minimum. While a rollback holds (``aestream models
+        rollback``) nothing is published, also when the hold came while the candidate trained."""
         t0 = time.monotonic()
-        if not self.lock.acquire():
+        if self.lock is not None and not self.lock.acquire():
             outcome = RetrainOutcome("skipped", f"another worker holds {self.lock.path}")
         else:
             try:
@@ -104,7 +109,8 @@ class Retrainer:
             except Exception as e:  # never into the worker: the current model keeps serving
                 outcome = RetrainOutcome("failed", f"{type(e).__name__}: {e}")
             finally:
-                self.lock.release()
+                if self.lock is not None:
+                    self.lock.release()
         outcome = dataclasses.replace(outcome, serving=self.store.current(),
                                       seconds=round(time.monotonic() - t0, 3))
         level = logging.INFO if outcome.status in ("published", "skipped") else logging.WARNING
@@ -117,10 +123,10 @@ class Retrainer:
 
     def _run(self, force: bool) -> RetrainOutcome:
         r = self.cfg.retrain
-        current, versions = self.store.current(), self.store.versions()
-        if not force and current and versions and current != versions[-1]:
-            return RetrainOutcome("skipped", f"{current} was rolled back to (latest is {versions[-1]}): scheduled "
-                                  "retraining is paused until `aestream retrain` or a newer publish")
+        current = self.store.current()
+        if held := self.store.held():
+            return RetrainOutcome("skipped", f"a rollback holds {held} in service: retraining publishes nothing "
+                                  "until `aestream models resume` lifts it")
         self.reservoir.expire()
         n_added = self.reservoir.n_added
         sample = self.reservoir.snapshot()
@@ -138,11 +144,16 @@ class Retrainer:
             "previous_version": current}}
         candidate = self._train(train, info)
         self._trained_at = n_added
+        if held := self.store.held():
+            return _came_while_training(held, None)
         serving = self._load_current(current)
-        gate = run_gate(candidate, serving, holdout, tolerance=r.gate_tolerance, max_far=r.gate_max_far)
+        gate = run_gate(candidate, serving, holdout, tolerance=r.gate_tolerance, max_far=r.gate_max_far,
+                        recall_tolerance=r.gate_recall_tolerance, seed=self.cfg.model.seed)
         if not gate.passed:
             return RetrainOutcome("rejected", f"gate refused the candidate: {gate.reason}", gate=gate.to_dict())
         candidate.info["retrain"]["gate"] = gate.to_dict()
+        if held := self.store.held():
+            return _came_while_training(held, gate.to_dict())
         version = self.store.publish(candidate)
         before = "no current model" if gate.current_error is None else f"{gate.current_error:.4g} for {current}"
         return RetrainOutcome("published", f"{version} passed the gate (held-out error {gate.candidate_error:.4g}, "
@@ -216,6 +227,11 @@ class Retrainer:
                 kill()
                 raise _Failed(f"training timed out after {self.cfg.retrain.timeout_s:g} s (retrain.timeout_s): "
                               "raise it, or lower retrain.epochs or retrain.n_reservoir_windows")
+
+
+def _came_while_training(held: str, gate: dict[str, Any] | None) -> RetrainOutcome:
+    return RetrainOutcome("skipped", f"a rollback to {held} came while the candidate trained: it is not published "
+                          "(`aestream models resume` lifts the hold)", gate=gate)
 
 
 def _child(tmp: str, trainer: Trainer, stream: StreamConfig, model: ModelConfig, threshold: ThresholdConfig,

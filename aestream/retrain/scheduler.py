@@ -3,7 +3,8 @@
 :func:`build_retraining` assembles, from the config, what the composition root needs: the reservoir stage to
 hand to the :class:`~aestream.worker.Worker` and a :class:`Retraining` handle whose background scheduler runs
 :meth:`~aestream.retrain.retrainer.Retrainer.run_once` on ``retrain.schedule`` (``max_instances=1``, coalesced: a run
-never overlaps the previous one, missed runs collapse into one).
+never overlaps the previous one, missed runs collapse into one). :func:`schedule` does the same for a retrainer
+built elsewhere (``aestream trainer``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from aestream.config import Config, RetrainConfig
 from aestream.errors import ConfigError
-from aestream.models.store import ModelStore
+from aestream.kafka.protocols import ModelStoreLike
 from aestream.retrain.retrainer import Retrainer, RetrainOutcome, open_reservoir
 from aestream.retrain.stage import ReservoirStage
 
-__all__ = ["JOB_ID", "Retraining", "build_retraining", "make_trigger"]
+__all__ = ["JOB_ID", "Retraining", "build_retraining", "make_trigger", "schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,9 @@ def make_trigger(cfg: RetrainConfig) -> BaseTrigger:
 
 
 class Retraining:
-    """The running parts of scheduled retraining: ``stage`` feeds the reservoir, the scheduler retrains."""
+    """The running parts of scheduled retraining: ``stage`` (if any) feeds the reservoir, the scheduler retrains."""
 
-    def __init__(self, stage: ReservoirStage, retrainer: Retrainer, scheduler: BackgroundScheduler) -> None:
+    def __init__(self, stage: ReservoirStage | None, retrainer: Retrainer, scheduler: BackgroundScheduler) -> None:
         self.stage = stage
         self.retrainer = retrainer
         self.scheduler = scheduler
@@ -63,20 +64,26 @@ class Retraining:
         self.retrainer.cancel()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        self.stage.save()
+        if self.stage is not None:
+            self.stage.save()
 
 
-def build_retraining(cfg: Config, store: ModelStore, *,
+def build_retraining(cfg: Config, store: ModelStoreLike, *,
                      on_outcome: Callable[[RetrainOutcome], None] | None = None) -> Retraining | None:
     """Scheduled retraining as ``cfg.retrain`` describes it, or ``None`` when ``retrain.enabled`` is false."""
     r = cfg.retrain
     if not r.enabled:
         return None
     reservoir, path = open_reservoir(cfg)
-    stage = ReservoirStage(reservoir, guard_s=r.guard_s, regime_change_after_s=r.regime_change_after_s, path=path,
-                           save_every_s=r.save_every_s)
+    stage = ReservoirStage(reservoir, guard_s=r.guard_s, regime_change_after_s=r.regime_change_after_s,
+                           sample_interval_s=r.sample_interval_s, path=path, save_every_s=r.save_every_s)
     retrainer = Retrainer(cfg, reservoir, store, on_outcome=on_outcome)
+    return schedule(retrainer, stage)
+
+
+def schedule(retrainer: Retrainer, stage: ReservoirStage | None = None) -> Retraining:
+    """``retrainer`` on a background scheduler by ``retrain.schedule`` (started by :meth:`Retraining.start`)."""
     scheduler = BackgroundScheduler(daemon=True, timezone="UTC")
-    scheduler.add_job(retrainer.run_once, make_trigger(r), id=JOB_ID, name="retrain", max_instances=1,
-                      coalesce=True, misfire_grace_time=None)
+    scheduler.add_job(retrainer.run_once, make_trigger(retrainer.cfg.retrain), id=JOB_ID, name="retrain",
+                      max_instances=1, coalesce=True, misfire_grace_time=None)
     return Retraining(stage, retrainer, scheduler)

@@ -1,5 +1,8 @@
 """Feeds the normal-data reservoir from the worker's scored windows, by rules kept per sensor on event time.
 
+* **Sampling**: of a sensor's windows, at most one per ``sample_interval_s`` of event time is a candidate; the
+  others are never held. A sensor therefore holds at most ``guard_s / sample_interval_s + 1`` windows waiting out
+  the guard (one at the defaults), whatever its rate: this bounds the worker's memory per sensor.
 * A window scored **normal** is admitted once the sensor's newer windows start ``guard_s`` after its end with
   no alarm, and only if no alarm window ended within ``guard_s`` before its start: windows next to an anomaly
   (its onset before detection, its tail after) never count as normal.
@@ -12,25 +15,53 @@
   set it above the longest fault you expect to leave unattended.
 * Replayed windows (rebuild after a partition move) were already offered by their previous owner: skipped.
 
-The stage emits no messages. ``on_tick`` expires old windows and saves the reservoir every ``save_every_s``.
+Admitted windows go to a local :class:`Reservoir` (``fleet.retrain_in = "worker"``; ``on_tick`` expires old windows
+and saves it every ``save_every_s``) or, given a ``topic``, out as messages of the step (``"trainer"``): key = the
+sensor, value = the window as ``.npy`` bytes (float32, ``window_size`` × channels), header ``aestream.end_ms``.
+They are sent before the step's offsets are committed, so a window is offered at least once.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from aestream.retrain.reservoir import Reservoir
 from aestream.stream.messages import Outgoing
 from aestream.stream.stages import Scored, Stage
 from aestream.stream.windows import Window
 
-__all__ = ["ReservoirStage"]
+__all__ = ["END_MS_HEADER", "ReservoirStage", "decode_window", "encode_window"]
 
 log = logging.getLogger(__name__)
+
+END_MS_HEADER = "aestream.end_ms"
+
+
+def encode_window(values: np.ndarray) -> bytes:
+    """A window's values as ``.npy`` bytes (float32; no pickle on either side).
+
+    >>> decode_window(encode_window(np.ones((2, 3)))).tolist()
+    [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(values, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_window(data: bytes) -> np.ndarray:
+    """The values :func:`encode_window` wrote; anything else raises ``ValueError``."""
+    values = np.load(io.BytesIO(data), allow_pickle=False)
+    if values.ndim != 2 or values.dtype != np.float32:
+        raise ValueError(f"a window is a 2-d float32 array, not {values.ndim}-d {values.dtype}")
+    return values
 
 
 @dataclass
@@ -38,6 +69,7 @@ class _Track:
     """One sensor's state: normal windows waiting out the guard, and the alarm episode, if any."""
 
     pending: deque[Window] = field(default_factory=deque)
+    last_sample_ms: int | None = None
     episode_start_ms: int | None = None
     last_alarm_ms: int | None = None
     episode: list[Window] = field(default_factory=list)
@@ -49,28 +81,42 @@ class ReservoirStage(Stage):
 
     def __init__(
         self,
-        reservoir: Reservoir,
+        reservoir: Reservoir | None,
         *,
         guard_s: float,
         regime_change_after_s: float,
+        sample_interval_s: float = 0.0,
+        topic: str | None = None,
         path: str | os.PathLike[str] | None = None,
         save_every_s: float = 60.0,
     ) -> None:
+        if (reservoir is None) == (topic is None):
+            raise ValueError("a ReservoirStage feeds either a reservoir or a topic")
         self.reservoir = reservoir
+        self.topic = topic
         self.guard_ms = int(guard_s * 1000)
         self.regime_ms = int(regime_change_after_s * 1000)
+        self.sample_ms = int(sample_interval_s * 1000)
         self.path = Path(path) if path is not None else None
         self.save_every_s = save_every_s
         self._tracks: dict[str, _Track] = {}
         self._last_save: float | None = None
+        self._out: list[Outgoing] = []
 
     def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
         for s in scored:
             if not s.replay:
                 self.offer(s.window, s.alarm)
-        return []
+        out, self._out = self._out, []
+        return out
+
+    def forget(self, sensors: Iterable[str]) -> None:
+        for sensor in sensors:  # their partitions moved: the new owner offers their windows from now on
+            self._tracks.pop(sensor, None)
 
     def on_tick(self, now: float) -> list[Outgoing]:
+        if self.reservoir is None:
+            return []
         if self._last_save is None:
             self._last_save = now
         elif now - self._last_save >= self.save_every_s:
@@ -80,6 +126,8 @@ class ReservoirStage(Stage):
 
     def save(self) -> None:
         """Expire old windows and persist the reservoir (when a path was given)."""
+        if self.reservoir is None:
+            return
         self.reservoir.expire()
         if self.path is not None:
             self.reservoir.save(self.path)
@@ -97,9 +145,10 @@ class ReservoirStage(Stage):
         if alarm:
             self._on_alarm(t, w)
         elif t.regime_change:
-            self._admit(w)
-        elif t.last_alarm_ms is None or w.start_ms - t.last_alarm_ms > self.guard_ms:
-            t.pending.append(w)
+            if self._sampled(t, w):
+                self._admit(w)
+        elif (t.last_alarm_ms is None or w.start_ms - t.last_alarm_ms > self.guard_ms) and self._sampled(t, w):
+            t.pending.append(w._replace(values=w.values.copy()))  # not a view that pins a whole batch
         while t.pending and t.pending[0].end_ms + self.guard_ms <= w.start_ms:  # no later alarm can reach it
             self._admit(t.pending.popleft())
 
@@ -110,9 +159,11 @@ class ReservoirStage(Stage):
             t.episode_start_ms = w.end_ms
         t.last_alarm_ms = w.end_ms
         if t.regime_change:
-            self._admit(w)
+            if self._sampled(t, w):
+                self._admit(w)
             return
-        t.episode.append(w)
+        if self._sampled(t, w):
+            t.episode.append(w._replace(values=w.values.copy()))
         if w.end_ms - t.episode_start_ms >= self.regime_ms:
             t.regime_change = True
             log.info("sensor %s has been in alarm for %.0f s (retrain.regime_change_after_s = %.0f): taken for a "
@@ -123,5 +174,17 @@ class ReservoirStage(Stage):
                     self._admit(old)
             t.episode = []
 
+    def _sampled(self, t: _Track, w: Window) -> bool:
+        """Whether ``w`` is its sensor's next sample (at most one per ``sample_interval_s``)."""
+        if t.last_sample_ms is not None and w.end_ms - t.last_sample_ms < self.sample_ms:
+            return False
+        t.last_sample_ms = w.end_ms
+        return True
+
     def _admit(self, w: Window) -> None:
-        self.reservoir.add(w.sensor, w.end_ms, w.values)
+        if self.reservoir is not None:
+            self.reservoir.add(w.sensor, w.end_ms, w.values)
+        else:
+            assert self.topic is not None
+            self._out.append(Outgoing(self.topic, encode_window(w.values), w.sensor.encode(),
+                                      [(END_MS_HEADER, str(w.end_ms).encode())]))

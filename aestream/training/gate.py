@@ -4,8 +4,12 @@ Both models reconstruct the same held-out slice of recent normal windows. Their 
 readings' own units, each channel divided by its variance on the slice, so models with different preprocessing
 and channel scales are judged alike. The candidate passes when
 
-* its error is at most ``(1 + tolerance)`` × the current model's, and
-* the share of held-out windows it scores over its own threshold is at most ``max_far``.
+* its error is at most ``(1 + tolerance)`` × the current model's,
+* the share of held-out windows it scores over its own threshold is at most ``max_far``, and
+* it still catches faults: the same held-out windows with synthetic faults injected (:func:`inject_faults`: a level
+  shift, a spike, an oscillation, a channel decoupled from the others) are scored over its own threshold at least
+  as often as the current model catches them, less ``recall_tolerance``. A candidate that has learned to
+  reconstruct faults (trained on data an anomaly slipped into) loses recall there and is refused.
 
 >>> gate_reason(1.0, 2.0, 0.0, tolerance=0.05, max_far=0.01) is None
 True
@@ -22,7 +26,10 @@ import numpy as np
 
 from aestream.models.bundle import ModelBundle
 
-__all__ = ["GateResult", "false_alarm_rate", "gate_reason", "reconstruction_error", "run_gate"]
+__all__ = ["FAULT_KINDS", "GateResult", "false_alarm_rate", "gate_reason", "inject_faults", "reconstruction_error",
+           "run_gate"]
+
+FAULT_KINDS = ("shift", "spike", "oscillation", "decoupling")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class GateResult:
     candidate_far: float
     current_far: float | None
     n_holdout: int
+    candidate_recall: float | None = None
+    current_recall: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -58,9 +67,48 @@ def false_alarm_rate(bundle: ModelBundle, windows: np.ndarray) -> float:
     return float(np.mean(~(scores <= bundle.threshold)))  # NaN counts as an alarm
 
 
+def inject_faults(windows: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A copy of ``windows`` ``(N, W, C)`` with one synthetic fault in each, the kinds of :data:`FAULT_KINDS` in
+    turn, on a random channel, sized by that channel's spread over all the windows: a shift of 4 σ over the
+    window's second half, a spike of 8 σ at one of its last readings, an oscillation of 3 σ amplitude, and the
+    channel's readings replaced by another window's (decoupled from the other channels).
+
+    >>> w = np.zeros((4, 10, 2)); w[..., 0] = np.arange(10); w[..., 1] = 1 + np.arange(10) % 2
+    >>> f = inject_faults(w); f.shape, bool((f != w).any(axis=(1, 2)).all())
+    ((4, 10, 2), True)
+    """
+    x = np.array(windows, dtype=np.float64)
+    n, w, c = x.shape
+    rng = np.random.default_rng(seed)
+    sd = np.maximum(x.reshape(-1, c).std(axis=0), 1e-6)
+    for i in range(n):
+        ch = int(rng.integers(c))
+        kind = FAULT_KINDS[i % len(FAULT_KINDS)]
+        if kind == "shift":
+            x[i, w // 2 :, ch] += 4 * sd[ch] * rng.choice([-1, 1])
+        elif kind == "spike":
+            x[i, int(rng.integers(max(w - 5, 0), w)), ch] += 8 * sd[ch] * rng.choice([-1, 1])
+        elif kind == "oscillation":
+            x[i, :, ch] += 3 * sd[ch] * np.sin(2 * np.pi * np.arange(w) / max(w / 4, 2.0))
+        else:
+            other = x[int(rng.integers(n)), ::-1, ch] if n > 1 else x[i, ::-1, ch]
+            x[i, :, ch] = other + (sd[ch] if np.allclose(other, x[i, :, ch]) else 0.0)
+    return x
+
+
+def detection_rate(bundle: ModelBundle, faulted: np.ndarray) -> float:
+    """Share of faulted windows scored over the bundle's threshold (its recall on them)."""
+    return false_alarm_rate(bundle, faulted)
+
+
 def gate_reason(candidate_error: float, current_error: float | None, candidate_far: float, *, tolerance: float,
-                max_far: float) -> str | None:
-    """Why the candidate is refused, or ``None`` when it passes."""
+                max_far: float, candidate_recall: float | None = None, current_recall: float | None = None,
+                recall_tolerance: float = 0.05) -> str | None:
+    """Why the candidate is refused, or ``None`` when it passes.
+
+    >>> print(gate_reason(1.0, 1.0, 0.0, tolerance=0.05, max_far=0.01, candidate_recall=0.5, current_recall=0.9))
+    catches 50.0 % of the synthetic faults on the held-out slice, the current model 90.0 % (tolerance 5 points)
+    """
     if not np.isfinite(candidate_error):
         return f"reconstruction error on the held-out slice is {candidate_error} (not finite)"
     if current_error is not None and candidate_error > current_error * (1 + tolerance):
@@ -69,15 +117,23 @@ def gate_reason(candidate_error: float, current_error: float | None, candidate_f
     if candidate_far > max_far:
         return (f"false-alarm rate {candidate_far:.4f} on the held-out slice exceeds retrain.gate_max_far = "
                 f"{max_far:g}")
+    if candidate_recall is not None and current_recall is not None \
+            and candidate_recall < current_recall - recall_tolerance:
+        return (f"catches {100 * candidate_recall:.1f} % of the synthetic faults on the held-out slice, the current "
+                f"model {100 * current_recall:.1f} % (tolerance {100 * recall_tolerance:g} points)")
     return None
 
 
 def run_gate(candidate: ModelBundle, current: ModelBundle | None, holdout: np.ndarray, *, tolerance: float,
-             max_far: float) -> GateResult:
-    """Measure both models on ``holdout`` and decide."""
+             max_far: float, recall_tolerance: float = 0.05, seed: int = 0) -> GateResult:
+    """Measure both models on ``holdout`` (and on it with faults injected) and decide."""
     cand_err = reconstruction_error(candidate, holdout)
     cur_err = reconstruction_error(current, holdout) if current is not None else None
     cand_far = false_alarm_rate(candidate, holdout)
     cur_far = false_alarm_rate(current, holdout) if current is not None else None
-    reason = gate_reason(cand_err, cur_err, cand_far, tolerance=tolerance, max_far=max_far)
-    return GateResult(reason, cand_err, cur_err, cand_far, cur_far, len(holdout))
+    faulted = inject_faults(holdout, seed)
+    cand_recall = detection_rate(candidate, faulted)
+    cur_recall = detection_rate(current, faulted) if current is not None else None
+    reason = gate_reason(cand_err, cur_err, cand_far, tolerance=tolerance, max_far=max_far,
+                         candidate_recall=cand_recall, current_recall=cur_recall, recall_tolerance=recall_tolerance)
+    return GateResult(reason, cand_err, cur_err, cand_far, cur_far, len(holdout), cand_recall, cur_recall)

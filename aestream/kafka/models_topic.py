@@ -1,0 +1,212 @@
+"""Models served from Kafka: a compacted topic holds every bundle and the pointer to the current one.
+
+The topic (``<group_id>-models``, one partition, ``cleanup.policy=compact``) holds three kinds of keys:
+
+* ``bundle/v0007``: a packed, signed bundle (:func:`~aestream.models.bundle.pack_bundle`); a tombstone prunes it.
+* ``current``: ``{"version": "v0007", ...}``, written by the one publisher (``aestream trainer``, ``aestream train``).
+* ``hold``: ``{"version": "v0005", "active": true, ...}``, written by ``aestream models rollback``; while active it
+  wins over ``current``, so a training that was already under way when the operator rolled back cannot put its
+  candidate in service, whatever the order its messages reach the topic. ``aestream models resume`` lifts it.
+
+Each reader keeps one consumer assigned to the topic's partition, reads to its end at start, and takes what is
+new on each :meth:`KafkaModelStore.current` (a non-blocking poll): a worker follows a publish within its model
+check interval, and a worker started later finds the current model in the topic. Bundles must carry a valid
+HMAC-SHA256 made with the fleet's key (``AESTREAM_MODEL_KEY``): one whose content was changed is refused even
+when its checksums were recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import TopicAlreadyExistsError
+
+from aestream.config import KafkaConfig
+from aestream.errors import BundleError
+from aestream.kafka.kafka_python import client_options
+from aestream.models.bundle import ModelBundle, bundle_files, bundle_from_files, pack_bundle, unpack_bundle
+
+__all__ = ["KafkaModelStore"]
+
+log = logging.getLogger(__name__)
+
+MAX_BUNDLE_BYTES = 16 * 1024 * 1024  # the topic's max.message.bytes and the producer's max_request_size
+_VERSION = re.compile(r"^v(\d{4,})$")
+
+
+class KafkaModelStore:
+    """The model store in ``topic`` (the interface of :class:`~aestream.models.store.ModelStore`)."""
+
+    def __init__(self, cfg: KafkaConfig, topic: str, key: bytes, keep: int = 10, timeout_s: float = 30.0) -> None:
+        if not key:
+            raise ValueError("a KafkaModelStore needs the fleet's signing key")
+        self.cfg, self.topic, self.key, self.keep, self.timeout_s = cfg, topic, key, keep, timeout_s
+        self._bundles: dict[str, bytes] = {}
+        self._current: str | None = None
+        self._hold: dict[str, Any] = {}
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+
+    def __str__(self) -> str:
+        return f"topic {self.topic}"
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        """Versions in the topic, oldest first."""
+        self._read()
+        return sorted(self._bundles, key=lambda v: int(v[1:]))
+
+    def current(self) -> str | None:
+        """The serving version: the held one while a rollback holds, else the last published."""
+        self._read()
+        return self.held() or self._current
+
+    def held(self) -> str | None:
+        """The version a rollback holds current, or ``None``."""
+        return str(self._hold["version"]) if self._hold.get("active") else None
+
+    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
+        """Load and verify ``version`` (default: the current one)."""
+        v = version or self.current()
+        if v is None:
+            raise BundleError(f"no model is published in the topic {self.topic}: run `aestream train` first")
+        self._read()
+        if v not in self._bundles:
+            raise BundleError(f"model version {v} is not in the topic {self.topic}; known: "
+                              f"{', '.join(self.versions()) or 'none'}")
+        where = f"model bundle {v} of the topic {self.topic}"
+        return bundle_from_files(unpack_bundle(self._bundles[v], where), where, device, self.key)
+
+    def meta(self, version: str) -> dict[str, Any]:
+        """``version``'s ``meta.json`` (unverified: for listing)."""
+        self._read()
+        where = f"model bundle {version} of the topic {self.topic}"
+        try:
+            doc: dict[str, Any] = json.loads(unpack_bundle(self._bundles[version], where)["meta.json"])
+            return doc
+        except (KeyError, ValueError) as e:
+            raise BundleError(f"{where}: meta.json is unreadable ({e})") from None
+
+    # -- writing (the publisher and the operator) -----------------------------------------------------------
+    def publish(self, bundle: ModelBundle, make_current: bool = True) -> str:
+        """Store ``bundle`` as the next version, signed, and by default point ``current`` at it."""
+        existing = self.versions()
+        version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
+        bundle.version = version
+        packed = pack_bundle(bundle_files(bundle, self.key))
+        self._send(f"bundle/{version}", packed)
+        self._bundles[version] = packed
+        if make_current:
+            self._pointer("current", {"version": version})
+        self._prune(version)
+        self._read()
+        return version
+
+    def rollback(self, version: str | None = None) -> str:
+        """Hold ``version`` (default: the one before the current) current until :meth:`resume`."""
+        versions, cur = self.versions(), self.current()
+        if version is None:
+            older = [v for v in versions if cur is None or int(v[1:]) < int(cur[1:])]
+            if not older:
+                raise BundleError(f"no version older than {cur} to roll back to in the topic {self.topic}")
+            version = older[-1]
+        self.load(version)  # refuse to hold a missing or refused bundle
+        self._pointer("hold", {"version": version, "active": True})
+        return version
+
+    def resume(self) -> str | None:
+        """Lift a rollback's hold: the held version serves until the next publish. Returns it (``None``: none)."""
+        self._read()
+        held = self.held()
+        if held is not None:
+            self._pointer("current", {"version": held})
+            self._pointer("hold", {"active": False})
+        return held
+
+    def close(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                client.close()
+        self._consumer = self._producer = None
+
+    # -- the topic ------------------------------------------------------------------------------------------
+    def _read(self) -> None:
+        """Take what the topic has that this reader has not seen: all of it the first time, then what is new."""
+        if self._consumer is None:
+            self._ensure()
+            consumer = KafkaConsumer(**client_options(self.cfg), group_id=None, enable_auto_commit=False,
+                                     max_partition_fetch_bytes=MAX_BUNDLE_BYTES)
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            consumer.seek_to_beginning(tp)
+            end = consumer.end_offsets([tp])[tp]
+            deadline = time.monotonic() + self.timeout_s
+            while consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    consumer.close()
+                    raise TimeoutError(f"reading the models topic {self.topic} took over {self.timeout_s:.0f} s")
+                self._apply(consumer.poll(timeout_ms=500))
+            self._consumer = consumer
+        else:
+            self._apply(self._consumer.poll(timeout_ms=0))
+
+    def _apply(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        for msgs in polled.values():
+            for m in msgs:
+                key = (m.key or b"").decode(errors="replace")
+                if key.startswith("bundle/") and _VERSION.match(key[7:]):
+                    if m.value is None:
+                        self._bundles.pop(key[7:], None)
+                    else:
+                        self._bundles[key[7:]] = m.value
+                elif key in ("current", "hold") and m.value is not None:
+                    try:
+                        doc = json.loads(m.value)
+                    except ValueError:
+                        log.error("models topic %s: the %s record at offset %d is not JSON; ignored", self.topic,
+                                  key, m.offset)
+                        continue
+                    if key == "current":
+                        self._current = doc.get("version")
+                    else:
+                        self._hold = doc
+
+    def _pointer(self, key: str, doc: dict[str, Any]) -> None:
+        self._send(key, json.dumps({**doc, "at_ms": int(time.time() * 1000)}).encode())
+        if key == "current":
+            self._current = doc["version"]
+        else:
+            self._hold = doc
+
+    def _send(self, key: str, value: bytes | None) -> None:
+        if self._producer is None:
+            self._ensure()
+            self._producer = KafkaProducer(**client_options(self.cfg), acks="all", max_request_size=MAX_BUNDLE_BYTES)
+        self._producer.send(self.topic, key=key.encode(), value=value, partition=0).get(timeout=self.timeout_s)
+
+    def _prune(self, newest: str) -> None:
+        keep = {newest, self._current, self.held()}
+        for v in self.versions()[: -self.keep]:
+            if v not in keep:
+                self._send(f"bundle/{v}", None)
+                self._bundles.pop(v, None)
+
+    def _ensure(self) -> None:
+        """Create the topic (one partition, compacted, room for large bundles) when it is missing."""
+        admin = KafkaAdminClient(**client_options(self.cfg), request_timeout_ms=int(self.timeout_s * 1000))
+        try:
+            if self.topic not in set(admin.list_topics()):
+                try:
+                    admin.create_topics({self.topic: {"num_partitions": 1, "configs": {
+                        "cleanup.policy": "compact", "max.message.bytes": str(MAX_BUNDLE_BYTES)}}},
+                        timeout_ms=int(self.timeout_s * 1000), wait_for_metadata=True)
+                    log.info("created the models topic %s (compacted)", self.topic)
+                except TopicAlreadyExistsError:
+                    pass
+        finally:
+            admin.close()
