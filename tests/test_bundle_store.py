@@ -70,3 +70,59 @@ def test_store_publishes_versions_points_current_and_rolls_back(tmp_path: Path) 
     with pytest.raises(BundleError, match="model version v0009 is not in"):
         store.rollback("v0009")
     assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+KEY = b"fleet secret"
+
+
+def _tamper_and_recompute(path: Path) -> None:
+    """What an attacker with write access does: change the threshold and recompute the manifest's checksums."""
+    import hashlib
+
+    meta = json.loads((path / "meta.json").read_text())
+    meta["threshold"] = 1e9  # nothing would ever alarm again
+    (path / "meta.json").write_text(json.dumps(meta))
+    manifest = json.loads((path / "manifest.json").read_text())
+    for name in ("meta.json", "weights.pt"):
+        manifest["sha256"][name] = hashlib.sha256((path / name).read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_changed_threshold_with_a_recomputed_manifest_is_refused_when_bundles_are_signed(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models", key=KEY)
+    version = store.publish(_bundle(threshold=2.0))
+    assert store.load().threshold == 2.0
+    _tamper_and_recompute(store.root / version)
+    with pytest.raises(BundleError, match=r"signature that does not match its content"):
+        store.load()
+    # the checksums alone cannot tell: without the key the same bundle loads, with its new threshold
+    assert ModelStore(tmp_path / "models").load().threshold == 1e9
+
+
+def test_with_a_key_an_unsigned_or_otherwise_signed_bundle_is_refused(tmp_path: Path) -> None:
+    ModelStore(tmp_path / "plain").publish(_bundle())
+    with pytest.raises(BundleError, match=r"is not signed"):
+        ModelStore(tmp_path / "plain", key=KEY).load()
+    ModelStore(tmp_path / "other", key=b"another key").publish(_bundle())
+    with pytest.raises(BundleError, match=r"does not match"):
+        ModelStore(tmp_path / "other", key=KEY).load()
+
+
+def test_a_packed_bundle_round_trips_and_a_garbled_one_is_a_bundle_error() -> None:
+    from aestream.models.bundle import bundle_files, bundle_from_files, pack_bundle, unpack_bundle
+
+    files = unpack_bundle(pack_bundle(bundle_files(_bundle(threshold=3.0), KEY)), "m")
+    assert bundle_from_files(files, "m", key=KEY).threshold == 3.0
+    with pytest.raises(BundleError, match=r"is not a packed model bundle"):
+        unpack_bundle(b"\x00garbage", "message 7")
+
+
+def test_a_rollback_holds_until_resume_and_a_publish_meanwhile_does_not_serve(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    for _ in range(3):
+        store.publish(_bundle())
+    assert store.rollback() == "v0002" and store.held() == "v0002"
+    assert store.publish(_bundle()) == "v0004" and store.current() == "v0002", "the hold wins over a publish"
+    assert store.resume() == "v0002" and store.held() is None and store.current() == "v0002"
+    assert store.resume() is None
+    assert store.publish(_bundle()) == "v0005" and store.current() == "v0005"

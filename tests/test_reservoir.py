@@ -113,3 +113,38 @@ def test_replayed_windows_are_not_offered_and_on_tick_saves_periodically(tmp_pat
     assert not (tmp_path / "r.npz").exists()
     stage.on_tick(105.0)
     assert (tmp_path / "r.npz").exists()
+
+
+def test_a_sensor_holds_at_most_one_sample_while_it_waits_out_the_guard() -> None:
+    from aestream.retrain.stage import ReservoirStage
+    from aestream.stream.windows import Window
+
+    r = Reservoir(capacity=1000, window_size=4, n_channels=2, half_life_s=1e6, max_age_s=1e9)
+    stage = ReservoirStage(r, guard_s=300, regime_change_after_s=1800, sample_interval_s=300)
+    batch = np.zeros((600, 4, 2), dtype=np.float32)
+    for i in range(600):  # 10 minutes at 1 Hz, every window normal
+        stage.offer(Window("s", i * 1000, i * 1000 + 3000, batch[i]), alarm=False)
+        assert len(stage._tracks["s"].pending) <= 2, "guard_s / sample_interval_s + 1"
+    assert r.n_added == 1, "one sample per 300 s; the second still waits out its guard"
+    assert len(stage._tracks["s"].pending) == 1
+    pending = stage._tracks["s"].pending[0].values
+    assert pending.base is None, "a copy, not a view that pins the whole batch"
+    stage.forget(["s"])
+    assert "s" not in stage._tracks
+
+
+def test_to_a_topic_the_admitted_windows_are_messages_of_the_step() -> None:
+    from aestream.retrain.stage import END_MS_HEADER, ReservoirStage, decode_window
+    from aestream.stream.stages import Scored
+    from aestream.stream.windows import Window
+
+    stage = ReservoirStage(None, topic="g-normal-windows", guard_s=10, regime_change_after_s=1800,
+                           sample_interval_s=0)
+    values = np.arange(8, dtype=np.float32).reshape(4, 2)
+    scored = [Scored(Window("pump-1", t * 1000, t * 1000 + 3000, values), 0.1, 1.0, False, np.ones(2), "v1")
+              for t in range(30)]
+    out = stage.on_scored(scored)
+    assert [m.key for m in out] == [b"pump-1"] * 17, "windows ending 10 s before the newest start are past the guard"
+    assert out[0].topic == "g-normal-windows" and dict(out[0].headers)[END_MS_HEADER] == b"3000"
+    assert decode_window(out[0].value).tolist() == values.tolist()
+    assert stage.on_scored([]) == [], "each message is returned once"

@@ -177,3 +177,22 @@ def test_gate_reason_passes_equal_or_better_and_refuses_non_finite() -> None:
     assert gate_reason(1.0, 1.0, 0.0, tolerance=0.0, max_far=0.01) is None
     assert gate_reason(1.0, None, 0.0, tolerance=0.0, max_far=0.01) is None
     assert "not finite" in str(gate_reason(float("nan"), 1.0, 0.0, tolerance=0.0, max_far=0.01))
+
+
+def test_the_gate_refuses_a_candidate_that_no_longer_catches_faults(cfg: Config, store: ModelStore) -> None:
+    import copy
+
+    from aestream.training.gate import inject_faults, run_gate
+
+    serving = store.load()
+    holdout = _filled(cfg, steps=400).snapshot().windows
+    blind = copy.copy(serving)
+    blind.threshold = serving.threshold * 50  # as if calibrated on data a fault slipped into: nothing alarms
+    refused = run_gate(blind, serving, holdout, tolerance=0.05, max_far=0.05)
+    assert refused.current_recall is not None and refused.current_recall > 0.5, refused
+    assert refused.candidate_recall is not None and refused.candidate_recall < 0.1 and refused.candidate_far == 0.0
+    assert not refused.passed and "of the synthetic faults" in str(refused.reason)
+    same = run_gate(serving, serving, holdout, tolerance=0.05, max_far=0.05)
+    assert same.passed and same.candidate_recall == same.current_recall, same
+    faulted = inject_faults(holdout)
+    assert faulted.shape == holdout.shape and (faulted != holdout).any(axis=(1, 2)).all(), "one fault per window"

@@ -2,7 +2,7 @@
 
 * **Sampling**: of a sensor's windows, at most one per ``sample_interval_s`` of event time is a candidate; the
   others are never held. A sensor therefore holds at most ``guard_s / sample_interval_s + 1`` windows waiting out
-  the guard (one at the defaults), whatever its rate: this bounds the worker's memory per sensor.
+  the guard (two at the defaults, one most of the time), whatever its rate: this bounds the worker's memory per sensor.
 * A window scored **normal** is admitted once the sensor's newer windows start ``guard_s`` after its end with
   no alarm, and only if no alarm window ended within ``guard_s`` before its start: windows next to an anomaly
   (its onset before detection, its tail after) never count as normal.
