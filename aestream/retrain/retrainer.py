@@ -171,6 +171,8 @@ class Retrainer:
     def _train(self, windows: np.ndarray, info: dict[str, Any]) -> ModelBundle:
         r, c = self.cfg.retrain, self.cfg
         process = r.isolation == "process"
+        log.info("training a candidate on %d windows of %d sensors (%s)", len(windows),
+                 info["retrain"]["n_sensors"], "in a subprocess" if process else "in a thread")
         model = dataclasses.replace(c.model, family=r.family or c.model.family, epochs=r.epochs or c.model.epochs,
                                     torch_threads=r.torch_threads if process else 0)
         kwargs = {"calibration_fraction": r.calibration_fraction / (1 - r.holdout_fraction), "info": info}

@@ -1,0 +1,231 @@
+"""The fleet as separate OS processes on the real broker, alerts and retraining on: workers (``aestream run``) that
+share no volume, one trainer (``aestream trainer``), models served from the models topic.
+
+* Episodes and baselines follow their partition: a worker killed with SIGKILL in the middle of an episode, then
+  1 → 3 → 1 workers under load: every episode has exactly one ``opened``, none is lost, no sensor calibrates twice.
+* One trainer for the fleet: its publish reaches all three workers within 5 s; killed with SIGKILL while it
+  trains, the workers keep serving and its next run publishes; a rollback made while it trains is not overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aestream.app import models_topic
+from aestream.config import Config
+from aestream.kafka.kafka_python import ensure_topics
+from aestream.kafka.models_topic import KafkaModelStore
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "fleet test key"
+ENV = {"AESTREAM_MODEL_KEY": KEY}
+
+
+class Proc:
+    """``aestream <command>`` as a subprocess in its own process group (a SIGKILL takes its children too, as a
+    container's end would), logging to a file."""
+
+    def __init__(self, config: Path, log: Path, *command: str) -> None:
+        self.log = log
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **ENV}
+        self._out = open(log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "aestream", "--config", str(config), *command],
+                                     cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        if self.alive:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self._out.close()
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        if self.alive:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            self._out.close()
+
+
+def _fleet_cfg(cfg: Config, run: str) -> Config:
+    """The worker config of the fault suite as a fleet: models from the topic, one trainer, alerts on."""
+    return cfg.replace(
+        fleet={"models": "kafka", "retrain_in": "trainer"},
+        alerts={"enabled": True, "topic": f"alerts-{run}", "cooldown_ms": 60_000, "n_resolve_windows": 3},
+        baselines={"mode": "shared", "n_readings": 60},
+        model={"family": "vanilla", "hidden_size": 32, "latent_size": 6, "input_smoothing": 1, "epochs": 20,
+               "torch_threads": 1, "device": "cpu"},
+        retrain={"enabled": True, "interval_s": 8.0, "sample_interval_s": 4.0, "guard_s": 20.0,
+                 "n_min_windows": 150, "n_min_new_windows": 10, "gate_tolerance": 20.0, "gate_max_far": 0.05,
+                 "gate_recall_tolerance": 0.25, "timeout_s": 300.0})
+
+
+def _start(kit: Any, cfg: Config, tmp_path: Path, n_sensors: int, steps: int, n_anomalies: int,
+           rate: float) -> tuple[Any, Any, float, Path]:
+    """Topics, v0001 in the models topic (its calibrated threshold), the config file, the stream and its producer."""
+    k = cfg.kafka
+    ensure_topics(k, {k.input_topics[0]: 3, k.output_topic: 1, k.dead_letter_topic: 1, cfg.alerts.topic: 1})
+    bundle, calibrated = kit.trained_bundle(cfg, n_sensors=n_sensors)
+    bundle.threshold = calibrated
+    store = KafkaModelStore(k, models_topic(cfg), KEY.encode())
+    store.publish(bundle)
+    store.close()
+    stream = kit.plant_stream(cfg, n_sensors, steps, n_anomalies, seed=3)
+    producer = kit.Producer(k.bootstrap_servers[0], k.input_topics[0], stream.messages, rate)
+    return stream, producer, calibrated, kit.write_config(cfg, tmp_path / "fleet.toml")
+
+
+def _wait(pred: Any, timeout_s: float, what: str, procs: tuple[Proc, ...] = ()) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        for p in procs:
+            assert p.alive, f"{p.log.name} died:\n{p.text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_episodes_and_baselines_follow_their_partitions_through_kill9_and_1_3_1(
+        worker_cfg: Config, kit: Any, tmp_path: Path) -> None:
+    run = worker_cfg.kafka.group_id
+    cfg = _fleet_cfg(worker_cfg, run)
+    k = cfg.kafka
+    bootstrap = k.bootstrap_servers[0]
+    stream, producer, _, conf = _start(kit, cfg, tmp_path, n_sensors=6, steps=1800, n_anomalies=6, rate=150.0)
+    workers = [Proc(conf, tmp_path / "w0.log", "run")]
+    producer.start()
+    try:
+        # (a) SIGKILL the only worker while an episode is open
+        def an_open_episode() -> bool:
+            events = [json.loads(m.value) for m in kit.read_topic(bootstrap, cfg.alerts.topic, idle_s=0.3)]
+            opened = {e["episode_id"] for e in events if e["type"] == "opened"}
+            return bool(opened - {e["episode_id"] for e in events if e["type"] == "resolved"})
+
+        _wait(an_open_episode, 180, "an episode to open", tuple(workers))
+        workers.pop().kill9()
+        workers.append(Proc(conf, tmp_path / "w1.log", "run"))
+        # (b) 1 → 3 → 1 under load
+        _wait(lambda: kit.committed_total(bootstrap, k.group_id, k.input_topics[0]) > 0, 120, "progress",
+              tuple(workers))
+        time.sleep(5)
+        workers += [Proc(conf, tmp_path / f"w{i}.log", "run") for i in (2, 3)]
+        _wait(lambda: all("restored" in w.text() or "assigned" in w.text() for w in workers[1:]), 120,
+              "the new workers to get partitions", tuple(workers))
+        time.sleep(10)
+        for w in workers[:2]:
+            assert w.terminate() == 0, w.text()[-3000:]
+        survivor = workers[2]
+        _wait(lambda: not producer.is_alive() and kit.drained(bootstrap, k.group_id, k.input_topics[0],
+                                                              len(stream.messages)),
+              600, "the last worker to drain the topic", (survivor,))
+        assert survivor.terminate() == 0, survivor.text()[-3000:]
+    finally:
+        for w in workers:
+            if w.alive:
+                w.kill9()
+    logs = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("w*.log"))
+    assert logs.count("restored the baselines of") >= 2, "new owners restored baselines from the changelog"
+
+    events = [json.loads(m.value) for m in kit.read_topic(bootstrap, cfg.alerts.topic)]
+    episodes: dict[str, Counter[str]] = defaultdict(Counter)
+    for e in events:
+        if e["category"] == "anomaly":
+            episodes[e["episode_id"]][e["type"]] += 1
+    assert episodes, "the injected anomalies opened episodes"
+    twice = {ep: c for ep, c in episodes.items() if c["opened"] > 1}
+    assert not twice, f"episodes opened more than once: {twice}"
+    lost = {ep: c for ep, c in episodes.items() if c["opened"] == 0}
+    assert not lost, f"episodes updated or resolved without their opened: {lost}"
+    calibrated = Counter(e["sensor"] for e in events if e["type"] == "calibration_finished")
+    assert set(calibrated.values()) == {1}, f"a sensor calibrated again on a new owner: {calibrated}"
+    opened = [e for e in events if e["type"] == "opened"]
+    for inj in stream.injected:  # each injected anomaly is inside one opened episode of its sensor
+        hits = {e["episode_id"] for e in opened if e["sensor"] == inj.sensor
+                and inj.start_ms <= e["window_end_ms"] <= inj.end_ms + stream.window_ms}
+        assert len(hits) <= 1, f"one anomaly opened two episodes: {inj}, {hits}"
+    print(f"fleet alerts: {len(episodes)} episodes, {sum(c['opened'] for c in episodes.values())} opened, "
+          f"{len(stream.injected)} injected")
+
+
+def test_fleet_retrain_publishes_to_every_worker(worker_cfg: Config, kit: Any, tmp_path: Path) -> None:
+    run = worker_cfg.kafka.group_id
+    cfg = _fleet_cfg(worker_cfg, run)
+    k = cfg.kafka
+    bootstrap = k.bootstrap_servers[0]
+    _, producer, _, conf = _start(kit, cfg, tmp_path, n_sensors=6, steps=9000, n_anomalies=4, rate=200.0)
+    workers = [Proc(conf, tmp_path / f"w{i}.log", "run") for i in range(3)]
+    trainer = Proc(conf, tmp_path / "trainer-0.log", "trainer")
+    reader = KafkaModelStore(k, models_topic(cfg), KEY.encode())
+    producer.start()
+    try:
+        # (c) the trainer's publish reaches all three workers within 5 s
+        _wait(lambda: reader.current() == "v0002", 240, "the trainer's first publish", (*workers, trainer))
+        published = time.monotonic()
+        _wait(lambda: all("serving model v0002" in w.text() for w in workers), 30, "every worker on v0002",
+              tuple(workers))
+        followed_s = time.monotonic() - published
+        assert followed_s <= 5.0, f"the last worker served v0002 {followed_s:.1f} s after the publish"
+        assert "published" in trainer.text() and "gate" in trainer.text()
+
+        # (e) a rollback made while the trainer trains is not overwritten
+        n_runs = trainer.text().count("training a candidate")
+        _wait(lambda: trainer.text().count("training a candidate") > n_runs, 120, "the next training",
+              (trainer,))
+        operator = KafkaModelStore(k, models_topic(cfg), KEY.encode())
+        assert operator.rollback("v0001") == "v0001"
+        _wait(lambda: "came while the candidate trained" in trainer.text(), 300, "the training to end",
+              (trainer,))
+        _wait(lambda: all(w.text().count("serving model v0001") >= 2 for w in workers), 30,
+              "every worker back on v0001", tuple(workers))
+        n_skips = trainer.text().count("a rollback holds v0001")
+        _wait(lambda: trainer.text().count("a rollback holds v0001") > n_skips, 60, "a scheduled run to skip",
+              (trainer,))
+        _wait(lambda: reader.current() == "v0001", 10, "the reader to see the hold")
+        assert reader.versions() == ["v0001", "v0002"], "nothing was published over the rollback"
+        resumed = subprocess.run([sys.executable, "-m", "aestream", "--config", str(conf), "models", "resume"],
+                                 cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120)
+        assert resumed.stdout.strip() == "v0001 serves; retraining publishes again", resumed.stderr
+
+        # (d) SIGKILL the trainer while it trains: the workers keep serving, the next trainer publishes
+        n_runs = trainer.text().count("training a candidate")
+        _wait(lambda: trainer.text().count("training a candidate") > n_runs, 120, "a training", (trainer,))
+        trainer.kill9()
+        before = kit.committed_total(bootstrap, k.group_id, k.input_topics[0])
+        _wait(lambda: kit.committed_total(bootstrap, k.group_id, k.input_topics[0]) > before + 200, 60,
+              "the workers to go on without the trainer", tuple(workers))
+        assert reader.current() == "v0001"
+        trainer = Proc(conf, tmp_path / "trainer-1.log", "trainer")
+        _wait(lambda: reader.current() == "v0003", 300, "the restarted trainer's publish", (*workers, trainer))
+        assert re.search(r"trainer: \d+ windows read back", trainer.text()), trainer.text()[-2000:]
+        _wait(lambda: all("serving model v0003" in w.text() for w in workers), 30, "every worker on v0003",
+              tuple(workers))
+        assert trainer.terminate() == 0, trainer.text()[-3000:]
+        for w in workers:
+            assert w.terminate() == 0, w.text()[-3000:]
+        print(f"fleet retrain: every worker served v0002 {followed_s:.1f} s after the publish")
+    finally:
+        producer.paused.set()
+        for p in (*workers, trainer):
+            if p.alive:
+                p.kill9()
+        reader.close()
