@@ -116,10 +116,13 @@ def test_episodes_and_baselines_follow_their_partitions_through_kill9_and_1_3_1(
     producer.start()
     try:
         # (a) SIGKILL the only worker while an episode is open
+        open_at_kill: set[str] = set()
+
         def an_open_episode() -> bool:
             events = [json.loads(m.value) for m in kit.read_topic(bootstrap, cfg.alerts.topic, idle_s=0.3)]
             opened = {e["episode_id"] for e in events if e["type"] == "opened"}
-            return bool(opened - {e["episode_id"] for e in events if e["type"] == "resolved"})
+            open_at_kill.update(opened - {e["episode_id"] for e in events if e["type"] == "resolved"})
+            return bool(open_at_kill)
 
         _wait(an_open_episode, 180, "an episode to open", tuple(workers))
         workers.pop().kill9()
@@ -154,6 +157,8 @@ def test_episodes_and_baselines_follow_their_partitions_through_kill9_and_1_3_1(
     assert episodes, "the injected anomalies opened episodes"
     twice = {ep: c for ep, c in episodes.items() if c["opened"] > 1}
     assert not twice, f"episodes opened more than once: {twice}"
+    for ep in open_at_kill:  # the next owner went on with the episode the killed worker had open
+        assert episodes[ep]["opened"] == 1 and episodes[ep]["resolved"] == 1, (ep, episodes[ep])
     lost = {ep: c for ep, c in episodes.items() if c["opened"] == 0}
     assert not lost, f"episodes updated or resolved without their opened: {lost}"
     calibrated = Counter(e["sensor"] for e in events if e["type"] == "calibration_finished")
