@@ -149,8 +149,7 @@ def test_compose_runs_official_kafka_in_kraft_mode_the_worker_from_the_dockerfil
     assert internal and worker["environment"]["AESTREAM_KAFKA_BOOTSTRAP_SERVERS"] == internal.group(1)
     assert (DEPLOY / worker["build"]["context"] / worker["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
-    assert f"../config.toml:{_config_path()}:ro" in worker["volumes"]
-    assert any(v.endswith(f":{_var_dir()}") for v in worker["volumes"])
+    assert f"./{FLEET_TOML.name}:{_config_path()}:ro" in worker["volumes"]
     assert worker["restart"] == "on-failure" and worker["stop_signal"] == "SIGTERM"
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prom["volumes"]
     prom_cfg = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
@@ -248,6 +247,22 @@ def test_the_workers_and_the_trainer_take_the_model_key_from_one_secret_shipped_
         (K8S / "secret.example.yaml").read_text()
     for kustomization in K8S.rglob("kustomization.yaml"):  # never applied with its placeholder
         assert "secret.example.yaml" not in yaml.safe_load(kustomization.read_text()).get("resources", [])
+
+
+def test_compose_scales_workers_without_a_shared_volume_beside_one_trainer() -> None:
+    compose = _compose()
+    worker, trainer = compose["services"]["worker"], compose["services"]["trainer"]
+    assert "volumes" not in compose  # no named volume: nothing is shared on disk
+    for service in (worker, trainer):
+        assert service["volumes"] == [f"./{FLEET_TOML.name}:{_config_path()}:ro"]
+        assert service["build"] == worker["build"] and service["image"] == worker["image"]
+        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert re.fullmatch(r"\$\{AESTREAM_MODEL_KEY:\?.+\}", service["environment"][MODEL_KEY_ENV])
+    assert worker["command"] == ["run"] and trainer["command"] == ["trainer"]
+    assert "container_name" not in worker and trainer["container_name"]  # a fixed name: compose cannot scale it
+    env_example = (DEPLOY / "aestream.env.example").read_text()
+    assert re.search(rf"^{MODEL_KEY_ENV}=REPLACE-ME", env_example, re.M)
+    assert "deploy/.env" in (ROOT / ".gitignore").read_text().splitlines()
 
 
 def test_the_gpu_variant_asks_for_a_gpu_and_the_cuda_image_for_the_workers_and_the_trainer() -> None:
