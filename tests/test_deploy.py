@@ -284,21 +284,28 @@ def test_kustomize_renders_each_variant(overlay: str) -> None:
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "Service"]
 
 
-def test_the_systemd_unit_restarts_on_failure_and_stops_with_sigterm() -> None:
+UNITS = {"aestream.service": "run", "aestream-trainer.service": "trainer"}
+
+
+@pytest.mark.parametrize(("unit_file", "command"), UNITS.items())
+def test_the_systemd_units_restart_on_failure_and_stop_with_sigterm(unit_file: str, command: str) -> None:
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
-    unit.read(DEPLOY / "systemd" / "aestream.service")
+    unit.read(DEPLOY / "systemd" / unit_file)
     svc = unit["Service"]
     assert svc["Restart"] == "on-failure" and svc["KillSignal"] == "SIGTERM"
     assert int(svc["TimeoutStopSec"]) >= 30 and svc["RestartPreventExitStatus"] == "2"
     argv = shlex.split(svc["ExecStart"])
-    assert argv[0].endswith("/aestream") and argv[-1] == "run" and argv[argv.index("--config") + 1] == _config_path()
+    assert argv[0].endswith("/aestream") and argv[-1] == command
+    assert argv[argv.index("--config") + 1] == _config_path()
+    assert svc["EnvironmentFile"] == "-/etc/aestream/aestream.env"  # where AESTREAM_MODEL_KEY goes
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_analyze_finds_nothing_wrong_but_the_missing_install() -> None:
-    out = subprocess.run(["systemd-analyze", "verify", str(DEPLOY / "systemd" / "aestream.service")],
+@pytest.mark.parametrize("unit_file", UNITS)
+def test_systemd_analyze_finds_nothing_wrong_but_the_missing_install(unit_file: str) -> None:
+    out = subprocess.run(["systemd-analyze", "verify", str(DEPLOY / "systemd" / unit_file)],
                          capture_output=True, text=True)
     problems = [line for line in (out.stdout + out.stderr).splitlines()
                 if line.strip() and "is not executable" not in line and "/opt/aestream" not in line]
