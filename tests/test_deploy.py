@@ -1,5 +1,6 @@
 """deploy/: the Dockerfile, Compose, Prometheus, Kubernetes and systemd files parse and agree with each other and
-with config.toml (metrics port, config path, model-store path, user, command)."""
+with config.toml (metrics port, config path, model-store path, user, command), and Compose and Kubernetes run a
+fleet: workers that share no volume, one trainer, the model key from one secret (README "Scaling out")."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aestream.config import load_config
+from aestream.config import load_config, parse_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 METRICS_PORT = load_config(ROOT / "config.toml", environ={}).ops.metrics_port
+FLEET_TOML = DEPLOY / "config.fleet.toml"
+# what a fleet changes in config.toml (deploy/k8s/gen-configmap.sh applies it): section, key, value
+FLEET = [("retrain", "enabled", True), ("fleet", "models", "kafka"), ("fleet", "retrain_in", "trainer")]
+WORKER, TRAINER = "aestream", "aestream-trainer"  # the two Deployments
+MODEL_KEY_ENV = "AESTREAM_MODEL_KEY"
 
 
 def _dockerfile() -> dict[str, list[str]]:
@@ -59,9 +65,20 @@ def _k8s(kind: str, directory: Path = K8S / "base") -> dict[str, Any]:
     return doc
 
 
-def _container() -> dict[str, Any]:
-    (c,) = _k8s("Deployment")["spec"]["template"]["spec"]["containers"]
+def _deployment(name: str = WORKER, directory: Path = K8S / "base") -> dict[str, Any]:
+    (doc,) = [d for p in sorted(directory.glob("*.yaml")) for d in _yaml_docs(p)
+              if d.get("kind") == "Deployment" and d["metadata"]["name"] == name]
+    return doc
+
+
+def _container(name: str = WORKER) -> dict[str, Any]:
+    (c,) = _deployment(name)["spec"]["template"]["spec"]["containers"]
     return c
+
+
+def _secret_env(container: dict[str, Any], name: str) -> dict[str, Any]:
+    (ref,) = [e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == name]
+    return dict(ref)
 
 
 def _config_path() -> str:
@@ -112,7 +129,7 @@ def test_the_metrics_port_of_config_toml_is_the_one_every_deploy_file_uses() -> 
     assert job["metrics_path"] == "/metrics" and job["dns_sd_configs"][0]["port"] == METRICS_PORT
     (port,) = _container()["ports"]
     assert port == {"name": "metrics", "containerPort": METRICS_PORT}
-    annotations = _k8s("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    annotations = _deployment()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(METRICS_PORT)
     assert annotations["prometheus.io/path"] == "/metrics"
     assert _k8s("Service")["spec"]["ports"][0]["port"] == METRICS_PORT
@@ -132,8 +149,7 @@ def test_compose_runs_official_kafka_in_kraft_mode_the_worker_from_the_dockerfil
     assert internal and worker["environment"]["AESTREAM_KAFKA_BOOTSTRAP_SERVERS"] == internal.group(1)
     assert (DEPLOY / worker["build"]["context"] / worker["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
     assert worker["depends_on"]["kafka"]["condition"] == "service_healthy"
-    assert f"../config.toml:{_config_path()}:ro" in worker["volumes"]
-    assert any(v.endswith(f":{_var_dir()}") for v in worker["volumes"])
+    assert f"./{FLEET_TOML.name}:{_config_path()}:ro" in worker["volumes"]
     assert worker["restart"] == "on-failure" and worker["stop_signal"] == "SIGTERM"
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prom["volumes"]
     prom_cfg = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
@@ -167,34 +183,97 @@ def test_the_deployment_probes_healthz_and_readyz_on_the_metrics_port_and_reques
 
 
 def test_replicas_stay_within_the_partitions_and_the_pods_run_as_the_image_user() -> None:
-    dep = _k8s("Deployment")
+    dep = _deployment()
     assert 1 <= dep["spec"]["replicas"] <= int(dep["metadata"]["annotations"]["aestream.io/input-topic-partitions"])
     assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
-    pod = dep["spec"]["template"]["spec"]
     uid = _dockerfile()["USER"][-1].split(":")[0]
-    assert str(pod["securityContext"]["runAsUser"]) == uid and pod["securityContext"]["runAsNonRoot"] is True
+    for name in (WORKER, TRAINER):
+        pod = _deployment(name)["spec"]["template"]["spec"]
+        assert str(pod["securityContext"]["runAsUser"]) == uid and pod["securityContext"]["runAsNonRoot"] is True
 
 
-def test_the_config_map_is_config_toml_and_the_model_store_is_a_persistent_volume() -> None:
+def test_config_fleet_toml_is_config_toml_with_the_fleet_settings_and_the_config_map_carries_it() -> None:
+    check = subprocess.run(["bash", str(K8S / "gen-configmap.sh"), "--check"], capture_output=True, text=True)
+    assert check.returncode == 0, f"{check.stdout}{check.stderr}"  # "stale: run bash deploy/k8s/gen-configmap.sh"
+    fleet_text = FLEET_TOML.read_text()
+    assert _k8s("ConfigMap")["data"]["config.toml"].rstrip("\n") == fleet_text.rstrip("\n")
+    expected = tomllib.loads((ROOT / "config.toml").read_text())
+    for section, key, value in FLEET:
+        assert expected[section][key] != value, f"config.toml already has {section}.{key} = {value!r}"
+        expected[section][key] = value
+    assert tomllib.loads(fleet_text) == expected  # nothing else differs
+    cfg = parse_config(tomllib.loads(fleet_text), environ={MODEL_KEY_ENV: "k"})
+    assert (cfg.fleet.models, cfg.fleet.retrain_in, cfg.retrain.enabled) == ("kafka", "trainer", True)
+    assert cfg.alerts == load_config(ROOT / "config.toml", environ={}).alerts  # alerts as config.toml has them
+
+
+def test_the_workers_share_no_volume_and_both_deployments_mount_the_config_map() -> None:
+    assert not [p for p in K8S.rglob("*.yaml") for d in _yaml_docs(p) if d.get("kind") == "PersistentVolumeClaim"]
     cm = _k8s("ConfigMap")
-    assert cm["data"]["config.toml"].rstrip("\n") == (ROOT / "config.toml").read_text().rstrip("\n"), \
-        "deploy/k8s/base/configmap.yaml is stale: run bash deploy/k8s/gen-configmap.sh"
-    pod = _k8s("Deployment")["spec"]["template"]["spec"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    mounts = {m["mountPath"]: m["name"] for m in _container()["volumeMounts"]}
-    assert volumes[mounts[str(Path(_config_path()).parent)]]["configMap"]["name"] == cm["metadata"]["name"]
-    pvc = _k8s("PersistentVolumeClaim")
-    assert volumes[mounts[_var_dir()]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    for name in (WORKER, TRAINER):
+        volumes = {v["name"]: v for v in _deployment(name)["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in _container(name)["volumeMounts"]}
+        assert volumes[mounts[str(Path(_config_path()).parent)]]["configMap"]["name"] == cm["metadata"]["name"]
+        # the image's paths.* directory is scratch of the pod's own: models and state live in Kafka
+        assert volumes[mounts[_var_dir()]] == {"name": mounts[_var_dir()], "emptyDir": {}}
+        assert {k for v in volumes.values() for k in v if k != "name"} <= {"configMap", "emptyDir"}, name
 
 
-def test_the_gpu_variant_asks_for_a_gpu_and_the_cuda_image() -> None:
+def test_one_trainer_beside_the_workers_never_two_at_once() -> None:
+    dep, trainer = _deployment(TRAINER), _container(TRAINER)
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    entrypoint = json.loads(_dockerfile()["ENTRYPOINT"][-1])
+    assert [*entrypoint, *trainer["args"]] == ["aestream", "--config", _config_path(), "trainer"]
+    assert trainer["image"] == _container()["image"]
+    assert {e["name"]: e.get("value") for e in trainer["env"]}["AESTREAM_KAFKA_BOOTSTRAP_SERVERS"] == \
+        {e["name"]: e.get("value") for e in _container()["env"]}["AESTREAM_KAFKA_BOOTSTRAP_SERVERS"]
+    # its pods are neither the workers' (their Deployment, their metrics Service) nor the other way round
+    trainer_labels = dep["spec"]["template"]["metadata"]["labels"]
+    worker_labels = _deployment()["spec"]["template"]["metadata"]["labels"]
+    for selector in (_deployment()["spec"]["selector"]["matchLabels"], _k8s("Service")["spec"]["selector"]):
+        assert not selector.items() <= trainer_labels.items()
+    assert not dep["spec"]["selector"]["matchLabels"].items() <= worker_labels.items()
+    kust = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
+    assert {"deployment.yaml", "trainer.yaml"} <= set(kust["resources"])
+
+
+def test_the_workers_and_the_trainer_take_the_model_key_from_one_secret_shipped_only_as_an_example() -> None:
+    refs = [_secret_env(_container(name), MODEL_KEY_ENV) for name in (WORKER, TRAINER)]
+    assert refs[0] == refs[1] and not refs[0].get("optional", False)  # kafka mode cannot start without it
+    (example,) = _yaml_docs(K8S / "secret.example.yaml")
+    assert example["kind"] == "Secret" and example["metadata"]["name"] == refs[0]["name"]
+    assert list(example["stringData"]) == [refs[0]["key"]] and "REPLACE-ME" in example["stringData"][refs[0]["key"]]
+    assert f"kubectl create secret generic {refs[0]['name']} --from-literal={refs[0]['key']}=" in \
+        (K8S / "secret.example.yaml").read_text()
+    for kustomization in K8S.rglob("kustomization.yaml"):  # never applied with its placeholder
+        assert "secret.example.yaml" not in yaml.safe_load(kustomization.read_text()).get("resources", [])
+
+
+def test_compose_scales_workers_without_a_shared_volume_beside_one_trainer() -> None:
+    compose = _compose()
+    worker, trainer = compose["services"]["worker"], compose["services"]["trainer"]
+    assert "volumes" not in compose  # no named volume: nothing is shared on disk
+    for service in (worker, trainer):
+        assert service["volumes"] == [f"./{FLEET_TOML.name}:{_config_path()}:ro"]
+        assert service["build"] == worker["build"] and service["image"] == worker["image"]
+        assert service["depends_on"]["kafka"]["condition"] == "service_healthy"
+        assert re.fullmatch(r"\$\{AESTREAM_MODEL_KEY:\?.+\}", service["environment"][MODEL_KEY_ENV])
+    assert worker["command"] == ["run"] and trainer["command"] == ["trainer"]
+    assert "container_name" not in worker and trainer["container_name"]  # a fixed name: compose cannot scale it
+    env_example = (DEPLOY / "aestream.env.example").read_text()
+    assert re.search(rf"^{MODEL_KEY_ENV}=REPLACE-ME", env_example, re.M)
+    assert "deploy/.env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_the_gpu_variant_asks_for_a_gpu_and_the_cuda_image_for_the_workers_and_the_trainer() -> None:
     kust = yaml.safe_load((K8S / "gpu" / "kustomization.yaml").read_text())
     assert kust["resources"] == ["../base"]
-    (patch,) = [_yaml_docs(K8S / "gpu" / p["path"])[0] for p in kust["patches"]]
-    assert patch["metadata"]["name"] == _k8s("Deployment")["metadata"]["name"]
-    (c,) = patch["spec"]["template"]["spec"]["containers"]
-    assert c["name"] == _container()["name"] and "cuda" in c["image"]
-    assert int(c["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+    patches = {d["metadata"]["name"]: d for p in kust["patches"] for d in _yaml_docs(K8S / "gpu" / p["path"])}
+    assert set(patches) == {WORKER, TRAINER}
+    for name, patch in patches.items():
+        (c,) = patch["spec"]["template"]["spec"]["containers"]
+        assert c["name"] == _container(name)["name"] and "cuda" in c["image"]
+        assert int(c["resources"]["limits"]["nvidia.com/gpu"]) >= 1
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
@@ -202,24 +281,31 @@ def test_the_gpu_variant_asks_for_a_gpu_and_the_cuda_image() -> None:
 def test_kustomize_renders_each_variant(overlay: str) -> None:
     out = subprocess.run(["kubectl", "kustomize", str(K8S / overlay)], capture_output=True, text=True, check=True)
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out.stdout) if d)
-    assert kinds == ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Service"]
+    assert kinds == ["ConfigMap", "Deployment", "Deployment", "Service"]
 
 
-def test_the_systemd_unit_restarts_on_failure_and_stops_with_sigterm() -> None:
+UNITS = {"aestream.service": "run", "aestream-trainer.service": "trainer"}
+
+
+@pytest.mark.parametrize(("unit_file", "command"), UNITS.items())
+def test_the_systemd_units_restart_on_failure_and_stop_with_sigterm(unit_file: str, command: str) -> None:
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
-    unit.read(DEPLOY / "systemd" / "aestream.service")
+    unit.read(DEPLOY / "systemd" / unit_file)
     svc = unit["Service"]
     assert svc["Restart"] == "on-failure" and svc["KillSignal"] == "SIGTERM"
     assert int(svc["TimeoutStopSec"]) >= 30 and svc["RestartPreventExitStatus"] == "2"
     argv = shlex.split(svc["ExecStart"])
-    assert argv[0].endswith("/aestream") and argv[-1] == "run" and argv[argv.index("--config") + 1] == _config_path()
+    assert argv[0].endswith("/aestream") and argv[-1] == command
+    assert argv[argv.index("--config") + 1] == _config_path()
+    assert svc["EnvironmentFile"] == "-/etc/aestream/aestream.env"  # where AESTREAM_MODEL_KEY goes
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
-def test_systemd_analyze_finds_nothing_wrong_but_the_missing_install() -> None:
-    out = subprocess.run(["systemd-analyze", "verify", str(DEPLOY / "systemd" / "aestream.service")],
+@pytest.mark.parametrize("unit_file", UNITS)
+def test_systemd_analyze_finds_nothing_wrong_but_the_missing_install(unit_file: str) -> None:
+    out = subprocess.run(["systemd-analyze", "verify", str(DEPLOY / "systemd" / unit_file)],
                          capture_output=True, text=True)
     problems = [line for line in (out.stdout + out.stderr).splitlines()
                 if line.strip() and "is not executable" not in line and "/opt/aestream" not in line]

@@ -47,6 +47,10 @@ COVERED = {
     "aestream models rollback": "test_running_it_on_your_data_as_written",
     "aestream report --topic anomalies --out report.html": "test_running_it_on_your_data_as_written",
     "aestream evaluate skab DIR": "test_evaluate_skab_as_written",
+    # "Scaling out": tests/integration/test_fleet.py runs these with the shipped config.toml plus the README's fleet
+    # settings
+    "aestream trainer": "test_fleet_retrain_publishes_to_every_worker",
+    "aestream models resume": "test_fleet_rollback_holds_against_a_training_under_way",
 }
 
 
