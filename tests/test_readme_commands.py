@@ -49,8 +49,8 @@ COVERED = {
     "aestream evaluate skab DIR": "test_evaluate_skab_as_written",
     # "Scaling out": tests/integration/test_fleet.py runs these with the shipped config.toml plus the README's fleet
     # settings
-    "aestream trainer": "test_fleet_retrain_publishes_to_every_worker",
-    "aestream models resume": "test_fleet_rollback_holds_against_a_training_under_way",
+    "aestream trainer": "test_a_fleet_as_written",
+    "aestream models resume": "test_a_fleet_as_written",
 }
 
 
@@ -144,8 +144,8 @@ def _write_normal_csv(path: Path, channels: tuple[str, ...], n_steps: int = 400)
     path.write_text("\n".join(rows) + "\n")
 
 
-def _events(bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], bool],
-            timeout_s: float = 180.0) -> list[dict[str, Any]]:
+def _events(bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout_s: float = 180.0,
+            decode: Callable[[bytes], Any] = json.loads) -> list[Any]:
     """The events on ``topic`` from the beginning, once ``done(events)`` holds (or at the timeout)."""
     consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
     deadline, events = time.monotonic() + timeout_s, []
@@ -157,7 +157,7 @@ def _events(bootstrap: str, topic: str, done: Callable[[list[dict[str, Any]]], b
         consumer.seek_to_beginning(*tps)
         while time.monotonic() < deadline:
             batch = consumer.poll(timeout_ms=2000)
-            events += [json.loads(m.value) for msgs in batch.values() for m in msgs]
+            events += [decode(m.value) for msgs in batch.values() for m in msgs]
             if done(events):
                 break
     finally:
@@ -220,6 +220,61 @@ def test_running_it_on_your_data_as_written(private_broker: str, tmp_path: Path)
     assert page == Path("report.html") and (tmp_path / page).is_file()
     html = (tmp_path / page).read_text()
     assert all(inj["sensor"] in html for inj in truth)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_fleet_as_written(private_broker: str, tmp_path: Path) -> None:
+    """"Scaling out" as written: the shipped fleet config (config.toml with the three keys the README names), the
+    key in AESTREAM_MODEL_KEY; a model trained into the models topic, a worker serving it from there and sending
+    normal windows, the trainer reading them, and rollback / resume on the topic. (What the trainer and the
+    workers do over time, killed and scaled: tests/faults/test_fleet.py.)"""
+    text = README.read_text(encoding="utf-8")
+    assert all(f"`{c}`" in text for c in ('fleet.models = "kafka"', 'fleet.retrain_in = "trainer"',
+                                          "retrain.enabled = true", "deploy/config.fleet.toml",
+                                          "aestream trainer", "aestream models resume"))
+    shutil.copyfile(ROOT / "deploy" / "config.fleet.toml", tmp_path / "config.toml")
+    cfg = load_config(tmp_path / "config.toml", environ={})
+    assert (cfg.fleet.models, cfg.fleet.retrain_in, cfg.retrain.enabled) == ("kafka", "trainer", True)
+    _write_normal_csv(tmp_path / "normal.csv", tuple(cfg.stream.channels))
+    env = {**os.environ, "AESTREAM_KAFKA_BOOTSTRAP_SERVERS": private_broker, "PYTHONPATH": str(ROOT),
+           "AESTREAM_MODEL_KEY": "0123456789abcdef"}
+
+    def sh(command: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(_argv(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    trained = json.loads(sh("aestream train --input normal.csv").stdout)
+    assert trained["version"] == "v0001" and trained["store"] == "topic aestream-models"
+    assert not (tmp_path / "var" / "models").exists(), "no model file: the topic is the store"
+    worker = subprocess.Popen(_argv("aestream run"), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    trainer = subprocess.Popen(_argv("aestream trainer"), cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        truth = [json.loads(line) for line in sh("aestream simulate --sensors 6 --anomalies 3").stdout.splitlines()
+                 if line.startswith("{")]
+        slack_ms = (cfg.stream.window_size + cfg.threshold.n * cfg.stream.stride) * 1000
+        events = _events(private_broker, cfg.kafka.output_topic,
+                         lambda ev: all(_found(i, ev, slack_ms) for i in truth))
+        windows = _events(private_broker, "aestream-normal-windows", lambda ev: len(ev) >= 1, timeout_s=120,
+                          decode=lambda value: value)
+    finally:
+        for proc in (worker, trainer):
+            proc.send_signal(signal.SIGTERM)
+        (_, worker_err), (_, trainer_err) = worker.communicate(timeout=120), trainer.communicate(timeout=120)
+    assert worker.returncode == 0 and trainer.returncode == 0, (worker_err[-3000:], trainer_err[-3000:])
+    assert all(_found(i, events, slack_ms) for i in truth) and {e["model_version"] for e in events} == {"v0001"}
+    assert windows, "the worker sends sampled normal windows for the trainer"
+    assert "serving model v0001" in worker_err and "retraining on schedule" in trainer_err, trainer_err[-3000:]
+
+    assert json.loads(sh("aestream train --input normal.csv").stdout)["version"] == "v0002"
+    assert sh("aestream models rollback").stdout.strip() == "current version is now v0001"
+    assert re.search(r"^\* v0001 .*held by a rollback", sh("aestream models list").stdout, re.M)
+    assert sh("aestream models resume").stdout.strip() == "v0001 serves; retraining publishes again"
+    listed = sh("aestream models list").stdout
+    assert re.search(r"^\* v0001 ", listed, re.M) and "held" not in listed
 
 
 def _write_skab_file(path: Path, channels: tuple[str, ...], level: float, seed: int) -> None:
