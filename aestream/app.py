@@ -154,43 +154,52 @@ def build_app(
 @dataclass
 class TrainerApp:
     """The fleet's trainer: the normal windows every worker sends fill one reservoir; the scheduler retrains on it
-    and publishes. :meth:`run` blocks until :meth:`stop`."""
+    and publishes. :meth:`run` blocks until :meth:`stop`. ``ops`` serves its ``/metrics`` (the retrain counters),
+    ``/healthz`` (the feed loop turns) and ``/readyz`` (caught up with the topic, broker reachable)."""
 
     feed: Any  # aestream.kafka.normal_windows.NormalWindowsFeed
     reservoir: Reservoir
     retraining: Retraining
+    ops: OpsServer | None = None
 
     def __post_init__(self) -> None:
         import threading
 
         self._stop = threading.Event()
+        self.caught_up = False
+        self.last_turn = time.monotonic()
 
     def catch_up(self, timeout_s: float = 300.0) -> int:
         """Read what the topic held when the trainer started (the reservoir's state); returns the windows read."""
         n, deadline = 0, time.monotonic() + timeout_s
         while not self.feed.caught_up() and time.monotonic() < deadline and not self._stop.is_set():
             n += self._take(200)
+        self.caught_up = True
         return n
 
     def run(self) -> None:
-        n = self.catch_up()
-        log.info("trainer: %d windows read back from %s, %d in the reservoir; retraining on schedule", n,
-                 self.feed.topic, len(self.reservoir))
-        self.retraining.start()
         try:
+            n = self.catch_up()
+            log.info("trainer: %d windows read back from %s, %d in the reservoir; retraining on schedule", n,
+                     self.feed.topic, len(self.reservoir))
+            self.retraining.start()
             while not self._stop.is_set():
                 self._take(500)
         finally:
             self.retraining.close()  # kills a training in flight
             self.feed.close()
+            if self.ops is not None:
+                self.ops.stop()
 
     def run_now(self) -> RetrainOutcome:
         """Catch up, then one retrain in the calling thread (``aestream retrain`` in a fleet)."""
-        self.catch_up()
         try:
+            self.catch_up()
             return self.retraining.run_now()
         finally:
             self.feed.close()
+            if self.ops is not None:
+                self.ops.stop()
 
     def stop(self) -> None:
         self._stop.set()
@@ -201,6 +210,7 @@ class TrainerApp:
             if values.shape == (self.reservoir.window_size, self.reservoir.n_channels):
                 self.reservoir.add(sensor, end_ms, values)
                 n += 1
+        self.last_turn = time.monotonic()
         return n
 
 
@@ -214,12 +224,30 @@ def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
         raise ConfigError(f'config key fleet.retrain_in = "{cfg.fleet.retrain_in}" makes each worker retrain on '
                           'its own: set fleet.retrain_in = "trainer" (and retrain.enabled = true in the workers) '
                           "to run one trainer for the fleet")
-    r = cfg.retrain
+    r, o = cfg.retrain, cfg.ops
     reservoir = Reservoir(r.n_reservoir_windows, cfg.stream.window_size, len(cfg.stream.channels),
                           half_life_s=r.half_life_s, max_age_s=r.max_age_s, seed=cfg.model.seed)
-    retrainer = Retrainer(cfg, reservoir, open_model_store(cfg), trainer=trainer, on_outcome=on_outcome)
+    metrics = Metrics()
+
+    def outcome(o: RetrainOutcome) -> None:
+        metrics.retrain(o.status, o.seconds)
+        if on_outcome is not None:
+            on_outcome(o)
+
+    retrainer = Retrainer(cfg, reservoir, open_model_store(cfg), trainer=trainer, on_outcome=outcome)
     feed = NormalWindowsFeed(cfg.kafka, normal_windows_topic(cfg), r.max_age_s)
-    return TrainerApp(feed, reservoir, schedule(retrainer))
+    app = TrainerApp(feed, reservoir, schedule(retrainer))
+    if o.metrics_enabled:
+        broker_ok = broker_check(cfg.kafka.bootstrap_servers, o.broker_check_timeout_s)
+
+        def alive() -> dict[str, Any]:  # the feed loop turns at least every poll (500 ms) between trainings
+            since = round(time.monotonic() - app.last_turn, 3)
+            return {"alive": not o.liveness_timeout_s or since <= o.liveness_timeout_s, "seconds_since_turn": since}
+
+        app.ops = OpsServer(o.metrics_port, metrics, lambda: {"caught_up": app.caught_up,
+                                                              "broker_reachable": broker_ok()},
+                            host=o.metrics_host, liveness=alive).start()
+    return app
 
 
 def open_model_store(cfg: Config) -> ModelStoreLike:

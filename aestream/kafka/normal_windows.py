@@ -59,13 +59,10 @@ class NormalWindowsFeed:
         self._consumer.assign(tps)
         since = int((time.time() - max_age_s) * 1000)
         starts = self._consumer.offsets_for_times({tp: since for tp in tps})
-        for tp in tps:
-            found = starts.get(tp)
-            if found is None:
-                self._consumer.seek_to_end(tp)
-            else:
-                self._consumer.seek(tp, found.offset)
         self._ends = self._consumer.end_offsets(tps)
+        for tp in tps:  # nothing that recent: from the end as it is now (not as it is at the first poll)
+            found = starts.get(tp)
+            self._consumer.seek(tp, self._ends[tp] if found is None else found.offset)
 
     def caught_up(self) -> bool:
         """Whether the windows that were in the topic when the feed opened have all been read."""

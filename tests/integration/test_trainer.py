@@ -1,0 +1,93 @@
+"""The fleet's trainer on the real broker: it reads back the normal-windows topic, retrains, publishes to the models
+topic, and serves its retrain counters and health like a worker."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+import numpy as np
+import pytest
+from kafka import KafkaProducer
+
+from aestream.app import build_trainer, models_topic, normal_windows_topic
+from aestream.commands.simulate import Plant
+from aestream.config import Config
+from aestream.errors import ConfigError
+from aestream.kafka.models_topic import KafkaModelStore
+from aestream.retrain.stage import END_MS_HEADER, encode_window
+from aestream.training.fit import sliding_windows
+
+pytestmark = pytest.mark.integration
+
+KEY = "trainer test key"
+
+
+def _send_normal_windows(cfg: Config, n_steps: int = 1200) -> int:
+    """What workers send: windows of the plant's normal readings after v0001's training stretch."""
+    plant = Plant(4, cfg.stream.channels, seed=0)
+    plant.signal(800)
+    producer = KafkaProducer(bootstrap_servers=list(cfg.kafka.bootstrap_servers), linger_ms=5)
+    n = 0
+    for i, series in enumerate(plant.signal(n_steps, step0=800)):
+        for j, w in enumerate(sliding_windows(series, cfg.stream.window_size, 4)):
+            end_ms = 1_767_225_600_000 + (j * 4 + cfg.stream.window_size - 1) * 1000
+            producer.send(normal_windows_topic(cfg), key=f"sensor-{i:02d}".encode(), value=encode_window(w),
+                          headers=[(END_MS_HEADER, str(end_ms).encode())])
+            n += 1
+    producer.send(normal_windows_topic(cfg), key=b"x", value=b"not a window", headers=[(END_MS_HEADER, b"1")])
+    producer.flush()
+    producer.close()
+    return n
+
+
+def test_the_trainer_reads_the_topic_back_retrains_and_reports(kafka_config: Config, train_small: Any) -> None:
+    cfg = kafka_config.replace(
+        fleet={"models": "kafka", "retrain_in": "trainer", "model_key": KEY},
+        model={"family": "vanilla", "epochs": 15, "hidden_size": 32, "latent_size": 6, "device": "cpu",
+               "torch_threads": 1, "input_smoothing": 1},
+        retrain={"enabled": True, "isolation": "thread", "n_min_windows": 100, "gate_max_far": 0.05,
+                 "gate_tolerance": 1.0, "epochs": 60})
+    store = KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode())
+    store.publish(train_small(cfg))
+    app = build_trainer(cfg)  # creates the normal-windows topic
+    sent = _send_normal_windows(cfg)
+    assert app.ops is not None
+    base = f"http://127.0.0.1:{app.ops.port}"
+    try:
+        assert app.catch_up() == 0, "nothing was in the topic when the trainer started"
+        deadline = time.monotonic() + 60
+        while len(app.reservoir) < sent and time.monotonic() < deadline:
+            app._take(500)
+        assert len(app.reservoir) == sent and app.feed.n_bad == 1, "every window in, the stray message skipped"
+        ready = json.loads(urllib.request.urlopen(f"{base}/readyz").read())
+        assert ready == {"ready": True, "checks": {"caught_up": True, "broker_reachable": True}}, ready
+        outcome = app.retraining.run_now()
+        assert outcome.status == "published" and outcome.version == "v0002", outcome.reason
+        assert outcome.gate is not None and outcome.gate["candidate_recall"] is not None
+        metrics = urllib.request.urlopen(f"{base}/metrics").read().decode()
+        assert 'aestream_retrains_total{outcome="published"} 1.0' in metrics
+    finally:
+        app.stop()
+        app.feed.close()
+        app.ops.stop()
+    reader = KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode())
+    assert reader.current() == "v0002" and reader.load().info["retrain"]["n_sensors"] == 4
+    reader.close()
+    store.close()
+
+
+def test_a_trainer_needs_the_fleet_mode(kafka_config: Config) -> None:
+    with pytest.raises(ConfigError, match=r'fleet.retrain_in = "worker" makes each worker retrain on its own'):
+        build_trainer(kafka_config)
+
+
+def test_np_windows_round_trip_through_the_topic_codec() -> None:
+    from aestream.retrain.stage import decode_window
+
+    w = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    assert np.array_equal(decode_window(encode_window(w)), w)
+    with pytest.raises(ValueError, match=r"2-d float32"):
+        decode_window(encode_window(np.zeros(3)))
