@@ -9,7 +9,10 @@ and channel scales are judged alike. The candidate passes when
 * it still catches faults: the same held-out windows with synthetic faults injected (:func:`inject_faults`: a level
   shift, a spike, an oscillation, a channel decoupled from the others) are scored over its own threshold at least
   as often as the current model catches them, less ``recall_tolerance``. A candidate that has learned to
-  reconstruct faults (trained on data an anomaly slipped into) loses recall there and is refused.
+  reconstruct faults (trained on data an anomaly slipped into) loses recall there and is refused. Each model's
+  recall counts only the windows it judges normal before the fault goes in (a fault it "catches" in a window it
+  already alarmed on is no evidence), and the comparison is skipped when the current model alarms on more than
+  ``max_far`` of the clean slice: after a regime change it flags everything and is no reference.
 
 >>> gate_reason(1.0, 2.0, 0.0, tolerance=0.05, max_far=0.01) is None
 True
@@ -96,9 +99,14 @@ def inject_faults(windows: np.ndarray, seed: int = 0) -> np.ndarray:
     return x
 
 
-def detection_rate(bundle: ModelBundle, faulted: np.ndarray) -> float:
-    """Share of faulted windows scored over the bundle's threshold (its recall on them)."""
-    return false_alarm_rate(bundle, faulted)
+def detection_rate(bundle: ModelBundle, clean: np.ndarray, faulted: np.ndarray) -> float | None:
+    """Share of faulted windows scored over the bundle's threshold, among those whose clean version it scores at
+    or under it (its recall on the faults); ``None`` when it alarms on every clean window."""
+    normal = bundle.scorer.score(np.asarray(clean, dtype=np.float64)).scores <= bundle.threshold
+    if not normal.any():
+        return None
+    caught = ~(bundle.scorer.score(np.asarray(faulted, dtype=np.float64)[normal]).scores <= bundle.threshold)
+    return float(np.mean(caught))
 
 
 def gate_reason(candidate_error: float, current_error: float | None, candidate_far: float, *, tolerance: float,
@@ -132,8 +140,9 @@ def run_gate(candidate: ModelBundle, current: ModelBundle | None, holdout: np.nd
     cand_far = false_alarm_rate(candidate, holdout)
     cur_far = false_alarm_rate(current, holdout) if current is not None else None
     faulted = inject_faults(holdout, seed)
-    cand_recall = detection_rate(candidate, faulted)
-    cur_recall = detection_rate(current, faulted) if current is not None else None
+    cand_recall = detection_rate(candidate, holdout, faulted)
+    reference = current is not None and cur_far is not None and cur_far <= max_far
+    cur_recall = detection_rate(current, holdout, faulted) if current is not None and reference else None
     reason = gate_reason(cand_err, cur_err, cand_far, tolerance=tolerance, max_far=max_far,
                          candidate_recall=cand_recall, current_recall=cur_recall, recall_tolerance=recall_tolerance)
     return GateResult(reason, cand_err, cur_err, cand_far, cur_far, len(holdout), cand_recall, cur_recall)

@@ -37,7 +37,8 @@ def _retrain_cfg(topics: Config, **retrain: Any) -> Config:
         model={"family": "vanilla", "hidden_size": 32, "latent_size": 6, "device": "cpu", "torch_threads": 1},
         retrain={"enabled": True, "schedule": "interval", "interval_s": 2.0, "epochs": 60, "n_min_windows": 200,
                  "guard_s": 20.0, "regime_change_after_s": 60.0, "max_age_s": 300.0, "half_life_s": 120.0,
-                 "gate_max_far": 0.05, "gate_tolerance": 0.1, "save_every_s": 1.0, "timeout_s": 120.0, **retrain},
+                 "gate_max_far": 0.05, "gate_tolerance": 0.1, "save_every_s": 1.0, "timeout_s": 120.0,
+                 "sample_interval_s": 0.0, **retrain},
     )
 
 
