@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,47 @@ def test_the_gate_refuses_a_candidate_that_no_longer_catches_faults(cfg: Config,
     assert same.passed and same.candidate_recall == same.current_recall, same
     faulted = inject_faults(holdout)
     assert faulted.shape == holdout.shape and (faulted != holdout).any(axis=(1, 2)).all(), "one fault per window"
+
+
+def test_a_stale_lock_is_broken_once_and_a_fresh_one_taken_meanwhile_is_not(tmp_path: Path) -> None:
+    import os
+
+    crashed = TrainLock(tmp_path, stale_s=60)
+    assert crashed.acquire()
+    old = time.time() - 3600
+    os.utime(crashed.path, (old, old))  # its holder died an hour ago
+    a, b = TrainLock(tmp_path, stale_s=60), TrainLock(tmp_path, stale_s=60)
+    assert a.acquire() and not b.acquire(), "the stale lock is broken by one, the fresh one is respected"
+    real_read = Path.read_text
+    calls = {"n": 0}
+
+    def swapped(self: Path, *args: Any, **kwargs: Any) -> str:
+        # between b judging the lock stale and moving it aside, the stale lock is replaced by a fresh one (a's)
+        text = real_read(self, *args, **kwargs)
+        calls["n"] += 1
+        return text.replace(a._token, "the-token-b-judged") if calls["n"] == 1 and a._token else text
+
+    a.release()
+    assert a.acquire()
+    os.utime(a.path, (old, old))  # looks stale to b by its age...
+    Path.read_text = swapped  # type: ignore[method-assign]
+    try:
+        assert not b.acquire(), "...but the lock b moved aside is not the one it judged: given back"
+    finally:
+        Path.read_text = real_read  # type: ignore[method-assign]
+    assert json.loads(a.path.read_text())["token"] == a._token and not list(tmp_path.glob("*.stale-*"))
+
+
+def test_two_publishers_never_write_the_same_version(tmp_path: Path, cfg: Config, train_small: Any) -> None:
+    import threading
+
+    bundle = train_small(cfg)
+    stores = [ModelStore(tmp_path / "shared") for _ in range(4)]
+    versions: list[str] = []
+    threads = [threading.Thread(target=lambda s=s: versions.append(s.publish(bundle))) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(versions) == ["v0001", "v0002", "v0003", "v0004"]
+    assert stores[0].versions() == sorted(versions) and not list((tmp_path / "shared").glob(".v*"))

@@ -79,12 +79,19 @@ class ModelStore:
     def publish(self, bundle: ModelBundle, make_current: bool = True) -> str:
         """Store ``bundle`` as the next version (its ``version`` is set) and, by default, make it current."""
         self.root.mkdir(parents=True, exist_ok=True)
-        existing = self.versions()
-        version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
-        bundle.version = version
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
-        save_bundle(bundle, tmp, self.key)
-        os.rename(tmp, self.root / version)
+        while True:  # two publishers may pick the same number: the rename into place decides, the loser goes on
+            existing = self.versions()
+            version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
+            bundle.version = version
+            tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
+            save_bundle(bundle, tmp, self.key)
+            try:
+                os.rename(tmp, self.root / version)  # fails onto a non-empty directory
+                break
+            except OSError:
+                if not (self.root / version).is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         fsync_dir(self.root)
         if make_current:
             self.set_current(version)

@@ -67,13 +67,35 @@ class TrainLock:
         self._token = None
 
     def _break_if_stale(self) -> bool:
+        """Remove the lock if it is stale. Two workers may find it stale at once: each moves it aside under a name
+        of its own (one rename wins) and checks that what it moved is the lock it judged, by its token; a fresh
+        lock taken meanwhile by a third is put back."""
         try:
             age = time.time() - self.path.stat().st_mtime
+            judged = json.loads(self.path.read_text()).get("token")
         except FileNotFoundError:
             return True
+        except ValueError:
+            judged = None  # half-written by a holder that crashed: stale by its age alone
         if age <= self.stale_s:
             return False
-        log.warning("breaking stale retrain lock %s (%.0f s old, retrain.timeout_s + margin is %.0f s)",
+        aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return True  # another worker broke it first
+        try:
+            moved = json.loads(aside.read_text()).get("token")
+        except ValueError:
+            moved = None
+        if moved != judged:  # not the lock we judged: a fresh one, taken since; give it back
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+            aside.unlink(missing_ok=True)
+            return False
+        aside.unlink(missing_ok=True)
+        log.warning("broke the stale retrain lock %s (%.0f s old, retrain.timeout_s + margin is %.0f s)",
                     self.path, age, self.stale_s)
-        self.path.unlink(missing_ok=True)
         return True
