@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ import numpy as np
 from aestream.config import BaselinesConfig, ThresholdConfig
 from aestream.detect.features import Preprocessor
 from aestream.detect.scoring import ScoreBatch, Scorer, reduce_errors
+from aestream.detect.stacked import ModelBank, channel_errors_many
 from aestream.detect.thresholds import calibrate_threshold
 from aestream.models.bundle import scorer_from_dict, scorer_to_dict
 from aestream.stream.windows import Window
@@ -175,6 +176,7 @@ class SensorBaselines:
         self.ready: dict[str, Baseline] = {}
         self._calibrating: dict[str, _Calibration] = {}
         self._refresh: dict[str, list[np.ndarray]] = {}
+        self._banks: dict[Hashable, ModelBank] = {}  # the own models stacked (channel_errors_many)
 
     @property
     def n_calibrating(self) -> int:
@@ -267,8 +269,12 @@ class SensorBaselines:
         by_sensor: dict[str, list[int]] = {}
         for i in own:
             by_sensor.setdefault(sensors[i], []).append(i)
-        for rows in by_sensor.values():  # each sensor's windows of the step through its own model at once
-            errors[rows] = base[rows[0]].scorer.raw_channel_errors(windows[rows])  # type: ignore[union-attr]
+        if by_sensor:  # each sensor's windows of the step through its own model, the models stacked
+            rows = list(by_sensor.values())
+            own_scorers = [b.scorer for r in rows if (b := base[r[0]]).scorer is not None]
+            every = [b.scorer for b in self.ready.values() if b.scorer is not None]
+            for r, e in zip(rows, channel_errors_many(own_scorers, [windows[r] for r in rows], self._banks, every)):
+                errors[r] = e
         return ScoreBatch.of(errors / np.stack([b.channel_scale for b in base]), scorer.score_reduce), errors
 
     def refresh(self, sensors: list[str], errors: np.ndarray, alarms: np.ndarray, scorer: Scorer,
@@ -306,3 +312,4 @@ class SensorBaselines:
             self.ready.pop(s, None)
             self._calibrating.pop(s, None)
             self._refresh.pop(s, None)
+        self._banks.clear()  # they hold the forgotten sensors' models: built again from those left
