@@ -393,7 +393,8 @@ def main() -> None:
     try:
         run = uuid.uuid4().hex[:8]
         base = Config().replace(stream={"channels": CHANNELS, "window_size": 32, "stride": 4},
-                                model={"family": "vanilla", "epochs": 5, "device": "cpu", "torch_threads": 1},
+                                model={"family": "vanilla", "epochs": 5, "device": "cpu", "torch_threads": 1,
+                                       "detrend_channels": ()},  # the plant's channels: none of SKAB's
                                 paths={"model_dir": str(tmp / "models")},
                                 ops={"metrics_port": 0})  # served, as in service, on a free port
         bundle = train_bundle(list(Plant(N_SENSORS, CHANNELS, seed=1).signal(300)), base.stream, base.model,

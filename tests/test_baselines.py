@@ -83,6 +83,35 @@ def test_readings_too_extreme_for_a_baseline_are_calibrated_again(train_small: A
     assert "no baseline from its 100 calibration readings" in caplog.text
 
 
+def test_calibrations_due_in_one_step_finish_together_as_one_by_one(train_small: Any) -> None:
+    """Three sensors interleaved in one step, one of them too extreme for its first try: the baselines, scores,
+    kept windows and the refused sensor's second calibration are those of each sensor split alone."""
+    cfg = _cfg()
+    bundle = train_small(cfg)
+    rng = np.random.default_rng(5)
+    ts = START_MS + 1000 * np.arange(300)
+    per_sensor = {s: rng.normal(i, 1.0 + i, (300, 4)) for i, s in enumerate(("a", "b", "c"))}
+    per_sensor["b"][40, 1] = 1e300
+    together = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        wins = {s: [w._replace(sensor=s) for w in _windows(cfg, r, ts)] for s, r in per_sensor.items()}
+        mixed = [w for trio in zip(*wins.values()) for w in trio]
+        split = together.split(mixed, bundle.scorer, "v0001")
+        alone = {s: SensorBaselines(cfg.baselines, cfg.threshold, 16, 1).split(ws, bundle.scorer, "v0001")
+                 for s, ws in wins.items()}
+    assert sorted(s for s, *_ in split.finished) == ["a", "b", "c"]
+    for sensor, end_ms, baseline, scores in split.finished:
+        (_, want_end, want, want_scores), = alone[sensor].finished
+        assert end_ms == want_end
+        np.testing.assert_allclose(baseline.threshold, want.threshold, rtol=1e-5)
+        np.testing.assert_allclose(baseline.channel_scale, want.channel_scale, rtol=1e-5)
+        np.testing.assert_allclose(scores, want_scores, rtol=1e-5)
+    assert split.keep == sorted(split.keep)
+    kept = {s: [i // 3 for i in split.keep if mixed[i].sensor == s] for s in wins}
+    assert kept == {s: alone[s].keep for s in wins}
+    assert sorted(split.started) == sorted(x for a in alone.values() for x in a.started)
+
+
 def test_to_model_space_standardises_by_the_sensors_own_scales(train_small: Any) -> None:
     pre = train_small(_cfg()).scorer.preprocessor
     w = np.random.default_rng(2).normal(7.0, 3.0, (5, 16, 4))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,11 +35,14 @@ import numpy as np
 from aestream.config import BaselinesConfig, ThresholdConfig
 from aestream.detect.features import Preprocessor
 from aestream.detect.scoring import ScoreBatch, Scorer, reduce_errors
+from aestream.detect.stacked import ModelBank, channel_errors_many
 from aestream.detect.thresholds import calibrate_threshold
 from aestream.models.bundle import scorer_from_dict, scorer_to_dict
 from aestream.stream.windows import Window
 
-__all__ = ["Baseline", "Finetune", "SensorBaselines", "fit_baseline", "sliding_windows", "to_model_space"]
+__all__ = [
+    "Baseline", "Finetune", "SensorBaselines", "fit_baseline", "fit_baselines", "sliding_windows", "to_model_space",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +111,43 @@ def fit_baseline(runs: list[np.ndarray], scorer: Scorer, threshold: ThresholdCon
                  stride: int, model_version: str, min_std_fraction: float) -> tuple[Baseline, np.ndarray]:
     """A sensor's baseline from its calibration readings (contiguous ``runs`` of ``(T, C)``) and the scores of its
     calibration windows under it."""
-    rows = np.concatenate(runs)
+    result = fit_baselines([runs], scorer, threshold, window_size=window_size, stride=stride,
+                           model_version=model_version, min_std_fraction=min_std_fraction)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def fit_baselines(all_runs: list[list[np.ndarray]], scorer: Scorer, threshold: ThresholdConfig, *, window_size: int,
+                  stride: int, model_version: str,
+                  min_std_fraction: float) -> list[tuple[Baseline, np.ndarray] | Exception]:
+    """:func:`fit_baseline` of each sensor's ``runs``, all their windows through the model in one call; a sensor
+    whose readings make none gets its ``ArithmeticError`` or ``ValueError`` instead."""
     pre = scorer.preprocessor
-    mean = rows.mean(axis=0)
-    std = np.maximum(rows.std(axis=0), min_std_fraction * pre.std)
-    windows = np.concatenate([sliding_windows(r, window_size, stride) for r in runs if len(r) >= window_size])
-    errors = scorer.raw_channel_errors(to_model_space(windows, mean, std, pre))
-    channel_scale, scores, thr = _error_scaling(errors, scorer.score_reduce, threshold)
-    return Baseline(mean, std, channel_scale, thr, model_version, len(rows)), scores
+    out: list[tuple[Baseline, np.ndarray] | Exception] = []
+    parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, int]] = []  # index, mean, std, windows, rows
+    for runs in all_runs:
+        try:
+            rows = np.concatenate(runs)
+            std = np.maximum(rows.std(axis=0), min_std_fraction * pre.std)
+            windows = np.concatenate([sliding_windows(r, window_size, stride) for r in runs if len(r) >= window_size])
+            parts.append((len(out), rows.mean(axis=0), std, windows, len(rows)))
+            out.append(ValueError("not fitted"))
+        except (ArithmeticError, ValueError) as e:
+            out.append(e)
+    if not parts:
+        return out
+    counts = [len(p[3]) for p in parts]
+    mean = np.repeat(np.stack([p[1] for p in parts]), counts, axis=0)
+    std = np.repeat(np.stack([p[2] for p in parts]), counts, axis=0)
+    errors = scorer.raw_channel_errors(to_model_space(np.concatenate([p[3] for p in parts]), mean, std, pre))
+    for (i, m, s, _, n), own in zip(parts, np.split(errors, np.cumsum(counts)[:-1])):
+        try:
+            channel_scale, scores, thr = _error_scaling(own, scorer.score_reduce, threshold)
+            out[i] = (Baseline(m, s, channel_scale, thr, model_version, n), scores)
+        except (ArithmeticError, ValueError) as err:
+            out[i] = err
+    return out
 
 
 def _error_scaling(errors: np.ndarray, reduce: str, threshold: ThresholdConfig) -> tuple[np.ndarray, np.ndarray, float]:
@@ -175,6 +207,7 @@ class SensorBaselines:
         self.ready: dict[str, Baseline] = {}
         self._calibrating: dict[str, _Calibration] = {}
         self._refresh: dict[str, list[np.ndarray]] = {}
+        self._banks: dict[Hashable, ModelBank] = {}  # the own models stacked (channel_errors_many)
 
     @property
     def n_calibrating(self) -> int:
@@ -183,21 +216,36 @@ class SensorBaselines:
     def split(self, windows: list[Window], scorer: Scorer, model_version: str) -> _Split:
         """Which of ``windows`` to score now (those of sensors with a baseline), in order; the others' rows go into
         their sensors' calibration, which finishes with ``scorer`` as soon as it holds ``n_readings`` readings (a
-        sensor's later windows of the same step are then scored)."""
+        sensor's later windows of the same step are then scored). The calibrations due in one step finish
+        together (:meth:`calibrate_many`): a sensor's later windows wait for its own and then go on as they would
+        have, scored, or into a new calibration when its readings made no baseline."""
         out = _Split()
-        for i, w in enumerate(windows):
-            if w.sensor in self.ready:
-                out.keep.append(i)
-                continue
-            cal = self._calibrating.get(w.sensor)
-            if cal is None:
-                cal = self._calibrating[w.sensor] = _Calibration()
-                out.started.append((w.sensor, w.end_ms))
-            self._collect(cal, w)
-            if cal.n_rows >= self.cfg.n_readings:
-                done = self.calibrate(w.sensor, scorer, model_version)
-                if done is not None:
-                    out.finished.append((w.sensor, w.end_ms, *done))
+        todo = list(range(len(windows)))
+        while todo:
+            held: dict[str, list[int]] = {}  # sensors whose calibration is due → their later windows
+            due: list[int] = []  # the window completing each due calibration
+            for i in todo:
+                w = windows[i]
+                if w.sensor in held:
+                    held[w.sensor].append(i)
+                    continue
+                if w.sensor in self.ready:
+                    out.keep.append(i)
+                    continue
+                cal = self._calibrating.get(w.sensor)
+                if cal is None:
+                    cal = self._calibrating[w.sensor] = _Calibration()
+                    out.started.append((w.sensor, w.end_ms))
+                self._collect(cal, w)
+                if cal.n_rows >= self.cfg.n_readings:
+                    held[w.sensor] = []
+                    due.append(i)
+            done = self.calibrate_many([windows[i].sensor for i in due], scorer, model_version)
+            for i, result in zip(due, done):
+                if result is not None:
+                    out.finished.append((windows[i].sensor, windows[i].end_ms, *result))
+            todo = sorted(j for i in due for j in held[windows[i].sensor])
+        out.keep.sort()
         return out
 
     def _collect(self, cal: _Calibration, w: Window) -> None:
@@ -218,24 +266,40 @@ class SensorBaselines:
         """Finish ``sensor``'s calibration with the serving model: its baseline and calibration scores; ``None``
         (and the sensor calibrates again from its next readings) when its readings make no usable baseline —
         values so extreme that a scale, an error or the threshold is not finite."""
-        cal = self._calibrating.pop(sensor)
-        runs = [np.concatenate(r) for r in cal.runs]
-        try:
-            if self.finetune is not None:  # the sensor's own model now, in this step
-                baseline, scores = self.finetune(runs, scorer, model_version)
-            else:
-                baseline, scores = fit_baseline(runs, scorer, self.threshold, window_size=self.window_size,
-                                                stride=1 if self.stride_ms else self.stride,
-                                                model_version=model_version, min_std_fraction=self.cfg.min_std_fraction)
-            _check_finite(baseline)
-        except (ArithmeticError, ValueError) as e:  # FloatingPointError (a diverged fine-tune) is an ArithmeticError
-            log.warning("sensor %s: no baseline from its %d calibration readings (%s: %s); it calibrates again",
-                        sensor, cal.n_rows, type(e).__name__, e)
-            return None
-        if self.finetune is None and self.finetuner is not None:  # its own model later: the shared one meanwhile
-            self.finetuner.submit(sensor, runs, scorer, model_version)
-        self.ready[sensor] = baseline
-        return baseline, scores
+        return self.calibrate_many([sensor], scorer, model_version)[0]
+
+    def calibrate_many(self, sensors: list[str], scorer: Scorer,
+                       model_version: str) -> list[tuple[Baseline, np.ndarray] | None]:
+        """:meth:`calibrate` of each of ``sensors``, their calibration windows through the model in one call."""
+        cals = [self._calibrating.pop(s) for s in sensors]
+        all_runs = [[np.concatenate(r) for r in cal.runs] for cal in cals]
+        if self.finetune is not None:  # the sensors' own models now, in this step
+            fit: list[tuple[Baseline, np.ndarray] | Exception] = []
+            for runs in all_runs:
+                try:
+                    fit.append(self.finetune(runs, scorer, model_version))
+                except (ArithmeticError, ValueError) as e:  # FloatingPointError: a diverged fine-tune
+                    fit.append(e)
+        else:
+            fit = fit_baselines(all_runs, scorer, self.threshold, window_size=self.window_size,
+                                stride=1 if self.stride_ms else self.stride, model_version=model_version,
+                                min_std_fraction=self.cfg.min_std_fraction)
+        out: list[tuple[Baseline, np.ndarray] | None] = []
+        for sensor, cal, runs, result in zip(sensors, cals, all_runs, fit):
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                _check_finite(result[0])
+            except (ArithmeticError, ValueError) as e:
+                log.warning("sensor %s: no baseline from its %d calibration readings (%s: %s); it calibrates again",
+                            sensor, cal.n_rows, type(e).__name__, e)
+                out.append(None)
+                continue
+            if self.finetune is None and self.finetuner is not None:  # its own model later: the shared one meanwhile
+                self.finetuner.submit(sensor, runs, scorer, model_version)
+            self.ready[sensor] = result[0]
+            out.append(result)
+        return out
 
     def finetuned(self) -> list[tuple[str, Baseline, np.ndarray]]:
         """The background fine-tunes finished since the last call, now the baselines of their sensors."""
@@ -267,8 +331,12 @@ class SensorBaselines:
         by_sensor: dict[str, list[int]] = {}
         for i in own:
             by_sensor.setdefault(sensors[i], []).append(i)
-        for rows in by_sensor.values():  # each sensor's windows of the step through its own model at once
-            errors[rows] = base[rows[0]].scorer.raw_channel_errors(windows[rows])  # type: ignore[union-attr]
+        if by_sensor:  # each sensor's windows of the step through its own model, the models stacked
+            rows = list(by_sensor.values())
+            own_scorers = [b.scorer for r in rows if (b := base[r[0]]).scorer is not None]
+            every = [b.scorer for b in self.ready.values() if b.scorer is not None]
+            for r, e in zip(rows, channel_errors_many(own_scorers, [windows[r] for r in rows], self._banks, every)):
+                errors[r] = e
         return ScoreBatch.of(errors / np.stack([b.channel_scale for b in base]), scorer.score_reduce), errors
 
     def refresh(self, sensors: list[str], errors: np.ndarray, alarms: np.ndarray, scorer: Scorer,
@@ -306,3 +374,4 @@ class SensorBaselines:
             self.ready.pop(s, None)
             self._calibrating.pop(s, None)
             self._refresh.pop(s, None)
+        self._banks.clear()  # they hold the forgotten sensors' models: built again from those left

@@ -1,0 +1,121 @@
+"""Many sensors' own models scored in one call: their weights stacked, their windows padded to one batch.
+
+With ``baselines.mode = "finetune"`` every sensor has its own copy of the shared model. Scoring a step's windows
+one model at a time costs a model call, a preprocessing pass and a copy per sensor (~0.1 ms each: most of a
+step of batched messages from a few hundred sensors). Models of one architecture (family, hyperparameters,
+input smoothing and detrended channels) are instead stacked once into a :class:`ModelBank` and run under
+:func:`torch.func.vmap` over ``(sensors, windows, W, C)``; each sensor's windows are preprocessed by its own
+scales in the same pass. The errors are those of :meth:`Scorer.raw_channel_errors` per sensor, to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from aestream.detect.scoring import Scorer
+
+__all__ = ["ModelBank", "architecture", "channel_errors_many"]
+
+
+def architecture(scorer: Scorer) -> Hashable:
+    """What must be equal for two scorers' models to run stacked."""
+    m, p = scorer.model, scorer.preprocessor
+    return (type(m), tuple(sorted(m.hyperparameters().items())), p.smooth, tuple(p.detrend.tolist()),
+            str(scorer.device))
+
+
+class ModelBank:
+    """The stacked weights and preprocessing constants of scorers of one :func:`architecture`.
+
+    Built once for a set of scorers and reused while every scorer asked for is in it (:meth:`holds`)."""
+
+    def __init__(self, scorers: Sequence[Scorer], window_size: int) -> None:
+        self.scorers = list(scorers)
+        self.index = {id(s): i for i, s in enumerate(self.scorers)}
+        self.window_size = window_size
+        first = self.scorers[0]
+        with torch.no_grad():
+            params, buffers = stack_module_state([s.model for s in self.scorers])
+        self._weights = ({k: v.detach() for k, v in params.items()}, {k: v.detach() for k, v in buffers.items()})
+        self._model = first.model
+        plans = [s.preprocessor._plan(window_size) for s in self.scorers]
+        self._mean = torch.stack([p.mean for p in plans])[:, None, :]
+        self._mean_hi = torch.stack([p.mean_hi for p in plans])[:, None, :]
+        self._mean_lo = torch.stack([p.mean_lo for p in plans])[:, None, :]
+        self._scale = torch.stack([p.scale for p in plans])[:, None, :]
+        self._detrend = plans[0].detrend  # the same for one architecture (the detrended channels and window size)
+        self._smooth = first.preprocessor.smooth
+        self._forward = vmap(self._call)
+
+    def holds(self, scorers: Sequence[Scorer]) -> bool:
+        return all(id(s) in self.index for s in scorers)
+
+    def _call(self, weights: tuple[dict[str, Any], dict[str, Any]], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self._model, weights, (x,))  # type: ignore[no-any-return]
+
+    def channel_errors(self, scorers: Sequence[Scorer], windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Raw channel errors ``(n_i, C)`` of each scorer's raw windows ``(n_i, W, C)`` (all held by this bank)."""
+        rows = torch.tensor([self.index[id(s)] for s in scorers])
+        whole = len(scorers) == len(self.scorers) and bool((rows == torch.arange(len(rows))).all())
+        n = max(len(w) for w in windows)
+        size, c = windows[0].shape[1], windows[0].shape[2]
+        dtype = np.float32 if all(w.dtype == np.float32 for w in windows) else np.float64
+        raw = np.zeros((len(windows), n, size, c), dtype=dtype)  # padded: the padding's errors are dropped
+        for i, w in enumerate(windows):
+            raw[i, : len(w)] = w
+        params = self._weights if whole else ({k: v[rows] for k, v in self._weights[0].items()},
+                                              {k: v[rows] for k, v in self._weights[1].items()})
+        with torch.inference_mode():
+            x = self._tensor(torch.from_numpy(raw).reshape(len(windows), n, size * c), rows, whole, size, c)
+            errors = (self._forward(params, x) - x).square_().mean(dim=2).double().cpu().numpy()
+        return [errors[i, : len(w)] for i, w in enumerate(windows)]
+
+    def _tensor(self, raw: torch.Tensor, rows: torch.Tensor, whole: bool, size: int, c: int) -> torch.Tensor:
+        """:meth:`Preprocessor.tensor` of each sensor's rows ``(S, n, W·C)`` by its own constants, step for step."""
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t if whole else t[rows]
+
+        if raw.dtype == torch.float32:
+            x = raw - pick(self._mean_hi)
+            x -= pick(self._mean_lo)
+        else:
+            x = (raw.double() - pick(self._mean)).float()
+        if self._smooth > 1:
+            total = x.clone()
+            for lag in range(1, min(self._smooth, size)):
+                total[:, :, lag * c :] += x[:, :, : -lag * c]
+            x = total
+        x *= pick(self._scale)
+        s, n = x.shape[0], x.shape[1]
+        if self._detrend is not None:
+            x -= (x.view(s, n, size, c).sum(dim=2) @ self._detrend)
+        return x.view(s, n, size, c).to(self.scorers[0].device)
+
+
+def channel_errors_many(scorers: Sequence[Scorer], windows: Sequence[np.ndarray], banks: dict[Hashable, ModelBank],
+                        every: Sequence[Scorer] = ()) -> list[np.ndarray]:
+    """Raw channel errors of each scorer's windows: scorers of one :func:`architecture` run stacked (2 or more),
+    through ``banks`` (kept by the caller; a bank missing a scorer is rebuilt from that architecture's scorers among
+    ``every`` and those asked for), the others one by one."""
+    out: list[np.ndarray] = [np.empty(0)] * len(scorers)
+    groups: dict[Hashable, list[int]] = {}
+    for i, s in enumerate(scorers):
+        groups.setdefault(architecture(s), []).append(i)
+    for key, idx in groups.items():
+        if len(idx) == 1:
+            out[idx[0]] = scorers[idx[0]].raw_channel_errors(windows[idx[0]])
+            continue
+        group = [scorers[i] for i in idx]
+        bank = banks.get(key)
+        if bank is None or not bank.holds(group):
+            members = {id(s): s for s in every if architecture(s) == key}
+            members.update((id(s), s) for s in group)
+            bank = banks[key] = ModelBank(list(members.values()), windows[idx[0]].shape[1])
+        for i, e in zip(idx, bank.channel_errors(group, [windows[i] for i in idx])):
+            out[i] = e
+    return out

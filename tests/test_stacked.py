@@ -1,0 +1,75 @@
+"""Own models stacked (:mod:`aestream.detect.stacked`) score as each model alone, for every family."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aestream.config import BaselinesConfig, ThresholdConfig
+from aestream.detect.baselines import Baseline, SensorBaselines
+from aestream.detect.features import Preprocessor
+from aestream.detect.scoring import Scorer
+from aestream.detect.stacked import ModelBank, channel_errors_many
+from aestream.models import FAMILIES, build_model
+
+W, C = 16, 3
+
+
+def _scorer(family: str, seed: int, smooth: int = 1, detrend: tuple[bool, ...] = (False, True, False)) -> Scorer:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = build_model(family, window_size=W, n_channels=C, latent_size=4, hidden_size=16)
+    pre = Preprocessor(rng.normal(5.0, 1.0, C), rng.uniform(0.5, 2.0, C), np.array(detrend), smooth)
+    return Scorer(model, pre, rng.uniform(0.5, 2.0, C))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("smooth", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacked_errors_are_each_models_own(family: str, smooth: int, dtype: type) -> None:
+    scorers = [_scorer(family, seed, smooth) for seed in range(4)]
+    rng = np.random.default_rng(0)
+    windows = [rng.normal(5.0, 2.0, (n, W, C)).astype(dtype) for n in (3, 1, 7, 2)]
+    banks: dict = {}
+    got = channel_errors_many(scorers, windows, banks)
+    for s, w, g in zip(scorers, windows, got):
+        np.testing.assert_allclose(g, s.raw_channel_errors(w), rtol=1e-5, atol=1e-7)
+    # a subset, in another order, through the same bank
+    bank = next(iter(banks.values()))
+    sub = channel_errors_many([scorers[2], scorers[0]], [windows[2], windows[0]], banks)
+    assert next(iter(banks.values())) is bank
+    np.testing.assert_allclose(sub[0], got[2], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(sub[1], got[0], rtol=1e-5, atol=1e-7)
+
+
+def test_other_architectures_run_apart_and_a_new_model_rebuilds_the_bank() -> None:
+    a, b = _scorer("vanilla", 1), _scorer("vanilla", 2)
+    odd = _scorer("vanilla", 3, smooth=2)  # another input smoothing: not stackable with a and b
+    w = [np.random.default_rng(i).normal(5.0, 1.0, (2, W, C)).astype(np.float32) for i in range(3)]
+    banks: dict = {}
+    got = channel_errors_many([a, b, odd], w, banks)
+    assert len(banks) == 1 and isinstance(next(iter(banks.values())), ModelBank)
+    for s, x, g in zip((a, b, odd), w, got):
+        np.testing.assert_allclose(g, s.raw_channel_errors(x), rtol=1e-5, atol=1e-7)
+    c = _scorer("vanilla", 4)
+    got = channel_errors_many([a, c], w[:2], banks, every=[a, b, c])
+    assert next(iter(banks.values())).holds([a, b, c])
+    np.testing.assert_allclose(got[1], c.raw_channel_errors(w[1]), rtol=1e-5, atol=1e-7)
+
+
+def test_sensor_baselines_score_own_models_as_one_by_one() -> None:
+    base = SensorBaselines(BaselinesConfig(mode="finetune"), ThresholdConfig(), W, 4)
+    shared = _scorer("vanilla", 0)
+    own = {f"s{i}": _scorer("vanilla", 10 + i) for i in range(3)}
+    for s, sc in own.items():
+        base.ready[s] = Baseline(sc.preprocessor.mean, sc.preprocessor.std, sc.channel_scale, 1.0, "v1", 400, sc)
+    base.ready["plain"] = Baseline(np.full(C, 5.0), np.ones(C), np.ones(C), 1.0, "v1", 400)
+    sensors = ["s0", "s1", "plain", "s0", "s2", "s1", "s0"]
+    windows = np.random.default_rng(3).normal(5.0, 1.0, (len(sensors), W, C)).astype(np.float32)
+    batch, errors = base.score(windows, sensors, shared)
+    for i, s in enumerate(sensors):
+        if s in own:
+            want = own[s].raw_channel_errors(windows[i : i + 1])[0]
+            np.testing.assert_allclose(errors[i], want, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(batch.scores[i], own[s].score(windows[i : i + 1]).scores[0], rtol=1e-5)
