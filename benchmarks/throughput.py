@@ -139,8 +139,9 @@ rate, seconds, n_warm, n_anomalous = float(sys.argv[3]), float(sys.argv[4]), int
 plant = Plant(50, ("temperature", "pressure", "vibration", "current"), seed=1)  # the plant the model learnt
 steps = n_warm // 50 + int(rate * seconds) // 50
 # event time ends now (the plant runs faster than real time: starting now would run ahead of stream.max_future_ms)
+# the anomalous sensors shift once the warm-up (their calibration) is over, as a fault comes in service
 readings = plant.readings(steps, int(time.time() * 1000) - steps * plant.period_ms,
-                          [(i, "shift", 0, steps) for i in range(n_anomalous)])
+                          [(i, "shift", n_warm // 50, steps - n_warm // 50) for i in range(n_anomalous)])
 p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2})  # as producers batch; counted in the latency
 def paced(part):
     t0 = time.perf_counter()
@@ -161,8 +162,10 @@ WARMUP_S = 2.0
 
 def _n_warmup(rate: float) -> int:
     """Readings of the untimed warm-up phase before a paced stream (whole steps of the 50-sensor plant):
-    offsets below it are not timed."""
-    return int(rate * WARMUP_S) // N_SENSORS * N_SENSORS
+    offsets below it are not timed. It covers the sensors' baseline calibration (baselines.n_readings each, during
+    which a sensor emits nothing), so the timed phase is a fleet in service."""
+    calibration = (Config().baselines.n_readings + 2 * 32) * N_SENSORS  # and two windows (window_size 32)
+    return max(int(rate * WARMUP_S), calibration) // N_SENSORS * N_SENSORS
 
 
 def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float,
@@ -465,11 +468,13 @@ def main() -> None:
                 for mode, model_dir, n_anomalous in (("", base.paths.model_dir, LATENCY_ANOMALOUS_SENSORS),
                                                      ("every_window_", str(tmp / "models-every"), 0)):
                     tag = f"{client}-{mode}{run}"
+                    # every window: each sensor's own calibrated threshold (baselines) is scaled to ~0 as well
+                    factors = {"*": 1e-12} if mode else {}
                     cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,),
                                               "input_topics": (_fresh_topic(base, bootstrap, f"lat-{tag}"),),
                                               "output_topic": _fresh_topic(base, bootstrap, f"lat-out-{tag}"),
                                               "group_id": f"bench-lat-{tag}", "poll_timeout_ms": 5, "client": client},
-                                       paths={"model_dir": model_dir})
+                                       paths={"model_dir": model_dir}, threshold={"sensors": factors})
                     p50, p99 = _latency(cfg, rate, args.latency_seconds, n_anomalous)
                     row.update({f"{mode}p50_ms": round(p50, 1), f"{mode}p99_ms": round(p99, 1)})
                 latency[client] = row
