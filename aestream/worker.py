@@ -542,6 +542,8 @@ class Worker:
                 self.rule.drop(gone)
             for s in gone:
                 self._sensor_partition.pop(s, None)
+            for stage in self.stages:
+                stage.evict(gone)
             log.info("evicted %d idle sensors", len(gone))
 
     def _add_totals(self, s: StepStats) -> None:

@@ -97,6 +97,17 @@ class SilenceWatch:
         for s in sensors:
             self._sensors.pop(s, None)
 
+    def evict(self, sensors: Iterable[str]) -> list[str]:
+        """Forget those of ``sensors`` not reported silent (one that was keeps its state until it resumes, so its
+        ``sensor_resumed`` comes); returns the sensors forgotten."""
+        out = []
+        for s in sensors:
+            st = self._sensors.get(s)
+            if st is not None and not st.silent:
+                del self._sensors[s]
+                out.append(s)
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         return {"watermark_ms": self._watermark_ms,
                 "sensors": {s: {"end_ms": st.end_ms, "silent": st.silent} for s, st in self._sensors.items()}}

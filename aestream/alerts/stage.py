@@ -157,6 +157,18 @@ class AlertStage(Stage):
         sensors = list(sensors)
         self.tracker.forget(sensors)
         self.silence.forget(sensors)
+        for s in sensors:
+            self._parts.pop(s, None)
+
+    def evict(self, sensors: Iterable[str]) -> None:
+        """Sensors idle past ``stream.sensor_ttl_s``: forget those at rest (no open episode, no cooldown running,
+        not reported silent); the others keep their state until they come back."""
+        sensors = list(sensors)
+        self.tracker.evict(sensors)
+        self.silence.evict(sensors)
+        for s in sensors:
+            if s not in self.tracker and self.silence.sensor_state(s) is None:
+                self._parts.pop(s, None)
 
     def close(self, timeout_s: float = 5.0) -> list[Outgoing]:
         """Save the state, stop the webhook threads; returns the dead letters not yet handed to the worker."""

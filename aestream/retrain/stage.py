@@ -114,6 +114,11 @@ class ReservoirStage(Stage):
         for sensor in sensors:  # their partitions moved: the new owner offers their windows from now on
             self._tracks.pop(sensor, None)
 
+    def evict(self, sensors: Iterable[str]) -> None:
+        """Idle sensors: their pending samples go unadmitted (no later window can clear their guard) and their
+        alarm episodes end."""
+        self.forget(sensors)
+
     def on_tick(self, now: float) -> list[Outgoing]:
         if self.reservoir is None:
             return []

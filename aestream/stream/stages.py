@@ -43,8 +43,10 @@ class Stage:
 
     ``on_scored`` gets a step's scored windows, ``on_tick`` the processing clock once per step, ``on_late`` the
     sensors that just reached ``stream.n_late_report`` late readings within a minute, ``on_calibration`` a sensor's
-    baseline calibration starting or ending, ``forget`` the sensors whose partitions moved away, and ``close`` runs
-    once when the worker stops, before its last flush.
+    baseline calibration starting or ending, ``forget`` the sensors whose partitions moved away, ``evict`` the
+    sensors the worker forgot after ``stream.sensor_ttl_s`` without a reading (drop what need not outlive their
+    silence: memory stays bounded as sensors come and go), and ``close`` runs once when the worker stops, before
+    its last flush.
     Each returns the messages to produce (sent before the step's offsets are committed).
     """
 
@@ -58,6 +60,9 @@ class Stage:
         return []
 
     def forget(self, sensors: Iterable[str]) -> None:
+        return None
+
+    def evict(self, sensors: Iterable[str]) -> None:
         return None
 
     def close(self) -> list[Outgoing]:
