@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -177,3 +182,22 @@ def test_gate_reason_passes_equal_or_better_and_refuses_non_finite() -> None:
     assert gate_reason(1.0, 1.0, 0.0, tolerance=0.0, max_far=0.01) is None
     assert gate_reason(1.0, None, 0.0, tolerance=0.0, max_far=0.01) is None
     assert "not finite" in str(gate_reason(float("nan"), 1.0, 0.0, tolerance=0.0, max_far=0.01))
+
+
+def test_a_lock_whose_holder_on_this_host_is_gone_is_broken_at_once(tmp_path: Path) -> None:
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                              capture_output=True, text=True).stdout)  # a worker killed -9 while it trained
+
+    def held_by(**holder: object) -> None:
+        (tmp_path / ".retrain.lock").write_text(json.dumps({"token": "t", "host": socket.gethostname(), **holder}))
+
+    for holder in ({"pid": gone}, {"pid": os.getpid(), "process": "the process before a restart, same pid"}):
+        held_by(**holder)
+        lock = TrainLock(tmp_path, stale_s=3600)
+        assert lock.acquire(), f"held by {holder}: broken, not waited on for an hour"
+        lock.release()
+    held_by(pid=gone, host="another-host")
+    assert not TrainLock(tmp_path, stale_s=3600).acquire(), "another host's process: only its age breaks the lock"
+    (tmp_path / ".retrain.lock").unlink()
+    live = TrainLock(tmp_path, stale_s=3600)
+    assert live.acquire() and not TrainLock(tmp_path, stale_s=3600).acquire(), "a live holder keeps it"
