@@ -3,16 +3,18 @@
 One step of the loop::
 
     poll records → decode (bad → dead letter) → windows per sensor → score the batch → alarm rule
-    → anomaly events → producer flush → commit offsets
+    → anomaly events → producer flush → state records (changelogs) → producer flush → commit offsets
 
 Offsets are committed only after the producer has acknowledged every event and dead letter of those offsets
-(at-least-once); event ids are deterministic, so a replay after a crash repeats the same ids. With a count stride
-each commit carries, per partition, its sensors' window phase (:mod:`aestream.stream.phase`); a worker given the
-partition restores it after the lookback replay, before the first live record, so the windows close on the same
-readings as before (replayed offsets are below the committed ones and are not committed again). A new model is
-swapped in only between steps, its alarm rule taking over the old one's per-sensor state when k, n and smoothing
-are the same (:meth:`AlarmRule.carry`). ``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in
-flight, which flushes and commits before the worker closes.
+(at-least-once); event ids are deterministic, so a replay after a crash repeats the same ids. State kept in
+changelogs (baselines, the stages' state) is sent between the two, once the events are acknowledged, so a restored
+state never reflects an event that was not delivered (its replayed window would not emit it again) and is never
+behind the committed offsets. With a count stride each commit carries, per partition, its sensors' window phase
+(:mod:`aestream.stream.phase`); a worker given the partition restores it after the lookback replay, before the first
+live record, so the windows close on the same readings as before (replayed offsets are below the committed ones and
+are not committed again). A new model is swapped in only between steps, its alarm rule taking over the old one's
+per-sensor state when k, n and smoothing are the same (:meth:`AlarmRule.carry`). ``stop()`` (wired to SIGTERM/SIGINT
+by the CLI) ends the loop after the step in flight, which flushes and commits before the worker closes.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class Worker:
         self._refused: dict[str, tuple[float, float]] = {}  # version → (next try, wait before the one after)
         self._last_evict = clock()
         self._uncommitted: dict[Partition, int] = {}
+        self._state_out: list[tuple[Partition, Outgoing]] = []  # baselines' changelog records, sent at the commit
         self._last_commit = clock()
         self._retry_at = -float("inf")  # after a failed commit, the next try waits COMMIT_RETRY_S
         # a count stride's phase goes with the commits and is restored after a rebuild
@@ -217,6 +220,7 @@ class Worker:
         moved = set(parts)
         for p in moved:  # not ours to commit any more: the new owner reads from the last committed offset
             self._uncommitted.pop(p, None)
+        self._state_out = [(p, m) for p, m in self._state_out if p not in moved]  # nor that state to write
         gone = [s for s, p in self._sensor_partition.items() if p in moved]
         if self.phases is not None:
             self.phases.forget(moved)
@@ -298,9 +302,16 @@ class Worker:
         return stats
 
     def commit(self) -> None:
-        """Flush what was sent, then commit the offsets processed so far (never the other way round)."""
+        """Flush what was sent, then write the state (and flush it), then commit the offsets processed so far
+        (never in another order)."""
         try:
             self.sink.flush()
+            state = [m for _, m in self._state_out] + [m for stage in self.stages for m in stage.state()]
+            self._state_out = []
+            if state:
+                for msg in state:
+                    self.sink.send(msg)
+                self.sink.flush()
         except BaseException:
             self._uncommitted = {}  # their events may be lost: those records must be read again, never committed
             raise
@@ -497,13 +508,13 @@ class Worker:
         return [closed[i] for i in split.keep]
 
     def _baseline_ready(self, sensor: str, baseline: Baseline) -> None:
-        """Judge ``sensor`` by ``baseline`` from now on; write it to the changelog, flushed before the offsets of
-        this step are committed."""
+        """Judge ``sensor`` by ``baseline`` from now on; write it to the changelog at the next commit (after the
+        events sent until then are flushed, before the offsets are committed)."""
         assert self.rule is not None
         self.rule.set_threshold(sensor, baseline.threshold)
         part = self._sensor_partition.get(sensor)
         if self.changelog is not None and part is not None:
-            self.sink.send(self.changelog.record(part, sensor, baseline.to_json()))
+            self._state_out.append((part, self.changelog.record(part, sensor, baseline.to_json())))
 
     def _notify_calibration(self, sensor: str, end_ms: int, baseline: Baseline | None) -> None:
         """A sensor started calibrating (no ``baseline`` yet) or finished, at the window ending at ``end_ms``."""
@@ -542,6 +553,8 @@ class Worker:
                 self.rule.drop(gone)
             for s in gone:
                 self._sensor_partition.pop(s, None)
+            for stage in self.stages:
+                stage.evict(gone)
             log.info("evicted %d idle sensors", len(gone))
 
     def _add_totals(self, s: StepStats) -> None:

@@ -15,7 +15,10 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
   emit, as anomalies do in service) and again with a zero threshold (every window emits: 1 event per 4
   readings, the event path at its heaviest); against a bare consumer of the same client reading the same paced
   stream (produce time to receipt);
-* memory: RSS per idle sensor beyond its window buffer, for 1k/10k/100k sensors;
+* memory: RSS per idle sensor beyond its window buffer, for 1k/10k/100k sensors: of the window buffers alone, and
+  of a whole worker (``build_app``, baselines off) that has scored one window of each sensor, with retraining
+  (``retrain.enabled``, the worker's own reservoir) and alerts on (each sensor's pending reservoir sample and its
+  episode state held), and with both off (10k/100k sensors);
 * scoring windows/s per model family on one CPU thread (``scoring.py``: batch 256, window 32, the shipped config's
   model settings);
 * the peer (``peer_quix.py``, the same job written with Quix Streams) on the same topics in every round, on the
@@ -337,8 +340,83 @@ def _rss_per_sensor(window_size: int) -> dict[str, float]:
     out = {}
     for n in (1_000, 10_000, 100_000):
         proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(n), str(window_size)], check=True,
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, cwd=ROOT)
         out[str(n)] = float(proc.stdout) - buffer
+    return out
+
+
+_RSS_WORKER_PROBE = """
+import gc, itertools, json, logging, resource, sys
+import numpy as np, orjson
+from aestream.app import build_app
+from aestream.config import Config
+from aestream.models.store import ModelStore
+from aestream.stream.messages import Record
+logging.disable(logging.WARNING)  # the count stride's phases of ~10^4 sensors a partition fit no commit: said once each
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+n, w, model_dir, state_dir, stages = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == "on"
+channels = tuple(sys.argv[6].split(","))
+cfg = Config().replace(
+    stream={"channels": channels, "window_size": w, "stride": 4}, baselines={"mode": "off"},
+    retrain={"enabled": stages}, alerts={"enabled": stages, "persist_interval_s": 1e9},
+    paths={"model_dir": model_dir, "state_dir": state_dir}, ops={"metrics_enabled": False},
+    model={"device": "cpu", "torch_threads": 1})
+bundle = ModelStore(model_dir).load()
+bundle.threshold = 1e9  # every window normal: each sensor's first one is its pending reservoir sample
+class Models:
+    def current(self): return bundle.version
+    def load(self, version=None, device="cpu"): return bundle
+class Source:
+    pending = iter(())
+    def poll(self, timeout_ms=None, max_records=None): return list(itertools.islice(self.pending, 2000))
+    def commit(self, offsets, metadata=None): return True
+    def close(self): pass
+class Sink:
+    def send(self, msg): pass
+    def flush(self, timeout_s=60.0): pass
+    def close(self, timeout_s=10.0): pass
+ts = (1_767_225_600_000 + 1000 * np.arange(w)).tolist()
+values = np.round(np.random.default_rng(0).normal(50, 5, (w, len(channels))), 3).tolist()
+source = Source()
+app = build_app(cfg, source=source, sink=Sink(), models=Models())
+worker = app.worker
+worker.refresh_model(force=True)
+def feed(prefix, k):  # one columnar message of w readings per sensor: one window each
+    source.pending = (Record("in", i % 8, i, f"{prefix}-{i:06d}".encode(),
+                             orjson.dumps({"sensor": f"{prefix}-{i:06d}", "ts": ts, "values": values}), 0)
+                      for i in range(k))
+    while worker.step().records:
+        pass
+feed("warm-up", 2000)
+gc.collect()
+before = rss()
+feed("sensor", n)
+gc.collect()
+grown = rss() - before
+assert len(worker.windows) == n + 2000 and worker.totals.windows == n + 2000
+if stages:
+    reservoir = next(s for s in worker.stages if type(s).__name__ == "ReservoirStage")
+    alerts = next(s for s in worker.stages if type(s).__name__ == "AlertStage")
+    assert reservoir.n_pending == n + 2000 and len(alerts.tracker.snapshot()) == n + 2000
+print(json.dumps({"bytes_per_sensor": grown / n}))
+"""
+
+
+def _rss_per_sensor_worker(window_size: int, model_dir: str, state_dir: Path, stages: bool) -> dict[str, float]:
+    """RSS growth per idle sensor of a whole worker (``build_app``; fake source, sink and model source, baselines
+    off) that has scored one window of each sensor, in a fresh interpreter per count, minus the window buffer's
+    own bytes. ``stages``: retraining (the worker's reservoir, shipped settings) and alerts (shipped settings;
+    the state kept in memory, as with the changelog of ``aestream run``) on."""
+    buffer = 2 * window_size * len(CHANNELS) * 4 + 2 * window_size * 8
+    out = {}
+    for n in (10_000, 100_000):
+        state = state_dir / f"rss-{'on' if stages else 'off'}-{n}"
+        proc = subprocess.run([sys.executable, "-c", _RSS_WORKER_PROBE, str(n), str(window_size), model_dir,
+                               str(state), "on" if stages else "off", ",".join(CHANNELS)],
+                              check=True, capture_output=True, text=True, cwd=ROOT)
+        out[str(n)] = json.loads(proc.stdout.strip().splitlines()[-1])["bytes_per_sensor"] - buffer
     return out
 
 
@@ -355,9 +433,18 @@ def _scoring(window_size: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def _get(result: dict[str, Any], *keys: str) -> Any:
+    """``result[k1][k2]…``, or NaN when a part was skipped."""
+    for key in keys:
+        if key not in result:
+            return float("nan")
+        result = result[key]
+    return result
+
+
 def _peer_summary(result: dict[str, Any], latency: dict[str, dict[str, float]]) -> dict[str, Any] | None:
     """The peer's readings/s and aestream / peer per message form and client; latencies at the peer's 20 % rate."""
-    if "peer" not in result["single"]:
+    if "peer" not in result.get("single", {}):
         return None
     import quixstreams
 
@@ -377,12 +464,16 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=200_000, help="readings per throughput run (default 200k)")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=3, help="pipeline runs per client, between ceiling runs")
-    ap.add_argument("--skip", default="", help="comma-separated parts to leave out: latency, memory, scoring, peer")
+    ap.add_argument("--skip", default="", help="comma-separated parts to leave out: throughput (and with it "
+                    "latency and peer), latency, memory, scoring, peer")
     ap.add_argument("--peer-readings", type=int, default=20_000, help="readings the peer processes per run")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     tmp = Path(tempfile.mkdtemp(prefix="aestream-bench-"))
-    started = args.bootstrap is None
+    skip = set(args.skip.split(",")) - {""}
+    if "throughput" in skip:  # latency runs at a share of the measured capacity; the peer is measured beside it
+        skip |= {"latency", "peer"}
+    started = args.bootstrap is None and "throughput" not in skip
     bootstrap = args.bootstrap
     if started:
         import socket
@@ -397,16 +488,15 @@ def main() -> None:
         run = uuid.uuid4().hex[:8]
         base = Config().replace(stream={"channels": CHANNELS, "window_size": 32, "stride": 4},
                                 model={"family": "vanilla", "epochs": 5, "device": "cpu", "torch_threads": 1,
-                                       "detrend_channels": ()},  # the plant's channels: none of SKAB's
+                                       "detrend_channels": ()},  # the shipped ones are SKAB's, not these
                                 paths={"model_dir": str(tmp / "models")},
                                 ops={"metrics_port": 0})  # served, as in service, on a free port
         bundle = train_bundle(list(Plant(N_SENSORS, CHANNELS, seed=1).signal(300)), base.stream, base.model,
                               base.threshold)
         ModelStore(base.paths.model_dir).publish(bundle)
         result: dict[str, Any] = {}
-        skip = set(args.skip.split(",")) - {""}
         cuda = torch.cuda.is_available()
-        for label, batch in (("single", 1), ("batched", BATCH), ("columnar", BATCH)):
+        for label, batch in () if "throughput" in skip else (("single", 1), ("batched", BATCH), ("columnar", BATCH)):
             topic = f"bench-{label}-{run}"
             msgs = _messages(args.readings, batch, columnar=label == "columnar")
             kafka = {"bootstrap_servers": (bootstrap,), "input_topics": (topic,),
@@ -480,7 +570,7 @@ def main() -> None:
                 latency[client] = row
                 print(json.dumps({"latency": {client: row}}), flush=True)
             if "peer" in result["single"]:  # the peer at 20 % of its own capacity
-                rate = 0.2 * result["single"]["peer"]["pipeline_rps"]
+                rate = 0.2 * _get(result, "single", "peer", "pipeline_rps")
                 tag = f"peer-{run}"
                 topic = _fresh_topic(base, bootstrap, f"lat-{tag}")
                 output = _fresh_topic(base, bootstrap, f"lat-out-{tag}")
@@ -500,21 +590,27 @@ def main() -> None:
                 print(json.dumps({"latency": {"peer": latency["peer"]}}), flush=True)
         nan = {"rate_rps": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan")}
         rss = _rss_per_sensor(32) if "memory" not in skip else {"100000": float("nan")}
+        rss_worker = rss_stages = {"10000": float("nan"), "100000": float("nan")}
+        if "memory" not in skip:
+            rss_worker = _rss_per_sensor_worker(32, base.paths.model_dir, tmp, stages=False)
+            rss_stages = _rss_per_sensor_worker(32, base.paths.model_dir, tmp, stages=True)
+            print(json.dumps({"memory": {"window_buffers": rss, "worker": rss_worker,
+                                         "worker_retrain_alerts": rss_stages}}), flush=True)
         scoring = _scoring(32) if "scoring" not in skip else {}
         summary = {
-            "ceiling_rps": result["single"]["ceiling_rps"],
-            "pipeline_rps": result["single"]["kafka-python"]["pipeline_rps"],
-            "ratio": result["single"]["kafka-python"]["ratio"],
-            "strict_ceiling_rps": result["single"]["strict_ceiling_rps"],
-            "strict_ratio": result["single"]["kafka-python"]["strict_ratio"],
-            "confluent_pipeline_rps": result["single"]["confluent"]["pipeline_rps"],
-            "confluent_ratio": result["single"]["confluent"]["ratio"],
-            "batched_ceiling_rps": result["batched"]["ceiling_rps"],
-            "batched_rps": result["batched"]["kafka-python"]["pipeline_rps"],
-            "confluent_batched_rps": result["batched"]["confluent"]["pipeline_rps"],
-            "columnar_ceiling_rps": result["columnar"]["ceiling_rps"],
-            "columnar_rps": result["columnar"]["kafka-python"]["pipeline_rps"],
-            "confluent_columnar_rps": result["columnar"]["confluent"]["pipeline_rps"],
+            "ceiling_rps": _get(result, "single", "ceiling_rps"),
+            "pipeline_rps": _get(result, "single", "kafka-python", "pipeline_rps"),
+            "ratio": _get(result, "single", "kafka-python", "ratio"),
+            "strict_ceiling_rps": _get(result, "single", "strict_ceiling_rps"),
+            "strict_ratio": _get(result, "single", "kafka-python", "strict_ratio"),
+            "confluent_pipeline_rps": _get(result, "single", "confluent", "pipeline_rps"),
+            "confluent_ratio": _get(result, "single", "confluent", "ratio"),
+            "batched_ceiling_rps": _get(result, "batched", "ceiling_rps"),
+            "batched_rps": _get(result, "batched", "kafka-python", "pipeline_rps"),
+            "confluent_batched_rps": _get(result, "batched", "confluent", "pipeline_rps"),
+            "columnar_ceiling_rps": _get(result, "columnar", "ceiling_rps"),
+            "columnar_rps": _get(result, "columnar", "kafka-python", "pipeline_rps"),
+            "confluent_columnar_rps": _get(result, "columnar", "confluent", "pipeline_rps"),
             "latency_rate_rps": latency.get("kafka-python", nan)["rate_rps"],
             "p50_ms": latency.get("kafka-python", nan)["p50_ms"],
             "p99_ms": latency.get("kafka-python", nan)["p99_ms"],
@@ -522,6 +618,8 @@ def main() -> None:
             "latency": latency,
             "rss_bytes_per_sensor": round(rss["100000"], 1),
             "rss_bytes_per_sensor_by_count": {k: round(v, 1) for k, v in rss.items()},
+            "rss_bytes_per_sensor_worker": {k: round(v, 1) for k, v in rss_worker.items()},
+            "rss_bytes_per_sensor_retrain_alerts": {k: round(v, 1) for k, v in rss_stages.items()},
             "scoring_windows_per_s": {k: round(v) for k, v in scoring.get("cpu", {}).items()},
             "cuda_scoring_windows_per_s": {k: round(v) for k, v in scoring.get("cuda", {}).items()} or None,
             "cuda_pipeline_rps": {label: result[label]["cuda_pipeline_rps"] for label in result} if cuda else None,

@@ -148,3 +148,14 @@ def test_to_a_topic_the_admitted_windows_are_messages_of_the_step() -> None:
     assert out[0].topic == "g-normal-windows" and dict(out[0].headers)[END_MS_HEADER] == b"3000"
     assert decode_window(out[0].value).tolist() == values.tolist()
     assert stage.on_scored([]) == [], "each message is returned once"
+
+
+def test_a_sensor_holds_one_sample_per_interval_while_it_waits_out_the_guard() -> None:
+    r = _reservoir()
+    stage = ReservoirStage(r, guard_s=300.0, regime_change_after_s=1800.0, sample_interval_s=300.0)
+    stage.on_scored([_scored(t, False, sensor=s) for s in ("a", "b", "c") for t in range(10, 250, 2)])
+    assert stage.n_pending == 3 and len(r) == 0, "one window of each sensor held: its first, waiting out the guard"
+    stage.on_scored([_scored(400, False, sensor="a")])
+    assert stage.n_pending == 3 and r.snapshot().end_ms.tolist() == [10_000], "a's first admitted, its next held"
+    stage.forget(["a", "b"])
+    assert stage.n_pending == 1

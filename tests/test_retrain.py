@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -200,8 +204,6 @@ def test_the_gate_refuses_a_candidate_that_no_longer_catches_faults(cfg: Config,
 
 
 def test_a_stale_lock_is_broken_once_and_a_fresh_one_taken_meanwhile_is_not(tmp_path: Path) -> None:
-    import os
-
     crashed = TrainLock(tmp_path, stale_s=60)
     assert crashed.acquire()
     old = time.time() - 3600
@@ -241,3 +243,22 @@ def test_two_publishers_never_write_the_same_version(tmp_path: Path, cfg: Config
         t.join()
     assert sorted(versions) == ["v0001", "v0002", "v0003", "v0004"]
     assert stores[0].versions() == sorted(versions) and not list((tmp_path / "shared").glob(".v*"))
+
+
+def test_a_lock_whose_holder_on_this_host_is_gone_is_broken_at_once(tmp_path: Path) -> None:
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                              capture_output=True, text=True).stdout)  # a worker killed -9 while it trained
+
+    def held_by(**holder: object) -> None:
+        (tmp_path / ".retrain.lock").write_text(json.dumps({"token": "t", "host": socket.gethostname(), **holder}))
+
+    for holder in ({"pid": gone}, {"pid": os.getpid(), "process": "the process before a restart, same pid"}):
+        held_by(**holder)
+        lock = TrainLock(tmp_path, stale_s=3600)
+        assert lock.acquire(), f"held by {holder}: broken, not waited on for an hour"
+        lock.release()
+    held_by(pid=gone, host="another-host")
+    assert not TrainLock(tmp_path, stale_s=3600).acquire(), "another host's process: only its age breaks the lock"
+    (tmp_path / ".retrain.lock").unlink()
+    live = TrainLock(tmp_path, stale_s=3600)
+    assert live.acquire() and not TrainLock(tmp_path, stale_s=3600).acquire(), "a live holder keeps it"

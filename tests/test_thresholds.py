@@ -42,7 +42,7 @@ def test_per_sensor_factors_raise_the_threshold_of_matching_sensors_only() -> No
     assert (rule.threshold_for("pump-1"), rule.threshold_for("fan-1")) == (3.0, 1.0)
 
 
-@pytest.mark.parametrize("smoothing,k,n", [(1, 1, 1), (3, 2, 4), (5, 3, 20), (2, 1, 1)])
+@pytest.mark.parametrize("smoothing,k,n", [(1, 1, 1), (3, 2, 4), (5, 3, 20), (2, 1, 1), (4, 10, 70)])
 def test_update_many_equals_update_one_by_one_across_any_split(smoothing: int, k: int, n: int) -> None:
     rng = np.random.default_rng(smoothing * 100 + n)
     scores = rng.exponential(1.0, 300)

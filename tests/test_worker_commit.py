@@ -1,5 +1,6 @@
 """The commit policy: events go out at once; flush then commit at most every kafka.commit_interval_ms, on an empty
-poll and at shutdown; offsets whose events failed to flush are never committed."""
+poll and at shutdown; offsets whose events failed to flush are never committed; state goes to its changelog only
+once the events it reflects are flushed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from aestream.alerts import build_alert_stage
 from aestream.config import Config
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.worker import Worker
@@ -125,3 +127,69 @@ def test_a_partition_that_moved_away_is_not_committed(setup: Any) -> None:
     worker.on_partitions_changed([("in", 0)])
     worker.close()
     assert [c for c in log.calls if c[0] == "commit"] == [("commit", {})]
+
+
+class _Changelog:
+    """An alerts changelog whose records count as soon as the producer has them: nothing orders the deliveries
+    to two topics' partitions (another broker may lead them), so one may land while an earlier one fails."""
+
+    topic = "alerts-changelog"
+
+    def __init__(self) -> None:
+        self.log: dict[str, bytes] = {}
+
+    def record(self, part: Partition, key: str, value: bytes) -> Outgoing:
+        return Outgoing(self.topic, value, key.encode(), [], part[1])
+
+    def restore(self, parts: list[Partition]) -> dict[str, bytes]:
+        return dict(self.log)
+
+
+class _Producer:
+    """A sink: changelog records are delivered when sent, the rest when flushed; with ``fail`` set the flush
+    fails and what it held is lost."""
+
+    def __init__(self, changelog: _Changelog, fail: bool = False) -> None:
+        self.changelog, self.fail = changelog, fail
+        self.pending: list[Outgoing] = []
+        self.delivered: list[Outgoing] = []
+
+    def send(self, msg: Outgoing) -> None:
+        if msg.topic == self.changelog.topic:
+            assert msg.key is not None
+            self.changelog.log[msg.key.decode()] = msg.value
+        else:
+            self.pending.append(msg)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        pending, self.pending = self.pending, []
+        if self.fail:
+            raise RuntimeError("producing failed")
+        self.delivered += pending
+
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+def test_alert_state_goes_out_after_its_events_so_a_replay_after_a_failed_flush_emits_them(
+        train_small: Any, one_model: Any, tmp_path: Any) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
+                           paths={"state_dir": str(tmp_path)})
+    bundle, changelog = train_small(cfg), _Changelog()
+
+    def worker(sink: _Producer) -> Worker:  # a worker given partition in[0], its offsets never committed
+        stage = build_alert_stage(cfg, changelog=changelog)
+        assert stage is not None
+        w = Worker(cfg, _Log([_poll(0, 10)]), sink, one_model(bundle, threshold=1e-9), stages=[stage])
+        w.refresh_model(force=True)
+        stage.on_assigned([("in", 0)])
+        return w
+
+    with pytest.raises(RuntimeError, match="producing failed"):
+        worker(_Producer(changelog, fail=True)).step()  # the episode's opened event is lost with the flush
+    assert changelog.log == {}, "no state was written ahead of its events"
+    again = _Producer(changelog)
+    worker(again).step()  # the next owner reads the same records: the episode opens again, same event id
+    alerts = [json.loads(m.value) for m in again.delivered if m.topic == cfg.alerts.topic]
+    assert [e["type"] for e in alerts] == ["opened"]
+    assert json.loads(changelog.log["s"])["episode"]["open"]["episode_id"] == alerts[0]["episode_id"]

@@ -38,7 +38,7 @@ def episode_id(sensor: str, opened_ms: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{sensor}\x1f{opened_ms}"))
 
 
-@dataclass
+@dataclass(slots=True)
 class Episode:
     """One incident of one sensor. Times are window ends (ms, event time) unless named ``started_ms``."""
 
@@ -65,8 +65,8 @@ class Transition:
     episode: Episode  # a copy, taken at the transition
 
 
-@dataclass
-class _Sensor:
+@dataclass(slots=True)
+class _Sensor:  # one per sensor the worker holds: slots keep it at 64 B (a __dict__ would add ~300)
     last_end_ms: int = -1
     open: Episode | None = None
     cooldown_until_ms: int = -1
@@ -120,6 +120,10 @@ class EpisodeTracker:
         ep.n_updates += 1
         return Transition("updated", dataclasses.replace(ep))
 
+    def __contains__(self, sensor: object) -> bool:
+        """Whether the tracker holds state of ``sensor``."""
+        return sensor in self._sensors
+
     def open_episode(self, sensor: str) -> Episode | None:
         st = self._sensors.get(sensor)
         return st.open if st else None
@@ -134,6 +138,26 @@ class EpisodeTracker:
     def forget(self, sensors: Iterable[str]) -> None:
         for s in sensors:
             self._sensors.pop(s, None)
+
+    def evict(self, sensors: Iterable[str]) -> list[str]:
+        """Forget those of ``sensors`` at rest: no open episode, no cooldown running at their last window (the
+        others keep their state, so a sensor that comes back resolves its episode, or stays quiet through its
+        cooldown, as if it had never gone). Returns the sensors forgotten.
+
+        >>> from aestream.alerts.routing import parse_bands
+        >>> t = EpisodeTracker(parse_bands({"warning": 1.0}), n_resolve_windows=1, cooldown_ms=100)
+        >>> _ = t.observe("open", 0, 10, 2.0, True), t.observe("quiet", 0, 10, 0.1, False)
+        >>> _ = t.observe("cooling", 0, 10, 2.0, True), t.observe("cooling", 5, 20, 0.1, False)
+        >>> t.evict(["open", "quiet", "cooling", "unknown"]), sorted(t.snapshot())
+        (['quiet'], ['cooling', 'open'])
+        """
+        out = []
+        for s in sensors:
+            st = self._sensors.get(s)
+            if st is not None and st.open is None and st.cooldown_until_ms <= st.last_end_ms:
+                del self._sensors[s]
+                out.append(s)
+        return out
 
     # -- persistence ------------------------------------------------------------------------------------------
     def snapshot(self, sensors: Iterable[str] | None = None) -> dict[str, Any]:

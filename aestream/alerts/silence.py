@@ -10,6 +10,9 @@ any sensor (event time: useful when a backlog is replayed fast). Each silence is
 (None, [], ['sensor_silent'], [])
 >>> w.seen("s", 60000, now=31.0).kind
 'sensor_resumed'
+>>> off = SilenceWatch()  # off: nothing is kept per sensor
+>>> off.seen("s", 1000, now=0.0), off.check(now=1e9), off.snapshot()["sensors"]
+(None, [], {})
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class Quality:
     resumed_window_end_ms: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
     end_ms: int
     at: float
@@ -54,7 +57,11 @@ class SilenceWatch:
         return self.silent_after_s > 0 or self.silent_lag_ms > 0
 
     def seen(self, sensor: str, end_ms: int, now: float) -> Quality | None:
-        """A window of ``sensor`` closed; returns ``sensor_resumed`` if it had been reported silent."""
+        """A window of ``sensor`` closed; returns ``sensor_resumed`` if it had been reported silent. Off
+        (``silent_after_s`` and ``silent_lag_ms`` both 0), it keeps nothing: no per-sensor memory for a check
+        that never runs."""
+        if not self.enabled:
+            return None
         st = self._sensors.get(sensor)
         self._watermark_ms = max(self._watermark_ms, end_ms)
         if st is None:
@@ -89,6 +96,17 @@ class SilenceWatch:
     def forget(self, sensors: Iterable[str]) -> None:
         for s in sensors:
             self._sensors.pop(s, None)
+
+    def evict(self, sensors: Iterable[str]) -> list[str]:
+        """Forget those of ``sensors`` not reported silent (one that was keeps its state until it resumes, so its
+        ``sensor_resumed`` comes); returns the sensors forgotten."""
+        out = []
+        for s in sensors:
+            st = self._sensors.get(s)
+            if st is not None and not st.silent:
+                del self._sensors[s]
+                out.append(s)
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         return {"watermark_ms": self._watermark_ms,

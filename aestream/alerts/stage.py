@@ -2,7 +2,8 @@
 
 It implements the worker's :class:`~aestream.stream.stages.Stage` protocol. Topic deliveries are returned as
 :class:`~aestream.stream.messages.Outgoing`, so they are flushed before the step's offsets are committed; webhooks run
-on their own threads and their give-ups come back as dead letters on a later tick.
+on their own threads and their give-ups come back as dead letters on a later tick. With a changelog, each changed
+sensor's state goes out from :meth:`AlertStage.state`, which the worker calls only once those events are flushed.
 
 Replayed windows (``Scored.replay``) rebuild episode state and emit nothing. The state is also saved to
 ``state_path``: the snapshot taken at the end of one step is written at the start of the next one, by when the
@@ -117,7 +118,7 @@ class AlertStage(Stage):
             out += self._emit(event)
             self._changed.add(w.sensor)
         self._dirty = True
-        return out + self._changelog_records()
+        return out
 
     def on_calibration(self, sensor: str, end_ms: int, baseline: Any) -> list[Outgoing]:
         """A data-quality event: ``calibration_started`` (the sensor emits no anomaly events until it ends) or
@@ -133,7 +134,6 @@ class AlertStage(Stage):
             out += self._emit(quality_event(q, self.router.sensor_tags(q.sensor)))
             self._changed.add(q.sensor)
             self._dirty = True
-        out += self._changelog_records()
         for hook in self.webhooks.values():
             out += [self._dead_letter(d) for d in hook.take_dead_letters()]
         if self._dirty and self.state_path is not None and self.clock() - self._last_write >= self.persist_interval_s:
@@ -157,6 +157,19 @@ class AlertStage(Stage):
         sensors = list(sensors)
         self.tracker.forget(sensors)
         self.silence.forget(sensors)
+        for s in sensors:
+            self._parts.pop(s, None)
+            self._changed.discard(s)  # not ours to write: the partition's next owner replays what we did not commit
+
+    def evict(self, sensors: Iterable[str]) -> None:
+        """Sensors idle past ``stream.sensor_ttl_s``: forget those at rest (no open episode, no cooldown running,
+        not reported silent); the others keep their state until they come back."""
+        sensors = list(sensors)
+        self.tracker.evict(sensors)
+        self.silence.evict(sensors)
+        for s in sensors:
+            if s not in self.tracker and self.silence.sensor_state(s) is None:
+                self._parts.pop(s, None)
 
     def close(self, timeout_s: float = 5.0) -> list[Outgoing]:
         """Save the state, stop the webhook threads; returns the dead letters not yet handed to the worker."""
@@ -181,10 +194,13 @@ class AlertStage(Stage):
                 self.silence.restore_sensor(sensor, doc["silence"], now)
         log.info("alert state of %s restored: %d open episode(s)", parts, len(self.tracker.open_episodes()))
 
-    def _changelog_records(self) -> list[Outgoing]:
-        """Each changed sensor's state, for the changelog: sent with the step's events, so it is flushed before
-        the offsets it reflects are committed (a worker that dies before the commit replays those records)."""
+    def state(self) -> list[Outgoing]:
+        """Each sensor's state changed since the last call, for the changelog. The worker asks once the events
+        of those changes are flushed (a state delivered ahead of its events would, after a crash, keep the replayed
+        windows from emitting them again: lost), and flushes these before it commits the offsets they reflect (a
+        worker that dies before the commit replays those records, and emits their events again, same ids)."""
         if self.changelog is None or not self._changed:
+            self._changed.clear()  # without a changelog: the state file has it all
             return []
         out = []
         for sensor in sorted(self._changed):

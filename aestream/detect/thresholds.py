@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import fnmatch
-from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,10 +61,16 @@ def causal_smooth(scores: np.ndarray, span: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-@dataclass
 class _SensorAlarm:
-    scores: deque[float]
-    flags: deque[bool]
+    """One sensor's rule state, kept for every sensor the worker holds: its last ``smoothing - 1`` scores (oldest
+    first; none without smoothing) and its last ``n`` threshold crossings as the bits of an int (the newest lowest).
+    About 70 B with the default rule, where two deques took 1.5 KB."""
+
+    __slots__ = ("flags", "scores")
+
+    def __init__(self, scores: tuple[float, ...] = (), flags: int = 0) -> None:
+        self.scores = scores
+        self.flags = flags
 
 
 class AlarmRule:
@@ -85,6 +89,7 @@ class AlarmRule:
             raise ValueError(f"k-of-n rule needs 1 <= k <= n, got k={k}, n={n}")
         self.threshold, self.k, self.n, self.smoothing = threshold, k, n, smoothing
         self.sensor_factors = dict(sensor_factors or {})
+        self._mask = (1 << n) - 1  # the bits of the last n crossings
         self._state: dict[str, _SensorAlarm] = {}
         self._thresholds: dict[str, float] = {}
         self._own: set[str] = set()  # sensors with a threshold of their own (set_threshold)
@@ -93,6 +98,8 @@ class AlarmRule:
         """The threshold of ``sensor``: the calibrated one, times its factor when a glob matches it."""
         t = self._thresholds.get(sensor)
         if t is None:
+            if not self.sensor_factors:  # the shared threshold: nothing to keep per sensor
+                return self.threshold
             factor = next((f for g, f in self.sensor_factors.items() if fnmatch.fnmatchcase(sensor, g)), 1.0)
             t = self._thresholds[sensor] = self.threshold * float(factor)
         return t
@@ -100,7 +107,7 @@ class AlarmRule:
     def _sensor(self, sensor: str) -> _SensorAlarm:
         st = self._state.get(sensor)
         if st is None:
-            st = self._state[sensor] = _SensorAlarm(deque(maxlen=self.smoothing), deque(maxlen=self.n))
+            st = self._state[sensor] = _SensorAlarm()
         return st
 
     def set_threshold(self, sensor: str, threshold: float) -> None:
@@ -120,10 +127,11 @@ class AlarmRule:
 
     def update(self, sensor: str, score: float) -> tuple[float, bool]:
         st = self._sensor(sensor)
-        st.scores.append(score)
-        smoothed = sum(st.scores) / len(st.scores)
-        st.flags.append(smoothed > self._limit(sensor))
-        return smoothed, sum(st.flags) >= self.k
+        span = (*st.scores, score)
+        smoothed = sum(span) / len(span)
+        st.scores = span[max(len(span) - self.smoothing + 1, 0) :] if self.smoothing > 1 else ()
+        st.flags = ((st.flags << 1) | int(smoothed > self._limit(sensor))) & self._mask
+        return smoothed, st.flags.bit_count() >= self.k
 
     def update_many(self, sensor: str, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`update` for each of one sensor's consecutive ``scores`` at once: the smoothed scores and the
@@ -148,13 +156,17 @@ class AlarmRule:
             sums = np.lib.stride_tricks.sliding_window_view(padded, w)[p:].sum(axis=1)
             smoothed = sums / np.minimum(np.arange(p + 1, len(x) + 1), w)
         over = smoothed > self._limit(sensor)
-        q = len(st.flags)
-        f = np.concatenate([np.fromiter(st.flags, np.int64, q), over.astype(np.int64)])
+        q = self.n  # the last n crossings, oldest first (a window before the sensor's first counts as none)
+        past = np.array([(st.flags >> (q - 1 - i)) & 1 for i in range(q)], dtype=np.int64)
+        f = np.concatenate([past, over.astype(np.int64)])
         cf = np.concatenate([[0], np.cumsum(f)])
         jf = np.arange(q + 1, len(f) + 1)
         alarm = (cf[jf] - cf[np.maximum(jf - self.n, 0)]) >= self.k
-        st.scores.extend(x[max(p, len(x) - w):].tolist())
-        st.flags.extend(over[-self.n:].tolist())
+        st.scores = tuple(x[max(len(x) - w + 1, 0) :].tolist()) if w > 1 else ()
+        flags = 0
+        for bit in f[-self.n :].tolist():
+            flags = (flags << 1) | bit
+        st.flags = flags
         return smoothed, alarm
 
     def carry(self, previous: AlarmRule) -> bool:
@@ -176,8 +188,7 @@ class AlarmRule:
             scale = self._limit(sensor) / before if before > 0 else 1.0
             if not np.isfinite(scale) or scale <= 0:
                 scale = 1.0
-            self._state[sensor] = _SensorAlarm(deque((x * scale for x in st.scores), maxlen=self.smoothing),
-                                               deque(st.flags, maxlen=self.n))
+            self._state[sensor] = _SensorAlarm(tuple(x * scale for x in st.scores), st.flags)
         return True
 
     def drop(self, sensors: list[str] | set[str]) -> None:

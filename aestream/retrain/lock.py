@@ -1,7 +1,8 @@
 """Who trains: a lock file beside the shared model store, created with ``O_CREAT | O_EXCL``.
 
 Every worker's scheduler fires; the one that creates ``<model_dir>/.retrain.lock`` trains, the others skip that
-run. A lock older than ``stale_s`` (its holder crashed mid-retrain) is broken by the next worker that finds it.
+run. A lock whose holder crashed mid-retrain is broken by the next worker that finds it: at once when the holder
+ran on this host (same host name) and its process is gone, else once the lock is older than ``stale_s``.
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
@@ -27,6 +28,7 @@ __all__ = ["TrainLock"]
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".retrain.lock"
+_PROCESS = uuid.uuid4().hex  # this process: a lock held under our pid without it is a previous process's (a restart)
 
 
 class TrainLock:
@@ -49,7 +51,7 @@ class TrainLock:
                     return False
                 continue
             with os.fdopen(fd, "w") as f:
-                json.dump({"token": token, "host": socket.gethostname(), "pid": os.getpid(),
+                json.dump({"token": token, "host": socket.gethostname(), "pid": os.getpid(), "process": _PROCESS,
                            "since": time.time()}, f)
             self._token = token
             return True
@@ -72,20 +74,25 @@ class TrainLock:
         lock taken meanwhile by a third is put back."""
         try:
             age = time.time() - self.path.stat().st_mtime
-            judged = json.loads(self.path.read_text()).get("token")
+            holder = json.loads(self.path.read_text() or "{}")
         except FileNotFoundError:
             return True
-        except ValueError:
-            judged = None  # half-written by a holder that crashed: stale by its age alone
-        if age <= self.stale_s:
+        except ValueError:  # being written, or damaged: judged by its age alone
+            holder = {}
+        if age > self.stale_s:
+            why = f"{age:.0f} s old, retrain.timeout_s + margin is {self.stale_s:.0f} s"
+        elif _gone(holder):
+            why = f"its holder, process {holder['pid']} on this host, is gone (killed while it trained)"
+        else:
             return False
+        judged = holder.get("token")
         aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return True  # another worker broke it first
         try:
-            moved = json.loads(aside.read_text()).get("token")
+            moved = json.loads(aside.read_text() or "{}").get("token")
         except ValueError:
             moved = None
         if moved != judged:  # not the lock we judged: a fresh one, taken since; give it back
@@ -96,6 +103,21 @@ class TrainLock:
             aside.unlink(missing_ok=True)
             return False
         aside.unlink(missing_ok=True)
-        log.warning("broke the stale retrain lock %s (%.0f s old, retrain.timeout_s + margin is %.0f s)",
-                    self.path, age, self.stale_s)
+        log.warning("broke the stale retrain lock %s (%s)", self.path, why)
         return True
+
+
+def _gone(holder: dict[str, object]) -> bool:
+    """Whether the lock's holder ran on this host and its process no longer does (a pid in use is taken to be it)."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return holder.get("process") != _PROCESS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: alive
+        return False
+    return False

@@ -6,6 +6,8 @@ version keeps serving unless a candidate is published; the worker swaps it in be
 
 The candidate trains in a spawned subprocess (``retrain.isolation = "process"``, the default) limited to
 ``retrain.torch_threads`` threads: it shares no GIL and no torch thread pool with scoring, and a timeout kills it.
+It also ends (removing its exchange directory) when the worker that started it dies: a worker killed -9 cannot
+kill it, and a training nobody waits for would only take CPU from the next worker.
 ``"thread"`` trains in a thread of this process (for tests and small deployments): a timed-out thread cannot be
 killed, it is abandoned and its result ignored.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
+import shutil
 import tempfile
 import threading
 import time
@@ -239,9 +243,24 @@ def _came_while_training(held: str, gate: dict[str, Any] | None) -> RetrainOutco
 def _child(tmp: str, trainer: Trainer, stream: StreamConfig, model: ModelConfig, threshold: ThresholdConfig,
            kwargs: dict[str, Any]) -> None:
     """Entry point of the training subprocess: windows in, bundle (or error.txt) out, under ``tmp``."""
+    _end_with_parent(tmp)
     try:
         windows = np.load(Path(tmp) / "windows.npy")
         save_bundle(trainer(windows, stream, model, threshold, **kwargs), Path(tmp) / "bundle")
     except BaseException as e:
         (Path(tmp) / "error.txt").write_text(f"{type(e).__name__}: {e}")
         raise SystemExit(1) from None
+
+
+def _end_with_parent(tmp: str) -> None:
+    """In the training subprocess: exit, removing ``tmp``, as soon as the process that spawned it is gone."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        shutil.rmtree(tmp, ignore_errors=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="aestream-retrain-watch", daemon=True).start()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,11 +63,12 @@ def decode_window(data: bytes) -> np.ndarray:
     return values
 
 
-@dataclass
+@dataclass(slots=True)
 class _Track:
-    """One sensor's state: normal windows waiting out the guard, and the alarm episode, if any."""
+    """One sensor's state: normal windows waiting out the guard (oldest first), and the alarm episode, if any.
+    Kept for every sensor the worker holds, so it is small: slots, and plain lists (an empty ``deque`` is 760 B)."""
 
-    pending: deque[Window] = field(default_factory=deque)
+    pending: list[Window] = field(default_factory=list)
     last_sample_ms: int | None = None
     episode_start_ms: int | None = None
     last_alarm_ms: int | None = None
@@ -114,6 +114,11 @@ class ReservoirStage(Stage):
         for sensor in sensors:  # their partitions moved: the new owner offers their windows from now on
             self._tracks.pop(sensor, None)
 
+    def evict(self, sensors: Iterable[str]) -> None:
+        """Idle sensors: their pending samples go unadmitted (no later window can clear their guard) and their
+        alarm episodes end."""
+        self.forget(sensors)
+
     def on_tick(self, now: float) -> list[Outgoing]:
         if self.reservoir is None:
             return []
@@ -132,6 +137,11 @@ class ReservoirStage(Stage):
         if self.path is not None:
             self.reservoir.save(self.path)
 
+    @property
+    def n_pending(self) -> int:
+        """Windows of all sensors waiting out the guard (held in memory, not yet admitted)."""
+        return sum(len(t.pending) for t in self._tracks.values())
+
     def in_regime_change(self, sensor: str) -> bool:
         """Whether ``sensor`` is in an alarm episode taken for a regime change."""
         track = self._tracks.get(sensor)
@@ -149,8 +159,13 @@ class ReservoirStage(Stage):
                 self._admit(w)
         elif (t.last_alarm_ms is None or w.start_ms - t.last_alarm_ms > self.guard_ms) and self._sampled(t, w):
             t.pending.append(w._replace(values=w.values.copy()))  # not a view that pins a whole batch
-        while t.pending and t.pending[0].end_ms + self.guard_ms <= w.start_ms:  # no later alarm can reach it
-            self._admit(t.pending.popleft())
+        n_due = 0
+        while n_due < len(t.pending) and t.pending[n_due].end_ms + self.guard_ms <= w.start_ms:
+            n_due += 1  # no later alarm can reach it
+        if n_due:
+            for old in t.pending[:n_due]:
+                self._admit(old)
+            del t.pending[:n_due]
 
     def _on_alarm(self, t: _Track, w: Window) -> None:
         while t.pending and t.pending[-1].end_ms >= w.start_ms - self.guard_ms:

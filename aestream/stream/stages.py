@@ -1,7 +1,11 @@
 """What the worker hands to the stages after scoring: alert routing, the normal-data reservoir, extra streams.
 
 A stage gets every scored window of a step (replayed ones included, flagged) and returns messages to produce;
-the worker sends them before it flushes and commits, so they share the step's at-least-once guarantee.
+the worker sends them before it flushes and commits, so they share the step's at-least-once guarantee. The
+messages that write a stage's own state to a changelog come from ``state`` instead: the worker asks for them once
+the messages sent since its last commit are flushed, and flushes them before it commits, so a restored state is
+never ahead of the events it reflects (a restart that replays a step then re-emits its events rather than
+believing them sent).
 ``on_tick`` runs once per step with the processing clock, for time-driven work (silent sensors, say);
 ``on_late`` gets the sensors that dropped many late readings (:mod:`aestream.stream.lateness`), as they do.
 """
@@ -43,9 +47,12 @@ class Stage:
 
     ``on_scored`` gets a step's scored windows, ``on_tick`` the processing clock once per step, ``on_late`` the
     sensors that just reached ``stream.n_late_report`` late readings within a minute, ``on_calibration`` a sensor's
-    baseline calibration starting or ending, ``forget`` the sensors whose partitions moved away, and ``close`` runs
-    once when the worker stops, before its last flush.
-    Each returns the messages to produce (sent before the step's offsets are committed).
+    baseline calibration starting or ending, ``forget`` the sensors whose partitions moved away, ``evict`` the
+    sensors the worker forgot after ``stream.sensor_ttl_s`` without a reading (drop what need not outlive their
+    silence: memory stays bounded as sensors come and go), and ``close`` runs once when the worker stops, before
+    its last flush.
+    Each returns the messages to produce (sent before the step's offsets are committed). ``state`` returns the
+    changelog records of what changed since it was last asked (see the module docstring for when).
     """
 
     def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
@@ -59,6 +66,12 @@ class Stage:
 
     def forget(self, sensors: Iterable[str]) -> None:
         return None
+
+    def evict(self, sensors: Iterable[str]) -> None:
+        return None
+
+    def state(self) -> list[Outgoing]:
+        return []
 
     def close(self) -> list[Outgoing]:
         return []

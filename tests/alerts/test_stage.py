@@ -184,3 +184,18 @@ def test_a_sensor_dropping_many_late_readings_is_a_routed_data_quality_event(tmp
     validator("alert-event.v1.json").validate(event)
     again = json.loads(s.on_late([LateReport("pump-1", 130, 60.0, 1_767_225_660_000)])[0].value)
     assert again["event_id"] != event["event_id"]
+
+
+def test_idle_sensors_at_rest_are_forgotten_and_the_others_resolve_when_they_come_back(tmp_path: Path) -> None:
+    clock = Clock()
+    s = stage(config(tmp_path, silent_after_s=30.0, cooldown_ms=0), clock)
+    step(s, [scored("open", 0, 2.5), scored("quiet", 0, 0.5), scored("silent", 0, 0.5)])
+    clock.t = 31.0
+    assert [e["type"] for e in decode(s.on_tick(clock.t))] == ["sensor_silent"] * 3
+    step(s, [scored("open", 1, 2.5), scored("quiet", 1, 0.5)], now=clock.t)  # "silent" stays silent
+    s.evict(["open", "quiet", "silent"])  # the worker forgot all three after stream.sensor_ttl_s
+    assert s.tracker.snapshot().keys() == {"open"}, "an open episode stays, to be resolved"
+    assert s.silence.snapshot()["sensors"].keys() == {"silent"}, "a silent sensor stays, to be reported resumed"
+    clock.t = 40.0
+    out = decode(step(s, [scored("open", i, 0.4) for i in range(2, 5)] + [scored("silent", 2, 0.5)], now=clock.t))
+    assert [(e["type"], e["sensor"]) for e in out] == [("resolved", "open"), ("sensor_resumed", "silent")]

@@ -10,6 +10,7 @@
 * :class:`Producer` — publishes messages at a fixed rate from a thread ("under load").
 * :func:`audit` — the no-loss verdict: committed offsets vs end offsets, expected windows vs events, one id per
   window, injected anomalies detected.
+* :func:`alert_audit` — the alert episodes against the anomaly events: none opened twice, none lost.
 """
 
 from __future__ import annotations
@@ -380,11 +381,15 @@ class Audit:
                 and not self.conflicting_ids)
 
 
-def audit(bootstrap: str, cfg: Config, stream: PlantStream, calibrated_threshold: float) -> Audit:
+def audit(bootstrap: str, cfg: Config, stream: PlantStream, calibrated_threshold: float,
+          every_window: Iterable[str] | None = None) -> Audit:
     """Every reading must lie in a reported window (an every-window model, threshold 1e-9), every window under
-    one id, every injected anomaly in a window scored over the calibrated threshold, no offset left behind."""
+    one id, every injected anomaly in a window scored over the calibrated threshold, no offset left behind.
+    ``every_window``: the sensors whose every window is reported (the others' are not: only theirs are checked
+    for coverage); all by default."""
     k = cfg.kafka
     topic = k.input_topics[0]
+    every = None if every_window is None else set(every_window)
     got = offsets(bootstrap, k.group_id, topic)
     skipped = sum(max(end - max(c, 0), 0) for c, end in got.values())
     events = [json.loads(m.value) for m in read_topic(bootstrap, k.output_topic)]
@@ -399,7 +404,8 @@ def audit(bootstrap: str, cfg: Config, stream: PlantStream, calibrated_threshold
     detected = {i for i, inj in enumerate(stream.injected) if _hit(inj, events, stream, calibrated_threshold)}
     missed = [inj for i, inj in enumerate(stream.injected) if i not in detected]
     return Audit(
-        messages=len(stream.messages), skipped=skipped, readings_uncovered=sorted(stream.readings - covered),
+        messages=len(stream.messages), skipped=skipped,
+        readings_uncovered=sorted(r for r in stream.readings - covered if every is None or r[0] in every),
         windows_expected=len(stream.expected_windows), windows_off_grid=len(seen - stream.expected_windows),
         windows_bogus=sorted(w for w in seen if w not in stream.readings and w[1] <= tail), events=len(events),
         duplicate_events=len(events) - len(seen),
@@ -449,6 +455,77 @@ def _hit(inj: Injected, events: list[dict[str, Any]], stream: PlantStream, thres
     """Some reported window overlapping the anomaly scores over the calibrated threshold."""
     return any(e["sensor"] == inj.sensor and e["window_end_ms"] >= inj.start_ms
                and e["window_end_ms"] - stream.window_ms <= inj.end_ms and e["score"] > threshold for e in events)
+
+
+@dataclass
+class AlertAudit:
+    events: int  # episode events read (opened, updated, resolved), redeliveries included
+    redelivered: int  # copies of an event already read (same event id: at-least-once, consumers dedupe)
+    by_type: dict[str, int]  # distinct episode events per type
+    episodes: int
+    duplicate_opened: list[str]  # episode ids opened twice, or opened while their sensor's previous one was open
+    orphaned: list[str]  # episode ids with updated or resolved events but no opened
+    unattached: list[tuple[str, int]]  # windows in alarm (sensor, end) in no episode and in no cooldown
+    suppressed: int  # windows in alarm in the cooldown after an episode (open nothing, by design)
+
+    @property
+    def lost(self) -> int:
+        return len(self.orphaned) + len(self.unattached)
+
+
+def alert_audit(alerts: list[dict[str, Any]], anomalies: list[dict[str, Any]], cooldown_ms: int) -> AlertAudit:
+    """The episodes of the ``alerts`` topic's events against the ``anomalies`` (the output topic's events: the
+    windows in alarm), with ``alerts.cooldown_ms``. Per sensor, by the window ends the events carry:
+
+    * an episode is *opened twice* when its id has more than one distinct ``opened`` event, or when it opens
+      while the sensor's previous episode (by opening window end) has no ``resolved`` event ending at or before
+      its opening window (one incident reported as two);
+    * an episode is *orphaned* when it has ``updated`` or ``resolved`` events but no ``opened``;
+    * a window in alarm is *unattached* when it ends neither within an episode of its sensor (from its opening
+      window end, up to its resolving window end if it resolved) nor within ``cooldown_ms`` after one resolved.
+    """
+    seen: set[str] = set()
+    eps: dict[str, dict[str, Any]] = {}
+    by_type: dict[str, int] = defaultdict(int)
+    n = 0
+    for e in alerts:
+        if e.get("category") != "anomaly":
+            continue
+        n += 1
+        if e["event_id"] in seen:
+            continue
+        seen.add(e["event_id"])
+        by_type[e["type"]] += 1
+        ep = eps.setdefault(e["episode_id"], {"sensor": e["sensor"], "opened_ms": e["episode"]["opened_ms"],
+                                              "opened": 0, "other": 0, "resolved_ms": None})
+        if e["type"] == "opened":
+            ep["opened"] += 1
+        else:
+            ep["other"] += 1
+        if e["type"] == "resolved":
+            ep["resolved_ms"] = e["episode"]["resolved_ms"]
+    twice = {i for i, ep in eps.items() if ep["opened"] > 1}
+    by_sensor: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for i, ep in eps.items():
+        by_sensor[ep["sensor"]].append({**ep, "id": i})
+    for episodes in by_sensor.values():
+        episodes.sort(key=lambda ep: ep["opened_ms"])
+        for prev, cur in zip(episodes, episodes[1:]):
+            if prev["resolved_ms"] is None or prev["resolved_ms"] > cur["opened_ms"]:
+                twice.add(cur["id"])
+    unattached, suppressed = [], 0
+    for sensor, end in sorted({(a["sensor"], a["window_end_ms"]) for a in anomalies}):
+        episodes = by_sensor.get(sensor, [])
+        if any(ep["opened_ms"] <= end and (ep["resolved_ms"] is None or end <= ep["resolved_ms"]) for ep in episodes):
+            continue
+        if any(ep["resolved_ms"] is not None and ep["resolved_ms"] <= end < ep["resolved_ms"] + cooldown_ms
+               for ep in episodes):
+            suppressed += 1
+        else:
+            unattached.append((sensor, end))
+    return AlertAudit(events=n, redelivered=n - len(seen), by_type=dict(by_type), episodes=len(eps),
+                      duplicate_opened=sorted(twice), orphaned=sorted(i for i, ep in eps.items() if not ep["opened"]),
+                      unattached=unattached, suppressed=suppressed)
 
 
 # -- the kill -9 scenario (used by the test and the soak) -------------------------------------------------------
