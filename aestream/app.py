@@ -244,7 +244,7 @@ def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
             since = round(time.monotonic() - app.last_turn, 3)
             return {"alive": not o.liveness_timeout_s or since <= o.liveness_timeout_s, "seconds_since_turn": since}
 
-        app.ops = OpsServer(o.metrics_port, metrics, lambda: {"caught_up": app.caught_up,
+        app.ops = OpsServer(o.trainer_metrics_port, metrics, lambda: {"caught_up": app.caught_up,
                                                               "broker_reachable": broker_ok()},
                             host=o.metrics_host, liveness=alive).start()
     return app

@@ -347,6 +347,7 @@ class OpsConfig:
     metrics_enabled: bool = True
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9108
+    trainer_metrics_port: int = 9109
     lag_interval_s: float = 5.0
     broker_check_timeout_s: float = 1.0
     liveness_timeout_s: float = 120.0
@@ -355,6 +356,8 @@ class OpsConfig:
 
     def __post_init__(self) -> None:
         _check_finite(self, "ops")
+        _require(0 <= self.trainer_metrics_port <= 65535, "ops.trainer_metrics_port", self.trainer_metrics_port,
+                 "use a TCP port from 1 to 65535 (0 = any free port)")
         _require(0 <= self.metrics_port <= 65535, "ops.metrics_port", self.metrics_port,
                  "use a TCP port from 1 to 65535 (0 = any free port)")
         _require(self.lag_interval_s > 0, "ops.lag_interval_s", self.lag_interval_s, "use a positive number of s")

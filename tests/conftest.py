@@ -61,7 +61,8 @@ def kafka_config(kafka_bootstrap: str, tmp_path: Path) -> Config:
         model={"detrend_channels": ()},
         baselines={"mode": "off"},  # the tests of the loop judge every sensor by the model; baselines have their own
         paths={"model_dir": str(tmp_path / "models"), "state_dir": str(tmp_path / "state")},
-        ops={"metrics_port": 0, "metrics_host": "127.0.0.1"},  # any free port: several workers may run at once
+        # any free port: several workers (and trainers) may run at once
+        ops={"metrics_port": 0, "trainer_metrics_port": 0, "metrics_host": "127.0.0.1"},
     )
 
 

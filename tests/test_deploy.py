@@ -154,7 +154,9 @@ def test_compose_runs_official_kafka_in_kraft_mode_the_worker_from_the_dockerfil
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prom["volumes"]
     prom_cfg = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     (job,) = [j for j in prom_cfg["scrape_configs"] if j["job_name"] == "aestream"]
-    assert job["dns_sd_configs"][0]["names"] == ["worker", "trainer"], "Prometheus scrapes every worker and the trainer"
+    ops = load_config(ROOT / "config.toml", environ={}).ops
+    assert [(d["names"], d["port"]) for d in job["dns_sd_configs"]] == [
+        (["worker"], ops.metrics_port), (["trainer"], ops.trainer_metrics_port)], "every worker and the trainer"
     # the alerting rules are mounted where prometheus.yml's relative rule_files entry points, and name its job
     (rules,) = prom_cfg["rule_files"]
     assert (DEPLOY / rules).is_file() and f"./{rules}:/etc/prometheus/{rules}:ro" in prom["volumes"]

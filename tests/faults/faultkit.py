@@ -113,7 +113,8 @@ class Broker:
 def write_config(cfg: Config, path: Path) -> Path:
     """The whole of ``cfg`` as a TOML file (secrets left out), with the metrics endpoint on a free port (several
     workers share this machine)."""
-    path.write_text(cfg.replace(ops={"metrics_port": 0, "metrics_host": "127.0.0.1"}).to_toml())
+    ops = {"metrics_port": 0, "trainer_metrics_port": 0, "metrics_host": "127.0.0.1"}
+    path.write_text(cfg.replace(ops=ops).to_toml())
     return path
 
 
