@@ -84,18 +84,21 @@ def open_sink(cfg: KafkaConfig, on_refused: OnRefused | None = None) -> KafkaSin
     return KafkaSink(cfg, on_refused=on_refused)
 
 
-def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 30.0) -> None:
+def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 30.0,
+                  configs: dict[str, str] | None = None) -> list[str]:
     """Create the topics that do not exist yet, with the given partition counts (replication 1 unless the
-    broker default says otherwise)."""
+    broker default says otherwise) and topic ``configs``; returns the ones it created."""
     admin = KafkaAdminClient(**client_options(cfg), request_timeout_ms=int(timeout_s * 1000))
     try:
         existing = set(admin.list_topics())
-        wanted = {t: {"num_partitions": n} for t, n in topics.items() if t not in existing}
+        wanted = {t: {"num_partitions": n, **({"configs": configs} if configs else {})}
+                  for t, n in topics.items() if t not in existing}
         if wanted:
             try:
                 admin.create_topics(wanted, timeout_ms=int(timeout_s * 1000), wait_for_metadata=True)
             except TopicAlreadyExistsError:
-                pass
+                return []
+        return list(wanted)
     finally:
         admin.close()
 

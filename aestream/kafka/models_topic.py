@@ -23,12 +23,11 @@ import re
 import time
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from aestream.config import KafkaConfig
 from aestream.errors import BundleError
-from aestream.kafka.kafka_python import client_options
+from aestream.kafka.kafka_python import client_options, ensure_topics
 from aestream.models.bundle import ModelBundle, bundle_files, bundle_from_files, pack_bundle, unpack_bundle
 
 __all__ = ["KafkaModelStore"]
@@ -198,15 +197,6 @@ class KafkaModelStore:
 
     def _ensure(self) -> None:
         """Create the topic (one partition, compacted, room for large bundles) when it is missing."""
-        admin = KafkaAdminClient(**client_options(self.cfg), request_timeout_ms=int(self.timeout_s * 1000))
-        try:
-            if self.topic not in set(admin.list_topics()):
-                try:
-                    admin.create_topics({self.topic: {"num_partitions": 1, "configs": {
-                        "cleanup.policy": "compact", "max.message.bytes": str(MAX_BUNDLE_BYTES)}}},
-                        timeout_ms=int(self.timeout_s * 1000), wait_for_metadata=True)
-                    log.info("created the models topic %s (compacted)", self.topic)
-                except TopicAlreadyExistsError:
-                    pass
-        finally:
-            admin.close()
+        if ensure_topics(self.cfg, {self.topic: 1}, self.timeout_s,
+                         {"cleanup.policy": "compact", "max.message.bytes": str(MAX_BUNDLE_BYTES)}):
+            log.info("created the models topic %s (compacted)", self.topic)

@@ -14,11 +14,10 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka import KafkaConsumer, TopicPartition
 
 from aestream.config import KafkaConfig
-from aestream.kafka.kafka_python import client_options
+from aestream.kafka.kafka_python import client_options, ensure_topics
 from aestream.retrain.stage import END_MS_HEADER, decode_window
 
 __all__ = ["NormalWindowsFeed", "ensure_normal_windows_topic"]
@@ -28,22 +27,15 @@ log = logging.getLogger(__name__)
 
 def ensure_normal_windows_topic(cfg: KafkaConfig, topic: str, max_age_s: float, timeout_s: float = 30.0) -> None:
     """Create ``topic`` (partitions of the largest input topic, retention ``max_age_s``) when it is missing."""
-    admin = KafkaAdminClient(**client_options(cfg), request_timeout_ms=int(timeout_s * 1000))
     consumer = KafkaConsumer(**client_options(cfg), group_id=None)
     try:
-        if topic in set(admin.list_topics()):
+        if consumer.partitions_for_topic(topic):
             return
         n = max(len(consumer.partitions_for_topic(t) or ()) for t in cfg.input_topics) or 1
-        try:
-            admin.create_topics({topic: {"num_partitions": n, "configs": {
-                "retention.ms": str(int(max_age_s * 1000))}}}, timeout_ms=int(timeout_s * 1000),
-                wait_for_metadata=True)
-            log.info("created the normal-windows topic %s (%d partitions, retention %.0f s)", topic, n, max_age_s)
-        except TopicAlreadyExistsError:
-            pass
     finally:
         consumer.close()
-        admin.close()
+    if ensure_topics(cfg, {topic: n}, timeout_s, {"retention.ms": str(int(max_age_s * 1000))}):
+        log.info("created the normal-windows topic %s (%d partitions, retention %.0f s)", topic, n, max_age_s)
 
 
 class NormalWindowsFeed:
