@@ -106,6 +106,30 @@ def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 3
 JOIN_POLL_MS = 200
 
 
+def _keep_rejoin_until_done(consumer: KafkaConsumer) -> None:
+    """Make a rebalance that metadata started run to its end (KAFKA-9815 in the Java client).
+
+    kafka-python 3.0.12 rejoins when the partitions of a subscribed topic change (a topic created just before the
+    worker started, partitions added) without setting its ``rejoin_needed`` flag. Once the leader has computed the
+    assignment, that reason is gone; if the poll's time runs out during the SyncGroup round trip, the next poll
+    finds nothing to rejoin for and never applies the assignment it received: the member holds no partitions until
+    the next rebalance (1 start in 15 on a 2-core machine). Setting the flag whenever a rejoin is needed keeps the
+    join going until it completes.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    need_rejoin = getattr(coordinator, "need_rejoin", None)
+    if coordinator is None or need_rejoin is None or not hasattr(coordinator, "request_rejoin"):
+        return  # another kafka-python: nothing to mend
+
+    def sticky_need_rejoin() -> bool:
+        if need_rejoin():
+            coordinator.request_rejoin()
+            return True
+        return False
+
+    coordinator.need_rejoin = sticky_need_rejoin
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
@@ -146,6 +170,7 @@ class KafkaSource:
             # partitions for minutes; new topics and partitions are also picked up sooner
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
         )
+        _keep_rejoin_until_done(self.consumer)
         self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
     def assignment(self) -> set[Partition]:
