@@ -4,6 +4,7 @@ records give one poll each: the same windows, events (ids, order, sources) and c
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aestream.commands.simulate import Plant
@@ -36,6 +37,18 @@ def _records() -> list[Record]:
     return [Record("in", 0, i, b"k", json.dumps(d).encode(), 0, False) for i, d in enumerate(docs)]
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, floats within float32 rounding: the model scores a poll's windows as one batch, and a float32 matmul
+    rounds differently with the batch's shape (so may a share rounded to 4 decimals, by its last digit)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1.5e-4)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
 def test_a_poll_of_blocks_gives_what_its_records_give_one_poll_each(train_small: Any, one_model: Any,
                                                                     recording_sink: Any) -> None:
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 3}, baselines={"mode": "off"})
@@ -49,7 +62,10 @@ def test_a_poll_of_blocks_gives_what_its_records_give_one_poll_each(train_small:
         stats = [worker.process(p) for p in polls]
         runs.append(([json.loads(m.value) for m in sink.sent], stats))
     (events, stats), (events_ref, stats_ref) = runs
-    assert events == events_ref and len(events) > 100
+    assert len(events) > 100
+    for i, (e, ref) in enumerate(zip(events, events_ref)):
+        assert _same(e, ref), (i, e, ref)
+    assert len(events) == len(events_ref)
     for field in ("readings", "windows", "events", "late", "dead_letters"):
         assert sum(getattr(s, field) for s in stats) == sum(getattr(s, field) for s in stats_ref), field
     assert sum(s.late for s in stats) == 24
