@@ -39,6 +39,10 @@ __all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "open_
 log = logging.getLogger(__name__)
 
 METADATA_MAX_AGE_MS = 5_000
+# leaving the group on close: bounded, so that a stop while the broker is away ends within a pod's grace period
+CLOSE_TIMEOUT_MS = 5_000
+# the lag query runs on the loop's thread: a broker gone away stalls the loop this long, not request_timeout_ms
+LAG_TIMEOUT_MS = 2_000
 # errors of one message that no retry cures (its size, its contents): dead-lettered, not raised
 _REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
 
@@ -265,11 +269,11 @@ class KafkaSource:
         tps = list(self.consumer.assignment())
         if not tps:
             return {}
-        ends = self.consumer.end_offsets(tps)
+        ends = self.consumer.end_offsets(tps, timeout_ms=LAG_TIMEOUT_MS)
         return {(tp.topic, tp.partition): max(ends[tp] - self.consumer.position(tp), 0) for tp in tps}
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        self.consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
 
 
 class KafkaSink(RefusingSink):

@@ -83,11 +83,18 @@ class Broker:
 
     def stop(self) -> None:
         """Stop it cleanly (SIGTERM, then SIGKILL after 30 s) — its data stays."""
+        if self._proc is not None:  # our child since restart(): kafka.sh would wait on its zombie for 30 s
+            self._proc.terminate()
+            try:
+                self._proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(30)
+            self._proc = None
+            (self.workdir / "kafka.pid").unlink(missing_ok=True)
+            return
         subprocess.run(["bash", str(KAFKA_SH), "stop", str(self.workdir)], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if self._proc is not None:
-            self._proc.wait(60)
-            self._proc = None
 
     def restart(self, timeout_s: float = 90.0) -> None:
         """Start the JVM again on the same data directory (what ``kafka.sh start`` does, minus the format)."""
