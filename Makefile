@@ -4,6 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export OMP_NUM_THREADS ?= 2
+# pytest-xdist workers for `make test`: most integration tests wait on the broker and on subprocesses, so two
+# workers halve the suite on 2 cores; the tests that start several aestream processes share one worker
+# (xdist_group "processes") and never run beside each other
+TEST_WORKERS ?= 2
+PYTEST_PAR := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: install kafka promtool demo test test-unit lint bench soak clean
 
@@ -28,10 +33,10 @@ demo: install kafka  ## the whole pipeline on a simulated plant (starts a local 
 	$(BIN)/aestream --log-level WARNING demo
 
 test: install kafka promtool  ## every test: unit, doctests and integration against a real broker the tests start
-	PROMTOOL=$(abspath $(BIN))/promtool $(BIN)/python -m pytest
+	PROMTOOL=$(abspath $(BIN))/promtool $(BIN)/python -m pytest $(PYTEST_PAR)
 
 test-unit: install promtool  ## only the tests that need no broker
-	PROMTOOL=$(abspath $(BIN))/promtool $(BIN)/python -m pytest -m "not integration"
+	PROMTOOL=$(abspath $(BIN))/promtool $(BIN)/python -m pytest $(PYTEST_PAR) -m "not integration"
 
 bench: install kafka  ## throughput, latency, memory, scoring and the Quix Streams peer; last line is one JSON object
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.consumer.subscription_state import SubscriptionState
+from kafka.coordinator.consumer import ConsumerCoordinator
 
 from aestream.kafka.kafka_python import _keep_rejoin_until_done
 

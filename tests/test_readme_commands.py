@@ -224,6 +224,7 @@ def test_running_it_on_your_data_as_written(private_broker: str, tmp_path: Path)
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")
 def test_a_fleet_as_written(private_broker: str, tmp_path: Path) -> None:
     """"Scaling out" as written: the shipped fleet config (config.toml with the three keys the README names), the
     key in AESTREAM_MODEL_KEY; a model trained into the models topic, a worker serving it from there and sending

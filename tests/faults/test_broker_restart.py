@@ -14,7 +14,7 @@ from aestream.config import Config
 from aestream.kafka.kafka_python import ensure_topics
 from aestream.models.store import ModelStore
 
-pytestmark = [pytest.mark.faults, pytest.mark.integration]
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.xdist_group("processes")]
 
 OUTAGE_S = 10.0
 

@@ -27,7 +27,7 @@ from aestream.config import Config
 from aestream.kafka.kafka_python import ensure_topics
 from aestream.kafka.models_topic import KafkaModelStore
 
-pytestmark = [pytest.mark.faults, pytest.mark.integration]
+pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.xdist_group("processes")]
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "fleet test key"
