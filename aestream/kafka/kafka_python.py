@@ -107,9 +107,6 @@ def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 3
         admin.close()
 
 
-JOIN_POLL_MS = 200
-
-
 def _keep_rejoin_until_done(consumer: KafkaConsumer) -> None:
     """Make a rebalance that metadata started run to its end (KAFKA-9815 in the Java client).
 
@@ -191,10 +188,6 @@ class KafkaSource:
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
         """The next records, oldest first per partition; replayed ones are flagged."""
         timeout = self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms
-        if not self.consumer.assignment():
-            # kafka-python (3.0.12) completes a group (re)join only within one poll's time: polls of a few ms
-            # left a member without partitions after its first join (the default 200 ms is enough)
-            timeout = max(timeout, JOIN_POLL_MS)
         batch = self.consumer.poll(timeout_ms=timeout, max_records=max_records or self.cfg.max_poll_records)
         fresh = self._start_rebuilds() if self._pending else set()
         out: list[Record] = []
