@@ -196,11 +196,13 @@ def test_fleet_retrain_publishes_to_every_worker(worker_cfg: Config, kit: Any, t
         n_runs = trainer.text().count("training a candidate")
         _wait(lambda: trainer.text().count("training a candidate") > n_runs, 120, "the next training",
               (trainer,))
+        n_rejected = trainer.text().count("retrain rejected")
         operator = KafkaModelStore(k, models_topic(cfg), KEY.encode())
         assert operator.rollback("v0001") == "v0001"
         before_rollback = operator.versions()  # v0002, and any the trainer published since
-        _wait(lambda: "came while the candidate trained" in trainer.text(), 300, "the training to end",
-              (trainer,))
+        # the training under way ends by finding the rollback, or earlier, by the gate refusing its candidate
+        _wait(lambda: "came while the candidate trained" in trainer.text()
+              or trainer.text().count("retrain rejected") > n_rejected, 300, "the training to end", (trainer,))
         _wait(lambda: all(w.text().count("serving model v0001") >= 2 for w in workers), 30,
               "every worker back on v0001", tuple(workers))
         n_skips = trainer.text().count("a rollback holds v0001")
