@@ -38,7 +38,7 @@ from aestream.kafka.protocols import Changelog, ModelSource, Sink, Source
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import Block, Columns, ReadingDecoder
 from aestream.stream.deadletters import dead_letter
-from aestream.stream.events import anomaly_event, encode_event
+from aestream.stream.events import anomaly_event, encode_event, top_channels
 from aestream.stream.lateness import LateReport, LateWatch
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import PhaseCheckpoint
@@ -470,6 +470,8 @@ class Worker:
                          baseline.threshold)
         keep = bool(self.stages)  # the scored windows are only for the stages
         todo = range(len(closed)) if keep else np.flatnonzero(alarms).tolist()
+        emit = np.flatnonzero(alarms).tolist()
+        top = dict(zip(emit, top_channels(shares[emit]))) if emit else {}  # sorted at once, not per event
         for i in todo:
             w, rec = closed[i]
             smoothed, alarm = float(smooth[i]), bool(alarms[i])
@@ -482,7 +484,8 @@ class Worker:
                 sensor=w.sensor, window_start_ms=w.start_ms, window_end_ms=w.end_ms, score=smoothed,
                 threshold=self.rule.threshold_for(w.sensor), critical_ratio=critical, channels=b.channels,
                 shares=shares[i],
-                model_version=b.version, model_family=b.family, source=(rec.topic, rec.partition, rec.offset))
+                model_version=b.version, model_family=b.family, source=(rec.topic, rec.partition, rec.offset),
+                order=top[i])
             self.sink.send(Outgoing(topic, encode_event(event), w.sensor.encode()))
             stats.events += 1
             stats.events_out.append(event)
