@@ -227,8 +227,9 @@ class ThresholdConfig:
 class BaselinesConfig:
     """Per-sensor baselines, learned from each sensor's first ``n_readings`` readings: ``mode = "shared"`` keeps
     the shared model and gives each sensor its own input scaling, error scaling and threshold; ``"finetune"`` also
-    gives it its own model, the shared one fine-tuned on those readings (off the scoring thread, at most
-    ``finetune_queue`` waiting, unless ``finetune_blocking``); ``"off"`` judges every sensor by the shared model's
+    gives it its own model, the shared one fine-tuned on those readings (between the worker's steps, in slices of at
+    most ``finetune_slice_ms`` while records wait, at most ``finetune_queue`` waiting, unless
+    ``finetune_blocking``); ``"off"`` judges every sensor by the shared model's
     own scaling and threshold."""
 
     mode: Literal["finetune", "shared", "off"] = "finetune"
@@ -237,10 +238,12 @@ class BaselinesConfig:
     n_refresh_windows: int = 200
     finetune_epochs: int = 0
     finetune_queue: int = 64
+    finetune_slice_ms: float = 5.0
     finetune_blocking: bool = False
 
     def __post_init__(self) -> None:
         _check_choices(self, "baselines")
+        _check_finite(self, "baselines")
         _require(self.n_readings >= 2, "baselines.n_readings", self.n_readings,
                  "use at least 2 readings (and at least stream.window_size for a threshold)")
         _require(0.0 < self.min_std_fraction <= 1.0, "baselines.min_std_fraction", self.min_std_fraction,
@@ -250,6 +253,8 @@ class BaselinesConfig:
         _require(self.finetune_epochs >= 0, "baselines.finetune_epochs", self.finetune_epochs,
                  "use 0 (model.epochs) or more")
         _require(self.finetune_queue >= 1, "baselines.finetune_queue", self.finetune_queue, "use 1 or more")
+        _require(self.finetune_slice_ms > 0, "baselines.finetune_slice_ms", self.finetune_slice_ms,
+                 "use a positive number of milliseconds (5: a reading waits at most ~5 ms more for a fine-tune)")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ One step of the loop::
 
     poll records → decode (bad → dead letter) → windows per sensor → score the batch → alarm rule
     → anomaly events → producer flush → state records (changelogs) → producer flush → commit offsets
+    → a slice of the waiting fine-tunes (baselines.finetune_slice_ms; the poll does not block while any wait)
 
 Offsets are committed only after the producer has acknowledged every event and dead letter of those offsets
 (at-least-once); event ids are deterministic, so a replay after a crash repeats the same ids. State kept in
@@ -282,7 +283,9 @@ class Worker:
         ``kafka.commit_interval_ms`` and whenever a poll comes back empty."""
         t0 = time.perf_counter()
         self.refresh_model()
-        records = self.source.poll()
+        # with fine-tunes waiting the poll does not block: the time it would wait goes to them (below)
+        background = self.baselines is not None and self.baselines.background_waiting
+        records = self.source.poll(timeout_ms=0) if background else self.source.poll()
         self._take_committed_metadata()
         stats = self.process(records)
         if records:
@@ -299,6 +302,8 @@ class Worker:
             seconds = time.perf_counter() - t0
             for observer in self.observers:
                 observer.on_step(stats, seconds)
+        if self.baselines is not None and self.baselines.background_waiting:  # after the commit, before the next poll
+            self.baselines.work(self.cfg.baselines.finetune_slice_ms / 1000)
         return stats
 
     def commit(self) -> None:

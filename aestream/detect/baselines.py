@@ -164,9 +164,12 @@ of its validation windows."""
 
 
 class Background(Protocol):
-    """Fine-tunes off the scoring thread (:class:`aestream.training.finetune.Finetuner`)."""
+    """Fine-tunes in slices of the worker's thread (:class:`aestream.training.finetune.Finetuner`)."""
 
+    @property
+    def n_pending(self) -> int: ...
     def submit(self, sensor: str, runs: list[np.ndarray], shared: Scorer, model_version: str) -> bool: ...
+    def run(self, budget_s: float) -> None: ...
     def done(self) -> list[tuple[str, tuple[Baseline, np.ndarray]]]: ...
     def forget(self, sensors: list[str]) -> None: ...
     def close(self) -> None: ...
@@ -212,6 +215,16 @@ class SensorBaselines:
     @property
     def n_calibrating(self) -> int:
         return len(self._calibrating)
+
+    @property
+    def background_waiting(self) -> bool:
+        """Whether fine-tunes wait for :meth:`work`."""
+        return self.finetuner is not None and self.finetuner.n_pending > 0
+
+    def work(self, budget_s: float) -> None:
+        """Give the waiting fine-tunes about ``budget_s`` of this thread (their results: :meth:`finetuned`)."""
+        if self.finetuner is not None:
+            self.finetuner.run(budget_s)
 
     def split(self, windows: list[Window], scorer: Scorer, model_version: str) -> _Split:
         """Which of ``windows`` to score now (those of sensors with a baseline), in order; the others' rows go into

@@ -1,7 +1,8 @@
 """From normal data to a publishable :class:`~aestream.models.bundle.ModelBundle`, driven by the config: the one way
 to build a bundle, for ``aestream train``, the demo, the SKAB evaluation and scheduled retraining alike.
 
-Every ``[model]`` setting reaches :func:`~aestream.training.fit.fit_scorer` through :func:`fit_from_config` alone,
+Every ``[model]`` setting reaches :func:`~aestream.training.fit.fit_scorer` through :func:`fit_from_config` alone
+(or its generator, :func:`fit_from_config_steps`, for fine-tunes spread over the worker's steps),
 and every bundle is put together by :func:`_bundle`, so a retrained model is built exactly like a trained one.
 """
 
@@ -19,12 +20,12 @@ from aestream.detect.thresholds import calibrate_threshold, causal_smooth
 from aestream.errors import TrainingError
 from aestream.models import Autoencoder
 from aestream.models.bundle import ModelBundle
-from aestream.training.fit import TrainResult, fit_scorer
+from aestream.training.fit import Steps, TrainResult, fit_scorer_steps, run_through
 
-__all__ = ["fit_from_config", "train_bundle", "train_bundle_from_windows"]
+__all__ = ["fit_from_config", "fit_from_config_steps", "train_bundle", "train_bundle_from_windows"]
 
 
-def fit_from_config(
+def fit_from_config_steps(
     segments: Sequence[np.ndarray],
     channels: Sequence[str],
     window_size: int,
@@ -33,9 +34,9 @@ def fit_from_config(
     detrend_channels: Sequence[str] | None = None,
     start_from: Autoencoder | None = None,
     epochs: int | None = None,
-) -> TrainResult:
-    """:func:`~aestream.training.fit.fit_scorer` with every ``[model]`` setting of the config."""
-    return fit_scorer(
+) -> Steps[TrainResult]:
+    """:func:`~aestream.training.fit.fit_scorer_steps` with every ``[model]`` setting of the config."""
+    return fit_scorer_steps(
         segments,
         channels,
         window_size=window_size,
@@ -57,6 +58,10 @@ def fit_from_config(
         torch_threads=model.torch_threads,
         start_from=start_from,
     )
+
+
+fit_from_config = run_through(fit_from_config_steps)
+""":func:`~aestream.training.fit.fit_scorer` with every ``[model]`` setting of the config, in one go."""
 
 
 def train_bundle(

@@ -2,36 +2,44 @@
 
 The copy starts from the fleet's weights and learns on the sensor's first readings, standardised by their own
 mean and deviation, with early stopping on their last ``model.validation_fraction`` of windows; the channel scales
-and the threshold are calibrated on those validation windows, which the copy never trained on. Fine-tunes run off
-the scoring thread, at most ``baselines.finetune_queue`` waiting (:class:`Finetuner`), or in the step itself with
-``baselines.finetune_blocking`` (deterministic replays, the evaluation).
+and the threshold are calibrated on those validation windows, which the copy never trained on. Fine-tunes run on the
+worker's own thread, in slices of at most ``baselines.finetune_slice_ms`` between its steps, at most
+``baselines.finetune_queue`` waiting (:class:`Finetuner`), or in the step itself with ``baselines.finetune_blocking``
+(deterministic replays, the evaluation).
+
+Why slices and not a thread: a fine-tune is thousands of small torch calls, each taking and giving back the GIL. On a
+thread beside the loop it competed with the loop for the GIL and a core, and a fleet starting up (50 sensors
+fine-tuning at once) put the loop seconds behind its input. In slices the loop decides how much of its time goes to
+them: all of it while no records wait (the poll does not block then), at most a slice per step under load.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from collections.abc import Callable
 
 import numpy as np
 
 from aestream.config import Config
-from aestream.detect.baselines import Baseline, Finetune, SensorBaselines
+from aestream.detect.baselines import Baseline, SensorBaselines
 from aestream.detect.scoring import Scorer
 from aestream.detect.thresholds import calibrate_threshold
-from aestream.training.build import fit_from_config
+from aestream.training.build import fit_from_config_steps
+from aestream.training.fit import Steps, run_through
 
-__all__ = ["Finetuner", "build_baselines", "finetune_baseline"]
+__all__ = ["Finetuner", "build_baselines", "finetune_baseline", "finetune_baseline_steps"]
 
 log = logging.getLogger(__name__)
 
 
-def finetune_baseline(runs: list[np.ndarray], shared: Scorer, cfg: Config,
-                      model_version: str) -> tuple[Baseline, np.ndarray]:
-    """Fine-tune a copy of ``shared`` on a sensor's calibration ``runs`` ``(T, C)``: its baseline with its own
-    model, and the scores of its validation windows."""
+def finetune_baseline_steps(runs: list[np.ndarray], shared: Scorer, cfg: Config,
+                            model_version: str) -> Steps[tuple[Baseline, np.ndarray]]:
+    """Fine-tune a copy of ``shared`` on a sensor's calibration ``runs`` ``(T, C)``, yielding after every
+    optimiser step: its baseline with its own model, and the scores of its validation windows."""
     s = cfg.stream
-    result = fit_from_config(runs, s.channels, s.window_size, cfg.model, device=str(shared.device),
-                             start_from=shared.model, epochs=cfg.baselines.finetune_epochs or None)
+    result = yield from fit_from_config_steps(runs, s.channels, s.window_size, cfg.model, device=str(shared.device),
+                                              start_from=shared.model, epochs=cfg.baselines.finetune_epochs or None)
     own = result.scorer
     pre = own.preprocessor
     threshold = calibrate_threshold(result.validation_scores, cfg.threshold)
@@ -39,14 +47,20 @@ def finetune_baseline(runs: list[np.ndarray], shared: Scorer, cfg: Config,
     return baseline, result.validation_scores
 
 
-class Finetuner:
-    """Fine-tunes on one background thread; at most ``max_pending`` wait. :meth:`done` hands out the finished ones
-    (in the worker's thread, between steps)."""
+finetune_baseline = run_through(finetune_baseline_steps)
+""":func:`finetune_baseline_steps` in one go."""
 
-    def __init__(self, fit: Finetune, max_pending: int) -> None:
+FinetuneSteps = Callable[[list[np.ndarray], Scorer, str], Steps[tuple[Baseline, np.ndarray]]]
+
+
+class Finetuner:
+    """Fine-tunes queued in order and run in slices of the caller's thread (:meth:`run`); at most ``max_pending``
+    wait. :meth:`done` hands out the finished ones."""
+
+    def __init__(self, fit: FinetuneSteps, max_pending: int) -> None:
         self.fit, self.max_pending = fit, max_pending
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aestream-finetune")
-        self._pending: dict[str, Future[tuple[Baseline, np.ndarray]]] = {}
+        self._pending: dict[str, Steps[tuple[Baseline, np.ndarray]]] = {}  # in submission order
+        self._done: list[tuple[str, tuple[Baseline, np.ndarray]]] = []
         self.n_dropped = 0
 
     @property
@@ -62,30 +76,43 @@ class Finetuner:
             log.warning("fine-tune of %s not queued: %d already wait (baselines.finetune_queue); it is judged by the "
                         "shared model", sensor, len(self._pending))
             return False
-        self._pending[sensor] = self._pool.submit(self.fit, runs, shared, model_version)
+        self._pending[sensor] = self.fit(runs, shared, model_version)
         return True
 
-    def done(self) -> list[tuple[str, tuple[Baseline, np.ndarray]]]:
-        """The fine-tunes finished since the last call; a failed one is logged and dropped."""
-        out = []
-        for sensor, fut in list(self._pending.items()):
-            if not fut.done():
-                continue
-            del self._pending[sensor]
+    def run(self, budget_s: float) -> None:
+        """Work on the queued fine-tunes, oldest first, until ``budget_s`` has passed (at least one optimiser step
+        when any wait) or none is left."""
+        deadline = time.perf_counter() + budget_s
+        while self._pending:
+            sensor, steps = next(iter(self._pending.items()))
             try:
-                out.append((sensor, fut.result()))
+                next(steps)
+            except StopIteration as finished:
+                del self._pending[sensor]
+                self._done.append((sensor, finished.value))
             except Exception as e:  # the sensor keeps its shared-model baseline
+                del self._pending[sensor]
                 log.error("fine-tune of %s failed, it stays on the shared model: %s: %s", sensor, type(e).__name__, e)
+            if time.perf_counter() >= deadline:
+                return
+
+    def done(self) -> list[tuple[str, tuple[Baseline, np.ndarray]]]:
+        """The fine-tunes finished since the last call."""
+        out, self._done = self._done, []
         return out
 
     def forget(self, sensors: list[str]) -> None:
-        for s in sensors:
-            fut = self._pending.pop(s, None)
-            if fut is not None:
-                fut.cancel()
+        gone = set(sensors)
+        for s in gone:
+            steps = self._pending.pop(s, None)
+            if steps is not None:
+                steps.close()
+        self._done = [d for d in self._done if d[0] not in gone]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for steps in self._pending.values():
+            steps.close()
+        self._pending.clear()
 
 
 def build_baselines(cfg: Config) -> SensorBaselines | None:
@@ -94,10 +121,10 @@ def build_baselines(cfg: Config) -> SensorBaselines | None:
     if b.mode == "off":
         return None
 
-    def fit(runs: list[np.ndarray], shared: Scorer, version: str) -> tuple[Baseline, np.ndarray]:
-        return finetune_baseline(runs, shared, cfg, version)
+    def fit(runs: list[np.ndarray], shared: Scorer, version: str) -> Steps[tuple[Baseline, np.ndarray]]:
+        return finetune_baseline_steps(runs, shared, cfg, version)
 
     blocking = b.mode == "finetune" and b.finetune_blocking
     background = Finetuner(fit, b.finetune_queue) if b.mode == "finetune" and not blocking else None
     return SensorBaselines(b, cfg.threshold, s.window_size, s.stride, s.stride_ms,
-                           finetune=fit if blocking else None, finetuner=background)
+                           finetune=run_through(fit) if blocking else None, finetuner=background)

@@ -1,7 +1,9 @@
 """Fitting an autoencoder on normal readings: preprocessing, validation split, early stopping, calibration.
 
 Deterministic on CPU for a given seed. Progress goes to the log (one line every few epochs), or, inside
-:func:`progress_bars` (what the commands use), to a bar over the epochs on stderr.
+:func:`progress_bars` (what the commands use), to a bar over the epochs on stderr. :func:`fit_scorer_steps` is the
+same fit as a generator that yields after every optimiser step, so a caller can spread it over time slices of its
+own thread (the worker's fine-tunes, between its steps) and :func:`fit_scorer` runs it through.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -27,11 +29,13 @@ from aestream.detect.scoring import Scorer, resolve_device
 from aestream.errors import DataError
 from aestream.models import Autoencoder, build_model
 
-__all__ = ["TrainResult", "fit_scorer", "progress_bars", "sliding_windows", "with_progress"]
+__all__ = ["TrainResult", "fit_scorer", "fit_scorer_steps", "progress_bars", "run_steps", "run_through",
+           "sliding_windows", "with_progress"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _PROGRESS: ContextVar[bool | None] = ContextVar("aestream_training_progress", default=False)
 
 
@@ -85,7 +89,37 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def fit_scorer(
+Steps = Generator[None, None, T]
+"""A computation that yields between its slices of work and returns its result (:func:`run_steps`)."""
+
+
+def run_steps(steps: Steps[T]) -> T:
+    """Run ``steps`` to the end in one go; its result.
+
+    >>> def count() -> Steps[int]:
+    ...     yield
+    ...     return 2
+    >>> run_steps(count())
+    2
+    """
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def run_through(steps: Callable[P, Steps[T]]) -> Callable[P, T]:
+    """``steps`` as a function that runs its generator to the end (:func:`run_steps`)."""
+
+    @functools.wraps(steps)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_steps(steps(*args, **kwargs))
+
+    return run
+
+
+def fit_scorer_steps(
     segments: Sequence[np.ndarray],
     channels: Sequence[str],
     *,
@@ -107,7 +141,7 @@ def fit_scorer(
     torch_threads: int = 0,
     input_smoothing: int = 1,
     start_from: Autoencoder | None = None,
-) -> TrainResult:
+) -> Steps[TrainResult]:
     """Train a ``family`` autoencoder on contiguous segments of normal readings, each ``(T, C)``.
 
     ``input_smoothing`` > 1 smooths every channel inside each window before the model sees it
@@ -131,7 +165,7 @@ def fit_scorer(
                             hidden_size=hidden_size, **(family_params or {})).to(dev)
     xt = torch.from_numpy(pre(train_w)).to(dev)
     xv = torch.from_numpy(pre(val_w)).to(dev)
-    best, history = _optimise(model, xt, xv, epochs, batch_size, learning_rate, weight_decay, patience, seed)
+    best, history = yield from _optimise(model, xt, xv, epochs, batch_size, learning_rate, weight_decay, patience, seed)
     model.load_state_dict(best)
     model.eval()
     scorer = Scorer(model, pre, device=dev, score_reduce=score_reduce)
@@ -148,6 +182,10 @@ def fit_scorer(
         "device": str(dev),
     }
     return TrainResult(scorer, validation_scores, metrics)
+
+
+fit_scorer = run_through(fit_scorer_steps)
+"""Train a ``family`` autoencoder on contiguous segments of normal readings: :func:`fit_scorer_steps` in one go."""
 
 
 def _split(segments: list[np.ndarray], window_size: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -171,19 +209,19 @@ def _optimise(
     weight_decay: float,
     patience: int,
     seed: int,
-) -> tuple[dict[str, torch.Tensor], list[float]]:
+) -> Steps[tuple[dict[str, torch.Tensor], list[float]]]:
     opt = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     show = _PROGRESS.get()
     bar = tqdm(total=epochs, desc="training", unit="epoch", file=sys.stderr, leave=False, dynamic_ncols=True,
                disable=None if show is None else not show)
     with bar:
-        return _epochs(model, opt, gen, xt, xv, epochs, batch_size, patience, bar)
+        return (yield from _epochs(model, opt, gen, xt, xv, epochs, batch_size, patience, bar))
 
 
 def _epochs(model: Autoencoder, opt: torch.optim.Optimizer, gen: torch.Generator, xt: torch.Tensor,
             xv: torch.Tensor, epochs: int, batch_size: int, patience: int,
-            bar: tqdm) -> tuple[dict[str, torch.Tensor], list[float]]:
+            bar: tqdm) -> Steps[tuple[dict[str, torch.Tensor], list[float]]]:
     best_loss, best_state, stale, history = math.inf, _copy_state(model), 0, []
     level = logging.INFO if bar.disable else logging.DEBUG  # a bar on the terminal says it already
     for epoch in range(epochs):
@@ -196,6 +234,7 @@ def _epochs(model: Autoencoder, opt: torch.optim.Optimizer, gen: torch.Generator
                                          "model.learning_rate or check the data for extreme values")
             loss.backward()
             opt.step()
+            yield
         model.eval()
         with torch.no_grad():
             val_loss = float(torch.nn.functional.mse_loss(model(xv), xv))
