@@ -303,7 +303,7 @@ class Worker:
             for observer in self.observers:
                 observer.on_step(stats, seconds)
         if self.baselines is not None and self.baselines.background_waiting:  # after the commit, before the next poll
-            self.baselines.work(self.cfg.baselines.finetune_slice_ms / 1000)
+            self._finetune()
         return stats
 
     def commit(self) -> None:
@@ -510,10 +510,16 @@ class Worker:
             self._baseline_ready(sensor, baseline)
             self.rule.update_many(sensor, scores)  # the rule's smoothing and k-of-n run on from calibration
             self._notify_calibration(sensor, end_ms, baseline)
+        return [closed[i] for i in split.keep]
+
+    def _finetune(self) -> None:
+        """A slice of this thread for the waiting fine-tunes; the sensors whose own model is done are judged by it
+        from now on."""
+        assert self.baselines is not None
+        self.baselines.work(self.cfg.baselines.finetune_slice_ms / 1000)
         for sensor, baseline, _ in self.baselines.finetuned():
             self._baseline_ready(sensor, baseline)
             log.info("sensor %s now judged by its own fine-tuned model: threshold %.4g", sensor, baseline.threshold)
-        return [closed[i] for i in split.keep]
 
     def _baseline_ready(self, sensor: str, baseline: Baseline) -> None:
         """Judge ``sensor`` by ``baseline`` from now on; write it to the changelog at the next commit (after the

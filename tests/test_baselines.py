@@ -243,3 +243,42 @@ def test_background_fine_tunes_are_bounded_and_handed_out_when_done(train_small:
 
 
 _WINDOWER = Windower(16, 1, 4, 10_000)
+
+
+def test_the_worker_gives_waiting_fine_tunes_its_idle_time_and_then_judges_by_them(
+        train_small: Any, one_model: Any, recording_sink: Any) -> None:
+    cfg = _cfg("finetune").replace(baselines={"finetune_blocking": False})
+    bundle = train_small(cfg)
+    plant = Plant(2, CHANNELS, seed=6)
+    polls = [_records(cfg, plant, 150, {})]
+    timeouts: list[int | None] = []
+
+    class Source:
+        def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
+            timeouts.append(timeout_ms)
+            return polls.pop(0) if polls else []
+
+        def commit(self, offsets: dict[Any, int], metadata: dict[Any, str] | None = None) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+    worker = Worker(cfg, Source(), recording_sink(), one_model(bundle), clock=lambda: 0.0)
+    worker.refresh_model(force=True)
+    worker.step()  # both sensors calibrate: the shared model judges them, their fine-tunes wait
+    base = worker.baselines
+    assert base is not None and base.background_waiting and all(b.scorer is None for b in base.ready.values())
+    assert timeouts == [None], "nothing waited before this poll: it may block"
+    shared_thresholds = {s: worker.rule.threshold_for(s) for s in base.ready}  # type: ignore[union-attr]
+    steps = 0
+    while base.background_waiting and steps < 10_000:
+        worker.step()  # no records: each step is a slice of fine-tuning
+        steps += 1
+    assert not base.background_waiting and steps > 2, "the fine-tunes took several slices"
+    assert set(timeouts[1:]) == {0}, "while fine-tunes waited, no poll blocked"
+    assert all(b.scorer is not None for b in base.ready.values()), "each sensor now has its own model"
+    for s, b in base.ready.items():  # judged by it at once, without waiting for its next window
+        assert worker.rule.threshold_for(s) == b.threshold != shared_thresholds[s]  # type: ignore[union-attr]
+    worker.step()
+    assert timeouts[-1] is None, "with none waiting the poll blocks again"
