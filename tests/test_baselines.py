@@ -10,7 +10,7 @@ import pytest
 
 from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.detect.baselines import Baseline, SensorBaselines, sliding_windows, to_model_space
+from aestream.detect.baselines import Baseline, SensorBaselines, sliding_windows
 from aestream.stream.codec import encode_reading
 from aestream.stream.messages import Outgoing, Record
 from aestream.stream.stages import Stage
@@ -111,11 +111,16 @@ def test_calibrations_due_in_one_step_finish_together_as_one_by_one(train_small:
     assert sorted(split.started) == sorted(x for a in alone.values() for x in a.started)
 
 
-def test_to_model_space_standardises_by_the_sensors_own_scales(train_small: Any) -> None:
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_sensors_own_scales_standardise_its_windows(train_small: Any, dtype: type) -> None:
     pre = train_small(_cfg()).scorer.preprocessor
     w = np.random.default_rng(2).normal(7.0, 3.0, (5, 16, 4))
     mean, std = w.mean(axis=(0, 1)), w.std(axis=(0, 1))
-    np.testing.assert_allclose(pre(to_model_space(w, mean, std, pre)), (w - mean) / std, atol=1e-5)
+    rows = np.tile(mean, (5, 1)), np.tile(std, (5, 1))  # one row per window, as SensorBaselines.score gives them
+    np.testing.assert_allclose(pre.tensor(w.astype(dtype), *rows).numpy(), (w - mean) / std, atol=1e-5)
+    far = w + 1e5  # a level far from zero loses nothing to float32: the mean is taken off in two parts
+    got = pre.tensor(far.astype(dtype), rows[0] + 1e5, rows[1]).numpy()
+    np.testing.assert_allclose(got, (far.astype(dtype) - (mean + 1e5)) / std, atol=1e-5)
 
 
 def test_a_baseline_travels_as_json() -> None:

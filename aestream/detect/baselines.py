@@ -33,7 +33,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from aestream.config import BaselinesConfig, ThresholdConfig
-from aestream.detect.features import Preprocessor
 from aestream.detect.scoring import ScoreBatch, Scorer, reduce_errors
 from aestream.detect.stacked import ModelBank, channel_errors_many
 from aestream.detect.thresholds import calibrate_threshold
@@ -41,7 +40,7 @@ from aestream.models.bundle import scorer_from_dict, scorer_to_dict
 from aestream.stream.windows import Window
 
 __all__ = [
-    "Baseline", "Finetune", "SensorBaselines", "fit_baseline", "fit_baselines", "sliding_windows", "to_model_space",
+    "Baseline", "Finetune", "SensorBaselines", "fit_baseline", "fit_baselines", "sliding_windows",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,20 +92,6 @@ def sliding_windows(rows: np.ndarray, window_size: int, stride: int = 1) -> np.n
     return np.ascontiguousarray(w.transpose(0, 2, 1)[::stride])
 
 
-def to_model_space(windows: np.ndarray, mean: np.ndarray, std: np.ndarray, pre: Preprocessor) -> np.ndarray:
-    """Raw windows ``(B, W, C)`` moved so that the shared model's preprocessing standardises them by each row's own
-    ``mean``/``std`` (``(C,)`` or ``(B, C)``) instead of the fleet's.
-
-    >>> pre = Preprocessor(np.array([0.0]), np.array([1.0]), np.array([False]))
-    >>> to_model_space(np.array([[[12.0], [8.0]]]), np.array([10.0]), np.array([2.0]), pre)[:, :, 0].tolist()
-    [[1.0, -1.0]]
-    """
-    mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
-    if mean.ndim == 2:
-        mean, std = mean[:, None, :], std[:, None, :]
-    return ((np.asarray(windows, dtype=np.float64) - mean) / std) * pre.std + pre.mean
-
-
 def fit_baseline(runs: list[np.ndarray], scorer: Scorer, threshold: ThresholdConfig, *, window_size: int,
                  stride: int, model_version: str, min_std_fraction: float) -> tuple[Baseline, np.ndarray]:
     """A sensor's baseline from its calibration readings (contiguous ``runs`` of ``(T, C)``) and the scores of its
@@ -140,7 +125,7 @@ def fit_baselines(all_runs: list[list[np.ndarray]], scorer: Scorer, threshold: T
     counts = [len(p[3]) for p in parts]
     mean = np.repeat(np.stack([p[1] for p in parts]), counts, axis=0)
     std = np.repeat(np.stack([p[2] for p in parts]), counts, axis=0)
-    errors = scorer.raw_channel_errors(to_model_space(np.concatenate([p[3] for p in parts]), mean, std, pre))
+    errors = scorer.raw_channel_errors(np.concatenate([p[3] for p in parts]), mean, std)
     for (i, m, s, _, n), own in zip(parts, np.split(errors, np.cumsum(counts)[:-1])):
         try:
             channel_scale, scores, thr = _error_scaling(own, scorer.score_reduce, threshold)
@@ -233,6 +218,9 @@ class SensorBaselines:
         together (:meth:`calibrate_many`): a sensor's later windows wait for its own and then go on as they would
         have, scored, or into a new calibration when its readings made no baseline."""
         out = _Split()
+        if all(s in self.ready for s in {w.sensor for w in windows}):  # no calibration in this step
+            out.keep = list(range(len(windows)))
+            return out
         todo = list(range(len(windows)))
         while todo:
             held: dict[str, list[int]] = {}  # sensors whose calibration is due → their later windows
@@ -333,31 +321,40 @@ class SensorBaselines:
     def score(self, windows: np.ndarray, sensors: list[str], scorer: Scorer) -> tuple[ScoreBatch, np.ndarray]:
         """Scores of ``windows`` ``(B, W, C)`` of ready ``sensors`` by their baselines, and the raw channel errors
         (for :meth:`refresh`)."""
-        base = [self.ready[s] for s in sensors]
-        own = [i for i, b in enumerate(base) if b.scorer is not None]
-        shared = [i for i, b in enumerate(base) if b.scorer is None] if own else list(range(len(base)))
-        errors = np.empty((len(base), windows.shape[2]))
-        if shared:
-            mean = np.stack([base[i].mean for i in shared])
-            std = np.stack([base[i].std for i in shared])
-            errors[shared] = scorer.raw_channel_errors(to_model_space(windows[shared], mean, std, scorer.preprocessor))
-        by_sensor: dict[str, list[int]] = {}
-        for i in own:
-            by_sensor.setdefault(sensors[i], []).append(i)
-        if by_sensor:  # each sensor's windows of the step through its own model, the models stacked
-            rows = list(by_sensor.values())
-            own_scorers = [b.scorer for r in rows if (b := base[r[0]]).scorer is not None]
+        slot: dict[str, int] = {}  # each sensor's row among the step's distinct sensors
+        at = np.fromiter((slot.setdefault(s, len(slot)) for s in sensors), np.intp, len(sensors))
+        base = [self.ready[s] for s in slot]
+        own = np.array([b.scorer is not None for b in base])
+        errors = np.empty((len(sensors), windows.shape[2]))
+        shared = np.flatnonzero(~own[at]) if own.any() else None  # None: every window
+        if shared is None or len(shared):
+            mean, std = np.stack([b.mean for b in base])[at], np.stack([b.std for b in base])[at]
+            if shared is None:
+                errors[:] = scorer.raw_channel_errors(windows, mean, std)
+            else:
+                errors[shared] = scorer.raw_channel_errors(windows[shared], mean[shared], std[shared])
+        if own.any():  # each sensor's windows of the step through its own model, the models stacked
+            order = np.argsort(at, kind="stable")
+            by_slot = np.split(order, np.cumsum(np.bincount(at, minlength=len(base)))[:-1])
+            mine = np.flatnonzero(own).tolist()
+            own_scorers = [b.scorer for k in mine if (b := base[k]).scorer is not None]
             every = [b.scorer for b in self.ready.values() if b.scorer is not None]
-            for r, e in zip(rows, channel_errors_many(own_scorers, [windows[r] for r in rows], self._banks, every)):
-                errors[r] = e
-        return ScoreBatch.of(errors / np.stack([b.channel_scale for b in base]), scorer.score_reduce), errors
+            for k, e in zip(mine, channel_errors_many(own_scorers, [windows[by_slot[k]] for k in mine], self._banks,
+                                                      every)):
+                errors[by_slot[k]] = e
+        scale = np.stack([b.channel_scale for b in base])[at]
+        return ScoreBatch.of(errors / scale, scorer.score_reduce), errors
 
     def refresh(self, sensors: list[str], errors: np.ndarray, alarms: np.ndarray, scorer: Scorer,
                 model_version: str) -> list[tuple[str, Baseline]]:
         """Gather the errors of normal windows whose sensor's baseline is of another model version; refit the error
         scaling and threshold of each sensor with ``n_refresh_windows`` of them. Returns the refitted baselines."""
         done: list[tuple[str, Baseline]] = []
-        for i, s in enumerate(sensors):
+        stale = {s for s in set(sensors)
+                 if (b := self.ready.get(s)) is not None and b.scorer is None and b.model_version != model_version}
+        for i, s in enumerate(sensors) if stale else ():
+            if s not in stale:
+                continue
             b = self.ready.get(s)
             if b is None or b.scorer is not None or b.model_version == model_version or alarms[i]:
                 continue

@@ -56,14 +56,32 @@ class Preprocessor:
         """Model input ``(B, W, C)`` float32 of raw windows ``(B, W, C)``."""
         return self.tensor(windows).numpy()
 
-    def tensor(self, windows: np.ndarray) -> torch.Tensor:
+    def tensor(self, windows: np.ndarray, mean: np.ndarray | None = None,
+               std: np.ndarray | None = None) -> torch.Tensor:
         """:meth:`__call__` as a CPU tensor. Raw windows may be float32 (as the windower holds them) or float64.
-        Each window is worked on as one row of its ``W·C`` readings, so every step runs over long rows."""
+        Each window is worked on as one row of its ``W·C`` readings, so every step runs over long rows. ``mean``
+        and ``std`` ``(B, C)``: each window standardised by its own row of them instead (a sensor's baseline).
+
+        >>> p = Preprocessor(mean=np.zeros(1), std=np.ones(1), detrend=np.zeros(1, dtype=bool))
+        >>> w = np.array([[[12.0], [8.0]], [[3.0], [5.0]]], dtype=np.float32)
+        >>> p.tensor(w, np.array([[10.0], [4.0]]), np.array([[2.0], [1.0]]))[:, :, 0].tolist()
+        [[1.0, -1.0], [-1.0, 1.0]]
+        """
         w = np.asarray(windows)
         n, size, c = w.shape
         plan = self._plan(size)
         raw = torch.from_numpy(w if w.flags.writeable else w.copy()).reshape(n, size * c)
-        if raw.dtype == torch.float32:  # centred against the mean split in two float32 parts: as exact as float64
+        own = mean is not None and std is not None
+        if own:  # centred by each row's mean (split in two float32 parts when the windows are float32)
+            m = np.asarray(mean, dtype=np.float64)
+            if raw.dtype == torch.float32:
+                hi = m.astype(np.float32)
+                x = raw.view(n, size, c) - torch.from_numpy(hi)[:, None, :]
+                x -= torch.from_numpy((m - hi).astype(np.float32))[:, None, :]
+            else:
+                x = (raw.double().view(n, size, c) - torch.from_numpy(m)[:, None, :]).float()
+            x = x.reshape(n, size * c)
+        elif raw.dtype == torch.float32:  # centred against the mean split in two float32 parts: as exact as float64
             x = raw - plan.mean_hi
             x -= plan.mean_lo
         else:
@@ -73,7 +91,12 @@ class Preprocessor:
             for lag in range(1, min(self.smooth, size)):
                 total[:, lag * c :] += x[:, : -lag * c]
             x = total
-        x *= plan.scale
+        if own:
+            x *= plan.per_count
+            x.view(n, size, c).mul_(torch.from_numpy((1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32))
+                                    [:, None, :])
+        else:
+            x *= plan.scale
         if plan.detrend is not None:  # each detrended channel's mean over the window, off each of its readings
             x -= x.view(n, size, c).sum(dim=1) @ plan.detrend
         return x.view(n, size, c)
@@ -110,6 +133,7 @@ class _Plan:
     mean_hi: torch.Tensor  # float32 part of the mean, and what it leaves
     mean_lo: torch.Tensor
     scale: torch.Tensor  # 1 / (std × readings the trailing mean averages)
+    per_count: torch.Tensor  # 1 / readings the trailing mean averages (for windows with their own std)
     detrend: torch.Tensor | None  # (C, W·C): a window's channel sums → each detrended reading's channel mean
 
     @classmethod
@@ -120,4 +144,6 @@ class _Plan:
         scale = (1.0 / (counts[:, None] * p.std[None, :])).reshape(-1).astype(np.float32)
         spread = np.tile(np.diag(p.detrend / window_size).astype(np.float32), window_size) if p.detrend.any() else None
         t = torch.from_numpy
-        return cls(t(mean), t(hi), t((mean - hi).astype(np.float32)), t(scale), None if spread is None else t(spread))
+        per_count = np.repeat(1.0 / counts, len(p.std)).astype(np.float32)
+        return cls(t(mean), t(hi), t((mean - hi).astype(np.float32)), t(scale), t(per_count),
+                   None if spread is None else t(spread))

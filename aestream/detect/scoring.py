@@ -73,8 +73,9 @@ class Scorer:
         self._params = list(self.model.parameters())  # module.parameters() walks the modules: ~0.1 ms a call
         self._weights: tuple[Any, ...] = ()
 
-    def _tensor(self, windows: np.ndarray) -> torch.Tensor:
-        return self.preprocessor.tensor(windows).to(self.device)
+    def _tensor(self, windows: np.ndarray, mean: np.ndarray | None = None,
+                std: np.ndarray | None = None) -> torch.Tensor:
+        return self.preprocessor.tensor(windows, mean, std).to(self.device)
 
     def _frozen(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The model's :meth:`~aestream.models.Autoencoder.frozen` forward pass, asked again whenever its
@@ -84,12 +85,14 @@ class Scorer:
             self._forward, self._weights = self.model.frozen(), weights
         return self._forward
 
-    def raw_channel_errors(self, windows: np.ndarray) -> np.ndarray:
-        """Unscaled per-channel mean squared errors ``(B, C)`` of raw windows ``(B, W, C)``."""
+    def raw_channel_errors(self, windows: np.ndarray, mean: np.ndarray | None = None,
+                           std: np.ndarray | None = None) -> np.ndarray:
+        """Unscaled per-channel mean squared errors ``(B, C)`` of raw windows ``(B, W, C)``; with ``mean`` and
+        ``std`` ``(B, C)``, each window standardised by its own row of them (a sensor's baseline)."""
         if len(windows) == 0:
             return np.zeros((0, self.model.n_channels))
         with torch.inference_mode():
-            x = self._tensor(windows)
+            x = self._tensor(windows, mean, std)
             errors = (self._frozen()(x) - x).square_().mean(dim=1)
         return errors.double().cpu().numpy()
 
