@@ -549,8 +549,9 @@ class Worker:
         smoothed, alarms = np.empty(len(sensors)), np.empty(len(sensors), dtype=bool)
         starts = [0, *(i for i in range(1, len(sensors)) if sensors[i] != sensors[i - 1]), len(sensors)]
         for i, j in zip(starts, starts[1:]):
-            if j - i == 1:
-                smoothed[i], alarms[i] = self.rule.update(sensors[i], float(scores[i]))
+            if j - i <= SHORT_RUN:  # a few windows: the scalar rule costs less than update_many's array set-up
+                for t in range(i, j):
+                    smoothed[t], alarms[t] = self.rule.update(sensors[t], float(scores[t]))
             else:
                 smoothed[i:j], alarms[i:j] = self.rule.update_many(sensors[i], scores[i:j])
         return smoothed, alarms
@@ -602,6 +603,8 @@ class Worker:
 
 
 COMMIT_RETRY_S = 1.0
+SHORT_RUN = 12  # a sensor's windows in one step up to this many go through the scalar rule (~1.5 µs a window against
+# ~25 µs a call for update_many, measured)
 MODEL_RETRY_MAX_S = 300.0  # a refused model version is tried again at most this far apart
 _RECORD_TS = operator.attrgetter("timestamp_ms")
 SCORE_CAP = float(np.finfo(np.float32).max)

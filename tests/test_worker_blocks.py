@@ -69,3 +69,31 @@ def test_a_poll_of_blocks_gives_what_its_records_give_one_poll_each(train_small:
     for field in ("readings", "windows", "events", "late", "dead_letters"):
         assert sum(getattr(s, field) for s in stats) == sum(getattr(s, field) for s in stats_ref), field
     assert sum(s.late for s in stats) == 24
+
+
+def test_the_alarm_rule_over_a_steps_runs_of_windows_is_the_rule_window_by_window(train_small: Any,
+                                                                                     one_model: Any) -> None:
+    """A step's windows come in runs of one sensor; short runs take the scalar rule, long ones ``update_many``:
+    either way each window gets what the rule fed one window at a time gives, and the state carries into the next
+    step."""
+    import numpy as np
+
+    from aestream.detect.thresholds import AlarmRule
+    from aestream.worker import SHORT_RUN
+
+    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 3}, baselines={"mode": "off"},
+                           threshold={"k": 2, "n": 4, "smoothing": 3})
+    worker = Worker(cfg, None, None, one_model(train_small(cfg), threshold=1.0))  # type: ignore[arg-type]
+    worker.refresh_model(force=True)
+    ref = AlarmRule(1.0, k=2, n=4, smoothing=3)
+    rng = np.random.default_rng(3)
+    lengths = [1, 2, SHORT_RUN, SHORT_RUN + 1, 30, 3]
+    for step in range(3):
+        sensors = [f"s{(i + step) % 4}" for i, n in enumerate(lengths) for _ in range(n)]
+        scores = rng.uniform(0.0, 2.0, len(sensors))
+        closed = [(type("W", (), {"sensor": s})(), None) for s in sensors]
+        smoothed, alarms = worker._alarms(closed, scores)  # type: ignore[arg-type]
+        expected = [ref.update(s, float(x)) for s, x in zip(sensors, scores)]
+        assert np.allclose(smoothed, [e[0] for e in expected], rtol=1e-12)
+        assert alarms.tolist() == [e[1] for e in expected]
+        assert 0 < alarms.sum() < len(alarms)
