@@ -62,6 +62,7 @@ from aestream.worker import Worker
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 N_SENSORS = 50
+SETTLE_TIMEOUT_S = 300  # the longest the in-service latency run waits for the fleet to settle
 BATCH = 100
 
 
@@ -136,12 +137,12 @@ def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
 
 
 _PACED_PRODUCER = """
-import json, sys, time
+import json, os, sys, time
 from confluent_kafka import Producer
 from aestream.commands.simulate import Plant
 bootstrap, topic = sys.argv[1], sys.argv[2]
 rate, seconds, n_warm, n_anomalous = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-settled = sys.argv[7] if len(sys.argv) > 7 else ""  # a file the bench creates when the fleet is in service
+settled, settle_timeout_s = sys.argv[7], float(sys.argv[8])  # a file the bench creates when the fleet is in service
 plant = Plant(50, ("temperature", "pressure", "vibration", "current"), seed=1)  # the plant the model learnt
 steps = n_warm // 50 + int(rate * seconds) // 50
 # event time ends now (the plant runs faster than real time: starting now would run ahead of stream.max_future_ms)
@@ -160,8 +161,7 @@ def paced(part):
     p.flush()
 paced(readings[:n_warm])  # warm-up: the first fetches of a new topic and group; not timed
 time.sleep(2.0)
-import os
-deadline = time.monotonic() + 300
+deadline = time.monotonic() + settle_timeout_s
 while settled and not os.path.exists(settled) and time.monotonic() < deadline:
     time.sleep(0.1)
 paced(readings[n_warm:])
@@ -207,8 +207,7 @@ def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float,
             got = [m for msgs in k.poll(timeout_ms=5).values() for m in msgs]
             lat.extend(time.time() * 1000 - m.timestamp for m in got if m.offset >= n_warm)
             return len(got)
-    prod = subprocess.Popen([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds),
-                             str(n_warm), "0"])
+    prod = subprocess.Popen(_paced_argv(bootstrap, topic, rate, seconds, n_warm, 0))
     idle = time.monotonic()
     while prod.poll() is None or time.monotonic() - idle < 2.0:
         if receive():
@@ -255,8 +254,10 @@ def _latency(cfg: Config, rate: float, seconds: float, n_anomalous: int,
 
 
 def _when_in_service(worker: Worker, n_warm: int, path: str) -> None:
-    """Create ``path`` once ``worker`` has read the warm-up, every sensor has its baseline and no fine-tune waits."""
-    while True:
+    """Create ``path`` once ``worker`` has read the warm-up, every sensor has its baseline and no fine-tune waits;
+    give up when the paced producer does (it would poll the next runs' GIL for nothing)."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
         b = worker.baselines
         if worker.totals.records >= n_warm and (b is None or (len(b.ready) >= N_SENSORS and not b.background_waiting)):
             Path(path).touch()
@@ -266,9 +267,15 @@ def _when_in_service(worker: Worker, n_warm: int, path: str) -> None:
 
 def _paced(bootstrap: str, topic: str, rate: float, seconds: float, n_anomalous: int, settled: str = "") -> None:
     """The paced stream, from its own process: sharing the consumer's GIL would add its own delay to every reading.
-    With ``settled``, the timed phase waits (at most 300 s) for that file."""
-    subprocess.run([sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds),
-                    str(_n_warmup(rate)), str(n_anomalous), settled], check=True)
+    With ``settled``, the timed phase waits (at most ``SETTLE_TIMEOUT_S``) for that file."""
+    subprocess.run(_paced_argv(bootstrap, topic, rate, seconds, _n_warmup(rate), n_anomalous, settled), check=True)
+
+
+def _paced_argv(bootstrap: str, topic: str, rate: float, seconds: float, n_warm: int, n_anomalous: int,
+                settled: str = "") -> list[str]:
+    """The command line of the paced producer (:data:`_PACED_PRODUCER`)."""
+    return [sys.executable, "-c", _PACED_PRODUCER, bootstrap, topic, str(rate), str(seconds), str(n_warm),
+            str(n_anomalous), settled, str(SETTLE_TIMEOUT_S)]
 
 
 def _event_latency(bootstrap: str, topic: str, output: str, n_warm: int, info: dict[str, Any]) -> tuple[float, float]:

@@ -52,7 +52,8 @@ def test_the_readme_is_a_page_a_newcomer_reads() -> None:
     assert len(text.splitlines()) <= 300
     headings = re.findall(r"^## (.+)$", text, re.M)
     for wanted in ("The two commands", "Running it on your data", "Configuration", "Guarantees", "Scaling out",
-                   "Operations", "Per-sensor baselines", "Detection quality: SKAB", "Performance", "Layout", "Changelog"):
+                   "Operations", "Per-sensor baselines", "Detection quality: SKAB", "Performance", "Layout",
+                   "Changelog"):
         assert wanted in headings
 
 

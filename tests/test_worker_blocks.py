@@ -7,10 +7,13 @@ import json
 import math
 from typing import Any
 
+import numpy as np
+
 from aestream.commands.simulate import Plant
 from aestream.config import Config
+from aestream.detect.thresholds import AlarmRule
 from aestream.stream.messages import Record
-from aestream.worker import Worker
+from aestream.worker import SHORT_RUN, Worker
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 T0 = 1_767_225_600_000
@@ -76,11 +79,6 @@ def test_the_alarm_rule_over_a_steps_runs_of_windows_is_the_rule_window_by_windo
     """A step's windows come in runs of one sensor; short runs take the scalar rule, long ones ``update_many``:
     either way each window gets what the rule fed one window at a time gives, and the state carries into the next
     step."""
-    import numpy as np
-
-    from aestream.detect.thresholds import AlarmRule
-    from aestream.worker import SHORT_RUN
-
     cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 3}, baselines={"mode": "off"},
                            threshold={"k": 2, "n": 4, "smoothing": 3})
     worker = Worker(cfg, None, None, one_model(train_small(cfg), threshold=1.0))  # type: ignore[arg-type]

@@ -53,11 +53,11 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-import orjson
 
 from aestream.detect.scoring import Scorer
 from aestream.errors import AestreamError, LatentRecordError
 from aestream.models.bundle import ModelBundle
+from aestream.stream.events import compact_json
 from aestream.stream.messages import Outgoing
 from aestream.stream.stages import Scored, Stage
 
@@ -310,8 +310,7 @@ class StreamsStage(Stage):
                 doc = {"sensor": s.window.sensor, "ts": s.window.end_ms,
                        "values": [round(float(v), 6) for v in values], "denoised": not passthrough,
                        "model_version": s.model_version}
-                value = bytes(memoryview(orjson.dumps(doc)))  # exact size: orjson's own bytes keep ~7 KB spare
-                out.append(Outgoing(self.denoised_topic, value, s.window.sensor.encode()))
+                out.append(Outgoing(self.denoised_topic, compact_json(doc), s.window.sensor.encode()))
         if self.latent_topic:
             out.extend(self._latent(b.scorer, fresh, windows))
         return out

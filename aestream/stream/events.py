@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["SCHEMA_ID", "anomaly_event", "encode_event", "event_id", "iso_ms", "severity_of", "top_channels",
-           "window_fields"]
+__all__ = ["SCHEMA_ID", "anomaly_event", "compact_json", "encode_event", "event_id", "iso_ms", "severity_of",
+           "top_channels", "window_fields"]
 
 SCHEMA_ID = "aestream.event/1"
 _NAMESPACE = uuid.UUID("6f1c1c7e-3a50-4b0a-9a3e-2f1f2b6a5e11")
@@ -126,6 +126,16 @@ def top_channels(shares: np.ndarray) -> list[list[int]]:
     return np.argsort(-shares, axis=1, kind="stable")[:, :TOP_CHANNELS].tolist()  # type: ignore[no-any-return]
 
 
+def compact_json(doc: Any) -> bytes:
+    """orjson's compact UTF-8 JSON, copied to bytes of exactly its size: orjson's own keep ~7 KB of spare capacity,
+    which a message waiting to be sent holds on to (30k events: 219 MiB against 8 MiB).
+
+    >>> compact_json({"a": [1, 2.5]})
+    b'{"a":[1,2.5]}'
+    """
+    return bytes(memoryview(orjson.dumps(doc)))
+
+
 def encode_event(event: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON; a NaN or infinite number raises ``ValueError`` (orjson would write it as ``null``).
 
@@ -136,7 +146,7 @@ def encode_event(event: dict[str, Any]) -> bytes:
     ...
     ValueError: Out of range float values are not JSON compliant
     """
-    out = bytes(memoryview(orjson.dumps(event)))  # an exact copy: orjson's own bytes keep ~7 KB of spare capacity
+    out = compact_json(event)
     if b"null" in out:  # a real null, or a number that is not finite: the stdlib encoder tells them apart
         json.dumps(event, allow_nan=False)
     return out
