@@ -252,7 +252,8 @@ _WINDOWER = Windower(16, 1, 4, 10_000)
 
 def test_the_worker_gives_waiting_fine_tunes_its_idle_time_and_then_judges_by_them(
         train_small: Any, one_model: Any, recording_sink: Any) -> None:
-    cfg = _cfg("finetune").replace(baselines={"finetune_blocking": False})
+    # a slice of ~nothing is one optimiser step: the fine-tunes take several slices however fast the machine
+    cfg = _cfg("finetune").replace(baselines={"finetune_blocking": False, "finetune_slice_ms": 0.001})
     bundle = train_small(cfg)
     plant = Plant(2, CHANNELS, seed=6)
     polls = [_records(cfg, plant, 150, {})]
