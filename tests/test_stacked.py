@@ -16,10 +16,11 @@ from aestream.models import FAMILIES, build_model
 W, C = 16, 3
 
 
-def _scorer(family: str, seed: int, smooth: int = 1, detrend: tuple[bool, ...] = (False, True, False)) -> Scorer:
+def _scorer(family: str, seed: int, smooth: int = 1, detrend: tuple[bool, ...] = (False, True, False),
+            **hyperparameters: object) -> Scorer:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_model(family, window_size=W, n_channels=C, latent_size=4, hidden_size=16)
+    model = build_model(family, window_size=W, n_channels=C, latent_size=4, hidden_size=16, **hyperparameters)
     pre = Preprocessor(rng.normal(5.0, 1.0, C), rng.uniform(0.5, 2.0, C), np.array(detrend), smooth)
     return Scorer(model, pre, rng.uniform(0.5, 2.0, C))
 
@@ -41,6 +42,17 @@ def test_stacked_errors_are_each_models_own(family: str, smooth: int, dtype: typ
     assert next(iter(banks.values())) is bank
     np.testing.assert_allclose(sub[0], got[2], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(sub[1], got[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("family", "hyperparameters"), [(f, {}) for f in FAMILIES] + [
+    ("sparse", {"penalty": "kl", "dropout": 0.2})])
+def test_the_mlp_families_run_as_matrix_products_and_conv_through_vmap(family: str, hyperparameters: dict) -> None:
+    scorers = [_scorer(family, seed, 3, **hyperparameters) for seed in range(3)]
+    windows = [np.random.default_rng(i).normal(5.0, 2.0, (n, W, C)).astype(np.float32) for i, n in enumerate((2, 5, 1))]
+    bank = ModelBank(scorers, W)
+    assert (bank._layers is None) == (family == "conv")
+    for s, w, g in zip(scorers, windows, bank.channel_errors(scorers, windows)):
+        np.testing.assert_allclose(g, s.raw_channel_errors(w), rtol=1e-5, atol=1e-7)
 
 
 def test_other_architectures_run_apart_and_a_new_model_rebuilds_the_bank() -> None:

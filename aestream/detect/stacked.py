@@ -3,30 +3,67 @@
 With ``baselines.mode = "finetune"`` every sensor has its own copy of the shared model. Scoring a step's windows
 one model at a time costs a model call, a preprocessing pass and a copy per sensor (~0.1 ms each: most of a
 step of batched messages from a few hundred sensors). Models of one architecture (family, hyperparameters,
-input smoothing and detrended channels) are instead stacked once into a :class:`ModelBank` and run under
-:func:`torch.func.vmap` over ``(sensors, windows, W, C)``; each sensor's windows are preprocessed by its own
-scales in the same pass. The errors are those of :meth:`Scorer.raw_channel_errors` per sensor, to float rounding.
+input smoothing and detrended channels) are instead stacked once into a :class:`ModelBank` and run over
+``(sensors, windows, W, C)``; each sensor's windows are preprocessed by its own scales in the same pass. The MLP
+families (linear layers and activations over the flattened window) run as one batched matrix product a layer
+(``torch.baddbmm``): ~0.1 ms a step of 50 sensors, against ~0.8 ms under :func:`torch.func.vmap`, which runs the
+others (conv). The errors are those of :meth:`Scorer.raw_channel_errors` per sensor, to float rounding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import weakref
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from aestream.detect.scoring import Scorer
+from aestream.models.base import Autoencoder
 
 __all__ = ["ModelBank", "architecture", "channel_errors_many"]
 
 
 def architecture(scorer: Scorer) -> Hashable:
-    """What must be equal for two scorers' models to run stacked."""
-    m, p = scorer.model, scorer.preprocessor
-    return (type(m), tuple(sorted(m.hyperparameters().items())), p.smooth, tuple(p.detrend.tolist()),
-            str(scorer.device))
+    """What must be equal for two scorers' models to run stacked (worked out once per scorer: its model's
+    hyperparameters and preprocessing do not change)."""
+    key = _ARCHITECTURES.get(scorer)
+    if key is None:
+        m, p = scorer.model, scorer.preprocessor
+        key = _ARCHITECTURES[scorer] = (type(m), tuple(sorted(m.hyperparameters().items())), p.smooth,
+                                        tuple(p.detrend.tolist()), str(scorer.device))
+    return key
+
+
+_ARCHITECTURES: weakref.WeakKeyDictionary[Scorer, Hashable] = weakref.WeakKeyDictionary()
+_ACTIVATIONS: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
+    nn.ReLU: torch.relu_, nn.Sigmoid: torch.sigmoid_, nn.Tanh: torch.tanh_}
+
+
+def mlp_layers(model: nn.Module) -> list[nn.Module] | None:
+    """The layers of a model that is its encoder then its decoder, each a ``Sequential`` of linear layers and
+    activations over the flattened window (the MLP families, in eval mode), else None.
+
+    >>> from aestream.models import build_model
+    >>> [type(m).__name__ for m in mlp_layers(build_model("vanilla", window_size=4, n_channels=2).eval())]
+    ['Linear', 'ReLU', 'Linear', 'Linear', 'ReLU', 'Linear']
+    >>> mlp_layers(build_model("conv", window_size=8, n_channels=2).eval()) is None
+    True
+    """
+    if not isinstance(model, Autoencoder) or model.training:
+        return None
+    cls = type(model)
+    if (cls.forward, cls.encode, cls.decode) != (Autoencoder.forward, Autoencoder.encode, Autoencoder.decode):
+        return None
+    if not (isinstance(model.encoder, nn.Sequential) and isinstance(model.decoder, nn.Sequential)):
+        return None
+    layers = [m for m in (*model.encoder, *model.decoder) if not isinstance(m, (nn.Dropout, nn.Identity))]
+    if not all(isinstance(m, nn.Linear) or type(m) in _ACTIVATIONS for m in layers):
+        return None
+    return layers
 
 
 class ModelBank:
@@ -51,6 +88,16 @@ class ModelBank:
         self._detrend = plans[0].detrend  # the same for one architecture (the detrended channels and window size)
         self._smooth = first.preprocessor.smooth
         self._forward = vmap(self._call)
+        # the MLP families: per layer, the transposed weights (S, in, out) and biases (S, 1, out), or an activation
+        self._layers: list[tuple[torch.Tensor, torch.Tensor] | Callable[[torch.Tensor], torch.Tensor]] | None = None
+        per_model = [mlp_layers(s.model) for s in self.scorers]
+        if all(layers is not None for layers in per_model):
+            with torch.no_grad():
+                self._layers = [
+                    (torch.stack([ls[i].weight.detach().t() for ls in per_model]).contiguous(),  # type: ignore
+                     torch.stack([ls[i].bias.detach() for ls in per_model])[:, None, :])  # type: ignore
+                    if isinstance(layer, nn.Linear) else _ACTIVATIONS[type(layer)]
+                    for i, layer in enumerate(per_model[0])]  # type: ignore[arg-type]
 
     def holds(self, scorers: Sequence[Scorer]) -> bool:
         return all(id(s) in self.index for s in scorers)
@@ -68,12 +115,26 @@ class ModelBank:
         raw = np.zeros((len(windows), n, size, c), dtype=dtype)  # padded: the padding's errors are dropped
         for i, w in enumerate(windows):
             raw[i, : len(w)] = w
-        params = self._weights if whole else ({k: v[rows] for k, v in self._weights[0].items()},
-                                              {k: v[rows] for k, v in self._weights[1].items()})
         with torch.inference_mode():
             x = self._tensor(torch.from_numpy(raw).reshape(len(windows), n, size * c), rows, whole, size, c)
-            errors = (self._forward(params, x) - x).square_().mean(dim=2).double().cpu().numpy()
+            errors = (self._reconstruct(x, rows, whole) - x).square_().mean(dim=2).double().cpu().numpy()
         return [errors[i, : len(w)] for i, w in enumerate(windows)]
+
+    def _reconstruct(self, x: torch.Tensor, rows: torch.Tensor, whole: bool) -> torch.Tensor:
+        """The reconstructions ``(S, n, W, C)`` of each stacked model's (``rows``) preprocessed windows."""
+        if self._layers is None:
+            params = self._weights if whole else ({k: v[rows] for k, v in self._weights[0].items()},
+                                                  {k: v[rows] for k, v in self._weights[1].items()})
+            return self._forward(params, x)  # type: ignore[no-any-return]
+        s, n = x.shape[0], x.shape[1]
+        h = x.reshape(s, n, -1)
+        for layer in self._layers:
+            if isinstance(layer, tuple):
+                w, b = layer if whole else (layer[0][rows], layer[1][rows])
+                h = torch.baddbmm(b, h, w)
+            else:
+                h = layer(h)
+        return h.view(x.shape)
 
     def _tensor(self, raw: torch.Tensor, rows: torch.Tensor, whole: bool, size: int, c: int) -> torch.Tensor:
         """:meth:`Preprocessor.tensor` of each sensor's rows ``(S, n, W·C)`` by its own constants, step for step."""
