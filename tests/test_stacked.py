@@ -53,6 +53,11 @@ def test_the_mlp_families_run_as_matrix_products_and_conv_through_vmap(family: s
     assert (bank._layers is None) == (family == "conv")
     for s, w, g in zip(scorers, windows, bank.channel_errors(scorers, windows)):
         np.testing.assert_allclose(g, s.raw_channel_errors(w), rtol=1e-5, atol=1e-7)
+    # a few of the bank's models (their weights gathered) and most of them (all run, the others on padding)
+    for pick in ([1], [2, 0]):
+        got = bank.channel_errors([scorers[i] for i in pick], [windows[i] for i in pick])
+        for i, g in zip(pick, got):
+            np.testing.assert_allclose(g, scorers[i].raw_channel_errors(windows[i]), rtol=1e-5, atol=1e-7)
 
 
 def test_other_architectures_run_apart_and_a_new_model_rebuilds_the_bank() -> None:
