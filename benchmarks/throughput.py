@@ -6,7 +6,10 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
 
 * ceiling: a bare kafka-python consumer that only decodes the JSON of the topic (readings/s), with the stdlib's
   json as the issue defines it, and a strict one with the worker's own orjson and gc.freeze();
-* pipeline: the full worker (decode, window, score, threshold, events, flush, commit) on the same topic;
+* pipeline: the full worker (decode, window, score, threshold, events, flush, commit) on the same topic, from its
+  first record: a fleet starting, its sensors calibrating and fine-tuned on the way; and once per client in
+  service: after 1,000 readings of each sensor and every fine-tune, over the readings that follow them (as a ratio
+  to the mean of the same rounds' ceiling runs);
 * the same two for batched messages (100 readings a message), as an array of readings and in the columnar
   form (one sensor's times and rows);
 * latency, per client: readings produced at 20 % of that client's measured capacity (after an untimed 2 s
@@ -62,6 +65,7 @@ from aestream.worker import Worker
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 N_SENSORS = 50
+IN_SERVICE_WARMUP = 50_000  # readings before the in-service throughput run: 1,000 a sensor (calibration: 400)
 SETTLE_TIMEOUT_S = 300  # the longest the in-service latency run waits for the fleet to settle
 BATCH = 100
 
@@ -74,11 +78,15 @@ def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> N
     p.close()
 
 
-def _messages(n_readings: int, batch: int, columnar: bool = False) -> list[tuple[bytes, bytes]]:
-    """Single readings, batches as arrays of readings, or (``columnar``) batches as one sensor's times and rows."""
+def _messages(n_readings: int, batch: int, columnar: bool = False, after: int = 0,
+              run: int = 0) -> list[tuple[bytes, bytes]]:
+    """Single readings, batches as arrays of readings, or (``columnar``) batches as one sensor's times and rows;
+    ``after``: the readings that follow the first ``after`` (in event time) of a plant run of ``run`` readings in all
+    (default: just these), as a fleet in service gets them."""
     plant = Plant(N_SENSORS, CHANNELS, seed=1)
-    steps = n_readings // N_SENSORS
-    readings = plant.readings(steps, 1_767_225_600_000)
+    steps, skip = n_readings // N_SENSORS, after // N_SENSORS
+    readings = plant.readings(max(run // N_SENSORS, skip + steps), 1_767_225_600_000)[
+        skip * N_SENSORS : (skip + steps) * N_SENSORS]
     if batch == 1:
         return [(s.encode(), json.dumps({"sensor": s, "ts": ts, "values": v}).encode()) for s, ts, v in readings]
     by_sensor: dict[str, list[Any]] = {}
@@ -135,6 +143,52 @@ def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
     thread.join()
     return rps, worker
 
+
+def _worker_in_service(cfg: Config, warm: list[tuple[bytes, bytes]],
+                       msgs: list[tuple[bytes, bytes]]) -> tuple[float, int]:
+    """Readings/s of ``App.run`` in service: it reads ``warm`` (each sensor's calibration, then its fine-tune), and
+    once every sensor has its own model and no fine-tune waits, ``msgs`` (the readings after them) are produced
+    from another process (librdkafka); timed from that producer's exit, over the backlog it left, to the last.
+    Returns the readings/s and the readings timed."""
+    bootstrap, topic = cfg.kafka.bootstrap_servers[0], cfg.kafka.input_topics[0]
+    _produce(bootstrap, topic, warm)
+    app = build_app(cfg)
+    worker = app.worker
+    thread = threading.Thread(target=app.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        b = worker.baselines
+        if worker.totals.records >= len(warm) and (b is None or (len(b.ready) >= N_SENSORS
+                                                                 and not b.background_waiting)):
+            break
+        time.sleep(0.05)
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        for k, v in msgs:
+            f.write(json.dumps([k.decode(), v.decode()]) + "\n")
+    subprocess.run([sys.executable, "-c", _BULK_PRODUCER, bootstrap, topic, f.name], check=True)
+    os.unlink(f.name)
+    t0, first = time.perf_counter(), worker.totals.readings
+    while worker.totals.records < len(warm) + len(msgs):
+        time.sleep(0.01)
+    timed = worker.totals.readings - first
+    rps = timed / (time.perf_counter() - t0)
+    app.stop()
+    thread.join()
+    return rps, timed
+
+
+_BULK_PRODUCER = """
+import json, sys
+from confluent_kafka import Producer
+bootstrap, topic, path = sys.argv[1:4]
+p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 1000000})
+for line in open(path):
+    k, v = json.loads(line)
+    p.produce(topic, key=k.encode(), value=v.encode())
+    p.poll(0)
+p.flush()
+"""
 
 _PACED_PRODUCER = """
 import json, os, sys, time
@@ -570,6 +624,19 @@ def main() -> None:
             if peers:
                 row["peer"] = {"pipeline_rps": round(float(np.median(peers))), "runs": [round(p) for p in peers],
                                "readings": n_peer * batch}
+            # in service, once per client: the same readings, read after each sensor's calibration and fine-tune
+            n_warm = IN_SERVICE_WARMUP
+            warm = _messages(n_warm, batch, label == "columnar", run=n_warm + args.readings)
+            later = _messages(args.readings, batch, label == "columnar", after=n_warm, run=n_warm + args.readings)
+            ceiling = float(np.mean(ceilings))
+            for client in runs:
+                svc_topic = f"bench-{label}-service-{client}-{run}"
+                ensure_topics(base.replace(kafka=kafka).kafka, {svc_topic: 1})
+                cfg = base.replace(kafka={**kafka, "client": client, "input_topics": (svc_topic,),
+                                          "group_id": f"bench-{label}-service-{client}-{run}"})
+                rps, timed = _worker_in_service(cfg, warm, later)
+                row[client].update({"in_service_rps": round(rps), "in_service_ratio": round(rps / ceiling, 3),
+                                    "in_service_timed_readings": timed})
             if cuda:  # the pipeline scoring on the GPU (one run, kafka-python)
                 cfg = base.replace(kafka={**kafka, "group_id": f"bench-{label}-cuda-{run}"}, model={"device": "cuda"})
                 row["cuda_pipeline_rps"] = round(_worker(cfg, len(msgs))[0])
@@ -647,6 +714,9 @@ def main() -> None:
             "columnar_ceiling_rps": _get(result, "columnar", "ceiling_rps"),
             "columnar_rps": _get(result, "columnar", "kafka-python", "pipeline_rps"),
             "confluent_columnar_rps": _get(result, "columnar", "confluent", "pipeline_rps"),
+            "in_service": {label: {client: {k: _get(result, label, client, k) for k in ("in_service_rps",
+                                                                                      "in_service_ratio")}
+                                   for client in ("kafka-python", "confluent")} for label in result},
             "latency_rate_rps": latency.get("kafka-python", nan)["rate_rps"],
             "p50_ms": latency.get("kafka-python", nan)["p50_ms"],
             "p99_ms": latency.get("kafka-python", nan)["p99_ms"],
