@@ -116,7 +116,7 @@ class ModelBank:
         spread = (not whole and self._layers is not None and len(at) >= SPREAD_SHARE * len(self.scorers)
                   and len(set(at)) == len(at))
         slots = at if spread else range(len(windows))
-        rows = torch.tensor(at)
+        rows = None if whole or spread else torch.tensor(at)  # None: every model of the bank, in its order
         n = max(len(w) for w in windows)
         size, c = windows[0].shape[1], windows[0].shape[2]
         dtype = np.float32 if all(w.dtype == np.float32 for w in windows) else np.float64
@@ -124,30 +124,30 @@ class ModelBank:
         for i, w in zip(slots, windows):  # padding's errors are dropped
             raw[i, : len(w)] = w
         with torch.inference_mode():
-            x = self._tensor(torch.from_numpy(raw).reshape(len(raw), n, size * c), rows, whole or spread, size, c)
-            errors = (self._reconstruct(x, rows, whole or spread) - x).square_().mean(dim=2).double().cpu().numpy()
+            x = self._tensor(torch.from_numpy(raw).reshape(len(raw), n, size * c), rows, size, c)
+            errors = (self._reconstruct(x, rows) - x).square_().mean(dim=2).double().cpu().numpy()
         return [errors[i, : len(w)] for i, w in zip(slots, windows)]
 
-    def _reconstruct(self, x: torch.Tensor, rows: torch.Tensor, whole: bool) -> torch.Tensor:
-        """The reconstructions ``(S, n, W, C)`` of each stacked model's (``rows``) preprocessed windows."""
+    def _reconstruct(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """The reconstructions ``(S, n, W, C)`` of each stacked model's (``rows``; None: all) preprocessed windows."""
         if self._layers is None:
-            params = self._weights if whole else ({k: v[rows] for k, v in self._weights[0].items()},
-                                                  {k: v[rows] for k, v in self._weights[1].items()})
+            params = self._weights if rows is None else ({k: v[rows] for k, v in self._weights[0].items()},
+                                                         {k: v[rows] for k, v in self._weights[1].items()})
             return self._forward(params, x)  # type: ignore[no-any-return]
         s, n = x.shape[0], x.shape[1]
         h = x.reshape(s, n, -1)
         for layer in self._layers:
             if isinstance(layer, tuple):
-                w, b = layer if whole else (layer[0][rows], layer[1][rows])
+                w, b = layer if rows is None else (layer[0][rows], layer[1][rows])
                 h = torch.baddbmm(b, h, w)
             else:
                 h = layer(h)
         return h.view(x.shape)
 
-    def _tensor(self, raw: torch.Tensor, rows: torch.Tensor, whole: bool, size: int, c: int) -> torch.Tensor:
+    def _tensor(self, raw: torch.Tensor, rows: torch.Tensor | None, size: int, c: int) -> torch.Tensor:
         """:meth:`Preprocessor.tensor` of each sensor's rows ``(S, n, W·C)`` by its own constants, step for step."""
         def pick(t: torch.Tensor) -> torch.Tensor:
-            return t if whole else t[rows]
+            return t if rows is None else t[rows]
 
         if raw.dtype == torch.float32:
             x = raw - pick(self._mean_hi)
