@@ -78,15 +78,18 @@ def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> N
     p.close()
 
 
-def _messages(n_readings: int, batch: int, columnar: bool = False, after: int = 0,
-              run: int = 0) -> list[tuple[bytes, bytes]]:
-    """Single readings, batches as arrays of readings, or (``columnar``) batches as one sensor's times and rows;
-    ``after``: the readings that follow the first ``after`` (in event time) of a plant run of ``run`` readings in all
-    (default: just these), as a fleet in service gets them."""
-    plant = Plant(N_SENSORS, CHANNELS, seed=1)
-    steps, skip = n_readings // N_SENSORS, after // N_SENSORS
-    readings = plant.readings(max(run // N_SENSORS, skip + steps), 1_767_225_600_000)[
-        skip * N_SENSORS : (skip + steps) * N_SENSORS]
+def _plant_readings(n_readings: int) -> list[tuple[str, int, list[float]]]:
+    """The bench plant's first ``n_readings`` readings (whole steps of its sensors), in event-time order."""
+    return Plant(N_SENSORS, CHANNELS, seed=1).readings(n_readings // N_SENSORS, 1_767_225_600_000)
+
+
+def _messages(n_readings: int, batch: int, columnar: bool = False) -> list[tuple[bytes, bytes]]:
+    """Single readings, batches as arrays of readings, or (``columnar``) batches as one sensor's times and rows."""
+    return _encode(_plant_readings(n_readings), batch, columnar)
+
+
+def _encode(readings: list[tuple[str, int, list[float]]], batch: int, columnar: bool) -> list[tuple[bytes, bytes]]:
+    """:func:`_messages` of these readings."""
     if batch == 1:
         return [(s.encode(), json.dumps({"sensor": s, "ts": ts, "values": v}).encode()) for s, ts, v in readings]
     by_sensor: dict[str, list[Any]] = {}
@@ -157,11 +160,7 @@ def _worker_in_service(cfg: Config, warm: list[tuple[bytes, bytes]],
     thread = threading.Thread(target=app.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        b = worker.baselines
-        if worker.totals.records >= len(warm) and (b is None or (len(b.ready) >= N_SENSORS
-                                                                 and not b.background_waiting)):
-            break
+    while not _in_service(worker, len(warm)) and time.monotonic() < deadline:
         time.sleep(0.05)
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for k, v in msgs:
@@ -312,11 +311,17 @@ def _when_in_service(worker: Worker, n_warm: int, path: str) -> None:
     give up when the paced producer does (it would poll the next runs' GIL for nothing)."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
-        b = worker.baselines
-        if worker.totals.records >= n_warm and (b is None or (len(b.ready) >= N_SENSORS and not b.background_waiting)):
+        if _in_service(worker, n_warm):
             Path(path).touch()
             return
         time.sleep(0.1)
+
+
+def _in_service(worker: Worker, n_warm: int) -> bool:
+    """Whether ``worker`` has read the ``n_warm`` warm-up records, every sensor has its baseline and no fine-tune
+    waits."""
+    b = worker.baselines
+    return worker.totals.records >= n_warm and (b is None or (len(b.ready) >= N_SENSORS and not b.background_waiting))
 
 
 def _paced(bootstrap: str, topic: str, rate: float, seconds: float, n_anomalous: int, settled: str = "") -> None:
@@ -625,9 +630,9 @@ def main() -> None:
                 row["peer"] = {"pipeline_rps": round(float(np.median(peers))), "runs": [round(p) for p in peers],
                                "readings": n_peer * batch}
             # in service, once per client: the same readings, read after each sensor's calibration and fine-tune
-            n_warm = IN_SERVICE_WARMUP
-            warm = _messages(n_warm, batch, label == "columnar", run=n_warm + args.readings)
-            later = _messages(args.readings, batch, label == "columnar", after=n_warm, run=n_warm + args.readings)
+            plant_run = _plant_readings(IN_SERVICE_WARMUP + args.readings)
+            warm = _encode(plant_run[:IN_SERVICE_WARMUP], batch, label == "columnar")
+            later = _encode(plant_run[IN_SERVICE_WARMUP:], batch, label == "columnar")
             ceiling = float(np.mean(ceilings))
             for client in runs:
                 svc_topic = f"bench-{label}-service-{client}-{run}"
