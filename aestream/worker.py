@@ -254,6 +254,11 @@ class Worker:
         if restored:
             log.info("restored the baselines of %d sensor(s) of %s", len(restored), parts)
 
+    @property
+    def state_pending(self) -> bool:
+        """Whether state made since the last commit (a baseline) waits for the next one to be written."""
+        return bool(self._state_out)
+
     # -- the loop ---------------------------------------------------------------------------------------------
     def stop(self) -> None:
         """Ask the loop to end after the step in flight."""
@@ -280,7 +285,7 @@ class Worker:
 
     def step(self) -> StepStats:
         """One poll → process (events are sent as they are found) → flush and commit, at most every
-        ``kafka.commit_interval_ms`` and whenever a poll comes back empty."""
+        ``kafka.commit_interval_ms`` and whenever a poll comes back empty (with only state to write, too)."""
         t0 = time.perf_counter()
         self.refresh_model()
         # with fine-tunes waiting the poll does not block: the time it would wait goes to them (below)
@@ -292,7 +297,9 @@ class Worker:
             self._uncommitted.update(_next_offsets(r for r in records if not r.replay))
         interval_s = self.cfg.kafka.commit_interval_ms / 1000
         now = self.clock()
-        if self._uncommitted and (not records or now - self._last_commit >= interval_s) and now >= self._retry_at:
+        # an empty poll also writes state made without records (a fine-tune finished while the input was quiet)
+        due = not records or now - self._last_commit >= interval_s
+        if (self._uncommitted or (self._state_out and not records)) and due and now >= self._retry_at:
             self.commit()
         self._evict_idle()
         if self.baselines is not None:

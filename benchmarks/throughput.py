@@ -318,10 +318,11 @@ def _when_in_service(worker: Worker, n_warm: int, path: str) -> None:
 
 
 def _in_service(worker: Worker, n_warm: int) -> bool:
-    """Whether ``worker`` has read the ``n_warm`` warm-up records, every sensor has its baseline and no fine-tune
-    waits."""
+    """Whether ``worker`` has read the ``n_warm`` warm-up records, every sensor has its baseline, no fine-tune
+    waits and the baselines are written to their changelog."""
     b = worker.baselines
-    return worker.totals.records >= n_warm and (b is None or (len(b.ready) >= N_SENSORS and not b.background_waiting))
+    return worker.totals.records >= n_warm and (b is None or (len(b.ready) >= N_SENSORS and not b.background_waiting
+                                                               and not worker.state_pending))
 
 
 def _paced(bootstrap: str, topic: str, rate: float, seconds: float, n_anomalous: int, settled: str = "") -> None:

@@ -270,7 +270,15 @@ def test_the_worker_gives_waiting_fine_tunes_its_idle_time_and_then_judges_by_th
         def close(self) -> None:
             pass
 
-    worker = Worker(cfg, Source(), recording_sink(), one_model(bundle), clock=lambda: 0.0)
+    class Changelog:
+        def record(self, part: Any, key: str, value: bytes) -> Outgoing:
+            return Outgoing("baselines-changelog", value, key.encode())
+
+        def restore(self, parts: Any) -> dict[str, bytes]:
+            return {}
+
+    sink = recording_sink()
+    worker = Worker(cfg, Source(), sink, one_model(bundle), clock=lambda: 0.0, changelog=Changelog())
     worker.refresh_model(force=True)
     worker.step()  # both sensors calibrate: the shared model judges them, their fine-tunes wait
     base = worker.baselines
@@ -286,5 +294,11 @@ def test_the_worker_gives_waiting_fine_tunes_its_idle_time_and_then_judges_by_th
     assert all(b.scorer is not None for b in base.ready.values()), "each sensor now has its own model"
     for s, b in base.ready.items():  # judged by it at once, without waiting for its next window
         assert worker.rule.threshold_for(s) == b.threshold != shared_thresholds[s]  # type: ignore[union-attr]
+    assert worker.state_pending, "the fine-tuned baselines wait for the next commit"
     worker.step()
     assert timeouts[-1] is None, "with none waiting the poll blocks again"
+    # no record came since: that empty poll wrote the fine-tuned baselines all the same, not the next record's commit
+    assert not worker.state_pending
+    written = {m.key.decode(): m.value for m in sink.sent if m.topic == "baselines-changelog"}
+    assert written.keys() == base.ready.keys()
+    assert all(Baseline.from_json(v, "cpu").scorer is not None for v in written.values())
