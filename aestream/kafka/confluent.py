@@ -112,8 +112,16 @@ class ConfluentSource:
         return set(self._assigned)
 
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
+        """The records waiting, up to ``max_records``; with none, the first to come within the timeout and those
+        behind it. ``consume`` alone waits out the whole timeout for a full batch (librdkafka's batch consume, in
+        confluent-kafka 2.12): at a low rate every reading waited ``poll_timeout_ms`` (200 ms) to be read."""
         timeout = (self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms) / 1000
-        msgs = self.consumer.consume(num_messages=max_records or self.cfg.max_poll_records, timeout=timeout)
+        n = max_records or self.cfg.max_poll_records
+        msgs = self.consumer.consume(num_messages=n, timeout=0)
+        if not msgs and timeout > 0:
+            first = self.consumer.poll(timeout)
+            if first is not None:
+                msgs = [first, *(self.consumer.consume(num_messages=n - 1, timeout=0) if n > 1 else [])]
         out: list[Record] = []
         for m in msgs:
             err = m.error()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from aestream.commands.simulate import Plant
 from aestream.config import Config
+from aestream.kafka.kafka_python import open_source
 from aestream.models.store import ModelStore
 from aestream.stream.codec import encode_reading
 
@@ -127,3 +129,27 @@ def test_clean_stop_and_restart_scores_every_window_exactly_once(
     assert set(keys) == expected, f"missing {sorted(expected - set(keys))[:5]}"
     assert second.totals.replayed > 0, "the restarted worker should refill its windows from the lookback"
     assert first.totals.readings + second.totals.readings - second.totals.replayed == len(messages)
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_a_poll_returns_the_records_waiting_without_waiting_out_its_timeout(
+        client: str, topics: Config, kafka_tools: dict[str, Any]) -> None:
+    # librdkafka's batch consume waits its whole timeout for a full batch: at a low rate every reading waited
+    # kafka.poll_timeout_ms to be read; here the timeout is long enough that a wait for a full batch cannot pass
+    cfg = topics.replace(kafka={"client": client, "poll_timeout_ms": 30_000, "max_poll_records": 500})
+    source = open_source(cfg.kafka)
+    try:
+        deadline = time.monotonic() + 60
+        while not source.assignment() and time.monotonic() < deadline:
+            source.poll(timeout_ms=200)  # joins the group
+        assert source.assignment(), "no partitions assigned"
+        kafka_tools["produce"](cfg, [(b"pump-1", encode_reading("pump-1", START_MS, [1.0, 2.0, 3.0, 4.0]))])
+        t0 = time.monotonic()
+        got = source.poll()  # one record waits, 499 short of a full batch
+        while not got and time.monotonic() - t0 < 60:
+            got = source.poll()
+        waited = time.monotonic() - t0
+    finally:
+        source.close()
+    assert [r.key for r in got] == [b"pump-1"]
+    assert waited < 15, f"the poll took {waited:.1f} s: it waited out its 30 s timeout for a full batch"
