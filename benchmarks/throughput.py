@@ -5,7 +5,7 @@
 Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measured in the same run:
 
 * ceiling: a bare kafka-python consumer that only decodes the JSON of the topic (readings/s), with the stdlib's
-  json as the issue defines it, and a strict one with the worker's own orjson and gc.freeze();
+  json as the issue defines it, and a strict one with msgspec (the worker's JSON library) and gc.freeze();
 * pipeline: the full worker (decode, window, score, threshold, events, flush, commit) on the same topic, from its
   first record: a fleet starting, its sensors calibrating and fine-tuned on the way; and once per client in
   service: after 1,000 readings of each sensor and every fine-tune, over the readings that follow them (as a ratio
@@ -47,8 +47,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
-import orjson
 import torch
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.record.util import crc32c_c  # None: kafka-python checks CRCs in pure Python
@@ -107,8 +107,9 @@ def _encode(readings: list[tuple[str, int, list[float]]], batch: int, columnar: 
 
 def _ceiling(bootstrap: str, topic: str, n_messages: int, strict: bool = False) -> float:
     """The issue's ceiling: a bare kafka-python consumer that only ``json.loads`` each message. ``strict``: with
-    the worker's own decoder (orjson) and its ``gc.freeze()``, so a ratio against it is the pipeline's cost alone."""
-    loads = orjson.loads if strict else json.loads
+    the worker's JSON library (msgspec) and its ``gc.freeze()``, so a ratio against it is the pipeline's cost
+    alone."""
+    loads = msgspec.json.decode if strict else json.loads
     if strict:
         gc.freeze()
     c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, max_poll_records=2000)
@@ -439,7 +440,7 @@ def _rss_per_sensor(window_size: int) -> dict[str, float]:
 
 _RSS_WORKER_PROBE = """
 import gc, itertools, json, logging, resource, sys
-import numpy as np, orjson
+import msgspec, numpy as np
 from aestream.app import build_app
 from aestream.config import Config
 from aestream.models.store import ModelStore
@@ -477,7 +478,7 @@ worker = app.worker
 worker.refresh_model(force=True)
 def feed(prefix, k):  # one columnar message of w readings per sensor: one window each
     source.pending = (Record("in", i % 8, i, f"{prefix}-{i:06d}".encode(),
-                             orjson.dumps({"sensor": f"{prefix}-{i:06d}", "ts": ts, "values": values}), 0)
+                             msgspec.json.encode({"sensor": f"{prefix}-{i:06d}", "ts": ts, "values": values}), 0)
                       for i in range(k))
     while worker.step().records:
         pass

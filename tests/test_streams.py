@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -67,9 +68,7 @@ def test_the_denoised_stream_halves_the_error_of_the_noisy_signal(denoiser: Mode
     stage = StreamsStage(lambda: denoiser, CH, denoised_topic="clean")
     scored = [Scored(Window("s", i, i + W - 1, w), 1.0, 2.0, False, np.ones(3) / 3, "v0001")
               for i, w in enumerate(windows)]
-    import orjson
-
-    docs = [orjson.loads(m.value) for m in stage.on_scored(scored)]
+    docs = [json.loads(m.value) for m in stage.on_scored(scored)]
     assert all(d["denoised"] and d["sensor"] == "s" for d in docs)
     denoised = np.array([d["values"] for d in docs])
     target = truth[W - 1 :]
@@ -81,9 +80,7 @@ def test_the_denoised_stream_halves_the_error_of_the_noisy_signal(denoiser: Mode
 def test_an_anomalous_window_passes_the_raw_reading_through(denoiser: ModelBundle) -> None:
     window = sliding_windows(_truth(W) + 5.0, W)[0]
     stage = StreamsStage(lambda: denoiser, CH, denoised_topic="clean")
-    import orjson
-
-    doc = orjson.loads(stage.on_scored([Scored(Window("s", 0, 1, window), 9.0, 2.0, True, np.ones(3) / 3,
+    doc = json.loads(stage.on_scored([Scored(Window("s", 0, 1, window), 9.0, 2.0, True, np.ones(3) / 3,
                                                 "v0001")])[0].value)
     assert doc["denoised"] is False and doc["values"] == pytest.approx(window[-1].tolist(), abs=1e-5)
 

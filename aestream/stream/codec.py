@@ -31,8 +31,8 @@ import math
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
+import msgspec
 import numpy as np
-import orjson
 
 from aestream.errors import InvalidReading
 
@@ -72,6 +72,35 @@ class Columns(NamedTuple):
     values: np.ndarray
 
 
+class _Plain(msgspec.Struct, gc=False):
+    """A reading in the common form (string sensor, integer ms, a list of numbers), as the typed decode checks
+    it in C: anything else fails it, and the message takes the checking path with its reasons."""
+
+    sensor: str
+    ts: int
+    values: list[float]
+
+
+class _PlainDoc(msgspec.Struct, gc=False):
+    """One reading in the common form, or a columnar batch of them (``ts`` and ``values`` as lists)."""
+
+    sensor: str
+    ts: int | list[int]
+    values: list[float | list[float]]
+
+
+_PLAIN = msgspec.json.Decoder(_PlainDoc | list[_Plain])
+_decode_json = msgspec.json.Decoder().decode
+
+
+def _typed(data: bytes) -> Any:
+    """The typed document of a message in the common form, else its plain JSON (dicts and lists)."""
+    try:
+        return _PLAIN.decode(data)
+    except msgspec.ValidationError:
+        return _decode_json(data)
+
+
 class ReadingDecoder:
     """Turns message bytes into readings for a fixed channel list."""
 
@@ -97,8 +126,8 @@ class ReadingDecoder:
         """Each message's JSON document, or the :class:`InvalidReading` of one that is not JSON or too big."""
         try:
             if max(map(len, messages)) <= self.max_message_bytes:  # type: ignore[arg-type]
-                return [orjson.loads(m) for m in messages]  # type: ignore[arg-type]
-        except (ValueError, TypeError):
+                return [_typed(m) for m in messages]  # type: ignore[arg-type]
+        except (ValueError, TypeError, RecursionError):  # one by one: each bad message gets its reason
             pass
         out: list[Any] = []
         for m in messages:
@@ -110,6 +139,17 @@ class ReadingDecoder:
 
     def from_doc(self, doc: Any) -> list[Reading] | Block:
         """:meth:`decode_blocks` of a document from :meth:`parse_many` (raises its :class:`InvalidReading`)."""
+        if type(doc) is _PlainDoc:
+            fast = self._plain_doc(doc)
+            if fast is not None:
+                return fast
+            doc = msgspec.to_builtins(doc)  # the checking path finds the reason
+        elif type(doc) is list and doc and type(doc[0]) is _Plain:
+            if len(doc) > 1:
+                block = self._typed_block(doc)
+                if block is not None:
+                    return block
+            doc = msgspec.to_builtins(doc)
         if type(doc) is list and len(doc) > 1:
             block = self._fast_block(doc)
             if block is not None:
@@ -126,7 +166,17 @@ class ReadingDecoder:
         """Documents from :meth:`parse_many` that are all single readings in the common form (list values,
         integer ms, plain numbers), checked at once; ``None`` when any is anything else: the caller then takes
         them one by one (:meth:`from_doc`), which finds each one's reason."""
-        if set(map(type, docs)) != {dict}:
+        kinds = set(map(type, docs))
+        if kinds == {_PlainDoc}:  # typed in C: only the shapes and ranges are left to check
+            stamps = [d.ts for d in docs]
+            if set(map(type, stamps)) != {int}:
+                return None
+            sensors = [d.sensor for d in docs]
+            if not 0 < min(map(len, sensors)) or max(map(len, sensors)) > MAX_SENSOR_ID_CHARS:
+                return None
+            arrays = self._typed_arrays(stamps, [d.values for d in docs])
+            return None if arrays is None else Columns(sensors, *arrays)
+        if kinds != {dict}:
             return None
         try:
             sensors = [d["sensor"] for d in docs]
@@ -186,9 +236,11 @@ class ReadingDecoder:
             raise InvalidReading(f"message of {len(data)} bytes exceeds stream.max_message_bytes "
                                  f"({self.max_message_bytes})", kind="oversized")
         try:
-            return orjson.loads(data)
-        except ValueError as e:
-            raise InvalidReading(f"not JSON: {_short(e)}") from None
+            return _decode_json(data)
+        except ValueError as e:  # msgspec's DecodeError: malformed, or a number out of a float's range
+            raise InvalidReading(f"not JSON: {str(e)[:120]}") from None
+        except RecursionError:
+            raise InvalidReading("not JSON: nested deeper than the decoder allows") from None
 
     def _readings(self, doc: Any) -> list[Reading]:
         if isinstance(doc, dict) and isinstance(doc.get("ts"), list):
@@ -222,6 +274,38 @@ class ReadingDecoder:
             raise InvalidReading(f"sensor must be a non-empty string of at most {MAX_SENSOR_ID_CHARS} "
                                  f"characters, got {_short(sensor)}")
         return Reading(sensor, parse_ts_ms(doc["ts"]), self._values(doc["values"]))
+
+    def _plain_doc(self, doc: _PlainDoc) -> list[Reading] | Block | None:
+        """A typed single reading or columnar batch, or ``None`` for the checking path."""
+        sensor, ts, values = doc.sensor, doc.ts, doc.values
+        if not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS:
+            return None
+        if type(ts) is int:
+            if not MIN_TS_MS <= ts < MAX_TS_MS or len(values) != len(self.channels):
+                return None
+            try:  # a nested list (a row in a single reading) fails the sum
+                if math.isfinite(sum(values)):  # type: ignore[arg-type]
+                    return [Reading(sensor, ts, tuple(values))]  # type: ignore[arg-type]
+            except TypeError:
+                pass
+            return None
+        if not 0 < len(ts) == len(values) <= self.max_readings_per_message:  # type: ignore[arg-type]
+            return None
+        arrays = self._typed_arrays(ts, values)  # type: ignore[arg-type]
+        return None if arrays is None else Block(sensor, *arrays)
+
+    def _typed_block(self, doc: list[_Plain]) -> Block | None:
+        """A typed batch of one sensor's readings as arrays, or ``None`` for the checking path."""
+        if len(doc) > self.max_readings_per_message:
+            return None
+        sensors = {d.sensor for d in doc}
+        if len(sensors) != 1:
+            return None
+        (sensor,) = sensors
+        if not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS:
+            return None
+        arrays = self._typed_arrays([d.ts for d in doc], [d.values for d in doc])
+        return None if arrays is None else Block(sensor, *arrays)
 
     def _fast_block(self, doc: list[Any]) -> Block | None:
         """A batch of one sensor's list-form readings as arrays, or ``None`` for the reading-by-reading path."""
@@ -258,6 +342,11 @@ class ReadingDecoder:
         if (set(map(type, stamps)) != {int} or set(map(type, rows)) != {list}
                 or not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_NUMBERS):
             return None
+        return self._typed_arrays(stamps, rows)
+
+    def _typed_arrays(self, stamps: list[Any], rows: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`_plain_arrays` of times and rows whose element types are already checked (integers; numbers,
+        or lists of them that the shape check refuses)."""
         try:
             values = np.array(rows, dtype=np.float64)
             ts = np.array(stamps, dtype=np.int64)
@@ -325,7 +414,7 @@ def parse_ts_ms(ts: Any) -> int:
     if isinstance(ts, bool):
         raise InvalidReading(f"ts must be epoch milliseconds or ISO-8601, got {ts!r}")
     if isinstance(ts, (int, float)):
-        if not math.isfinite(ts):
+        if isinstance(ts, float) and not math.isfinite(ts):  # an int is finite however long (JSON has no bound)
             raise InvalidReading(f"ts is not finite: {ts!r}")
         value = int(ts)
     elif isinstance(ts, str):

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
-import orjson
 import pytest
 
 from aestream.alerts import AlertStage
@@ -83,7 +83,7 @@ def _wave(prefix: str, w: int, rng: np.random.Generator) -> Iterator[Record]:
         sensor = f"{prefix}-{i:06d}"
         vals = np.round(rng.normal(50, 5, (w, len(CHANNELS))), 3).tolist()
         doc = [{"sensor": sensor, "ts": t, "values": v} for t, v in zip(ts, vals)]
-        yield Record("in", i % 8, i, sensor.encode(), orjson.dumps(doc), 0)
+        yield Record("in", i % 8, i, sensor.encode(), msgspec.json.encode(doc), 0)
 
 
 def test_100k_sensors_are_evicted_after_the_ttl_and_memory_stays_bounded(train_small: Any, tmp_path: Path) -> None:
