@@ -127,7 +127,7 @@ class ReadingDecoder:
         try:
             if max(map(len, messages)) <= self.max_message_bytes:  # type: ignore[arg-type]
                 return [_typed(m) for m in messages]  # type: ignore[arg-type]
-        except (ValueError, TypeError, RecursionError):  # one by one: each bad message gets its reason
+        except (msgspec.DecodeError, ValueError, TypeError, RecursionError):  # one by one, each with its reason
             pass
         out: list[Any] = []
         for m in messages:
@@ -237,7 +237,7 @@ class ReadingDecoder:
                                  f"({self.max_message_bytes})", kind="oversized")
         try:
             return _decode_json(data)
-        except ValueError as e:  # msgspec's DecodeError: malformed, or a number out of a float's range
+        except msgspec.DecodeError as e:  # malformed, or a number out of a float's range
             raise InvalidReading(f"not JSON: {str(e)[:120]}") from None
         except RecursionError:
             raise InvalidReading("not JSON: nested deeper than the decoder allows") from None
