@@ -25,7 +25,6 @@ aestream.errors.InvalidReading: values lacks channel 'b'
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from datetime import datetime, timezone
@@ -143,51 +142,27 @@ class ReadingDecoder:
             fast = self._plain_doc(doc)
             if fast is not None:
                 return fast
-            doc = msgspec.to_builtins(doc)  # the checking path finds the reason
-        elif type(doc) is list and doc and type(doc[0]) is _Plain:
-            if len(doc) > 1:
-                block = self._typed_block(doc)
-                if block is not None:
-                    return block
-            doc = msgspec.to_builtins(doc)
-        if type(doc) is list and len(doc) > 1:
-            block = self._fast_block(doc)
-            if block is not None:
-                return block
-        elif type(doc) is dict and type(doc.get("ts")) is list:
-            block = self._fast_columnar(doc)
+        elif type(doc) is list and len(doc) > 1 and type(doc[0]) is _Plain:
+            block = self._typed_block(doc)
             if block is not None:
                 return block
         elif isinstance(doc, InvalidReading):
             raise doc
-        return self._readings(doc)
+        return self._readings(_untyped(doc))  # the checking path: the reason, or a form the typed decode refuses
 
     def columns(self, docs: list[Any]) -> Columns | None:
         """Documents from :meth:`parse_many` that are all single readings in the common form (list values,
         integer ms, plain numbers), checked at once; ``None`` when any is anything else: the caller then takes
         them one by one (:meth:`from_doc`), which finds each one's reason."""
-        kinds = set(map(type, docs))
-        if kinds == {_PlainDoc}:  # typed in C: only the shapes and ranges are left to check
-            stamps = [d.ts for d in docs]
-            if set(map(type, stamps)) != {int}:
-                return None
-            sensors = [d.sensor for d in docs]
-            if not 0 < min(map(len, sensors)) or max(map(len, sensors)) > MAX_SENSOR_ID_CHARS:
-                return None
-            arrays = self._typed_arrays(stamps, [d.values for d in docs])
-            return None if arrays is None else Columns(sensors, *arrays)
-        if kinds != {dict}:
+        if set(map(type, docs)) != {_PlainDoc}:  # typed in C: only the shapes and ranges are left to check
             return None
-        try:
-            sensors = [d["sensor"] for d in docs]
-            stamps = [d["ts"] for d in docs]
-            rows = [d["values"] for d in docs]
-        except KeyError:
+        stamps = [d.ts for d in docs]
+        if set(map(type, stamps)) != {int}:
             return None
-        if (set(map(type, sensors)) != {str} or not 0 < min(map(len, sensors))
-                or max(map(len, sensors)) > MAX_SENSOR_ID_CHARS):
+        sensors = [d.sensor for d in docs]
+        if not 0 < min(map(len, sensors)) or max(map(len, sensors)) > MAX_SENSOR_ID_CHARS:
             return None
-        arrays = self._plain_arrays(stamps, rows)
+        arrays = self._arrays(stamps, [d.values for d in docs])
         return None if arrays is None else Columns(sensors, *arrays)
 
     def check_time(self, readings: list[Reading] | Block, record_ts_ms: int, now_ms: int) -> None:
@@ -227,7 +202,7 @@ class ReadingDecoder:
 
     def decode(self, data: bytes | None) -> list[Reading]:
         """All readings of one message; raises :class:`InvalidReading` with the reason."""
-        return self._readings(self._parse(data))
+        return self._readings(_untyped(self._parse(data)))
 
     def _parse(self, data: bytes | None) -> Any:
         if data is None:
@@ -236,7 +211,7 @@ class ReadingDecoder:
             raise InvalidReading(f"message of {len(data)} bytes exceeds stream.max_message_bytes "
                                  f"({self.max_message_bytes})", kind="oversized")
         try:
-            return _decode_json(data)
+            return _typed(data)
         except msgspec.DecodeError as e:  # malformed, or a number out of a float's range
             raise InvalidReading(f"not JSON: {str(e)[:120]}") from None
         except RecursionError:
@@ -291,8 +266,7 @@ class ReadingDecoder:
             return None
         if not 0 < len(ts) == len(values) <= self.max_readings_per_message:  # type: ignore[arg-type]
             return None
-        arrays = self._typed_arrays(ts, values)  # type: ignore[arg-type]
-        return None if arrays is None else Block(sensor, *arrays)
+        return self._plain_block(sensor, ts, values)  # type: ignore[arg-type]
 
     def _typed_block(self, doc: list[_Plain]) -> Block | None:
         """A typed batch of one sensor's readings as arrays, or ``None`` for the checking path."""
@@ -302,51 +276,18 @@ class ReadingDecoder:
         if len(sensors) != 1:
             return None
         (sensor,) = sensors
+        return self._plain_block(sensor, [d.ts for d in doc], [d.values for d in doc])
+
+    def _plain_block(self, sensor: str, stamps: list[int], rows: list[Any]) -> Block | None:
+        """One sensor's typed times and rows as a :class:`Block`, or ``None`` for the checking path."""
         if not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS:
             return None
-        arrays = self._typed_arrays([d.ts for d in doc], [d.values for d in doc])
+        arrays = self._arrays(stamps, rows)
         return None if arrays is None else Block(sensor, *arrays)
 
-    def _fast_block(self, doc: list[Any]) -> Block | None:
-        """A batch of one sensor's list-form readings as arrays, or ``None`` for the reading-by-reading path."""
-        if len(doc) > self.max_readings_per_message:
-            return None
-        try:
-            sensors = {d["sensor"] for d in doc}
-            stamps = [d["ts"] for d in doc]
-            rows = [d["values"] for d in doc]
-        except (KeyError, TypeError):  # an item that is no object, or an unhashable sensor
-            return None
-        if len(sensors) != 1:
-            return None
-        (sensor,) = sensors
-        return self._plain_block(sensor, stamps, rows)
-
-    def _fast_columnar(self, doc: dict[str, Any]) -> Block | None:
-        """The columnar batch ``{"sensor": s, "ts": [...], "values": [[...], ...]}`` as arrays, or ``None`` for
-        the checking path."""
-        stamps, rows = doc["ts"], doc.get("values")
-        if type(rows) is not list or not 0 < len(stamps) == len(rows) <= self.max_readings_per_message:
-            return None
-        return self._plain_block(doc.get("sensor"), stamps, rows)
-
-    def _plain_block(self, sensor: Any, stamps: list[Any], rows: list[Any]) -> Block | None:
-        if type(sensor) is not str or not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS:
-            return None
-        arrays = self._plain_arrays(stamps, rows)
-        return None if arrays is None else Block(sensor, *arrays)
-
-    def _plain_arrays(self, stamps: list[Any], rows: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Integer-ms times and rows of plain finite numbers (one per channel) as int64/float64 arrays, or
-        ``None`` when anything is otherwise."""
-        if (set(map(type, stamps)) != {int} or set(map(type, rows)) != {list}
-                or not set(map(type, itertools.chain.from_iterable(rows))) <= _PLAIN_NUMBERS):
-            return None
-        return self._typed_arrays(stamps, rows)
-
-    def _typed_arrays(self, stamps: list[Any], rows: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
-        """:meth:`_plain_arrays` of times and rows whose element types are already checked (integers; numbers,
-        or lists of them that the shape check refuses)."""
+    def _arrays(self, stamps: list[int], rows: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Integer-ms times and rows (typed: numbers, or lists of them that the shape check refuses) as
+        int64/float64 arrays, or ``None`` when a shape, a range or a value is otherwise."""
         try:
             values = np.array(rows, dtype=np.float64)
             ts = np.array(stamps, dtype=np.int64)
@@ -390,6 +331,13 @@ class ReadingDecoder:
                     raise InvalidReading(f"values lacks channel {c!r}")
             return tuple(_number(raw[c], c) for c in self.channels)
         raise InvalidReading(f"values must be an object or a list, got {type(raw).__name__}")
+
+
+def _untyped(doc: Any) -> Any:
+    """A typed document as plain JSON values, for the checking path (its numbers as floats, as it reads them)."""
+    if type(doc) is _PlainDoc or (type(doc) is list and doc and type(doc[0]) is _Plain):
+        return msgspec.to_builtins(doc)
+    return doc
 
 
 def _rows_of(doc: dict[str, Any]) -> list[Any]:
