@@ -44,7 +44,7 @@ from aestream.stream.lateness import LateReport, LateWatch
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import PhaseCheckpoint
 from aestream.stream.stages import Scored, Stage
-from aestream.stream.windows import LATE, Window, Windower
+from aestream.stream.windows import LATE, Cut, Window, Windower
 from aestream.training.finetune import build_baselines
 
 __all__ = ["StepStats", "Worker", "WorkerObserver"]
@@ -347,7 +347,7 @@ class Worker:
         """Decode, window, score and emit for a batch of records (no flush, no commit)."""
         assert self.bundle is not None and self.rule is not None, "refresh_model() first"
         stats = StepStats(records=len(records), model_version=self.bundle.version)
-        closed: list[tuple[Window, Record]] = []
+        closed = _Closed()
         now = self.clock()
         if self.phases is not None and self.phases.pending:  # a replay with committed phases ends in or before this
             replayed = [r for r in records if r.replay]
@@ -377,8 +377,7 @@ class Worker:
                         reports[0].period_s, self.lateness.n_report)
         return reports
 
-    def _window(self, records: list[Record], closed: list[tuple[Window, Record]], stats: StepStats,
-                now: float) -> None:
+    def _window(self, records: list[Record], closed: _Closed, stats: StepStats, now: float) -> None:
         """Decode records into the windows (bad ones to the dead-letter topic), adding the windows they close."""
         docs = self.decoder.parse_many([r.value for r in records])
         columns = self.decoder.columns(docs) if len(docs) > 1 else None
@@ -393,10 +392,12 @@ class Worker:
         blocks: list[tuple[Record, Block]] = []  # cut together (Windower.push_blocks), before any later reading
 
         def push_blocks() -> None:
-            for (rec, block), (windows, _, late) in zip(blocks, self.windows.push_blocks([b for _, b in blocks], now)):
+            cut = self.windows.cut_blocks([b for _, b in blocks], now)
+            for (_, block), late in zip(blocks, cut.late):
                 if late:
                     _count_late(stats, block.sensor, late)
-                closed.extend((w, rec) for w in windows)
+            recs = [rec for rec, _ in blocks]
+            closed.add_cut(cut, list(map(recs.__getitem__, cut.block)))
             blocks.clear()
 
         for rec, doc in zip(records, docs):
@@ -425,12 +426,12 @@ class Worker:
                 if w is LATE:
                     _count_late(stats, r.sensor, 1)
                 elif w is not None:
-                    closed.append((w, rec))  # type: ignore[arg-type]
+                    closed.add(w, rec)  # type: ignore[arg-type]
         if blocks:
             push_blocks()
 
-    def _push_columns(self, records: list[Record], columns: Columns, closed: list[tuple[Window, Record]],
-                      stats: StepStats, now: float) -> None:
+    def _push_columns(self, records: list[Record], columns: Columns, closed: _Closed, stats: StepStats,
+                      now: float) -> None:
         """A poll of plain single-reading messages (one reading each, all valid): into the windows a sensor at a
         time, each sensor's readings in arrival order, the long runs vectorised."""
         stats.readings += len(records)
@@ -450,14 +451,14 @@ class Worker:
                         if w is LATE:
                             _count_late(stats, sensor, 1)
                         else:
-                            closed.append((w, records[i]))  # type: ignore[arg-type]
+                            closed.add(w, records[i])  # type: ignore[arg-type]
                 continue
-            windows, at, late = self.windows.push_block_at(sensor, columns.ts_ms[idx], columns.values[idx], now)
-            if late:
-                _count_late(stats, sensor, late)
-            closed.extend((w, records[idx[j]]) for w, j in zip(windows, at))
+            cut = self.windows.cut_blocks([(sensor, columns.ts_ms[idx], columns.values[idx])], now)
+            if cut.late[0]:
+                _count_late(stats, sensor, cut.late[0])
+            closed.add_cut(cut, [records[idx[j]] for j in cut.at])
 
-    def _score(self, closed: list[tuple[Window, Record]], stats: StepStats) -> list[Scored]:
+    def _score(self, closed: _Closed, stats: StepStats) -> list[Scored]:
         assert self.bundle is not None and self.rule is not None
         b = self.bundle
         errors = None
@@ -465,16 +466,16 @@ class Worker:
             closed = self._calibrate(closed)
             if not closed:
                 return []
-            sensors = [w.sensor for w, _ in closed]
-            batch, errors = self.baselines.score(np.stack([w.values for w, _ in closed]), sensors, b.scorer)
+            batch, errors = self.baselines.score(closed.values(), closed.sensors, b.scorer)
         else:
-            batch = b.scorer.score(np.stack([w.values for w, _ in closed]))
+            batch = b.scorer.score(closed.values())
+        sensors = closed.sensors
         scores, shares = _finite(batch.scores, batch.shares)
         critical = float(b.alarm.get("critical_ratio", self.cfg.threshold.critical_ratio))
         stats.windows += len(closed)
         topic = self.cfg.kafka.output_topic
         scored: list[Scored] = []
-        smooth, alarms = self._alarms(closed, scores)
+        smooth, alarms = self._alarms(sensors, scores)
         if self.baselines is not None and errors is not None:
             for sensor, baseline in self.baselines.refresh(sensors, errors, alarms, b.scorer, b.version):
                 self._baseline_ready(sensor, baseline)
@@ -485,39 +486,39 @@ class Worker:
         emit = np.flatnonzero(alarms).tolist()
         top = dict(zip(emit, top_channels(shares[emit]))) if emit else {}  # sorted at once, not per event
         for i in todo:
-            w, rec = closed[i]
+            sensor, rec = sensors[i], closed.recs[i]
             smoothed, alarm = float(smooth[i]), bool(alarms[i])
             if not alarm or rec.replay:
                 if keep:
-                    scored.append(Scored(w, smoothed, self.rule.threshold_for(w.sensor), alarm, shares[i],
-                                         b.version, None, rec.replay, (rec.topic, rec.partition)))
+                    scored.append(Scored(closed.window(i), smoothed, self.rule.threshold_for(sensor), alarm,
+                                         shares[i], b.version, None, rec.replay, (rec.topic, rec.partition)))
                 continue
             event = anomaly_event(
-                sensor=w.sensor, window_start_ms=w.start_ms, window_end_ms=w.end_ms, score=smoothed,
-                threshold=self.rule.threshold_for(w.sensor), critical_ratio=critical, channels=b.channels,
+                sensor=sensor, window_start_ms=closed.start_ms[i], window_end_ms=closed.end_ms[i], score=smoothed,
+                threshold=self.rule.threshold_for(sensor), critical_ratio=critical, channels=b.channels,
                 shares=shares[i],
                 model_version=b.version, model_family=b.family, source=(rec.topic, rec.partition, rec.offset),
                 order=top[i])
-            self.sink.send(Outgoing(topic, encode_event(event), w.sensor.encode()))
+            self.sink.send(Outgoing(topic, encode_event(event), sensor.encode()))
             stats.events += 1
             stats.events_out.append(event)
-            scored.append(Scored(w, smoothed, event["threshold"], alarm, shares[i], b.version, event, False,
-                                 (rec.topic, rec.partition)))
+            scored.append(Scored(closed.window(i), smoothed, event["threshold"], alarm, shares[i], b.version, event,
+                                 False, (rec.topic, rec.partition)))
             if self.on_event:
                 self.on_event(event)
         return scored
 
-    def _calibrate(self, closed: list[tuple[Window, Record]]) -> list[tuple[Window, Record]]:
+    def _calibrate(self, closed: _Closed) -> _Closed:
         """Take the windows of sensors still calibrating out of ``closed``; finish the calibrations that are due."""
         assert self.baselines is not None and self.bundle is not None and self.rule is not None
-        split = self.baselines.split([w for w, _ in closed], self.bundle.scorer, self.bundle.version)
+        split = self.baselines.split(closed, self.bundle.scorer, self.bundle.version, sensors=closed.sensors)
         for sensor, end_ms in split.started:  # replayed readings calibrate too
             self._notify_calibration(sensor, end_ms, None)
         for sensor, end_ms, baseline, scores in split.finished:
             self._baseline_ready(sensor, baseline)
             self.rule.update_many(sensor, scores)  # the rule's smoothing and k-of-n run on from calibration
             self._notify_calibration(sensor, end_ms, baseline)
-        return [closed[i] for i in split.keep]
+        return closed if len(split.keep) == len(closed) else closed.take(split.keep)
 
     def _finetune(self) -> None:
         """A slice of this thread for the waiting fine-tunes; the sensors whose own model is done are judged by it
@@ -549,10 +550,9 @@ class Worker:
             for msg in stage.on_calibration(sensor, end_ms, baseline):
                 self.sink.send(msg)
 
-    def _alarms(self, closed: list[tuple[Window, Record]], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _alarms(self, sensors: list[str], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The alarm rule over the batch's windows, each run of one sensor's windows at once."""
         assert self.rule is not None
-        sensors = [w.sensor for w, _ in closed]
         smoothed, alarms = np.empty(len(sensors)), np.empty(len(sensors), dtype=bool)
         starts = [0, *(i for i in range(1, len(sensors)) if sensors[i] != sensors[i - 1]), len(sensors)]
         for i, j in zip(starts, starts[1:]):
@@ -607,6 +607,61 @@ class Worker:
         finally:
             self.source.close()
             self.sink.close()
+
+
+class _Closed:
+    """A step's closed windows in order, column by column, each with the record whose reading closed it: scoring
+    takes the sensors and one array of values, and a :class:`Window` is made only for what needs one."""
+
+    __slots__ = ("_parts", "end_ms", "recs", "sensors", "start_ms")
+
+    def __init__(self) -> None:
+        self.sensors: list[str] = []
+        self.start_ms: list[int] = []
+        self.end_ms: list[int] = []
+        self.recs: list[Record] = []
+        self._parts: list[np.ndarray] = []  # (k, window_size, C) each, in order
+
+    def __len__(self) -> int:
+        return len(self.sensors)
+
+    def __getitem__(self, i: int) -> Window:
+        return self.window(i)
+
+    def add(self, w: Window, rec: Record) -> None:
+        self.sensors.append(w.sensor)
+        self.start_ms.append(w.start_ms)
+        self.end_ms.append(w.end_ms)
+        self.recs.append(rec)
+        self._parts.append(w.values[np.newaxis])
+
+    def add_cut(self, cut: Cut, recs: list[Record]) -> None:
+        """The windows of ``cut``, ``recs`` the record of each."""
+        if cut.sensors:
+            self.sensors += cut.sensors
+            self.start_ms += cut.start_ms
+            self.end_ms += cut.end_ms
+            self.recs += recs
+            self._parts.append(cut.values)
+
+    def values(self) -> np.ndarray:
+        """``(windows, window_size, C)``: one array (made once)."""
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        return self._parts[0]
+
+    def window(self, i: int) -> Window:
+        return Window(self.sensors[i], self.start_ms[i], self.end_ms[i], self.values()[i])
+
+    def take(self, keep: list[int]) -> _Closed:
+        """These windows only, in this order."""
+        out = _Closed()
+        out.sensors = [self.sensors[i] for i in keep]
+        out.start_ms = [self.start_ms[i] for i in keep]
+        out.end_ms = [self.end_ms[i] for i in keep]
+        out.recs = [self.recs[i] for i in keep]
+        out._parts = [self.values()[keep]] if keep else []
+        return out
 
 
 COMMIT_RETRY_S = 1.0

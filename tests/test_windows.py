@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aestream.stream.windows import LATE, Windower
+from aestream.stream.windows import LATE, Window, Windower
 
 
 def _push(w: Windower, sensor: str, ts: list[int]) -> list:
@@ -70,6 +70,19 @@ def test_push_block_gives_exactly_what_pushing_one_by_one_gives() -> None:
 
 
 
+def _one_by_one(windower: Windower, sensor: str, ts: np.ndarray, values: np.ndarray) -> tuple[
+        list[Window], list[int], int]:
+    """A block through :meth:`Windower.push`, reading by reading: its windows, where each ends, how many late."""
+    out, at, late = [], [], 0
+    for i, (t, v) in enumerate(zip(ts.tolist(), values)):
+        res = windower.push(sensor, t, v)
+        late += res is LATE
+        if isinstance(res, Window):
+            out.append(res)
+            at.append(i)
+    return out, at, late
+
+
 def test_a_polls_blocks_of_many_sensors_give_what_each_block_alone_gives() -> None:
     """push_blocks cuts the in-order sensors' blocks together; any poll must give what block after block gives:
     sensors interleaved, several blocks of one sensor, gaps and duplicates inside and between blocks, empty
@@ -97,7 +110,7 @@ def test_a_polls_blocks_of_many_sensors_give_what_each_block_alone_gives() -> No
                 phases = {s: int(rng.integers(0, stride)) for s in clocks}
                 assert together.restore_phases(phases) == apart.restore_phases(phases)
             got = together.push_blocks(blocks)
-            expected = [apart._push_each(*b, 0.0) for b in blocks]  # reading by reading, block after block
+            expected = [_one_by_one(apart, *b) for b in blocks]  # reading by reading, block after block
             for (gw, gat, glate), (ew, eat, elate) in zip(got, expected):
                 assert (gat, glate) == (eat, elate)
                 assert [(x.sensor, x.start_ms, x.end_ms) for x in gw] == [(x.sensor, x.start_ms, x.end_ms) for x in ew]

@@ -89,8 +89,7 @@ def test_the_alarm_rule_over_a_steps_runs_of_windows_is_the_rule_window_by_windo
     for step in range(3):
         sensors = [f"s{(i + step) % 4}" for i, n in enumerate(lengths) for _ in range(n)]
         scores = rng.uniform(0.0, 2.0, len(sensors))
-        closed = [(type("W", (), {"sensor": s})(), None) for s in sensors]
-        smoothed, alarms = worker._alarms(closed, scores)  # type: ignore[arg-type]
+        smoothed, alarms = worker._alarms(sensors, scores)
         expected = [ref.update(s, float(x)) for s, x in zip(sensors, scores)]
         assert np.allclose(smoothed, [e[0] for e in expected], rtol=1e-12)
         assert alarms.tolist() == [e[1] for e in expected]

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -181,6 +181,14 @@ class _Calibration:
     last_end_ms: int = -1
 
 
+class _WindowsAt(Protocol):
+    """Windows by index: a list, or a step's columns that make a window when asked."""
+
+    def __getitem__(self, i: int, /) -> Window: ...
+
+    def __len__(self) -> int: ...
+
+
 class SensorBaselines:
     """The baselines of the sensors one worker owns, and the calibrations under way.
 
@@ -211,14 +219,17 @@ class SensorBaselines:
         if self.finetuner is not None:
             self.finetuner.run(budget_s)
 
-    def split(self, windows: list[Window], scorer: Scorer, model_version: str) -> _Split:
+    def split(self, windows: _WindowsAt, scorer: Scorer, model_version: str,
+              sensors: Sequence[str] | None = None) -> _Split:
         """Which of ``windows`` to score now (those of sensors with a baseline), in order; the others' rows go into
         their sensors' calibration, which finishes with ``scorer`` as soon as it holds ``n_readings`` readings (a
         sensor's later windows of the same step are then scored). The calibrations due in one step finish
         together (:meth:`calibrate_many`): a sensor's later windows wait for its own and then go on as they would
         have, scored, or into a new calibration when its readings made no baseline."""
         out = _Split()
-        if all(s in self.ready for s in {w.sensor for w in windows}):  # no calibration in this step
+        if sensors is None:
+            sensors = [windows[i].sensor for i in range(len(windows))]
+        if all(s in self.ready for s in set(sensors)):  # no calibration in this step
             out.keep = list(range(len(windows)))
             return out
         todo = list(range(len(windows)))
@@ -226,26 +237,27 @@ class SensorBaselines:
             held: dict[str, list[int]] = {}  # sensors whose calibration is due → their later windows
             due: list[int] = []  # the window completing each due calibration
             for i in todo:
-                w = windows[i]
-                if w.sensor in held:
-                    held[w.sensor].append(i)
+                sensor = sensors[i]
+                if sensor in held:
+                    held[sensor].append(i)
                     continue
-                if w.sensor in self.ready:
+                if sensor in self.ready:
                     out.keep.append(i)
                     continue
-                cal = self._calibrating.get(w.sensor)
+                w = windows[i]
+                cal = self._calibrating.get(sensor)
                 if cal is None:
-                    cal = self._calibrating[w.sensor] = _Calibration()
-                    out.started.append((w.sensor, w.end_ms))
+                    cal = self._calibrating[sensor] = _Calibration()
+                    out.started.append((sensor, w.end_ms))
                 self._collect(cal, w)
                 if cal.n_rows >= self.cfg.n_readings:
-                    held[w.sensor] = []
+                    held[sensor] = []
                     due.append(i)
-            done = self.calibrate_many([windows[i].sensor for i in due], scorer, model_version)
+            done = self.calibrate_many([sensors[i] for i in due], scorer, model_version)
             for i, result in zip(due, done):
                 if result is not None:
-                    out.finished.append((windows[i].sensor, windows[i].end_ms, *result))
-            todo = sorted(j for i in due for j in held[windows[i].sensor])
+                    out.finished.append((sensors[i], windows[i].end_ms, *result))
+            todo = sorted(j for i in due for j in held[sensors[i]])
         out.keep.sort()
         return out
 

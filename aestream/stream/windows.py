@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LATE", "Window", "Windower"]
+__all__ = ["LATE", "Cut", "Window", "Windower"]
 
 
 class _Late:
@@ -57,6 +57,45 @@ class Window(NamedTuple):
     start_ms: int
     end_ms: int
     values: np.ndarray
+
+
+class Cut(NamedTuple):
+    """The windows a poll's blocks close, column by column, in block order (a block's in the order its readings
+    close them): window ``j`` ends on reading ``at[j]`` of block ``block[j]``; ``late[i]`` is how many of block
+    ``i``'s readings were late."""
+
+    block: list[int]
+    at: list[int]
+    sensors: list[str]
+    start_ms: list[int]
+    end_ms: list[int]
+    values: np.ndarray  # (windows, window_size, n_channels) float32
+    late: list[int]
+
+    def window(self, j: int) -> Window:
+        return Window(self.sensors[j], self.start_ms[j], self.end_ms[j], self.values[j])
+
+
+def _no_cut(n_blocks: int, window_size: int, n_channels: int) -> Cut:
+    return Cut([], [], [], [], [], np.empty((0, window_size, n_channels), np.float32), [0] * n_blocks)
+
+
+def _merge(cut: Cut, others: list[tuple[int, Cut]]) -> Cut:
+    """``cut`` with the windows of blocks cut on their own (each block 0 of its :class:`Cut`), in block order."""
+    late = list(cut.late)
+    parts = [cut]
+    for i, c in others:
+        late[i] = c.late[0]
+        parts.append(c._replace(block=[i] * len(c.block)))
+    block = [b for c in parts for b in c.block]
+    order = np.argsort(block, kind="stable").tolist()
+
+    def gather(field: str) -> list:  # type: ignore[type-arg]
+        flat = [x for c in parts for x in getattr(c, field)]
+        return [flat[k] for k in order]
+
+    values = np.concatenate([c.values for c in parts])[order]
+    return Cut(gather("block"), gather("at"), gather("sensors"), gather("start_ms"), gather("end_ms"), values, late)
 
 
 class _SensorState:
@@ -139,26 +178,34 @@ class Windower:
     def push_blocks(self, blocks: Sequence[tuple[str, np.ndarray, np.ndarray]], now: float = 0.0) -> list[
             tuple[list[Window], list[int], int]]:
         """:meth:`push_block_at` for each of a poll's blocks ``(sensor, ts_ms, values)`` in turn, with the same
-        results. The blocks of every sensor whose readings run in order and gap-free through all its blocks are cut
-        into windows together, in one pass over the poll; any other sensor's go block by block."""
-        results: list[tuple[list[Window], list[int], int]] = [([], [], 0)] * len(blocks)
+        results: :meth:`cut_blocks`, a list of windows a block."""
+        cut = self.cut_blocks(blocks, now)
+        results: list[tuple[list[Window], list[int], int]] = [([], [], late) for late in cut.late]
+        for j, (b, at) in enumerate(zip(cut.block, cut.at)):
+            results[b][0].append(cut.window(j))
+            results[b][1].append(at)
+        return results
+
+    def cut_blocks(self, blocks: Sequence[tuple[str, np.ndarray, np.ndarray]], now: float = 0.0) -> Cut:
+        """Each of a poll's blocks ``(sensor, ts_ms, values)`` in turn, as :meth:`push` reading by reading would
+        take them: the windows they close, in block order, in arrays. The blocks of every sensor whose readings run
+        in order and gap-free through all its blocks are cut into windows together, in one pass over the poll; any
+        other sensor's go block by block."""
         by_sensor: dict[str, list[int]] = {}
         for i, (sensor, ts, _) in enumerate(blocks):
             if len(ts):
                 by_sensor.setdefault(sensor, []).append(i)
         runs = []
+        others: list[tuple[int, Cut]] = []  # (block, its windows) of the sensors taken block by block
         for sensor, idx in by_sensor.items():
             if self._in_order(sensor, [blocks[i][1] for i in idx]):
                 runs.append((sensor, idx))
             elif len(idx) > 1:
-                for i in idx:
-                    results[i] = self.push_block_at(*blocks[i], now)
+                others.extend((i, self.cut_blocks([blocks[i]], now)) for i in idx)
             else:
-                results[idx[0]] = self._push_each(*blocks[idx[0]], now)
-        if runs:
-            self._cut(runs, blocks, results, now)
-        return results
-
+                others.append((idx[0], self._push_each(*blocks[idx[0]], now)))
+        cut = self._cut(runs, blocks, now) if runs else _no_cut(len(blocks), self.window_size, self.n_channels)
+        return _merge(cut, others) if others else cut
     def _in_order(self, sensor: str, stamps: list[np.ndarray]) -> bool:
         """Whether these blocks' readings (in turn) follow the sensor's last one and each other, all within
         ``max_gap_ms``."""
@@ -169,8 +216,8 @@ class Windower:
         state = self._sensors.get(sensor)
         return state is None or 0 < int(ts[0]) - state.last_ts <= self.max_gap_ms
 
-    def _push_each(self, sensor: str, ts_ms: np.ndarray, values: np.ndarray, now: float) -> tuple[
-            list[Window], list[int], int]:
+    def _push_each(self, sensor: str, ts_ms: np.ndarray, values: np.ndarray, now: float) -> Cut:
+        """One block reading by reading, as block 0 of a :class:`Cut`."""
         out: list[Window] = []
         at: list[int] = []
         late = 0
@@ -180,12 +227,16 @@ class Windower:
             if isinstance(res, Window):
                 out.append(res)
                 at.append(i)
-        return out, at, late
+        stacked = np.stack([w.values for w in out]) if out else np.empty((0, self.window_size, self.n_channels),
+                                                                          np.float32)
+        return Cut([0] * len(out), at, [sensor] * len(out), [w.start_ms for w in out], [w.end_ms for w in out],
+                   stacked, [late])
 
     def _cut(self, runs: list[tuple[str, list[int]]], blocks: Sequence[tuple[str, np.ndarray, np.ndarray]],
-             results: list[tuple[list[Window], list[int], int]], now: float) -> None:
+             now: float) -> Cut:
         """Each run (a sensor and its in-order blocks) after the up to ``window_size - 1`` readings its ring holds,
-        all runs in one array: the windows every new reading closes, in one gather; then each ring's new tail."""
+        all runs in one array: the windows every new reading closes, in one gather (in block order); then each
+        ring's new tail."""
         w = self.window_size
         vals_parts: list[np.ndarray] = []
         ts_parts: list[np.ndarray] = []
@@ -225,18 +276,22 @@ class Windower:
             shifts = np.repeat([s[1].shift for s in segments], n_new)
             due = ((counts + shifts - w) % self.stride == 0) | (counts == w)
         ends = rows[(counts >= w) & due]  # rows of the readings that close a window (in their run's rows)
-        if len(ends):
+        if len(ends):  # each end's block (its rows are contiguous, in order), then the ends in block order
+            by_row = sorted(spans, key=lambda i: spans[i][0])
+            lows = np.array([spans[i][0] for i in by_row])
+            k = np.searchsorted(lows, ends, side="right") - 1
+            order = np.argsort(np.array(by_row)[k], kind="stable")
+            ends, k = ends[order], k[order]
+            block = np.array(by_row)[k].tolist()
             step, item = vals.strides  # a fresh concatenation: C-contiguous
             views = np.lib.stride_tricks.as_strided(vals, (len(vals) - w + 1, w, vals.shape[1]), (step, step, item),
                                                     writeable=False)  # (rows, w, C): a window ending at each row
-            gathered = views[ends - w + 1]  # one copy for every window of the poll; each Window holds a view of it
-            first_ts, last_ts = stamps[ends - w + 1].tolist(), stamps[ends].tolist()
-            for sensor, idx in runs:
-                for i in idx:
-                    lo, hi = spans[i]
-                    a, z = np.searchsorted(ends, [lo, hi]).tolist()
-                    results[i] = ([Window(sensor, first_ts[j], last_ts[j], gathered[j]) for j in range(a, z)],
-                                  (ends[a:z] - lo).tolist(), 0)
+            sensor_of = [b[0] for b in blocks]
+            cut = Cut(block, (ends - lows[k]).tolist(), list(map(sensor_of.__getitem__, block)),
+                      stamps[ends - w + 1].tolist(), stamps[ends].tolist(),
+                      views[ends - w + 1], [0] * len(blocks))  # one copy for every window of the poll
+        else:
+            cut = _no_cut(len(blocks), w, self.n_channels)
         for _, state, first, lo, end in segments:
             n = end - first
             if n >= w:  # the run ends on a full window: lay the ring out afresh from position 0
@@ -252,6 +307,7 @@ class Windower:
             state.count += end - lo
             state.last_ts = int(stamps[end - 1])
             state.seen_at = now
+        return cut
 
     def phases(self, sensors: Iterable[str]) -> dict[str, int]:
         """Where each of these sensors (those held) stands in its count stride: ``0 .. stride - 1``, equal for two
