@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 
 from aestream.commands.simulate import Plant
 from aestream.config import Config
@@ -52,9 +53,14 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+@pytest.mark.parametrize("baselines", ["off", "shared"])
 def test_a_poll_of_blocks_gives_what_its_records_give_one_poll_each(train_small: Any, one_model: Any,
-                                                                    recording_sink: Any) -> None:
-    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 3}, baselines={"mode": "off"})
+                                                                    recording_sink: Any, baselines: str) -> None:
+    """With baselines, each sensor calibrates on its first 100 readings, so a poll holds windows that calibrate
+    and windows that are scored, and calibrations that finish in it."""
+    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 3},
+                           baselines={"mode": baselines, "n_readings": 100},
+                           threshold={"sensors": {"*": 1e-12}})  # each sensor's own threshold to ~0 as well
     bundle = train_small(cfg)
     recs = _records()
     runs = []
