@@ -389,7 +389,7 @@ class Worker:
             self._push_columns(records, columns, closed, stats, now)
             return
         dlq = self.cfg.kafka.dead_letter_topic
-        blocks: list[tuple[Record, Block]] = []  # cut together (Windower.push_blocks), before any later reading
+        blocks: list[tuple[Record, Block]] = []  # cut together (Windower.cut_blocks), before any later reading
 
         def push_blocks() -> None:
             cut = self.windows.cut_blocks([b for _, b in blocks], now)

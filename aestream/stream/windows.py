@@ -35,7 +35,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -90,7 +90,7 @@ def _merge(cut: Cut, others: list[tuple[int, Cut]]) -> Cut:
     block = [b for c in parts for b in c.block]
     order = np.argsort(block, kind="stable").tolist()
 
-    def gather(field: str) -> list:  # type: ignore[type-arg]
+    def gather(field: str) -> list[Any]:
         flat = [x for c in parts for x in getattr(c, field)]
         return [flat[k] for k in order]
 
@@ -206,6 +206,7 @@ class Windower:
                 others.append((idx[0], self._push_each(*blocks[idx[0]], now)))
         cut = self._cut(runs, blocks, now) if runs else _no_cut(len(blocks), self.window_size, self.n_channels)
         return _merge(cut, others) if others else cut
+
     def _in_order(self, sensor: str, stamps: list[np.ndarray]) -> bool:
         """Whether these blocks' readings (in turn) follow the sensor's last one and each other, all within
         ``max_gap_ms``."""
