@@ -1,4 +1,4 @@
-"""A poll of batched messages has its blocks cut together (``Windower.push_blocks``); it must give what the same
+"""A poll of batched messages has its blocks cut together (``Windower.cut_blocks``); it must give what the same
 records give one poll each: the same windows, events (ids, order, sources) and counts."""
 
 from __future__ import annotations

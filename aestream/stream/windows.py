@@ -167,18 +167,14 @@ class Windower:
         readings were late. Vectorised when the block is in order and gap-free (the usual batched message),
         else reading by reading with the same result.
         """
-        windows, _, late = self.push_block_at(sensor, ts_ms, values, now)
+        windows, _, late = self.push_blocks([(sensor, ts_ms, values)], now)[0]
         return windows, late
-
-    def push_block_at(self, sensor: str, ts_ms: np.ndarray, values: np.ndarray, now: float = 0.0) -> tuple[
-            list[Window], list[int], int]:
-        """:meth:`push_block`, also giving the index in the block of each window's last reading."""
-        return self.push_blocks([(sensor, ts_ms, values)], now)[0]
 
     def push_blocks(self, blocks: Sequence[tuple[str, np.ndarray, np.ndarray]], now: float = 0.0) -> list[
             tuple[list[Window], list[int], int]]:
-        """:meth:`push_block_at` for each of a poll's blocks ``(sensor, ts_ms, values)`` in turn, with the same
-        results: :meth:`cut_blocks`, a list of windows a block."""
+        """:meth:`push_block` for each of a poll's blocks ``(sensor, ts_ms, values)`` in turn, with the same
+        results, also giving the index in its block of each window's last reading: :meth:`cut_blocks` as a list of
+        windows a block."""
         cut = self.cut_blocks(blocks, now)
         results: list[tuple[list[Window], list[int], int]] = [([], [], late) for late in cut.late]
         for j, (b, at) in enumerate(zip(cut.block, cut.at)):
@@ -281,9 +277,10 @@ class Windower:
             by_row = sorted(spans, key=lambda i: spans[i][0])
             lows = np.array([spans[i][0] for i in by_row])
             k = np.searchsorted(lows, ends, side="right") - 1
-            order = np.argsort(np.array(by_row)[k], kind="stable")
+            of_end = np.array(by_row)[k]
+            order = np.argsort(of_end, kind="stable")
             ends, k = ends[order], k[order]
-            block = np.array(by_row)[k].tolist()
+            block = of_end[order].tolist()
             step, item = vals.strides  # a fresh concatenation: C-contiguous
             views = np.lib.stride_tricks.as_strided(vals, (len(vals) - w + 1, w, vals.shape[1]), (step, step, item),
                                                     writeable=False)  # (rows, w, C): a window ending at each row
