@@ -51,10 +51,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15, help="epochs of the concurrent retrain")
     args = ap.parse_args()
     torch.set_num_threads(1)  # a worker with bounded torch threads
-    tmp = Path(tempfile.mkdtemp(prefix="aestream-bench-"))
+    scratch = tempfile.TemporaryDirectory(prefix="aestream-bench-")  # removed at exit, even on an error
+    tmp = Path(scratch.name)
     cfg = Config().replace(
         stream={"channels": CHANNELS, "window_size": 32, "stride": 4},
-        model={"family": args.family, "epochs": 5, "device": "cpu", "torch_threads": 1},
+        model={"family": args.family, "epochs": 5, "device": "cpu", "torch_threads": 1,
+               "detrend_channels": ()},  # the shipped ones are SKAB's, not these
         retrain={"enabled": True, "isolation": args.isolation, "torch_threads": 1, "epochs": args.epochs,
                  "n_min_windows": 100, "gate_tolerance": 1e9, "gate_max_far": 0.99},
         paths={"model_dir": str(tmp / "models"), "state_dir": str(tmp / "state")},
@@ -102,6 +104,7 @@ def main() -> None:
         "n_batches": [len(idle), len(busy)], "retrain_status": outcome.status, "retrain_s": outcome.seconds,
         "n_reservoir_windows": len(reservoir), "cpu_count": os.cpu_count(),
     }))
+    scratch.cleanup()
 
 
 if __name__ == "__main__":

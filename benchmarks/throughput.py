@@ -38,6 +38,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -747,6 +748,7 @@ def main() -> None:
     finally:
         if started:
             subprocess.run(["bash", str(ROOT / "deploy/kafka/kafka.sh"), "stop", str(tmp / "kafka")], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)  # the broker's log and the models: ~600 MB a run
 
 
 if __name__ == "__main__":
