@@ -54,6 +54,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -104,6 +105,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill, too, stops the broker and removes the folder
     work = Path(tempfile.mkdtemp(prefix="aestream-soak-"))
     broker = None
     if not args.bootstrap:

@@ -39,6 +39,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -563,6 +564,7 @@ def main() -> None:
     ap.add_argument("--peer-readings", type=int, default=20_000, help="readings the peer processes per run")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill, too, stops the broker and removes the folder
     tmp = Path(tempfile.mkdtemp(prefix="aestream-bench-"))
     skip = set(args.skip.split(",")) - {""}
     if "throughput" in skip:  # latency runs at a share of the measured capacity; the peer is measured beside it
