@@ -108,13 +108,13 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill, too, stops the broker and removes the folder
     work = Path(tempfile.mkdtemp(prefix="aestream-soak-"))
     broker = None
-    if not args.bootstrap:
-        broker = faultkit.Broker(work / "kafka")
-        broker.workdir.mkdir()
-        broker.start()
-    bootstrap = args.bootstrap or broker.bootstrap  # type: ignore[union-attr]
-    t0 = time.monotonic()
-    try:
+    try:  # from the broker's start: one that fails or is killed halfway is stopped and its folder removed too
+        if not args.bootstrap:
+            broker = faultkit.Broker(work / "kafka")
+            broker.workdir.mkdir()
+            broker.start()
+        bootstrap = args.bootstrap or broker.bootstrap  # type: ignore[union-attr]
+        t0 = time.monotonic()
         run = f"soak-{int(time.time())}"
         every_window = [f"sensor-{i:02d}" for i in range(args.sensors // 2)]  # faultkit's plant names them so
         cfg = Config().replace(

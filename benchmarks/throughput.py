@@ -571,16 +571,16 @@ def main() -> None:
         skip |= {"latency", "peer"}
     started = args.bootstrap is None and "throughput" not in skip
     bootstrap = args.bootstrap
-    if started:
-        import socket
+    try:  # from the broker's start: one that fails or is killed halfway is stopped and its folder removed too
+        if started:
+            import socket
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        kafka_sh = str(ROOT / "deploy/kafka/kafka.sh")
-        subprocess.run(["bash", kafka_sh, "start", str(port), str(tmp / "kafka")], check=True)
-        bootstrap = f"127.0.0.1:{port}"
-    try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            kafka_sh = str(ROOT / "deploy/kafka/kafka.sh")
+            subprocess.run(["bash", kafka_sh, "start", str(port), str(tmp / "kafka")], check=True)
+            bootstrap = f"127.0.0.1:{port}"
         run = uuid.uuid4().hex[:8]
         base = Config().replace(stream={"channels": CHANNELS, "window_size": 32, "stride": 4},
                                 model={"family": "vanilla", "epochs": 5, "device": "cpu", "torch_threads": 1,
