@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aestream import worker as worker_module
 from aestream.commands.simulate import Plant
 from aestream.config import Config
 from aestream.detect.thresholds import AlarmRule
@@ -100,3 +101,36 @@ def test_the_alarm_rule_over_a_steps_runs_of_windows_is_the_rule_window_by_windo
         assert np.allclose(smoothed, [e[0] for e in expected], rtol=1e-12)
         assert alarms.tolist() == [e[1] for e in expected]
         assert 0 < alarms.sum() < len(alarms)
+
+
+def test_a_poll_over_chunk_bytes_is_processed_in_chunks_that_give_what_one_poll_each_gives(
+        train_small: Any, one_model: Any, recording_sink: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A poll larger than ``CHUNK_BYTES`` is windowed and scored a chunk at a time, in order; its events and counts
+    are those of its records one poll each."""
+    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 3},
+                           baselines={"mode": "shared", "n_readings": 100}, threshold={"sensors": {"*": 1e-12}})
+    bundle = train_small(cfg)
+    recs = _records()
+    limit = 4 * max(len(r.value or b"") for r in recs)
+    chunks = list(worker_module._chunks(recs, limit))
+    assert len(chunks) > 3 and [r for c in chunks for r in c] == recs
+    assert all(sum(len(r.value or b"") for r in c) <= limit for c in chunks)
+    assert list(worker_module._chunks(recs[:3], limit)) == [recs[:3]]
+    monkeypatch.setattr(worker_module, "CHUNK_BYTES", limit)
+    runs = []
+    for polls in ([recs], [[r] for r in recs]):
+        sink = recording_sink()
+        worker = Worker(cfg, None, sink, one_model(bundle, threshold=1e-9))
+        worker.refresh_model(force=True)
+        scored: list[int] = []
+        score = worker._score
+        worker._score = lambda c, st, seen=scored, f=score: seen.append(len(c)) or f(c, st)  # type: ignore
+        stats = [worker.process(p) for p in polls]
+        runs.append(([json.loads(m.value) for m in sink.sent], stats, scored))
+    (events, stats, scored), (events_ref, stats_ref, _) = runs
+    assert len(scored) >= len(chunks) - 1  # the one poll was scored a chunk at a time (a chunk may only calibrate)
+    assert len(events) == len(events_ref) > 100
+    for i, (e, ref) in enumerate(zip(events, events_ref)):
+        assert _same(e, ref), (i, e, ref)
+    for field in ("readings", "windows", "events", "late", "dead_letters"):
+        assert sum(getattr(s, field) for s in stats) == sum(getattr(s, field) for s in stats_ref), field
