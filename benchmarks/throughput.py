@@ -596,7 +596,7 @@ def main() -> None:
             topic = f"bench-{label}-{run}"
             msgs = _messages(args.readings, batch, columnar=label == "columnar")
             kafka = {"bootstrap_servers": (bootstrap,), "input_topics": (topic,),
-                     "output_topic": f"bench-out-{label}-{run}", "max_poll_records": 2000 if batch == 1 else 200}
+                     "output_topic": f"bench-out-{label}-{run}"}  # the shipped max_poll_records, as a user runs it
             peer_output = f"{kafka['output_topic']}-peer"
             ensure_topics(base.replace(kafka=kafka).kafka, {topic: 1, kafka["output_topic"]: 1, peer_output: 1})
             _produce(bootstrap, topic, msgs)
