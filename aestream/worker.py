@@ -680,11 +680,13 @@ queues whatever it prefetched: 2,000 batched messages, 200,000 readings), and a 
 caches: in service, in process, batched messages of 100 readings ran at 770k–780k readings/s in steps of 100–200
 messages, 640k–680k at 500 and 460k–570k at 2,000 (docs/benchmarks.md)."""
 
+SCORE_CAP = float(np.finfo(np.float32).max)
+
 
 def _chunks(records: list[Record], limit: int) -> Iterable[list[Record]]:
     """``records`` in order, cut into runs of at most ``limit`` bytes of values (a longer message alone)."""
     if len(records) < 2 or sum(len(r.value) for r in records if r.value is not None) <= limit:
-        yield records
+        yield records  # the common poll: one sum (81 µs for 2,000 messages; the loop below takes 132)
         return
     start, size = 0, 0
     for i, r in enumerate(records):
@@ -694,7 +696,6 @@ def _chunks(records: list[Record], limit: int) -> Iterable[list[Record]]:
             start, size = i, 0
         size += n
     yield records[start:]
-SCORE_CAP = float(np.finfo(np.float32).max)
 
 
 def _finite(scores: np.ndarray, shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
