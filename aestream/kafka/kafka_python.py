@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -139,7 +144,64 @@ class _Listener(ConsumerRebalanceListener):
         self.source._revoked([(tp.topic, tp.partition) for tp in revoked])
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        if self.source._fetch is not None:  # the fetch process reads them, from the offsets the source gives it
+            self.source.consumer.pause(*assigned)
         self.source._pending.update((tp.topic, tp.partition) for tp in assigned)
+
+
+class _FetchProcess:
+    """The child process that fetches a :class:`KafkaSource`'s partitions (``kafka.fetch_process``,
+    :mod:`aestream.kafka.fetch_child`). Each assignment it is given has a new epoch; records read under an older
+    one (a partition since revoked, or read from before a seek) are dropped here."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.conn, child = Pipe(duplex=True)
+        program = Path(__file__).with_name("fetch_child.py")
+        self.proc = subprocess.Popen([sys.executable, str(program), str(child.fileno())], pass_fds=[child.fileno()])
+        child.close()
+        self.conn.send(options)
+        self.epoch = 0
+        self.assigned = False
+
+    def assign(self, positions: dict[Partition, int | None]) -> None:
+        """Read these partitions from these offsets (``None``: ``auto_offset_reset``), and nothing else."""
+        self.epoch += 1
+        self.assigned = bool(positions)
+        self._send(("assign", self.epoch, positions))
+
+    def take(self, timeout_s: float) -> list[tuple[str, int, int, bytes | None, bytes | None, int]]:
+        """The next batch read under the current assignment, waiting up to ``timeout_s`` for one."""
+        conn: Connection = self.conn
+        wait = timeout_s
+        while conn.poll(wait):
+            try:
+                kind, *rest = conn.recv()
+            except EOFError:
+                raise KafkaError(f"the fetch process exited (status {self.proc.wait()})") from None
+            if kind == "error":
+                raise KafkaError(f"the fetch process failed: {rest[0]}")
+            if rest[0] == self.epoch:
+                return rest[1]  # type: ignore[no-any-return]
+            wait = 0  # a stale batch: take the next one already there, if any
+        return []
+
+    def _send(self, command: tuple[Any, ...]) -> None:
+        try:
+            self.conn.send(command)
+        except OSError:
+            pass  # it died: the next take() says so (a revocation while the source closes must not fail)
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("stop",))
+        except OSError:
+            pass
+        try:
+            self.proc.wait(CLOSE_TIMEOUT_MS / 1000)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.conn.close()
 
 
 class KafkaSource:
@@ -158,6 +220,10 @@ class KafkaSource:
         self._replay_until: dict[Partition, int] = {}
         self._metadata: dict[Partition, str] = {}
         self._send_metadata = True  # until the broker refuses it as too large
+        self._next: dict[Partition, int] = {}  # with a fetch process: the next offset each partition hands out
+        self._fetch = _FetchProcess({**client_options(cfg), "auto_offset_reset": cfg.auto_offset_reset,
+                                     "max_poll_records": cfg.max_poll_records,
+                                     "metadata_max_age_ms": METADATA_MAX_AGE_MS}) if cfg.fetch_process else None
         self.consumer = KafkaConsumer(
             **client_options(cfg),
             group_id=cfg.group_id,
@@ -182,12 +248,17 @@ class KafkaSource:
             self._replay_until.pop(p, None)
             self._metadata.pop(p, None)
             self._pending.discard(p)
+            self._next.pop(p, None)
+        if self._fetch is not None and parts:  # what it read of them is dropped; the new owner reads it again
+            self._fetch.assign({p: self._next.get(p) for p in self.assignment() - set(parts)})
         if self.on_revoke and parts:
             self.on_revoke(parts)
 
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
         """The next records, oldest first per partition; replayed ones are flagged."""
         timeout = self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms
+        if self._fetch is not None:
+            return self._poll_fetched(timeout)
         batch = self.consumer.poll(timeout_ms=timeout, max_records=max_records or self.cfg.max_poll_records)
         fresh = self._start_rebuilds() if self._pending else set()
         out: list[Record] = []
@@ -203,29 +274,54 @@ class KafkaSource:
                 del self._replay_until[part]
         return out
 
+    def _poll_fetched(self, timeout_ms: int) -> list[Record]:
+        """:meth:`poll` with a fetch process: the group member's own poll (its partitions paused) keeps the
+        membership and runs the rebalances; the records come from the fetch process."""
+        assert self._fetch is not None
+        self.consumer.poll(timeout_ms=0 if self._fetch.assigned else timeout_ms)  # returns nothing: all paused
+        if self._pending:
+            self._start_rebuilds()
+        rows = self._fetch.take(timeout_ms / 1000 if self._fetch.assigned else 0)
+        out: list[Record] = []
+        for topic, partition, offset, key, value, timestamp in rows:
+            part = (topic, partition)
+            until = self._replay_until.get(part)
+            out.append(Record(topic, partition, offset, key, value, timestamp, until is not None and offset < until))
+            if until is not None and offset + 1 >= until:
+                del self._replay_until[part]
+            self._next[part] = offset + 1
+        return out
+
     def _start_rebuilds(self) -> set[Partition]:
-        """Seek newly assigned partitions back by the lookback so their sensors' windows refill."""
+        """Seek newly assigned partitions back by the lookback so their sensors' windows refill. With a fetch
+        process, tell it where each of its partitions starts."""
         parts, self._pending = sorted(self._pending), set()
         if self.on_assign:
             self.on_assign(parts)
         lookback = self.cfg.rebuild_lookback_messages
-        if lookback <= 0:
+        if lookback <= 0 and self._fetch is None:
             return set()
         tps = [TopicPartition(t, p) for t, p in parts]
         begin = self.consumer.beginning_offsets(tps)
         seeked: set[Partition] = set()
         for tp in tps:
             found = self.consumer.committed(tp, metadata=True)
-            if found is None or found.offset <= begin[tp]:
+            if found is not None:
+                self._next[(tp.topic, tp.partition)] = max(found.offset, begin[tp])
+            if lookback <= 0 or found is None or found.offset <= begin[tp]:
                 continue
             committed, part = found.offset, (tp.topic, tp.partition)
             start = max(begin[tp], committed - lookback)
+            self._next[part] = start
             self.consumer.seek(tp, start)
             self._replay_until[part] = committed
             if found.metadata:
                 self._metadata[part] = found.metadata
             seeked.add(part)
             log.info("rebuilding %s[%d]: replaying offsets %d..%d", tp.topic, tp.partition, start, committed - 1)
+        if self._fetch is not None:
+            self._fetch.assign({(tp.topic, tp.partition): self._next.get((tp.topic, tp.partition))
+                                for tp in self.consumer.assignment()})
         return seeked
 
     def committed_metadata(self) -> dict[Partition, str]:
@@ -263,10 +359,19 @@ class KafkaSource:
         if not tps:
             return {}
         ends = self.consumer.end_offsets(tps, timeout_ms=LAG_TIMEOUT_MS)
-        return {(tp.topic, tp.partition): max(ends[tp] - self.consumer.position(tp), 0) for tp in tps}
+        # with a fetch process the paused member's positions stay where they started: count from what was handed out
+        return {(tp.topic, tp.partition): max(ends[tp] - self._position(tp), 0) for tp in tps}
+
+    def _position(self, tp: TopicPartition) -> int:
+        at = self._next.get((tp.topic, tp.partition)) if self._fetch is not None else None
+        return self.consumer.position(tp) if at is None else at
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)
+        try:
+            self.consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_MS)  # its revocation still tells the child
+        finally:
+            if self._fetch is not None:
+                self._fetch.close()
 
 
 class KafkaSink(RefusingSink):

@@ -1,0 +1,82 @@
+"""The fetch process of :class:`aestream.kafka.kafka_python.KafkaSource` (``kafka.fetch_process``).
+
+kafka-python parses fetch responses in Python: in the worker's process that work takes the GIL from windowing and
+scoring. This program, run by its path (so it imports kafka-python and the standard library, not torch), reads the
+partitions the worker's group member was given from the offsets it names, and sends the records back over the socket
+it inherits. It is not a group member and commits nothing: group membership, offsets and rebalances stay with the
+worker.
+
+Frames (pickles, :class:`multiprocessing.connection.Connection`), worker → here: the consumer's options first, then
+``("assign", epoch, {(topic, partition): offset or None})`` (``None``: from ``auto_offset_reset``) and ``("stop",)``;
+here → worker: ``("records", epoch, [(topic, partition, offset, key, value, timestamp), ...])`` with the epoch of the
+assignment they were read under, and ``("error", text)`` before it exits on an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]  # run by path: this folder's modules are not to shadow kafka-python's imports
+
+from multiprocessing.connection import Connection
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+IDLE_WAIT_S = 0.5  # with nothing assigned, how long to wait for a command
+POLL_TIMEOUT_MS = 100  # with partitions, how long one fetch waits for records (commands are read between fetches)
+
+
+def serve(conn: Connection) -> None:
+    options: dict[str, Any] = conn.recv()
+    max_records = options.pop("max_poll_records")
+    consumer = KafkaConsumer(**options, group_id=None, enable_auto_commit=False, max_poll_records=max_records)
+    epoch, assigned = 0, False
+    try:
+        while True:
+            while conn.poll(0 if assigned else IDLE_WAIT_S):
+                command = conn.recv()
+                if command[0] == "stop":
+                    return
+                epoch, positions = command[1], command[2]
+                tps = {TopicPartition(t, p): offset for (t, p), offset in positions.items()}
+                consumer.assign(list(tps))
+                for tp, offset in tps.items():
+                    if offset is not None:
+                        consumer.seek(tp, offset)
+                assigned = bool(tps)
+            if not assigned:
+                continue
+            batch = consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=max_records)
+            if batch:
+                conn.send(("records", epoch, [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                                              for msgs in batch.values() for m in msgs]))
+    finally:
+        consumer.close(autocommit=False)
+
+
+def main() -> None:
+    # the worker stops us ("stop", or its end of the socket closing): a Ctrl-C or a SIGTERM sent to the whole
+    # process group must not end the fetching before the worker's last step and commit
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s aestream fetch process: %(message)s")
+    conn = Connection(int(sys.argv[1]))
+    try:
+        serve(conn)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the worker went away
+    except Exception as e:
+        try:
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+        except OSError:
+            pass
+        raise
+
+
+if __name__ == "__main__":
+    main()
