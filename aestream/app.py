@@ -108,7 +108,9 @@ def build_app(
         from aestream.kafka.changelog import KafkaChangelog
         from aestream.kafka.kafka_python import open_source
 
-        source = open_source(cfg.kafka, on_revoke=revoked, on_assign=assigned)
+        s = cfg.stream
+        source = open_source(cfg.kafka, on_revoke=revoked, on_assign=assigned,
+                             decode=(s.channels, s.max_message_bytes, s.max_readings_per_message))
         if cfg.baselines.mode != "off":
             changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg))
         if cfg.alerts.enabled:

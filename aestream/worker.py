@@ -383,8 +383,15 @@ class Worker:
 
     def _window(self, records: list[Record], closed: _Closed, stats: StepStats, now: float) -> None:
         """Decode records into the windows (bad ones to the dead-letter topic), adding the windows they close."""
-        docs = self.decoder.parse_many([r.value for r in records])
-        columns = self.decoder.columns(docs) if len(docs) > 1 else None
+        docs: list[Any] = [r.decoded for r in records]
+        if docs.count(None) == len(docs):
+            docs = self.decoder.parse_many([r.value for r in records])
+            columns = self.decoder.columns(docs) if len(docs) > 1 else None
+        else:  # batches the edge decoded (Block): only the others are parsed here
+            todo = [i for i, doc in enumerate(docs) if doc is None]
+            for i, doc in zip(todo, self.decoder.parse_many([records[i].value for i in todo]) if todo else ()):
+                docs[i] = doc
+            columns = None
         now_ms = int(self.wall_clock() * 1000)
         if columns is not None and self.decoder.any_ahead(
                 columns.ts_ms, np.fromiter(map(_RECORD_TS, records), np.int64, len(records)), now_ms):

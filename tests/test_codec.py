@@ -88,6 +88,31 @@ def test_a_batch_of_one_sensor_decodes_to_one_block_equal_to_the_readings(decode
         decoder.decode_blocks(bad.encode())
 
 
+def test_the_blocks_a_fetch_process_sends_are_those_of_batches_and_no_other(decoder: ReadingDecoder) -> None:
+    import numpy as np
+
+    array = json.dumps([{"sensor": "s", "ts": TS + i, "values": [i, 0.5 * i]} for i in range(3)]).encode()
+    columnar = json.dumps({"sensor": "t", "ts": [TS, TS + 1], "values": [[1, 2], [3, 4.5]]}).encode()
+    others = [
+        json.dumps({"sensor": "s", "ts": TS, "values": [1, 2]}).encode(),  # a single reading: the worker's
+        b"{not json",
+        None,
+        json.dumps([{"sensor": "a", "ts": TS, "values": [1, 2]}, {"sensor": "b", "ts": TS, "values": [1, 2]}])
+        .encode(),  # two sensors: readings, not a block
+        json.dumps({"sensor": "t", "ts": [TS, TS + 1], "values": [[1, 2], [3]]}).encode(),  # a short row
+        json.dumps({"sensor": "t", "ts": [TS] * 4, "values": [[1, 2]] * 4}).encode(),  # over 3 readings
+    ]
+    got = decoder.blocks([array, *others, columnar])
+    assert [type(b).__name__ for b in got] == ["Block"] + ["NoneType"] * len(others) + ["Block"]
+    for message, block in ((array, got[0]), (columnar, got[-1])):
+        assert block is not None and decoder.from_doc(block) is block  # the worker takes it as it is
+        alone = decoder.decode_blocks(message)
+        assert isinstance(alone, Block) and alone.sensor == block.sensor
+        np.testing.assert_array_equal(alone.ts_ms, block.ts_ms)
+        np.testing.assert_array_equal(alone.values, block.values)
+    assert decoder.blocks([]) == []
+
+
 GOOD = [json.dumps({"sensor": f"s{i % 3}", "ts": TS + i, "values": [i, -0.5 * i]}).encode() for i in range(6)]
 
 

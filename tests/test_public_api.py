@@ -72,3 +72,12 @@ def test_the_package_is_folders_by_concern() -> None:
 def test_python_dash_m_aestream_is_the_command() -> None:
     proc = subprocess.run([sys.executable, "-m", "aestream", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "usage: aestream" in proc.stdout
+
+
+def test_the_codec_imports_without_torch() -> None:
+    """kafka-python's fetch process decodes batched messages with the codec: the package's names are imported on
+    first use, so importing the codec does not load torch (seconds and ~300 MB in every fetch process)."""
+    code = "import sys, aestream.stream.codec; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert aestream.build_app is importlib.import_module("aestream.app").build_app

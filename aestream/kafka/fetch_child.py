@@ -6,10 +6,15 @@ partitions the worker's group member was given from the offsets it names, and se
 it inherits. It is not a group member and commits nothing: group membership, offsets and rebalances stay with the
 worker.
 
+With the stream's decoder settings (``decode``), it also decodes the batched messages it reads into arrays
+(:meth:`aestream.stream.codec.ReadingDecoder.blocks`: numpy and msgspec, still not torch), so that work leaves the
+worker's GIL too; single readings and messages with a fault go as they came, for the worker to decode.
+
 Frames (pickles, :class:`multiprocessing.connection.Connection`), worker → here: the consumer's options first, then
 ``("assign", epoch, {(topic, partition): offset or None})`` (``None``: from ``auto_offset_reset``) and ``("stop",)``;
-here → worker: ``("records", epoch, [(topic, partition, offset, key, value, timestamp), ...])`` with the epoch of the
-assignment they were read under, and ``("error", text)`` before it exits on an error.
+here → worker: ``("records", epoch, [(topic, partition, offset, key, value, timestamp), ...], blocks)`` with the
+epoch of the assignment they were read under and each record's block or ``None`` (``blocks``: ``None`` without a
+decoder), and ``("error", text)`` before it exits on an error.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]  # run by path: this folder's modules are not to shadow kafka-python's imports
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # aestream's
 
 from multiprocessing.connection import Connection
 from typing import Any
@@ -34,6 +40,12 @@ POLL_TIMEOUT_MS = 100  # with partitions, how long one fetch waits for records (
 def serve(conn: Connection) -> None:
     options: dict[str, Any] = conn.recv()
     max_records = options.pop("max_poll_records")
+    decode = options.pop("decode", None)
+    blocks = None
+    if decode is not None:  # the stream's decoder settings: batched messages go out decoded too
+        from aestream.stream.codec import ReadingDecoder
+
+        blocks = ReadingDecoder(*decode).blocks
     consumer = KafkaConsumer(**options, group_id=None, enable_auto_commit=False, max_poll_records=max_records)
     epoch, assigned = 0, False
     try:
@@ -53,8 +65,9 @@ def serve(conn: Connection) -> None:
                 continue
             batch = consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=max_records)
             if batch:
-                conn.send(("records", epoch, [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
-                                              for msgs in batch.values() for m in msgs]))
+                rows = [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                        for msgs in batch.values() for m in msgs]
+                conn.send(("records", epoch, rows, blocks([r[4] for r in rows]) if blocks else None))
     finally:
         consumer.close(autocommit=False)
 

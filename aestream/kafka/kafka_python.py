@@ -35,6 +35,7 @@ from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
 from aestream.kafka.refusals import OnRefused, RefusingSink
+from aestream.stream.codec import Block
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
 
@@ -75,13 +76,16 @@ def open_source(
     cfg: KafkaConfig,
     on_revoke: Callable[[list[Partition]], None] | None = None,
     on_assign: Callable[[list[Partition]], None] | None = None,
+    decode: tuple[tuple[str, ...], int, int] | None = None,
 ) -> KafkaSource:
-    """The consumer of the configured client library (``kafka.client``)."""
+    """The consumer of the configured client library (``kafka.client``). ``decode``: the stream's channels,
+    ``max_message_bytes`` and ``max_readings_per_message``, for a fetch process to decode batched messages with
+    (``Record.decoded``)."""
     if cfg.client == "confluent":
         from aestream.kafka.confluent import ConfluentSource
 
         return ConfluentSource(cfg, on_revoke, on_assign)  # type: ignore[return-value]
-    return KafkaSource(cfg, on_revoke, on_assign)
+    return KafkaSource(cfg, on_revoke, on_assign, decode)
 
 
 def open_sink(cfg: KafkaConfig, on_refused: OnRefused | None = None) -> KafkaSink:
@@ -169,8 +173,10 @@ class _FetchProcess:
         self.assigned = bool(positions)
         self._send(("assign", self.epoch, positions))
 
-    def take(self, timeout_s: float) -> list[tuple[str, int, int, bytes | None, bytes | None, int]]:
-        """The next batch read under the current assignment, waiting up to ``timeout_s`` for one."""
+    def take(self, timeout_s: float) -> tuple[list[tuple[str, int, int, bytes | None, bytes | None, int]],
+                                              list[Block | None] | None]:
+        """The next batch read under the current assignment and its records' blocks (``None``: not decoded),
+        waiting up to ``timeout_s`` for one."""
         conn: Connection = self.conn
         wait = timeout_s
         while conn.poll(wait):
@@ -181,9 +187,9 @@ class _FetchProcess:
             if kind == "error":
                 raise KafkaError(f"the fetch process failed: {rest[0]}")
             if rest[0] == self.epoch:
-                return rest[1]  # type: ignore[no-any-return]
+                return rest[1], rest[2]
             wait = 0  # a stale batch: take the next one already there, if any
-        return []
+        return [], None
 
     def _send(self, command: tuple[Any, ...]) -> None:
         try:
@@ -212,6 +218,7 @@ class KafkaSource:
         cfg: KafkaConfig,
         on_revoke: Callable[[list[Partition]], None] | None = None,
         on_assign: Callable[[list[Partition]], None] | None = None,
+        decode: tuple[tuple[str, ...], int, int] | None = None,
     ) -> None:
         self.cfg = cfg
         self.on_revoke = on_revoke
@@ -223,7 +230,8 @@ class KafkaSource:
         self._next: dict[Partition, int] = {}  # with a fetch process: the next offset each partition hands out
         self._fetch = _FetchProcess({**client_options(cfg), "auto_offset_reset": cfg.auto_offset_reset,
                                      "max_poll_records": cfg.max_poll_records,
-                                     "metadata_max_age_ms": METADATA_MAX_AGE_MS}) if cfg.fetch_process else None
+                                     "metadata_max_age_ms": METADATA_MAX_AGE_MS, "decode": decode}) \
+            if cfg.fetch_process else None
         self.consumer = KafkaConsumer(
             **client_options(cfg),
             group_id=cfg.group_id,
@@ -281,12 +289,13 @@ class KafkaSource:
         self.consumer.poll(timeout_ms=0 if self._fetch.assigned else timeout_ms)  # returns nothing: all paused
         if self._pending:
             self._start_rebuilds()
-        rows = self._fetch.take(timeout_ms / 1000 if self._fetch.assigned else 0)
+        rows, blocks = self._fetch.take(timeout_ms / 1000 if self._fetch.assigned else 0)
         out: list[Record] = []
-        for topic, partition, offset, key, value, timestamp in rows:
+        for i, (topic, partition, offset, key, value, timestamp) in enumerate(rows):
             part = (topic, partition)
             until = self._replay_until.get(part)
-            out.append(Record(topic, partition, offset, key, value, timestamp, until is not None and offset < until))
+            out.append(Record(topic, partition, offset, key, value, timestamp, until is not None and offset < until,
+                              blocks[i] if blocks else None))
             if until is not None and offset + 1 >= until:
                 del self._replay_until[part]
             self._next[part] = offset + 1

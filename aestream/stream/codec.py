@@ -136,8 +136,26 @@ class ReadingDecoder:
                 out.append(e)
         return out
 
+    def blocks(self, messages: list[bytes | None]) -> list[Block | None]:
+        """Each message that is a batch of one sensor's readings in the common form (an array of readings, or
+        the columnar form) as its :class:`Block`; ``None`` for any other (a single reading, or a batch with a
+        fault: :meth:`from_doc` of its document gives it, or its reason). kafka-python's fetch process runs this
+        beside the worker; :meth:`from_doc` of such a block is the block."""
+        out: list[Block | None] = []
+        for doc in self.parse_many(messages) if messages else ():
+            if type(doc) is _PlainDoc and type(doc.ts) is list:
+                out.append(self._plain_doc(doc))  # type: ignore[arg-type]
+            elif type(doc) is list and len(doc) > 1 and type(doc[0]) is _Plain:
+                out.append(self._typed_block(doc))
+            else:
+                out.append(None)
+        return out
+
     def from_doc(self, doc: Any) -> list[Reading] | Block:
-        """:meth:`decode_blocks` of a document from :meth:`parse_many` (raises its :class:`InvalidReading`)."""
+        """:meth:`decode_blocks` of a document from :meth:`parse_many` (raises its :class:`InvalidReading`), or a
+        block from :meth:`blocks`."""
+        if type(doc) is Block:
+            return doc  # type: ignore[no-any-return]
         if type(doc) is _PlainDoc:
             fast = self._plain_doc(doc)
             if fast is not None:

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from aestream.stream.codec import Block
 
 __all__ = ["Outgoing", "Partition", "Record"]
 
@@ -21,6 +24,7 @@ class Record(NamedTuple):
     value: bytes | None
     timestamp_ms: int
     replay: bool = False
+    decoded: Block | None = None  # the value, already decoded by the edge (kafka-python's fetch process)
 
 
 @dataclass(frozen=True, slots=True)

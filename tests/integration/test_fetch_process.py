@@ -3,6 +3,7 @@ membership and the commits, a child process reads the partitions it was given fr
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ from kafka.errors import KafkaError
 
 from aestream.config import Config
 from aestream.kafka.kafka_python import KafkaSource, open_source
+from aestream.stream.codec import Block, encode_reading
 from aestream.stream.messages import Record
 
 pytestmark = pytest.mark.integration
@@ -99,3 +101,30 @@ def test_the_fetch_process_ends_with_its_source_and_a_dead_one_fails_the_poll(to
     child = closing._fetch.proc
     closing.close()
     assert child.poll() is not None, "the fetch process outlived its source"
+
+
+def test_batched_messages_come_decoded_and_the_others_as_they_came(topics: Config) -> None:
+    cfg = topics.replace(stream={"channels": ("a", "b")})
+    s = cfg.stream
+    ts = 1_767_225_600_000
+    messages = [
+        json.dumps({"sensor": "c", "ts": [ts, ts + 1000], "values": [[1, 2], [3, 4]]}).encode(),  # columnar
+        json.dumps([{"sensor": "b", "ts": ts + i, "values": [i, 2 * i]} for i in range(3)]).encode(),  # an array
+        encode_reading("s", ts, [1.0, 2.0]),  # a single reading: the worker decodes it
+        b"{broken",  # the worker finds the reason and dead-letters it, with the original bytes
+    ]
+    producer = KafkaProducer(bootstrap_servers=list(cfg.kafka.bootstrap_servers))
+    for m in messages:
+        producer.send(cfg.kafka.input_topics[0], value=m, partition=0)
+    producer.flush()
+    producer.close()
+    source = open_source(cfg.kafka, decode=(s.channels, s.max_message_bytes, s.max_readings_per_message))
+    try:
+        [got] = _poll_until([source], lambda g: len(g[0]) == len(messages))
+    finally:
+        source.close()
+    assert [r.value for r in got] == messages
+    columnar, array, single, broken = (r.decoded for r in got)
+    assert isinstance(columnar, Block) and columnar.sensor == "c" and columnar.values.tolist() == [[1, 2], [3, 4]]
+    assert isinstance(array, Block) and array.ts_ms.tolist() == [ts, ts + 1, ts + 2]
+    assert single is None and broken is None
