@@ -6,7 +6,8 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
 
 * ceiling: a bare kafka-python consumer that only decodes the JSON of the topic (readings/s), with the stdlib's
   json as the issue defines it, and a strict one with msgspec (the worker's JSON library) and gc.freeze();
-* pipeline: the full worker (decode, window, score, threshold, events, flush, commit) on the same topic, from its
+* pipeline: the full worker (decode, window, score, threshold, events, flush, commit) as shipped (kafka-python with
+  its fetch process: fetching and the batched messages' decoding in a child process) on the same topic, from its
   first record: a fleet starting, its sensors calibrating and fine-tuned on the way; and once per client in
   service: after 1,000 readings of each sensor and every fine-tune, over the readings that follow them (as a ratio
   to the mean of the same rounds' ceiling runs);
