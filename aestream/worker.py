@@ -389,7 +389,7 @@ class Worker:
             columns = self.decoder.columns(docs) if len(docs) > 1 else None
         else:  # batches the edge decoded (Block): only the others are parsed here
             todo = [i for i, doc in enumerate(docs) if doc is None]
-            for i, doc in zip(todo, self.decoder.parse_many([records[i].value for i in todo]) if todo else ()):
+            for i, doc in zip(todo, self.decoder.parse_many([records[i].value for i in todo])):
                 docs[i] = doc
             columns = None
         now_ms = int(self.wall_clock() * 1000)

@@ -198,10 +198,7 @@ class _FetchProcess:
             pass  # it died: the next take() says so (a revocation while the source closes must not fail)
 
     def close(self) -> None:
-        try:
-            self.conn.send(("stop",))
-        except OSError:
-            pass
+        self._send(("stop",))
         try:
             self.proc.wait(CLOSE_TIMEOUT_MS / 1000)
         except subprocess.TimeoutExpired:

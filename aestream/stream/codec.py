@@ -142,7 +142,7 @@ class ReadingDecoder:
         fault: :meth:`from_doc` of its document gives it, or its reason). kafka-python's fetch process runs this
         beside the worker; :meth:`from_doc` of such a block is the block."""
         out: list[Block | None] = []
-        for doc in self.parse_many(messages) if messages else ():
+        for doc in self.parse_many(messages):
             if type(doc) is _PlainDoc and type(doc.ts) is list:
                 out.append(self._plain_doc(doc))  # type: ignore[arg-type]
             elif type(doc) is list and len(doc) > 1 and type(doc[0]) is _Plain:
