@@ -63,10 +63,15 @@ class KafkaModelStore:
     def current(self) -> str | None:
         """The serving version: the held one while a rollback holds, else the last published."""
         self._read()
-        return self.held() or self._current
+        return self._held() or self._current
 
     def held(self) -> str | None:
-        """The version a rollback holds current, or ``None``."""
+        """The version a rollback holds current, or ``None``. Reads to the topic's end first: a trainer asks
+        just before it publishes, and must see a hold the operator wrote a moment ago."""
+        self._read(to_end=True)
+        return self._held()
+
+    def _held(self) -> str | None:
         return str(self._hold["version"]) if self._hold.get("active") else None
 
     def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
@@ -120,7 +125,6 @@ class KafkaModelStore:
 
     def resume(self) -> str | None:
         """Lift a rollback's hold: the held version serves until the next publish. Returns it (``None``: none)."""
-        self._read()
         held = self.held()
         if held is not None:
             self._pointer("current", {"version": held})
@@ -134,25 +138,34 @@ class KafkaModelStore:
         self._consumer = self._producer = None
 
     # -- the topic ------------------------------------------------------------------------------------------
-    def _read(self) -> None:
-        """Take what the topic has that this reader has not seen: all of it the first time, then what is new."""
+    def _read(self, to_end: bool = False) -> None:
+        """Take what the topic has that this reader has not seen: all of it the first time, then what is new
+        (``to_end``: all that is in the topic now, else what has been fetched)."""
         if self._consumer is None:
             self._ensure()
             consumer = KafkaConsumer(**client_options(self.cfg), group_id=None, enable_auto_commit=False,
                                      max_partition_fetch_bytes=MAX_BUNDLE_BYTES)
-            tp = TopicPartition(self.topic, 0)
-            consumer.assign([tp])
-            consumer.seek_to_beginning(tp)
-            end = consumer.end_offsets([tp])[tp]
-            deadline = time.monotonic() + self.timeout_s
-            while consumer.position(tp) < end:
-                if time.monotonic() > deadline:
-                    consumer.close()
-                    raise TimeoutError(f"reading the models topic {self.topic} took over {self.timeout_s:.0f} s")
-                self._apply(consumer.poll(timeout_ms=500))
+            consumer.assign([TopicPartition(self.topic, 0)])
+            consumer.seek_to_beginning()
+            try:
+                self._catch_up(consumer)
+            except TimeoutError:
+                consumer.close()
+                raise
             self._consumer = consumer
+        elif to_end:
+            self._catch_up(self._consumer)
         else:
             self._apply(self._consumer.poll(timeout_ms=0))
+
+    def _catch_up(self, consumer: KafkaConsumer) -> None:
+        tp = TopicPartition(self.topic, 0)
+        end = consumer.end_offsets([tp])[tp]
+        deadline = time.monotonic() + self.timeout_s
+        while consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading the models topic {self.topic} took over {self.timeout_s:.0f} s")
+            self._apply(consumer.poll(timeout_ms=500))
 
     def _apply(self, polled: dict[TopicPartition, list[Any]]) -> None:
         for msgs in polled.values():
@@ -189,7 +202,7 @@ class KafkaModelStore:
         self._producer.send(self.topic, key=key.encode(), value=value, partition=0).get(timeout=self.timeout_s)
 
     def _prune(self, newest: str) -> None:
-        keep = {newest, self._current, self.held()}
+        keep = {newest, self._current, self._held()}
         for v in self.versions()[: -self.keep]:
             if v not in keep:
                 self._send(f"bundle/{v}", None)
