@@ -35,6 +35,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 IDLE_WAIT_S = 0.5  # with nothing assigned, how long to wait for a command
 POLL_TIMEOUT_MS = 100  # with partitions, how long one fetch waits for records (commands are read between fetches)
+# A light stream is fetched in fewer, larger responses: with kafka-python's defaults (1 byte, 500 ms) each fetch
+# returned the few records that had arrived, and the parse, pickle and send per batch lengthened the every-window
+# p99 at 12,000 readings/s: 392 ms starting and 104 in service, against 88 and 57 with these (one run each).
+FETCH_MIN_BYTES = 64 * 1024
+FETCH_MAX_WAIT_MS = 5
 
 
 def serve(conn: Connection) -> None:
@@ -46,7 +51,8 @@ def serve(conn: Connection) -> None:
         from aestream.stream.codec import ReadingDecoder
 
         blocks = ReadingDecoder(*decode).blocks
-    consumer = KafkaConsumer(**options, group_id=None, enable_auto_commit=False, max_poll_records=max_records)
+    consumer = KafkaConsumer(**options, group_id=None, enable_auto_commit=False, max_poll_records=max_records,
+                             fetch_min_bytes=FETCH_MIN_BYTES, fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     epoch, assigned = 0, False
     try:
         while True:

@@ -173,23 +173,31 @@ class _FetchProcess:
         self.assigned = bool(positions)
         self._send(("assign", self.epoch, positions))
 
-    def take(self, timeout_s: float) -> tuple[list[tuple[str, int, int, bytes | None, bytes | None, int]],
-                                              list[Block | None] | None]:
-        """The next batch read under the current assignment and its records' blocks (``None``: not decoded),
-        waiting up to ``timeout_s`` for one."""
+    def take(self, timeout_s: float, max_rows: int) -> tuple[list[tuple[str, int, int, bytes | None, bytes | None,
+                                                                    int]], list[Block | None] | None]:
+        """The batches read under the current assignment, waiting up to ``timeout_s`` for the first, then all
+        that are already there until ``max_rows`` (as a consumer's poll returns all it has fetched), and their
+        records' blocks (``None``: not decoded). One batch a step would let a backlog queue in the socket."""
         conn: Connection = self.conn
+        rows: list[tuple[str, int, int, bytes | None, bytes | None, int]] = []
+        blocks: list[Block | None] | None = None
         wait = timeout_s
-        while conn.poll(wait):
+        while len(rows) < max_rows and conn.poll(wait):
+            wait = 0
             try:
                 kind, *rest = conn.recv()
             except EOFError:
                 raise KafkaError(f"the fetch process exited (status {self.proc.wait()})") from None
             if kind == "error":
                 raise KafkaError(f"the fetch process failed: {rest[0]}")
-            if rest[0] == self.epoch:
-                return rest[1], rest[2]
-            wait = 0  # a stale batch: take the next one already there, if any
-        return [], None
+            if rest[0] != self.epoch:
+                continue  # a stale batch
+            if rest[2] is not None:
+                blocks = (blocks or [None] * len(rows)) + rest[2]
+            elif blocks is not None:
+                blocks += [None] * len(rest[1])
+            rows += rest[1]
+        return rows, blocks
 
     def _send(self, command: tuple[Any, ...]) -> None:
         try:
@@ -286,7 +294,7 @@ class KafkaSource:
         self.consumer.poll(timeout_ms=0 if self._fetch.assigned else timeout_ms)  # returns nothing: all paused
         if self._pending:
             self._start_rebuilds()
-        rows, blocks = self._fetch.take(timeout_ms / 1000 if self._fetch.assigned else 0)
+        rows, blocks = self._fetch.take(timeout_ms / 1000 if self._fetch.assigned else 0, self.cfg.max_poll_records)
         out: list[Record] = []
         for i, (topic, partition, offset, key, value, timestamp) in enumerate(rows):
             part = (topic, partition)
