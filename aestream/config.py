@@ -81,7 +81,7 @@ class KafkaConfig:
     poll_timeout_ms: int = 200
     commit_interval_ms: int = 100
     rebuild_lookback_messages: int = 5_000
-    fetch_process: bool = True
+    fetch_process: bool = False
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""

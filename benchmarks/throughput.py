@@ -6,11 +6,11 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
 
 * ceiling: a bare kafka-python consumer that only decodes the JSON of the topic (readings/s), with the stdlib's
   json as the issue defines it, and a strict one with msgspec (the worker's JSON library) and gc.freeze();
-* pipeline: the full worker (decode, window, score, threshold, events, flush, commit) as shipped (kafka-python with
-  its fetch process: fetching and the batched messages' decoding in a child process) on the same topic, from its
-  first record: a fleet starting, its sensors calibrating and fine-tuned on the way; and once per client in
+* pipeline: the full worker (decode, window, score, threshold, events, flush, commit) as shipped on the same topic,
+  from its first record: a fleet starting, its sensors calibrating and fine-tuned on the way; and once per client in
   service: after 1,000 readings of each sensor and every fine-tune, over the readings that follow them (as a ratio
-  to the mean of the same rounds' ceiling runs);
+  to the mean of the same rounds' ceiling runs); in service also kafka-python with ``kafka.fetch_process`` (off as
+  shipped: fetching and the batched messages' decoding in a child process);
 * the same two for batched messages (100 readings a message), as an array of readings and in the columnar
   form (one sensor's times and rows);
 * latency, per client: readings produced at 20 % of that client's measured capacity (after an untimed 2 s
@@ -640,14 +640,16 @@ def main() -> None:
             warm = _encode(plant_run[:IN_SERVICE_WARMUP], batch, label == "columnar")
             later = _encode(plant_run[IN_SERVICE_WARMUP:], batch, label == "columnar")
             ceiling = float(np.mean(ceilings))
-            for client in runs:
-                svc_topic = f"bench-{label}-service-{client}-{run}"
-                ensure_topics(base.replace(kafka=kafka).kafka, {svc_topic: 1})
-                cfg = base.replace(kafka={**kafka, "client": client, "input_topics": (svc_topic,),
-                                          "group_id": f"bench-{label}-service-{client}-{run}"})
+            for client, fetch, key in (("kafka-python", False, ""), ("confluent", False, ""),
+                                       ("kafka-python", True, "fetch_process_")):
+                tag = f"{label}-service-{client}{'-fetch' if fetch else ''}-{run}"
+                ensure_topics(base.replace(kafka=kafka).kafka, {f"bench-{tag}": 1})
+                cfg = base.replace(kafka={**kafka, "client": client, "input_topics": (f"bench-{tag}",),
+                                          "group_id": f"bench-{tag}", "fetch_process": fetch})
                 rps, timed = _worker_in_service(cfg, warm, later)
-                row[client].update({"in_service_rps": round(rps), "in_service_ratio": round(rps / ceiling, 3),
-                                    "in_service_timed_readings": timed})
+                row[client].update({f"{key}in_service_rps": round(rps),
+                                    f"{key}in_service_ratio": round(rps / ceiling, 3),
+                                    f"{key}in_service_timed_readings": timed})
             if cuda:  # the pipeline scoring on the GPU (one run, kafka-python)
                 cfg = base.replace(kafka={**kafka, "group_id": f"bench-{label}-cuda-{run}"}, model={"device": "cuda"})
                 row["cuda_pipeline_rps"] = round(_worker(cfg, len(msgs))[0])
@@ -729,6 +731,8 @@ def main() -> None:
             "in_service": {label: {client: {k: _get(result, label, client, k) for k in ("in_service_rps",
                                                                                       "in_service_ratio")}
                                    for client in ("kafka-python", "confluent")} for label in result},
+            "fetch_process_in_service_ratio": {label: _get(result, label, "kafka-python",
+                                                           "fetch_process_in_service_ratio") for label in result},
             "latency_rate_rps": latency.get("kafka-python", nan)["rate_rps"],
             "p50_ms": latency.get("kafka-python", nan)["p50_ms"],
             "p99_ms": latency.get("kafka-python", nan)["p99_ms"],

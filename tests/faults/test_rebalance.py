@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.xdist_gro
 
 
 def test_one_to_three_to_one_workers_under_load(worker_cfg: Config, kit: Any, tmp_path: Path) -> None:
-    cfg = worker_cfg
+    cfg = worker_cfg.replace(kafka={"fetch_process": True})  # the opt-in fetch process through 1 → 3 → 1
     k = cfg.kafka
     topic = k.input_topics[0]
     boot = k.bootstrap_servers[0]

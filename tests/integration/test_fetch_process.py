@@ -1,4 +1,4 @@
-"""kafka-python's fetch process (``kafka.fetch_process``, on in the shipped config): the group member keeps the
+"""kafka-python's fetch process (``kafka.fetch_process``, off in the shipped config): the group member keeps the
 membership and the commits, a child process reads the partitions it was given from the offsets it names."""
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ from aestream.stream.messages import Record
 pytestmark = pytest.mark.integration
 
 PER_PARTITION = 60
+
+
+@pytest.fixture()
+def topics(topics: Config) -> Config:
+    return topics.replace(kafka={"fetch_process": True})
 
 
 def _fill(cfg: Config) -> None:
