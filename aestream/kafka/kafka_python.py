@@ -28,6 +28,7 @@ from kafka.errors import (
     MessageSizeTooLargeError,
     OffsetMetadataTooLargeError,
     RecordListTooLargeError,
+    RetriableError,
     TopicAlreadyExistsError,
     UnknownError,
 )
@@ -233,6 +234,7 @@ class KafkaSource:
         self._metadata: dict[Partition, str] = {}
         self._send_metadata = True  # until the broker refuses it as too large
         self._next: dict[Partition, int] = {}  # with a fetch process: the next offset each partition hands out
+        self._unreachable = False  # the last poll failed on a retriable error (the broker is down)
         self._fetch = _FetchProcess({**client_options(cfg), "auto_offset_reset": cfg.auto_offset_reset,
                                      "max_poll_records": cfg.max_poll_records,
                                      "metadata_max_age_ms": METADATA_MAX_AGE_MS, "decode": decode}) \
@@ -272,7 +274,7 @@ class KafkaSource:
         timeout = self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms
         if self._fetch is not None:
             return self._poll_fetched(timeout)
-        batch = self.consumer.poll(timeout_ms=timeout, max_records=max_records or self.cfg.max_poll_records)
+        batch = self._member_poll(timeout, max_records or self.cfg.max_poll_records)
         fresh = self._start_rebuilds() if self._pending else set()
         out: list[Record] = []
         for tp, msgs in batch.items():
@@ -291,7 +293,7 @@ class KafkaSource:
         """:meth:`poll` with a fetch process: the group member's own poll (its partitions paused) keeps the
         membership and runs the rebalances; the records come from the fetch process."""
         assert self._fetch is not None
-        self.consumer.poll(timeout_ms=0 if self._fetch.assigned else timeout_ms)  # returns nothing: all paused
+        self._member_poll(0 if self._fetch.assigned else timeout_ms)  # returns nothing: all paused
         if self._pending:
             self._start_rebuilds()
         rows, blocks = self._fetch.take(timeout_ms / 1000 if self._fetch.assigned else 0, self.cfg.max_poll_records)
@@ -305,6 +307,22 @@ class KafkaSource:
                 del self._replay_until[part]
             self._next[part] = offset + 1
         return out
+
+    def _member_poll(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        """The group member's poll. A retriable error (kafka-python 3 raises the broker's refused connection from
+        its coordinator lookup) is waited out: no records this time, and the next poll tries again."""
+        try:
+            batch: dict[TopicPartition, list[Any]] = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except RetriableError as e:
+            if not self._unreachable:
+                log.warning("polling failed (%s: %s); polling on until the broker answers", type(e).__name__, e)
+            self._unreachable = True
+            time.sleep(max(timeout_ms, 100) / 1000)  # not a busy loop while it is down
+            return {}
+        if self._unreachable:
+            log.info("polling works again")
+            self._unreachable = False
+        return batch
 
     def _start_rebuilds(self) -> set[Partition]:
         """Seek newly assigned partitions back by the lookback so their sensors' windows refill. With a fetch
