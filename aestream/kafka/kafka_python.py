@@ -193,11 +193,10 @@ class _FetchProcess:
                 raise KafkaError(f"the fetch process failed: {rest[0]}")
             if rest[0] != self.epoch:
                 continue  # a stale batch
-            if rest[2] is not None:
-                blocks = (blocks or [None] * len(rows)) + rest[2]
-            elif blocks is not None:
-                blocks += [None] * len(rest[1])
             rows += rest[1]
+            if rest[2] is not None:  # a child with a decoder sends every batch's blocks, one without never does
+                blocks = blocks or []
+                blocks += rest[2]
         return rows, blocks
 
     def _send(self, command: tuple[Any, ...]) -> None:
