@@ -201,7 +201,8 @@ class Worker:
         if self.rule is not None and rule.carry(self.rule):  # the same rule: episodes go on through the swap
             log.info("the alarm rule's per-sensor state carried over to model %s", version)
         self.rule = rule
-        log.info("serving model %s (%s, threshold %.4g), was %s", version, bundle.family, bundle.threshold, previous)
+        log.info("serving model %s (%s, threshold %.4g, on %s), was %s", version, bundle.family, bundle.threshold,
+                 bundle.scorer.device.type, previous)
         for observer in self.observers:
             observer.on_model(bundle)
 

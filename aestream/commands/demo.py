@@ -255,8 +255,8 @@ def _train(cfg: Config, plant: Plant, train_steps: int, out: TextIO) -> None:
         bundle = train_bundle(list(plant.signal(train_steps)), cfg.stream, cfg.model, cfg.threshold,
                               info={"trained_on": "demo plant normal start"})
     version = ModelStore(cfg.paths.model_dir).publish(bundle)
-    print(f"model {version} trained in {time.monotonic() - t0:.0f} s; threshold {bundle.threshold:.3g}", file=out,
-          flush=True)
+    print(f"model {version} trained in {time.monotonic() - t0:.0f} s on {bundle.scorer.device.type}; threshold "
+          f"{bundle.threshold:.3g}", file=out, flush=True)
 
 
 def _publish(cfg: Config, readings: list[tuple[str, int, list[float]]]) -> None:

@@ -26,6 +26,7 @@ def test_the_demo_tells_each_episode_and_ends_with_the_table_and_the_report(
     assert len(lines) <= 40, "\n".join(lines)
     assert result.injected == 4 and result.detected == 4, "\n".join(lines)
     assert lines[-1] == "detected 4 of 4 injected anomalies"
+    assert any(line.startswith("model v0001 trained in ") and " s on cpu; threshold " in line for line in lines)
     opened = [line for line in lines if " episode opened " in line]
     resolved = [line for line in lines if " episode resolved " in line]
     assert {line.split()[3] for line in opened} >= {"sensor-00", "sensor-01", "sensor-02", "sensor-03"}
