@@ -30,7 +30,8 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
 * the peer (``peer_quix.py``, the same job written with Quix Streams) on the same topics in every round, on the
   first ``--peer-readings`` readings; aestream / peer ratios of each round's runs; the peer's latency at 20 % of
   its own capacity, and aestream's with each client at that same rate;
-* with CUDA: each family's scoring windows/s on CUDA next to CPU, and the pipeline with ``device = "cuda"``.
+* with CUDA: each family's scoring windows/s on CUDA next to CPU (at 256 windows a call, and at 1,024), and the
+  pipeline with ``device = "cuda"``.
 """
 
 from __future__ import annotations
@@ -517,15 +518,20 @@ def _rss_per_sensor_worker(window_size: int, model_dir: str, state_dir: Path, st
 
 
 def _scoring(window_size: int) -> dict[str, dict[str, float]]:
-    """Windows/s of each family's ``Scorer.score`` on one CPU thread, and on CUDA when there is one."""
+    """Windows/s of each family's ``Scorer.score`` on one CPU thread, and on CUDA when there is one: there also at
+    1,024 windows a call on both devices, since at 256 a call's fixed cost hides what the GPU does."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    cuda = torch.cuda.is_available()
     try:
         out = {"cpu": rates(scorers(window_size, "cpu"))}
+        if cuda:
+            out["cpu_1024"] = rates(scorers(window_size, "cpu"), batch=1024)
     finally:
         torch.set_num_threads(threads)
-    if torch.cuda.is_available():
+    if cuda:
         out["cuda"] = rates(scorers(window_size, "cuda"))
+        out["cuda_1024"] = rates(scorers(window_size, "cuda"), batch=1024)
     return out
 
 
@@ -746,6 +752,8 @@ def main() -> None:
             "rss_bytes_per_sensor_retrain_alerts": {k: round(v, 1) for k, v in rss_stages.items()},
             "scoring_windows_per_s": {k: round(v) for k, v in scoring.get("cpu", {}).items()},
             "cuda_scoring_windows_per_s": {k: round(v) for k, v in scoring.get("cuda", {}).items()} or None,
+            "batch_1024_scoring_windows_per_s": {device: {k: round(v) for k, v in scoring[f"{device}_1024"].items()}
+                                                 for device in ("cpu", "cuda")} if "cuda_1024" in scoring else None,
             "cuda_pipeline_rps": {label: result[label]["cuda_pipeline_rps"] for label in result} if cuda else None,
             "peer": _peer_summary(result, latency),
             "kafka_python_crc32c_in_c": crc32c_c is not None,
