@@ -524,14 +524,16 @@ def _scoring(window_size: int) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     cuda = torch.cuda.is_available()
     try:
-        out = {"cpu": rates(scorers(window_size, "cpu"))}
+        cpu = scorers(window_size, "cpu")
+        out = {"cpu": rates(cpu)}
         if cuda:
-            out["cpu_1024"] = rates(scorers(window_size, "cpu"), batch=1024)
+            out["cpu_1024"] = rates(cpu, batch=1024)
     finally:
         torch.set_num_threads(threads)
     if cuda:
-        out["cuda"] = rates(scorers(window_size, "cuda"))
-        out["cuda_1024"] = rates(scorers(window_size, "cuda"), batch=1024)
+        gpu = scorers(window_size, "cuda")
+        out["cuda"] = rates(gpu)
+        out["cuda_1024"] = rates(gpu, batch=1024)
     return out
 
 

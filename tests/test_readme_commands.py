@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from kafka import KafkaConsumer, TopicPartition
 
 from aestream.commands.simulate import Plant
 from aestream.config import load_config
+from aestream.detect.scoring import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -271,8 +271,7 @@ def test_a_fleet_as_written(private_broker: str, tmp_path: Path) -> None:
     assert windows, "the worker sends sampled normal windows for the trainer"
     assert "retraining on schedule" in trainer_err, trainer_err[-3000:]
     # the shipped device "auto": the worker says where it scores (no GPU on CI: the CPU)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    serving = rf"serving model v0001 \(\w+, threshold \S+, on {device}\), was None"
+    serving = rf"serving model v0001 \(\w+, threshold \S+, on {resolve_device('auto').type}\), was None"
     assert re.search(serving, worker_err), worker_err[-3000:]
 
     assert json.loads(sh("aestream train --input normal.csv").stdout)["version"] == "v0002"

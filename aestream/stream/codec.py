@@ -305,7 +305,7 @@ class ReadingDecoder:
         return None if arrays is None else Block(sensor, *arrays)
 
     def _arrays(self, stamps: list[int], rows: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Integer-ms times and rows (typed: numbers, or lists of them that the shape check refuses) as
+        """Integer-ms times and rows (typed: numbers, or lists of them that the length check refuses) as
         int64/float64 arrays, or ``None`` when a shape, a range or a value is otherwise."""
         n = len(self.channels)
         try:  # rows of the right length, flattened in C: half the time of np.array on the nested lists
