@@ -60,7 +60,7 @@ def test_the_mlp_families_run_as_matrix_products_and_conv_through_vmap(family: s
             np.testing.assert_allclose(g, scorers[i].raw_channel_errors(windows[i]), rtol=1e-5, atol=1e-7)
 
 
-def test_other_architectures_run_apart_and_a_new_model_rebuilds_the_bank() -> None:
+def test_other_architectures_run_apart_and_a_new_model_joins_the_bank() -> None:
     a, b = _scorer("vanilla", 1), _scorer("vanilla", 2)
     odd = _scorer("vanilla", 3, smooth=2)  # another input smoothing: not stackable with a and b
     w = [np.random.default_rng(i).normal(5.0, 1.0, (2, W, C)).astype(np.float32) for i in range(3)]
@@ -73,6 +73,43 @@ def test_other_architectures_run_apart_and_a_new_model_rebuilds_the_bank() -> No
     got = channel_errors_many([a, c], w[:2], banks, every=[a, b, c])
     assert next(iter(banks.values())).holds([a, b, c])
     np.testing.assert_allclose(got[1], c.raw_channel_errors(w[1]), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_bank_grown_by_new_models_scores_as_one_built_with_them(family: str) -> None:
+    scorers = [_scorer(family, seed, 3) for seed in range(5)]
+    windows = [np.random.default_rng(i).normal(5.0, 2.0, (n, W, C)).astype(np.float32)
+               for i, n in enumerate((2, 5, 1, 3, 4))]
+    grown = ModelBank(scorers[:2], W)
+    grown.extend(scorers[1:4])  # one already held: skipped
+    grown.extend([scorers[4]])
+    assert [id(s) for s in grown.scorers] == [id(s) for s in scorers]
+    built = ModelBank(scorers, W)
+    for pick in (range(5), [3], [4, 0], [0, 2, 3, 4]):
+        got = grown.channel_errors([scorers[i] for i in pick], [windows[i] for i in pick])
+        want = built.channel_errors([scorers[i] for i in pick], [windows[i] for i in pick])
+        for i, g, v in zip(pick, got, want):
+            np.testing.assert_array_equal(g, v)
+            np.testing.assert_allclose(g, scorers[i].raw_channel_errors(windows[i]), rtol=1e-5, atol=1e-7)
+
+
+def test_a_new_model_grows_the_bank_until_replaced_ones_are_as_many_as_the_live() -> None:
+    live = [_scorer("vanilla", seed) for seed in range(2)]
+    w = [np.random.default_rng(i).normal(5.0, 1.0, (2, W, C)).astype(np.float32) for i in range(2)]
+    banks: dict = {}
+    channel_errors_many(live, w, banks)
+    bank = next(iter(banks.values()))
+    live[1] = _scorer("vanilla", 10)  # a sensor's model replaced: its old row stays in the bank
+    got = channel_errors_many(live, w, banks, every=live)
+    assert next(iter(banks.values())) is bank and len(bank.scorers) == 3
+    np.testing.assert_allclose(got[1], live[1].raw_channel_errors(w[1]), rtol=1e-5, atol=1e-7)
+    live[1] = _scorer("vanilla", 11)  # a fourth row: twice the live models
+    channel_errors_many(live, w, banks, every=live)
+    assert next(iter(banks.values())) is bank and len(bank.scorers) == 4
+    live[1] = _scorer("vanilla", 12)  # a fifth would be more: built again from the live ones
+    channel_errors_many(live, w, banks, every=live)
+    rebuilt = next(iter(banks.values()))
+    assert rebuilt is not bank and [id(s) for s in rebuilt.scorers] == [id(s) for s in live]
 
 
 def test_sensor_baselines_score_own_models_as_one_by_one() -> None:

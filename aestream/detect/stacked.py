@@ -71,35 +71,62 @@ def mlp_layers(model: nn.Module) -> list[nn.Module] | None:
 class ModelBank:
     """The stacked weights and preprocessing constants of scorers of one :func:`architecture`.
 
-    Built once for a set of scorers and reused while every scorer asked for is in it (:meth:`holds`)."""
+    Built once for a set of scorers, and grown by :meth:`extend` when another is asked for (a sensor's fine-tune
+    done): the held rows are copied once onto the new ones' (~1 ms for 50 MLP models), not stacked again (~13 ms)."""
 
     def __init__(self, scorers: Sequence[Scorer], window_size: int) -> None:
-        self.scorers = list(scorers)
-        self.index = {id(s): i for i, s in enumerate(self.scorers)}
+        self.scorers: list[Scorer] = []
+        self.index: dict[int, int] = {}
         self.window_size = window_size
-        first = self.scorers[0]
-        with torch.no_grad():
-            params, buffers = stack_module_state([s.model for s in self.scorers])
-        self._weights = ({k: v.detach() for k, v in params.items()}, {k: v.detach() for k, v in buffers.items()})
+        first = scorers[0]
         self._model = first.model
-        plans = [s.preprocessor._plan(window_size) for s in self.scorers]
-        self._mean = torch.stack([p.mean for p in plans])[:, None, :]
-        self._mean_hi = torch.stack([p.mean_hi for p in plans])[:, None, :]
-        self._mean_lo = torch.stack([p.mean_lo for p in plans])[:, None, :]
-        self._scale = torch.stack([p.scale for p in plans])[:, None, :]
-        self._detrend = plans[0].detrend  # the same for one architecture (the detrended channels and window size)
+        self._detrend = first.preprocessor._plan(window_size).detrend  # the same for one architecture
         self._smooth = first.preprocessor.smooth
         self._forward = vmap(self._call)
-        # the MLP families: per layer, the transposed weights (S, in, out) and biases (S, 1, out), or an activation
+        # the MLP families: per layer, the transposed weights (S, in, out) and biases (S, 1, out), or an activation;
+        # the others (vmap): the stacked parameters and buffers
         self._layers: list[tuple[torch.Tensor, torch.Tensor] | Callable[[torch.Tensor], torch.Tensor]] | None = None
-        per_model = [mlp_layers(s.model) for s in self.scorers]
-        if all(layers is not None for layers in per_model):
-            with torch.no_grad():
-                self._layers = [
+        self._mlp = mlp_layers(first.model) is not None
+        self._weights: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] = ({}, {})
+        self._mean = self._mean_hi = self._mean_lo = self._scale = torch.empty(0)
+        self.extend(scorers)
+
+    def extend(self, scorers: Sequence[Scorer]) -> None:
+        """Stack ``scorers`` (of this bank's architecture) after the held ones; those already held are skipped."""
+        new = list({id(s): s for s in scorers if id(s) not in self.index}.values())
+        if not new:
+            return
+        first = not self.scorers
+
+        def grow(held: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
+            return added if first else torch.cat([held, added])
+
+        plans = [s.preprocessor._plan(self.window_size) for s in new]
+        self._mean = grow(self._mean, torch.stack([p.mean for p in plans])[:, None, :])
+        self._mean_hi = grow(self._mean_hi, torch.stack([p.mean_hi for p in plans])[:, None, :])
+        self._mean_lo = grow(self._mean_lo, torch.stack([p.mean_lo for p in plans])[:, None, :])
+        self._scale = grow(self._scale, torch.stack([p.scale for p in plans])[:, None, :])
+        with torch.no_grad():
+            if self._mlp:
+                per_model = [mlp_layers(s.model) for s in new]
+                if any(layers is None for layers in per_model):
+                    raise ValueError("a scorer of another architecture than the bank's")
+                layers = [
                     (torch.stack([ls[i].weight.detach().t() for ls in per_model]).contiguous(),  # type: ignore
                      torch.stack([ls[i].bias.detach() for ls in per_model])[:, None, :])  # type: ignore
                     if isinstance(layer, nn.Linear) else _ACTIVATIONS[type(layer)]
                     for i, layer in enumerate(per_model[0])]  # type: ignore[arg-type]
+                self._layers = layers if first else [
+                    (grow(held[0], added[0]), grow(held[1], added[1]))  # type: ignore[index]
+                    if isinstance(added, tuple) else added for held, added in zip(self._layers, layers)]  # type: ignore[arg-type]
+            else:
+                params, buffers = stack_module_state([s.model for s in new])
+                self._weights = tuple(  # type: ignore[assignment]
+                    {k: grow(held[k], v.detach()) if held else v.detach() for k, v in added.items()}
+                    for held, added in zip(self._weights, (params, buffers)))
+        for s in new:
+            self.index[id(s)] = len(self.scorers)
+            self.scorers.append(s)
 
     def holds(self, scorers: Sequence[Scorer]) -> bool:
         return all(id(s) in self.index for s in scorers)
@@ -184,7 +211,11 @@ def channel_errors_many(scorers: Sequence[Scorer], windows: Sequence[np.ndarray]
         if bank is None or not bank.holds(group):
             members = {id(s): s for s in every if architecture(s) == key}
             members.update((id(s), s) for s in group)
-            bank = banks[key] = ModelBank(list(members.values()), windows[idx[0]].shape[1])
+            missing = [s for s in members.values() if bank is not None and id(s) not in bank.index]
+            if bank is not None and len(bank.scorers) + len(missing) <= 2 * len(members):
+                bank.extend(missing)  # the rows of replaced models stay until they are as many as the live ones
+            else:
+                bank = banks[key] = ModelBank(list(members.values()), windows[idx[0]].shape[1])
         for i, e in zip(idx, bank.channel_errors(group, [windows[i] for i in idx])):
             out[i] = e
     return out
