@@ -229,10 +229,15 @@ class SensorBaselines:
         out = _Split()
         if sensors is None:
             sensors = [windows[i].sensor for i in range(len(windows))]
-        if all(s in self.ready for s in set(sensors)):  # no calibration in this step
+        ready = self.ready
+        waiting = {s for s in set(sensors) if s not in ready}
+        if not waiting:  # no calibration in this step
             out.keep = list(range(len(windows)))
             return out
-        todo = list(range(len(windows)))
+        # the windows of sensors already ready are kept as they are; only the others are walked one by one
+        todo = [i for i, s in enumerate(sensors) if s in waiting]
+        if len(todo) < len(sensors):
+            out.keep = [i for i, s in enumerate(sensors) if s not in waiting]
         while todo:
             held: dict[str, list[int]] = {}  # sensors whose calibration is due → their later windows
             due: list[int] = []  # the window completing each due calibration
@@ -257,7 +262,11 @@ class SensorBaselines:
             for i, result in zip(due, done):
                 if result is not None:
                     out.finished.append((sensors[i], windows[i].end_ms, *result))
-            todo = sorted(j for i in due for j in held[sensors[i]])
+            todo = []
+            for i in due:  # a sensor's later windows: kept now it is ready, else into its next calibration
+                later = held[sensors[i]]
+                (out.keep if sensors[i] in self.ready else todo).extend(later)
+            todo.sort()
         out.keep.sort()
         return out
 
