@@ -342,8 +342,8 @@ class SensorBaselines:
     def score(self, windows: np.ndarray, sensors: list[str], scorer: Scorer) -> tuple[ScoreBatch, np.ndarray]:
         """Scores of ``windows`` ``(B, W, C)`` of ready ``sensors`` by their baselines, and the raw channel errors
         (for :meth:`refresh`)."""
-        slot: dict[str, int] = {}  # each sensor's row among the step's distinct sensors
-        at = np.fromiter((slot.setdefault(s, len(slot)) for s in sensors), np.intp, len(sensors))
+        slot = {s: i for i, s in enumerate(dict.fromkeys(sensors))}  # each sensor's row among the step's distinct
+        at = np.fromiter(map(slot.__getitem__, sensors), np.intp, len(sensors))  # sensors (no Python frame a window)
         base = [self.ready[s] for s in slot]
         own = np.array([b.scorer is not None for b in base])
         errors = np.empty((len(sensors), windows.shape[2]))
