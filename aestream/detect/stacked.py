@@ -72,7 +72,8 @@ class ModelBank:
     """The stacked weights and preprocessing constants of scorers of one :func:`architecture`.
 
     Built once for a set of scorers, and grown by :meth:`extend` when another is asked for (a sensor's fine-tune
-    done): the held rows are copied once onto the new ones' (~1 ms for 50 MLP models), not stacked again (~13 ms)."""
+    done): the held rows are copied once next to the new one's instead of every model being stacked again (adding
+    the 50th vanilla model took 2.4 ms, building the bank of 50 again 5.3 ms; conv 0.4 and 2.5 ms)."""
 
     def __init__(self, scorers: Sequence[Scorer], window_size: int) -> None:
         self.scorers: list[Scorer] = []
@@ -211,7 +212,7 @@ def channel_errors_many(scorers: Sequence[Scorer], windows: Sequence[np.ndarray]
         if bank is None or not bank.holds(group):
             members = {id(s): s for s in every if architecture(s) == key}
             members.update((id(s), s) for s in group)
-            missing = [s for s in members.values() if bank is not None and id(s) not in bank.index]
+            missing = [s for s in members.values() if id(s) not in bank.index] if bank is not None else []
             if bank is not None and len(bank.scorers) + len(missing) <= 2 * len(members):
                 bank.extend(missing)  # the rows of replaced models stay until they are as many as the live ones
             else:
