@@ -196,8 +196,9 @@ class ConfluentSink(RefusingSink):
     :class:`~aestream.kafka.refusals.RefusingSink`."""
 
     def __init__(self, cfg: KafkaConfig, linger_ms: int = 5, on_refused: OnRefused | None = None) -> None:
+        # murmur2, as the Java client and kafka-python: a sensor's events go to the same partition with either client
         self.producer = Producer({**confluent_options(cfg), "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": linger_ms})
+                                  "linger.ms": linger_ms, "partitioner": "murmur2_random"})
         self.dead_letter_topic, self.dead_letter_max_bytes = cfg.dead_letter_topic, cfg.dead_letter_max_bytes
         self.on_refused = on_refused
         self._errors: list[str] = []
