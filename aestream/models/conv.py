@@ -4,8 +4,8 @@ Encoder: two stride-2 ``Conv1d`` layers (kernel ``kernel_size``) then a linear m
 decoder mirrors it with ``ConvTranspose1d``. This is the shape of SKAB's leading Conv-AE, with a latent bottleneck.
 
 On a CPU, scoring runs :meth:`ConvAutoencoder.frozen`: the same layers over channels-last ``(B, W, C)`` windows
-(:class:`FrozenConv`), the same reconstruction to float rounding at about 2.5 times the speed of the module on a
-core (``benchmarks/scoring.py``).
+(:class:`FrozenConv`), the same reconstruction to float rounding at about twice the speed of the module on a core
+(1.8–2.6 times in three runs of 256 windows of 32 × 8).
 
 For example::
 
@@ -90,10 +90,12 @@ class FrozenConv:
 
     ``ConvAutoencoder`` transposes ``(B, W, C)`` windows to ``(B, C, W)`` and back, and torch runs ``Conv1d`` and,
     worse, ``ConvTranspose1d`` over that layout through slow kernels. Here the windows stay channels-last: each
-    layer runs as its 2-D twin over ``(B, C, 1, W)`` views in the ``channels_last`` memory format, which oneDNN
-    computes directly; ReLUs run in place, the latent maps read and write the channels-last order (their weights
-    rearranged), and the final 1×1 convolution is one matrix product. The weights are copied in: build a new one
-    after they change. Dropout is the identity, as in eval mode.
+    encoder layer runs as its 2-D twin over ``(B, C, 1, W)`` views in the ``channels_last`` memory format, which
+    oneDNN computes directly, and each decoder layer as one plain convolution of its even and odd output steps
+    (:func:`_polyphase`; oneDNN's transposed convolution took 1.1–1.6 times as long). ReLUs run in place, the
+    latent maps read and write the channels-last order (their weights rearranged), and the final 1×1 convolution
+    is one matrix product. The weights are copied in: build a new one after they change. Dropout is the identity,
+    as in eval mode.
 
     >>> model = ConvAutoencoder(window_size=20, n_channels=3, latent_size=4, filters=8, kernel_size=5).eval()
     >>> x = torch.randn(4, 20, 3)
@@ -106,7 +108,7 @@ class FrozenConv:
         f2, n2 = model._shape
         lat = model.latent_size
         self.encoder = [_as_2d(cast(nn.Conv1d, model.conv[i])) for i in (0, 3)]
-        self.decoder = [_as_2d(cast(nn.ConvTranspose1d, model.deconv[i])) for i in (0, 3)]
+        self.decoder = [_polyphase(cast(nn.ConvTranspose1d, model.deconv[i])) for i in (0, 3)]
         # the linear maps flatten (channel, step); channels-last rows are (step, channel)
         self.to_latent = (model.to_latent.weight.detach().view(lat, f2, n2).permute(2, 1, 0).reshape(-1, lat)
                           .contiguous(), _bias(model.to_latent))
@@ -126,8 +128,12 @@ class FrozenConv:
         z = torch.addmm(self.to_latent[1], h.permute(0, 2, 3, 1).reshape(n, -1), self.to_latent[0])
         h = torch.addmm(self.from_latent[1], z, self.from_latent[0]).relu_()
         h = h.view(n, 1, *self.steps).permute(0, 3, 1, 2)
-        for weight, bias in self.decoder:
-            h = F.conv_transpose2d(h, weight, bias, stride=(1, 2), padding=pad, output_padding=(0, 1)).relu_()
+        for weight, bias, reach, more in self.decoder:
+            steps = h.shape[3]
+            h = F.conv2d(h, weight, bias, padding=(0, reach)).relu_()  # (B, 2C, 1, steps): even outputs, odd ones
+            h = h.permute(0, 2, 3, 1).reshape(n, 1, 2 * steps, -1).permute(0, 3, 1, 2)  # interleaved: a view
+            if more < 0:  # an even kernel: the transposed convolution's output is one step short of twice the input
+                h = h[..., : 2 * steps + more]
         steps = min(h.shape[3], self.window_size)  # steps past the window are cut, as ConvAutoencoder.decode does
         rows = h.permute(0, 2, 3, 1)[:, 0, :steps].reshape(n * steps, -1)
         out = torch.addmm(self.out[1], rows, self.out[0]).view(n, steps, -1)
@@ -139,6 +145,27 @@ class FrozenConv:
 def _as_2d(layer: nn.Conv1d | nn.ConvTranspose1d) -> tuple[torch.Tensor, torch.Tensor]:
     """A 1-D (transposed) convolution's weight as its 2-D twin's, in the channels_last memory format, and its bias."""
     return layer.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last), _bias(layer)
+
+
+def _polyphase(layer: nn.ConvTranspose1d) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """A stride-2 transposed convolution as one plain 2-D convolution that computes its even and its odd output
+    steps side by side as ``2 × out`` channels (whose channels-last memory is the interleaved output).
+
+    Output step ``2j + p`` is ``Σ_m x[j - m] · w[2m + p + padding]`` over the kernel's taps of one parity: a plain
+    convolution of ``x`` with those taps reversed. Both parities share one kernel of ``2 × reach + 1`` taps (zeros
+    where a parity has none) and a padding of ``reach``. Returns the weight, the bias, ``reach``, and the output's
+    length less twice the input's (``<= 0``)."""
+    assert layer.stride == (2,) and layer.dilation == (1,) and layer.groups == 1, "ConvAutoencoder's deconvolutions"
+    w = layer.weight.detach()  # (in, out, K)
+    k, pad = w.shape[2], int(layer.padding[0])
+    taps = [(p, m) for p in (0, 1) for m in range(-k, k + 1) if 0 <= 2 * m + p + pad < k]
+    reach = max(abs(m) for _, m in taps)
+    weight = w.new_zeros(2, w.shape[1], w.shape[0], 1, 2 * reach + 1)
+    for p, m in taps:
+        weight[p, :, :, 0, reach - m] = w[:, :, 2 * m + p + pad].t()
+    more = k - 2 * pad - 2 + layer.output_padding[0]  # (L - 1) * 2 - 2 * pad + k + output_padding - 2 * L
+    return (weight.flatten(0, 1).contiguous(memory_format=torch.channels_last), _bias(layer).repeat(2), reach,
+            more)
 
 
 def _bias(layer: nn.Conv1d | nn.ConvTranspose1d | nn.Linear) -> torch.Tensor:
