@@ -142,8 +142,8 @@ class FrozenConv:
         return out
 
 
-def _as_2d(layer: nn.Conv1d | nn.ConvTranspose1d) -> tuple[torch.Tensor, torch.Tensor]:
-    """A 1-D (transposed) convolution's weight as its 2-D twin's, in the channels_last memory format, and its bias."""
+def _as_2d(layer: nn.Conv1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1-D convolution's weight as its 2-D twin's, in the channels_last memory format, and its bias."""
     return layer.weight.detach().unsqueeze(2).contiguous(memory_format=torch.channels_last), _bias(layer)
 
 
