@@ -36,6 +36,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
+from aestream.kafka.fetch_child import shorten_idle_sleep
 from aestream.kafka.refusals import OnRefused, RefusingSink
 from aestream.stream.codec import Block
 from aestream.stream.messages import Outgoing, Partition, Record
@@ -239,7 +240,7 @@ class KafkaSource:
                                      "max_poll_records": cfg.max_poll_records,
                                      "metadata_max_age_ms": METADATA_MAX_AGE_MS, "decode": decode}) \
             if cfg.fetch_process else None
-        self.consumer = KafkaConsumer(
+        self.consumer = shorten_idle_sleep(KafkaConsumer(
             **client_options(cfg),
             group_id=cfg.group_id,
             enable_auto_commit=False,

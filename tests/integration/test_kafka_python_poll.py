@@ -1,0 +1,57 @@
+"""kafka-python's group member on the worker's thread: when its fetcher has nothing in flight to wait on, a poll
+sleeps at most ``IDLE_SLEEP_MS``, not kafka-python's ``retry_backoff_ms`` (100 ms), and errors still back off 100 ms."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import kafka.consumer.group
+import pytest
+
+from aestream.config import Config
+from aestream.kafka.fetch_child import IDLE_SLEEP_MS
+from aestream.kafka.kafka_python import open_source
+
+pytestmark = pytest.mark.integration
+
+
+class _RecordedTime:
+    """``time`` as kafka-python's consumer module sees it, with each sleep written down."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        time.sleep(seconds)
+
+
+def test_a_poll_with_nothing_to_wait_on_sleeps_briefly(topics: Config, kafka_tools: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _RecordedTime()
+    monkeypatch.setattr(kafka.consumer.group, "time", clock)
+    kafka_tools["produce"](topics, [(b"s1", b"{}")])
+    source = open_source(topics.kafka)
+    try:
+        deadline = time.monotonic() + 60
+        while not source.poll() and time.monotonic() < deadline:  # joined, assigned, and the record read
+            pass
+        assert source.assignment(), "no partitions within 60 s"
+        # with every partition paused nothing is fetchable: once the fetch in flight returns, each poll finds
+        # nothing to wait on, the state a fetch response that lands between two looks of the fetcher leaves
+        source.consumer.pause(*source.consumer.assignment())
+        clock.sleeps.clear()
+        while not clock.sleeps and time.monotonic() < deadline:
+            assert source.poll(timeout_ms=300) == []
+    finally:
+        source.close()
+    assert clock.sleeps, "no idle sleep within 60 s"
+    assert max(clock.sleeps) <= IDLE_SLEEP_MS / 1000  # kafka-python's own: min(poll timeout, 100 ms)
+    # the coordinator, the fetcher and the network client keep the backoff they were built with
+    assert source.consumer._coordinator.config["retry_backoff_ms"] == 100
+    assert source.consumer._fetcher.config["retry_backoff_ms"] == 100
+
