@@ -252,7 +252,7 @@ class KafkaSource:
             # kafka-python's default (5 min) leaves a worker started just after its topic was created without
             # partitions for minutes; new topics and partitions are also picked up sooner
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
-        )
+        ))
         _keep_rejoin_until_done(self.consumer)
         self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
@@ -391,7 +391,14 @@ class KafkaSource:
         tps = list(self.consumer.assignment())
         if not tps:
             return {}
-        ends = self.consumer.end_offsets(tps, timeout_ms=LAG_TIMEOUT_MS)
+        # The high watermark each fetch response carried (as confluent's cached watermarks): no request. The broker
+        # answers a connection's requests in order, so a ListOffsets request waits behind the fetch it holds for
+        # fetch_max_wait_ms when no records come: 200–400 ms on the worker's thread every lag interval (dev broker).
+        # The fetch process's member fetches nothing, and a partition not fetched yet has no watermark: those ask.
+        ends = {} if self._fetch is not None else {tp: self.consumer.highwater(tp) for tp in tps}
+        unknown = [tp for tp in tps if ends.get(tp) is None]
+        if unknown:
+            ends.update(self.consumer.end_offsets(unknown, timeout_ms=LAG_TIMEOUT_MS))
         # with a fetch process the paused member's positions stay where they started: count from what was handed out
         return {(tp.topic, tp.partition): max(ends[tp] - self._position(tp), 0) for tp in tps}
 

@@ -1,5 +1,6 @@
 """kafka-python's group member on the worker's thread: when its fetcher has nothing in flight to wait on, a poll
-sleeps at most ``IDLE_SLEEP_MS``, not kafka-python's ``retry_backoff_ms`` (100 ms), and errors still back off 100 ms."""
+sleeps at most ``IDLE_SLEEP_MS``, not kafka-python's ``retry_backoff_ms`` (100 ms), and errors still back off 100 ms;
+the lag comes from the high watermarks the fetches carried, without a request of its own."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from aestream.config import Config
 from aestream.kafka.fetch_child import IDLE_SLEEP_MS
-from aestream.kafka.kafka_python import open_source
+from aestream.kafka.kafka_python import ensure_topics, open_source
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +56,25 @@ def test_a_poll_with_nothing_to_wait_on_sleeps_briefly(topics: Config, kafka_too
     assert source.consumer._coordinator.config["retry_backoff_ms"] == 100
     assert source.consumer._fetcher.config["retry_backoff_ms"] == 100
 
+
+def test_the_lag_is_read_from_the_fetched_high_watermarks(kafka_config: Config, kafka_tools: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    topic = kafka_config.kafka.input_topics[0]
+    ensure_topics(kafka_config.kafka, {topic: 1})
+    kafka_tools["produce"](kafka_config, [(b"s1", b"{}")] * 50)
+    source = open_source(kafka_config.kafka)
+    try:
+        got: list[Any] = []
+        deadline = time.monotonic() + 60
+        while not got and time.monotonic() < deadline:
+            got = source.poll(max_records=10)
+        assert len(got) == 10, "no records within 60 s"
+
+        def no_request(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the lag asked the broker")
+
+        monkeypatch.setattr(source.consumer, "end_offsets", no_request)
+        lag = source.lag()  # the fetch brought all 50, and the watermark 50; 10 were handed out
+    finally:
+        source.close()
+    assert lag == {(topic, 0): 40}
