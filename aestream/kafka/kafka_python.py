@@ -36,7 +36,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
-from aestream.kafka.fetch_child import shorten_idle_sleep
+from aestream.kafka.fetch_child import set_idle_sleep
 from aestream.kafka.refusals import OnRefused, RefusingSink
 from aestream.stream.codec import Block
 from aestream.stream.messages import Outgoing, Partition, Record
@@ -240,7 +240,7 @@ class KafkaSource:
                                      "max_poll_records": cfg.max_poll_records,
                                      "metadata_max_age_ms": METADATA_MAX_AGE_MS, "decode": decode}) \
             if cfg.fetch_process else None
-        self.consumer = shorten_idle_sleep(KafkaConsumer(
+        self.consumer = KafkaConsumer(
             **client_options(cfg),
             group_id=cfg.group_id,
             enable_auto_commit=False,
@@ -252,7 +252,7 @@ class KafkaSource:
             # kafka-python's default (5 min) leaves a worker started just after its topic was created without
             # partitions for minutes; new topics and partitions are also picked up sooner
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
-        ))
+        )
         _keep_rejoin_until_done(self.consumer)
         self.consumer.subscribe(list(cfg.input_topics), listener=_Listener(self))
 
@@ -312,6 +312,7 @@ class KafkaSource:
     def _member_poll(self, timeout_ms: int, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
         """The group member's poll. A retriable error (kafka-python 3 raises the broker's refused connection from
         its coordinator lookup) is waited out: no records this time, and the next poll tries again."""
+        set_idle_sleep(self.consumer, assigned=bool(self.consumer.assignment()))
         try:
             batch: dict[TopicPartition, list[Any]] = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except RetriableError as e:

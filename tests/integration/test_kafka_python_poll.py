@@ -1,6 +1,6 @@
 """kafka-python's group member on the worker's thread: when its fetcher has nothing in flight to wait on, a poll
-sleeps at most ``IDLE_SLEEP_MS``, not kafka-python's ``retry_backoff_ms`` (100 ms), and errors still back off 100 ms;
-the lag comes from the high watermarks the fetches carried, without a request of its own."""
+sleeps at most ``IDLE_SLEEP_MS`` while it has partitions, not kafka-python's ``retry_backoff_ms`` (100 ms), and
+errors still back off 100 ms; the lag comes from the high watermarks the fetches carried, without a request."""
 
 from __future__ import annotations
 
@@ -48,10 +48,17 @@ def test_a_poll_with_nothing_to_wait_on_sleeps_briefly(topics: Config, kafka_too
         clock.sleeps.clear()
         while not clock.sleeps and time.monotonic() < deadline:
             assert source.poll(timeout_ms=300) == []
+        assigned = list(clock.sleeps)
+        # a member without partitions keeps kafka-python's sleep: a short one would only loop
+        monkeypatch.setattr(source.consumer, "assignment", set)
+        clock.sleeps.clear()
+        while not any(s > IDLE_SLEEP_MS / 1000 for s in clock.sleeps) and time.monotonic() < deadline:
+            assert source.poll(timeout_ms=300) == []
     finally:
         source.close()
-    assert clock.sleeps, "no idle sleep within 60 s"
-    assert max(clock.sleeps) <= IDLE_SLEEP_MS / 1000  # kafka-python's own: min(poll timeout, 100 ms)
+    assert assigned, "no idle sleep within 60 s"
+    assert max(assigned) <= IDLE_SLEEP_MS / 1000  # kafka-python's own: min(poll timeout, 100 ms)
+    assert max(clock.sleeps) > IDLE_SLEEP_MS / 1000, "no longer sleep without partitions within 60 s"
     # the coordinator, the fetcher and the network client keep the backoff they were built with
     assert source.consumer._coordinator.config["retry_backoff_ms"] == 100
     assert source.consumer._fetcher.config["retry_backoff_ms"] == 100
