@@ -73,8 +73,8 @@ def serve(conn: Connection) -> None:
 
         blocks = ReadingDecoder(*decode).blocks
     consumer = set_idle_sleep(KafkaConsumer(**options, group_id=None, enable_auto_commit=False,
-                                                max_poll_records=max_records, fetch_min_bytes=FETCH_MIN_BYTES,
-                                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS))
+                                            max_poll_records=max_records, fetch_min_bytes=FETCH_MIN_BYTES,
+                                            fetch_max_wait_ms=FETCH_MAX_WAIT_MS))
     epoch, assigned = 0, False
     try:
         while True:
