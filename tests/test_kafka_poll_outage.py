@@ -19,6 +19,10 @@ class _Consumer:
     def __init__(self, *errors: KafkaError) -> None:
         self.errors = list(errors)
         self.polls = 0
+        self.config: dict[str, Any] = {}  # where the member sets kafka-python's idle sleep
+
+    def assignment(self) -> set[Any]:
+        return set()
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
         self.polls += 1
