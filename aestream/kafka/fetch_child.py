@@ -43,8 +43,8 @@ FETCH_MAX_WAIT_MS = 5
 IDLE_SLEEP_MS = 5
 """How long kafka-python's poll sleeps when its fetcher has nothing in flight and nothing buffered while partitions
 are assigned (see :func:`set_idle_sleep`)."""
-UNASSIGNED_IDLE_SLEEP_MS = 100
-"""The same sleep without partitions: kafka-python's own (its ``retry_backoff_ms`` default)."""
+UNASSIGNED_IDLE_SLEEP_MS: int = KafkaConsumer.DEFAULT_CONFIG["retry_backoff_ms"]
+"""The same sleep without partitions: kafka-python's own (its ``retry_backoff_ms`` default, 100 ms)."""
 
 
 def set_idle_sleep(consumer: KafkaConsumer, assigned: bool = True) -> KafkaConsumer:
