@@ -239,7 +239,7 @@ class BaselinesConfig:
     n_refresh_windows: int = 200
     finetune_epochs: int = 0
     finetune_queue: int = 64
-    finetune_slice_ms: float = 5.0
+    finetune_slice_ms: float = 1.0
     finetune_blocking: bool = False
 
     def __post_init__(self) -> None:
@@ -255,7 +255,8 @@ class BaselinesConfig:
                  "use 0 (model.epochs) or more")
         _require(self.finetune_queue >= 1, "baselines.finetune_queue", self.finetune_queue, "use 1 or more")
         _require(self.finetune_slice_ms > 0, "baselines.finetune_slice_ms", self.finetune_slice_ms,
-                 "use a positive number of milliseconds (5: a reading waits at most ~5 ms more for a fine-tune)")
+                 "use a positive number of milliseconds (1: a reading waits at most ~1 ms, or one optimiser step, "
+                 "more for a fine-tune)")
 
 
 @dataclass(frozen=True)
