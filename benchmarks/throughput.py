@@ -293,7 +293,8 @@ def _latency(cfg: Config, rate: float, seconds: float, n_anomalous: int,
     bootstrap = cfg.kafka.bootstrap_servers[0]
     _wait_for_partitions(bootstrap, cfg.kafka.input_topics[0])
     app = build_app(cfg)
-    worker, source = app.worker, app.worker.source
+    worker = app.worker
+    source: Any = worker.source  # a Kafka client's source: it has assignment(), which the Source protocol leaves out
     # idle for 30 s ends it: a group that joined before the new topic's metadata waits one refresh for partitions
     thread = threading.Thread(target=app.run, kwargs={"max_idle_s": 120.0 if in_service else 30.0}, daemon=True)
     thread.start()
@@ -604,8 +605,9 @@ def main() -> None:
         for label, batch in () if "throughput" in skip else (("single", 1), ("batched", BATCH), ("columnar", BATCH)):
             topic = f"bench-{label}-{run}"
             msgs = _messages(args.readings, batch, columnar=label == "columnar")
-            kafka = {"bootstrap_servers": (bootstrap,), "input_topics": (topic,),
-                     "output_topic": f"bench-out-{label}-{run}"}  # the shipped max_poll_records, as a user runs it
+            # the shipped max_poll_records, as a user runs it
+            kafka: dict[str, Any] = {"bootstrap_servers": (bootstrap,), "input_topics": (topic,),
+                                     "output_topic": f"bench-out-{label}-{run}"}
             peer_output = f"{kafka['output_topic']}-peer"
             ensure_topics(base.replace(kafka=kafka).kafka, {topic: 1, kafka["output_topic"]: 1, peer_output: 1})
             _produce(bootstrap, topic, msgs)
