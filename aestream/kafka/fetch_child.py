@@ -63,6 +63,29 @@ def set_idle_sleep(consumer: KafkaConsumer, assigned: bool = True) -> KafkaConsu
     return consumer
 
 
+def send_next_fetch(consumer: KafkaConsumer, batch: dict[TopicPartition, list[Any]], max_records: int) -> None:
+    """After a poll that returned ``batch`` (at most ``max_records``), send the next fetch request now, so the broker
+    answers while the records are processed, when a partition has more records at the broker than it handed out
+    (its high watermark, from the fetch that carried them) and no fetch is in flight.
+
+    kafka-python 3.0.12's poll sends the next fetch once its buffer is empty: at the start of a poll, or before it
+    returns what it had buffered. A poll that waits for a response returns its records without sending one. When
+    one response holds fewer records than a poll may take (batched messages: a producer batch of ~100 against
+    ``max_poll_records`` 2,000), every poll under a backlog waited so: one round trip a poll, ~3 ms of each ~17 ms
+    step in service (dev broker). A poll that returned fewer than ``max_records`` emptied the buffer; one that
+    returned ``max_records`` may have more buffered, which the next poll takes first. Caught up, nothing is sent:
+    a fetch sent then returns the first few records to arrive mid-step, and the every-window p50 at 17,000
+    readings/s rose from 6–7 ms to 11–17 ms (two runs each, starting and in service)."""
+    n = sum(map(len, batch.values()))
+    if not 0 < n < max_records:
+        return
+    if not any((consumer.highwater(tp) or 0) > msgs[-1].offset + 1 for tp, msgs in batch.items() if msgs):
+        return
+    fetcher = consumer._fetcher
+    if not fetcher.in_flight_fetches():
+        fetcher.send_fetches()
+
+
 def serve(conn: Connection) -> None:
     options: dict[str, Any] = conn.recv()
     max_records = options.pop("max_poll_records")
@@ -95,6 +118,7 @@ def serve(conn: Connection) -> None:
             if batch:
                 rows = [(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                         for msgs in batch.values() for m in msgs]
+                send_next_fetch(consumer, batch, max_records)
                 conn.send(("records", epoch, rows, blocks([r[4] for r in rows]) if blocks else None))
     finally:
         consumer.close(autocommit=False)

@@ -36,7 +36,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
-from aestream.kafka.fetch_child import set_idle_sleep
+from aestream.kafka.fetch_child import send_next_fetch, set_idle_sleep
 from aestream.kafka.refusals import OnRefused, RefusingSink
 from aestream.stream.codec import Block
 from aestream.stream.messages import Outgoing, Partition, Record
@@ -324,6 +324,8 @@ class KafkaSource:
         if self._unreachable:
             log.info("polling works again")
             self._unreachable = False
+        if batch and max_records is not None:
+            send_next_fetch(self.consumer, batch, max_records)
         return batch
 
     def _start_rebuilds(self) -> set[Partition]:

@@ -1,6 +1,8 @@
 """kafka-python's group member on the worker's thread: when its fetcher has nothing in flight to wait on, a poll
 sleeps at most ``IDLE_SLEEP_MS`` while it has partitions, not kafka-python's ``retry_backoff_ms`` (100 ms), and
-errors still back off 100 ms; the lag comes from the high watermarks the fetches carried, without a request."""
+errors still back off 100 ms; a poll that emptied what was fetched while the broker holds more sends the next
+fetch, one that caught up does not; the lag comes from the high watermarks the fetches carried, without a
+request."""
 
 from __future__ import annotations
 
@@ -62,6 +64,43 @@ def test_a_poll_with_nothing_to_wait_on_sleeps_briefly(topics: Config, kafka_too
     # the coordinator, the fetcher and the network client keep the backoff they were built with
     assert source.consumer._coordinator.config["retry_backoff_ms"] == 100
     assert source.consumer._fetcher.config["retry_backoff_ms"] == 100
+
+
+def _first_records(source: Any) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + 60
+    while not got and time.monotonic() < deadline:
+        got = source.poll()  # joins, then waits for the first fetch response
+    return got
+
+
+def test_a_poll_behind_the_broker_leaves_the_next_fetch_sent(kafka_config: Config, kafka_tools: Any) -> None:
+    ensure_topics(kafka_config.kafka, {kafka_config.kafka.input_topics[0]: 1})
+    # 3 MB: a fetch brings about 1 MB (max_partition_fetch_bytes), fewer records than a poll may take
+    kafka_tools["produce"](kafka_config, [(b"s1", bytes(100_000))] * 30)
+    source = open_source(kafka_config.kafka)
+    try:
+        got = _first_records(source)
+        fetcher = source.consumer._fetcher
+        sent = fetcher.in_flight_fetches() or bool(fetcher._completed_fetches)  # the broker answers at once
+    finally:
+        source.close()
+    assert 0 < len(got) < 30, "not a partial fetch"
+    assert sent, "the poll returned its records with no fetch sent for the rest"
+
+
+def test_a_poll_that_caught_up_sends_no_fetch_of_its_own(kafka_config: Config, kafka_tools: Any) -> None:
+    ensure_topics(kafka_config.kafka, {kafka_config.kafka.input_topics[0]: 1})
+    kafka_tools["produce"](kafka_config, [(b"s1", b"{}")] * 30)
+    source = open_source(kafka_config.kafka)
+    try:
+        got = _first_records(source)
+        in_flight = source.consumer._fetcher.in_flight_fetches()
+    finally:
+        source.close()
+    assert len(got) == 30, "no records within 60 s"
+    # the next poll sends it: one sent now would bring back the first records to arrive while these are processed
+    assert not in_flight
 
 
 def test_the_lag_is_read_from_the_fetched_high_watermarks(kafka_config: Config, kafka_tools: Any,
