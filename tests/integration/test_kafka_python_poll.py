@@ -66,11 +66,12 @@ def test_a_poll_with_nothing_to_wait_on_sleeps_briefly(topics: Config, kafka_too
     assert source.consumer._fetcher.config["retry_backoff_ms"] == 100
 
 
-def _first_records(source: Any) -> list[Any]:
+def _first_records(source: Any, max_records: int | None = None) -> list[Any]:
+    """The first records a new source polls (it joins, then waits for the first fetch response), within 60 s."""
     got: list[Any] = []
     deadline = time.monotonic() + 60
     while not got and time.monotonic() < deadline:
-        got = source.poll()  # joins, then waits for the first fetch response
+        got = source.poll(max_records=max_records)
     return got
 
 
@@ -110,10 +111,7 @@ def test_the_lag_is_read_from_the_fetched_high_watermarks(kafka_config: Config, 
     kafka_tools["produce"](kafka_config, [(b"s1", b"{}")] * 50)
     source = open_source(kafka_config.kafka)
     try:
-        got: list[Any] = []
-        deadline = time.monotonic() + 60
-        while not got and time.monotonic() < deadline:
-            got = source.poll(max_records=10)
+        got = _first_records(source, max_records=10)
         assert len(got) == 10, "no records within 60 s"
 
         def no_request(*args: Any, **kwargs: Any) -> Any:
