@@ -113,6 +113,17 @@ def test_the_blocks_a_fetch_process_sends_are_those_of_batches_and_no_other(deco
     assert decoder.blocks([]) == []
 
 
+def test_a_poll_s_batches_are_arrays_once_parsed_and_its_faults_keep_their_reasons(decoder: ReadingDecoder) -> None:
+    batches = [json.dumps({"sensor": "t", "ts": [TS + 2 * i, TS + 2 * i + 1], "values": [[i, 2], [3, 4.5]]})
+               .encode() for i in range(50)]
+    short = json.dumps({"sensor": "t", "ts": [TS, TS + 1], "values": [[1, 2], [3]]}).encode()
+    docs = decoder.parse_many([*batches, short, GOOD[0]])
+    assert {type(d).__name__ for d in docs[:50]} == {"Block"}  # no list of rows outlives its message's parse
+    with pytest.raises(InvalidReading, match="batch item 1: values has 1 numbers"):
+        decoder.from_doc(docs[50])
+    assert decoder.from_doc(docs[51]) == decoder.decode(GOOD[0])
+
+
 GOOD = [json.dumps({"sensor": f"s{i % 3}", "ts": TS + i, "values": [i, -0.5 * i]}).encode() for i in range(6)]
 
 

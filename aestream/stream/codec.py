@@ -123,34 +123,39 @@ class ReadingDecoder:
         return self.from_doc(self._parse(data))
 
     def parse_many(self, messages: list[bytes | None]) -> list[Any]:
-        """Each message's JSON document, or the :class:`InvalidReading` of one that is not JSON or too big."""
+        """Each message's JSON document, or the :class:`InvalidReading` of one that is not JSON or too big. A batch
+        of one sensor's readings in the common form comes back as its :class:`Block` at once: its lists of numbers
+        are freed before the next message is parsed, so a poll's documents do not pile up for the garbage
+        collector to walk over and over."""
         try:
             if max(map(len, messages)) <= self.max_message_bytes:  # type: ignore[arg-type]
-                return [_typed(m) for m in messages]  # type: ignore[arg-type]
+                return [self._block_or_doc(_typed(m)) for m in messages]  # type: ignore[arg-type]
         except (msgspec.DecodeError, ValueError, TypeError, RecursionError):  # one by one, each with its reason
             pass
         out: list[Any] = []
         for m in messages:
             try:
-                out.append(self._parse(m))
+                out.append(self._block_or_doc(self._parse(m)))
             except InvalidReading as e:
                 out.append(e)
         return out
+
+    def _block_or_doc(self, doc: Any) -> Any:
+        """A typed batch of one sensor as its :class:`Block`; any other document (or a batch with a fault, for
+        the checking path) as it is."""
+        if type(doc) is _PlainDoc:
+            if type(doc.ts) is list:
+                return self._plain_doc(doc) or doc
+        elif type(doc) is list and len(doc) > 1 and type(doc[0]) is _Plain:
+            return self._typed_block(doc) or doc
+        return doc
 
     def blocks(self, messages: list[bytes | None]) -> list[Block | None]:
         """Each message that is a batch of one sensor's readings in the common form (an array of readings, or
         the columnar form) as its :class:`Block`; ``None`` for any other (a single reading, or a batch with a
         fault: :meth:`from_doc` of its document gives it, or its reason). kafka-python's fetch process runs this
         beside the worker; :meth:`from_doc` of such a block is the block."""
-        out: list[Block | None] = []
-        for doc in self.parse_many(messages):
-            if type(doc) is _PlainDoc and type(doc.ts) is list:
-                out.append(self._plain_doc(doc))  # type: ignore[arg-type]
-            elif type(doc) is list and len(doc) > 1 and type(doc[0]) is _Plain:
-                out.append(self._typed_block(doc))
-            else:
-                out.append(None)
-        return out
+        return [doc if type(doc) is Block else None for doc in self.parse_many(messages)]
 
     def from_doc(self, doc: Any) -> list[Reading] | Block:
         """:meth:`decode_blocks` of a document from :meth:`parse_many` (raises its :class:`InvalidReading`), or a
