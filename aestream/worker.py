@@ -523,7 +523,7 @@ class Worker:
     def _calibrate(self, closed: _Closed) -> _Closed:
         """Take the windows of sensors still calibrating out of ``closed``; finish the calibrations that are due."""
         assert self.baselines is not None and self.bundle is not None and self.rule is not None
-        split = self.baselines.split(closed, self.bundle.scorer, self.bundle.version, sensors=closed.sensors)
+        split = self.baselines.split(closed, self.bundle.scorer, self.bundle.version)
         for sensor, end_ms in split.started:  # replayed readings calibrate too
             self._notify_calibration(sensor, end_ms, None)
         for sensor, end_ms, baseline, scores in split.finished:

@@ -181,12 +181,27 @@ class _Calibration:
     last_end_ms: int = -1
 
 
-class _WindowsAt(Protocol):
-    """Windows by index: a list, or a step's columns that make a window when asked."""
+class _WindowColumns(Protocol):
+    """A step's closed windows column by column (the worker's): what :meth:`SensorBaselines.split` reads."""
 
-    def __getitem__(self, i: int, /) -> Window: ...
+    sensors: list[str]
+    start_ms: list[int]
+    end_ms: list[int]
 
-    def __len__(self) -> int: ...
+    def values(self) -> np.ndarray: ...
+
+
+class _WindowList:
+    """A list of windows as :class:`_WindowColumns`."""
+
+    def __init__(self, windows: Sequence[Window]) -> None:
+        self.sensors = [w.sensor for w in windows]
+        self.start_ms = [w.start_ms for w in windows]
+        self.end_ms = [w.end_ms for w in windows]
+        self._values = np.stack([w.values for w in windows]) if windows else np.empty((0, 0, 0))
+
+    def values(self) -> np.ndarray:
+        return self._values
 
 
 class SensorBaselines:
@@ -219,70 +234,87 @@ class SensorBaselines:
         if self.finetuner is not None:
             self.finetuner.run(budget_s)
 
-    def split(self, windows: _WindowsAt, scorer: Scorer, model_version: str,
-              sensors: Sequence[str] | None = None) -> _Split:
+    def split(self, windows: _WindowColumns | Sequence[Window], scorer: Scorer, model_version: str) -> _Split:
         """Which of ``windows`` to score now (those of sensors with a baseline), in order; the others' rows go into
         their sensors' calibration, which finishes with ``scorer`` as soon as it holds ``n_readings`` readings (a
         sensor's later windows of the same step are then scored). The calibrations due in one step finish
         together (:meth:`calibrate_many`): a sensor's later windows wait for its own and then go on as they would
         have, scored, or into a new calibration when its readings made no baseline."""
+        cols: _WindowColumns = _WindowList(windows) if isinstance(windows, Sequence) else windows
+        sensors, starts, ends = cols.sensors, cols.start_ms, cols.end_ms
         out = _Split()
-        if sensors is None:
-            sensors = [windows[i].sensor for i in range(len(windows))]
         ready = self.ready
         waiting = {s for s in set(sensors) if s not in ready}
         if not waiting:  # no calibration in this step
-            out.keep = list(range(len(windows)))
+            out.keep = list(range(len(sensors)))
             return out
         # the windows of sensors already ready are kept as they are; only the others are walked one by one
         todo = [i for i, s in enumerate(sensors) if s in waiting]
         if len(todo) < len(sensors):
             out.keep = [i for i, s in enumerate(sensors) if s not in waiting]
+        size, stride = self.window_size, 0 if self.stride_ms else self.stride
         while todo:
             held: dict[str, list[int]] = {}  # sensors whose calibration is due → their later windows
             due: list[int] = []  # the window completing each due calibration
+            taken: dict[str, list[int]] = {}  # a sensor's windows whose new rows its calibration takes (-1-i: all)
             for i in todo:
                 sensor = sensors[i]
                 if sensor in held:
                     held[sensor].append(i)
                     continue
-                if sensor in self.ready:
+                if sensor in ready:
                     out.keep.append(i)
                     continue
-                w = windows[i]
                 cal = self._calibrating.get(sensor)
                 if cal is None:
                     cal = self._calibrating[sensor] = _Calibration()
-                    out.started.append((sensor, w.end_ms))
-                self._collect(cal, w)
+                    out.started.append((sensor, ends[i]))
+                # a window's new rows: all of them when it follows a gap (or is the first), else, with a count
+                # stride, its last ``stride`` (the windower closed it ``stride`` readings after the one before);
+                # an overlapping window of an event-time grid adds nothing (its new rows are not known)
+                if cal.last_end_ms < 0 or starts[i] > cal.last_end_ms:
+                    taken.setdefault(sensor, []).append(-1 - i)
+                    cal.n_rows += size
+                elif stride:
+                    taken.setdefault(sensor, []).append(i)
+                    cal.n_rows += stride
+                else:
+                    continue
+                cal.last_end_ms = ends[i]
                 if cal.n_rows >= self.cfg.n_readings:
                     held[sensor] = []
                     due.append(i)
+            for sensor, idx in taken.items():
+                self._take_rows(self._calibrating[sensor], cols.values(), idx)
             done = self.calibrate_many([sensors[i] for i in due], scorer, model_version)
             for i, result in zip(due, done):
                 if result is not None:
-                    out.finished.append((sensors[i], windows[i].end_ms, *result))
+                    out.finished.append((sensors[i], ends[i], *result))
             todo = []
             for i in due:  # a sensor's later windows: kept now it is ready, else into its next calibration
                 later = held[sensors[i]]
-                (out.keep if sensors[i] in self.ready else todo).extend(later)
+                (out.keep if sensors[i] in ready else todo).extend(later)
             todo.sort()
         out.keep.sort()
         return out
 
-    def _collect(self, cal: _Calibration, w: Window) -> None:
-        """A window's new rows: all of them when it follows a gap (or is the first), else, with a count stride, its
-        last ``stride`` (the windower closed it ``stride`` readings after the one before); an overlapping window
-        of an event-time grid adds nothing (its new rows are not known)."""
-        if cal.last_end_ms < 0 or w.start_ms > cal.last_end_ms:
-            cal.runs.append([np.array(w.values, dtype=np.float64)])
-            cal.n_rows += len(w.values)
-        elif not self.stride_ms:
-            cal.runs[-1].append(np.array(w.values[-self.stride:], dtype=np.float64))
-            cal.n_rows += self.stride
-        else:
-            return
-        cal.last_end_ms = w.end_ms
+    def _take_rows(self, cal: _Calibration, values: np.ndarray, idx: list[int]) -> None:
+        """Copy the new rows of windows ``idx`` of ``values`` (``-1-i``: all of window ``i``, a new run; ``i``:
+        its last ``stride``) into ``cal``, a run's tails in one call."""
+        start = 0
+        while start < len(idx):
+            stop = start + 1
+            while stop < len(idx) and idx[stop] >= 0:
+                stop += 1
+            head = idx[start]
+            if head < 0:
+                cal.runs.append([np.array(values[-1 - head], dtype=np.float64)])
+                start += 1
+            tails = idx[start:stop]
+            if tails:
+                rows = values[tails, -self.stride:]
+                cal.runs[-1].append(rows.reshape(-1, rows.shape[-1]).astype(np.float64))
+            start = stop
 
     def calibrate(self, sensor: str, scorer: Scorer, model_version: str) -> tuple[Baseline, np.ndarray] | None:
         """Finish ``sensor``'s calibration with the serving model: its baseline and calibration scores; ``None``
