@@ -55,6 +55,17 @@ BAD_MESSAGES = [
      "batch item 0: channel 'b' value 'x' is not a number"),
     (b'{"sensor": "s", "ts": [1, 2, 3, 4], "values": [[1, 2], [1, 2], [1, 2], [1, 2]]}',
      "batch of 4 readings exceeds stream.max_readings_per_message (3)"),
+    # batches that the typed decode refuses in C (the sensor's length, the times' range, each row's length)
+    (json.dumps({"sensor": "x" * 257, "ts": [TS, TS + 1], "values": [[1, 2], [3, 4]]}).encode(),
+     "batch item 0: sensor must be a non-empty string of at most 256 characters"),
+    (json.dumps([{"sensor": "s", "ts": TS, "values": [1, 2]}, {"sensor": "s", "ts": TS + 1, "values": [1, 2, 3]}])
+     .encode(), "batch item 1: values has 3 numbers, expected 2"),
+    (json.dumps({"sensor": "s", "ts": [TS, TS + 1], "values": [[1, 2], 3]}).encode(),
+     "batch item 1: values must be an object or a list, got float"),
+    (json.dumps([{"sensor": "s", "ts": TS, "values": [1, 2]}, {"sensor": "s", "ts": 10**14, "values": [1, 2]}])
+     .encode(), "batch item 1: ts 100000000000000 ms is outside 2000..2200"),
+    (b'{"sensor": "s", "ts": [1767225600000, 1767225600001], "values": [[1, 2], [3, 1e999]]}',
+     "not JSON: Number out of range"),
 ]
 
 

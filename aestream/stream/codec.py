@@ -25,11 +25,13 @@ aestream.errors.InvalidReading: values lacks channel 'b'
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -72,33 +74,31 @@ class Columns(NamedTuple):
     values: np.ndarray
 
 
-class _Plain(msgspec.Struct, gc=False):
-    """A reading in the common form (string sensor, integer ms, a list of numbers), as the typed decode checks
-    it in C: anything else fails it, and the message takes the checking path with its reasons."""
-
-    sensor: str
-    ts: int
-    values: list[float]
+_SensorId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SENSOR_ID_CHARS)]
+_Ms = Annotated[int, msgspec.Meta(ge=MIN_TS_MS, lt=MAX_TS_MS)]
 
 
-class _PlainDoc(msgspec.Struct, gc=False):
-    """One reading in the common form, or a columnar batch of them (``ts`` and ``values`` as lists)."""
+class _Forms(NamedTuple):
+    """The common form for ``n`` channels as msgspec types, checked in C as it decodes: the sensor id's length,
+    integer ms in range, each row of a batch ``n`` numbers (a JSON number never decodes to a NaN or an infinity:
+    out of a float's range it fails). A message that fails them takes the checking path, which finds its reason."""
 
-    sensor: str
-    ts: int | list[int]
-    values: list[float | list[float]]
+    plain: Any  # a reading of an array batch: sensor, ts, values (a row)
+    doc: Any  # a single reading (values: a list of numbers) or a columnar batch (ts: a list; values: rows)
+    decode: Callable[[bytes], Any]
 
 
-_PLAIN = msgspec.json.Decoder(_PlainDoc | list[_Plain])
+@functools.cache
+def _forms(n: int) -> _Forms:
+    row: Any = tuple[(float,) * n]  # type: ignore[misc]
+    ms: Any = _Ms
+    plain = msgspec.defstruct("_Plain", [("sensor", _SensorId), ("ts", ms), ("values", row)], gc=False)
+    doc = msgspec.defstruct("_PlainDoc", [("sensor", _SensorId), ("ts", ms | list[ms]),
+                                          ("values", list[float | row])], gc=False)
+    return _Forms(plain, doc, msgspec.json.Decoder(doc | list[plain]).decode)  # type: ignore[operator, valid-type]
+
+
 _decode_json = msgspec.json.Decoder().decode
-
-
-def _typed(data: bytes) -> Any:
-    """The typed document of a message in the common form, else its plain JSON (dicts and lists)."""
-    try:
-        return _PLAIN.decode(data)
-    except msgspec.ValidationError:
-        return _decode_json(data)
 
 
 class ReadingDecoder:
@@ -116,6 +116,7 @@ class ReadingDecoder:
         self.max_message_bytes = max_message_bytes
         self.max_readings_per_message = max_readings_per_message
         self.max_future_ms = max_future_ms
+        self._forms = _forms(len(self.channels))
 
     def decode_blocks(self, data: bytes | None) -> list[Reading] | Block:
         """Like :meth:`decode`, but a batched message of one sensor comes back as one :class:`Block` of arrays
@@ -129,7 +130,7 @@ class ReadingDecoder:
         collector to walk over and over."""
         try:
             if max(map(len, messages)) <= self.max_message_bytes:  # type: ignore[arg-type]
-                return [self._block_or_doc(_typed(m)) for m in messages]  # type: ignore[arg-type]
+                return [self._block_or_doc(self._typed(m)) for m in messages]  # type: ignore[arg-type]
         except (msgspec.DecodeError, ValueError, TypeError, RecursionError):  # one by one, each with its reason
             pass
         out: list[Any] = []
@@ -143,10 +144,10 @@ class ReadingDecoder:
     def _block_or_doc(self, doc: Any) -> Any:
         """A typed batch of one sensor as its :class:`Block`; any other document (or a batch with a fault, for
         the checking path) as it is."""
-        if type(doc) is _PlainDoc:
+        if type(doc) is self._forms.doc:
             if type(doc.ts) is list:
                 return self._plain_doc(doc) or doc
-        elif type(doc) is list and len(doc) > 1 and type(doc[0]) is _Plain:
+        elif type(doc) is list and len(doc) > 1 and type(doc[0]) is self._forms.plain:
             return self._typed_block(doc) or doc
         return doc
 
@@ -162,11 +163,11 @@ class ReadingDecoder:
         block from :meth:`blocks`."""
         if type(doc) is Block:
             return doc  # type: ignore[no-any-return]
-        if type(doc) is _PlainDoc:
+        if type(doc) is self._forms.doc:
             fast = self._plain_doc(doc)
             if fast is not None:
                 return fast
-        elif type(doc) is list and len(doc) > 1 and type(doc[0]) is _Plain:
+        elif type(doc) is list and len(doc) > 1 and type(doc[0]) is self._forms.plain:
             block = self._typed_block(doc)
             if block is not None:
                 return block
@@ -178,16 +179,13 @@ class ReadingDecoder:
         """Documents from :meth:`parse_many` that are all single readings in the common form (list values,
         integer ms, plain numbers), checked at once; ``None`` when any is anything else: the caller then takes
         them one by one (:meth:`from_doc`), which finds each one's reason."""
-        if set(map(type, docs)) != {_PlainDoc}:  # typed in C: only the shapes and ranges are left to check
+        if set(map(type, docs)) != {self._forms.doc}:  # typed in C: only the shapes are left to check
             return None
         stamps = [d.ts for d in docs]
         if set(map(type, stamps)) != {int}:
             return None
-        sensors = [d.sensor for d in docs]
-        if not 0 < min(map(len, sensors)) or max(map(len, sensors)) > MAX_SENSOR_ID_CHARS:
-            return None
-        arrays = self._arrays(stamps, [d.values for d in docs])
-        return None if arrays is None else Columns(sensors, *arrays)
+        arrays = self._arrays(stamps, [d.values for d in docs], rows_typed=False)
+        return None if arrays is None else Columns([d.sensor for d in docs], *arrays)
 
     def check_time(self, readings: list[Reading] | Block, record_ts_ms: int, now_ms: int) -> None:
         """Raise :class:`InvalidReading` (kind ``future``) when the newest of a message's readings is more than
@@ -235,11 +233,18 @@ class ReadingDecoder:
             raise InvalidReading(f"message of {len(data)} bytes exceeds stream.max_message_bytes "
                                  f"({self.max_message_bytes})", kind="oversized")
         try:
-            return _typed(data)
+            return self._typed(data)
         except msgspec.DecodeError as e:  # malformed, or a number out of a float's range
             raise InvalidReading(f"not JSON: {str(e)[:120]}") from None
         except RecursionError:
             raise InvalidReading("not JSON: nested deeper than the decoder allows") from None
+
+    def _typed(self, data: bytes) -> Any:
+        """The typed document of a message in the common form, else its plain JSON (dicts and lists)."""
+        try:
+            return self._forms.decode(data)
+        except msgspec.ValidationError:
+            return _decode_json(data)
 
     def _readings(self, doc: Any) -> list[Reading]:
         if isinstance(doc, dict) and isinstance(doc.get("ts"), list):
@@ -274,25 +279,22 @@ class ReadingDecoder:
                                  f"characters, got {_short(sensor)}")
         return Reading(sensor, parse_ts_ms(doc["ts"]), self._values(doc["values"]))
 
-    def _plain_doc(self, doc: _PlainDoc) -> list[Reading] | Block | None:
-        """A typed single reading or columnar batch, or ``None`` for the checking path."""
+    def _plain_doc(self, doc: Any) -> list[Reading] | Block | None:
+        """A typed single reading or columnar batch (:class:`_Forms`), or ``None`` for the checking path."""
         sensor, ts, values = doc.sensor, doc.ts, doc.values
-        if not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS:
-            return None
         if type(ts) is int:
-            if not MIN_TS_MS <= ts < MAX_TS_MS or len(values) != len(self.channels):
+            if len(values) != len(self.channels):
                 return None
-            try:  # a nested list (a row in a single reading) fails the sum
-                if math.isfinite(sum(values)):  # type: ignore[arg-type]
-                    return [Reading(sensor, ts, tuple(values))]  # type: ignore[arg-type]
+            try:  # a row in a single reading fails the sum
+                sum(values)
             except TypeError:
-                pass
-            return None
+                return None
+            return [Reading(sensor, ts, tuple(values))]
         if not 0 < len(ts) == len(values) <= self.max_readings_per_message:  # type: ignore[arg-type]
             return None
         return self._plain_block(sensor, ts, values)  # type: ignore[arg-type]
 
-    def _typed_block(self, doc: list[_Plain]) -> Block | None:
+    def _typed_block(self, doc: list[Any]) -> Block | None:
         """A typed batch of one sensor's readings as arrays, or ``None`` for the checking path."""
         if len(doc) > self.max_readings_per_message:
             return None
@@ -304,25 +306,21 @@ class ReadingDecoder:
 
     def _plain_block(self, sensor: str, stamps: list[int], rows: list[Any]) -> Block | None:
         """One sensor's typed times and rows as a :class:`Block`, or ``None`` for the checking path."""
-        if not 0 < len(sensor) <= MAX_SENSOR_ID_CHARS:
-            return None
         arrays = self._arrays(stamps, rows)
         return None if arrays is None else Block(sensor, *arrays)
 
-    def _arrays(self, stamps: list[int], rows: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Integer-ms times and rows (typed: numbers, or lists of them that the length check refuses) as
-        int64/float64 arrays, or ``None`` when a shape, a range or a value is otherwise."""
+    def _arrays(self, stamps: list[int], rows: list[Any],
+                rows_typed: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+        """Typed times and rows (:class:`_Forms`: in range and finite) as int64/float64 arrays, or ``None`` when a
+        row is a number, or (not ``rows_typed``: a single reading's list of values) not of the channels' length."""
         n = len(self.channels)
-        try:  # rows of the right length, flattened in C: half the time of np.array on the nested lists
-            if set(map(len, rows)) != {n}:  # a number for a row raises TypeError
+        try:  # flattened in C: half the time of np.array on the nested lists
+            if not rows_typed and set(map(len, rows)) != {n}:  # a number for a row raises TypeError
                 return None
             values = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * n).reshape(len(rows), n)
-            ts = np.array(stamps, dtype=np.int64)
-        except (ValueError, OverflowError, TypeError):
+        except (ValueError, TypeError):
             return None
-        if not np.isfinite(values).all() or ts.min() < MIN_TS_MS or ts.max() >= MAX_TS_MS:
-            return None
-        return ts, values
+        return np.fromiter(stamps, np.int64, len(stamps)), values
 
     def _fast_reading(self, doc: Any) -> Reading | None:
         """The common case (list values, integer ms, plain numbers) in few C-level steps; ``None`` sends the
@@ -360,9 +358,10 @@ class ReadingDecoder:
 
 
 def _untyped(doc: Any) -> Any:
-    """A typed document as plain JSON values, for the checking path (its numbers as floats, as it reads them)."""
-    if type(doc) is _PlainDoc or (type(doc) is list and doc and type(doc[0]) is _Plain):
-        return msgspec.to_builtins(doc)
+    """A typed document as plain JSON values, for the checking path (its numbers as floats, as it reads them; its
+    rows as lists)."""
+    if isinstance(doc, msgspec.Struct) or (type(doc) is list and doc and isinstance(doc[0], msgspec.Struct)):
+        return _decode_json(msgspec.json.encode(doc))
     return doc
 
 
