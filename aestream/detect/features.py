@@ -72,15 +72,14 @@ class Preprocessor:
         plan = self._plan(size)
         raw = torch.from_numpy(w if w.flags.writeable else w.copy()).reshape(n, size * c)
         own = mean is not None and std is not None
-        if own:  # centred by each row's mean (split in two float32 parts when the windows are float32)
-            m = np.asarray(mean, dtype=np.float64)
+        if own:  # centred by each row's mean (split in two float32 parts when the windows are float32), tiled
+            m = np.asarray(mean, dtype=np.float64)  # to the row's W·C readings: a broadcast over C is 3× slower
             if raw.dtype == torch.float32:
                 hi = m.astype(np.float32)
-                x = raw.view(n, size, c) - torch.from_numpy(hi)[:, None, :]
-                x -= torch.from_numpy((m - hi).astype(np.float32))[:, None, :]
+                x = raw - torch.from_numpy(np.tile(hi, size))
+                x -= torch.from_numpy(np.tile((m - hi).astype(np.float32), size))
             else:
-                x = (raw.double().view(n, size, c) - torch.from_numpy(m)[:, None, :]).float()
-            x = x.reshape(n, size * c)
+                x = (raw.double() - torch.from_numpy(np.tile(m, size))).float()
         elif raw.dtype == torch.float32:  # centred against the mean split in two float32 parts: as exact as float64
             x = raw - plan.mean_hi
             x -= plan.mean_lo
@@ -93,8 +92,7 @@ class Preprocessor:
             x = total
         if own:
             x *= plan.per_count
-            x.view(n, size, c).mul_(torch.from_numpy((1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32))
-                                    [:, None, :])
+            x *= torch.from_numpy(np.tile((1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32), size))
         else:
             x *= plan.scale
         if plan.detrend is not None:  # each detrended channel's mean over the window, off each of its readings
