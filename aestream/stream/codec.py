@@ -121,7 +121,7 @@ class ReadingDecoder:
     def decode_blocks(self, data: bytes | None) -> list[Reading] | Block:
         """Like :meth:`decode`, but a batched message of one sensor comes back as one :class:`Block` of arrays
         (checked with numpy, no object per reading); anything else as :meth:`decode` returns it."""
-        return self.from_doc(self._parse(data))
+        return self.from_doc(self._block_or_doc(self._parse(data)))
 
     def parse_many(self, messages: list[bytes | None]) -> list[Any]:
         """Each message's JSON document, or the :class:`InvalidReading` of one that is not JSON or too big. A batch
@@ -160,17 +160,13 @@ class ReadingDecoder:
 
     def from_doc(self, doc: Any) -> list[Reading] | Block:
         """:meth:`decode_blocks` of a document from :meth:`parse_many` (raises its :class:`InvalidReading`), or a
-        block from :meth:`blocks`."""
+        block from :meth:`blocks`. A typed batch left as a document has a fault: the checking path finds it."""
         if type(doc) is Block:
             return doc  # type: ignore[no-any-return]
-        if type(doc) is self._forms.doc:
+        if type(doc) is self._forms.doc and type(doc.ts) is int:  # a single reading in the common form
             fast = self._plain_doc(doc)
             if fast is not None:
                 return fast
-        elif type(doc) is list and len(doc) > 1 and type(doc[0]) is self._forms.plain:
-            block = self._typed_block(doc)
-            if block is not None:
-                return block
         elif isinstance(doc, InvalidReading):
             raise doc
         return self._readings(_untyped(doc))  # the checking path: the reason, or a form the typed decode refuses
