@@ -33,6 +33,10 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from aestream.ops.logs import configure_child_logging
+
+log = logging.getLogger("aestream.fetch")
+
 IDLE_WAIT_S = 0.5  # with nothing assigned, how long to wait for a command
 POLL_TIMEOUT_MS = 100  # with partitions, how long one fetch waits for records (commands are read between fetches)
 # A light stream is fetched in fewer, larger responses: with kafka-python's defaults (1 byte, 500 ms) each fetch
@@ -129,18 +133,19 @@ def main() -> None:
     # process group must not end the fetching before the worker's last step and commit
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s aestream fetch process: %(message)s")
+    configure_child_logging("fetch")  # in the worker's form: plain lines, or JSON under --log-json
     conn = Connection(int(sys.argv[1]))
     try:
         serve(conn)
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the worker went away
     except Exception as e:
+        log.exception("failed: %s: %s", type(e).__name__, e)  # a traceback in the log's form, not on bare stderr
         try:
             conn.send(("error", f"{type(e).__name__}: {e}"))
         except OSError:
             pass
-        raise
+        sys.exit(1)
 
 
 if __name__ == "__main__":

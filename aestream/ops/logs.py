@@ -1,28 +1,52 @@
-"""Logging set-up for the CLI: plain lines or one JSON object per line."""
+"""Logging set-up for the CLI: plain lines or one JSON object per line, and the same form in the processes it starts."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
-__all__ = ["configure_logging"]
+__all__ = ["LOG_JSON_ENV", "configure_child_logging", "configure_logging"]
+
+LOG_JSON_ENV = "AESTREAM_LOG_JSON"
+"""Set by :func:`configure_logging` ("1" for JSON lines), so that the processes a command starts (the fetch
+process) write their lines in its form: a log shipper reading ``--log-json`` output gets no plain line among them."""
 
 
 class _JsonFormatter(logging.Formatter):
+    def __init__(self, process: str = "") -> None:
+        super().__init__()
+        self.process = process
+
     def format(self, record: logging.LogRecord) -> str:
         doc = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
                "logger": record.name, "msg": record.getMessage()}
+        if self.process:
+            doc["process"] = self.process
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc)
 
 
 def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
-    """Send aestream's logs to stderr at ``level``; kafka-python's own chatter is held at WARNING."""
+    """Send aestream's logs to stderr at ``level``; kafka-python's own chatter is held at WARNING. The processes
+    started from now on log in the same form (:data:`LOG_JSON_ENV`)."""
+    os.environ[LOG_JSON_ENV] = "1" if json_lines else "0"
+    _install(level, _JsonFormatter() if json_lines else
+             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+
+
+def configure_child_logging(process: str, level: str = "WARNING") -> None:
+    """The logging of a child process named ``process`` (``"fetch"``: "aestream fetch process" in plain lines): in
+    its parent's form, one JSON object per line when :data:`LOG_JSON_ENV` says so."""
+    _install(level, _JsonFormatter(process) if os.environ.get(LOG_JSON_ENV) == "1" else
+             logging.Formatter(f"%(asctime)s %(levelname)s aestream {process} process: %(message)s"))
+
+
+def _install(level: str, formatter: logging.Formatter) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if json_lines else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

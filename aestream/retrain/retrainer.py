@@ -34,6 +34,7 @@ from aestream.errors import BundleError
 from aestream.kafka.protocols import ModelStoreLike
 from aestream.models.bundle import ModelBundle, load_bundle, save_bundle
 from aestream.models.store import ModelStore
+from aestream.ops.logs import configure_child_logging
 from aestream.retrain.lock import TrainLock
 from aestream.retrain.reservoir import Reservoir
 from aestream.training.build import train_bundle_from_windows
@@ -243,6 +244,7 @@ def _came_while_training(held: str, gate: dict[str, Any] | None) -> RetrainOutco
 def _child(tmp: str, trainer: Trainer, stream: StreamConfig, model: ModelConfig, threshold: ThresholdConfig,
            kwargs: dict[str, Any]) -> None:
     """Entry point of the training subprocess: windows in, bundle (or error.txt) out, under ``tmp``."""
+    configure_child_logging("training")  # what it logs, in the parent's form (JSON lines under --log-json)
     _end_with_parent(tmp)
     try:
         windows = np.load(Path(tmp) / "windows.npy")

@@ -1,0 +1,72 @@
+"""Log lines: plain or one JSON object each (``--log-json``), and the same form in the processes a worker starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from multiprocessing import Pipe
+from pathlib import Path
+
+import aestream.kafka.fetch_child as fetch_child
+from aestream.ops.logs import LOG_JSON_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_LOGS = """
+import logging, subprocess, sys
+from aestream.ops.logs import configure_logging
+configure_logging("INFO", json_lines=sys.argv[1] == "json")
+log = logging.getLogger("aestream.test")
+log.info("sensor %s calibrated", "pump-7")
+try:
+    1 / 0
+except ZeroDivisionError:
+    log.exception("scoring failed")
+subprocess.run([sys.executable, "-c", "import logging; from aestream.ops.logs import configure_child_logging; "
+                "configure_child_logging('fetch'); logging.getLogger('kafka.conn').warning('broker away')"], check=True)
+"""
+
+
+def _run(form: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != LOG_JSON_ENV}
+    out = subprocess.run([sys.executable, "-c", _LOGS, form], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True, timeout=60)
+    return out.stderr.splitlines()
+
+
+def test_json_lines_hold_each_record_its_traceback_and_the_child_processes_lines() -> None:
+    lines = _run("json")
+    docs = [json.loads(line) for line in lines]  # every line, the child's too, is one JSON object
+    assert [(d["level"], d["logger"], d["msg"]) for d in docs] == [
+        ("INFO", "aestream.test", "sensor pump-7 calibrated"), ("ERROR", "aestream.test", "scoring failed"),
+        ("WARNING", "kafka.conn", "broker away")]
+    assert "ZeroDivisionError" in docs[1]["exc"] and "process" not in docs[0]
+    assert docs[2]["process"] == "fetch"
+
+
+def test_plain_lines_name_the_child_process() -> None:
+    lines = _run("plain")
+    assert lines[0].endswith("INFO aestream.test: sensor pump-7 calibrated")
+    assert any("ZeroDivisionError" in line for line in lines)
+    assert lines[-1].endswith("WARNING aestream fetch process: broker away")
+    assert not any(line.startswith("{") for line in lines)
+
+
+def test_the_fetch_process_logs_its_failure_in_the_workers_form_and_reports_it() -> None:
+    """The fetch program as the worker starts it, refused its options: the failure is one JSON line (not a bare
+    traceback on stderr), and the worker's end of the socket gets the error frame."""
+    conn, child = Pipe(duplex=True)
+    proc = subprocess.Popen([sys.executable, fetch_child.__file__, str(child.fileno())], pass_fds=[child.fileno()],
+                            env={**os.environ, LOG_JSON_ENV: "1"}, stderr=subprocess.PIPE, text=True)
+    child.close()
+    conn.send({"max_poll_records": 10, "bootstrap_servers": ["127.0.0.1:9"], "no_such_option": 1})
+    assert conn.poll(60)
+    kind, text = conn.recv()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert kind == "error" and "no_such_option" in text
+    docs = [json.loads(line) for line in err.splitlines()]
+    assert len(docs) == 1 and docs[0]["level"] == "ERROR" and docs[0]["process"] == "fetch"
+    assert "no_such_option" in docs[0]["msg"] and "Traceback" in docs[0]["exc"]
