@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from aestream.commands.simulate import Plant
 from aestream.config import Config
 from aestream.models.bundle import ModelBundle
+from aestream.ops.logs import LOG_JSON_ENV
 from aestream.stream.messages import Partition, Record
 from aestream.training.build import train_bundle
 
@@ -25,6 +27,24 @@ from faultkit import free_port  # one helper for both (the fault kit is also run
 ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 CHANNELS = ("temperature", "pressure", "vibration", "current")
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """The logging set-up as it was before each test. A test that runs the CLI in-process installs a handler on
+    this test's captured stderr, which pytest closes after it: a Kafka client's thread that logs later (its broker
+    stopped) then printed "--- Logging error --- I/O operation on closed file" tracebacks into the run's output."""
+    root, kafka = logging.getLogger(), logging.getLogger("kafka")
+    handlers, level, kafka_level = root.handlers[:], root.level, kafka.level
+    form = os.environ.get(LOG_JSON_ENV)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    kafka.setLevel(kafka_level)
+    if form is None:
+        os.environ.pop(LOG_JSON_ENV, None)
+    else:
+        os.environ[LOG_JSON_ENV] = form
 
 
 @pytest.fixture()
