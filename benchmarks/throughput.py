@@ -252,7 +252,7 @@ def _transport_latency(bootstrap: str, topic: str, rate: float, seconds: float,
 
         def receive() -> int:
             got = [m for m in c.consume(2000, 0.005) if m.error() is None]
-            lat.extend(time.time() * 1000 - m.timestamp()[1] for m in got if m.offset() >= n_warm)
+            lat.extend(time.time() * 1000 - m.timestamp()[1] for m in got if (m.offset() or 0) >= n_warm)
             return len(got)
     else:
         k = KafkaConsumer(bootstrap_servers=[bootstrap], group_id=f"{topic}-bare", auto_offset_reset="earliest")
