@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from multiprocessing import Pipe
 from pathlib import Path
 
-import aestream.kafka.fetch_child as fetch_child
+import pytest
+from kafka.errors import KafkaError
+
+from aestream.kafka.kafka_python import _FetchProcess
 from aestream.ops.logs import LOG_JSON_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,19 +56,18 @@ def test_plain_lines_name_the_child_process() -> None:
     assert not any(line.startswith("{") for line in lines)
 
 
-def test_the_fetch_process_logs_its_failure_in_the_workers_form_and_reports_it() -> None:
-    """The fetch program as the worker starts it, refused its options: the failure is one JSON line (not a bare
-    traceback on stderr), and the worker's end of the socket gets the error frame."""
-    conn, child = Pipe(duplex=True)
-    proc = subprocess.Popen([sys.executable, fetch_child.__file__, str(child.fileno())], pass_fds=[child.fileno()],
-                            env={**os.environ, LOG_JSON_ENV: "1"}, stderr=subprocess.PIPE, text=True)
-    child.close()
-    conn.send({"max_poll_records": 10, "bootstrap_servers": ["127.0.0.1:9"], "no_such_option": 1})
-    assert conn.poll(60)
-    kind, text = conn.recv()
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert kind == "error" and "no_such_option" in text
-    docs = [json.loads(line) for line in err.splitlines()]
+def test_the_fetch_process_logs_its_failure_in_the_workers_form_and_reports_it(
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    """The fetch program as the worker starts it (:class:`_FetchProcess`), refused its options: the failure is one
+    JSON line on its stderr (not a bare traceback), and the worker's end of the socket gets the error."""
+    monkeypatch.setenv(LOG_JSON_ENV, "1")
+    fetch = _FetchProcess({"max_poll_records": 10, "bootstrap_servers": ["127.0.0.1:9"], "no_such_option": 1})
+    try:
+        with pytest.raises(KafkaError, match=r"the fetch process failed: .*no_such_option"):
+            fetch.take(60, 10)
+        assert fetch.proc.wait(60) == 1
+    finally:
+        fetch.close()
+    docs = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
     assert len(docs) == 1 and docs[0]["level"] == "ERROR" and docs[0]["process"] == "fetch"
     assert "no_such_option" in docs[0]["msg"] and "Traceback" in docs[0]["exc"]
