@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -55,3 +60,60 @@ def test_a_file_too_short_for_one_window_is_an_error_line_not_a_traceback(tmp_pa
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("aestream: error: ") and "Traceback" not in proc.stderr
     assert "full window of 40 readings" in proc.stderr
+
+
+class _StartingApp:
+    """Stands in for a worker still being built when SIGTERM comes: run() says whether it was asked to stop."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def run(self, max_idle_s: float | None = None) -> Any:
+        return SimpleNamespace(stopped_before_run=self.stopped)
+
+
+@pytest.fixture
+def signals_restored() -> Iterator[list[int]]:
+    """SIGTERM/SIGINT handlers put back after the test; until the CLI installs its own, a signal is recorded."""
+    seen: list[int] = []
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in before:
+        signal.signal(s, lambda signum, _f: seen.append(signum))
+    yield seen
+    for s, handler in before.items():
+        signal.signal(s, handler)
+
+
+def test_a_sigterm_while_the_worker_starts_stops_it_before_its_first_poll(
+        monkeypatch: pytest.MonkeyPatch, signals_restored: list[int]) -> None:
+    import aestream.app
+
+    apps: list[_StartingApp] = []
+
+    def build_app(cfg: Any, device: str | None = None) -> _StartingApp:
+        os.kill(os.getpid(), signal.SIGTERM)  # torch, the model and the clients take seconds to load
+        apps.append(_StartingApp())
+        return apps[-1]
+
+    monkeypatch.setattr(aestream.app, "build_app", build_app)
+    assert main(["run"]) == 0
+    assert signals_restored == [], "the signal came before the CLI's handler"
+    assert apps[0].stopped, "the worker started its loop after a SIGTERM"
+
+
+def test_a_second_signal_while_the_worker_starts_exits_at_once(
+        monkeypatch: pytest.MonkeyPatch, signals_restored: list[int]) -> None:
+    import aestream.app
+
+    def build_app(cfg: Any, device: str | None = None) -> _StartingApp:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # a build that hangs (an unreachable broker) still ends on Ctrl-C twice
+        raise AssertionError("the second signal did not end the build")
+
+    monkeypatch.setattr(aestream.app, "build_app", build_app)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run"])
+    assert exit_.value.code == 128 + signal.SIGINT

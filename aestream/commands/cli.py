@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -174,14 +174,44 @@ def _load(path: str | None) -> Config:
 
 
 def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
+    stopper = _Stopper()  # before the build: torch, the model and the clients take seconds to load
     from aestream.app import build_app
 
-    app = build_app(cfg, device=args.device)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: app.stop())
+    app = stopper.attach(build_app(cfg, device=args.device))
     totals = app.run(max_idle_s=args.max_idle_s)
     log.info("stopped: %s", {k: v for k, v in vars(totals).items() if k != "events_out"})
     return 0
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_Stoppable)
+
+
+class _Stopper:
+    """SIGTERM/SIGINT stop the daemon after the step in flight, and exit 0. One that comes while the daemon is
+    still being built stops it before its first poll; a second one then exits at once (128 + the signal)."""
+
+    def __init__(self) -> None:
+        self._target: _Stoppable | None = None
+        self._requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def attach(self, target: _S) -> _S:
+        self._target = target
+        if self._requested:
+            target.stop()
+        return target
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._target is not None:
+            self._target.stop()
+        elif self._requested:
+            raise SystemExit(128 + signum)
+        self._requested = True
 
 
 def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
@@ -201,11 +231,10 @@ def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_trainer(cfg: Config, args: argparse.Namespace) -> int:
+    stopper = _Stopper()
     from aestream.app import build_trainer
 
-    app = build_trainer(cfg)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: app.stop())
+    app = stopper.attach(build_trainer(cfg))
     app.run()
     return 0
 

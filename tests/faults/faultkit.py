@@ -574,6 +574,9 @@ def kill9_cycles(bootstrap: str, cfg: Config, config_path: Path, logdir: Path, s
             logs.append(w.log_text())
         last = WorkerProc(config_path, logdir / "worker-last.log")
         live.append(last)
+        # in its loop before the SIGTERM, even when the killed worker had committed everything already
+        wait_until(lambda: "serving model" in last.log_text() or not last.alive, 120, every_s=0.1,
+                   what="the last worker to start")
         deadline = time.monotonic() + timeout_s
         while producer.is_alive() or not drained(bootstrap, k.group_id, topic, len(stream.messages)):
             assert last.alive, f"the last worker died:\n{last.log_text()[-3000:]}"
