@@ -10,7 +10,11 @@ Offsets are committed only after the producer has acknowledged every event and d
 (at-least-once); event ids are deterministic, so a replay after a crash repeats the same ids. State kept in
 changelogs (baselines, the stages' state) is sent between the two, once the events are acknowledged, so a restored
 state never reflects an event that was not delivered (its replayed window would not emit it again) and is never
-behind the committed offsets. With a count stride each commit carries, per partition, its sensors' window phase
+behind the committed offsets. With a Kafka sink (:class:`~aestream.kafka.protocols.AckedSink`) the loop does not
+stop for those acknowledgements while records may be waiting: a commit takes the offsets and the state of its
+moment and goes on, a step at a time, as the broker acknowledges what was sent before it (then its state, then the
+offsets), one commit in flight at a time; an empty poll with nothing else to do, and shutdown, wait for it.
+With a count stride each commit carries, per partition, its sensors' window phase
 (:mod:`aestream.stream.phase`); a worker given the partition restores it after the lookback replay, before the first
 live record, so the windows close on the same readings as before (replayed offsets are below the committed ones and
 are not committed again). A new model is swapped in only between steps, its alarm rule taking over the old one's
@@ -35,7 +39,7 @@ from aestream.config import Config
 from aestream.detect.baselines import Baseline
 from aestream.detect.thresholds import AlarmRule
 from aestream.errors import BundleError, InvalidReading
-from aestream.kafka.protocols import Changelog, ModelSource, Sink, Source
+from aestream.kafka.protocols import AckedSink, Changelog, ModelSource, Sink, Source
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import Block, Columns, ReadingDecoder
 from aestream.stream.deadletters import dead_letter
@@ -128,6 +132,8 @@ class Worker:
         self._state_out: list[tuple[Partition, Outgoing]] = []  # baselines' changelog records, sent at the commit
         self._last_commit = clock()
         self._retry_at = -float("inf")  # after a failed commit, the next try waits COMMIT_RETRY_S
+        self._acks = sink if isinstance(sink, AckedSink) else None  # commits go on while the loop polls
+        self._in_flight: _Commit | None = None  # a commit waiting for its events (then its state) to be acknowledged
         # a count stride's phase goes with the commits and is restored after a rebuild
         self.phases = PhaseCheckpoint(self.windows) if s.stride > 1 and not s.stride_ms else None
         self.bundle: ModelBundle | None = None
@@ -223,6 +229,8 @@ class Worker:
         for p in moved:  # not ours to commit any more: the new owner reads from the last committed offset
             self._uncommitted.pop(p, None)
         self._state_out = [(p, m) for p, m in self._state_out if p not in moved]  # nor that state to write
+        if self._in_flight is not None:
+            self._in_flight.forget(moved)
         gone = [s for s, p in self._sensor_partition.items() if p in moved]
         if self.phases is not None:
             self.phases.forget(moved)
@@ -257,8 +265,8 @@ class Worker:
 
     @property
     def state_pending(self) -> bool:
-        """Whether state made since the last commit (a baseline) waits for the next one to be written."""
-        return bool(self._state_out)
+        """Whether state made since the last commit (a baseline) waits to be written."""
+        return bool(self._state_out) or (self._in_flight is not None and self._in_flight.has_state)
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -285,8 +293,10 @@ class Worker:
         return self.totals
 
     def step(self) -> StepStats:
-        """One poll → process (events are sent as they are found) → flush and commit, at most every
-        ``kafka.commit_interval_ms`` and whenever a poll comes back empty (with only state to write, too)."""
+        """One poll → process (events are sent as they are found) → commit, at most every
+        ``kafka.commit_interval_ms`` and whenever a poll comes back empty (with only state to write, too): after
+        an empty poll (or without a sink that reports acknowledgements) it flushes and waits, after records the
+        commit goes on in flight (:meth:`_begin_commit`, :meth:`_advance_commit`)."""
         t0 = time.perf_counter()
         self.refresh_model()
         # with fine-tunes waiting the poll does not block: the time it would wait goes to them (below)
@@ -300,8 +310,15 @@ class Worker:
         now = self.clock()
         # an empty poll also writes state made without records (a fine-tune finished while the input was quiet)
         due = not records or now - self._last_commit >= interval_s
-        if (self._uncommitted or (self._state_out and not records)) and due and now >= self._retry_at:
-            self.commit()
+        wanted = bool(self._uncommitted or (self._state_out and not records)) and due and now >= self._retry_at
+        if self._acks is None or not records:  # no acks to watch, or an empty poll: wait for them
+            if wanted or self._in_flight is not None:
+                self.commit()
+        else:  # more records may be waiting: the commit goes on while the loop polls
+            self._advance_commit()
+            if wanted and self._in_flight is None:
+                self._begin_commit()
+                self._advance_commit()
         self._evict_idle()
         if self.baselines is not None:
             stats.calibrating = self.baselines.n_calibrating
@@ -316,10 +333,15 @@ class Worker:
 
     def commit(self) -> None:
         """Flush what was sent, then write the state (and flush it), then commit the offsets processed so far
-        (never in another order)."""
+        (never in another order). Blocks; takes over a commit in flight."""
+        before: list[Outgoing] = []
+        if self._in_flight is not None:  # its offsets and its state unsent go first, with the newer ones
+            c, self._in_flight = self._in_flight, None
+            self._uncommitted = {**c.offsets, **self._uncommitted}
+            before = [m for _, m in c.state]
         try:
             self.sink.flush()
-            state = [m for _, m in self._state_out] + [m for stage in self.stages for m in stage.state()]
+            state = before + [m for _, m in self._state_out] + [m for stage in self.stages for m in stage.state()]
             self._state_out = []
             if state:
                 for msg in state:
@@ -330,6 +352,43 @@ class Worker:
             raise
         offsets, self._uncommitted = self._uncommitted, {}
         metadata = self.phases.metadata(self._sensor_partition, offsets) if self.phases and offsets else {}
+        self._commit_offsets(offsets, metadata)
+
+    def _begin_commit(self) -> None:
+        """Take the offsets processed so far and the state that reflects them, and mark what was sent until now:
+        :meth:`_advance_commit` sends the state once those messages are acknowledged, and commits the offsets once
+        the state is."""
+        assert self._acks is not None
+        offsets, self._uncommitted = self._uncommitted, {}
+        metadata = self.phases.metadata(self._sensor_partition, offsets) if self.phases and offsets else {}
+        state: list[tuple[Partition | None, Outgoing]] = [*self._state_out]
+        state += [(None, m) for stage in self.stages for m in stage.state()]
+        self._state_out = []
+        self._in_flight = _Commit(self._acks.mark(), state, offsets, metadata)
+        self._last_commit = self.clock()
+
+    def _advance_commit(self) -> None:
+        """Take the commit in flight as far as its acknowledgements allow, without waiting."""
+        c = self._in_flight
+        if c is None:
+            return
+        assert self._acks is not None
+        try:
+            if not self._acks.acked(c.mark):
+                return
+            if c.state:  # its events are acknowledged: now the state that reflects them
+                for _, msg in c.state:
+                    self.sink.send(msg)
+                c.state, c.mark = [], self._acks.mark()
+                if not self._acks.acked(c.mark):
+                    return
+        except BaseException:
+            self._in_flight, self._uncommitted = None, {}  # as in commit(): those records must be read again
+            raise
+        self._in_flight = None
+        self._commit_offsets(c.offsets, c.metadata)
+
+    def _commit_offsets(self, offsets: dict[Partition, int], metadata: dict[Partition, str]) -> None:
         done = self.source.commit(offsets, metadata) if metadata else self.source.commit(offsets)
         self._last_commit = self.clock()
         if done is False:  # the broker is away or the group moved on: the offsets go with a later commit
@@ -619,6 +678,29 @@ class Worker:
         finally:
             self.source.close()
             self.sink.close()
+
+
+@dataclass
+class _Commit:
+    """A commit in flight: the offsets processed until it began, the state that reflects them (sent once the
+    messages before ``mark`` are acknowledged; a stage's state has no partition) and, after that, the mark after
+    the state."""
+
+    mark: int
+    state: list[tuple[Partition | None, Outgoing]]
+    offsets: dict[Partition, int]
+    metadata: dict[Partition, str]
+    has_state: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.has_state = bool(self.state)
+
+    def forget(self, moved: set[Partition]) -> None:
+        """Partitions that moved: their offsets are not ours to commit, nor their baselines to write."""
+        for p in moved:
+            self.offsets.pop(p, None)
+            self.metadata.pop(p, None)
+        self.state = [(p, m) for p, m in self.state if p not in moved]
 
 
 class _Closed:

@@ -193,3 +193,120 @@ def test_alert_state_goes_out_after_its_events_so_a_replay_after_a_failed_flush_
     alerts = [json.loads(m.value) for m in again.delivered if m.topic == cfg.alerts.topic]
     assert [e["type"] for e in alerts] == ["opened"]
     assert json.loads(changelog.log["s"])["episode"]["open"]["episode_id"] == alerts[0]["episode_id"]
+
+
+class _AckLog(_Log):
+    """A source and a sink whose messages are acknowledged when the test says (:meth:`ack`), as a Kafka sink's
+    are by the broker while the worker goes on polling."""
+
+    def __init__(self, polls: list[list[Record]]) -> None:
+        super().__init__(polls)
+        self.sent: list[Outgoing] = []
+        self.n_acked = 0
+        self.fail_acks = False
+
+    def send(self, msg: Outgoing) -> None:
+        self.sent.append(msg)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        self.calls.append(("flush", len(self.sent) - self.n_acked))
+        self.ack()
+
+    def mark(self) -> int:
+        return len(self.sent)
+
+    def acked(self, mark: int) -> bool:
+        if self.fail_acks:
+            raise RuntimeError("producing failed")
+        return mark <= self.n_acked
+
+    def ack(self) -> None:
+        self.n_acked = len(self.sent)
+
+    def commit(self, offsets: dict[Partition, int]) -> bool:
+        self.calls.append(("commit", dict(offsets), self.n_acked))
+        return True
+
+
+@pytest.fixture()
+def acks(train_small: Any, one_model: Any) -> Any:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 100})
+    now = [0.0]
+    log = _AckLog([_poll(0, 10), _poll(10, 10), _poll(20, 10), _poll(30, 10), _poll(40, 10)])
+    worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9), clock=lambda: now[0])
+    worker.refresh_model(force=True)
+    return worker, log, now
+
+
+def test_with_acknowledgements_the_loop_polls_on_and_commits_once_the_events_are_acknowledged(acks: Any) -> None:
+    worker, log, now = acks
+    worker.step()
+    now[0] = 0.15
+    assert worker.step().records == 10  # the commit begins: 17 events in flight
+    assert log.calls == []
+    assert worker.step().records == 10, "the loop waited for the acknowledgements"
+    assert log.calls == []
+    log.ack()  # all 27: the commit in flight goes out with the offsets taken when it began
+    worker.step()
+    assert log.calls == [("commit", {("in", 0): 20}, 27)]
+    now[0] = 0.3
+    worker.step()  # the commit begins
+    assert len(log.calls) == 1
+    worker.step()  # an empty poll: it waits for what is in flight, then commits
+    assert log.calls[1:] == [("flush", 20), ("commit", {("in", 0): 50}, 47)]
+
+
+def test_state_goes_out_once_its_events_are_acknowledged_and_the_offsets_once_the_state_is(
+        train_small: Any, one_model: Any, tmp_path: Any) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
+                           paths={"state_dir": str(tmp_path)})
+    changelog = _Changelog()
+    stage = build_alert_stage(cfg, changelog=changelog)
+    assert stage is not None
+    log = _AckLog([_poll(0, 10), _poll(10, 10), _poll(20, 10), _poll(30, 10)])
+    worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9), stages=[stage])
+    worker.refresh_model(force=True)
+    stage.on_assigned([("in", 0)])
+
+    def topics() -> list[str]:
+        return [m.topic for m in log.sent]
+
+    worker.step()  # the episode opens; the commit begins, its state held back
+    assert changelog.topic not in topics() and cfg.alerts.topic in topics()
+    worker.step()
+    assert changelog.topic not in topics() and log.calls == []
+    log.ack()
+    n_before = len(log.sent)
+    worker.step()  # the events of the commit in flight are acknowledged: its state is sent, the offsets wait
+    assert [m.topic for m in log.sent[n_before:]].count(changelog.topic) == 1
+    assert log.calls == []
+    log.ack()
+    n_acked = len(log.sent)
+    worker.step()
+    assert log.calls == [("commit", {("in", 0): 10}, n_acked)]
+
+
+def test_offsets_in_flight_whose_events_failed_are_never_committed(acks: Any) -> None:
+    worker, log, now = acks
+    worker.step()
+    now[0] = 0.15
+    worker.step()  # the commit begins
+    log.fail_acks = True
+    with pytest.raises(RuntimeError, match="producing failed"):
+        worker.step()
+    log.fail_acks = False
+    worker.close()
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {}, len(log.sent))]
+
+
+def test_a_partition_that_moved_while_its_commit_was_in_flight_is_not_committed(acks: Any) -> None:
+    worker, log, now = acks
+    worker.step()
+    now[0] = 0.15
+    worker.step()  # the commit begins
+    worker.on_partitions_changed([("in", 0)])
+    log.ack()
+    worker.close()
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {}, len(log.sent))]

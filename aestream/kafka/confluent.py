@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -203,8 +204,11 @@ class ConfluentSink(RefusingSink):
         self.on_refused = on_refused
         self._errors: list[str] = []
         self._refusals: list[tuple[Outgoing, str]] = []
+        self._waiting: deque[int] = deque()  # the numbers of the messages queued and not yet seen done, in order
+        self._done: set[int] = set()  # done (delivery reported), out of order across partitions
 
-    def _delivered(self, sent: Outgoing, err: Any, _report: Any) -> None:
+    def _delivered(self, sent: Outgoing, number: int, err: Any, _report: Any) -> None:
+        self._done.add(number)
         if err is None:
             return
         if err.code() in _REFUSALS:
@@ -213,13 +217,16 @@ class ConfluentSink(RefusingSink):
             self._errors.append(str(err))
 
     def _produce(self, msg: Outgoing) -> str | None:
+        number = self._sent
         while True:
             try:
                 self.producer.produce(msg.topic, value=msg.value, key=msg.key,
                                       headers=list(msg.headers) or None,  # type: ignore[arg-type]
                                       partition=-1 if msg.partition is None else msg.partition,  # -1: by key
                                       # the report's message has no headers: a refused one is resent from ours
-                                      on_delivery=functools.partial(self._delivered, msg))
+                                      on_delivery=functools.partial(self._delivered, msg, number))
+                self._waiting.append(number)
+                self._sent += 1
                 return None
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self.producer.poll(0.05)
@@ -229,8 +236,21 @@ class ConfluentSink(RefusingSink):
                     raise
                 return f"{err.name()}: {err.str()}"
 
+    def _settled(self, mark: int) -> bool:
+        self.producer.poll(0)  # serves the delivery reports that came
+        waiting, done = self._waiting, self._done
+        while waiting and waiting[0] in done:
+            done.discard(waiting.popleft())
+        return not waiting or waiting[0] >= mark
+
+    def _failing(self) -> bool:
+        return bool(self._errors or self._refusals)
+
     def _flush_producer(self, timeout_s: float) -> None:
         left = self.producer.flush(timeout_s)
+        if not left:  # every report served
+            self._waiting.clear()
+            self._done.clear()
         if left or self._errors:
             errors, self._errors = self._errors, []
             raise KafkaException(f"producing failed: {left} undelivered, errors {errors[:3]}")

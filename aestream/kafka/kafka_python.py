@@ -14,6 +14,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
@@ -466,9 +467,9 @@ class KafkaSink(RefusingSink):
         self.dead_letter_topic, self.dead_letter_max_bytes = cfg.dead_letter_topic, cfg.dead_letter_max_bytes
         self.on_refused = on_refused
         self._failed: list[tuple[Outgoing, BaseException]] = []  # found at a flush, taken by _take_refused
-        # the messages sent since the last flush with their futures, read once all are done (an errback on each
-        # future cost ~10 µs a send on the worker's thread: a closure, and a lock taken)
-        self._futures: list[tuple[Outgoing, Any]] = []
+        # the messages sent and not yet seen done, oldest first, with their futures (an errback on each future cost
+        # ~10 µs a send on the worker's thread: a closure, and a lock taken)
+        self._futures: deque[tuple[Outgoing, Any]] = deque()
 
     def _produce(self, msg: Outgoing) -> str | None:
         try:
@@ -477,7 +478,19 @@ class KafkaSink(RefusingSink):
         except _REFUSALS as e:  # above max_request_size: refused before it is sent
             return f"{type(e).__name__}: {e}"
         self._futures.append((msg, fut))
+        self._sent += 1
         return None
+
+    def _settled(self, mark: int) -> bool:
+        futures = self._futures
+        while futures and futures[0][1].is_done:
+            msg, fut = futures.popleft()
+            if fut.exception is not None:
+                self._failed.append((msg, fut.exception))
+        return self._sent - len(futures) >= mark
+
+    def _failing(self) -> bool:
+        return bool(self._failed)
 
     def _flush_producer(self, timeout_s: float) -> None:
         """``producer.flush`` until every message sent is acknowledged or failed. kafka-python (3.0.12) splits a
@@ -493,7 +506,7 @@ class KafkaSink(RefusingSink):
                     raise
             if all(f.is_done for _, f in self._futures):
                 self._failed += [(msg, f.exception) for msg, f in self._futures if f.exception is not None]
-                self._futures = []
+                self._futures.clear()
             elif time.monotonic() >= deadline:
                 raise KafkaError(f"producing failed: {sum(not f.is_done for _, f in self._futures)} message(s) "
                                  f"not acknowledged within {timeout_s} s")

@@ -6,12 +6,12 @@ The Kafka clients (:mod:`aestream.kafka.kafka_python`, :mod:`aestream.kafka.conf
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aestream.models.bundle import ModelBundle
 from aestream.stream.messages import Outgoing, Partition, Record
 
-__all__ = ["Changelog", "ModelSource", "ModelStoreLike", "Sink", "Source"]
+__all__ = ["AckedSink", "Changelog", "ModelSource", "ModelStoreLike", "Sink", "Source"]
 
 
 class Source(Protocol):
@@ -28,6 +28,16 @@ class Sink(Protocol):
     def send(self, msg: Outgoing) -> None: ...
     def flush(self, timeout_s: float = 60.0) -> None: ...
     def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+@runtime_checkable
+class AckedSink(Sink, Protocol):
+    """A sink that says, without blocking, when what it was given is acknowledged (both Kafka sinks): the worker
+    then commits without stopping its loop for a flush. ``mark()`` stands after every message sent so far;
+    ``acked(mark)`` says whether all of those are acknowledged."""
+
+    def mark(self) -> int: ...
+    def acked(self, mark: int) -> bool: ...
 
 
 class Changelog(Protocol):

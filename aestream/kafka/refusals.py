@@ -20,12 +20,13 @@ OnRefused = Callable[[str], None]  # a message was refused: "dead_lettered", or 
 
 
 class RefusingSink:
-    """The base of both sinks: ``send`` and ``flush`` over a client's :meth:`_produce`, :meth:`_flush_producer`
-    and :meth:`_take_refused`."""
+    """The base of both sinks: ``send``, ``flush``, ``mark`` and ``acked`` over a client's :meth:`_produce`,
+    :meth:`_flush_producer`, :meth:`_take_refused`, :meth:`_settled` and :meth:`_failing`."""
 
     dead_letter_topic: str
     dead_letter_max_bytes: int
     on_refused: OnRefused | None
+    _sent = 0  # messages queued so far: the marks count them
 
     def send(self, msg: Outgoing) -> None:
         error = self._produce(msg)
@@ -45,6 +46,20 @@ class RefusingSink:
         self._flush_producer(timeout_s)  # the dead letters
         for msg, error in self._take_refused():
             self._route(msg, error)  # dead letters, dropped
+
+    def mark(self) -> int:
+        """A mark after every message sent so far (:meth:`acked` says when they are all acknowledged)."""
+        return self._sent
+
+    def acked(self, mark: int) -> bool:
+        """Whether every message sent before ``mark`` is acknowledged, without waiting. Once they are all done, a
+        failure among them (or after them) is settled as :meth:`flush` settles it, blocking: a refused message is
+        dead-lettered, any other failure raises."""
+        if not self._settled(mark):
+            return False
+        if self._failing():
+            self.flush()
+        return True
 
     def _retried(self, timeout_s: float) -> str:
         self._flush_producer(timeout_s)
@@ -67,4 +82,12 @@ class RefusingSink:
 
     def _take_refused(self) -> list[tuple[Outgoing, str]]:
         """The messages the broker refused since the last call, with the reasons."""
+        raise NotImplementedError
+
+    def _settled(self, mark: int) -> bool:
+        """Whether every message queued before ``mark`` is acknowledged or failed (without blocking)."""
+        raise NotImplementedError
+
+    def _failing(self) -> bool:
+        """Whether a message that is done failed (refused or else) and is not settled yet."""
         raise NotImplementedError

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from aestream.config import Config
 from aestream.kafka.kafka_python import open_sink, open_source
+from aestream.kafka.protocols import AckedSink
 from aestream.models.store import ModelStore
 from aestream.stream.codec import encode_reading
 from aestream.stream.messages import Outgoing
@@ -108,3 +110,39 @@ def test_a_message_the_broker_refuses_is_dead_lettered_and_a_refused_dead_letter
     assert refused == ["dead_lettered", "dead_lettered", "dropped"]
     assert kafka_tools["read_all"](cfg, tiny_dlq) == []
     assert any("dropped" in r.getMessage() and tiny_dlq in r.getMessage() for r in caplog.records)
+
+
+def _until_acked(sink: Any, mark: int) -> float:
+    """Seconds until ``sink.acked(mark)``, asked without a flush as the worker's loop asks it."""
+    t0 = time.monotonic()
+    while not sink.acked(mark):
+        assert time.monotonic() - t0 < 30, "never acknowledged"
+        time.sleep(0.002)
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_sink_says_without_a_flush_when_what_was_sent_before_a_mark_is_acknowledged(
+        client: str, kafka_config: Config, kafka_tools: Any) -> None:
+    cfg = kafka_config.replace(kafka={"client": client})
+    k = cfg.kafka
+    small = f"{k.output_topic}-small"
+    _create(cfg, {k.output_topic: MIB, small: 2000, k.dead_letter_topic: MIB})
+    refused: list[str] = []
+    sink = open_sink(k, on_refused=refused.append)
+    assert isinstance(sink, AckedSink) and sink.acked(sink.mark())  # nothing sent: nothing to wait for
+    for i in range(200):
+        sink.send(Outgoing(k.output_topic, b"%d" % i, b"pump-%d" % (i % 7)))
+    mark = sink.mark()
+    _until_acked(sink, mark)
+    assert len(kafka_tools["read_all"](cfg, k.output_topic)) == 200  # acknowledged: on the broker
+
+    # a message the broker refuses, among others in flight: once all are done, it is dead-lettered as a flush would
+    sink.send(Outgoing(small, b"e" * 5000, b"pump-1"))
+    sink.send(Outgoing(small, b"ok", b"pump-2"))
+    _until_acked(sink, sink.mark())
+    assert refused == ["dead_lettered"]
+    (dead,) = kafka_tools["read_all"](cfg, k.dead_letter_topic)
+    assert dead.value == b"e" * 5000 and dead.headers["aestream.source.topic"] == small.encode()
+    assert [m.value for m in kafka_tools["read_all"](cfg, small)] == [b"ok"]
+    sink.close()
