@@ -466,7 +466,7 @@ class KafkaSink(RefusingSink):
                                       batch_size=SINK_BATCH_BYTES, partitioner=KeyHashPartitioner())
         self.dead_letter_topic, self.dead_letter_max_bytes = cfg.dead_letter_topic, cfg.dead_letter_max_bytes
         self.on_refused = on_refused
-        self._failed: list[tuple[Outgoing, BaseException]] = []  # found at a flush, taken by _take_refused
+        self._failed: list[tuple[Outgoing, BaseException]] = []  # found done and failed, taken by _take_refused
         # the messages sent and not yet seen done, oldest first, with their futures (an errback on each future cost
         # ~10 µs a send on the worker's thread: a closure, and a lock taken)
         self._futures: deque[tuple[Outgoing, Any]] = deque()
@@ -504,10 +504,7 @@ class KafkaSink(RefusingSink):
             except UnknownError:
                 if time.monotonic() >= deadline:
                     raise
-            if all(f.is_done for _, f in self._futures):
-                self._failed += [(msg, f.exception) for msg, f in self._futures if f.exception is not None]
-                self._futures.clear()
-            elif time.monotonic() >= deadline:
+            if not self._settled(self._sent) and time.monotonic() >= deadline:
                 raise KafkaError(f"producing failed: {sum(not f.is_done for _, f in self._futures)} message(s) "
                                  f"not acknowledged within {timeout_s} s")
         errors = [e for _, e in self._failed if not isinstance(e, _REFUSALS)]
