@@ -350,17 +350,14 @@ class Worker:
         except BaseException:
             self._uncommitted = {}  # their events may be lost: those records must be read again, never committed
             raise
-        offsets, self._uncommitted = self._uncommitted, {}
-        metadata = self.phases.metadata(self._sensor_partition, offsets) if self.phases and offsets else {}
-        self._commit_offsets(offsets, metadata)
+        self._commit_offsets(*self._take_offsets())
 
     def _begin_commit(self) -> None:
         """Take the offsets processed so far and the state that reflects them, and mark what was sent until now:
         :meth:`_advance_commit` sends the state once those messages are acknowledged, and commits the offsets once
         the state is."""
         assert self._acks is not None
-        offsets, self._uncommitted = self._uncommitted, {}
-        metadata = self.phases.metadata(self._sensor_partition, offsets) if self.phases and offsets else {}
+        offsets, metadata = self._take_offsets()
         state: list[tuple[Partition | None, Outgoing]] = [*self._state_out]
         state += [(None, m) for stage in self.stages for m in stage.state()]
         self._state_out = []
@@ -387,6 +384,11 @@ class Worker:
             raise
         self._in_flight = None
         self._commit_offsets(c.offsets, c.metadata)
+
+    def _take_offsets(self) -> tuple[dict[Partition, int], dict[Partition, str]]:
+        """The offsets processed so far, taken, with the window phases they are committed with."""
+        offsets, self._uncommitted = self._uncommitted, {}
+        return offsets, self.phases.metadata(self._sensor_partition, offsets) if self.phases and offsets else {}
 
     def _commit_offsets(self, offsets: dict[Partition, int], metadata: dict[Partition, str]) -> None:
         done = self.source.commit(offsets, metadata) if metadata else self.source.commit(offsets)
