@@ -58,12 +58,20 @@ def free_port() -> int:
     raise RuntimeError("no free port pair found")
 
 
-def wait_until(pred: Callable[[], bool], timeout_s: float, every_s: float = 0.2, what: str = "condition") -> None:
+def wait_until(pred: Callable[[], bool], timeout_s: float, every_s: float = 0.2, what: str = "condition",
+               explain: Callable[[], str] | None = None) -> None:
+    """Until ``pred()``; on timeout the error says ``what`` and, if given, ``explain()`` (who stalled)."""
     deadline = time.monotonic() + timeout_s
     while not pred():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout_s} s")
+            raise TimeoutError(f"{what} not reached within {timeout_s} s" + (f"\n{explain()}" if explain else ""))
         time.sleep(every_s)
+
+
+def log_without_reconnects(text: str) -> str:
+    """A worker's log without kafka-python's lines about a broker that is away (hundreds during an outage)."""
+    noise = ("ECONNREFUSED", "No node available", "socket disconnected", "Connection lost")
+    return "\n".join(line for line in text.splitlines() if not any(n in line for n in noise))
 
 
 # -- the broker -------------------------------------------------------------------------------------------------
@@ -238,7 +246,13 @@ def trained_bundle(cfg: Config, n_sensors: int = 6, epochs: int = 25) -> tuple[A
 
 
 class Producer(threading.Thread):
-    """Publishes ``messages`` to ``topic`` at ``rate`` messages/s (0 = as fast as possible)."""
+    """Publishes ``messages`` to ``topic`` at ``rate`` messages/s (0 = as fast as possible); ``error`` is set
+    when a send fails, so a test that waits for the topic to fill says so instead of waiting out its timeout.
+
+    Not idempotent, one request in flight (as the daemon's own sink): kafka-python 3.0.12's idempotent producer
+    can meet a broker restart with an out-of-order sequence and then fails the batches it had in flight, which
+    loses input readings. Without it a retry across the restart keeps the order and at worst repeats a reading.
+    """
 
     def __init__(self, bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], rate: float) -> None:
         super().__init__(daemon=True)
@@ -250,23 +264,38 @@ class Producer(threading.Thread):
     def run(self) -> None:
         try:
             producer = KafkaProducer(bootstrap_servers=[self.bootstrap], linger_ms=5, acks="all",
-                                     retries=1_000_000, delivery_timeout_ms=600_000)
+                                     retries=1_000_000, delivery_timeout_ms=600_000, enable_idempotence=False,
+                                     max_in_flight_requests_per_connection=1)
             t0 = time.monotonic()
             chunk = 50
+            futures = []
             for i in range(0, len(self.messages), chunk):
                 while self.paused.is_set():
                     time.sleep(0.05)
-                for key, value in self.messages[i:i + chunk]:
-                    producer.send(self.topic, key=key, value=value)
+                futures += [producer.send(self.topic, key=k, value=v) for k, v in self.messages[i:i + chunk]]
                 self.sent = min(i + chunk, len(self.messages))
                 if self.rate:
                     ahead = t0 + self.sent / self.rate - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
+                self._check(futures)
             producer.flush(timeout=600)
+            self._check(futures)
             producer.close()
         except BaseException as e:
             self.error = e
+
+    @staticmethod
+    def _check(futures: list[Any]) -> None:
+        """Raise the first failure among the sends that are done (and forget those)."""
+        done = 0
+        for f in futures:
+            if not f.is_done:
+                break
+            if f.exception is not None:
+                raise RuntimeError(f"a send failed: {f.exception!r}")
+            done += 1
+        del futures[:done]
 
 
 # -- reading back -----------------------------------------------------------------------------------------------

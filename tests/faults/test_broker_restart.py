@@ -19,6 +19,17 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.xdist_gro
 OUTAGE_S = 10.0
 
 
+def _stalled(kit: Any, bootstrap: str, group: str, topic: str, producer: Any, worker: Any) -> str:
+    """Which side stalled: the producer, the commits or the worker (its log without the reconnect noise)."""
+    try:
+        offsets = str(kit.offsets(bootstrap, group, topic))
+    except Exception as e:  # the report must not hide the timeout
+        offsets = f"unreadable ({e!r})"
+    return (f"producer: sent {producer.sent}/{len(producer.messages)}, alive {producer.is_alive()}, "
+            f"error {producer.error!r}\n(committed, end) per partition: {offsets}\n"
+            f"worker alive {worker.alive}; its log:\n{kit.log_without_reconnects(worker.log_text())[-6000:]}")
+
+
 def test_worker_survives_a_broker_restart_and_loses_nothing(private_broker: Any, kit: Any, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:10]
     cfg = Config().replace(
@@ -50,9 +61,11 @@ def test_worker_survives_a_broker_restart_and_loses_nothing(private_broker: Any,
         assert worker.alive, f"the worker died while the broker was down:\n{worker.log_text()[-4000:]}"
         private_broker.restart()
         producer.paused.clear()
-        kit.wait_until(lambda: not producer.is_alive()
-                       and kit.drained(private_broker.bootstrap, k.group_id, topic, len(stream.messages)),
-                       180, every_s=0.5, what="drain after the broker came back")
+        kit.wait_until(lambda: producer.error is not None or (not producer.is_alive()
+                       and kit.drained(private_broker.bootstrap, k.group_id, topic, len(stream.messages))),
+                       180, every_s=0.5, what="drain after the broker came back",
+                       explain=lambda: _stalled(kit, private_broker.bootstrap, k.group_id, topic, producer, worker))
+        assert producer.error is None, producer.error
         assert worker.alive, worker.log_text()[-4000:]
         assert worker.terminate() == 0, worker.log_text()[-4000:]
     finally:
