@@ -13,7 +13,8 @@ state never reflects an event that was not delivered (its replayed window would 
 behind the committed offsets. With a Kafka sink (:class:`~aestream.kafka.protocols.AckedSink`) the loop does not
 stop for those acknowledgements while records may be waiting: a commit takes the offsets and the state of its
 moment and goes on, a step at a time, as the broker acknowledges what was sent before it (then its state, then the
-offsets), one commit in flight at a time; an empty poll and shutdown wait for it. With a count stride each commit
+offsets), one commit in flight at a time; an empty poll waits for it (up to ``ACK_WAIT_S``, then polls on), and
+shutdown flushes. With a count stride each commit
 carries, per partition, its sensors' window phase (:mod:`aestream.stream.phase`); a worker given the partition
 restores it after the lookback replay, before the first live record, so the windows close on the same readings as
 before (replayed offsets are below the committed ones and are not committed again). A new model is swapped in
@@ -134,6 +135,7 @@ class Worker:
         self._retry_at = -float("inf")  # after a failed commit, the next try waits COMMIT_RETRY_S
         self._acks = sink if isinstance(sink, AckedSink) else None  # commits go on while the loop polls
         self._in_flight: _Commit | None = None  # a commit waiting for its events (then its state) to be acknowledged
+        self._unacknowledged = False  # an empty poll's wait for the broker's acknowledgements ran out (logged once)
         # a count stride's phase goes with the commits and is restored after a rebuild
         self.phases = PhaseCheckpoint(self.windows) if s.stride > 1 and not s.stride_ms else None
         self.bundle: ModelBundle | None = None
@@ -295,8 +297,8 @@ class Worker:
     def step(self) -> StepStats:
         """One poll → process (events are sent as they are found) → commit, at most every
         ``kafka.commit_interval_ms`` and whenever a poll comes back empty (with only state to write, too): after
-        an empty poll (or without a sink that reports acknowledgements) it flushes and waits, after records the
-        commit goes on in flight (:meth:`_begin_commit`, :meth:`_advance_commit`)."""
+        records the commit goes on in flight (:meth:`_begin_commit`, :meth:`_advance_commit`), after an empty poll
+        the step waits for it (:meth:`_await_commit`); without a sink that reports acknowledgements it flushes."""
         t0 = time.perf_counter()
         self.refresh_model()
         # with fine-tunes waiting the poll does not block: the time it would wait goes to them (below)
@@ -311,14 +313,16 @@ class Worker:
         # an empty poll also writes state made without records (a fine-tune finished while the input was quiet)
         due = not records or now - self._last_commit >= interval_s
         wanted = bool(self._uncommitted or (self._state_out and not records)) and due and now >= self._retry_at
-        if self._acks is None or not records:  # no acks to watch, or an empty poll: wait for them
-            if wanted or self._in_flight is not None:
+        if self._acks is None:  # no acknowledgements to watch: flush and wait
+            if wanted:
                 self.commit()
-        else:  # more records may be waiting: the commit goes on while the loop polls
+        elif records:  # more records may be waiting: the commit goes on while the loop polls
             self._advance_commit()
             if wanted and self._in_flight is None:
                 self._begin_commit()
                 self._advance_commit()
+        else:  # an empty poll: nothing else to do meanwhile
+            self._await_commit(ACK_WAIT_S)
         self._evict_idle()
         if self.baselines is not None:
             stats.calibrating = self.baselines.n_calibrating
@@ -341,7 +345,7 @@ class Worker:
             before = [m for _, m in c.state]
         try:
             self.sink.flush()
-            state = before + [m for _, m in self._state_out] + [m for stage in self.stages for m in stage.state()]
+            state = before + [m for _, m in self._state_out] + [m for stage in self.stages for _, m in stage.state()]
             self._state_out = []
             if state:
                 for msg in state:
@@ -358,8 +362,7 @@ class Worker:
         the state is."""
         assert self._acks is not None
         offsets, metadata = self._take_offsets()
-        state: list[tuple[Partition | None, Outgoing]] = [*self._state_out]
-        state += [(None, m) for stage in self.stages for m in stage.state()]
+        state = [*self._state_out] + [pm for stage in self.stages for pm in stage.state()]
         self._state_out = []
         self._in_flight = _Commit(self._acks.mark(), state, offsets, metadata)
         self._last_commit = self.clock()
@@ -384,6 +387,34 @@ class Worker:
             raise
         self._in_flight = None
         self._commit_offsets(c.offsets, c.metadata)
+
+    def _await_commit(self, timeout_s: float) -> None:
+        """After an empty poll: begin a commit of what is not committed yet, and wait for the commits up to
+        ``timeout_s`` (or :meth:`stop`). A broker that has not acknowledged by then fails nothing: the commit
+        stays in flight, the loop polls again (keeping its group membership), and the next empty poll waits again.
+        A message that failed (its delivery timed out) raises as in :meth:`commit`."""
+        assert self._acks is not None
+        deadline = time.monotonic() + timeout_s
+        for _ in range(3):  # the commit in flight, then one of what came after it: enough but for a bug
+            if self._in_flight is None:
+                if not (self._uncommitted or self._state_out) or self.clock() < self._retry_at:
+                    break
+                self._begin_commit()
+            while self._in_flight is not None:
+                if self._stop.is_set():
+                    return  # close() commits
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if not self._unacknowledged:
+                        log.warning("the broker has not acknowledged a commit's messages in %g s; the commit "
+                                    "waits for them, and the loop polls on meanwhile", timeout_s)
+                    self._unacknowledged = True
+                    return
+                if self._acks.acked(self._in_flight.mark, timeout_s=min(left, ACK_WAIT_SLICE_S)):
+                    self._advance_commit()
+        if self._unacknowledged:
+            log.info("the broker acknowledges again; the commits go on")
+            self._unacknowledged = False
 
     def _take_offsets(self) -> tuple[dict[Partition, int], dict[Partition, str]]:
         """The offsets processed so far, taken, with the window phases they are committed with."""
@@ -684,12 +715,12 @@ class Worker:
 
 @dataclass
 class _Commit:
-    """A commit in flight: the offsets processed until it began, the state that reflects them (sent once the
-    messages before ``mark`` are acknowledged; a stage's state has no partition) and, after that, the mark after
+    """A commit in flight: the offsets processed until it began, the state that reflects them, each record with
+    its input partition (sent once the messages before ``mark`` are acknowledged) and, after that, the mark after
     the state."""
 
     mark: int
-    state: list[tuple[Partition | None, Outgoing]]
+    state: list[tuple[Partition, Outgoing]]
     offsets: dict[Partition, int]
     metadata: dict[Partition, str]
     has_state: bool = field(init=False)
@@ -698,7 +729,8 @@ class _Commit:
         self.has_state = bool(self.state)
 
     def forget(self, moved: set[Partition]) -> None:
-        """Partitions that moved: their offsets are not ours to commit, nor their baselines to write."""
+        """Partitions that moved: their offsets are not ours to commit, nor their state to write (the new owner may
+        have written newer state already)."""
         for p in moved:
             self.offsets.pop(p, None)
             self.metadata.pop(p, None)
@@ -761,6 +793,8 @@ class _Closed:
 
 
 COMMIT_RETRY_S = 1.0
+ACK_WAIT_S = 60.0  # an empty poll waits this long for the broker to acknowledge a commit's messages, then polls again
+ACK_WAIT_SLICE_S = 0.1  # and looks at stop() this often meanwhile
 SHORT_RUN = 12  # a sensor's windows in one step up to this many go through the scalar rule (~1.5 µs a window against
 # ~25 µs a call for update_many, measured)
 MODEL_RETRY_MAX_S = 300.0  # a refused model version is tried again at most this far apart

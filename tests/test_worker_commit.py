@@ -5,10 +5,13 @@ once the events it reflects are flushed."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 
 import pytest
 
+import aestream.worker as worker_module
 from aestream.alerts import build_alert_stage
 from aestream.config import Config
 from aestream.stream.messages import Outgoing, Partition, Record
@@ -204,20 +207,29 @@ class _AckLog(_Log):
         self.sent: list[Outgoing] = []
         self.n_acked = 0
         self.fail_acks = False
+        self.away = False  # the broker acknowledges nothing, however long the worker waits
 
     def send(self, msg: Outgoing) -> None:
         self.sent.append(msg)
 
     def flush(self, timeout_s: float = 60.0) -> None:
         self.calls.append(("flush", len(self.sent) - self.n_acked))
+        if self.away:
+            raise RuntimeError(f"not acknowledged within {timeout_s} s")  # as kafka-python's flush raises
         self.ack()
 
     def mark(self) -> int:
         return len(self.sent)
 
-    def acked(self, mark: int) -> bool:
+    def acked(self, mark: int, timeout_s: float = 0.0) -> bool:
         if self.fail_acks:
             raise RuntimeError("producing failed")
+        if timeout_s > 0 and mark > self.n_acked:  # the worker waits: the broker answers meanwhile, unless away
+            self.calls.append(("wait", mark - self.n_acked))
+            if self.away:
+                time.sleep(timeout_s)
+            else:
+                self.ack()
         return mark <= self.n_acked
 
     def ack(self) -> None:
@@ -254,7 +266,30 @@ def test_with_acknowledgements_the_loop_polls_on_and_commits_once_the_events_are
     worker.step()  # the commit begins
     assert len(log.calls) == 1
     worker.step()  # an empty poll: it waits for what is in flight, then commits
-    assert log.calls[1:] == [("flush", 20), ("commit", {("in", 0): 50}, 47)]
+    assert log.calls[1:] == [("wait", 20), ("commit", {("in", 0): 50}, 47)]
+
+
+def test_an_empty_poll_waits_a_while_for_a_broker_that_is_away_and_then_polls_on(
+        acks: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    worker, log, now = acks
+    monkeypatch.setattr(worker_module, "ACK_WAIT_S", 0.3)
+    caplog.set_level(logging.INFO, logger="aestream.worker")
+    worker.step()
+    now[0] = 0.15
+    worker.step()  # the commit begins
+    log.away = True
+    for _ in range(3):
+        assert worker.step().records == 10  # the loop polls on: nothing waits for the broker
+    for _ in range(2):
+        assert worker.step().records == 0  # an empty poll waits 0.3 s for it, then the step ends: nothing fails
+    assert [c for c in log.calls if c[0] == "commit"] == [], "offsets committed before their events were acknowledged"
+    assert [c[0] for c in log.calls].count("wait") >= 6  # each empty poll waited (in slices)
+    assert caplog.text.count("has not acknowledged") == 1, "said once, not at every poll"
+    log.away = False
+    worker.step()  # the broker is back: the next empty poll commits what it waited for, then the rest
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {("in", 0): 20}, 47),
+                                                           ("commit", {("in", 0): 50}, 47)]
+    assert "acknowledges again" in caplog.text
 
 
 def test_state_goes_out_once_its_events_are_acknowledged_and_the_offsets_once_the_state_is(
@@ -286,6 +321,27 @@ def test_state_goes_out_once_its_events_are_acknowledged_and_the_offsets_once_th
     n_acked = len(log.sent)
     worker.step()
     assert log.calls == [("commit", {("in", 0): 10}, n_acked)]
+
+
+def test_alert_state_in_flight_of_a_partition_that_moved_is_not_written(
+        train_small: Any, one_model: Any, tmp_path: Any) -> None:
+    """Its new owner may have written newer state meanwhile: a late write would put the old one back."""
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
+                           paths={"state_dir": str(tmp_path)})
+    stage = build_alert_stage(cfg, changelog=_Changelog())
+    assert stage is not None
+    log = _AckLog([_poll(0, 10)])
+    worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9), stages=[stage])
+    worker.refresh_model(force=True)
+    stage.on_assigned([("in", 0)])
+    worker.step()  # the episode opens; the commit begins, its state held back
+    worker.on_partitions_changed([("in", 0)])
+    log.ack()
+    worker.step()  # an empty poll: the commit in flight ends without the partition
+    worker.close()
+    assert _Changelog.topic not in [m.topic for m in log.sent]
+    assert all(c[1] == {} for c in log.calls if c[0] == "commit"), "nor its offsets committed"
 
 
 def test_offsets_in_flight_whose_events_failed_are_never_committed(acks: Any) -> None:

@@ -41,7 +41,7 @@ from aestream.errors import AlertStateError
 from aestream.kafka.protocols import Changelog
 from aestream.stream.events import encode_event
 from aestream.stream.lateness import LateReport
-from aestream.stream.messages import Outgoing
+from aestream.stream.messages import Outgoing, Partition
 from aestream.stream.stages import Scored, Stage
 
 __all__ = ["AlertStage", "build_alert_stage"]
@@ -194,7 +194,7 @@ class AlertStage(Stage):
                 self.silence.restore_sensor(sensor, doc["silence"], now)
         log.info("alert state of %s restored: %d open episode(s)", parts, len(self.tracker.open_episodes()))
 
-    def state(self) -> list[Outgoing]:
+    def state(self) -> list[tuple[Partition, Outgoing]]:
         """Each sensor's state changed since the last call, for the changelog. The worker asks once the events
         of those changes are flushed (a state delivered ahead of its events would, after a crash, keep the replayed
         windows from emitting them again: lost), and flushes these before it commits the offsets they reflect (a
@@ -208,7 +208,7 @@ class AlertStage(Stage):
             if part is not None:
                 doc = {"episode": self.tracker.snapshot([sensor]).get(sensor),
                        "silence": self.silence.sensor_state(sensor)}
-                out.append(self.changelog.record(part, sensor, json.dumps(doc, separators=(",", ":")).encode()))
+                out.append((part, self.changelog.record(part, sensor, json.dumps(doc, separators=(",", ":")).encode())))
         self._changed.clear()
         return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -236,12 +237,19 @@ class ConfluentSink(RefusingSink):
                     raise
                 return f"{err.name()}: {err.str()}"
 
-    def _settled(self, mark: int) -> bool:
-        self.producer.poll(0)  # serves the delivery reports that came
+    def _settled(self, mark: int, timeout_s: float = 0.0) -> bool:
         waiting, done = self._waiting, self._done
-        while waiting and waiting[0] in done:
-            done.discard(waiting.popleft())
-        return not waiting or waiting[0] >= mark
+        deadline = time.monotonic() + timeout_s
+        wait = 0.0
+        while True:
+            self.producer.poll(wait)  # serves the delivery reports that came (waits up to ``wait`` for one)
+            while waiting and waiting[0] in done:
+                done.discard(waiting.popleft())
+            if not waiting or waiting[0] >= mark:
+                return True
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return False
 
     def _failing(self) -> bool:
         return bool(self._errors or self._refusals)

@@ -9,6 +9,7 @@ offset (the window phases, :mod:`aestream.stream.phase`) is handed out by :meth:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -53,6 +54,7 @@ METADATA_MAX_AGE_MS = 5_000
 CLOSE_TIMEOUT_MS = 5_000
 # the lag query runs on the loop's thread: a broker gone away stalls the loop this long, not request_timeout_ms
 LAG_TIMEOUT_MS = 2_000
+RECONNECT_BACKOFF_MAX_MS = 1_000
 # errors of one message that no retry cures (its size, its contents): dead-lettered, not raised
 _REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
 
@@ -62,6 +64,9 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
         "bootstrap_servers": list(cfg.bootstrap_servers),
         "client_id": cfg.client_id,
         "security_protocol": cfg.security_protocol,
+        # a broker that restarts is tried again within a second (the Java client's default); kafka-python's own
+        # default backs off up to 30 s between tries
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     }
     optional = {
         "sasl_mechanism": cfg.sasl_mechanism,
@@ -481,13 +486,22 @@ class KafkaSink(RefusingSink):
         self._sent += 1
         return None
 
-    def _settled(self, mark: int) -> bool:
+    def _settled(self, mark: int, timeout_s: float = 0.0) -> bool:
         futures = self._futures
-        while futures and futures[0][1].is_done:
-            msg, fut = futures.popleft()
-            if fut.exception is not None:
-                self._failed.append((msg, fut.exception))
-        return self._sent - len(futures) >= mark
+        deadline = time.monotonic() + timeout_s
+        while True:
+            while futures and futures[0][1].is_done:
+                msg, fut = futures.popleft()
+                if fut.exception is not None:
+                    self._failed.append((msg, fut.exception))
+            if self._sent - len(futures) >= mark:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            # the oldest first (they are acknowledged about in order); its failure is taken above, with its message
+            with contextlib.suppress(Exception):
+                futures[0][1].get(timeout=left)
 
     def _failing(self) -> bool:
         return bool(self._failed)

@@ -34,10 +34,10 @@ class Sink(Protocol):
 class AckedSink(Sink, Protocol):
     """A sink that says, without blocking, when what it was given is acknowledged (both Kafka sinks): the worker
     then commits without stopping its loop for a flush. ``mark()`` stands after every message sent so far;
-    ``acked(mark)`` says whether all of those are acknowledged."""
+    ``acked(mark)`` says whether all of those are acknowledged, waiting up to ``timeout_s`` for them."""
 
     def mark(self) -> int: ...
-    def acked(self, mark: int) -> bool: ...
+    def acked(self, mark: int, timeout_s: float = 0.0) -> bool: ...
 
 
 class Changelog(Protocol):

@@ -51,11 +51,12 @@ class RefusingSink:
         """A mark after every message sent so far (:meth:`acked` says when they are all acknowledged)."""
         return self._sent
 
-    def acked(self, mark: int) -> bool:
-        """Whether every message sent before ``mark`` is acknowledged, without waiting. Once they are all done, a
-        failure among them (or after them) is settled as :meth:`flush` settles it, blocking: a refused message is
-        dead-lettered, any other failure raises."""
-        if not self._settled(mark):
+    def acked(self, mark: int, timeout_s: float = 0.0) -> bool:
+        """Whether every message sent before ``mark`` is acknowledged, waiting up to ``timeout_s`` for them (by
+        default not at all); ``False`` while any is not. Once they are all done, a failure among them (or after
+        them) is settled as :meth:`flush` settles it, blocking: a refused message is dead-lettered, any other
+        failure raises."""
+        if not self._settled(mark, timeout_s):
             return False
         if self._failing():
             self.flush()
@@ -84,8 +85,8 @@ class RefusingSink:
         """The messages the broker refused since the last call, with the reasons."""
         raise NotImplementedError
 
-    def _settled(self, mark: int) -> bool:
-        """Whether every message queued before ``mark`` is acknowledged or failed (without blocking)."""
+    def _settled(self, mark: int, timeout_s: float = 0.0) -> bool:
+        """Whether every message queued before ``mark`` is acknowledged or failed, waiting up to ``timeout_s``."""
         raise NotImplementedError
 
     def _failing(self) -> bool:

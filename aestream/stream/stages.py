@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from aestream.stream.lateness import LateReport
-from aestream.stream.messages import Outgoing
+from aestream.stream.messages import Outgoing, Partition
 from aestream.stream.windows import Window
 
 __all__ = ["Scored", "Stage"]
@@ -52,7 +52,8 @@ class Stage:
     silence: memory stays bounded as sensors come and go), and ``close`` runs once when the worker stops, before
     its last flush.
     Each returns the messages to produce (sent before the step's offsets are committed). ``state`` returns the
-    changelog records of what changed since it was last asked (see the module docstring for when).
+    changelog records of what changed since it was last asked, each with the input partition its state belongs
+    to (see the module docstring for when; a record of a partition that moves meanwhile is not written).
     """
 
     def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
@@ -70,7 +71,7 @@ class Stage:
     def evict(self, sensors: Iterable[str]) -> None:
         return None
 
-    def state(self) -> list[Outgoing]:
+    def state(self) -> list[tuple[Partition, Outgoing]]:
         return []
 
     def close(self) -> list[Outgoing]:

@@ -145,4 +145,10 @@ def test_a_sink_says_without_a_flush_when_what_was_sent_before_a_mark_is_acknowl
     (dead,) = kafka_tools["read_all"](cfg, k.dead_letter_topic)
     assert dead.value == b"e" * 5000 and dead.headers["aestream.source.topic"] == small.encode()
     assert [m.value for m in kafka_tools["read_all"](cfg, small)] == [b"ok"]
+
+    # waiting for the acknowledgements, as an empty poll waits: it returns once they are all in
+    for i in range(200):
+        sink.send(Outgoing(k.output_topic, b"w%d" % i, b"pump-%d" % (i % 7)))
+    assert sink.acked(sink.mark(), timeout_s=30), "not acknowledged within 30 s"
+    assert len(kafka_tools["read_all"](cfg, k.output_topic)) == 400
     sink.close()
