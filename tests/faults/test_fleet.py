@@ -2,7 +2,8 @@
 share no volume, one trainer (``aestream trainer``), models served from the models topic.
 
 * Episodes and baselines follow their partition: a worker killed with SIGKILL in the middle of an episode, then
-  1 → 3 → 1 workers under load: every episode has exactly one ``opened``, none is lost, no sensor calibrates twice.
+  1 → 3 → 1 workers under load: every episode has exactly one ``opened`` (events sent after the last commit come
+  again with the same ids: at least once), none is lost, no sensor calibrates twice.
 * One trainer for the fleet: its publish reaches all three workers within 5 s; killed with SIGKILL while it
   trains, the workers keep serving and its next run publishes; a rollback made while it trains is not overwritten.
 """
@@ -152,13 +153,19 @@ def test_episodes_and_baselines_follow_their_partitions_through_kill9_and_1_3_1(
     assert logs.count("restored the baselines of") >= 2, "new owners restored baselines from the changelog"
 
     events = [json.loads(m.value) for m in kit.read_topic(bootstrap, cfg.alerts.topic)]
+    # at least once: what the killed worker sent after its last commit comes again from the next owner, with the
+    # same event ids (consumers drop them); an episode's events are counted once per id
     episodes: dict[str, Counter[str]] = defaultdict(Counter)
+    ids: set[str] = set()
     for e in events:
-        if e["category"] == "anomaly":
+        if e["category"] == "anomaly" and e["event_id"] not in ids:
+            ids.add(e["event_id"])
             episodes[e["episode_id"]][e["type"]] += 1
+    repeated = sum(e["category"] == "anomaly" for e in events) - len(ids)
     assert episodes, "the injected anomalies opened episodes"
     twice = {ep: c for ep, c in episodes.items() if c["opened"] > 1}
-    assert not twice, f"episodes opened more than once: {twice}"
+    assert not twice, f"episodes opened more than once: {twice}" + "".join(
+        f"\n{e}" for e in events if e.get("episode_id") in twice)
     for ep in open_at_kill:  # the next owner went on with the episode the killed worker had open
         assert episodes[ep]["opened"] == 1 and episodes[ep]["resolved"] == 1, (ep, episodes[ep])
     lost = {ep: c for ep, c in episodes.items() if c["opened"] == 0}
@@ -177,7 +184,7 @@ def test_episodes_and_baselines_follow_their_partitions_through_kill9_and_1_3_1(
                 and inj.start_ms <= e["window_end_ms"] <= inj.end_ms + stream.window_ms}
         assert len(hits) <= 1, f"one anomaly opened two episodes: {inj}, {hits}"
     print(f"fleet alerts: {len(episodes)} episodes, {sum(c['opened'] for c in episodes.values())} opened, "
-          f"{len(stream.injected)} injected")
+          f"{repeated} episode event(s) repeated with their id, {len(stream.injected)} injected")
 
 
 def test_fleet_retrain_publishes_to_every_worker(worker_cfg: Config, kit: Any, tmp_path: Path) -> None:
