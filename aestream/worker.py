@@ -14,13 +14,13 @@ behind the committed offsets. With a Kafka sink (:class:`~aestream.kafka.protoco
 stop for those acknowledgements while records may be waiting: a commit takes the offsets and the state of its
 moment and goes on, a step at a time, as the broker acknowledges what was sent before it (then its state, then the
 offsets), one commit in flight at a time; an empty poll waits for it (up to ``ACK_WAIT_S``, then polls on), and
-shutdown flushes. With a count stride each commit
-carries, per partition, its sensors' window phase (:mod:`aestream.stream.phase`); a worker given the partition
-restores it after the lookback replay, before the first live record, so the windows close on the same readings as
-before (replayed offsets are below the committed ones and are not committed again). A new model is swapped in
-only between steps, its alarm rule taking over the old one's per-sensor state when k, n and smoothing are the same
-(:meth:`AlarmRule.carry`). ``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in flight,
-which flushes and commits before the worker closes.
+shutdown flushes. With a count stride each commit carries, per partition, its sensors' window phase
+(:mod:`aestream.stream.phase`); a worker given the partition restores it after the lookback replay, before the
+first live record, so the windows close on the same readings as before (replayed offsets are below the committed
+ones and are not committed again). A new model is swapped in only between steps, its alarm rule taking over the
+old one's per-sensor state when k, n and smoothing are the same (:meth:`AlarmRule.carry`). ``stop()`` (wired to
+SIGTERM/SIGINT by the CLI) ends the loop after the step in flight, which flushes and commits before the worker
+closes.
 """
 
 from __future__ import annotations
