@@ -312,7 +312,7 @@ class Worker:
         now = self.clock()
         # an empty poll also writes state made without records (a fine-tune finished while the input was quiet)
         due = not records or now - self._last_commit >= interval_s
-        wanted = bool(self._uncommitted or (self._state_out and not records)) and due and now >= self._retry_at
+        wanted = due and self._commit_wanted(now, bool(records))
         if self._acks is None:  # no acknowledgements to watch: flush and wait
             if wanted:
                 self.commit()
@@ -395,9 +395,9 @@ class Worker:
         A message that failed (its delivery timed out) raises as in :meth:`commit`."""
         assert self._acks is not None
         deadline = time.monotonic() + timeout_s
-        for _ in range(3):  # the commit in flight, then one of what came after it: enough but for a bug
+        for _ in range(2):  # the commit in flight, then one of what came after it
             if self._in_flight is None:
-                if not (self._uncommitted or self._state_out) or self.clock() < self._retry_at:
+                if not self._commit_wanted(self.clock(), polled_records=False):
                     break
                 self._begin_commit()
             while self._in_flight is not None:
@@ -415,6 +415,11 @@ class Worker:
         if self._unacknowledged:
             log.info("the broker acknowledges again; the commits go on")
             self._unacknowledged = False
+
+    def _commit_wanted(self, now: float, polled_records: bool) -> bool:
+        """Whether there is something to commit (offsets; or state made without records, written at an empty
+        poll) and no failed commit's pause is running."""
+        return bool(self._uncommitted or (self._state_out and not polled_records)) and now >= self._retry_at
 
     def _take_offsets(self) -> tuple[dict[Partition, int], dict[Partition, str]]:
         """The offsets processed so far, taken, with the window phases they are committed with."""
