@@ -11,14 +11,15 @@ Offsets are committed only after the producer has acknowledged every event and d
 changelogs (baselines, the stages' state) is sent between the two, once the events are acknowledged, so a restored
 state never reflects an event that was not delivered (its replayed window would not emit it again) and is never
 behind the committed offsets. With a Kafka sink (:class:`~aestream.kafka.protocols.AckedSink`) the loop does not
-stop for those acknowledgements while records may be waiting: a commit takes the offsets and the state of its
-moment and goes on, a step at a time, as the broker acknowledges what was sent before it (then its state, then the
-offsets), one commit in flight at a time; an empty poll waits for it (up to ``ACK_WAIT_S``, then polls on), and
-shutdown flushes. With a count stride each commit carries, per partition, its sensors' window phase
-(:mod:`aestream.stream.phase`); a worker given the partition restores it after the lookback replay, before the
+stop for those acknowledgements while records may be waiting: a commit takes the offsets and the state of its moment
+and goes on, a step at a time, as the broker acknowledges what was sent before it (then its state, then the offsets,
+sent without waiting for the broker's answer when the source can: an offset it did not commit goes with the next
+commit), one commit in flight at a time; an empty poll waits for it (up to ``ACK_WAIT_S``, then polls on), and
+shutdown flushes and commits, waiting. With a count stride each commit carries, per partition, its sensors' window
+phase (:mod:`aestream.stream.phase`); a worker given the partition restores it after the lookback replay, before the
 first live record, so the windows close on the same readings as before (replayed offsets are below the committed
-ones and are not committed again). A new model is swapped in only between steps, its alarm rule taking over the
-old one's per-sensor state when k, n and smoothing are the same (:meth:`AlarmRule.carry`). ``stop()`` (wired to
+ones and are not committed again). A new model is swapped in only between steps, its alarm rule taking over the old
+one's per-sensor state when k, n and smoothing are the same (:meth:`AlarmRule.carry`). ``stop()`` (wired to
 SIGTERM/SIGINT by the CLI) ends the loop after the step in flight, which flushes and commits before the worker
 closes.
 """
@@ -40,7 +41,7 @@ from aestream.config import Config
 from aestream.detect.baselines import Baseline
 from aestream.detect.thresholds import AlarmRule
 from aestream.errors import BundleError, InvalidReading
-from aestream.kafka.protocols import AckedSink, Changelog, ModelSource, Sink, Source
+from aestream.kafka.protocols import AckedSink, AsyncCommitSource, Changelog, ModelSource, Sink, Source
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import Block, Columns, ReadingDecoder
 from aestream.stream.deadletters import dead_letter
@@ -135,6 +136,9 @@ class Worker:
         self._retry_at = -float("inf")  # after a failed commit, the next try waits COMMIT_RETRY_S
         self._acks = sink if isinstance(sink, AckedSink) else None  # commits go on while the loop polls
         self._in_flight: _Commit | None = None  # a commit waiting for its events (then its state) to be acknowledged
+        # its offsets are then committed without waiting for the broker, when the source can (both Kafka sources)
+        self._async = source if self._acks is not None and isinstance(source, AsyncCommitSource) else None
+        self._committing: dict[Partition, int] = {}  # offsets sent so, not answered yet: the newest per partition
         self._unacknowledged = False  # an empty poll's wait for the broker's acknowledgements ran out (logged once)
         # a count stride's phase goes with the commits and is restored after a rebuild
         self.phases = PhaseCheckpoint(self.windows) if s.stride > 1 and not s.stride_ms else None
@@ -230,6 +234,7 @@ class Worker:
         moved = set(parts)
         for p in moved:  # not ours to commit any more: the new owner reads from the last committed offset
             self._uncommitted.pop(p, None)
+            self._committing.pop(p, None)
         self._state_out = [(p, m) for p, m in self._state_out if p not in moved]  # nor that state to write
         if self._in_flight is not None:
             self._in_flight.forget(moved)
@@ -339,6 +344,8 @@ class Worker:
         """Flush what was sent, then write the state (and flush it), then commit the offsets processed so far
         (never in another order). Blocks; takes over a commit in flight."""
         before: list[Outgoing] = []
+        # offsets sent without waiting and not answered yet go again, under the newer ones (no answer is awaited)
+        self._uncommitted, self._committing = {**self._committing, **self._uncommitted}, {}
         if self._in_flight is not None:  # its offsets and its state unsent go first, with the newer ones
             c, self._in_flight = self._in_flight, None
             self._uncommitted = {**c.offsets, **self._uncommitted}
@@ -386,7 +393,12 @@ class Worker:
             self._in_flight, self._uncommitted = None, {}  # as in commit(): those records must be read again
             raise
         self._in_flight = None
-        self._commit_offsets(c.offsets, c.metadata)
+        if self._async is None:
+            self._commit_offsets(c.offsets, c.metadata)
+        elif c.offsets:  # the broker's answer comes to _commit_answered from a later poll
+            self._committing.update(c.offsets)
+            self._last_commit = self.clock()
+            self._async.commit_async(c.offsets, c.metadata or None, self._commit_answered)
 
     def _await_commit(self, timeout_s: float) -> None:
         """After an empty poll: begin a commit of what is not committed yet, and wait for the commits up to
@@ -435,6 +447,18 @@ class Worker:
             self._retry_at = self._last_commit + COMMIT_RETRY_S
         else:
             self._retry_at = -float("inf")
+
+    def _commit_answered(self, offsets: dict[Partition, int], ok: bool) -> None:
+        """The broker's answer to offsets committed without waiting. Those it did not commit go with the next
+        commit, unless a newer offset of their partition is on its way (sent, or in a commit in flight, or
+        processed since) or their partition moved."""
+        for p, offset in offsets.items():
+            if self._committing.get(p) != offset:
+                continue  # a newer commit of p was sent, or p moved, or commit() took it over
+            del self._committing[p]
+            if not ok and p not in self._uncommitted and (self._in_flight is None or p not in self._in_flight.offsets):
+                self._uncommitted[p] = offset
+        self._retry_at = -float("inf") if ok else self.clock() + COMMIT_RETRY_S
 
     def _take_committed_metadata(self) -> None:
         take = getattr(self.source, "committed_metadata", None)

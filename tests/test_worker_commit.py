@@ -366,3 +366,113 @@ def test_a_partition_that_moved_while_its_commit_was_in_flight_is_not_committed(
     log.ack()
     worker.close()
     assert [c for c in log.calls if c[0] == "commit"] == [("commit", {}, len(log.sent))]
+
+
+class _AsyncLog(_AckLog):
+    """An :class:`_AckLog` whose source also commits without waiting: each commit is held until the test gives
+    the broker's answer (:meth:`answer`), as a Kafka source's later poll does."""
+
+    def __init__(self, polls: list[list[Record]]) -> None:
+        super().__init__(polls)
+        self.unanswered: list[tuple[dict[Partition, int], Any]] = []
+
+    def commit_async(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None, done: Any) -> None:
+        self.calls.append(("sent", dict(offsets), self.n_acked))
+        self.unanswered.append((offsets, done))
+
+    def answer(self, ok: bool, newest: bool = False) -> None:
+        offsets, done = self.unanswered.pop(-1 if newest else 0)
+        done(offsets, ok)
+
+
+@pytest.fixture()
+def async_commits(train_small: Any, one_model: Any) -> Any:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 100})
+    now = [0.0]
+    log = _AsyncLog([_poll(0, 10), _poll(10, 10)])
+    worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9), clock=lambda: now[0])
+    worker.refresh_model(force=True)
+    worker.step()
+    now[0] = 0.15
+    worker.step()  # the commit begins
+    log.ack()
+    return worker, log, now
+
+
+def _sent(log: _Log) -> list[dict[Partition, int]]:
+    return [c[1] for c in log.calls if c[0] == "sent"]
+
+
+def test_offsets_go_out_without_waiting_and_one_refused_goes_again_after_the_pause(async_commits: Any) -> None:
+    worker, log, now = async_commits
+    worker.step()  # an empty poll: the events are acknowledged, the offsets are sent; no answer is awaited
+    assert log.calls == [("sent", {("in", 0): 20}, 17)]
+    now[0] = 0.2
+    log.answer(ok=False)  # the group moved on, or the broker is away
+    now[0] = 0.5
+    worker.step()  # a failed commit's pause
+    assert len(_sent(log)) == 1
+    now[0] = 1.3
+    worker.step()
+    assert _sent(log) == [{("in", 0): 20}, {("in", 0): 20}]
+    log.answer(ok=True)
+    worker.close()
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {}, 17)], "nothing left to commit at close"
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_a_refused_commit_never_takes_its_partition_back_behind_a_newer_one(
+        train_small: Any, one_model: Any, newest_first: bool) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 0})
+    log = _AsyncLog([_poll(0, 10), [], _poll(10, 10), []])
+    worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9))
+    worker.refresh_model(force=True)
+    for _ in range(4):
+        worker.step()  # two commits sent, each after an empty poll, neither answered
+    assert _sent(log) == [{("in", 0): 10}, {("in", 0): 20}]
+    if newest_first:  # kafka-python hands out the answers that came between two polls newest first
+        log.answer(ok=True, newest=True)
+        log.answer(ok=False)
+    else:
+        log.answer(ok=False)  # the newer one is on its way: this one is not sent again
+        log.answer(ok=True)
+    worker.close()
+    assert [c[1] for c in log.calls if c[0] in ("sent", "commit")] == [{("in", 0): 10}, {("in", 0): 20}, {}]
+
+
+def test_the_newer_of_two_refused_commits_goes_again(train_small: Any, one_model: Any) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 0})
+    log = _AsyncLog([_poll(0, 10), [], _poll(10, 10), []])
+    worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9))
+    worker.refresh_model(force=True)
+    for _ in range(4):
+        worker.step()
+    log.answer(ok=False)
+    log.answer(ok=False)
+    worker.close()  # commits, waiting: the newest offset
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {("in", 0): 20}, len(log.sent))]
+
+
+def test_close_commits_offsets_whose_answer_has_not_come(async_commits: Any) -> None:
+    worker, log, _ = async_commits
+    worker.step()
+    assert _sent(log) == [{("in", 0): 20}]
+    worker.close()  # the answer may never come once the consumer closes: committed again, waiting
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {("in", 0): 20}, 17)]
+    log.answer(ok=False)  # a late answer changes nothing
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {("in", 0): 20}, 17)]
+
+
+def test_a_refused_commit_of_a_partition_that_moved_is_not_sent_again(async_commits: Any) -> None:
+    worker, log, now = async_commits
+    worker.step()
+    worker.on_partitions_changed([("in", 0)])
+    log.answer(ok=False)
+    now[0] = 2.0
+    worker.step()
+    worker.close()
+    assert _sent(log) == [{("in", 0): 20}]
+    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {}, 17)]

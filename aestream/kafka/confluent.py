@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from aestream.config import KafkaConfig
+from aestream.kafka.protocols import CommitDone
 from aestream.kafka.refusals import OnRefused, RefusingSink
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 # errors of one message that no retry cures (its size, its contents): dead-lettered, not raised
 _REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
                        KafkaError.INVALID_MSG, KafkaError.INVALID_MSG_SIZE})
+
+# an asynchronous commit: what librdkafka was asked (the partitions still ours), the offsets given, the metadata
+_AsyncCommit = tuple[dict[Partition, int], dict[Partition, int], dict[Partition, str], CommitDone]
 
 
 def confluent_options(cfg: KafkaConfig) -> dict[str, Any]:
@@ -67,6 +71,7 @@ class ConfluentSource:
         self._metadata: dict[Partition, str] = {}
         self._send_metadata = True  # until the broker refuses it as too large
         self._assigned: set[Partition] = set()
+        self._commits: deque[_AsyncCommit] = deque()  # sent, not answered yet
         self.consumer = Consumer({
             **confluent_options(cfg),
             "group.id": cfg.group_id,
@@ -76,6 +81,7 @@ class ConfluentSource:
             "session.timeout.ms": cfg.session_timeout_ms,
             "heartbeat.interval.ms": cfg.heartbeat_interval_ms,
             "max.poll.interval.ms": cfg.max_poll_interval_ms,
+            "on_commit": self._commit_answered,
         })
         self.consumer.subscribe(list(cfg.input_topics), on_assign=self._assigned_cb, on_revoke=self._revoked_cb)
 
@@ -173,6 +179,44 @@ class ConfluentSource:
         failed = [tp.error for tp in done if tp.error is not None]
         if failed:
             raise KafkaException(failed[0])
+
+    def commit_async(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None,
+                     done: CommitDone) -> None:
+        """See :meth:`aestream.kafka.kafka_python.KafkaSource.commit_async` (librdkafka answers in ``on_commit``,
+        served by a later poll)."""
+        meta = (metadata if self._send_metadata else None) or {}
+        todo = [_offset(t, p, o, meta.get((t, p))) for (t, p), o in offsets.items() if (t, p) in self._assigned]
+        if not todo:
+            done(offsets, True)  # none is ours any more: nothing to commit, nothing to retry
+            return
+        sent = {(tp.topic, tp.partition): tp.offset for tp in todo}
+        self._commits.append((sent, offsets, meta, done))
+        try:
+            self.consumer.commit(offsets=todo, asynchronous=True)
+        except KafkaException as e:
+            self._commits.pop()
+            log.warning("offset commit failed, retried with the next one: %s", e)
+            done(offsets, False)
+
+    def _commit_answered(self, err: KafkaError | None, tps: list[TopicPartition]) -> None:
+        """librdkafka's answer to a commit (``on_commit``): the asynchronous commit it answers is told."""
+        sent = {(tp.topic, tp.partition): tp.offset for tp in tps}
+        found = next((c for c in self._commits if c[0] == sent), None)
+        if found is None:
+            return  # a synchronous commit's answer: commit() read it
+        self._commits.remove(found)
+        _, offsets, meta, done = found
+        failed = err if err is not None else next((tp.error for tp in tps if tp.error is not None), None)
+        if failed is None:
+            done(offsets, True)
+            return
+        if failed.code() == KafkaError.OFFSET_METADATA_TOO_LARGE and self._send_metadata:
+            self._send_metadata = False
+            warn_metadata_refused(meta)
+        else:
+            log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its "
+                        "new owner): %s", failed)
+        done(offsets, False)
 
     def lag(self) -> dict[Partition, int]:
         out = {}

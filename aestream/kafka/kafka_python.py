@@ -39,6 +39,7 @@ from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
 from aestream.kafka.fetch_child import send_next_fetch, set_idle_sleep
+from aestream.kafka.protocols import CommitDone
 from aestream.kafka.refusals import OnRefused, RefusingSink
 from aestream.stream.codec import Block
 from aestream.stream.messages import Outgoing, Partition, Record
@@ -394,6 +395,37 @@ class KafkaSource:
             log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its "
                         "new owner): %s", e)
             return False
+
+    def commit_async(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None,
+                     done: CommitDone) -> None:
+        """Send a commit of ``offsets`` (as :meth:`commit`) and return at once; ``done(offsets, ok)`` is called on
+        this thread by a later :meth:`poll` or commit, once the broker answered (kafka-python's I/O thread sends
+        it meanwhile). ``ok`` is ``False`` when they were not committed: the group moved on, the broker is away,
+        or it refused the metadata as too large (later commits then go without it)."""
+        owned = self.assignment()
+        meta = (metadata if self._send_metadata else None) or {}
+        todo = {TopicPartition(t, p): OffsetAndMetadata(o, meta.get((t, p), ""), -1)
+                for (t, p), o in offsets.items() if (t, p) in owned}
+        if not todo:
+            done(offsets, True)  # none is ours any more: nothing to commit, nothing to retry
+            return
+
+        def answered(_: object, result: object) -> None:
+            if not isinstance(result, Exception):
+                done(offsets, True)
+                return
+            if isinstance(result, OffsetMetadataTooLargeError) and self._send_metadata:
+                self._send_metadata = False
+                warn_metadata_refused(meta)
+            else:
+                log.warning("offset commit failed, retried with the next one (a partition that moved is redone by "
+                            "its new owner): %s", result)
+            done(offsets, False)
+
+        try:
+            self.consumer.commit_async(todo, callback=answered)
+        except KafkaError as e:
+            answered(None, e)
 
     def lag(self) -> dict[Partition, int]:
         """Messages left to read per assigned partition."""

@@ -6,12 +6,14 @@ The Kafka clients (:mod:`aestream.kafka.kafka_python`, :mod:`aestream.kafka.conf
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from aestream.models.bundle import ModelBundle
 from aestream.stream.messages import Outgoing, Partition, Record
 
-__all__ = ["AckedSink", "Changelog", "ModelSource", "ModelStoreLike", "Sink", "Source"]
+__all__ = ["AckedSink", "AsyncCommitSource", "Changelog", "CommitDone", "ModelSource", "ModelStoreLike", "Sink",
+           "Source"]
 
 
 class Source(Protocol):
@@ -22,6 +24,20 @@ class Source(Protocol):
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]: ...
     def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool: ...
     def close(self) -> None: ...
+
+
+CommitDone = Callable[[dict[Partition, int], bool], None]
+"""Told how an asynchronous commit ended: the offsets it was given, and whether the broker committed them."""
+
+
+@runtime_checkable
+class AsyncCommitSource(Source, Protocol):
+    """A source that also commits without waiting for the broker (both Kafka sources): ``commit_async`` sends the
+    commit and returns; ``done(offsets, ok)`` is called on the caller's thread from a later ``poll`` or commit,
+    once the broker answered."""
+
+    def commit_async(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None,
+                     done: CommitDone) -> None: ...
 
 
 class Sink(Protocol):

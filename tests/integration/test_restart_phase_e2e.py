@@ -24,7 +24,8 @@ SENSORS = [f"pump-{i}" for i in range(5)]
 
 
 class _Crashable:
-    """Wraps a source: commits pass through until :meth:`crash`, then are lost (as in a kill -9)."""
+    """Wraps a source: commits (waiting or not) pass through until :meth:`crash`, then are lost (as in a kill
+    -9)."""
 
     def __init__(self, source: Any) -> None:
         self.source, self.crashed = source, False
@@ -40,6 +41,13 @@ class _Crashable:
         self.committed.update(offsets)
         self.commit_with_metadata += bool(metadata)
         return bool(self.source.commit(offsets, metadata))
+
+    def commit_async(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None, done: Any) -> None:
+        if self.crashed:
+            return  # never answered, as after a kill -9
+        self.committed.update(offsets)
+        self.commit_with_metadata += bool(metadata)
+        self.source.commit_async(offsets, metadata, done)
 
     def crash(self) -> None:
         self.crashed = True
