@@ -421,16 +421,22 @@ def test_offsets_go_out_without_waiting_and_one_refused_goes_again_after_the_pau
     assert [c for c in log.calls if c[0] == "commit"] == [("commit", {}, 17)], "nothing left to commit at close"
 
 
-@pytest.mark.parametrize("newest_first", [False, True])
-def test_a_refused_commit_never_takes_its_partition_back_behind_a_newer_one(
-        train_small: Any, one_model: Any, newest_first: bool) -> None:
+def _two_commits_sent(train_small: Any, one_model: Any) -> tuple[Worker, _AsyncLog]:
+    """A worker that has sent two commits of one partition, each after an empty poll, neither answered."""
     cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
                            kafka={"commit_interval_ms": 0})
     log = _AsyncLog([_poll(0, 10), [], _poll(10, 10), []])
     worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9))
     worker.refresh_model(force=True)
     for _ in range(4):
-        worker.step()  # two commits sent, each after an empty poll, neither answered
+        worker.step()
+    return worker, log
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_a_refused_commit_never_takes_its_partition_back_behind_a_newer_one(
+        train_small: Any, one_model: Any, newest_first: bool) -> None:
+    worker, log = _two_commits_sent(train_small, one_model)
     assert _sent(log) == [{("in", 0): 10}, {("in", 0): 20}]
     if newest_first:  # kafka-python hands out the answers that came between two polls newest first
         log.answer(ok=True, newest=True)
@@ -443,13 +449,7 @@ def test_a_refused_commit_never_takes_its_partition_back_behind_a_newer_one(
 
 
 def test_the_newer_of_two_refused_commits_goes_again(train_small: Any, one_model: Any) -> None:
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
-                           kafka={"commit_interval_ms": 0})
-    log = _AsyncLog([_poll(0, 10), [], _poll(10, 10), []])
-    worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9))
-    worker.refresh_model(force=True)
-    for _ in range(4):
-        worker.step()
+    worker, log = _two_commits_sent(train_small, one_model)
     log.answer(ok=False)
     log.answer(ok=False)
     worker.close()  # commits, waiting: the newest offset

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from aestream.config import KafkaConfig
 from aestream.kafka.protocols import CommitDone
-from aestream.kafka.refusals import OnRefused, RefusingSink
+from aestream.kafka.refusals import OnRefused, RefusingSink, commit_failed
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
 
@@ -169,8 +169,7 @@ class ConfluentSource:
                 self._commit([_offset(tp.topic, tp.partition, tp.offset, None) for tp in todo])
             return True
         except KafkaException as e:
-            log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its "
-                        "new owner): %s", e)
+            commit_failed(e)
             return False
 
     def _commit(self, todo: list[TopicPartition]) -> None:
@@ -195,7 +194,7 @@ class ConfluentSource:
             self.consumer.commit(offsets=todo, asynchronous=True)
         except KafkaException as e:
             self._commits.pop()
-            log.warning("offset commit failed, retried with the next one: %s", e)
+            commit_failed(e)
             done(offsets, False)
 
     def _commit_answered(self, err: KafkaError | None, tps: list[TopicPartition]) -> None:
@@ -210,12 +209,9 @@ class ConfluentSource:
         if failed is None:
             done(offsets, True)
             return
-        if failed.code() == KafkaError.OFFSET_METADATA_TOO_LARGE and self._send_metadata:
-            self._send_metadata = False
-            warn_metadata_refused(meta)
-        else:
-            log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its "
-                        "new owner): %s", failed)
+        refused = failed.code() == KafkaError.OFFSET_METADATA_TOO_LARGE and self._send_metadata
+        self._send_metadata = self._send_metadata and not refused
+        commit_failed(failed, refused, meta)
         done(offsets, False)
 
     def lag(self) -> dict[Partition, int]:

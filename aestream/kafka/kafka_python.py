@@ -40,7 +40,7 @@ from kafka.structs import OffsetAndMetadata
 from aestream.config import KafkaConfig
 from aestream.kafka.fetch_child import send_next_fetch, set_idle_sleep
 from aestream.kafka.protocols import CommitDone
-from aestream.kafka.refusals import OnRefused, RefusingSink
+from aestream.kafka.refusals import OnRefused, RefusingSink, commit_failed
 from aestream.stream.codec import Block
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
@@ -392,8 +392,7 @@ class KafkaSource:
                 self.consumer.commit({tp: OffsetAndMetadata(om.offset, "", -1) for tp, om in todo.items()})
             return True
         except KafkaError as e:  # CommitFailedError after a rebalance, or no coordinator (the broker is down)
-            log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its "
-                        "new owner): %s", e)
+            commit_failed(e)
             return False
 
     def commit_async(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None,
@@ -414,12 +413,9 @@ class KafkaSource:
             if not isinstance(result, Exception):
                 done(offsets, True)
                 return
-            if isinstance(result, OffsetMetadataTooLargeError) and self._send_metadata:
-                self._send_metadata = False
-                warn_metadata_refused(meta)
-            else:
-                log.warning("offset commit failed, retried with the next one (a partition that moved is redone by "
-                            "its new owner): %s", result)
+            refused = isinstance(result, OffsetMetadataTooLargeError) and self._send_metadata
+            self._send_metadata = self._send_metadata and not refused
+            commit_failed(result, refused, meta)
             done(offsets, False)
 
         try:

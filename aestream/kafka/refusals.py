@@ -9,14 +9,29 @@ other failure still makes ``flush`` raise, so nothing unacknowledged is committe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 
 from aestream.stream.deadletters import is_dead_letter, route_refused
-from aestream.stream.messages import Outgoing
+from aestream.stream.messages import Outgoing, Partition
+from aestream.stream.phase import warn_metadata_refused
 
-__all__ = ["OnRefused", "RefusingSink"]
+__all__ = ["OnRefused", "RefusingSink", "commit_failed"]
+
+log = logging.getLogger(__name__)
 
 OnRefused = Callable[[str], None]  # a message was refused: "dead_lettered", or "dropped" (a dead letter itself)
+
+
+def commit_failed(error: object, metadata_refused: bool = False,
+                  metadata: Mapping[Partition, str] | None = None) -> None:
+    """What both Kafka sources say when the broker did not commit offsets: it refused their metadata as too large
+    (they commit without it from then on), or another failure (the group moved on, the broker is away)."""
+    if metadata_refused:
+        warn_metadata_refused(metadata or {})
+    else:
+        log.warning("offset commit failed, retried with the next one (a partition that moved is redone by its new "
+                    "owner): %s", error)
 
 
 class RefusingSink:

@@ -14,6 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from aestream.app import build_app
 from aestream.config import Config
 from aestream.kafka.kafka_python import ensure_topics
+from aestream.stream.messages import Record
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -56,6 +57,16 @@ def read_all(cfg: Config, topic: str, idle_s: float = 1.5) -> list[Message]:
     return out
 
 
+def poll_records(source: Any, n: int, polls: int = 200) -> list[Record]:
+    """At least ``n`` records from a source (as the worker polls it), or what ``polls`` polls gave."""
+    records: list[Record] = []
+    for _ in range(polls):
+        records += source.poll()
+        if len(records) >= n:
+            break
+    return records
+
+
 def make_worker(cfg: Config, **kwargs: Any) -> Worker:
     """The worker ``aestream run`` builds from ``cfg`` (:func:`aestream.app.build_app`), without the HTTP endpoint
     (``test_ops_e2e`` runs that one): the tests run the worker's loop, not the app's, so nothing would stop it."""
@@ -79,4 +90,5 @@ def topics(kafka_config: Config) -> Config:
 
 @pytest.fixture()
 def kafka_tools() -> dict[str, Callable[..., Any]]:
-    return {"produce": produce, "read_all": read_all, "make_worker": make_worker, "run_until_idle": run_until_idle}
+    return {"produce": produce, "read_all": read_all, "make_worker": make_worker, "run_until_idle": run_until_idle,
+            "poll_records": poll_records}

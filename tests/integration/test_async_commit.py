@@ -46,11 +46,7 @@ def test_a_commit_sent_without_waiting_is_answered_through_a_later_poll(
 
     try:
         assert isinstance(source, AsyncCommitSource)
-        records = []
-        for _ in range(200):
-            records += source.poll()
-            if len(records) >= 10:
-                break
+        records = kafka_tools["poll_records"](source, 10)
         part = (records[0].topic, records[0].partition)
         source.commit_async({part: 3}, {part: "phases"}, lambda offsets, ok: answers.append((offsets, ok)))
         until_answered(1)

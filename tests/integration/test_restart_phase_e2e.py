@@ -123,11 +123,7 @@ def test_metadata_the_broker_refuses_as_too_large_does_not_fail_the_commit(
     kafka_tools["produce"](cfg, _messages(10))
     source = open_source(cfg.kafka)
     try:
-        records = []
-        for _ in range(200):
-            records += source.poll()
-            if len(records) >= 10:
-                break
+        records = kafka_tools["poll_records"](source, 10)
         part = (records[0].topic, records[0].partition)
         assert source.commit({part: 3}, {part: "x" * 5000})  # over offset.metadata.max.bytes (4096)
         assert source.commit({part: 4}, {part: "fits"})  # from then on without metadata
