@@ -154,8 +154,7 @@ class ConfluentSource:
 
     def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
         """See :meth:`aestream.kafka.kafka_python.KafkaSource.commit`."""
-        meta = (metadata if self._send_metadata else None) or {}
-        todo = [_offset(t, p, o, meta.get((t, p))) for (t, p), o in offsets.items() if (t, p) in self._assigned]
+        todo, meta = self._to_commit(offsets, metadata)
         if not todo:
             return True
         try:
@@ -172,6 +171,12 @@ class ConfluentSource:
             commit_failed(e)
             return False
 
+    def _to_commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None
+                   ) -> tuple[list[TopicPartition], dict[Partition, str]]:
+        """See :meth:`aestream.kafka.kafka_python.KafkaSource._to_commit`."""
+        meta = (metadata if self._send_metadata else None) or {}
+        return [_offset(t, p, o, meta.get((t, p))) for (t, p), o in offsets.items() if (t, p) in self._assigned], meta
+
     def _commit(self, todo: list[TopicPartition]) -> None:
         """A synchronous commit that raises a partition's error too (librdkafka reports those per partition)."""
         done = self.consumer.commit(offsets=todo, asynchronous=False) or []
@@ -183,8 +188,7 @@ class ConfluentSource:
                      done: CommitDone) -> None:
         """See :meth:`aestream.kafka.kafka_python.KafkaSource.commit_async` (librdkafka answers in ``on_commit``,
         served by a later poll)."""
-        meta = (metadata if self._send_metadata else None) or {}
-        todo = [_offset(t, p, o, meta.get((t, p))) for (t, p), o in offsets.items() if (t, p) in self._assigned]
+        todo, meta = self._to_commit(offsets, metadata)
         if not todo:
             done(offsets, True)  # none is ours any more: nothing to commit, nothing to retry
             return
@@ -210,7 +214,8 @@ class ConfluentSource:
             done(offsets, True)
             return
         refused = failed.code() == KafkaError.OFFSET_METADATA_TOO_LARGE and self._send_metadata
-        self._send_metadata = self._send_metadata and not refused
+        if refused:
+            self._send_metadata = False
         commit_failed(failed, refused, meta)
         done(offsets, False)
 

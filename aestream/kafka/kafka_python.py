@@ -379,10 +379,7 @@ class KafkaSource:
         commit and later ones go without it."""
         if not offsets:
             return True
-        owned = self.assignment()
-        meta = (metadata if self._send_metadata else None) or {}
-        todo = {TopicPartition(t, p): OffsetAndMetadata(o, meta.get((t, p), ""), -1)
-                for (t, p), o in offsets.items() if (t, p) in owned}
+        todo, meta = self._to_commit(offsets, metadata)
         try:
             try:
                 self.consumer.commit(todo)
@@ -401,10 +398,7 @@ class KafkaSource:
         this thread by a later :meth:`poll` or commit, once the broker answered (kafka-python's I/O thread sends
         it meanwhile). ``ok`` is ``False`` when they were not committed: the group moved on, the broker is away,
         or it refused the metadata as too large (later commits then go without it)."""
-        owned = self.assignment()
-        meta = (metadata if self._send_metadata else None) or {}
-        todo = {TopicPartition(t, p): OffsetAndMetadata(o, meta.get((t, p), ""), -1)
-                for (t, p), o in offsets.items() if (t, p) in owned}
+        todo, meta = self._to_commit(offsets, metadata)
         if not todo:
             done(offsets, True)  # none is ours any more: nothing to commit, nothing to retry
             return
@@ -414,7 +408,8 @@ class KafkaSource:
                 done(offsets, True)
                 return
             refused = isinstance(result, OffsetMetadataTooLargeError) and self._send_metadata
-            self._send_metadata = self._send_metadata and not refused
+            if refused:
+                self._send_metadata = False
             commit_failed(result, refused, meta)
             done(offsets, False)
 
@@ -422,6 +417,15 @@ class KafkaSource:
             self.consumer.commit_async(todo, callback=answered)
         except KafkaError as e:
             answered(None, e)
+
+    def _to_commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None
+                   ) -> tuple[dict[TopicPartition, OffsetAndMetadata], dict[Partition, str]]:
+        """The offsets of partitions still ours, with their metadata unless the broker refused it before; and
+        that metadata."""
+        owned = self.assignment()
+        meta = (metadata if self._send_metadata else None) or {}
+        return {TopicPartition(t, p): OffsetAndMetadata(o, meta.get((t, p), ""), -1)
+                for (t, p), o in offsets.items() if (t, p) in owned}, meta
 
     def lag(self) -> dict[Partition, int]:
         """Messages left to read per assigned partition."""

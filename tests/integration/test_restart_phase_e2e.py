@@ -36,18 +36,21 @@ class _Crashable:
         return getattr(self.source, name)
 
     def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
-        if self.crashed:
-            return True
-        self.committed.update(offsets)
-        self.commit_with_metadata += bool(metadata)
+        if not self._passes(offsets, metadata):
+            return True  # lost, as after a kill -9
         return bool(self.source.commit(offsets, metadata))
 
     def commit_async(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None, done: Any) -> None:
+        if self._passes(offsets, metadata):  # else never answered, as after a kill -9
+            self.source.commit_async(offsets, metadata, done)
+
+    def _passes(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None) -> bool:
+        """Whether a commit goes through to the broker (not crashed yet); those are noted."""
         if self.crashed:
-            return  # never answered, as after a kill -9
+            return False
         self.committed.update(offsets)
         self.commit_with_metadata += bool(metadata)
-        self.source.commit_async(offsets, metadata, done)
+        return True
 
     def crash(self) -> None:
         self.crashed = True
