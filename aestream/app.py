@@ -248,7 +248,7 @@ def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
 
         app.ops = OpsServer(o.trainer_metrics_port, metrics, lambda: {"caught_up": app.caught_up,
                                                               "broker_reachable": broker_ok()},
-                            host=o.metrics_host, liveness=alive).start()
+                            host=o.metrics_host, liveness=alive, key="ops.trainer_metrics_port").start()
     return app
 
 

@@ -1,5 +1,5 @@
-"""The ops endpoint's handler, driven in memory (no sockets): /healthz, /readyz 200/503, /metrics, 404; and
-the TCP broker check with a stubbed connect."""
+"""The ops endpoint's handler, driven in memory (no sockets): /healthz, /readyz 200/503, /metrics, 404; the
+TCP broker check with a stubbed connect; and a port already taken on the loopback."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from aestream.errors import ConfigError
 from aestream.ops import server as ops
 from aestream.ops.instrument import WorkerMetrics, liveness_check
 from aestream.ops.metrics import Metrics
@@ -144,3 +145,19 @@ def test_broker_check_is_a_tcp_connect_to_any_bootstrap_server(monkeypatch: pyte
 def test_split_host_port_says_how_to_write_a_server() -> None:
     with pytest.raises(ValueError, match=r"'kafka' is not host:port: write it like \"kafka:9092\""):
         ops.split_host_port("kafka")
+
+
+@pytest.mark.parametrize("key", ["ops.metrics_port", "ops.trainer_metrics_port"])
+def test_a_port_in_use_fails_the_start_with_the_key_the_value_and_the_fix(key: str) -> None:
+    """Two workers (or a worker and the trainer) on one host with the shipped port: the second says which key
+    to change, not a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = ops.OpsServer(port, Metrics(), lambda: {}, host="127.0.0.1", key=key)
+        with pytest.raises(ConfigError, match=rf"^config key {key} = {port} cannot be served on 127\.0\.0\.1: "
+                                              rf".*set {key} to a free port, or 0 for any free port$"):
+            server.start()
+    with ops.OpsServer(port, Metrics(), lambda: {}, host="127.0.0.1", key=key) as freed:  # the port, once free
+        assert freed.port == port

@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 
+from aestream.errors import ConfigError
 from aestream.ops.metrics import Metrics
 
 __all__ = ["OpsServer", "broker_check", "split_host_port", "tcp_reachable"]
@@ -129,11 +130,13 @@ class _Server(ThreadingHTTPServer):
 class OpsServer:
     """Serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` from a daemon thread.
 
-    ``port = 0`` picks a free port; :attr:`port` is the bound one once :meth:`start` returned.
+    ``port = 0`` picks a free port; :attr:`port` is the bound one once :meth:`start` returned. ``key`` is the
+    config key that names the port: a port that cannot be bound fails the start with it.
     """
 
     def __init__(self, port: int, metrics: Metrics, readiness: Readiness, host: str = DEFAULT_HOST,
-                 liveness: Liveness | None = None) -> None:
+                 liveness: Liveness | None = None, key: str = "ops.metrics_port") -> None:
+        self.key = key
         self.host = host
         self.port = port
         self.metrics = metrics
@@ -146,7 +149,12 @@ class OpsServer:
         """Bind and serve in the background; returns ``self``."""
         if self._server is not None:
             return self
-        self._server = _Server((self.host, self.port), self.metrics, self.readiness, self.liveness)
+        try:
+            self._server = _Server((self.host, self.port), self.metrics, self.readiness, self.liveness)
+        except OSError as e:  # in use (another worker or trainer on this host), or a host not of this machine
+            raise ConfigError(f"config key {self.key} = {self.port} cannot be served on {self.host or '*'}: "
+                              f"{e.strerror or e} (another aestream on this host?): set {self.key} to a free port, "
+                              "or 0 for any free port") from None
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="aestream-ops", daemon=True)
         self._thread.start()
