@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export OMP_NUM_THREADS ?= 2
 # pytest-xdist workers for `make test`: most integration tests wait on the broker and on subprocesses, so two
-# workers halve the suite on 2 cores; the tests that start several aestream processes share one worker
-# (xdist_group "processes") and never run beside each other
+# workers halve the suite on 2 cores; the tests that start several aestream processes, or serve the shipped
+# config's fixed metrics ports, share one worker (xdist_group "processes") and never run beside each other
 TEST_WORKERS ?= 2
 PYTEST_PAR := -n $(TEST_WORKERS) --dist loadgroup
 

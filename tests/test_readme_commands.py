@@ -151,7 +151,7 @@ def _events(bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeo
     consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False, group_id=None)
     deadline, events = time.monotonic() + timeout_s, []
     try:
-        while not consumer.partitions_for_topic(topic) and time.monotonic() < deadline:
+        while not consumer.partitions_for_topic(topic) and not done(events) and time.monotonic() < deadline:
             time.sleep(0.5)
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:  # the topic never appeared: nothing was sent to it (the caller's assertion says what it missed)
@@ -176,6 +176,7 @@ def _found(injected: dict[str, Any], events: list[dict[str, Any]], slack_ms: int
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.xdist_group("processes")  # serves the shipped config's metrics port, as the fleet test's worker does
 def test_running_it_on_your_data_as_written(private_broker: str, tmp_path: Path) -> None:
     (_, commands), = [b for b in shell_blocks(README.read_text(encoding="utf-8")) if b[0] == YOUR_DATA]
     train, run, simulate, models_list, rollback, report = commands
@@ -202,8 +203,8 @@ def test_running_it_on_your_data_as_written(private_broker: str, tmp_path: Path)
     try:
         truth = [json.loads(line) for line in sh(simulate).stdout.splitlines() if line.startswith("{")]
         assert len(truth) == 3
-        events = _events(private_broker, cfg.kafka.output_topic,
-                         lambda ev: all(_found(i, ev, slack_ms) for i in truth))
+        events = _events(private_broker, cfg.kafka.output_topic,  # or the worker stopped (its log says why)
+                         lambda ev: worker.poll() is not None or all(_found(i, ev, slack_ms) for i in truth))
     finally:
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=120)
@@ -260,15 +261,19 @@ def test_a_fleet_as_written(private_broker: str, tmp_path: Path) -> None:
         truth = [json.loads(line) for line in sh("aestream simulate --sensors 6 --anomalies 3").stdout.splitlines()
                  if line.startswith("{")]
         slack_ms = (cfg.stream.window_size + cfg.threshold.n * cfg.stream.stride) * 1000
+        def stopped() -> bool:  # a worker or the trainer that stopped says why in its log
+            return worker.poll() is not None or trainer.poll() is not None
+
         events = _events(private_broker, cfg.kafka.output_topic,
-                         lambda ev: all(_found(i, ev, slack_ms) for i in truth))
-        windows = _events(private_broker, "aestream-normal-windows", lambda ev: len(ev) >= 1, timeout_s=120,
-                          decode=lambda value: value)
+                         lambda ev: stopped() or all(_found(i, ev, slack_ms) for i in truth))
+        windows = _events(private_broker, "aestream-normal-windows", lambda ev: stopped() or len(ev) >= 1,
+                          timeout_s=120, decode=lambda value: value)
     finally:
         for proc in (worker, trainer):
             proc.send_signal(signal.SIGTERM)
         (_, worker_err), (_, trainer_err) = worker.communicate(timeout=120), trainer.communicate(timeout=120)
-    assert worker.returncode == 0 and trainer.returncode == 0, (worker_err[-3000:], trainer_err[-3000:])
+        print(f"the worker's log:\n{worker_err}\nthe trainer's log:\n{trainer_err}")  # shown when the test fails
+    assert worker.returncode == 0 and trainer.returncode == 0, (worker.returncode, trainer.returncode)
     assert all(_found(i, events, slack_ms) for i in truth) and {e["model_version"] for e in events} == {"v0001"}, (
         f"{len(events)} event(s) for {len(truth)} injected anomalies; the worker's log:\n{worker_err[-3000:]}")
     assert windows, "the worker sends sampled normal windows for the trainer"
