@@ -9,6 +9,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -53,7 +54,12 @@ def iso_ms(ts_ms: int) -> str:
     ('2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.123Z', '1969-12-31T23:59:59.999Z')
     """
     ts_ms = int(ts_ms)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ts_ms // 1000))}.{ts_ms % 1000:03d}Z"
+    return f"{_iso_second(ts_ms // 1000)}.{ts_ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)  # a fleet's windows end in the same few seconds: one strftime each
+def _iso_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def severity_of(ratio: float, critical_ratio: float) -> str:
@@ -102,6 +108,7 @@ def anomaly_event(
     fields = window_fields(window_start_ms, window_end_ms, score, threshold)
     if order is None:
         order = top_channels(shares[None, :])[0]
+    share = shares.tolist()  # Python floats at once: a numpy scalar per channel costs more than the rounding
     return {
         "schema": SCHEMA_ID,
         "type": "anomaly",
@@ -110,7 +117,7 @@ def anomaly_event(
         **fields,
         "alarm": "crossed" if score > threshold else "held",
         "severity": severity_of(fields["ratio"], critical_ratio),
-        "channels": [{"name": channels[i], "share": round(float(shares[i]), 4)} for i in order],
+        "channels": [{"name": channels[i], "share": round(share[i], 4)} for i in order],
         "model_version": model_version,
         "model_family": model_family,
         "source": {"topic": source[0], "partition": source[1], "offset": source[2]},
