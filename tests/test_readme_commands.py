@@ -273,6 +273,8 @@ def test_a_fleet_as_written(private_broker: str, tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
         (_, worker_err), (_, trainer_err) = worker.communicate(timeout=120), trainer.communicate(timeout=120)
         print(f"the worker's log:\n{worker_err}\nthe trainer's log:\n{trainer_err}")  # shown when the test fails
+        if (worker.returncode or trainer.returncode) and shutil.which("ss"):  # a port taken: by whom
+            print(subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout)
     assert worker.returncode == 0 and trainer.returncode == 0, (worker.returncode, trainer.returncode)
     assert all(_found(i, events, slack_ms) for i in truth) and {e["model_version"] for e in events} == {"v0001"}, (
         f"{len(events)} event(s) for {len(truth)} injected anomalies; the worker's log:\n{worker_err[-3000:]}")
