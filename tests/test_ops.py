@@ -161,3 +161,10 @@ def test_a_port_in_use_fails_the_start_with_the_key_the_value_and_the_fix(key: s
             server.start()
     with ops.OpsServer(port, Metrics(), lambda: {}, host="127.0.0.1", key=key) as freed:  # the port, once free
         assert freed.port == port
+
+
+def test_a_host_not_of_this_machine_fails_the_start_naming_the_host_key() -> None:
+    server = ops.OpsServer(0, Metrics(), lambda: {}, host="192.0.2.1")  # TEST-NET-1: never a local address
+    with pytest.raises(ConfigError, match=r"^config key ops.metrics_host = '192\.0\.2\.1' cannot be served on: .*"
+                                          r"set it to an address of this machine, or \"0\.0\.0\.0\" for all of them$"):
+        server.start()

@@ -13,6 +13,7 @@ consumer and costs one handshake).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -151,10 +152,13 @@ class OpsServer:
             return self
         try:
             self._server = _Server((self.host, self.port), self.metrics, self.readiness, self.liveness)
-        except OSError as e:  # in use (another worker or trainer on this host), or a host not of this machine
-            raise ConfigError(f"config key {self.key} = {self.port} cannot be served on {self.host or '*'}: "
-                              f"{e.strerror or e} (another aestream on this host?): set {self.key} to a free port, "
-                              "or 0 for any free port") from None
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:  # another worker or trainer on this host
+                raise ConfigError(f"config key {self.key} = {self.port} cannot be served on {self.host or '*'}: "
+                                  f"{e.strerror} (another aestream on this host?): set {self.key} to a free port, "
+                                  "or 0 for any free port") from None
+            raise ConfigError(f"config key ops.metrics_host = {self.host!r} cannot be served on: {e.strerror or e}: "
+                              'set it to an address of this machine, or "0.0.0.0" for all of them') from None
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="aestream-ops", daemon=True)
         self._thread.start()
