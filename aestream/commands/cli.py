@@ -309,6 +309,10 @@ def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.commands.demo import run_demo
 
+    # the demo's output is its story: kafka-python's warnings (a slow task in its event loop, a consumer without a
+    # group, a metadata refresh while the demo's clients close) are not part of it; its errors still are
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.setLevel(max(logging.ERROR, kafka_log.getEffectiveLevel()))
     result = run_demo(cfg, n_sensors=args.sensors, seed=args.seed)
     return 0 if result.detected == result.injected else 1
 
