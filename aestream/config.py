@@ -147,7 +147,7 @@ class StreamConfig:
 class ModelConfig:
     """Which autoencoder to train and how. Family-specific settings live in sub-tables."""
 
-    family: Family = "conv"
+    family: Family = "denoising"
     latent_size: int = 8
     hidden_size: int = 64
     device: str = "auto"
@@ -195,7 +195,7 @@ class ThresholdConfig:
 
     method: Literal["quantile", "pot"] = "quantile"
     quantile: float = 0.999
-    factor: float = 3.5
+    factor: float = 3.0
     target_far: float = 0.001
     pot_initial_quantile: float = 0.98
     smoothing: int = 1

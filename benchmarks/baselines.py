@@ -5,7 +5,7 @@ tensors counted by their storage), the CPU time of its calibration (the shared-m
 the scoring throughput of a poll in which each of many sensors closes one window, against the shared model alone
 (``off``) measured in the same run. Prints one JSON line.
 
-    python benchmarks/baselines.py [--sensors 200] [--readings 400]
+    python benchmarks/baselines.py [--sensors 200] [--readings 400] [--family conv]
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sensors", type=int, default=200)
     ap.add_argument("--readings", type=int, default=400)
+    ap.add_argument("--family", default=Config().model.family, help="model family (default: the shipped one)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = Config().replace(model={"device": "cpu", "epochs": 20}, baselines={"n_readings": args.readings})
+    cfg = Config().replace(model={"device": "cpu", "epochs": 20, "family": args.family},
+                           baselines={"n_readings": args.readings})
     plant = Plant(args.sensors, cfg.stream.channels, seed=0)
     bundle = train_bundle(list(plant.signal(1200)[:8]), cfg.stream, cfg.model, cfg.threshold)
     bundle.version = "v0001"

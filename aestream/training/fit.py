@@ -124,7 +124,7 @@ def fit_scorer_steps(
     channels: Sequence[str],
     *,
     window_size: int,
-    family: str = "conv",
+    family: str = "denoising",
     latent_size: int = 8,
     hidden_size: int = 64,
     family_params: dict[str, Any] | None = None,
