@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 GROUPED = '''
-import os
 import time
 
 import pytest
@@ -27,7 +26,6 @@ import pytest
 @pytest.mark.xdist_group("processes")
 def test_grouped(i):
     time.sleep(0.2)
-    print("worker", os.environ["PYTEST_XDIST_WORKER"])
 
 
 @pytest.mark.parametrize("i", range(8))
@@ -41,7 +39,7 @@ def test_the_tests_of_one_xdist_group_run_in_one_worker(tmp_path: Path) -> None:
     (tmp_path / "test_grouped.py").write_text(GROUPED)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
-                           "-v", "-s", "-c", str(tmp_path / "pytest.ini"), str(tmp_path)],
+                           "-v", "-c", str(tmp_path / "pytest.ini"), str(tmp_path)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     grouped = re.findall(r"\[(gw\d)\] .*PASSED .*test_grouped\[\d\](@\w+)?", proc.stdout)
