@@ -5,7 +5,9 @@ of the changelog with the input topic in a header, through the worker's own prod
 offsets it reflects are committed. A worker given input partitions reads their changelog partitions to the end and
 restores the newest value of each key before its first record (as Kafka Streams restores a state store). The
 topic is created compacted (``cleanup.policy=compact``) with as many partitions as the largest input topic when
-it is missing, and grown when an input topic grew.
+it is missing, and grown when an input topic grew. Its messages may be up to :data:`MAX_STATE_BYTES` (a sensor's
+fine-tuned model grows with window × channels: an MLP family at 256 × 8 makes ~1.4 MB of JSON); the topic is
+created to take them, and a topic made before with a smaller ``max.message.bytes`` is named at start with the fix.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import logging
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from aestream.config import KafkaConfig
 from aestream.kafka.kafka_python import client_options
+from aestream.kafka.refusals import MAX_STATE_BYTES
 from aestream.stream.messages import Outgoing, Partition
 
-__all__ = ["SOURCE_TOPIC_HEADER", "KafkaChangelog"]
+__all__ = ["MAX_STATE_BYTES", "SOURCE_TOPIC_HEADER", "KafkaChangelog"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,8 @@ class KafkaChangelog:
             return {}
         self._ensure()
         wanted = {p: {t for t, q in parts if q == p} for _, p in parts}
-        consumer = KafkaConsumer(**client_options(self.cfg), group_id=None, enable_auto_commit=False)
+        consumer = KafkaConsumer(**client_options(self.cfg), group_id=None, enable_auto_commit=False,
+                                 max_partition_fetch_bytes=MAX_STATE_BYTES)
         try:
             tps = [TopicPartition(self.topic, p) for p in sorted(wanted)]
             consumer.assign(tps)
@@ -82,15 +87,36 @@ class KafkaChangelog:
             if not have:
                 try:
                     admin.create_topics({self.topic: {"num_partitions": need,
-                                                      "configs": {"cleanup.policy": "compact"}}},
+                                                      "configs": {"cleanup.policy": "compact",
+                                                                  "max.message.bytes": str(MAX_STATE_BYTES)}}},
                                         timeout_ms=int(self.timeout_s * 1000), wait_for_metadata=True)
                     log.info("created the changelog topic %s (%d partitions, compacted)", self.topic, need)
                 except TopicAlreadyExistsError:
                     pass
-            elif have < need:
-                admin.create_partitions({self.topic: need})
-                log.info("grew the changelog topic %s to %d partitions", self.topic, need)
+            else:
+                if have < need:
+                    admin.create_partitions({self.topic: need})
+                    log.info("grew the changelog topic %s to %d partitions", self.topic, need)
+                self._check_limit(admin)
         finally:
             consumer.close()
             admin.close()
         self._ready = True
+
+    def _check_limit(self, admin: KafkaAdminClient) -> None:
+        """Warn when the topic (made before, or by hand) refuses state messages below :data:`MAX_STATE_BYTES`: a
+        refused one is dead-lettered, and the partition's next owner calibrates its sensor again."""
+        try:
+            described = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, self.topic, configs=["max.message.bytes"])],
+                config_filter="all")  # the default too: only set ones are listed otherwise
+            limit = int(described["topic"][self.topic]["max.message.bytes"]["value"])
+        except (KafkaError, KeyError, TypeError, ValueError) as e:  # a broker or an ACL that does not say
+            log.debug("could not read %s's max.message.bytes: %s", self.topic, e)
+            return
+        if limit < MAX_STATE_BYTES:
+            log.warning("the changelog topic %s takes messages of at most %d bytes (max.message.bytes); a sensor's "
+                        "fine-tuned model may need more, and a state message it refuses is dead-lettered (the "
+                        "partition's next owner calibrates that sensor again). Raise it: kafka-configs.sh "
+                        "--bootstrap-server HOST:PORT --alter --entity-type topics --entity-name %s --add-config "
+                        "max.message.bytes=%d", self.topic, limit, self.topic, MAX_STATE_BYTES)

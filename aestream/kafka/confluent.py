@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 
 from aestream.config import KafkaConfig
 from aestream.kafka.protocols import CommitDone
-from aestream.kafka.refusals import OnRefused, RefusingSink, commit_failed
+from aestream.kafka.refusals import MAX_STATE_BYTES, OnRefused, RefusingSink, commit_failed
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
 
@@ -245,7 +245,8 @@ class ConfluentSink(RefusingSink):
     def __init__(self, cfg: KafkaConfig, linger_ms: int = 5, on_refused: OnRefused | None = None) -> None:
         # murmur2, as the Java client and kafka-python: a sensor's events go to the same partition with either client
         self.producer = Producer({**confluent_options(cfg), "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": linger_ms, "partitioner": "murmur2_random"})
+                                  "linger.ms": linger_ms, "partitioner": "murmur2_random",
+                                  "message.max.bytes": MAX_STATE_BYTES})
         self.dead_letter_topic, self.dead_letter_max_bytes = cfg.dead_letter_topic, cfg.dead_letter_max_bytes
         self.on_refused = on_refused
         self._errors: list[str] = []

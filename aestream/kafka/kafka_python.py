@@ -40,7 +40,7 @@ from kafka.structs import OffsetAndMetadata
 from aestream.config import KafkaConfig
 from aestream.kafka.fetch_child import send_next_fetch, set_idle_sleep
 from aestream.kafka.protocols import CommitDone
-from aestream.kafka.refusals import OnRefused, RefusingSink, commit_failed
+from aestream.kafka.refusals import MAX_STATE_BYTES, OnRefused, RefusingSink, commit_failed
 from aestream.stream.codec import Block
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
@@ -499,6 +499,7 @@ class KafkaSink(RefusingSink):
 
     def __init__(self, cfg: KafkaConfig, linger_ms: int = 5, on_refused: OnRefused | None = None) -> None:
         self.producer = KafkaProducer(**client_options(cfg), linger_ms=linger_ms, acks="all",
+                                      max_request_size=MAX_STATE_BYTES,
                                       enable_idempotence=False, max_in_flight_requests_per_connection=1,
                                       batch_size=SINK_BATCH_BYTES, partitioner=KeyHashPartitioner())
         self.dead_letter_topic, self.dead_letter_max_bytes = cfg.dead_letter_topic, cfg.dead_letter_max_bytes

@@ -16,9 +16,14 @@ from aestream.stream.deadletters import is_dead_letter, route_refused
 from aestream.stream.messages import Outgoing, Partition
 from aestream.stream.phase import warn_metadata_refused
 
-__all__ = ["OnRefused", "RefusingSink", "commit_failed"]
+__all__ = ["MAX_STATE_BYTES", "OnRefused", "RefusingSink", "commit_failed"]
 
 log = logging.getLogger(__name__)
+
+MAX_STATE_BYTES = 16 * 1024 * 1024
+"""The largest message both sinks send (their producers' limit): a changelog's state, since a sensor's fine-tuned
+model grows with window × channels. The changelog topics are created to take it; other topics keep the broker's
+limit, and what they refuse is dead-lettered."""
 
 OnRefused = Callable[[str], None]  # a message was refused: "dead_lettered", or "dropped" (a dead letter itself)
 

@@ -4,18 +4,22 @@ reflect are committed, and restored by the partition's next owner before its fir
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from aestream.app import changelog_topic
 from aestream.commands.simulate import Plant
 from aestream.config import Config
 from aestream.detect.baselines import Baseline
+from aestream.kafka.changelog import KafkaChangelog
+from aestream.kafka.refusals import MAX_STATE_BYTES
 from aestream.models.store import ModelStore
 from aestream.stream.codec import encode_reading
+from aestream.training.build import train_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +59,7 @@ def test_a_restarted_worker_restores_its_baselines_and_judges_at_once(
         described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, changelog_topic(cfg))])
         topic = described["topic"][changelog_topic(cfg)]
         assert topic["cleanup.policy"]["value"] == "compact"
+        assert topic["max.message.bytes"]["value"] == str(MAX_STATE_BYTES)
     finally:
         admin.close()
 
@@ -69,3 +74,47 @@ def test_a_restarted_worker_restores_its_baselines_and_judges_at_once(
     events = [json.loads(m.value) for m in kafka_tools["read_all"](cfg, cfg.kafka.output_topic)]
     assert {e["sensor"] for e in events} == {"sensor-01"}
     assert {e["threshold"] for e in events} == {round(Baseline.from_json(made["sensor-01"]).threshold, 6)}
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_a_fine_tuned_model_above_a_megabyte_goes_through_the_changelog(
+        topics: Config, kafka_tools: dict[str, Any], client: str) -> None:
+    """A sensor's own model grows with window × channels × hidden size (an MLP family at 256 × 8 is ~1.4 MB as
+    JSON): above the clients' and the broker's 1 MB defaults it was refused and dead-lettered, and the partition's
+    next owner calibrated the sensor again."""
+    cfg = topics.replace(kafka={"client": client}, stream={"stride": 4},
+                         baselines={"mode": "finetune", "n_readings": 150, "finetune_blocking": True,
+                                    "finetune_epochs": 1})
+    plant = Plant(3, cfg.stream.channels, seed=0)
+    big = cfg.replace(model={"family": "vanilla", "epochs": 2, "hidden_size": 3072, "latent_size": 6,
+                             "torch_threads": 1, "device": "cpu", "input_smoothing": 1}).model
+    ModelStore(cfg.paths.model_dir).publish(train_bundle(list(plant.signal(400)), cfg.stream, big, cfg.threshold))
+    kafka_tools["produce"](cfg, _messages(plant, 200))
+    first = kafka_tools["make_worker"](cfg)
+    kafka_tools["run_until_idle"](first)
+    made = {s: b.to_json() for s, b in first.baselines.ready.items()}  # type: ignore[union-attr]
+    assert sorted(made) == sorted(OFFSETS) and all(b.scorer is not None for b in first.baselines.ready.values())
+    assert min(map(len, made.values())) > 1_500_000
+    assert first.totals.dead_letters == 0 and not kafka_tools["read_all"](cfg, cfg.kafka.dead_letter_topic)
+    log = {m.key.decode(): m.value for m in kafka_tools["read_all"](cfg, changelog_topic(cfg))}
+    assert log == made
+
+    second = kafka_tools["make_worker"](cfg)  # the next owner restores them before its first record
+    kafka_tools["produce"](cfg, _messages(plant, 20, step0=200))
+    kafka_tools["run_until_idle"](second)
+    assert {s: b.to_json() for s, b in second.baselines.ready.items()} == made  # type: ignore[union-attr]
+    assert second.totals.calibrating == 0
+
+
+def test_a_changelog_made_before_with_the_brokers_1_mb_limit_is_named_with_the_fix(
+        topics: Config, caplog: pytest.LogCaptureFixture) -> None:
+    topic = changelog_topic(topics)
+    admin = KafkaAdminClient(bootstrap_servers=list(topics.kafka.bootstrap_servers))
+    try:
+        admin.create_topics([NewTopic(topic, 2, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        admin.close()
+    with caplog.at_level(logging.WARNING, logger="aestream.kafka.changelog"):
+        KafkaChangelog(topics.kafka, topic).restore([(topics.kafka.input_topics[0], 0)])
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "aestream.kafka.changelog"]
+    assert f"--entity-name {topic} --add-config max.message.bytes={MAX_STATE_BYTES}" in warning
