@@ -30,7 +30,8 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
-    """Send aestream's logs to stderr at ``level``; kafka-python's own chatter is held at WARNING. The processes
+    """Send aestream's logs to stderr at ``level``; kafka-python's own chatter is held at WARNING (less its I/O
+    thread's slow-step warning, :func:`_slow_task`). The processes
     started from now on log in the same form (:data:`LOG_JSON_ENV`)."""
     os.environ[LOG_JSON_ENV] = "1" if json_lines else "0"
     _install(level, _JsonFormatter() if json_lines else
@@ -44,9 +45,18 @@ def configure_child_logging(process: str, level: str = "WARNING") -> None:
              logging.Formatter(f"%(asctime)s %(levelname)s aestream {process} process: %(message)s"))
 
 
+def _slow_task(record: logging.LogRecord) -> bool:
+    """False for kafka-python's "Task ... ran for 0.2s ... It is blocking the event loop" warning: its I/O thread
+    times its own steps, and the worker's thread holding the GIL while it scores makes them look slow (nothing
+    times out; the worker's own metrics say when its loop is slow). Kept when kafka-python logs at DEBUG."""
+    return not (str(record.msg).startswith("Task ") and "blocking the event loop" in str(record.msg)
+                and not logging.getLogger("kafka").isEnabledFor(logging.DEBUG))
+
+
 def _install(level: str, formatter: logging.Formatter) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(_slow_task)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
