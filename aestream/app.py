@@ -112,7 +112,7 @@ def build_app(
         source = open_source(cfg.kafka, on_revoke=revoked, on_assign=assigned,
                              decode=(s.channels, s.max_message_bytes, s.max_readings_per_message))
         if cfg.baselines.mode != "off":
-            changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg))
+            changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg), large=cfg.baselines.mode == "finetune")
         if cfg.alerts.enabled:
             alerts_changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg, "alerts"))
     metrics = Metrics()

@@ -32,10 +32,11 @@ SOURCE_TOPIC_HEADER = "aestream.source.topic"
 
 
 class KafkaChangelog:
-    """The changelog ``topic`` of the consumer group configured in ``cfg``."""
+    """The changelog ``topic`` of the consumer group configured in ``cfg``. ``large``: its records may be large
+    (sensors' own models): a topic made before with a smaller ``max.message.bytes`` is named with the fix."""
 
-    def __init__(self, cfg: KafkaConfig, topic: str, timeout_s: float = 30.0) -> None:
-        self.cfg, self.topic, self.timeout_s = cfg, topic, timeout_s
+    def __init__(self, cfg: KafkaConfig, topic: str, timeout_s: float = 30.0, large: bool = False) -> None:
+        self.cfg, self.topic, self.timeout_s, self.large = cfg, topic, timeout_s, large
         self._ready = False
 
     def record(self, part: Partition, key: str, value: bytes) -> Outgoing:
@@ -97,7 +98,8 @@ class KafkaChangelog:
                 if have < need:
                     admin.create_partitions({self.topic: need})
                     log.info("grew the changelog topic %s to %d partitions", self.topic, need)
-                self._check_limit(admin)
+                if self.large:
+                    self._check_limit(admin)
         finally:
             consumer.close()
             admin.close()

@@ -106,7 +106,7 @@ def test_a_fine_tuned_model_above_a_megabyte_goes_through_the_changelog(
     assert second.totals.calibrating == 0
 
 
-def test_a_changelog_made_before_with_the_brokers_1_mb_limit_is_named_with_the_fix(
+def test_a_baselines_changelog_made_before_with_the_brokers_1_mb_limit_is_named_with_the_fix(
         topics: Config, caplog: pytest.LogCaptureFixture) -> None:
     topic = changelog_topic(topics)
     admin = KafkaAdminClient(bootstrap_servers=list(topics.kafka.bootstrap_servers))
@@ -115,6 +115,8 @@ def test_a_changelog_made_before_with_the_brokers_1_mb_limit_is_named_with_the_f
     finally:
         admin.close()
     with caplog.at_level(logging.WARNING, logger="aestream.kafka.changelog"):
-        KafkaChangelog(topics.kafka, topic).restore([(topics.kafka.input_topics[0], 0)])
+        KafkaChangelog(topics.kafka, topic).restore([(topics.kafka.input_topics[0], 0)])  # small records: fine
+        assert not [r for r in caplog.records if r.name == "aestream.kafka.changelog"]
+        KafkaChangelog(topics.kafka, topic, large=True).restore([(topics.kafka.input_topics[0], 0)])
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "aestream.kafka.changelog"]
     assert f"--entity-name {topic} --add-config max.message.bytes={MAX_STATE_BYTES}" in warning
