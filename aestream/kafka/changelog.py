@@ -7,7 +7,8 @@ restores the newest value of each key before its first record (as Kafka Streams 
 topic is created compacted (``cleanup.policy=compact``) with as many partitions as the largest input topic when
 it is missing, and grown when an input topic grew. Its messages may be up to :data:`MAX_STATE_BYTES` (a sensor's
 fine-tuned model grows with window × channels: an MLP family at 256 × 8 makes ~1.4 MB of JSON); the topic is
-created to take them, and a topic made before with a smaller ``max.message.bytes`` is named at start with the fix.
+created to take them, and a baselines changelog made before with a smaller ``max.message.bytes`` is named at start
+with the fix (``KafkaChangelog(large=True)``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from aestream.kafka.kafka_python import client_options
 from aestream.kafka.refusals import MAX_STATE_BYTES
 from aestream.stream.messages import Outgoing, Partition
 
-__all__ = ["MAX_STATE_BYTES", "SOURCE_TOPIC_HEADER", "KafkaChangelog"]
+__all__ = ["SOURCE_TOPIC_HEADER", "KafkaChangelog"]
 
 log = logging.getLogger(__name__)
 

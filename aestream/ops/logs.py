@@ -31,8 +31,8 @@ class _JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     """Send aestream's logs to stderr at ``level``; kafka-python's own chatter is held at WARNING (less its I/O
-    thread's slow-step warning, :func:`_slow_task`). The processes
-    started from now on log in the same form (:data:`LOG_JSON_ENV`)."""
+    thread's slow-step warning, :func:`_slow_task`). The processes started from now on log in the same form
+    (:data:`LOG_JSON_ENV`)."""
     os.environ[LOG_JSON_ENV] = "1" if json_lines else "0"
     _install(level, _JsonFormatter() if json_lines else
              logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
