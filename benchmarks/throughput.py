@@ -29,7 +29,8 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
   model settings);
 * the peer (``peer_quix.py``, the same job written with Quix Streams) on the same topics in every round, on the
   first ``--peer-readings`` readings; aestream / peer ratios of each round's runs; the peer's latency at 20 % of
-  its own capacity, and aestream's with each client at that same rate;
+  its own capacity, and aestream's with each client at that same rate (beside that client's bare consumer), each
+  timed for ``--peer-latency-seconds`` (60: that load's few events make a 10 s run's p99 its largest one);
 * with CUDA: each family's scoring windows/s on CUDA next to CPU (at 256 windows a call, and at 1,024), and the
   pipeline with ``device = "cuda"``.
 """
@@ -285,7 +286,7 @@ def _wait_for_partitions(bootstrap: str, topic: str) -> None:
 
 
 def _latency(cfg: Config, rate: float, seconds: float, n_anomalous: int,
-             in_service: bool = False) -> tuple[float, float]:
+             in_service: bool = False) -> tuple[float, float, int]:
     """p50/p99 of produce time → event produce time over every event of a paced stream whose first
     ``n_anomalous`` sensors run shifted (the model in ``cfg.paths.model_dir`` decides which windows emit).
     The timed phase starts 2 s after the warm-up (every sensor's calibration), while the sensors' fine-tunes run:
@@ -344,9 +345,10 @@ def _paced_argv(bootstrap: str, topic: str, rate: float, seconds: float, n_warm:
             str(n_anomalous), settled, str(SETTLE_TIMEOUT_S)]
 
 
-def _event_latency(bootstrap: str, topic: str, output: str, n_warm: int, info: dict[str, Any]) -> tuple[float, float]:
+def _event_latency(bootstrap: str, topic: str, output: str, n_warm: int,
+                   info: dict[str, Any]) -> tuple[float, float, int]:
     """p50/p99 of each input record's produce time (by partition/offset) to the produce time of the event of the
-    window it closed, over the events of the records past the warm-up."""
+    window it closed, over the events of the records past the warm-up; and how many events those are."""
     produced: dict[tuple[int, int], int] = {}
     emitted: list[tuple[int, int, int]] = []
     c = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
@@ -368,7 +370,7 @@ def _event_latency(bootstrap: str, topic: str, output: str, n_warm: int, info: d
     lat = [ts - produced[(p, o)] for p, o, ts in emitted if (p, o) in produced and o >= n_warm]
     print(json.dumps({"latency_run": {**info, "produced": len(produced), "events": len(emitted),
                                       "timed_events": len(lat)}}), flush=True)
-    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), len(lat)
 
 
 def _peer_args(bootstrap: str, topic: str, output: str, model_dir: str, group: str, state_dir: Path,
@@ -386,7 +388,7 @@ def _peer(args: list[str], n_messages: int, per_message: int) -> float:
 
 
 def _peer_latency(args: list[str], bootstrap: str, topic: str, output: str, group: str, rate: float,
-                  seconds: float, n_anomalous: int) -> tuple[float, float]:
+                  seconds: float, n_anomalous: int) -> tuple[float, float, int]:
     """:func:`_latency` of the peer: the paced stream starts once its consumer group is stable with a member."""
     from confluent_kafka.admin import AdminClient
 
@@ -568,6 +570,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
     ap.add_argument("--readings", type=int, default=200_000, help="readings per throughput run (default 200k)")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--peer-latency-seconds", type=float, default=60.0,
+                    help="the timed phase at the peer's load: the peer, and aestream on each client (default 60)")
     ap.add_argument("--rounds", type=int, default=3, help="pipeline runs per client, between ceiling runs")
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out: throughput (and with it "
                     "latency and peer), latency, memory, scoring, peer")
@@ -689,31 +693,38 @@ def main() -> None:
                                               "output_topic": _fresh_topic(base, bootstrap, f"lat-out-{tag}"),
                                               "group_id": f"bench-lat-{tag}", "client": client},
                                        paths={"model_dir": model_dir}, threshold={"sensors": factors})
-                    p50, p99 = _latency(cfg, rate, args.latency_seconds, n_anomalous,
-                                        in_service=mode.startswith("in_service"))
+                    p50, p99, _ = _latency(cfg, rate, args.latency_seconds, n_anomalous,
+                                           in_service=mode.startswith("in_service"))
                     row.update({f"{mode}p50_ms": round(p50, 1), f"{mode}p99_ms": round(p99, 1)})
                     if mode:  # the issue's yardstick: the event path's tail against the bare consumer's
                         row[f"{mode}p99_over_transport"] = round(p99 / t99, 2)
                 latency[client] = row
                 print(json.dumps({"latency": {client: row}}), flush=True)
             if "peer" in result["single"]:  # the peer at 20 % of its own capacity
-                rate = 0.2 * _get(result, "single", "peer", "pipeline_rps")
+                # its load times few events (2 sensors' windows at ~455 readings/s: ~45 in 10 s, a p99 that is
+                # their largest), so these runs last --peer-latency-seconds
+                rate, seconds = 0.2 * _get(result, "single", "peer", "pipeline_rps"), args.peer_latency_seconds
                 tag = f"peer-{run}"
                 topic = _fresh_topic(base, bootstrap, f"lat-{tag}")
                 output = _fresh_topic(base, bootstrap, f"lat-out-{tag}")
-                p50, p99 = _peer_latency(_peer_args(bootstrap, topic, output, base.paths.model_dir, f"bench-lat-{tag}",
-                                                    tmp / f"lat-{tag}", base.stream.stride),
-                                         bootstrap, topic, output, f"bench-lat-{tag}", rate, args.latency_seconds,
-                                         LATENCY_ANOMALOUS_SENSORS)
-                latency["peer"] = {"rate_rps": round(rate), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1)}
+                p50, p99, n = _peer_latency(_peer_args(bootstrap, topic, output, base.paths.model_dir,
+                                                       f"bench-lat-{tag}", tmp / f"lat-{tag}", base.stream.stride),
+                                            bootstrap, topic, output, f"bench-lat-{tag}", rate, seconds,
+                                            LATENCY_ANOMALOUS_SENSORS)
+                latency["peer"] = {"rate_rps": round(rate), "seconds": seconds, "p50_ms": round(p50, 1),
+                                   "p99_ms": round(p99, 1), "timed_events": n}
                 for client in ("kafka-python", "confluent"):  # aestream at the peer's rate: the same load
                     tag = f"at-peer-{client}-{run}"
                     cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,),
                                               "input_topics": (_fresh_topic(base, bootstrap, f"lat-{tag}"),),
                                               "output_topic": _fresh_topic(base, bootstrap, f"lat-out-{tag}"),
                                               "group_id": f"bench-lat-{tag}", "client": client})
-                    p50, p99 = _latency(cfg, rate, args.latency_seconds, LATENCY_ANOMALOUS_SENSORS)
-                    latency["peer"].update({f"{client}_p50_ms": round(p50, 1), f"{client}_p99_ms": round(p99, 1)})
+                    p50, p99, n = _latency(cfg, rate, seconds, LATENCY_ANOMALOUS_SENSORS)
+                    # and the client's bare consumer at that load: the tail the client itself brings
+                    t50, t99 = _transport_latency(bootstrap, _fresh_topic(base, bootstrap, f"bare-{tag}"), rate,
+                                                  seconds, client)
+                    latency["peer"].update({f"{client}_p50_ms": round(p50, 1), f"{client}_p99_ms": round(p99, 1),
+                                            f"{client}_timed_events": n, f"{client}_transport_p99_ms": round(t99, 1)})
                 print(json.dumps({"latency": {"peer": latency["peer"]}}), flush=True)
         nan = {"rate_rps": float("nan"), "p50_ms": float("nan"), "p99_ms": float("nan")}
         rss = _rss_per_sensor(32) if "memory" not in skip else {"100000": float("nan")}
