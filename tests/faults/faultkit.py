@@ -59,13 +59,15 @@ def free_port() -> int:
 
 
 def wait_until(pred: Callable[[], bool], timeout_s: float, every_s: float = 0.2, what: str = "condition",
-               explain: Callable[[], str] | None = None) -> None:
-    """Until ``pred()``; on timeout the error says ``what`` and, if given, ``explain()`` (who stalled)."""
-    deadline = time.monotonic() + timeout_s
+               explain: Callable[[], str] | None = None) -> float:
+    """Until ``pred()``; returns the seconds it took. On timeout the error says ``what`` and, if given,
+    ``explain()`` (who stalled)."""
+    t0 = time.monotonic()
     while not pred():
-        if time.monotonic() > deadline:
+        if time.monotonic() - t0 > timeout_s:
             raise TimeoutError(f"{what} not reached within {timeout_s} s" + (f"\n{explain()}" if explain else ""))
         time.sleep(every_s)
+    return time.monotonic() - t0
 
 
 def log_without_reconnects(text: str) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultkit import wait_until
 
 from aestream.app import models_topic
 from aestream.config import Config
@@ -99,13 +100,14 @@ def _start(kit: Any, cfg: Config, tmp_path: Path, n_sensors: int, steps: int, n_
 
 
 def _wait(pred: Any, timeout_s: float, what: str, procs: tuple[Proc, ...] = ()) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
+    """:func:`faultkit.wait_until`, failing at once when one of ``procs`` dies; each one's log ends the error."""
+    def ok() -> bool:
         for p in procs:
             assert p.alive, f"{p.log.name} died:\n{p.text()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}" + "".join(
-            f"\n--- {p.log.name}:\n{p.text()[-3000:]}" for p in procs)
-        time.sleep(0.1)
+        return bool(pred())
+
+    wait_until(ok, timeout_s, 0.1, what,
+               explain=lambda: "".join(f"\n--- {p.log.name}:\n{p.text()[-3000:]}" for p in procs))
 
 
 def test_episodes_and_baselines_follow_their_partitions_through_kill9_and_1_3_1(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultkit import wait_until  # tests/faults, on the path by conftest
 
 from aestream.alerts import AlertStage, build_alert_stage
 from aestream.commands.simulate import Plant
@@ -110,7 +111,7 @@ def test_critical_pump_events_reach_topic_a_and_the_webhook_and_warnings_only_to
     assert stage is not None
     worker = kafka_tools["make_worker"](cfg, stages=[stage])
     kafka_tools["run_until_idle"](worker)
-    _wait(lambda: stage.pending_deliveries == 0)
+    wait_until(lambda: stage.pending_deliveries == 0, 30, 0.05, "every delivery")
     stage.close()
 
     def read(topic: str) -> list[dict[str, Any]]:
@@ -126,13 +127,6 @@ def test_critical_pump_events_reach_topic_a_and_the_webhook_and_warnings_only_to
     assert receivers["ok"].headers[0]["Content-Type"] == "application/json"
     assert receivers["ok"].headers[0]["Idempotency-Key"] == hooked[0]["event_id"]
     assert not {e["event_id"] for e in in_a} & {e["event_id"] for e in in_b}
-
-
-def _wait(ok: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ok() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ok(), "timed out waiting"
 
 
 def _timed_run(cfg: Config, kafka_tools: dict[str, Any], n_readings: int) -> tuple[float, AlertStage]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultkit import wait_until  # tests/faults, on the path by conftest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aestream.app import build_app
@@ -55,13 +55,6 @@ def _value(scrape: dict[str, Any], name: str, **labels: str) -> float | None:
     return scrape["samples"].get((name, tuple(sorted(labels.items()))))
 
 
-def _wait(what: str, ok: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ok():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def _start(cfg: Config, kafka_tools: dict[str, Any]) -> tuple[Worker, OpsServer, threading.Thread]:
     """The worker and endpoints ``aestream run`` builds (:func:`aestream.app.build_app`), the loop in a thread."""
     app = build_app(cfg)
@@ -94,7 +87,7 @@ def test_metrics_are_scraped_with_their_names_and_types_and_move_as_readings_flo
             assert types.get(name) == kind, (name, types.get(name))
         assert _value(before, "aestream_readings_total") == 0
         assert _value(before, "aestream_anomalies_total", severity="critical") == 0
-        _wait("/readyz 200", lambda: _ready(server))
+        wait_until(lambda: _ready(server), 60, what="/readyz 200")
         ready = json.loads(_get(server.url + "/readyz")[1])
         assert ready == {"ready": True, "checks": {"partitions_assigned": True, "model_loaded": True,
                                                   "broker_reachable": True}}
@@ -103,11 +96,14 @@ def test_metrics_are_scraped_with_their_names_and_types_and_move_as_readings_flo
         readings = plant.readings(60, START_MS)
         messages = [(s.encode(), encode_reading(s, ts, v)) for s, ts, v in readings]
         kafka_tools["produce"](cfg, [*messages, (b"sensor-00", b"not json"), (b"sensor-01", b"{}")])
-        _wait("every reading counted",
-              lambda: _value(_scrape(server), "aestream_readings_total") == len(readings))
-        _wait("the lag read after the last batch",
-              lambda: sum(v for (n, _), v in _scrape(server)["samples"].items() if n == "aestream_consumer_lag") == 0
-              and _value(_scrape(server), "aestream_assigned_partitions") == 2)
+        wait_until(lambda: _value(_scrape(server), "aestream_readings_total") == len(readings), 60,
+                   what="every reading counted")
+        def lag_read() -> bool:
+            scrape = _scrape(server)
+            lag = sum(v for (n, _), v in scrape["samples"].items() if n == "aestream_consumer_lag")
+            return lag == 0 and _value(scrape, "aestream_assigned_partitions") == 2
+
+        wait_until(lag_read, 60, what="the lag read after the last batch")
 
         after = _scrape(server)
         windows = _value(after, "aestream_windows_scored_total")
@@ -159,9 +155,9 @@ def test_readiness_turns_false_when_the_broker_stops(
     ModelStore(cfg.paths.model_dir).publish(train_small(cfg))
     worker, server, thread = _start(cfg, kafka_tools)
     try:
-        _wait("/readyz 200", lambda: _ready(server))
+        wait_until(lambda: _ready(server), 60, what="/readyz 200")
         stop_broker()
-        _wait("/readyz 503", lambda: not _ready(server), timeout_s=30)
+        wait_until(lambda: not _ready(server), 30, what="/readyz 503")
         status, body = _get(server.url + "/readyz")
         doc = json.loads(body)
         assert status == 503 and doc["ready"] is False and doc["checks"]["broker_reachable"] is False

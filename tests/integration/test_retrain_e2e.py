@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from faultkit import wait_until  # tests/faults, on the path by conftest
 from kafka import KafkaConsumer, TopicPartition
 
 from aestream.commands.cli import main as cli_main
@@ -51,14 +52,6 @@ def _messages(plant: Plant, values: np.ndarray, step0: int) -> list[tuple[bytes,
     return out
 
 
-def _wait(cond: Any, timeout_s: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < timeout_s, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - t0
-
-
 def _start(worker: Any) -> threading.Thread:
     t = threading.Thread(target=worker.run, daemon=True)
     t.start()
@@ -82,16 +75,16 @@ def test_a_sustained_shift_is_absorbed_by_a_scheduled_retrain_and_a_later_anomal
     thread = _start(worker)
     msgs1 = _messages(plant, phase1, 800)
     kafka_tools["produce"](cfg, msgs1)
-    _wait(lambda: worker.totals.readings >= len(msgs1), 60, "phase 1 to be consumed")
+    wait_until(lambda: worker.totals.readings >= len(msgs1), 60, 0.05, "phase 1 to be consumed")
     before = [json.loads(m.value) for m in kafka_tools["read_all"](cfg, cfg.kafka.output_topic)]
     t0_ms = START_MS + SHIFT_STEP * 1000
     assert {e["sensor"] for e in before if e["window_end_ms"] >= t0_ms} == set(plant.sensors), "shift flagged"
     assert {e["model_version"] for e in before} == {"v0001"}
 
     retraining.start()  # the scheduled job (every 2 s) retrains from the reservoir
-    _wait(lambda: store.current() == "v0002", 120, "a scheduled retrain to publish v0002")
+    wait_until(lambda: store.current() == "v0002", 120, 0.05, "a scheduled retrain to publish v0002")
     retraining.scheduler.shutdown()  # one scheduled retrain is what this test is about
-    swap_s = _wait(lambda: worker.bundle.version == "v0002", 5, "the worker to swap in v0002")
+    swap_s = wait_until(lambda: worker.bundle.version == "v0002", 5, 0.05, "the worker to swap in v0002")
     info = store.load().info["retrain"]
     assert info["newest_end_ms"] - info["oldest_end_ms"] <= 300_000 and info["oldest_end_ms"] >= t0_ms, \
         "max_age_s dropped the old regime; the sustained-shift rule let the new one in"
@@ -100,7 +93,7 @@ def test_a_sustained_shift_is_absorbed_by_a_scheduled_retrain_and_a_later_anomal
     inj = plant.inject(phase2, 2, "shift", 1700 + 200, 40, START_MS, step0=1700)  # 40 s < regime_change_after_s
     n_before = len(before)
     kafka_tools["produce"](cfg, _messages(plant, phase2, 1700))
-    _wait(lambda: worker.totals.readings >= len(msgs1) + 4 * 400, 60, "phase 2 to be consumed")
+    wait_until(lambda: worker.totals.readings >= len(msgs1) + 4 * 400, 60, 0.05, "phase 2 to be consumed")
     worker.stop()
     thread.join(30)
 
@@ -177,14 +170,14 @@ def test_failed_and_rejected_retrains_while_scoring_leave_the_version_and_no_off
     thread_cfg = cfg.replace(retrain={"isolation": "thread"})
     nan_cfg = cfg.replace(model={"learning_rate": 1e12})  # a real training, in the subprocess, whose loss is NaN
     reservoir = retraining.stage.reservoir
-    _wait(lambda: worker.totals.readings > 0, 30, "scoring to start")
+    wait_until(lambda: worker.totals.readings > 0, 30, 0.05, "scoring to start")
     read_before = worker.totals.readings
     outcomes = [Retrainer(thread_cfg, reservoir, store, trainer=_raises_late).run_once(force=True),
                 Retrainer(nan_cfg, reservoir, store).run_once(force=True),
                 Retrainer(thread_cfg, reservoir, store, trainer=_alarms_on_everything).run_once(force=True)]
     scored_meanwhile = worker.totals.readings - read_before
     producer.join()
-    _wait(lambda: worker.totals.readings >= len(msgs), 60, "the stream to be consumed")
+    wait_until(lambda: worker.totals.readings >= len(msgs), 60, 0.05, "the stream to be consumed")
     worker.stop()
     thread.join(30)
     retraining.close()
@@ -211,19 +204,19 @@ def test_models_rollback_is_followed_by_a_running_worker_within_a_batch(
     store.publish(noisy)
     worker = kafka_tools["make_worker"](cfg, model_check_interval_s=0.0)
     thread = _start(worker)
-    _wait(lambda: worker.bundle is not None and worker.bundle.version == "v0002" and worker.source.assignment(), 30,
-          "v0002 to serve and the partitions to be assigned")
+    wait_until(lambda: worker.bundle is not None and worker.bundle.version == "v0002" and worker.source.assignment(),
+               30, 0.05, "v0002 to serve and the partitions to be assigned")
     conf = tmp_path / "config.toml"
     conf.write_text(f'[paths]\nmodel_dir = "{cfg.paths.model_dir}"\n')
     t0 = time.monotonic()
     assert cli_main(["--config", str(conf), "models", "rollback"]) == 0
-    _wait(lambda: worker.bundle.version == "v0001", 5, "the worker to follow the rollback")
+    wait_until(lambda: worker.bundle.version == "v0001", 5, 0.05, "the worker to follow the rollback")
     switch_s = time.monotonic() - t0
     batch_s = cfg.kafka.poll_timeout_ms / 1000
     assert switch_s < 2 * batch_s + 0.5, f"switched after {switch_s:.2f} s"
     plant = Plant(4, cfg.stream.channels, seed=0)
     kafka_tools["produce"](cfg, _messages(plant, plant.signal(60, step0=800), 800))
-    _wait(lambda: worker.totals.readings >= 240, 30, "the batch to be consumed")
+    wait_until(lambda: worker.totals.readings >= 240, 30, 0.05, "the batch to be consumed")
     worker.stop()
     thread.join(30)
     events = [json.loads(m.value) for m in kafka_tools["read_all"](cfg, cfg.kafka.output_topic)]
