@@ -27,6 +27,10 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
   episode state held), and with both off (10k/100k sensors);
 * scoring windows/s per model family on one CPU thread (``scoring.py``: batch 256, window 32, the shipped config's
   model settings);
+* the event path in process (no broker): a whole worker (``build_app``, a memory source and sink) on single
+  readings, every sensor in service, when no window emits and when every window does, taking turns; readings/s by
+  the worker thread's CPU time, and what an event costs (``--skip throughput,memory,scoring`` runs this part
+  alone, in about a minute);
 * the peer (``peer_quix.py``, the same job written with Quix Streams) on the same topics in every round, on the
   first ``--peer-readings`` readings; aestream / peer ratios of each round's runs; the peer's latency at 20 % of
   its own capacity, and aestream's with each client at that same rate (beside that client's bare consumer), each
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import shutil
@@ -64,6 +69,7 @@ from aestream.commands.simulate import Plant
 from aestream.config import Config
 from aestream.kafka.kafka_python import ensure_topics
 from aestream.models.store import ModelStore
+from aestream.stream.messages import Record
 from aestream.training.build import train_bundle
 from aestream.worker import Worker
 
@@ -520,6 +526,84 @@ def _rss_per_sensor_worker(window_size: int, model_dir: str, state_dir: Path, st
     return out
 
 
+class _MemorySource:
+    """Records from a list, 2,000 a poll (the shipped ``max_poll_records``); nothing to commit to."""
+
+    def __init__(self) -> None:
+        self.pending: Any = iter(())
+
+    def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
+        return list(itertools.islice(self.pending, 2000))
+
+    def commit(self, offsets: Any, metadata: Any = None) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class _NullSink:
+    """Takes every message and sends none (the event path up to the client's ``send``)."""
+
+    def send(self, msg: Any) -> None:
+        pass
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        pass
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        pass
+
+
+def _event_path(base: Config, state_dir: Path, rounds: int = 6, readings: int = 40_000) -> dict[str, Any]:
+    """Readings/s of a whole worker in process (no Kafka) on the plant's single readings, every sensor in service
+    (calibrated and fine-tuned on its first 1,000), when no window emits and when every window does (each sensor's
+    threshold scaled to ~0, as in the every-window latency runs). The two take turns, ``rounds`` times, each on the
+    plant's next ``readings``; medians of the rounds, timed by this thread's CPU time (``time.thread_time``: the
+    worker's steps run on it, torch on one thread), so other processes on the machine cost it little. The
+    difference per event is what building, encoding and handing over one event costs."""
+    msgs = _encode(_plant_readings(IN_SERVICE_WARMUP + 2 * rounds * readings), 1, False)
+    runs: dict[str, tuple[Worker, _MemorySource]] = {}
+    for name, factors in (("none", {}), ("every", {"*": 1e-12})):
+        source = _MemorySource()
+        cfg = base.replace(threshold={"sensors": factors}, ops={"metrics_enabled": False},
+                           paths={"state_dir": str(state_dir / f"events-{name}")})
+        worker = build_app(cfg, source=source, sink=_NullSink()).worker
+        worker.refresh_model(force=True)
+        runs[name] = worker, source
+    gc.freeze()  # as Worker.run does before its first poll
+
+    def feed(name: str, start: int, stop: int) -> None:
+        worker, source = runs[name]
+        source.pending = (Record("in", 0, i, k, v, -1) for i, (k, v) in enumerate(msgs[start:stop], start))
+        while worker.step().records or (worker.baselines is not None and worker.baselines.background_waiting):
+            pass
+
+    for name in runs:
+        feed(name, 0, IN_SERVICE_WARMUP)
+    rps: dict[str, list[float]] = {name: [] for name in runs}
+    events_per_reading = 0.0
+    start = IN_SERVICE_WARMUP
+    for r in range(rounds):
+        for name in ("none", "every") if r % 2 == 0 else ("every", "none"):
+            worker = runs[name][0]
+            first, events, t0 = worker.totals.readings, worker.totals.events, time.thread_time()
+            feed(name, start, start + readings)
+            seconds = time.thread_time() - t0
+            rps[name].append((worker.totals.readings - first) / seconds)
+            if name == "every":
+                events_per_reading = (worker.totals.events - events) / (worker.totals.readings - first)
+            start += readings
+    for worker, _ in runs.values():
+        worker.close()
+    gc.unfreeze()
+    none, every = float(np.median(rps["none"])), float(np.median(rps["every"]))
+    return {"none_rps": round(none), "every_rps": round(every), "every_over_none": round(every / none, 3),
+            "events_per_reading": round(events_per_reading, 3),
+            "us_per_event": round((1 / every - 1 / none) / events_per_reading * 1e6, 1),
+            "none_runs": [round(x) for x in rps["none"]], "every_runs": [round(x) for x in rps["every"]]}
+
+
 def _scoring(window_size: int) -> dict[str, dict[str, float]]:
     """Windows/s of each family's ``Scorer.score`` on one CPU thread, and on CUDA when there is one: there also at
     1,024 windows a call on both devices, since at 256 a call's fixed cost hides what the GPU does."""
@@ -574,7 +658,7 @@ def main() -> None:
                     help="the timed phase at the peer's load: the peer, and aestream on each client (default 60)")
     ap.add_argument("--rounds", type=int, default=3, help="pipeline runs per client, between ceiling runs")
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out: throughput (and with it "
-                    "latency and peer), latency, memory, scoring, peer")
+                    "latency and peer), latency, memory, scoring, events, peer")
     ap.add_argument("--peer-readings", type=int, default=20_000, help="readings the peer processes per run")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -735,6 +819,9 @@ def main() -> None:
             print(json.dumps({"memory": {"window_buffers": rss, "worker": rss_worker,
                                          "worker_retrain_alerts": rss_stages}}), flush=True)
         scoring = _scoring(32) if "scoring" not in skip else {}
+        events = _event_path(base, tmp) if "events" not in skip else None
+        if events is not None:
+            print(json.dumps({"event_path": events}), flush=True)
         summary = {
             "ceiling_rps": _get(result, "single", "ceiling_rps"),
             "pipeline_rps": _get(result, "single", "kafka-python", "pipeline_rps"),
@@ -766,6 +853,7 @@ def main() -> None:
             "rss_bytes_per_sensor_worker": {k: round(v, 1) for k, v in rss_worker.items()},
             "rss_bytes_per_sensor_retrain_alerts": {k: round(v, 1) for k, v in rss_stages.items()},
             "scoring_windows_per_s": {k: round(v) for k, v in scoring.get("cpu", {}).items()},
+            "event_path": events,
             "cuda_scoring_windows_per_s": {k: round(v) for k, v in scoring.get("cuda", {}).items()} or None,
             "batch_1024_scoring_windows_per_s": {device: {k: round(v) for k, v in scoring[f"{device}_1024"].items()}
                                                  for device in ("cpu", "cuda")} if "cuda_1024" in scoring else None,
