@@ -45,7 +45,7 @@ from aestream.kafka.protocols import AckedSink, AsyncCommitSource, Changelog, Mo
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import Block, Columns, ReadingDecoder
 from aestream.stream.deadletters import dead_letter
-from aestream.stream.events import anomaly_event, encode_event, top_channels
+from aestream.stream.events import anomaly_events, encode_event
 from aestream.stream.lateness import LateReport, LateWatch
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import PhaseCheckpoint
@@ -616,30 +616,40 @@ class Worker:
                          baseline.threshold)
         keep = bool(self.stages)  # the scored windows are only for the stages
         todo = range(len(closed)) if keep else np.flatnonzero(alarms).tolist()
-        emit = np.flatnonzero(alarms).tolist()
-        top = dict(zip(emit, top_channels(shares[emit]))) if emit else {}  # sorted at once, not per event
+        recs = closed.recs
+        emit = [i for i in np.flatnonzero(alarms).tolist() if not recs[i].replay]
+        events = dict(zip(emit, self._events(closed, emit, smooth, shares, critical))) if emit else {}
         for i in todo:
-            sensor, rec = sensors[i], closed.recs[i]
-            smoothed, alarm = float(smooth[i]), bool(alarms[i])
-            if not alarm or rec.replay:
+            sensor, rec = sensors[i], recs[i]
+            event = events.get(i)
+            if event is None:
                 if keep:
-                    scored.append(Scored(closed.window(i), smoothed, self.rule.threshold_for(sensor), alarm,
-                                         shares[i], b.version, None, rec.replay, (rec.topic, rec.partition)))
+                    scored.append(Scored(closed.window(i), float(smooth[i]), self.rule.threshold_for(sensor),
+                                         bool(alarms[i]), shares[i], b.version, None, rec.replay,
+                                         (rec.topic, rec.partition)))
                 continue
-            event = anomaly_event(
-                sensor=sensor, window_start_ms=closed.start_ms[i], window_end_ms=closed.end_ms[i], score=smoothed,
-                threshold=self.rule.threshold_for(sensor), critical_ratio=critical, channels=b.channels,
-                shares=shares[i],
-                model_version=b.version, model_family=b.family, source=(rec.topic, rec.partition, rec.offset),
-                order=top[i])
             self.sink.send(Outgoing(topic, encode_event(event), sensor.encode()))
             stats.events += 1
             stats.events_out.append(event)
-            scored.append(Scored(closed.window(i), smoothed, event["threshold"], alarm, shares[i], b.version, event,
-                                 False, (rec.topic, rec.partition)))
+            if keep:
+                scored.append(Scored(closed.window(i), float(smooth[i]), event["threshold"], True, shares[i],
+                                     b.version, event, False, (rec.topic, rec.partition)))
             if self.on_event:
                 self.on_event(event)
         return scored
+
+    def _events(self, closed: _Closed, emit: list[int], smooth: np.ndarray, shares: np.ndarray,
+                critical: float) -> list[dict[str, Any]]:
+        """The anomaly events of windows ``emit`` of ``closed``, built together (:func:`anomaly_events`)."""
+        assert self.bundle is not None and self.rule is not None
+        b, sensors, recs = self.bundle, closed.sensors, closed.recs
+        threshold_for = self.rule.threshold_for
+        return anomaly_events(
+            sensors=[sensors[i] for i in emit], window_start_ms=[closed.start_ms[i] for i in emit],
+            window_end_ms=[closed.end_ms[i] for i in emit], scores=smooth[emit],
+            thresholds=np.array([threshold_for(sensors[i]) for i in emit]), critical_ratio=critical,
+            channels=b.channels, shares=shares[emit], model_version=b.version, model_family=b.family,
+            sources=[(r.topic, r.partition, r.offset) for r in map(recs.__getitem__, emit)])
 
     def _calibrate(self, closed: _Closed) -> _Closed:
         """Take the windows of sensors still calibrating out of ``closed``; finish the calibrations that are due."""

@@ -1,0 +1,44 @@
+"""The worker builds a step's anomaly events together (``anomaly_events``): each must be the document
+``anomaly_event`` makes for that window alone, field for field and in the same key order."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from aestream.stream.events import anomaly_event, anomaly_events
+
+CHANNELS = ("temperature", "pressure", "vibration", "current")
+
+
+def test_a_batch_of_events_is_each_window_s_own_event() -> None:
+    rng = np.random.default_rng(7)
+    n = 2000
+    scores = rng.lognormal(0.0, 1.0, n)
+    thresholds = rng.uniform(0.5, 2.0, n)
+    thresholds[:50] = scores[:50]  # at the threshold: "held", not "crossed"
+    scores[50:100] = 2.0 * thresholds[50:100]  # at the critical ratio: "critical"
+    thresholds[100:110] = 0.0  # a zero threshold: the ratio's floor
+    shares = rng.dirichlet(np.ones(len(CHANNELS)), n)
+    shares[110:130] = 0.25  # ties: channel order
+    starts = np.arange(n, dtype=np.int64) * 1000 + 1_767_225_600_000
+    sensors = [f"sensor-{i % 37:02d}" for i in range(n)]
+    sources = [("in", i % 3, 10_000 + i) for i in range(n)]
+    batch = anomaly_events(sensors=sensors, window_start_ms=starts.tolist(), window_end_ms=(starts + 3100).tolist(),
+                           scores=scores, thresholds=thresholds, critical_ratio=2.0, channels=CHANNELS,
+                           shares=shares, model_version="v0003", model_family="denoising", sources=sources)
+    one_by_one = [anomaly_event(sensor=sensors[i], window_start_ms=int(starts[i]), window_end_ms=int(starts[i]) + 3100,
+                                score=float(scores[i]), threshold=float(thresholds[i]), critical_ratio=2.0,
+                                channels=CHANNELS, shares=shares[i], model_version="v0003",
+                                model_family="denoising", source=sources[i]) for i in range(n)]
+    assert [json.dumps(e) for e in batch] == [json.dumps(e) for e in one_by_one]
+    assert {e["alarm"] for e in batch} == {"crossed", "held"}
+    assert {e["severity"] for e in batch} == {"critical", "warning"}
+
+
+def test_no_windows_no_events() -> None:
+    assert anomaly_events(sensors=[], window_start_ms=[], window_end_ms=[], scores=np.empty(0),
+                          thresholds=np.empty(0), critical_ratio=2.0, channels=CHANNELS,
+                          shares=np.empty((0, len(CHANNELS))), model_version="v1", model_family="vanilla",
+                          sources=[]) == []
