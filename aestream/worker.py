@@ -615,10 +615,10 @@ class Worker:
                 log.info("baseline of %s refitted under model %s: threshold %.4g", sensor, b.version,
                          baseline.threshold)
         keep = bool(self.stages)  # the scored windows are only for the stages
-        todo = range(len(closed)) if keep else np.flatnonzero(alarms).tolist()
         recs = closed.recs
-        emit = [i for i in np.flatnonzero(alarms).tolist() if not recs[i].replay]
+        emit = [i for i in np.flatnonzero(alarms).tolist() if not recs[i].replay]  # a replay emits nothing
         events = dict(zip(emit, self._events(closed, emit, smooth, shares, critical))) if emit else {}
+        todo = range(len(closed)) if keep else emit
         for i in todo:
             sensor, rec = sensors[i], recs[i]
             event = events.get(i)

@@ -30,7 +30,7 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
 * the event path in process (no broker): a whole worker (``build_app``, a memory source and sink) on single
   readings, every sensor in service, when no window emits and when every window does, taking turns; readings/s by
   the worker thread's CPU time, and what an event costs (``--skip throughput,memory,scoring`` runs this part
-  alone, in about a minute);
+  alone, in about 40 s);
 * the peer (``peer_quix.py``, the same job written with Quix Streams) on the same topics in every round, on the
   first ``--peer-readings`` readings; aestream / peer ratios of each round's runs; the peer's latency at 20 % of
   its own capacity, and aestream's with each client at that same rate (beside that client's bare consumer), each
@@ -557,11 +557,11 @@ class _NullSink:
 
 def _event_path(base: Config, state_dir: Path, rounds: int = 6, readings: int = 40_000) -> dict[str, Any]:
     """Readings/s of a whole worker in process (no Kafka) on the plant's single readings, every sensor in service
-    (calibrated and fine-tuned on its first 1,000), when no window emits and when every window does (each sensor's
-    threshold scaled to ~0, as in the every-window latency runs). The two take turns, ``rounds`` times, each on the
-    plant's next ``readings``; medians of the rounds, timed by this thread's CPU time (``time.thread_time``: the
-    worker's steps run on it, torch on one thread), so other processes on the machine cost it little. The
-    difference per event is what building, encoding and handing over one event costs."""
+    (its first 1,000 readings read: calibrated and fine-tuned), when no window emits and when every window does
+    (each sensor's threshold scaled to ~0, as in the every-window latency runs). The two take turns, ``rounds``
+    times, each on the plant's next ``readings``; medians of the rounds, timed by this thread's CPU time
+    (``time.thread_time``: the worker's steps run on it, torch on one thread), so other processes on the machine
+    cost it little. The difference per event is what building, encoding and handing over one event costs."""
     msgs = _encode(_plant_readings(IN_SERVICE_WARMUP + 2 * rounds * readings), 1, False)
     runs: dict[str, tuple[Worker, _MemorySource]] = {}
     for name, factors in (("none", {}), ("every", {"*": 1e-12})):

@@ -77,13 +77,31 @@ def window_fields(window_start_ms: int, window_end_ms: int, score: float, thresh
     >>> window_fields(0, 1000, 3.0, 2.0)["ratio"]
     1.5
     """
+    return _window_fields(int(window_start_ms), int(window_end_ms), round(float(score), 6),
+                          round(float(threshold), 6), round(float(score) / max(float(threshold), 1e-12), 4))
+
+
+def _window_fields(start_ms: int, end_ms: int, score: float, threshold: float, ratio: float) -> dict[str, Any]:
+    """:func:`window_fields` of numbers already rounded."""
+    return {"window_start_ms": start_ms, "window_end_ms": end_ms, "window_end": iso_ms(end_ms), "score": score,
+            "threshold": threshold, "ratio": ratio}
+
+
+def _anomaly(sensor: str, fields: dict[str, Any], alarm: str, severity: str, channels: list[dict[str, Any]],
+             model_version: str, model_family: str, source: tuple[str, int, int]) -> dict[str, Any]:
+    """The anomaly event document of a window's ``fields`` (:func:`window_fields`), in the schema's key order."""
     return {
-        "window_start_ms": int(window_start_ms),
-        "window_end_ms": int(window_end_ms),
-        "window_end": iso_ms(window_end_ms),
-        "score": round(float(score), 6),
-        "threshold": round(float(threshold), 6),
-        "ratio": round(float(score) / max(float(threshold), 1e-12), 4),
+        "schema": SCHEMA_ID,
+        "type": "anomaly",
+        "event_id": event_id(sensor, fields["window_end_ms"], model_version),
+        "sensor": sensor,
+        **fields,
+        "alarm": alarm,
+        "severity": severity,
+        "channels": channels,
+        "model_version": model_version,
+        "model_family": model_family,
+        "source": {"topic": source[0], "partition": source[1], "offset": source[2]},
     }
 
 
@@ -100,28 +118,16 @@ def anomaly_event(
     model_version: str,
     model_family: str,
     source: tuple[str, int, int],
-    order: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The event document for one window in alarm. ``alarm`` says why: ``crossed`` when its own (smoothed) score is
-    over its threshold, ``held`` when it is not but the k-of-n rule holds the sensor's alarm. ``order``: the
-    channels by falling share, when the caller sorted a batch's at once (:func:`top_channels`)."""
+    over its threshold, ``held`` when it is not but the k-of-n rule holds the sensor's alarm. A step's windows in
+    alarm: :func:`anomaly_events`."""
     fields = window_fields(window_start_ms, window_end_ms, score, threshold)
-    if order is None:
-        order = top_channels(shares[None, :])[0]
     share = shares.tolist()  # Python floats at once: a numpy scalar per channel costs more than the rounding
-    return {
-        "schema": SCHEMA_ID,
-        "type": "anomaly",
-        "event_id": event_id(sensor, window_end_ms, model_version),
-        "sensor": sensor,
-        **fields,
-        "alarm": "crossed" if score > threshold else "held",
-        "severity": severity_of(fields["ratio"], critical_ratio),
-        "channels": [{"name": channels[i], "share": round(share[i], 4)} for i in order],
-        "model_version": model_version,
-        "model_family": model_family,
-        "source": {"topic": source[0], "partition": source[1], "offset": source[2]},
-    }
+    return _anomaly(sensor, fields, "crossed" if score > threshold else "held",
+                    severity_of(fields["ratio"], critical_ratio),
+                    [{"name": channels[i], "share": round(share[i], 4)} for i in top_channels(shares[None, :])[0]],
+                    model_version, model_family, source)
 
 
 def anomaly_events(
@@ -156,30 +162,12 @@ def anomaly_events(
     severities = np.where(ratios >= critical_ratio, "critical", "warning").tolist()
     alarms = np.where(scores > thresholds, "crossed", "held").tolist()
     share = np.round(shares, 4).tolist()
-    out = []
-    for k, (sensor, start, end, score, threshold, ratio, order, source) in enumerate(zip(
-            sensors, window_start_ms, window_end_ms, np.round(scores, 6).tolist(), np.round(thresholds, 6).tolist(),
-            ratios.tolist(), top_channels(shares), sources)):
-        row = share[k]
-        out.append({
-            "schema": SCHEMA_ID,
-            "type": "anomaly",
-            "event_id": event_id(sensor, end, model_version),
-            "sensor": sensor,
-            "window_start_ms": int(start),
-            "window_end_ms": int(end),
-            "window_end": iso_ms(end),
-            "score": score,
-            "threshold": threshold,
-            "ratio": ratio,
-            "alarm": alarms[k],
-            "severity": severities[k],
-            "channels": [{"name": channels[i], "share": row[i]} for i in order],
-            "model_version": model_version,
-            "model_family": model_family,
-            "source": {"topic": source[0], "partition": source[1], "offset": source[2]},
-        })
-    return out
+    return [_anomaly(sensor, _window_fields(int(start), int(end), score, threshold, ratio), alarm, severity,
+                     [{"name": channels[i], "share": row[i]} for i in order], model_version, model_family, source)
+            for sensor, start, end, score, threshold, ratio, alarm, severity, row, order, source in zip(
+                sensors, window_start_ms, window_end_ms, np.round(scores, 6).tolist(),
+                np.round(thresholds, 6).tolist(), ratios.tolist(), alarms, severities, share, top_channels(shares),
+                sources)]
 
 
 def top_channels(shares: np.ndarray) -> list[list[int]]:
