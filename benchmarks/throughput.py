@@ -70,6 +70,8 @@ from aestream.commands.simulate import Plant
 from aestream.config import Config
 from aestream.kafka.kafka_python import ensure_topics
 from aestream.models.store import ModelStore
+from aestream.ops.instrument import WorkerMetrics
+from aestream.ops.metrics import Metrics
 from aestream.stream.messages import Record
 from aestream.training.build import train_bundle
 from aestream.worker import Worker
@@ -458,6 +460,8 @@ import msgspec, numpy as np
 from aestream.app import build_app
 from aestream.config import Config
 from aestream.models.store import ModelStore
+from aestream.ops.instrument import WorkerMetrics
+from aestream.ops.metrics import Metrics
 from aestream.stream.messages import Record
 logging.disable(logging.WARNING)  # the count stride's phases of ~10^4 sensors a partition fit no commit: said once each
 def rss():
@@ -542,6 +546,12 @@ class _MemorySource:
     def close(self) -> None:
         pass
 
+    def assignment(self) -> set[Any]:  # what the metrics observer reads each step
+        return set()
+
+    def lag(self) -> dict[Any, int]:
+        return {}
+
 
 class _NullSink:
     """Takes every message and sends none (the event path up to the client's ``send``)."""
@@ -558,7 +568,8 @@ class _NullSink:
 
 def _event_path(base: Config, state_dir: Path, rounds: int = 6, readings: int = 40_000) -> dict[str, Any]:
     """Readings/s of a whole worker in process (no Kafka) on the plant's single readings, every sensor in service
-    (its first 1,000 readings read: calibrated and fine-tuned), when no window emits and when every window does
+    (its first 1,000 readings read: calibrated and fine-tuned; its metrics fed), when no window emits and when every
+    window does
     (each sensor's threshold scaled to ~0, as in the every-window latency runs). The two take turns, ``rounds``
     times, each on the plant's next ``readings``; medians of the rounds, timed by this thread's CPU time
     (``time.thread_time``: the worker's steps run on it, torch on one thread), so other processes on the machine
@@ -569,7 +580,8 @@ def _event_path(base: Config, state_dir: Path, rounds: int = 6, readings: int = 
         source = _MemorySource()
         cfg = base.replace(threshold={"sensors": factors}, ops={"metrics_enabled": False},
                            paths={"state_dir": str(state_dir / f"events-{name}")})
-        worker = build_app(cfg, source=source, sink=_NullSink()).worker
+        # the worker's Prometheus metrics fed as shipped (``kafka`` sources get them; served by none here)
+        worker = build_app(cfg, source=source, sink=_NullSink(), observers=(WorkerMetrics(Metrics(), source),)).worker
         worker.refresh_model(force=True)
         runs[name] = worker, source
     gc.freeze()  # as Worker.run does before its first poll
@@ -657,7 +669,8 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--peer-latency-seconds", type=float, default=60.0,
                     help="the timed phase at the peer's load: the peer, and aestream on each client (default 60)")
-    ap.add_argument("--rounds", type=int, default=3, help="pipeline runs per client (starting and in service), between ceiling runs")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="pipeline runs per client (starting and in service), between ceiling runs")
     ap.add_argument("--skip", default="", help="comma-separated parts to leave out: throughput (and with it "
                     "latency and peer), latency, memory, scoring, events, peer")
     ap.add_argument("--peer-readings", type=int, default=20_000, help="readings the peer processes per run")
