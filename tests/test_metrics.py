@@ -57,8 +57,8 @@ def test_two_instances_never_share_a_registry() -> None:
 
 def test_observe_step_counts_readings_windows_events_by_severity_dead_letters_and_late() -> None:
     m = Metrics()
-    events = [{"severity": "warning"}, {"severity": "critical"}, {"severity": "warning"}]
-    m.observe_step(StepStats(records=10, readings=40, windows=8, events=3, dead_letters=2, late=1, replayed=4,
+    events = [{"severity": "warning"}, {"severity": "critical"}, {"severity": "warning"}, {}]
+    m.observe_step(StepStats(records=10, readings=40, windows=8, events=4, dead_letters=2, late=1, replayed=4,
                              events_out=events), 0.2)
     m.observe_step(StepStats(), 0.2)  # an empty poll: no latency sample
     assert m.value("aestream_records_total") == 10
@@ -66,6 +66,7 @@ def test_observe_step_counts_readings_windows_events_by_severity_dead_letters_an
     assert m.value("aestream_windows_scored_total") == 8
     assert m.value("aestream_anomalies_total", severity="warning") == 2
     assert m.value("aestream_anomalies_total", severity="critical") == 1
+    assert m.value("aestream_anomalies_total", severity="unknown") == 1
     assert m.value("aestream_dead_letters_total", reason="invalid") == 2
     assert m.value("aestream_late_readings_total") == 1
     assert m.value("aestream_replayed_records_total") == 4
