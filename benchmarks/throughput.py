@@ -460,8 +460,6 @@ import msgspec, numpy as np
 from aestream.app import build_app
 from aestream.config import Config
 from aestream.models.store import ModelStore
-from aestream.ops.instrument import WorkerMetrics
-from aestream.ops.metrics import Metrics
 from aestream.stream.messages import Record
 logging.disable(logging.WARNING)  # the count stride's phases of ~10^4 sensors a partition fit no commit: said once each
 def rss():
@@ -569,9 +567,8 @@ class _NullSink:
 def _event_path(base: Config, state_dir: Path, rounds: int = 6, readings: int = 40_000) -> dict[str, Any]:
     """Readings/s of a whole worker in process (no Kafka) on the plant's single readings, every sensor in service
     (its first 1,000 readings read: calibrated and fine-tuned; its metrics fed), when no window emits and when every
-    window does
-    (each sensor's threshold scaled to ~0, as in the every-window latency runs). The two take turns, ``rounds``
-    times, each on the plant's next ``readings``; medians of the rounds, timed by this thread's CPU time
+    window does (each sensor's threshold scaled to ~0, as in the every-window latency runs). The two take turns,
+    ``rounds`` times, each on the plant's next ``readings``; medians of the rounds, timed by this thread's CPU time
     (``time.thread_time``: the worker's steps run on it, torch on one thread), so other processes on the machine
     cost it little. The difference per event is what building, encoding and handing over one event costs."""
     msgs = _encode(_plant_readings(IN_SERVICE_WARMUP + 2 * rounds * readings), 1, False)
