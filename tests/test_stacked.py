@@ -70,9 +70,17 @@ def test_other_architectures_run_apart_and_a_new_model_joins_the_bank() -> None:
     for s, x, g in zip((a, b, odd), w, got):
         np.testing.assert_allclose(g, s.raw_channel_errors(x), rtol=1e-5, atol=1e-7)
     c = _scorer("vanilla", 4)
-    got = channel_errors_many([a, c], w[:2], banks, every=[a, b, c])
-    assert next(iter(banks.values())).holds([a, b, c])
+    asked: list[int] = []
+
+    def every() -> list:
+        asked.append(1)
+        return [a, b, c]
+
+    got = channel_errors_many([a, c], w[:2], banks, every=every)
+    assert next(iter(banks.values())).holds([a, b, c]) and len(asked) == 1
     np.testing.assert_allclose(got[1], c.raw_channel_errors(w[1]), rtol=1e-5, atol=1e-7)
+    channel_errors_many([b, c], w[:2], banks, every=every)  # the bank holds them: the fleet is not walked again
+    assert len(asked) == 1
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -100,14 +108,14 @@ def test_a_new_model_grows_the_bank_until_replaced_ones_are_as_many_as_the_live(
     channel_errors_many(live, w, banks)
     bank = next(iter(banks.values()))
     live[1] = _scorer("vanilla", 10)  # a sensor's model replaced: its old row stays in the bank
-    got = channel_errors_many(live, w, banks, every=live)
+    got = channel_errors_many(live, w, banks, every=lambda: live)
     assert next(iter(banks.values())) is bank and len(bank.scorers) == 3
     np.testing.assert_allclose(got[1], live[1].raw_channel_errors(w[1]), rtol=1e-5, atol=1e-7)
     live[1] = _scorer("vanilla", 11)  # a fourth row: twice the live models
-    channel_errors_many(live, w, banks, every=live)
+    channel_errors_many(live, w, banks, every=lambda: live)
     assert next(iter(banks.values())) is bank and len(bank.scorers) == 4
     live[1] = _scorer("vanilla", 12)  # a fifth would be more: built again from the live ones
-    channel_errors_many(live, w, banks, every=live)
+    channel_errors_many(live, w, banks, every=lambda: live)
     rebuilt = next(iter(banks.values()))
     assert rebuilt is not bank and [id(s) for s in rebuilt.scorers] == [id(s) for s in live]
 

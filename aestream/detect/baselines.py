@@ -391,7 +391,9 @@ class SensorBaselines:
             by_slot = np.split(order, np.cumsum(np.bincount(at, minlength=len(base)))[:-1])
             mine = np.flatnonzero(own).tolist()
             own_scorers = [b.scorer for k in mine if (b := base[k]).scorer is not None]
-            every = [b.scorer for b in self.ready.values() if b.scorer is not None]
+            def every() -> list[Scorer]:  # only when a bank grows (a fine-tune done): a walk over every sensor
+                return [b.scorer for b in self.ready.values() if b.scorer is not None]
+
             for k, e in zip(mine, channel_errors_many(own_scorers, [windows[by_slot[k]] for k in mine], self._banks,
                                                       every)):
                 errors[by_slot[k]] = e
