@@ -162,6 +162,12 @@ def _worker(cfg: Config, n_messages: int) -> tuple[float, Worker]:
     return rps, worker
 
 
+def _round_ratios(runs: list[tuple[float, int]], ceilings: list[float]) -> list[float]:
+    """Each round's readings/s (``runs[r][0]``) over the mean of the two ceiling runs around it (``ceilings[r]``
+    and ``ceilings[r + 1]``), so a shared machine's drift cancels."""
+    return [rps / ((ceilings[r] + ceilings[r + 1]) / 2) for r, (rps, _) in enumerate(runs)]
+
+
 def _worker_in_service(cfg: Config, warm: list[tuple[bytes, bytes]],
                        msgs: list[tuple[bytes, bytes]]) -> tuple[float, int]:
     """Readings/s of ``App.run`` in service: it reads ``warm`` (each sensor's calibration, then its fine-tune), and
@@ -746,8 +752,7 @@ def main() -> None:
                                    "ceiling_runs": [round(c) for c in ceilings],
                                    "strict_ceiling_rps": round(float(np.median(stricts)))}
             for client, got in runs.items():
-                ratios = [rps / ((ceilings[r] + ceilings[r + 1]) / 2) for r, (rps, _) in enumerate(got)]
-                strict = [rps / ((stricts[r] + stricts[r + 1]) / 2) for r, (rps, _) in enumerate(got)]
+                ratios, strict = _round_ratios(got, ceilings), _round_ratios(got, stricts)
                 row[client] = {"pipeline_rps": round(float(np.median([g[0] for g in got]))),
                                "ratio": round(float(np.median(ratios)), 3),
                                "ratio_runs": [round(x, 3) for x in ratios],
@@ -757,8 +762,8 @@ def main() -> None:
             if peers:
                 row["peer"] = {"pipeline_rps": round(float(np.median(peers))), "runs": [round(p) for p in peers],
                                "readings": n_peer * batch}
-            for (client, key), got in in_service.items():  # each run against the ceiling runs around it
-                ratios = [rps / ((ceilings[r] + ceilings[r + 1]) / 2) for r, (rps, _) in enumerate(got)]
+            for (client, key), got in in_service.items():
+                ratios = _round_ratios(got, ceilings)
                 row[client].update({f"{key}in_service_rps": round(float(np.median([g[0] for g in got]))),
                                     f"{key}in_service_ratio": round(float(np.median(ratios)), 3),
                                     f"{key}in_service_ratio_runs": [round(x, 3) for x in ratios],
