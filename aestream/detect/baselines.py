@@ -391,14 +391,15 @@ class SensorBaselines:
             by_slot = np.split(order, np.cumsum(np.bincount(at, minlength=len(base)))[:-1])
             mine = np.flatnonzero(own).tolist()
             own_scorers = [b.scorer for k in mine if (b := base[k]).scorer is not None]
-            def every() -> list[Scorer]:  # only when a bank grows (a fine-tune done): a walk over every sensor
-                return [b.scorer for b in self.ready.values() if b.scorer is not None]
-
             for k, e in zip(mine, channel_errors_many(own_scorers, [windows[by_slot[k]] for k in mine], self._banks,
-                                                      every)):
+                                                      self._own_scorers)):
                 errors[by_slot[k]] = e
         scale = np.stack([b.channel_scale for b in base])[at]
         return ScoreBatch.of(errors / scale, scorer.score_reduce), errors
+
+    def _own_scorers(self) -> list[Scorer]:
+        """Every ready sensor's own model: a walk over the fleet, for a model bank that must grow."""
+        return [b.scorer for b in self.ready.values() if b.scorer is not None]
 
     def refresh(self, sensors: list[str], errors: np.ndarray, alarms: np.ndarray, scorer: Scorer,
                 model_version: str) -> list[tuple[str, Baseline]]:

@@ -195,7 +195,7 @@ class ModelBank:
 
 
 def channel_errors_many(scorers: Sequence[Scorer], windows: Sequence[np.ndarray], banks: dict[Hashable, ModelBank],
-                        every: Callable[[], Iterable[Scorer]] | None = None) -> list[np.ndarray]:
+                        every: Callable[[], Iterable[Scorer]] = tuple) -> list[np.ndarray]:
     """Raw channel errors of each scorer's windows: scorers of one :func:`architecture` run stacked (2 or more),
     through ``banks`` (kept by the caller; a bank missing a scorer is rebuilt from that architecture's scorers among
     ``every()`` and those asked for), the others one by one. ``every`` is called only when a bank must grow: a
@@ -211,7 +211,7 @@ def channel_errors_many(scorers: Sequence[Scorer], windows: Sequence[np.ndarray]
         group = [scorers[i] for i in idx]
         bank = banks.get(key)
         if bank is None or not bank.holds(group):
-            members = {id(s): s for s in (every() if every is not None else ()) if architecture(s) == key}
+            members = {id(s): s for s in every() if architecture(s) == key}
             members.update((id(s), s) for s in group)
             missing = [s for s in members.values() if id(s) not in bank.index] if bank is not None else []
             if bank is not None and len(bank.scorers) + len(missing) <= 2 * len(members):
