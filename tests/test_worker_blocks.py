@@ -140,3 +140,40 @@ def test_a_poll_over_chunk_bytes_is_processed_in_chunks_that_give_what_one_poll_
         assert _same(e, ref), (i, e, ref)
     for field in ("readings", "windows", "events", "late", "dead_letters"):
         assert sum(getattr(s, field) for s in stats) == sum(getattr(s, field) for s in stats_ref), field
+
+
+def test_a_large_poll_sends_its_oldest_records_events_before_windowing_the_rest(
+        train_small: Any, one_model: Any, recording_sink: Any) -> None:
+    """A poll of 1,000 single readings is windowed, scored and sent in runs of 128, 256 and 616 records: the events
+    of its first records leave before its last records are read, and are those of the records one poll each."""
+    cfg = Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 2},
+                           baselines={"mode": "shared", "n_readings": 40}, threshold={"sensors": {"*": 1e-12}})
+    bundle = train_small(cfg)
+    plant = Plant(5, CHANNELS, seed=5)
+    values = plant.signal(400)
+    recs = [Record("in", 0, i, s.encode(), json.dumps({"sensor": s, "ts": T0 + t * 1000,
+                                                        "values": values[k, t].round(5).tolist()}).encode(), 0, False)
+            for i, (t, k, s) in enumerate((t, k, s) for t in range(400) for k, s in enumerate(plant.sensors))]
+    warm, poll = recs[:-1000], recs[-1000:]
+    runs = []
+    for polls in ([poll], [[r] for r in poll]):
+        sink = recording_sink()
+        worker = Worker(cfg, None, sink, one_model(bundle, threshold=1e-9))
+        worker.refresh_model(force=True)
+        for r in warm:
+            worker.process([r])
+        before = len(sink.sent)
+        windowed: list[tuple[int, int]] = []  # (records windowed, events sent before) at each run
+        window = worker._window
+        worker._window = lambda part, *a, seen=windowed, f=window, s=sink, b=before: (  # type: ignore[method-assign]
+            seen.append((len(part), len(s.sent) - b)), f(part, *a))[1]
+        for p in polls:
+            worker.process(p)
+        runs.append(([json.loads(m.value) for m in sink.sent[before:]], windowed))
+    (events, windowed), (events_ref, _) = runs
+    assert [n for n, _ in windowed] == [128, 256, 616]
+    assert windowed[0][1] == 0 < windowed[1][1] < windowed[2][1] < len(events)  # events went out between the runs
+    assert len(events) == len(events_ref) >= 400
+    for sensor in plant.sensors:  # each sensor's in its order (a poll sends a run's events sensor by sensor)
+        mine, ref = ([e for e in run if e["sensor"] == sensor] for run in (events, events_ref))
+        assert len(mine) == len(ref) and all(_same(e, r) for e, r in zip(mine, ref)), sensor
