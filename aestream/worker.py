@@ -470,7 +470,7 @@ class Worker:
         assert self.bundle is not None and self.rule is not None, "refresh_model() first"
         stats = StepStats(records=len(records), model_version=self.bundle.version)
         now = self.clock()
-        for part in _chunks(records, CHUNK_BYTES):  # as polls: the oldest records first, at most ~1 MiB at once
+        for part in _chunks(records, CHUNK_BYTES):  # as polls of at most ~1 MiB: a step's arrays stay in the caches
             closed = _Closed()
             if self.phases is not None and self.phases.pending:  # a replay with committed phases ends in or before
                 replayed = [r for r in part if r.replay]
@@ -848,33 +848,7 @@ messages, 640k–680k at 500 and 460k–570k at 2,000 (docs/benchmarks.md)."""
 SCORE_CAP = float(np.finfo(np.float32).max)
 
 
-FIRST_CHUNK = 128
-"""The records of a poll that :meth:`Worker.process` windows, scores and sends first; each next run may hold twice
-as many (:func:`_chunks`). A poll that brought a backlog (500–1,000 single readings after a stall, at 11,000 a
-second) sent its events only once all of it was scored, so its oldest records, which had waited longest, waited for
-all the others too: through kafka-python, every window emitting, the p99 fell from 51–58 ms to 27–33 (three runs
-each, taking turns). Polls under twice this stay whole; a poll of 2,000 goes as 128, 256, 512 and 1,104, which costs
-20–40 % more in process on single readings (docs/benchmarks.md)."""
-
-
-def _chunks(records: list[Record], limit: int, first: int = FIRST_CHUNK) -> Iterable[list[Record]]:
-    """``records`` in order, in runs of at most ``first`` records, then twice as many a run (the rest at once when
-    under twice the run before), each cut again into runs of at most ``limit`` bytes of values (a longer message
-    alone).
-
-    >>> [len(c) for c in _chunks([Record("t", 0, i, None, b"1", 0) for i in range(1000)], 1 << 20)]
-    [128, 256, 616]
-    >>> [len(c) for c in _chunks([Record("t", 0, i, None, b"1", 0) for i in range(255)], 1 << 20)]
-    [255]
-    """
-    start, n = 0, first
-    while start < len(records):
-        end = len(records) if len(records) - start < 2 * n else start + n
-        yield from _byte_chunks(records if start == 0 and end == len(records) else records[start:end], limit)
-        start, n = end, 2 * n
-
-
-def _byte_chunks(records: list[Record], limit: int) -> Iterable[list[Record]]:
+def _chunks(records: list[Record], limit: int) -> Iterable[list[Record]]:
     """``records`` in order, cut into runs of at most ``limit`` bytes of values (a longer message alone)."""
     if len(records) < 2 or sum(len(r.value) for r in records if r.value is not None) <= limit:
         yield records  # the common poll: one sum (81 µs for 2,000 messages; the loop below takes 132)
