@@ -10,7 +10,7 @@ from aestream.config import BaselinesConfig, ThresholdConfig
 from aestream.detect.baselines import Baseline, SensorBaselines
 from aestream.detect.features import Preprocessor
 from aestream.detect.scoring import Scorer
-from aestream.detect.stacked import ModelBank, channel_errors_many
+from aestream.detect.stacked import ModelBank, channel_errors_many, channel_errors_of
 from aestream.models import FAMILIES, build_model
 
 W, C = 16, 3
@@ -58,6 +58,37 @@ def test_the_mlp_families_run_as_matrix_products_and_conv_through_vmap(family: s
         got = bank.channel_errors([scorers[i] for i in pick], [windows[i] for i in pick])
         for i, g in zip(pick, got):
             np.testing.assert_allclose(g, scorers[i].raw_channel_errors(windows[i]), rtol=1e-5, atol=1e-7)
+
+
+
+@pytest.mark.parametrize("family", ["vanilla", "conv"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_steps_windows_as_one_array_score_as_each_model_alone(family: str, dtype: type) -> None:
+    """ModelBank.errors_at: windows of many models interleaved (as a live step closes them), each by its own model:
+    all of the bank's models, most of them (the MLP families run every model) and a few (their weights gathered)."""
+    scorers = [_scorer(family, seed, 3) for seed in range(5)]
+    bank = ModelBank(scorers, W)
+    rng = np.random.default_rng(7)
+    for rows in ([3, 0, 1, 4, 2, 0, 0, 3], [4, 1, 4, 2, 1], [2], [3, 1, 3, 3]):
+        windows = rng.normal(5.0, 2.0, (len(rows), W, C)).astype(dtype)
+        got = bank.errors_at(np.array(rows), windows)
+        assert got.shape == (len(rows), C)
+        for i, r in enumerate(rows):
+            np.testing.assert_allclose(got[i], scorers[r].raw_channel_errors(windows[i : i + 1])[0],
+                                       rtol=1e-5, atol=1e-7)
+
+
+def test_a_steps_windows_as_one_array_go_model_by_model_when_the_models_differ() -> None:
+    """channel_errors_of: one architecture through its bank; two (or a single model) as channel_errors_many."""
+    a, b, odd = _scorer("vanilla", 1), _scorer("vanilla", 2), _scorer("vanilla", 3, smooth=2)
+    windows = np.random.default_rng(5).normal(5.0, 1.0, (6, W, C)).astype(np.float32)
+    for scorers, which in (([a, b], [1, 0, 1, 1, 0, 0]), ([a, b, odd], [2, 0, 1, 2, 2, 0]), ([odd], [0] * 6)):
+        banks: dict = {}
+        got = channel_errors_of(scorers, np.array(which), windows, banks)
+        for i, k in enumerate(which):
+            np.testing.assert_allclose(got[i], scorers[k].raw_channel_errors(windows[i : i + 1])[0],
+                                       rtol=1e-5, atol=1e-7)
+        assert len(banks) == (len({id(s) for s in scorers} - {id(odd)}) > 1)
 
 
 def test_other_architectures_run_apart_and_a_new_model_joins_the_bank() -> None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from aestream.config import BaselinesConfig, ThresholdConfig
 from aestream.detect.scoring import ScoreBatch, Scorer, reduce_errors
-from aestream.detect.stacked import ModelBank, channel_errors_many
+from aestream.detect.stacked import ModelBank, channel_errors_of
 from aestream.detect.thresholds import calibrate_threshold
 from aestream.models.bundle import scorer_from_dict, scorer_to_dict
 from aestream.stream.windows import Window
@@ -218,7 +218,7 @@ class SensorBaselines:
         self.ready: dict[str, Baseline] = {}
         self._calibrating: dict[str, _Calibration] = {}
         self._refresh: dict[str, list[np.ndarray]] = {}
-        self._banks: dict[Hashable, ModelBank] = {}  # the own models stacked (channel_errors_many)
+        self._banks: dict[Hashable, ModelBank] = {}  # the own models stacked (channel_errors_of)
 
     @property
     def n_calibrating(self) -> int:
@@ -387,13 +387,13 @@ class SensorBaselines:
             else:
                 errors[shared] = scorer.raw_channel_errors(windows[shared], mean[shared], std[shared])
         if own.any():  # each sensor's windows of the step through its own model, the models stacked
-            order = np.argsort(at, kind="stable")
-            by_slot = np.split(order, np.cumsum(np.bincount(at, minlength=len(base)))[:-1])
-            mine = np.flatnonzero(own).tolist()
-            own_scorers = [b.scorer for k in mine if (b := base[k]).scorer is not None]
-            for k, e in zip(mine, channel_errors_many(own_scorers, [windows[by_slot[k]] for k in mine], self._banks,
-                                                      self._own_scorers)):
-                errors[by_slot[k]] = e
+            mine = np.flatnonzero(own)
+            local = np.cumsum(own) - 1  # a sensor's place among those with their own model
+            judged = np.flatnonzero(own[at])  # the windows they judge
+            own_scorers = [b.scorer for k in mine.tolist() if (b := base[k]).scorer is not None]
+            alone = len(judged) == len(at)  # every window: no copy of them
+            errors[judged] = channel_errors_of(own_scorers, local[at if alone else at[judged]],
+                                               windows if alone else windows[judged], self._banks, self._own_scorers)
         scale = np.stack([b.channel_scale for b in base])[at]
         return ScoreBatch.of(errors / scale, scorer.score_reduce), errors
 
