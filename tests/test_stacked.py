@@ -60,7 +60,6 @@ def test_the_mlp_families_run_as_matrix_products_and_conv_through_vmap(family: s
             np.testing.assert_allclose(g, scorers[i].raw_channel_errors(windows[i]), rtol=1e-5, atol=1e-7)
 
 
-
 @pytest.mark.parametrize("family", ["vanilla", "conv"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_steps_windows_as_one_array_score_as_each_model_alone(family: str, dtype: type) -> None:
