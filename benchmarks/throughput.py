@@ -21,7 +21,9 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
   readings, the event path at its heaviest), the latter twice: a fleet starting (timed from 2 s after the
   calibration warm-up, while the sensors' fine-tunes run) and in service (timed once every sensor has its own
   baseline and no fine-tune waits); against a bare consumer of the same client reading the same paced stream
-  (produce time to receipt), with each every-window p99 as a multiple of that consumer's p99;
+  (produce time to receipt), with each every-window p99 as a multiple of that consumer's p99; the bare consumer
+  and the two every-window runs in each of ``--latency-rounds`` rounds, each p99 against its round's bare one, and
+  reported as the median over the rounds (and each round's figures): one 10 s run's tail swung 2–4× between runs;
 * memory: RSS per idle sensor beyond its window buffer, for 1k/10k/100k sensors: of the window buffers alone, and
   of a whole worker (``build_app``, baselines off) that has scored one window of each sensor, with retraining
   (``retrain.enabled``, the worker's own reservoir) and alerts on (each sensor's pending reservoir sample and its
@@ -326,6 +328,22 @@ def _latency(cfg: Config, rate: float, seconds: float, n_anomalous: int,
     thread.join(120)
     return _event_latency(bootstrap, cfg.kafka.input_topics[0], cfg.kafka.output_topic, _n_warmup(rate),
                           {"client": cfg.kafka.client, "worker_records": worker.totals.records})
+
+
+def _latency_of(base: Config, bootstrap: str, client: str, rate: float, seconds: float, mode: str, model_dir: str,
+                n_anomalous: int, tag: str) -> tuple[float, float]:
+    """:func:`_latency` of the shipped worker on ``client`` on fresh topics; ``mode`` ``""``: the calibrated
+    thresholds, else every window emits (``"in_service_..."``: timed once the fleet is in service)."""
+    # every window: each sensor's own calibrated threshold (baselines) is scaled to ~0 as well
+    factors = {"*": 1e-12} if mode else {}
+    # the shipped poll_timeout_ms (200), as a user runs it; the bare consumer polls every 5 ms
+    cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,),
+                              "input_topics": (_fresh_topic(base, bootstrap, f"lat-{tag}"),),
+                              "output_topic": _fresh_topic(base, bootstrap, f"lat-out-{tag}"),
+                              "group_id": f"bench-lat-{tag}", "client": client},
+                       paths={"model_dir": model_dir}, threshold={"sensors": factors})
+    p50, p99, _ = _latency(cfg, rate, seconds, n_anomalous, in_service=mode.startswith("in_service"))
+    return p50, p99
 
 
 def _when_in_service(worker: Worker, n_warm: int, path: str) -> None:
@@ -670,6 +688,8 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
     ap.add_argument("--readings", type=int, default=200_000, help="readings per throughput run (default 200k)")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
+    ap.add_argument("--latency-rounds", type=int, default=3,
+                    help="rounds of the bare consumer and the every-window latency runs, per client")
     ap.add_argument("--peer-latency-seconds", type=float, default=60.0,
                     help="the timed phase at the peer's load: the peer, and aestream on each client (default 60)")
     ap.add_argument("--rounds", type=int, default=3,
@@ -773,7 +793,7 @@ def main() -> None:
                 row["cuda_pipeline_rps"] = round(_worker(cfg, len(msgs))[0])
             result[label] = row
             print(json.dumps({label: row}), flush=True)
-        latency: dict[str, dict[str, float]] = {}
+        latency: dict[str, dict[str, Any]] = {}
         if "latency" not in skip:
             # two model stores: the calibrated threshold (only the shifted sensors' windows emit, as in service)
             # and a zero threshold (every window emits: the event path at its heaviest)
@@ -782,26 +802,29 @@ def main() -> None:
             ModelStore(str(tmp / "models-every")).publish(every)
             for client in ("kafka-python", "confluent"):  # each at 20 % of its own measured capacity
                 rate = 0.2 * result["single"][client]["pipeline_rps"]
-                t50, t99 = _transport_latency(bootstrap, _fresh_topic(base, bootstrap, f"bare-{client}-{run}"), rate,
-                                              args.latency_seconds, client)
-                row = {"rate_rps": round(rate), "transport_p50_ms": round(t50, 1), "transport_p99_ms": round(t99, 1)}
-                for mode, model_dir, n_anomalous in (("", base.paths.model_dir, LATENCY_ANOMALOUS_SENSORS),
-                                                     ("every_window_", str(tmp / "models-every"), 0),
-                                                     ("in_service_every_window_", str(tmp / "models-every"), 0)):
-                    tag = f"{client}-{mode}{run}"
-                    # every window: each sensor's own calibrated threshold (baselines) is scaled to ~0 as well
-                    factors = {"*": 1e-12} if mode else {}
-                    # the shipped poll_timeout_ms (200), as a user runs it; the bare consumer polls every 5 ms
-                    cfg = base.replace(kafka={"bootstrap_servers": (bootstrap,),
-                                              "input_topics": (_fresh_topic(base, bootstrap, f"lat-{tag}"),),
-                                              "output_topic": _fresh_topic(base, bootstrap, f"lat-out-{tag}"),
-                                              "group_id": f"bench-lat-{tag}", "client": client},
-                                       paths={"model_dir": model_dir}, threshold={"sensors": factors})
-                    p50, p99, _ = _latency(cfg, rate, args.latency_seconds, n_anomalous,
-                                           in_service=mode.startswith("in_service"))
-                    row.update({f"{mode}p50_ms": round(p50, 1), f"{mode}p99_ms": round(p99, 1)})
-                    if mode:  # the issue's yardstick: the event path's tail against the bare consumer's
-                        row[f"{mode}p99_over_transport"] = round(p99 / t99, 2)
+
+                # 2 sensors shifted, the calibrated thresholds: once
+                p50, p99 = _latency_of(base, bootstrap, client, rate, args.latency_seconds, "", base.paths.model_dir,
+                                       LATENCY_ANOMALOUS_SENSORS, f"{client}-{run}")
+                row = {"rate_rps": round(rate), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1)}
+                # every window emits: in rounds of the bare consumer, a fleet starting and one in service
+                modes = ("every_window_", "in_service_every_window_")
+                runs_of: dict[str, list[tuple[float, float, float]]] = {m: [] for m in ("transport_", *modes)}
+                for r in range(args.latency_rounds):
+                    t50, t99 = _transport_latency(bootstrap, _fresh_topic(base, bootstrap, f"bare-{client}-{r}-{run}"),
+                                                  rate, args.latency_seconds, client)
+                    runs_of["transport_"].append((t50, t99, 1.0))
+                    for mode in modes:
+                        p50, p99 = _latency_of(base, bootstrap, client, rate, args.latency_seconds, mode,
+                                               str(tmp / "models-every"), 0, f"{client}-{mode}{r}-{run}")
+                        runs_of[mode].append((p50, p99, p99 / t99))
+                for mode, timed in runs_of.items():
+                    row.update({f"{mode}p50_ms": round(float(np.median([g[0] for g in timed])), 1),
+                                f"{mode}p99_ms": round(float(np.median([g[1] for g in timed])), 1),
+                                f"{mode}p99_runs": [round(g[1], 1) for g in timed]})
+                    if mode != "transport_":  # the issue's yardstick: the event path's tail against the bare one's
+                        row[f"{mode}p99_over_transport"] = round(float(np.median([g[2] for g in timed])), 2)
+                        row[f"{mode}p99_over_transport_runs"] = [round(g[2], 2) for g in timed]
                 latency[client] = row
                 print(json.dumps({"latency": {client: row}}), flush=True)
             if "peer" in result["single"]:  # the peer at 20 % of its own capacity
