@@ -23,7 +23,7 @@ Without --bootstrap it starts a private broker with deploy/kafka/kafka.sh. Measu
   baseline and no fine-tune waits); against a bare consumer of the same client reading the same paced stream
   (produce time to receipt), with each every-window p99 as a multiple of that consumer's p99; the bare consumer
   and the two every-window runs in each of ``--latency-rounds`` rounds, each p99 against its round's bare one, and
-  reported as the median over the rounds (and each round's figures): one 10 s run's tail swung 2–4× between runs;
+  reported as the median over the rounds (and each round's figures): one 10 s run's tail differed up to 6× between runs;
 * memory: RSS per idle sensor beyond its window buffer, for 1k/10k/100k sensors: of the window buffers alone, and
   of a whole worker (``build_app``, baselines off) that has scored one window of each sensor, with retraining
   (``retrain.enabled``, the worker's own reservoir) and alerts on (each sensor's pending reservoir sample and its
