@@ -54,50 +54,57 @@ class Preprocessor:
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
         """Model input ``(B, W, C)`` float32 of raw windows ``(B, W, C)``."""
-        return self.tensor(windows).numpy()
+        return self.array(windows)
 
     def tensor(self, windows: np.ndarray, mean: np.ndarray | None = None,
                std: np.ndarray | None = None) -> torch.Tensor:
-        """:meth:`__call__` as a CPU tensor. Raw windows may be float32 (as the windower holds them) or float64.
-        Each window is worked on as one row of its ``W·C`` readings, so every step runs over long rows. ``mean``
-        and ``std`` ``(B, C)``: each window standardised by its own row of them instead (a sensor's baseline).
+        """:meth:`array` as a CPU tensor (sharing its memory)."""
+        return torch.from_numpy(self.array(windows, mean, std))
+
+    def array(self, windows: np.ndarray, mean: np.ndarray | None = None,
+              std: np.ndarray | None = None) -> np.ndarray:
+        """Model input ``(B, W, C)`` float32 of raw windows ``(B, W, C)``, float32 (as the windower holds them) or
+        float64. Each window is worked on as one row of its ``W·C`` readings, so every step runs over long rows;
+        in numpy, whose calls cost a few µs on a live step's few windows against ~8 µs for torch's. ``mean`` and
+        ``std`` ``(B, C)``: each window standardised by its own row of them instead (a sensor's baseline).
 
         >>> p = Preprocessor(mean=np.zeros(1), std=np.ones(1), detrend=np.zeros(1, dtype=bool))
         >>> w = np.array([[[12.0], [8.0]], [[3.0], [5.0]]], dtype=np.float32)
-        >>> p.tensor(w, np.array([[10.0], [4.0]]), np.array([[2.0], [1.0]]))[:, :, 0].tolist()
+        >>> p.array(w, np.array([[10.0], [4.0]]), np.array([[2.0], [1.0]]))[:, :, 0].tolist()
         [[1.0, -1.0], [-1.0, 1.0]]
         """
         w = np.asarray(windows)
         n, size, c = w.shape
         plan = self._plan(size)
-        raw = torch.from_numpy(w if w.flags.writeable else w.copy()).reshape(n, size * c)
+        raw = w.reshape(n, size * c)
         own = mean is not None and std is not None
         if own:  # centred by each row's mean (split in two float32 parts when the windows are float32), tiled
-            m = np.asarray(mean, dtype=np.float64)  # to the row's W·C readings: a broadcast over C took twice as long
-            if raw.dtype == torch.float32:
+            m = np.asarray(mean, dtype=np.float64)  # to the row's W·C readings
+            if raw.dtype == np.float32:
                 hi = m.astype(np.float32)
-                x = raw - torch.from_numpy(np.tile(hi, size))
-                x -= torch.from_numpy(np.tile((m - hi).astype(np.float32), size))
+                x = raw - np.tile(hi, size)
+                x -= np.tile((m - hi).astype(np.float32), size)
             else:
-                x = (raw.double() - torch.from_numpy(np.tile(m, size))).float()
-        elif raw.dtype == torch.float32:  # centred against the mean split in two float32 parts: as exact as float64
+                x = (raw.astype(np.float64) - np.tile(m, size)).astype(np.float32)
+        elif raw.dtype == np.float32:  # centred against the mean split in two float32 parts: as exact as float64
             x = raw - plan.mean_hi
             x -= plan.mean_lo
         else:
-            x = (raw.double() - plan.mean).float()
+            x = (raw.astype(np.float64) - plan.mean).astype(np.float32)
         if self.smooth > 1:  # a trailing sum of a few shifted copies; the division is in plan.scale
-            total = x.clone()
+            total = x.copy()
             for lag in range(1, min(self.smooth, size)):
                 total[:, lag * c :] += x[:, : -lag * c]
             x = total
         if own:
             x *= plan.per_count
-            x *= torch.from_numpy(np.tile((1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32), size))
+            x *= np.tile((1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32), size)
         else:
             x *= plan.scale
+        x3 = x.reshape(n, size, c)
         if plan.detrend is not None:  # each detrended channel's mean over the window, off each of its readings
-            x -= x.view(n, size, c).sum(dim=1) @ plan.detrend
-        return x.view(n, size, c)
+            x3 -= (np.einsum("nwc->nc", x3) * plan.detrend)[:, None, :]  # einsum: a sum over W loops over C
+        return x3
 
     def _plan(self, window_size: int) -> _Plan:
         """The constants for windows of ``window_size`` readings, made once (the dataclass is frozen: they are
@@ -127,12 +134,12 @@ def _counts(window_size: int, span: int) -> np.ndarray:
 class _Plan:
     """A :class:`Preprocessor`'s constants for one window size, over the flattened ``W·C`` readings of a window."""
 
-    mean: torch.Tensor  # float64
-    mean_hi: torch.Tensor  # float32 part of the mean, and what it leaves
-    mean_lo: torch.Tensor
-    scale: torch.Tensor  # 1 / (std × readings the trailing mean averages)
-    per_count: torch.Tensor  # 1 / readings the trailing mean averages (for windows with their own std)
-    detrend: torch.Tensor | None  # (C, W·C): a window's channel sums → each detrended reading's channel mean
+    mean: np.ndarray  # float64
+    mean_hi: np.ndarray  # float32 part of the mean, and what it leaves
+    mean_lo: np.ndarray
+    scale: np.ndarray  # 1 / (std × readings the trailing mean averages)
+    per_count: np.ndarray  # 1 / readings the trailing mean averages (for windows with their own std)
+    detrend: np.ndarray | None  # (C,) float32: 1 / W for a detrended channel, else 0; None: none detrended
 
     @classmethod
     def build(cls, p: Preprocessor, window_size: int) -> _Plan:
@@ -140,8 +147,6 @@ class _Plan:
         hi = mean.astype(np.float32)
         counts = _counts(window_size, p.smooth).astype(np.float64)
         scale = (1.0 / (counts[:, None] * p.std[None, :])).reshape(-1).astype(np.float32)
-        spread = np.tile(np.diag(p.detrend / window_size).astype(np.float32), window_size) if p.detrend.any() else None
-        t = torch.from_numpy
+        detrend = (p.detrend / window_size).astype(np.float32) if p.detrend.any() else None
         per_count = np.repeat(1.0 / counts, len(p.std)).astype(np.float32)
-        return cls(t(mean), t(hi), t((mean - hi).astype(np.float32)), t(scale), t(per_count),
-                   None if spread is None else t(spread))
+        return cls(mean, hi, (mean - hi).astype(np.float32), scale, per_count, detrend)

@@ -18,7 +18,7 @@ from aestream.detect.features import Preprocessor
 from aestream.errors import AestreamError
 from aestream.models import Autoencoder
 
-__all__ = ["ScoreBatch", "Scorer", "reduce_errors", "resolve_device"]
+__all__ = ["ScoreBatch", "Scorer", "reduce_errors", "resolve_device", "squared_errors"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -26,6 +26,19 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def squared_errors(recon: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The mean squared difference of two float32 arrays of windows ``(..., W, C)`` over each window's readings,
+    ``(..., C)`` float64. Summed by ``einsum``: numpy's ``mean`` over the readings' axis runs a loop over the few
+    channels for every reading (25 windows of 32 × 4: ~25 µs against ~10 µs).
+
+    >>> squared_errors(np.array([[[1.0], [3.0]]], np.float32), np.zeros((1, 2, 1), np.float32)).tolist()
+    [[5.0]]
+    """
+    d = recon - x
+    d *= d
+    return np.einsum("...wc->...c", d).astype(np.float64) / d.shape[-2]  # type: ignore[no-any-return]
 
 
 def reduce_errors(rel: np.ndarray, how: str) -> np.ndarray:
@@ -49,7 +62,8 @@ class ScoreBatch:
         """
         total = rel.sum(axis=1, keepdims=True)
         shares = np.divide(rel, total, out=np.full_like(rel, 1.0 / rel.shape[1]), where=total > 0)
-        return cls(reduce_errors(rel, how), shares)
+        # the mean is the total over the channels' count, as numpy's mean computes it
+        return cls(rel.max(axis=1) if how == "max" else total[:, 0] / rel.shape[1], shares)
 
 
 class Scorer:
@@ -88,12 +102,16 @@ class Scorer:
     def raw_channel_errors(self, windows: np.ndarray, mean: np.ndarray | None = None,
                            std: np.ndarray | None = None) -> np.ndarray:
         """Unscaled per-channel mean squared errors ``(B, C)`` of raw windows ``(B, W, C)``; with ``mean`` and
-        ``std`` ``(B, C)``, each window standardised by its own row of them (a sensor's baseline)."""
+        ``std`` ``(B, C)``, each window standardised by its own row of them (a sensor's baseline). On a CPU the
+        model's pass runs on the preprocessed windows' own memory, and the errors are taken in numpy."""
         if len(windows) == 0:
             return np.zeros((0, self.model.n_channels))
+        x = self.preprocessor.array(windows, mean, std)
         with torch.inference_mode():
-            x = self._tensor(windows, mean, std)
-            errors = (self._frozen()(x) - x).square_().mean(dim=1)
+            if self.device.type == "cpu":
+                return squared_errors(self._frozen()(torch.from_numpy(x)).numpy(), x)
+            xt = torch.from_numpy(x).to(self.device)
+            errors = (self._frozen()(xt) - xt).square_().mean(dim=1)
         return errors.double().cpu().numpy()
 
     def score(self, windows: np.ndarray) -> ScoreBatch:

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from aestream.detect.scoring import Scorer
-from aestream.models.base import Autoencoder
+from aestream.detect.scoring import Scorer, squared_errors
+from aestream.models.base import ACTIVATIONS, mlp_layers
 
 __all__ = ["ModelBank", "architecture", "channel_errors_many", "channel_errors_of"]
 
@@ -41,31 +41,6 @@ def architecture(scorer: Scorer) -> Hashable:
 
 SPREAD_SHARE = 0.4  # see ModelBank.errors_at (measured: 35 of 50 models gathered 0.59 ms, all 50 run 0.41 ms)
 _ARCHITECTURES: weakref.WeakKeyDictionary[Scorer, Hashable] = weakref.WeakKeyDictionary()
-_ACTIVATIONS: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
-    nn.ReLU: torch.relu_, nn.Sigmoid: torch.sigmoid_, nn.Tanh: torch.tanh_}
-
-
-def mlp_layers(model: nn.Module) -> list[nn.Module] | None:
-    """The layers of a model that is its encoder then its decoder, each a ``Sequential`` of linear layers and
-    activations over the flattened window (the MLP families, in eval mode), else None.
-
-    >>> from aestream.models import build_model
-    >>> [type(m).__name__ for m in mlp_layers(build_model("vanilla", window_size=4, n_channels=2).eval())]
-    ['Linear', 'ReLU', 'Linear', 'Linear', 'ReLU', 'Linear']
-    >>> mlp_layers(build_model("conv", window_size=8, n_channels=2).eval()) is None
-    True
-    """
-    if not isinstance(model, Autoencoder) or model.training:
-        return None
-    cls = type(model)
-    if (cls.forward, cls.encode, cls.decode) != (Autoencoder.forward, Autoencoder.encode, Autoencoder.decode):
-        return None
-    if not (isinstance(model.encoder, nn.Sequential) and isinstance(model.decoder, nn.Sequential)):
-        return None
-    layers = [m for m in (*model.encoder, *model.decoder) if not isinstance(m, (nn.Dropout, nn.Identity))]
-    if not all(isinstance(m, nn.Linear) or type(m) in _ACTIVATIONS for m in layers):
-        return None
-    return layers
 
 
 class ModelBank:
@@ -82,6 +57,7 @@ class ModelBank:
         first = scorers[0]
         self._model = first.model
         self._detrend = first.preprocessor._plan(window_size).detrend  # the same for one architecture
+        self._device = first.device
         self._smooth = first.preprocessor.smooth
         self._forward = vmap(self._call)
         # the MLP families: per layer, the transposed weights (S, in, out) and biases (S, 1, out), or an activation;
@@ -89,7 +65,7 @@ class ModelBank:
         self._layers: list[tuple[torch.Tensor, torch.Tensor] | Callable[[torch.Tensor], torch.Tensor]] | None = None
         self._mlp = mlp_layers(first.model) is not None
         self._weights: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] = ({}, {})
-        self._mean = self._mean_hi = self._mean_lo = self._scale = torch.empty(0)
+        self._mean = self._mean_hi = self._mean_lo = self._scale = np.empty(0)
         self.extend(scorers)
 
     def extend(self, scorers: Sequence[Scorer]) -> None:
@@ -102,11 +78,15 @@ class ModelBank:
         def grow(held: torch.Tensor, added: torch.Tensor) -> torch.Tensor:
             return added if first else torch.cat([held, added])
 
+        def grow_rows(held: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
+            added = np.stack(rows)[:, None, :]
+            return added if first else np.concatenate([held, added])
+
         plans = [s.preprocessor._plan(self.window_size) for s in new]
-        self._mean = grow(self._mean, torch.stack([p.mean for p in plans])[:, None, :])
-        self._mean_hi = grow(self._mean_hi, torch.stack([p.mean_hi for p in plans])[:, None, :])
-        self._mean_lo = grow(self._mean_lo, torch.stack([p.mean_lo for p in plans])[:, None, :])
-        self._scale = grow(self._scale, torch.stack([p.scale for p in plans])[:, None, :])
+        self._mean = grow_rows(self._mean, [p.mean for p in plans])
+        self._mean_hi = grow_rows(self._mean_hi, [p.mean_hi for p in plans])
+        self._mean_lo = grow_rows(self._mean_lo, [p.mean_lo for p in plans])
+        self._scale = grow_rows(self._scale, [p.scale for p in plans])
         with torch.no_grad():
             if self._mlp:
                 per_model = [mlp_layers(s.model) for s in new]
@@ -115,7 +95,7 @@ class ModelBank:
                 layers = [
                     (torch.stack([ls[i].weight.detach().t() for ls in per_model]).contiguous(),  # type: ignore
                      torch.stack([ls[i].bias.detach() for ls in per_model])[:, None, :])  # type: ignore
-                    if isinstance(layer, nn.Linear) else _ACTIVATIONS[type(layer)]
+                    if isinstance(layer, nn.Linear) else ACTIVATIONS[type(layer)]
                     for i, layer in enumerate(per_model[0])]  # type: ignore[arg-type]
                 self._layers = layers if first else [
                     (grow(held[0], added[0]), grow(held[1], added[1]))  # type: ignore[index]
@@ -150,26 +130,37 @@ class ModelBank:
         b = len(rows)
         if b == 0:
             return np.zeros((0, windows.shape[2]))
-        order = np.argsort(rows, kind="stable")
-        ranked = rows[order]
-        starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # each model's first window in ``order``
-        counts = np.diff(np.r_[starts, b])
-        rank = np.empty(b, dtype=np.intp)
-        rank[order] = np.arange(b) - np.repeat(starts, counts)
-        used = ranked[starts]  # the models asked for, in row order
+        if len(set(rows.tolist())) == b:  # a window a model (most live steps): no ranks to work out
+            used, rank, n = np.sort(rows), np.zeros(b, dtype=np.intp), 1
+        else:
+            order = np.argsort(rows, kind="stable")
+            ranked = rows[order]
+            first = np.empty(b, dtype=bool)
+            first[0] = True
+            np.not_equal(ranked[1:], ranked[:-1], out=first[1:])
+            starts = np.flatnonzero(first)  # each model's first window in ``order``
+            counts = np.diff(starts, append=b)
+            rank = np.empty(b, dtype=np.intp)
+            rank[order] = np.arange(b) - np.repeat(starts, counts)
+            used, n = ranked[starts], int(counts.max())  # the models asked for, in row order
         # every model runs (the others on padding) when all are asked for or, for the MLP families, 40 % of the
         # bank or more (SPREAD_SHARE); else the asked-for models' weights are gathered
         every = len(used) == len(self.scorers) or (self._layers is not None
                                                    and len(used) >= SPREAD_SHARE * len(self.scorers))
         slot = rows if every else np.searchsorted(used, rows)
-        picked = None if every else torch.from_numpy(used)
-        n, (size, c) = int(counts.max()), windows.shape[1:]
+        picked = None if every else used
+        size, c = windows.shape[1:]
         raw = np.zeros((len(self.scorers) if every else len(used), n, size, c),
                        dtype=np.float32 if windows.dtype == np.float32 else np.float64)
         raw[slot, rank] = windows
+        x = self._array(raw.reshape(len(raw), n, size * c), picked, size, c)
+        at = None if picked is None else torch.from_numpy(picked)
         with torch.inference_mode():
-            x = self._tensor(torch.from_numpy(raw).reshape(len(raw), n, size * c), picked, size, c)
-            errors = (self._reconstruct(x, picked) - x).square_().mean(dim=2).double().cpu().numpy()
+            if self._device.type == "cpu":  # the products in torch (its threads), the rest in numpy
+                errors = squared_errors(self._reconstruct(torch.from_numpy(x), at).numpy(), x)
+            else:
+                xt = torch.from_numpy(x).to(self._device)
+                errors = (self._reconstruct(xt, at) - xt).square_().mean(dim=2).double().cpu().numpy()
         return errors[slot, rank]  # type: ignore[no-any-return]
 
     def _reconstruct(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
@@ -188,26 +179,27 @@ class ModelBank:
                 h = layer(h)
         return h.view(x.shape)
 
-    def _tensor(self, raw: torch.Tensor, rows: torch.Tensor | None, size: int, c: int) -> torch.Tensor:
-        """:meth:`Preprocessor.tensor` of each sensor's rows ``(S, n, W·C)`` by its own constants, step for step."""
-        def pick(t: torch.Tensor) -> torch.Tensor:
-            return t if rows is None else t[rows]
+    def _array(self, raw: np.ndarray, rows: np.ndarray | None, size: int, c: int) -> np.ndarray:
+        """:meth:`Preprocessor.array` of each sensor's rows ``(S, n, W·C)`` by its own constants, step for step."""
+        def pick(a: np.ndarray) -> np.ndarray:
+            return a if rows is None else a[rows]
 
-        if raw.dtype == torch.float32:
+        if raw.dtype == np.float32:
             x = raw - pick(self._mean_hi)
             x -= pick(self._mean_lo)
         else:
-            x = (raw.double() - pick(self._mean)).float()
+            x = (raw.astype(np.float64) - pick(self._mean)).astype(np.float32)
         if self._smooth > 1:
-            total = x.clone()
+            total = x.copy()
             for lag in range(1, min(self._smooth, size)):
                 total[:, :, lag * c :] += x[:, :, : -lag * c]
             x = total
         x *= pick(self._scale)
         s, n = x.shape[0], x.shape[1]
+        x4 = x.reshape(s, n, size, c)
         if self._detrend is not None:
-            x -= (x.view(s, n, size, c).sum(dim=2) @ self._detrend)
-        return x.view(s, n, size, c).to(self.scorers[0].device)
+            x4 -= (np.einsum("snwc->snc", x4) * self._detrend)[:, :, None, :]
+        return x4
 
 
 def channel_errors_many(scorers: Sequence[Scorer], windows: Sequence[np.ndarray], banks: dict[Hashable, ModelBank],
@@ -236,6 +228,12 @@ def channel_errors_of(scorers: Sequence[Scorer], which: np.ndarray, windows: np.
     """Raw channel errors ``(B, C)`` of raw windows ``(B, W, C)``, window ``i`` by ``scorers[which[i]]``
     (each scorer with a window at least): :func:`channel_errors_many` for a step's windows as one array. Scorers
     of one architecture go through :meth:`ModelBank.errors_at`; those of several, or one alone, as there."""
+    if len(scorers) > 1:
+        for bank in banks.values():  # one that holds them all (a step in service): no architecture to look up
+            index = bank.index
+            held = [index.get(id(s), -1) for s in scorers]
+            if -1 not in held:
+                return bank.errors_at(np.array(held, dtype=np.intp)[which], windows)
     keys = {architecture(s) for s in scorers}
     if len(keys) == 1 and len(scorers) > 1:
         bank = _bank(keys.pop(), scorers, windows.shape[1], banks, every)
