@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from aestream.config import BaselinesConfig, ThresholdConfig
+from aestream.detect import stacked
 from aestream.detect.baselines import Baseline, SensorBaselines
 from aestream.detect.features import Preprocessor
 from aestream.detect.scoring import Scorer
@@ -62,13 +63,17 @@ def test_the_mlp_families_run_as_matrix_products_and_conv_through_vmap(family: s
 
 @pytest.mark.parametrize("family", ["vanilla", "conv"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_steps_windows_as_one_array_score_as_each_model_alone(family: str, dtype: type) -> None:
+@pytest.mark.parametrize("small_bank_bytes", [stacked.SMALL_BANK_BYTES, 0])
+def test_a_steps_windows_as_one_array_score_as_each_model_alone(family: str, dtype: type, small_bank_bytes: int,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """ModelBank.errors_at: windows of many models interleaved (as a live step closes them), each by its own model:
-    all of the bank's models, most of them (the MLP families run every model) and a few (their weights gathered)."""
-    scorers = [_scorer(family, seed, 3) for seed in range(5)]
+    all of the bank's models, most of them (the MLP families run every model) and a few (their weights gathered,
+    unless the bank is small: ``small_bank_bytes`` 0 gathers them in any bank)."""
+    monkeypatch.setattr(stacked, "SMALL_BANK_BYTES", small_bank_bytes)
+    scorers = [_scorer(family, seed, 3) for seed in range(10)]
     bank = ModelBank(scorers, W)
     rng = np.random.default_rng(7)
-    for rows in ([3, 0, 1, 4, 2, 0, 0, 3], [4, 1, 4, 2, 1], [2], [3, 1, 3, 3]):
+    for rows in ([3, 0, 1, 4, 2, 0, 0, 3, 5, 6, 7, 8, 9], [4, 1, 4, 2, 1, 9, 8], [2], [3, 1, 3, 3], [7, 7]):
         windows = rng.normal(5.0, 2.0, (len(rows), W, C)).astype(dtype)
         got = bank.errors_at(np.array(rows), windows)
         assert got.shape == (len(rows), C)
