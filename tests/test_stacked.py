@@ -170,3 +170,25 @@ def test_sensor_baselines_score_own_models_as_one_by_one() -> None:
             want = own[s].raw_channel_errors(windows[i : i + 1])[0]
             np.testing.assert_allclose(errors[i], want, rtol=1e-5, atol=1e-7)
             np.testing.assert_allclose(batch.scores[i], own[s].score(windows[i : i + 1]).scores[0], rtol=1e-5)
+
+
+def test_many_windows_of_a_few_models_run_those_models_and_a_window_each_runs_the_small_bank(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step of batched messages from two sensors (hundreds of windows each) runs their two models, not the
+    whole bank padded to their count (that cost ~10× on a bench step); a window each from three of ten models runs
+    the small bank whole (cheaper than gathering three models' weights)."""
+    scorers = [_scorer("vanilla", seed, 3) for seed in range(10)]
+    bank = ModelBank(scorers, W)
+    ran: list[int] = []
+    reconstruct = bank._reconstruct
+    monkeypatch.setattr(bank, "_reconstruct", lambda x, rows: ran.append(x.shape[0]) or reconstruct(x, rows))
+    rows = np.array([1, 4] * 150)
+    windows = np.random.default_rng(3).normal(5.0, 2.0, (len(rows), W, C)).astype(np.float32)
+    got = bank.errors_at(rows, windows)
+    assert ran == [2]
+    for i in (0, 1, 299):
+        np.testing.assert_allclose(got[i], scorers[rows[i]].raw_channel_errors(windows[i : i + 1])[0],
+                                   rtol=1e-5, atol=1e-7)
+    ran.clear()
+    bank.errors_at(np.array([1, 4, 6]), windows[:3])
+    assert ran == [10]

@@ -41,9 +41,13 @@ def architecture(scorer: Scorer) -> Hashable:
 
 SPREAD_SHARE = 0.4  # see ModelBank.errors_at (measured: 35 of 50 models gathered 0.59 ms, all 50 run 0.41 ms)
 SMALL_BANK_BYTES = 4 << 20
-"""An MLP bank whose weights are this small runs whole whenever it is asked for more than one model: they stay in
-the cache, and gathering the models asked for cost more than running the others (50 vanilla models of 32 × 4
-readings, 3.4 MB: 11 or 15 sensors' windows 0.36 ms run whole, 0.44–0.47 ms gathered; 5 sensors' the same)."""
+SMALL_BANK_WINDOWS = 256
+"""An MLP bank whose weights are at most ``SMALL_BANK_BYTES`` runs whole when it is asked for more than one model
+and its padded batch (its models × the most windows one of them has) stays within this many windows: the weights
+stay in the cache, and gathering the models asked for cost more than running the others (50 vanilla models of
+32 × 4 readings, 3.4 MB, a window a model: 11 or 15 sensors' 0.36 ms run whole, 0.44–0.47 ms gathered; 5 sensors'
+the same). A step of batched messages from a few sensors (1,000 windows each) is gathered: run whole, it cost
+~100 ms instead of ~10."""
 _ARCHITECTURES: weakref.WeakKeyDictionary[Scorer, Hashable] = weakref.WeakKeyDictionary()
 
 
@@ -150,10 +154,11 @@ class ModelBank:
             rank[order] = np.arange(b) - np.repeat(starts, counts)
             used, n = ranked[starts], int(counts.max())  # the models asked for, in row order
         # every model runs (the others on padding) when all are asked for or, for the MLP families, 40 % of the
-        # bank or more (SPREAD_SHARE), or more than one of a small bank; else the asked-for models' weights are
-        # gathered
+        # bank or more (SPREAD_SHARE), or more than one of a small bank on few windows; else the asked-for models'
+        # weights are gathered
+        small = self._bytes <= SMALL_BANK_BYTES and n * len(self.scorers) <= SMALL_BANK_WINDOWS
         every = len(used) == len(self.scorers) or (self._layers is not None and (
-            len(used) >= SPREAD_SHARE * len(self.scorers) or (len(used) > 1 and self._bytes <= SMALL_BANK_BYTES)))
+            len(used) >= SPREAD_SHARE * len(self.scorers) or (len(used) > 1 and small)))
         slot = rows if every else np.searchsorted(used, rows)
         picked = None if every else used
         size, c = windows.shape[1:]
