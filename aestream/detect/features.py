@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Preprocessor"]
+__all__ = ["Preprocessor", "standardise"]
 
 _MIN_STD = 1e-6
 
@@ -77,34 +77,18 @@ class Preprocessor:
         n, size, c = w.shape
         plan = self._plan(size)
         raw = w.reshape(n, size * c)
-        own = mean is not None and std is not None
-        if own:  # centred by each row's mean (split in two float32 parts when the windows are float32), tiled
-            m = np.asarray(mean, dtype=np.float64)  # to the row's W·C readings
-            if raw.dtype == np.float32:
-                hi = m.astype(np.float32)
-                x = raw - np.tile(hi, size)
-                x -= np.tile((m - hi).astype(np.float32), size)
-            else:
-                x = (raw.astype(np.float64) - np.tile(m, size)).astype(np.float32)
-        elif raw.dtype == np.float32:  # centred against the mean split in two float32 parts: as exact as float64
-            x = raw - plan.mean_hi
-            x -= plan.mean_lo
+        if mean is None or std is None:
+            return standardise(raw, (plan.mean_hi, plan.mean_lo) if raw.dtype == np.float32 else plan.mean,
+                               (plan.scale,), self.smooth, c, plan.detrend)
+        m = np.asarray(mean, dtype=np.float64)  # each window's own constants, tiled to its row's W·C readings
+        centre: np.ndarray | tuple[np.ndarray, np.ndarray]
+        if raw.dtype == np.float32:  # split before they are tiled
+            hi, lo = _split(m)
+            centre = (np.tile(hi, size), np.tile(lo, size))
         else:
-            x = (raw.astype(np.float64) - plan.mean).astype(np.float32)
-        if self.smooth > 1:  # a trailing sum of a few shifted copies; the division is in plan.scale
-            total = x.copy()
-            for lag in range(1, min(self.smooth, size)):
-                total[:, lag * c :] += x[:, : -lag * c]
-            x = total
-        if own:
-            x *= plan.per_count
-            x *= np.tile((1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32), size)
-        else:
-            x *= plan.scale
-        x3 = x.reshape(n, size, c)
-        if plan.detrend is not None:  # each detrended channel's mean over the window, off each of its readings
-            x3 -= (np.einsum("nwc->nc", x3) * plan.detrend)[:, None, :]  # einsum: a sum over W loops over C
-        return x3
+            centre = np.tile(m, size)
+        inv = np.tile((1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32), size)
+        return standardise(raw, centre, (plan.per_count, inv), self.smooth, c, plan.detrend)
 
     def _plan(self, window_size: int) -> _Plan:
         """The constants for windows of ``window_size`` readings, made once (the dataclass is frozen: they are
@@ -123,6 +107,44 @@ class Preprocessor:
     def from_dict(cls, d: dict[str, Any]) -> Preprocessor:
         return cls(np.array(d["mean"], dtype=np.float64), np.array(d["std"], dtype=np.float64),
                    np.array(d["detrend"], dtype=bool), int(d.get("smooth", 1)))
+
+
+def standardise(raw: np.ndarray, centre: np.ndarray | tuple[np.ndarray, np.ndarray], scales: Sequence[np.ndarray],
+                smooth: int, c: int, detrend: np.ndarray | None) -> np.ndarray:
+    """Model input ``(..., W, C)`` float32 of windows given as rows ``(..., W·C)`` of their raw readings, float32 or
+    float64: centred by ``centre`` (float64 means broadcast against the rows, or for float32 rows their float32 part
+    and what it leaves: as exact as float64), summed over ``smooth`` trailing readings, multiplied by each of
+    ``scales`` in turn, and each channel with a ``detrend`` weight ``(C,)`` (1 / W) moved to mean zero in its window.
+    :meth:`Preprocessor.array` and a bank of stacked models (each row by its own model's constants) share it.
+
+    >>> standardise(np.array([[1.0, 3.0, 5.0]]), np.zeros(3), (np.ones(3, np.float32),), 2, 1, None).tolist()
+    [[[1.0], [4.0], [8.0]]]
+    """
+    if raw.dtype == np.float32:
+        hi, lo = centre if isinstance(centre, tuple) else _split(centre)
+        x = raw - hi
+        x -= lo
+    else:
+        assert not isinstance(centre, tuple), "float64 rows are centred by the float64 mean"
+        x = (raw.astype(np.float64) - centre).astype(np.float32)
+    width = x.shape[-1]
+    if smooth > 1:  # a trailing sum of a few shifted copies; the division is in the scales
+        total = x.copy()
+        for lag in range(1, min(smooth, width // c)):
+            total[..., lag * c :] += x[..., : -lag * c]
+        x = total
+    for scale in scales:
+        x *= scale
+    x3 = x.reshape(*x.shape[:-1], width // c, c)
+    if detrend is not None:  # each detrended channel's mean over the window, off each of its readings
+        x3 -= (np.einsum("...wc->...c", x3) * detrend)[..., None, :]  # einsum: a sum over W loops over C
+    return x3
+
+
+def _split(mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values as a float32 part and the float32 rest."""
+    hi = mean.astype(np.float32)
+    return hi, (mean - hi).astype(np.float32)
 
 
 def _counts(window_size: int, span: int) -> np.ndarray:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from aestream.detect.features import standardise
 from aestream.detect.scoring import Scorer, squared_errors
 from aestream.models.base import ACTIVATIONS, mlp_layers
 
@@ -165,7 +166,7 @@ class ModelBank:
         raw = np.zeros((len(self.scorers) if every else len(used), n, size, c),
                        dtype=np.float32 if windows.dtype == np.float32 else np.float64)
         raw[slot, rank] = windows
-        x = self._array(raw.reshape(len(raw), n, size * c), picked, size, c)
+        x = self._array(raw.reshape(len(raw), n, size * c), picked, c)
         at = None if picked is None else torch.from_numpy(picked)
         with torch.inference_mode():
             if self._device.type == "cpu":  # the products in torch (its threads), the rest in numpy
@@ -191,27 +192,13 @@ class ModelBank:
                 h = layer(h)
         return h.view(x.shape)
 
-    def _array(self, raw: np.ndarray, rows: np.ndarray | None, size: int, c: int) -> np.ndarray:
-        """:meth:`Preprocessor.array` of each sensor's rows ``(S, n, W·C)`` by its own constants, step for step."""
+    def _array(self, raw: np.ndarray, rows: np.ndarray | None, c: int) -> np.ndarray:
+        """:func:`standardise` of each sensor's rows ``(S, n, W·C)`` by its own constants (``rows``: whose)."""
         def pick(a: np.ndarray) -> np.ndarray:
             return a if rows is None else a[rows]
 
-        if raw.dtype == np.float32:
-            x = raw - pick(self._mean_hi)
-            x -= pick(self._mean_lo)
-        else:
-            x = (raw.astype(np.float64) - pick(self._mean)).astype(np.float32)
-        if self._smooth > 1:
-            total = x.copy()
-            for lag in range(1, min(self._smooth, size)):
-                total[:, :, lag * c :] += x[:, :, : -lag * c]
-            x = total
-        x *= pick(self._scale)
-        s, n = x.shape[0], x.shape[1]
-        x4 = x.reshape(s, n, size, c)
-        if self._detrend is not None:
-            x4 -= (np.einsum("snwc->snc", x4) * self._detrend)[:, :, None, :]
-        return x4
+        centre = (pick(self._mean_hi), pick(self._mean_lo)) if raw.dtype == np.float32 else pick(self._mean)
+        return standardise(raw, centre, (pick(self._scale),), self._smooth, c, self._detrend)
 
 
 def channel_errors_many(scorers: Sequence[Scorer], windows: Sequence[np.ndarray], banks: dict[Hashable, ModelBank],
@@ -241,23 +228,28 @@ def channel_errors_of(scorers: Sequence[Scorer], which: np.ndarray, windows: np.
     (each scorer with a window at least): :func:`channel_errors_many` for a step's windows as one array. Scorers
     of one architecture go through :meth:`ModelBank.errors_at`; those of several, or one alone, as there."""
     if len(scorers) > 1:
-        for bank in banks.values():  # one that holds them all (a step in service): no architecture to look up
-            index = bank.index
-            held = [index.get(id(s), -1) for s in scorers]
-            if -1 not in held:
-                return bank.errors_at(np.array(held, dtype=np.intp)[which], windows)
-    keys = {architecture(s) for s in scorers}
-    if len(keys) == 1 and len(scorers) > 1:
-        bank = _bank(keys.pop(), scorers, windows.shape[1], banks, every)
-        index = bank.index
-        rows = np.fromiter((index[id(s)] for s in scorers), np.intp, len(scorers))
-        return bank.errors_at(rows[which], windows)
+        found = _rows_in(banks.values(), scorers)  # a step in service: no architecture to look up
+        if found is None and len(keys := {architecture(s) for s in scorers}) == 1:
+            found = _rows_in([_bank(keys.pop(), scorers, windows.shape[1], banks, every)], scorers)
+        if found is not None:
+            bank, rows = found
+            return bank.errors_at(rows[which], windows)
     order = np.argsort(which, kind="stable")
     parts = np.split(order, np.cumsum(np.bincount(which, minlength=len(scorers)))[:-1])
     errors = np.empty((len(windows), windows.shape[2]))
     for part, e in zip(parts, channel_errors_many(scorers, [windows[p] for p in parts], banks, every)):
         errors[part] = e
     return errors
+
+
+def _rows_in(banks: Iterable[ModelBank], scorers: Sequence[Scorer]) -> tuple[ModelBank, np.ndarray] | None:
+    """The first of ``banks`` that holds all of ``scorers``, with their rows in it; None: none does."""
+    for bank in banks:
+        index = bank.index
+        held = [index.get(id(s), -1) for s in scorers]
+        if -1 not in held:
+            return bank, np.array(held, dtype=np.intp)
+    return None
 
 
 def _bank(key: Hashable, group: Sequence[Scorer], window_size: int, banks: dict[Hashable, ModelBank],
