@@ -13,6 +13,7 @@ Messages say what was wrong, the offending value, where, and what to do about it
     ├── LatentRecordError   a latent-stream record cannot be decoded
     ├── ReservoirError      a persisted reservoir cannot be read
     ├── AlertStateError     the alert state file cannot be read
+    ├── DeliveryError       messages the broker did not acknowledge in time (their offsets stay uncommitted)
     └── InvalidReading      a message is not a valid reading (dead-lettered, never fatal)
 """
 
@@ -24,6 +25,7 @@ __all__ = [
     "BundleError",
     "ConfigError",
     "DataError",
+    "DeliveryError",
     "InvalidReading",
     "LatentRecordError",
     "ReservoirError",
@@ -61,6 +63,11 @@ class ReservoirError(AestreamError):
 
 class AlertStateError(AestreamError):
     """The alert state file cannot be read."""
+
+
+class DeliveryError(AestreamError):
+    """Messages sent were not acknowledged by the broker in time, or failed: the offsets of the records they came
+    from are not committed, so those records are read again (at-least-once: nothing is lost, events may repeat)."""
 
 
 class InvalidReading(AestreamError):

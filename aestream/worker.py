@@ -40,7 +40,7 @@ import numpy as np
 from aestream.config import Config
 from aestream.detect.baselines import Baseline
 from aestream.detect.thresholds import AlarmRule
-from aestream.errors import BundleError, InvalidReading
+from aestream.errors import BundleError, DeliveryError, InvalidReading
 from aestream.kafka.protocols import AckedSink, AsyncCommitSource, Changelog, ModelSource, Sink, Source
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import Block, Columns, ReadingDecoder
@@ -340,9 +340,9 @@ class Worker:
             self._finetune()
         return stats
 
-    def commit(self) -> None:
+    def commit(self, flush_timeout_s: float = 60.0) -> None:
         """Flush what was sent, then write the state (and flush it), then commit the offsets processed so far
-        (never in another order). Blocks; takes over a commit in flight."""
+        (never in another order). Blocks (each flush up to ``flush_timeout_s``); takes over a commit in flight."""
         before: list[Outgoing] = []
         # offsets sent without waiting and not answered yet go again, under the newer ones (no answer is awaited)
         self._uncommitted, self._committing = {**self._committing, **self._uncommitted}, {}
@@ -351,13 +351,13 @@ class Worker:
             self._uncommitted = {**c.offsets, **self._uncommitted}
             before = [m for _, m in c.state]
         try:
-            self.sink.flush()
+            self.sink.flush(flush_timeout_s)
             state = before + [m for _, m in self._state_out] + [m for stage in self.stages for _, m in stage.state()]
             self._state_out = []
             if state:
                 for msg in state:
                     self.sink.send(msg)
-                self.sink.flush()
+                self.sink.flush(flush_timeout_s)
         except BaseException:
             self._uncommitted = {}  # their events may be lost: those records must be read again, never committed
             raise
@@ -742,14 +742,23 @@ class Worker:
         gc.unfreeze()  # what was frozen at the first model is collectable again (and at exit)
         if self.baselines is not None:
             self.baselines.close()
+        undelivered = False
         try:
             for stage in self.stages:
                 for msg in stage.close():
                     self.sink.send(msg)
-            self.commit()
+            self.commit(CLOSE_FLUSH_S)
+        except DeliveryError as e:  # the broker away: a stop does not wait for it any longer
+            undelivered = True
+            raise DeliveryError(f"stopped without committing the last offsets: {e}. The records since the last "
+                                "commit are read again at the next start (nothing is lost; their events may come "
+                                "twice)") from e
         finally:
             self.source.close()
-            self.sink.close()
+            if undelivered:
+                self.sink.close(0.0)  # what it holds had its time
+            else:
+                self.sink.close()
 
 
 @dataclass
@@ -832,6 +841,10 @@ class _Closed:
 
 
 COMMIT_RETRY_S = 1.0
+CLOSE_FLUSH_S = 20.0
+"""How long a stop waits for the broker to acknowledge what the last commit flushes (events, then state, each);
+a stop during an outage then takes ~25 s, well inside the 60 s that ``deploy/`` gives a stop before it kills."""
+
 ACK_WAIT_S = 60.0  # an empty poll waits this long for the broker to acknowledge a commit's messages, then polls again
 ACK_WAIT_SLICE_S = 0.1  # and looks at stop() this often meanwhile
 SHORT_RUN = 12  # a sensor's windows in one step up to this many go through the scalar rule (~1.5 µs a window against

@@ -117,3 +117,23 @@ def test_a_second_signal_while_the_worker_starts_exits_at_once(
     with pytest.raises(SystemExit) as exit_:
         main(["run"])
     assert exit_.value.code == 128 + signal.SIGINT
+
+
+class _StoppingApp(_StartingApp):
+    """Stands in for a worker whose stop waits on a broker that is away: Ctrl-C, then Ctrl-C again while it waits."""
+
+    def run(self, max_idle_s: float | None = None) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert self.stopped, "the first signal did not ask the worker to stop"
+        os.kill(os.getpid(), signal.SIGINT)  # while the stop still flushes
+        raise AssertionError("the second signal did not end the stop")
+
+
+def test_a_second_signal_while_the_worker_stops_exits_at_once(
+        monkeypatch: pytest.MonkeyPatch, signals_restored: list[int]) -> None:
+    import aestream.app
+
+    monkeypatch.setattr(aestream.app, "build_app", lambda cfg, device=None: _StoppingApp())
+    with pytest.raises(SystemExit) as exit_:
+        main(["run"])
+    assert exit_.value.code == 128 + signal.SIGINT

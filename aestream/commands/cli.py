@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the worker daemon (consume, score, emit) until SIGTERM/SIGINT",
                        description="Join the consumer group, score windows, emit anomaly events. Stops cleanly "
-                                   "on SIGTERM/SIGINT: finishes the batch, flushes, commits, exits 0.")
+                                   "on SIGTERM/SIGINT: finishes the batch, flushes, commits, exits 0 (with the "
+                                   "broker away: after 20 s, exit 2, nothing committed); a second signal exits at "
+                                   "once.")
     r.add_argument("--max-idle-s", type=float, default=None,
                    help="exit after this many seconds without records (default: run forever)")
     r.add_argument("--device", default=None, help="override model.device (auto, cpu, cuda)")
@@ -192,7 +194,8 @@ _S = TypeVar("_S", bound=_Stoppable)
 
 class _Stopper:
     """SIGTERM/SIGINT stop the daemon after the step in flight, and exit 0. One that comes while the daemon is
-    still being built stops it before its first poll; a second one then exits at once (128 + the signal)."""
+    still being built stops it before its first poll. A second one exits at once (128 + the signal): a build or a
+    stop waiting on a broker that is away is not waited for (offsets not committed are read again)."""
 
     def __init__(self) -> None:
         self._target: _Stoppable | None = None
@@ -207,11 +210,11 @@ class _Stopper:
         return target
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if self._target is not None:
-            self._target.stop()
-        elif self._requested:
+        if self._requested:
             raise SystemExit(128 + signum)
         self._requested = True
+        if self._target is not None:
+            self._target.stop()
 
 
 def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from aestream.config import KafkaConfig
+from aestream.errors import DeliveryError
 from aestream.kafka.protocols import CommitDone
 from aestream.kafka.refusals import MAX_STATE_BYTES, OnRefused, RefusingSink, commit_failed
 from aestream.stream.messages import Outgoing, Partition, Record
@@ -307,13 +308,19 @@ class ConfluentSink(RefusingSink):
             self._done.clear()
         if left or self._errors:
             errors, self._errors = self._errors, []
-            raise KafkaException(f"producing failed: {left} undelivered, errors {errors[:3]}")
+            raise DeliveryError(f"producing failed: {left} undelivered, errors {errors[:3]}")
 
     def _take_refused(self) -> list[tuple[Outgoing, str]]:
         out, self._refusals = self._refusals, []
         return out
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is queued, then release librdkafka's threads (it has no close of its own)."""
-        self.producer.flush(timeout_s)
+        """Deliver what is queued, then release librdkafka's threads (it has no close of its own). What the broker
+        has not taken within ``timeout_s`` is purged (the offsets of its records were not committed)."""
+        left = self.producer.flush(timeout_s)
+        if left:
+            log.warning("closing the producer: %d message(s) the broker has not acknowledged are dropped (their "
+                        "records' offsets were not committed)", left)
+            self.producer.purge()
+            self.producer.flush(0)  # their delivery reports
         self.producer = None  # type: ignore[assignment]

@@ -27,6 +27,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import (
     InvalidRecordError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     OffsetMetadataTooLargeError,
     RecordListTooLargeError,
@@ -38,6 +39,7 @@ from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.structs import OffsetAndMetadata
 
 from aestream.config import KafkaConfig
+from aestream.errors import DeliveryError
 from aestream.kafka.fetch_child import send_next_fetch, set_idle_sleep
 from aestream.kafka.protocols import CommitDone
 from aestream.kafka.refusals import MAX_STATE_BYTES, OnRefused, RefusingSink, commit_failed
@@ -455,6 +457,9 @@ class KafkaSource:
                 self._fetch.close()
 
 
+FORCED_CLOSE_S = 5.0
+"""How long a producer closed by force may take to fail its batches and stop its sender thread."""
+
 SINK_BATCH_BYTES = 512 * 1024
 """The producer's batch size. With one request in flight, a burst of events (a step where many windows emit) fills
 kafka-python's default 16 KiB batches while the first is out; from then on every ``send`` finds two batches queued
@@ -543,28 +548,37 @@ class KafkaSink(RefusingSink):
         """``producer.flush`` until every message sent is acknowledged or failed. kafka-python (3.0.12) splits a
         batch the broker refuses as too large and queues its halves, but a flush waiting on that batch then
         raises ``UnknownError('Future not done')`` (the Java client's KAFKA-9312 returned early instead): the
-        halves are flushed by the next round."""
+        halves are flushed by the next round. Its flush waits up to the timeout for each batch in turn and then
+        raises ``KafkaTimeoutError``: the deadline here is for them all."""
         deadline = time.monotonic() + timeout_s
         while self._futures:  # kafka-python wakes its sender thread even with nothing to send
-            try:
+            with contextlib.suppress(UnknownError, KafkaTimeoutError):  # a batch split in two; the time is up
                 self.producer.flush(timeout=max(deadline - time.monotonic(), 0.0))
-            except UnknownError:
-                if time.monotonic() >= deadline:
-                    raise
             if not self._settled(self._sent) and time.monotonic() >= deadline:
-                raise KafkaError(f"producing failed: {sum(not f.is_done for _, f in self._futures)} message(s) "
-                                 f"not acknowledged within {timeout_s} s")
+                raise DeliveryError(f"producing failed: {sum(not f.is_done for _, f in self._futures)} "
+                                    f"message(s) not acknowledged within {timeout_s:g} s")
         errors = [e for _, e in self._failed if not isinstance(e, _REFUSALS)]
         if errors:
             self._failed = []
-            raise KafkaError(f"producing failed: {errors[0]}")
+            raise DeliveryError(f"producing failed: {errors[0]}")
 
     def _take_refused(self) -> list[tuple[Outgoing, str]]:
         failed, self._failed = self._failed, []
         return [(m, f"{type(e).__name__}: {e}") for m, e in failed]
 
     def close(self, timeout_s: float = 10.0) -> None:
-        self.producer.close(timeout=timeout_s)
+        """Close the producer once what it holds is acknowledged, or after ``timeout_s``: what the broker has not
+        taken by then is dropped (the offsets of its records were not committed: they are read again).
+        kafka-python 3.0.12 raises on that timeout and leaves the producer open, its sender thread retrying and its
+        finaliser raising again at exit: its sender is then closed by force, which fails those batches."""
+        try:
+            self.producer.close(timeout=timeout_s)
+        except (KafkaTimeoutError, UnknownError):
+            left = sum(not f.is_done for _, f in self._futures)
+            log.warning("closing the producer: %d message(s) the broker has not acknowledged are dropped (their "
+                        "records' offsets were not committed)", left)
+            self.producer._sender.force_close()  # no public way to drop what the broker did not take
+            self.producer.close(timeout=FORCED_CLOSE_S)
 
 
 def wait_for_broker(cfg: KafkaConfig, timeout_s: float = 60.0) -> None:
