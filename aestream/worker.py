@@ -843,7 +843,8 @@ class _Closed:
 COMMIT_RETRY_S = 1.0
 CLOSE_FLUSH_S = 20.0
 """How long a stop waits for the broker to acknowledge what the last commit flushes (events, then state, each);
-a stop during an outage then takes ~25 s, well inside the 60 s that ``deploy/`` gives a stop before it kills."""
+a stop during an outage then takes 20–40 s with the clients' closes, inside the 60 s that ``deploy/`` gives a stop
+before it kills."""
 
 ACK_WAIT_S = 60.0  # an empty poll waits this long for the broker to acknowledge a commit's messages, then polls again
 ACK_WAIT_SLICE_S = 0.1  # and looks at stop() this often meanwhile

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,6 +55,12 @@ def confluent_options(cfg: KafkaConfig) -> dict[str, Any]:
     }
     opts.update({k: v for k, v in optional.items() if v})
     return opts
+
+
+CONSUMER_CLOSE_S = 15.0
+"""How long a stop waits for librdkafka's consumer to close: far more than a close with the broker up takes (a
+member left behind holds its partitions until its session timeout), and with the last flush's 20 s inside the
+60 s that ``deploy/`` gives a stop."""
 
 
 class ConfluentSource:
@@ -229,7 +236,15 @@ class ConfluentSource:
         return out
 
     def close(self) -> None:
-        self.consumer.close()
+        """Leave the group and release librdkafka's threads. librdkafka's close has no timeout and, with the group
+        coordinator away (a stop during an outage), waited more than 45 s: it runs on a thread given
+        ``CONSUMER_CLOSE_S``, then is left behind (the group drops this member after its session timeout)."""
+        closing = threading.Thread(target=self.consumer.close, name="aestream-consumer-close", daemon=True)
+        closing.start()
+        closing.join(CONSUMER_CLOSE_S)
+        if closing.is_alive():
+            log.warning("the consumer did not close within %g s (is the broker reachable?): left behind",
+                        CONSUMER_CLOSE_S)
 
 
 def _offset(topic: str, partition: int, offset: int, metadata: str | None) -> TopicPartition:
