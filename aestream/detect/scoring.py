@@ -18,7 +18,7 @@ from aestream.detect.features import Preprocessor
 from aestream.errors import AestreamError
 from aestream.models import Autoencoder
 
-__all__ = ["ScoreBatch", "Scorer", "reduce_errors", "resolve_device", "squared_errors"]
+__all__ = ["ScoreBatch", "Scorer", "reconstruction_errors", "reduce_errors", "resolve_device", "squared_errors"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -39,6 +39,18 @@ def squared_errors(recon: np.ndarray, x: np.ndarray) -> np.ndarray:
     d = recon - x
     d *= d
     return np.einsum("...wc->...c", d).astype(np.float64) / d.shape[-2]  # type: ignore[no-any-return]
+
+
+def reconstruction_errors(forward: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray,
+                          device: torch.device) -> np.ndarray:
+    """Per-channel mean squared errors ``(..., C)`` float64 of ``forward``'s reconstruction of preprocessed windows
+    ``x`` ``(..., W, C)``: on a CPU the pass runs on ``x``'s own memory and the errors are taken in numpy
+    (:func:`squared_errors`); on another device, there."""
+    with torch.inference_mode():
+        if device.type == "cpu":
+            return squared_errors(forward(torch.from_numpy(x)).numpy(), x)
+        xt = torch.from_numpy(x).to(device)
+        return (forward(xt) - xt).square_().mean(dim=-2).double().cpu().numpy()  # type: ignore[no-any-return]
 
 
 def reduce_errors(rel: np.ndarray, how: str) -> np.ndarray:
@@ -106,13 +118,7 @@ class Scorer:
         model's pass runs on the preprocessed windows' own memory, and the errors are taken in numpy."""
         if len(windows) == 0:
             return np.zeros((0, self.model.n_channels))
-        x = self.preprocessor.array(windows, mean, std)
-        with torch.inference_mode():
-            if self.device.type == "cpu":
-                return squared_errors(self._frozen()(torch.from_numpy(x)).numpy(), x)
-            xt = torch.from_numpy(x).to(self.device)
-            errors = (self._frozen()(xt) - xt).square_().mean(dim=1)
-        return errors.double().cpu().numpy()
+        return reconstruction_errors(self._frozen(), self.preprocessor.array(windows, mean, std), self.device)
 
     def score(self, windows: np.ndarray) -> ScoreBatch:
         """Scores and channel shares of raw windows ``(B, W, C)``."""

@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from aestream.detect.features import standardise
-from aestream.detect.scoring import Scorer, squared_errors
+from aestream.detect.scoring import Scorer, reconstruction_errors
 from aestream.models.base import ACTIVATIONS, mlp_layers
 
 __all__ = ["ModelBank", "architecture", "channel_errors_many", "channel_errors_of"]
@@ -168,12 +168,7 @@ class ModelBank:
         raw[slot, rank] = windows
         x = self._array(raw.reshape(len(raw), n, size * c), picked, c)
         at = None if picked is None else torch.from_numpy(picked)
-        with torch.inference_mode():
-            if self._device.type == "cpu":  # the products in torch (its threads), the rest in numpy
-                errors = squared_errors(self._reconstruct(torch.from_numpy(x), at).numpy(), x)
-            else:
-                xt = torch.from_numpy(x).to(self._device)
-                errors = (self._reconstruct(xt, at) - xt).square_().mean(dim=2).double().cpu().numpy()
+        errors = reconstruction_errors(lambda h: self._reconstruct(h, at), x, self._device)
         return errors[slot, rank]  # type: ignore[no-any-return]
 
     def _reconstruct(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
