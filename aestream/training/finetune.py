@@ -80,8 +80,8 @@ class Finetuner:
         return True
 
     def run(self, budget_s: float) -> None:
-        """Work on the queued fine-tunes, oldest first, until ``budget_s`` has passed (at least one optimiser step
-        when any wait) or none is left."""
+        """Work on the queued fine-tunes, oldest first, until ``budget_s`` has passed (at least one piece when any
+        wait: an optimiser step, or a fine-tune's set-up) or none is left."""
         deadline = time.perf_counter() + budget_s
         while self._pending:
             sensor, steps = next(iter(self._pending.items()))
