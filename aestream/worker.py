@@ -136,6 +136,7 @@ class Worker:
         self._retry_at = -float("inf")  # after a failed commit, the next try waits COMMIT_RETRY_S
         self._acks = sink if isinstance(sink, AckedSink) else None  # commits go on while the loop polls
         self._in_flight: _Commit | None = None  # a commit waiting for its events (then its state) to be acknowledged
+        self._lost: BaseException | None = None  # a delivery that failed: nothing is written or committed after it
         # its offsets are then committed without waiting for the broker, when the source can (both Kafka sources)
         self._async = source if self._acks is not None and isinstance(source, AsyncCommitSource) else None
         self._committing: dict[Partition, int] = {}  # offsets sent so, not answered yet: the newest per partition
@@ -304,6 +305,7 @@ class Worker:
         ``kafka.commit_interval_ms`` and whenever a poll comes back empty (with only state to write, too): after
         records the commit goes on in flight (:meth:`_begin_commit`, :meth:`_advance_commit`), after an empty poll
         the step waits for it (:meth:`_await_commit`); without a sink that reports acknowledgements it flushes."""
+        self._check_delivered()
         t0 = time.perf_counter()
         self.refresh_model()
         # with fine-tunes waiting the poll does not block: the time it would wait goes to them (below)
@@ -343,6 +345,7 @@ class Worker:
     def commit(self, flush_timeout_s: float = 60.0) -> None:
         """Flush what was sent, then write the state (and flush it), then commit the offsets processed so far
         (never in another order). Blocks (each flush up to ``flush_timeout_s``); takes over a commit in flight."""
+        self._check_delivered()
         before: list[Outgoing] = []
         # offsets sent without waiting and not answered yet go again, under the newer ones (no answer is awaited)
         self._uncommitted, self._committing = {**self._committing, **self._uncommitted}, {}
@@ -358,8 +361,8 @@ class Worker:
                 for msg in state:
                     self.sink.send(msg)
                 self.sink.flush(flush_timeout_s)
-        except BaseException:
-            self._uncommitted = {}  # their events may be lost: those records must be read again, never committed
+        except BaseException as e:
+            self._lose(e)
             raise
         self._commit_offsets(*self._take_offsets())
 
@@ -389,8 +392,8 @@ class Worker:
                 c.state, c.mark = [], self._acks.mark()
                 if not self._acks.acked(c.mark):
                     return
-        except BaseException:
-            self._in_flight, self._uncommitted = None, {}  # as in commit(): those records must be read again
+        except BaseException as e:
+            self._lose(e)
             raise
         self._in_flight = None
         if self._async is None:
@@ -422,11 +425,28 @@ class Worker:
                                     "waits for them, and the loop polls on meanwhile", timeout_s)
                     self._unacknowledged = True
                     return
-                if self._acks.acked(self._in_flight.mark, timeout_s=min(left, ACK_WAIT_SLICE_S)):
+                try:
+                    acked = self._acks.acked(self._in_flight.mark, timeout_s=min(left, ACK_WAIT_SLICE_S))
+                except BaseException as e:
+                    self._lose(e)
+                    raise
+                if acked:
                     self._advance_commit()
         if self._unacknowledged:
             log.info("the broker acknowledges again; the commits go on")
             self._unacknowledged = False
+
+    def _lose(self, error: BaseException) -> None:
+        """A message sent failed: its event may be lost, so the records since the last commit must be read again.
+        This worker commits no offset and writes no state from now on (its state may reflect the lost events: the
+        next owner replays those records and rebuilds it); :meth:`close` only closes the clients."""
+        self._lost = error
+        self._uncommitted, self._committing, self._in_flight, self._state_out = {}, {}, None, []
+
+    def _check_delivered(self) -> None:
+        if self._lost is not None:
+            raise DeliveryError(f"a message sent earlier failed ({self._lost}): this worker commits nothing more; "
+                                "start it again (the records since its last commit are read again)") from self._lost
 
     def _commit_wanted(self, now: float, polled_records: bool) -> bool:
         """Whether there is something to commit (offsets; or state made without records, written at an empty
@@ -737,17 +757,24 @@ class Worker:
         t.model_version = s.model_version or t.model_version
 
     def close(self) -> None:
-        """Close the stages (sending what they return), flush what is in flight and close both clients."""
+        """Close the stages (sending what they return), flush what is in flight and close both clients; after a
+        failed delivery (:meth:`_lose`) only close them."""
         self._closing = True
         gc.unfreeze()  # what was frozen at the first model is collectable again (and at exit)
         if self.baselines is not None:
             self.baselines.close()
-        undelivered = False
+        undelivered = self._lost is not None
         try:
             for stage in self.stages:
-                for msg in stage.close():
-                    self.sink.send(msg)
-            self.commit(CLOSE_FLUSH_S)
+                out = stage.close()
+                if not undelivered:
+                    for msg in out:
+                        self.sink.send(msg)
+            if undelivered:
+                log.warning("stopping without committing the offsets processed since the last commit (a message "
+                            "sent failed: %s); those records are read again at the next start", self._lost)
+            else:
+                self.commit(CLOSE_FLUSH_S)
         except DeliveryError as e:  # the broker away: a stop does not wait for it any longer
             undelivered = True
             raise DeliveryError(f"stopped without committing the last offsets: {e}. The records since the last "

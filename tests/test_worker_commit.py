@@ -14,6 +14,7 @@ import pytest
 import aestream.worker as worker_module
 from aestream.alerts import build_alert_stage
 from aestream.config import Config
+from aestream.errors import DeliveryError
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.worker import Worker
 
@@ -103,8 +104,10 @@ def test_offsets_whose_events_failed_to_flush_are_never_committed(setup: Any) ->
     now[0] = 0.2
     with pytest.raises(RuntimeError, match="producing failed"):
         worker.step()
-    worker.close()  # the next flush succeeds, but those records must be read again
-    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {})]
+    worker.close()  # the next flush would succeed, but those records must be read again
+    assert [c for c in log.calls if c[0] == "commit"] == []
+    with pytest.raises(DeliveryError, match="commits nothing more"):
+        worker.step()  # a later record's offset committed would skip the lost ones
 
 
 def test_a_failed_commit_is_retried_after_a_pause_with_the_newer_offsets_and_never_kills_the_loop(setup: Any) -> None:
@@ -196,6 +199,26 @@ def test_alert_state_goes_out_after_its_events_so_a_replay_after_a_failed_flush_
     alerts = [json.loads(m.value) for m in again.delivered if m.topic == cfg.alerts.topic]
     assert [e["type"] for e in alerts] == ["opened"]
     assert json.loads(changelog.log["s"])["episode"]["open"]["episode_id"] == alerts[0]["episode_id"]
+
+
+def test_after_a_failed_flush_the_stop_writes_no_state_of_the_lost_events(train_small: Any, one_model: Any,
+                                                                             tmp_path: Any) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
+                           paths={"state_dir": str(tmp_path)})
+    changelog, log = _Changelog(), _Log([_poll(0, 10)])
+    producer = _Producer(changelog, fail=True)
+    stage = build_alert_stage(cfg, changelog=changelog)
+    assert stage is not None
+    w = Worker(cfg, log, producer, one_model(train_small(cfg), threshold=1e-9), stages=[stage])
+    w.refresh_model(force=True)
+    stage.on_assigned([("in", 0)])
+    with pytest.raises(RuntimeError, match="producing failed"):
+        w.step()  # the episode's opened event is lost with the flush
+    producer.fail = False  # the broker is back
+    w.close()  # as run() closes after a failed step
+    assert changelog.log == {}, "an episode whose opened event was lost was written: a replay would not emit it"
+    assert log.calls == []
 
 
 class _AckLog(_Log):
@@ -354,7 +377,21 @@ def test_offsets_in_flight_whose_events_failed_are_never_committed(acks: Any) ->
         worker.step()
     log.fail_acks = False
     worker.close()
-    assert [c for c in log.calls if c[0] == "commit"] == [("commit", {}, len(log.sent))]
+    assert [c for c in log.calls if c[0] == "commit"] == []
+
+
+def test_offsets_whose_events_failed_while_an_empty_poll_waited_are_never_committed(acks: Any) -> None:
+    worker, log, now = acks
+    worker.step()
+    now[0] = 0.15
+    worker.step()  # the commit begins
+    log.polls.insert(0, [])
+    log.fail_acks = True
+    with pytest.raises(RuntimeError, match="producing failed"):
+        worker.step()  # an empty poll waits for the commit in flight: its events failed
+    log.fail_acks = False
+    worker.close()  # the sink would flush now: the failure was settled when it raised
+    assert [c for c in log.calls if c[0] == "commit"] == []
 
 
 def test_a_partition_that_moved_while_its_commit_was_in_flight_is_not_committed(acks: Any) -> None:
