@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -216,3 +217,19 @@ def test_every_valid_form_decodes_in_a_poll_as_it_does_alone(decoder: ReadingDec
     many = [*GOOD, FORMS[1]]  # plain readings with an extra key still go column-wise
     cols = decoder.columns(decoder.parse_many(many))
     assert cols is not None and cols.values.tolist() == [list(decoder.decode(m)[0].values) for m in many]
+
+
+def _at_depth(frames: int, fn: Any) -> Any:
+    return fn() if frames == 0 else _at_depth(frames - 1, fn)
+
+
+def test_a_value_nested_near_the_decoder_s_limit_is_refused_at_any_stack_depth(decoder: ReadingDecoder) -> None:
+    # the JSON decoder's limit depends on the stack depth it runs at; what it lets through must not meet Python's
+    # own recursion limit further on (a reason's text, the checking path): that crashed the loop on every restart
+    for frames in range(0, 80, 4):
+        for depth in range(890, 1000):
+            data = b'{"sensor": "s", "ts": 1767225600000, "values": [%s, 1]}' % (b"[" * depth + b"]" * depth)
+            for decode in (lambda d=data: decoder.decode(d),
+                           lambda d=data: decoder.from_doc(decoder.parse_many([d])[0])):
+                with pytest.raises(InvalidReading):
+                    _at_depth(frames, decode)

@@ -169,7 +169,7 @@ class ReadingDecoder:
                 return fast
         elif isinstance(doc, InvalidReading):
             raise doc
-        return self._readings(_untyped(doc))  # the checking path: the reason, or a form the typed decode refuses
+        return self._checked(doc)  # the reason, or a form the typed decode refuses
 
     def columns(self, docs: list[Any]) -> Columns | None:
         """Documents from :meth:`parse_many` that are all single readings in the common form (list values,
@@ -220,7 +220,15 @@ class ReadingDecoder:
 
     def decode(self, data: bytes | None) -> list[Reading]:
         """All readings of one message; raises :class:`InvalidReading` with the reason."""
-        return self._readings(_untyped(self._parse(data)))
+        return self._checked(self._parse(data))
+
+    def _checked(self, doc: Any) -> list[Reading]:
+        """The checking path: each reading of ``doc``, or the reason it has none. The JSON decoder's depth limit
+        falls with the stack it runs at, so what it let through can still meet Python's own limit here."""
+        try:
+            return self._readings(_untyped(doc))
+        except RecursionError:
+            raise InvalidReading("not a reading: a value nested deeper than the decoder allows") from None
 
     def _parse(self, data: bytes | None) -> Any:
         if data is None:
