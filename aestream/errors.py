@@ -1,7 +1,8 @@
 """The error hierarchy: every error aestream raises on purpose is an :class:`AestreamError`.
 
 Messages say what was wrong, the offending value, where, and what to do about it. Every command turns them into
-``aestream: error: …`` and exit code 2.
+``aestream: error: …`` and exit code 2 (a configuration or input to fix: a restart cannot help), but for a
+:class:`DeliveryError`, exit code 1 (the broker away: a restart may succeed).
 
 ::
 

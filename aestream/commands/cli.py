@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from aestream.config import Config, load_config
-from aestream.errors import AestreamError
+from aestream.errors import AestreamError, DeliveryError
 from aestream.ops.logs import configure_logging
 
 __all__ = ["build_parser", "main"]
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the worker daemon (consume, score, emit) until SIGTERM/SIGINT",
                        description="Join the consumer group, score windows, emit anomaly events. Stops cleanly "
                                    "on SIGTERM/SIGINT: finishes the batch, flushes, commits, exits 0 (with the "
-                                   "broker away: after 20 s, exit 2, nothing committed); a second signal exits at "
+                                   "broker away: after 20 s, exit 1, nothing committed); a second signal exits at "
                                    "once.")
     r.add_argument("--max-idle-s", type=float, default=None,
                    help="exit after this many seconds without records (default: run forever)")
@@ -162,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(args.log_level or cfg.ops.log_level, args.log_json or cfg.ops.log_json)
         with logging_redirect_tqdm():  # log lines print above a progress bar, not through it
             return int(_COMMANDS[args.command](cfg, args) or 0)
+    except DeliveryError as e:  # the broker away: a restart may succeed (systemd restarts any code but 2)
+        print(f"aestream: error: {e}", file=sys.stderr)
+        return 1
     except AestreamError as e:
         print(f"aestream: error: {e}", file=sys.stderr)
         return 2
