@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from aestream.alerts import build_alert_stage
+from aestream.alerts.routing import check_alerts
 from aestream.config import Config
 from aestream.errors import ConfigError
 from aestream.kafka.protocols import Changelog, ModelSource, ModelStoreLike, Sink, Source
@@ -35,14 +36,14 @@ from aestream.ops.server import OpsServer, broker_check
 from aestream.outputs.streams import StreamsStage
 from aestream.retrain.reservoir import Reservoir
 from aestream.retrain.retrainer import Retrainer, RetrainOutcome, Trainer
-from aestream.retrain.scheduler import Retraining, build_retraining, schedule
+from aestream.retrain.scheduler import Retraining, build_retraining, make_trigger, schedule
 from aestream.retrain.stage import ReservoirStage
 from aestream.stream.messages import Partition
 from aestream.stream.stages import Stage
 from aestream.training.build import train_bundle_from_windows
 from aestream.worker import StepStats, Worker, WorkerObserver
 
-__all__ = ["App", "TrainerApp", "build_app", "build_trainer", "changelog_topic", "models_topic",
+__all__ = ["App", "TrainerApp", "build_app", "build_trainer", "changelog_topic", "check_config", "models_topic",
            "normal_windows_topic", "open_model_store"]
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ def build_app(
     """Build the worker ``cfg`` describes; ``source``, ``sink`` and ``models`` replace the Kafka clients and the
     model directory, ``stages`` the alert, streams and retraining stages (tests, benchmarks). ``device`` overrides
     ``model.device``."""
+    check_config(cfg)
+    if models is None:  # before any client connects: a fleet's store without its key fails here
+        models = open_model_store(cfg)
     worker: Worker | None = None
     if cfg.model.torch_threads > 0:  # scoring's intra-op threads (training sets its own)
         torch.set_num_threads(cfg.model.torch_threads)
@@ -147,7 +151,7 @@ def build_app(
         watch = (observer, *observers)
         ops = start_ops_server(observer, cfg.ops.metrics_port, cfg.ops.metrics_host, broker_ok,
                                cfg.ops.liveness_timeout_s)
-    worker = Worker(cfg, source, sink, models if models is not None else open_model_store(cfg),
+    worker = Worker(cfg, source, sink, models,
                     device=device or cfg.model.device, clock=clock, stages=stages, observers=watch,
                     model_check_interval_s=model_check_interval_s, on_event=on_event, changelog=changelog)
     return App(worker, metrics, retraining, ops)
@@ -222,6 +226,7 @@ def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
     configured store. Run exactly one: it is the only publisher."""
     from aestream.kafka.normal_windows import NormalWindowsFeed
 
+    check_config(cfg)
     if cfg.fleet.retrain_in != "trainer":
         raise ConfigError(f'config key fleet.retrain_in = "{cfg.fleet.retrain_in}" makes each worker retrain on '
                           'its own: set fleet.retrain_in = "trainer" (and retrain.enabled = true in the workers) '
@@ -250,6 +255,14 @@ def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
                                                               "broker_reachable": broker_ok()},
                             host=o.metrics_host, liveness=alive, key="ops.trainer_metrics_port").start()
     return app
+
+
+def check_config(cfg: Config) -> None:
+    """The checks that parsing the config leaves to the parts that read those tables (the alert bands, sinks
+    and routes; the retraining schedule): :func:`build_app` and :func:`build_trainer` run them before any client
+    connects, so a wrong value fails at start with its key and fix, not after a broker's timeout."""
+    check_alerts(cfg.alerts)
+    make_trigger(cfg.retrain)
 
 
 def open_model_store(cfg: Config) -> ModelStoreLike:

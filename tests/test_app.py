@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from aestream.app import _Null, build_app
+from aestream.app import _Null, build_app, build_trainer
 from aestream.config import Config
+from aestream.errors import ConfigError
 
 
 def test_the_scoring_threads_are_the_configured_torch_threads() -> None:
@@ -20,3 +22,21 @@ def test_the_scoring_threads_are_the_configured_torch_threads() -> None:
         assert torch.get_num_threads() == 2  # 0 leaves torch's own choice
     finally:
         torch.set_num_threads(before)
+
+
+# nothing listens on port 1: a client that connected before the check would time out instead
+NO_BROKER = {"bootstrap_servers": ("127.0.0.1:1",)}
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ({"alerts": {"default_sinks": ("pager",)}}, "alerts.default_sinks names 'pager', which is not a sink"),
+    ({"retrain": {"schedule": "cron", "cron": "every day"}}, "retrain.cron = 'every day' is invalid"),
+    ({"fleet": {"models": "kafka"}}, "needs the key that signs and checks model bundles"),
+])
+def test_a_wrong_table_fails_at_start_before_any_client_connects(keys: dict, message: str) -> None:
+    cfg = Config().replace(kafka=NO_BROKER, **keys)
+    with pytest.raises(ConfigError, match=message):
+        build_app(cfg)
+    if "fleet" not in keys:
+        with pytest.raises(ConfigError, match=message):
+            build_trainer(cfg.replace(fleet={"retrain_in": "trainer"}))
