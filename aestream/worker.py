@@ -18,10 +18,10 @@ commit), one commit in flight at a time; an empty poll waits for it (up to ``ACK
 shutdown flushes and commits, waiting. With a count stride each commit carries, per partition, its sensors' window
 phase (:mod:`aestream.stream.phase`); a worker given the partition restores it after the lookback replay, before the
 first live record, so the windows close on the same readings as before (replayed offsets are below the committed
-ones and are not committed again). A new model is swapped in only between steps, its alarm rule taking over the old
-one's per-sensor state when k, n and smoothing are the same (:meth:`AlarmRule.carry`). ``stop()`` (wired to
-SIGTERM/SIGINT by the CLI) ends the loop after the step in flight, which flushes and commits before the worker
-closes.
+ones and are not committed again). A new model is swapped in only between steps, the alarm rule (the config's
+``[threshold]`` k, n and smoothing) taking over the old one's per-sensor state (:meth:`AlarmRule.carry`).
+``stop()`` (wired to SIGTERM/SIGINT by the CLI) ends the loop after the step in flight, which flushes and commits
+before the worker closes.
 """
 
 from __future__ import annotations
@@ -205,9 +205,13 @@ class Worker:
         version = bundle.version
         previous = self.bundle.version if self.bundle else None
         self.bundle = bundle
-        a = bundle.alarm
-        rule = AlarmRule(bundle.threshold, k=int(a.get("k", 1)), n=int(a.get("n", 1)),
-                         smoothing=int(a.get("smoothing", 1)), sensor_factors=self.cfg.threshold.sensors)
+        # the rule is this worker's config's: the bundle's ``alarm`` only records what its threshold was checked with
+        t = self.cfg.threshold
+        rule = AlarmRule(bundle.threshold, k=t.k, n=t.n, smoothing=t.smoothing, sensor_factors=t.sensors)
+        ours = {"k": t.k, "n": t.n, "smoothing": t.smoothing, "critical_ratio": t.critical_ratio}
+        if any(bundle.alarm.get(key, value) != value for key, value in ours.items()):
+            log.info("model %s was trained with the alarm rule %s; this worker applies its config's [threshold] %s",
+                     version, bundle.alarm, ours)
         if self.baselines is not None:  # judged by their old baselines until refitted under this model
             for sensor, baseline in self.baselines.ready.items():
                 rule.set_threshold(sensor, baseline.threshold)
@@ -624,7 +628,7 @@ class Worker:
             batch = b.scorer.score(closed.values())
         sensors = closed.sensors
         scores, shares = _finite(batch.scores, batch.shares)
-        critical = float(b.alarm.get("critical_ratio", self.cfg.threshold.critical_ratio))
+        critical = self.cfg.threshold.critical_ratio
         stats.windows += len(closed)
         topic = self.cfg.kafka.output_topic
         scored: list[Scored] = []

@@ -139,26 +139,27 @@ def _readings(first: int, n: int) -> list[Any]:
             for i in range(first, first + n)]
 
 
-@pytest.mark.parametrize(("alarm_after", "events_after"), [({}, 3), ({"n": 5}, 2)])
-def test_the_alarm_rule_state_carries_across_a_swap_when_k_n_and_smoothing_are_unchanged(
-        alarm_after: dict[str, int], events_after: int, train_small: Any, scripted_source: Any,
-        recording_sink: Any) -> None:
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1})
-    one = train_small(cfg)
-    one.version, one.threshold, one.alarm = "v0001", 1e-9, {"k": 2, "n": 3, "smoothing": 1}  # every window over
+def test_the_alarm_rule_is_the_config_s_and_its_state_carries_across_a_swap(
+        train_small: Any, scripted_source: Any, recording_sink: Any, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           threshold={"k": 2, "n": 3, "smoothing": 1, "critical_ratio": 5.0})
+    one = train_small(cfg.replace(threshold={"k": 1, "n": 20}))  # trained with another rule: the config's applies
+    one.version, one.threshold = "v0001", 1e-9  # every window over
     two = copy.deepcopy(one)
-    two.version, two.threshold, two.alarm = "v0002", 2e-9, {**one.alarm, **alarm_after}
+    two.version, two.threshold = "v0002", 2e-9
     models = Switch({"v0001": one, "v0002": two}, "v0001")
     worker = Worker(cfg, scripted_source([_readings(0, 8), _readings(8, 3)]), recording_sink(), models,
                     clock=lambda: 0.0)
+    caplog.set_level(logging.INFO, logger="aestream.worker")
     worker.refresh_model(force=True)
+    assert "this worker applies its config's [threshold]" in caplog.text
     before = worker.step()  # windows end at readings 3..7: the 1st is 1 of 3 over, the others alarm (2 of 3)
     models.now = "v0002"
     worker.refresh_model(force=True)
     after = worker.step()
     assert [e["window_end_ms"] % 100_000 for e in before.events_out] == [4000, 5000, 6000, 7000]
+    assert {e["severity"] for e in before.events_out} == {"critical"}  # ratio 1e9 ≥ critical_ratio 5
     assert after.model_version == "v0002"
-    # the same rule: the episode goes on through the swap (it used to close, and reopen a window later); another
-    # rule (n = 5) starts afresh, as before
-    assert len(after.events_out) == events_after
+    # the episode goes on through the swap (it used to close, and reopen a window later)
+    assert len(after.events_out) == 3
     assert worker.rule is not None and worker.rule._state["s"].flags.bit_count() == 3  # the last 3 windows: over
