@@ -93,6 +93,12 @@ class KafkaConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self, "kafka")
+        _require(len(self.bootstrap_servers) > 0 and all(h.strip() for h in self.bootstrap_servers),
+                 "kafka.bootstrap_servers", list(self.bootstrap_servers),
+                 'list the brokers as "host:port" strings, e.g. ["broker1:9092", "broker2:9092"]')
+        _check_names(self, "kafka", "group_id", "client_id", "output_topic", "dead_letter_topic")
+        _require(all(t.strip() for t in self.input_topics), "kafka.input_topics", list(self.input_topics),
+                 "name each topic (an empty name is no topic)")
         for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms", "max_poll_records",
                      "poll_timeout_ms"):
             _require(getattr(self, name) > 0, f"kafka.{name}", getattr(self, name), "use a positive number")
@@ -287,6 +293,7 @@ class AlertsConfig:
     def __post_init__(self) -> None:
         _check_choices(self, "alerts")
         _check_finite(self, "alerts")
+        _check_names(self, "alerts", "topic", "state_file")
         _require(self.n_resolve_windows >= 1, "alerts.n_resolve_windows", self.n_resolve_windows,
                  "use 1 or more windows")
         for name in ("cooldown_ms", "silent_after_s", "silent_lag_ms", "persist_interval_s"):
@@ -422,6 +429,9 @@ class PathsConfig:
     model_dir: str = "var/models"
     state_dir: str = "var/state"
 
+    def __post_init__(self) -> None:
+        _check_names(self, "paths", "model_dir", "state_dir")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -479,6 +489,17 @@ def _toml_value(v: Any) -> str:
 def _require(ok: bool, key: str, value: object, fix: str) -> None:
     if not ok:
         raise ConfigError(f"config key {key} = {value!r} is invalid: {fix}")
+
+
+def _check_names(section: Any, name: str, *keys: str) -> None:
+    """The string ``keys`` of ``section`` (topics, ids, paths) are not empty: "" would name no topic, or the
+    current directory."""
+    defaults = {f.name: f.default for f in dataclasses.fields(section)}
+    for key in keys:
+        value = getattr(section, key)
+        if not value.strip():
+            _require(False, f"{name}.{key}", value,
+                     f"give it a name, or leave the key out for the default {defaults[key]!r}")
 
 
 def _check_finite(section: Any, name: str) -> None:
@@ -588,6 +609,9 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
             kafka = dataclasses.replace(kafka, **{key: environ[var]})
     if environ and environ.get(BOOTSTRAP_ENV):
         servers = tuple(s.strip() for s in environ[BOOTSTRAP_ENV].split(",") if s.strip())
+        if not servers:
+            raise ConfigError(f"environment variable {BOOTSTRAP_ENV} = {environ[BOOTSTRAP_ENV]!r} is invalid: list "
+                              'the brokers comma-separated, e.g. "broker1:9092,broker2:9092", or unset it')
         kafka = dataclasses.replace(kafka, bootstrap_servers=servers)
     sections["kafka"] = kafka
     if environ and environ.get(MODEL_KEY_ENV):
@@ -596,6 +620,14 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
     unknown = [c for c in cfg.model.detrend_channels if c not in cfg.stream.channels]
     _require(not unknown, "model.detrend_channels", list(cfg.model.detrend_channels),
              f"{unknown} are not among stream.channels {list(cfg.stream.channels)}: name some of those, or [] for none")
+    a, ttl_s = cfg.alerts, cfg.stream.sensor_ttl_s
+    if a.enabled:  # a sensor is forgotten after sensor_ttl_s without a reading: a silence must be found before
+        _require(a.silent_after_s < ttl_s, "alerts.silent_after_s", a.silent_after_s,
+                 f"use less than stream.sensor_ttl_s ({ttl_s:g}), which forgets a silent sensor before it could be "
+                 "reported, or raise stream.sensor_ttl_s")
+        _require(a.silent_lag_ms < ttl_s * 1000, "alerts.silent_lag_ms", a.silent_lag_ms,
+                 f"use less than stream.sensor_ttl_s ({ttl_s:g} s), which forgets a silent sensor before it could "
+                 "be reported, or raise stream.sensor_ttl_s")
     return cfg
 
 

@@ -157,6 +157,20 @@ def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str
          "config key model.denoising.mask_prob = 1.0 is invalid: use a share from 0 up to (not including) 1"),
         ({"model": {"conv": {"filter": 8}}},
          "unknown config key model.conv.filter = 8: did you mean model.conv.filters?"),
+        ({"kafka": {"bootstrap_servers": []}},
+         "config key kafka.bootstrap_servers = [] is invalid: list the brokers as \"host:port\" strings"),
+        ({"kafka": {"bootstrap_servers": ["b1:9092", " "]}}, "config key kafka.bootstrap_servers = ['b1:9092', ' ']"),
+        ({"kafka": {"group_id": ""}},
+         "config key kafka.group_id = '' is invalid: give it a name, or leave the key out for the default 'aestream'"),
+        ({"kafka": {"input_topics": ["readings", ""]}},
+         "config key kafka.input_topics = ['readings', ''] is invalid: name each topic"),
+        ({"alerts": {"topic": ""}}, "config key alerts.topic = '' is invalid: give it a name"),
+        ({"paths": {"model_dir": ""}}, "config key paths.model_dir = '' is invalid: give it a name"),
+        ({"alerts": {"enabled": True, "silent_after_s": 7200}},
+         "config key alerts.silent_after_s = 7200.0 is invalid: use less than stream.sensor_ttl_s (3600), which "
+         "forgets a silent sensor before it could be reported"),
+        ({"alerts": {"enabled": True, "silent_lag_ms": 3_600_000}},
+         "config key alerts.silent_lag_ms = 3600000 is invalid: use less than stream.sensor_ttl_s (3600 s)"),
     ],
 )
 def test_out_of_range_values_name_the_key_the_value_and_the_fix(doc: dict, message: str) -> None:
@@ -179,3 +193,9 @@ def test_the_alert_tables_are_range_checked_at_start_too(alerts: dict, message: 
     with pytest.raises(ConfigError) as err:
         build_alert_stage(parse_config({"alerts": alerts}))  # what build_app does, also with alerts off
     assert message in str(err.value)
+
+
+def test_an_empty_bootstrap_list_from_the_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({}, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": " , "})
+    assert str(err.value).startswith("environment variable AESTREAM_KAFKA_BOOTSTRAP_SERVERS = ' , ' is invalid: list")
