@@ -84,3 +84,27 @@ def test_every_relative_link_leads_to_a_file_and_heading(page: Path) -> None:
         assert target.exists(), f"{page.name}: {link}"
         if anchor:
             assert anchor in _anchors(target), f"{page.name}: {link}"
+
+
+def test_the_operations_page_lists_every_metric_a_worker_serves() -> None:
+    from aestream.ops.metrics import Metrics
+
+    # a scrape names an info metric NAME_info, and a counter NAME_total
+    served = {m.name + "_info" if m.type == "info" else m.name for m in Metrics().registry.collect()}
+    page = (DOCS / "operations.md").read_text(encoding="utf-8")
+    listed = {n.removesuffix("_total") for n in re.findall(r"^\| `(aestream_\w+)` \|", page, re.M)}
+    assert served == listed, f"served only: {sorted(served - listed)}; listed only: {sorted(listed - served)}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_anomaly_event_shown_in_the_docs_is_valid_under_its_schema(page: Path) -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "aestream/schemas/anomaly-event.v1.json").read_text(encoding="utf-8"))
+    check = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    for block in re.findall(r"```json\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+        if '"schema": "aestream.event/1"' in block and '"type": "anomaly"' in block:
+            doc = json.loads(block)
+            assert not list(check.iter_errors(doc)), [e.message for e in check.iter_errors(doc)]
