@@ -268,7 +268,7 @@ class Worker:
         if self.changelog is None or self.baselines is None:
             return
         restored = {s: Baseline.from_json(v, self.device) for s, v in self.changelog.restore(parts).items()}
-        self.baselines.restore(restored)
+        restored = self.baselines.restore(restored)  # those that fit this worker's windows
         if self.rule is not None:
             for sensor, baseline in restored.items():
                 self.rule.set_threshold(sensor, baseline.threshold)

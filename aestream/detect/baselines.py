@@ -15,6 +15,12 @@ next start where calibration ended. A baseline belongs to the model version it w
 the sensor keeps being judged by the old scales while the errors of its next normal windows under the new model
 are gathered; then its error scaling and threshold are refitted from them (the input scaling stays).
 
+A sensor's next owner (a restart, a partition move) restores its baseline from the changelog. One made under another
+``stream.channels`` or ``stream.window_size`` cannot judge its windows: it is dropped and the sensor calibrates again.
+One written before its background fine-tune finished has no own model, and that fine-tune went with the old owner:
+the shared model judges the sensor while its next ``n_readings`` readings are gathered, as a calibration takes them,
+for a new fine-tune.
+
 >>> import numpy as np
 >>> b = Baseline(mean=np.array([10.0]), std=np.array([2.0]), channel_scale=np.array([1.0]), threshold=3.0,
 ...              model_version="v0001", n_readings=400)
@@ -176,9 +182,29 @@ class _Split:
 
 @dataclass
 class _Calibration:
+    """A sensor's readings taken from its windows, for its baseline or its fine-tune."""
+
     runs: list[list[np.ndarray]] = field(default_factory=list)
     n_rows: int = 0
     last_end_ms: int = -1
+
+    def count(self, i: int, start_ms: int, end_ms: int, size: int, stride: int) -> int | None:
+        """Count in the new rows of window ``i``; where :meth:`SensorBaselines._take_rows` finds them (``-1-i``:
+        all of it, a new run; ``i``: its last ``stride``), or ``None`` when it brings none.
+
+        A window's new rows are all of them when it follows a gap (or is the first), else, with a count ``stride``,
+        its last ``stride`` (the windower closed it ``stride`` readings after the one before); an overlapping
+        window of an event-time grid (``stride`` 0) brings none, as its new rows are not known."""
+        if self.last_end_ms < 0 or start_ms > self.last_end_ms:
+            self.n_rows += size
+            at = -1 - i
+        elif stride:
+            self.n_rows += stride
+            at = i
+        else:
+            return None
+        self.last_end_ms = end_ms
+        return at
 
 
 class _WindowColumns(Protocol):
@@ -208,16 +234,20 @@ class SensorBaselines:
     """The baselines of the sensors one worker owns, and the calibrations under way.
 
     :meth:`split` takes a step's closed windows and keeps those of calibrating sensors; :meth:`score` scores the
-    rest, each by its sensor's baseline."""
+    rest, each by its sensor's baseline. ``n_channels`` (``len(stream.channels)``; ``None``: not checked) is what
+    :meth:`restore` holds a baseline's channels to."""
 
     def __init__(self, cfg: BaselinesConfig, threshold: ThresholdConfig, window_size: int, stride: int,
-                 stride_ms: int = 0, *, finetune: Finetune | None = None, finetuner: Background | None = None) -> None:
+                 stride_ms: int = 0, *, finetune: Finetune | None = None, finetuner: Background | None = None,
+                 n_channels: int | None = None) -> None:
         self.cfg, self.threshold = cfg, threshold
         self.finetune, self.finetuner = finetune, finetuner
         self.window_size, self.stride, self.stride_ms = window_size, stride, stride_ms
+        self.n_channels = n_channels
         self.ready: dict[str, Baseline] = {}
         self._calibrating: dict[str, _Calibration] = {}
-        self._refresh: dict[str, list[np.ndarray]] = {}
+        self._gathering: dict[str, _Calibration] = {}  # restored sensors' readings for the fine-tune they lost
+        self._refresh: dict[str, tuple[str, list[np.ndarray]]] = {}  # model version, errors of windows under it
         self._banks: dict[Hashable, ModelBank] = {}  # the own models stacked (channel_errors_of)
 
     @property
@@ -239,12 +269,16 @@ class SensorBaselines:
         their sensors' calibration, which finishes with ``scorer`` as soon as it holds ``n_readings`` readings (a
         sensor's later windows of the same step are then scored). The calibrations due in one step finish
         together (:meth:`calibrate_many`): a sensor's later windows wait for its own and then go on as they would
-        have, scored, or into a new calibration when its readings made no baseline."""
+        have, scored, or into a new calibration when its readings made no baseline. A restored sensor gathering
+        readings for its fine-tune (:meth:`restore`) is ready: its windows are kept, and their rows gathered."""
         cols: _WindowColumns = _WindowList(windows) if isinstance(windows, Sequence) else windows
         sensors, starts, ends = cols.sensors, cols.start_ms, cols.end_ms
         out = _Split()
         ready = self.ready
-        waiting = {s for s in set(sensors) if s not in ready}
+        distinct = set(sensors)
+        if self._gathering and not self._gathering.keys().isdisjoint(distinct):
+            self._gather(cols, scorer, model_version)
+        waiting = {s for s in distinct if s not in ready}
         if not waiting:  # no calibration in this step
             out.keep = list(range(len(sensors)))
             return out
@@ -269,18 +303,10 @@ class SensorBaselines:
                 if cal is None:
                     cal = self._calibrating[sensor] = _Calibration()
                     out.started.append((sensor, ends[i]))
-                # a window's new rows: all of them when it follows a gap (or is the first), else, with a count
-                # stride, its last ``stride`` (the windower closed it ``stride`` readings after the one before);
-                # an overlapping window of an event-time grid adds nothing (its new rows are not known)
-                if cal.last_end_ms < 0 or starts[i] > cal.last_end_ms:
-                    taken.setdefault(sensor, []).append(-1 - i)
-                    cal.n_rows += size
-                elif stride:
-                    taken.setdefault(sensor, []).append(i)
-                    cal.n_rows += stride
-                else:
+                at = cal.count(i, starts[i], ends[i], size, stride)
+                if at is None:
                     continue
-                cal.last_end_ms = ends[i]
+                taken.setdefault(sensor, []).append(at)
                 if cal.n_rows >= self.cfg.n_readings:
                     held[sensor] = []
                     due.append(i)
@@ -297,6 +323,42 @@ class SensorBaselines:
             todo.sort()
         out.keep.sort()
         return out
+
+    def _gather(self, cols: _WindowColumns, scorer: Scorer, model_version: str) -> None:
+        """Take the new rows of the windows of sensors gathering readings for a fine-tune, as a calibration takes
+        them; a sensor that holds ``n_readings`` is submitted (:meth:`_submit_gathered`) at once, so a refused one
+        gathers again from its very next window."""
+        gathering, sensors, starts, ends = self._gathering, cols.sensors, cols.start_ms, cols.end_ms
+        size, stride = self.window_size, 0 if self.stride_ms else self.stride
+        taken: dict[str, list[int]] = {}
+        for i in [i for i, s in enumerate(sensors) if s in gathering]:
+            sensor = sensors[i]
+            cal = gathering.get(sensor)
+            if cal is None:  # submitted earlier in this step
+                continue
+            at = cal.count(i, starts[i], ends[i], size, stride)
+            if at is None:
+                continue
+            taken.setdefault(sensor, []).append(at)
+            if cal.n_rows >= self.cfg.n_readings:
+                self._take_rows(cal, cols.values(), taken.pop(sensor))
+                self._submit_gathered(sensor, cal, scorer, model_version)
+        for sensor, idx in taken.items():
+            self._take_rows(gathering[sensor], cols.values(), idx)
+
+    def _submit_gathered(self, sensor: str, cal: _Calibration, scorer: Scorer, model_version: str) -> None:
+        """Queue the fine-tune of ``sensor`` on the readings it gathered. A full queue refuses it: rather than stay
+        on the shared model for good (a worker taking over a fleet restores more sensors than the queue holds), it
+        gathers its next ``n_readings`` and tries again."""
+        assert self.finetuner is not None
+        if self.finetuner.submit(sensor, [np.concatenate(r) for r in cal.runs], scorer, model_version):
+            del self._gathering[sensor]
+            log.info("sensor %s: its own model fine-tunes again, on its %d readings since it was restored", sensor,
+                     cal.n_rows)
+            return
+        self._gathering[sensor] = _Calibration()
+        log.info("sensor %s: its fine-tune was not queued; it gathers its next %d readings to try again, judged by "
+                 "the shared model meanwhile", sensor, self.cfg.n_readings)
 
     def _take_rows(self, cal: _Calibration, values: np.ndarray, idx: list[int]) -> None:
         """Copy the new rows of windows ``idx`` of ``values`` (``-1-i``: all of window ``i``, a new run; ``i``:
@@ -368,6 +430,7 @@ class SensorBaselines:
                 continue
             if sensor in self.ready:  # not forgotten meanwhile
                 self.ready[sensor] = baseline
+                self._gathering.pop(sensor, None)
                 out.append((sensor, baseline, scores))
         return out
 
@@ -405,7 +468,9 @@ class SensorBaselines:
     def refresh(self, sensors: list[str], errors: np.ndarray, alarms: np.ndarray, scorer: Scorer,
                 model_version: str) -> list[tuple[str, Baseline]]:
         """Gather the errors of normal windows whose sensor's baseline is of another model version; refit the error
-        scaling and threshold of each sensor with ``n_refresh_windows`` of them. Returns the refitted baselines."""
+        scaling and threshold of each sensor with ``n_refresh_windows`` of them. A sensor's errors are of one model
+        version: those gathered under another (swapped again meanwhile) are dropped, so a refit labelled with a
+        version is fitted on its errors alone. Returns the refitted baselines."""
         done: list[tuple[str, Baseline]] = []
         stale = {s for s in set(sensors)
                  if (b := self.ready.get(s)) is not None and b.scorer is None and b.model_version != model_version}
@@ -415,19 +480,55 @@ class SensorBaselines:
             b = self.ready.get(s)
             if b is None or b.scorer is not None or b.model_version == model_version or alarms[i]:
                 continue
-            buf = self._refresh.setdefault(s, [])
+            held = self._refresh.get(s)
+            if held is None or held[0] != model_version:
+                held = self._refresh[s] = (model_version, [])
+            buf = held[1]
             buf.append(errors[i])
             if len(buf) >= self.cfg.n_refresh_windows:
-                scale, _, thr = _error_scaling(np.stack(self._refresh.pop(s)), scorer.score_reduce, self.threshold)
+                del self._refresh[s]
+                scale, _, thr = _error_scaling(np.stack(buf), scorer.score_reduce, self.threshold)
                 self.ready[s] = Baseline(b.mean, b.std, scale, thr, model_version, b.n_readings)
                 done.append((s, self.ready[s]))
         return done
 
-    def restore(self, baselines: dict[str, Baseline]) -> None:
-        """Take baselines made elsewhere (a changelog); calibrations of those sensors under way are dropped."""
+    def restore(self, baselines: dict[str, Baseline]) -> dict[str, Baseline]:
+        """Take baselines made elsewhere (a changelog); calibrations of those sensors under way are dropped. One that
+        does not fit this worker's windows is not taken (a warning): its sensor calibrates again. A sensor without
+        its own model while fine-tunes run in the background lost its fine-tune with its old owner: it gathers
+        readings for a new one (:meth:`split`). Returns the baselines taken."""
+        taken: dict[str, Baseline] = {}
+        regather = self.finetune is None and self.finetuner is not None
         for s, b in baselines.items():
-            self.ready[s] = b
+            misfit = self._misfit(b)
+            if misfit is not None:
+                log.warning("sensor %s: its restored baseline does not fit this worker (%s); it is dropped and the "
+                            "sensor calibrates again", s, misfit)
+                continue
+            self.ready[s] = taken[s] = b
             self._calibrating.pop(s, None)
+            if regather and b.scorer is None:
+                self._gathering[s] = _Calibration()
+            else:
+                self._gathering.pop(s, None)
+        return taken
+
+    def _misfit(self, b: Baseline) -> str | None:
+        """What of ``b`` differs from this worker's windows (it was made under another ``stream.channels`` or
+        ``stream.window_size``, and its scales or model cannot take them), or ``None``."""
+        n = self.n_channels
+        if n is not None:
+            wrong = next((len(a) for a in (b.mean, b.std, b.channel_scale) if len(a) != n), None)
+            if wrong is not None:
+                return f"it has {wrong} channels, stream.channels has {n}"
+        if b.scorer is None:
+            return None
+        model = b.scorer.model
+        if model.window_size != self.window_size:
+            return f"its own model's window_size is {model.window_size}, stream.window_size is {self.window_size}"
+        if n is not None and model.n_channels != n:
+            return f"its own model has {model.n_channels} channels, stream.channels has {n}"
+        return None
 
     def close(self) -> None:
         if self.finetuner is not None:
@@ -440,5 +541,6 @@ class SensorBaselines:
         for s in sensors:
             self.ready.pop(s, None)
             self._calibrating.pop(s, None)
+            self._gathering.pop(s, None)
             self._refresh.pop(s, None)
         self._banks.clear()  # they hold the forgotten sensors' models: built again from those left

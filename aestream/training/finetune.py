@@ -127,4 +127,5 @@ def build_baselines(cfg: Config) -> SensorBaselines | None:
     blocking = b.mode == "finetune" and b.finetune_blocking
     background = Finetuner(fit, b.finetune_queue) if b.mode == "finetune" and not blocking else None
     return SensorBaselines(b, cfg.threshold, s.window_size, s.stride, s.stride_ms,
-                           finetune=run_through(fit) if blocking else None, finetuner=background)
+                           finetune=run_through(fit) if blocking else None, finetuner=background,
+                           n_channels=len(s.channels))

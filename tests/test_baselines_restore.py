@@ -1,0 +1,277 @@
+"""Baselines a sensor's next owner restores from the changelog, and baselines after model swaps: a fine-tune lost
+with the partition is done again, a baseline made under another stream config is dropped, a refit takes the errors
+of one model version only."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aestream.config import Config
+from aestream.detect.baselines import Baseline, SensorBaselines
+from aestream.detect.features import Preprocessor
+from aestream.detect.scoring import Scorer
+from aestream.models import build_model
+from aestream.stream.messages import Outgoing, Record
+from aestream.stream.windows import Window, Windower
+from aestream.training.finetune import build_baselines
+from aestream.worker import Worker
+
+CHANNELS = ("temperature", "pressure", "vibration", "current")
+START_MS = 1_767_225_600_000
+SHARED: Any = object()  # the shared scorer: only handed on to the finetuner here
+
+
+def _cfg(mode: str = "finetune", **stream: Any) -> Config:
+    return Config().replace(stream={"channels": CHANNELS, "window_size": 16, "stride": 1, **stream},
+                            model={"detrend_channels": ()},
+                            baselines={"mode": mode, "n_readings": 100, "finetune_blocking": False,
+                                       "n_refresh_windows": 4, "finetune_slice_ms": 0.01},
+                            kafka={"commit_interval_ms": 0})
+
+
+def _baseline(n_channels: int = 4, version: str = "v0001", own: Scorer | None = None) -> Baseline:
+    return Baseline(np.zeros(n_channels), np.ones(n_channels), np.ones(n_channels), 1.0, version, 100, own)
+
+
+def _own_model(window_size: int, n_channels: int = 4) -> Scorer:
+    pre = Preprocessor(np.zeros(n_channels), np.ones(n_channels), np.zeros(n_channels, dtype=bool))
+    return Scorer(build_model("vanilla", window_size=window_size, n_channels=n_channels), pre)
+
+
+def _windows(readings: np.ndarray, ts: np.ndarray, stride: int = 1, stride_ms: int = 0) -> list[Window]:
+    win = Windower(16, stride, 4, 10_000, stride_ms)
+    return [w for t, r in zip(ts.tolist(), readings) if (w := win.push("s", t, r)) is not None]  # type: ignore[misc]
+
+
+class _Queue:
+    """A background finetuner that keeps what it is given; it refuses the first ``refuse`` (a full queue)."""
+
+    n_pending = 0
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.refuse = refuse
+        self.submitted: list[tuple[str, list[np.ndarray], str]] = []
+        self.forgotten: list[str] = []
+
+    def submit(self, sensor: str, runs: list[np.ndarray], shared: Scorer, model_version: str) -> bool:
+        if self.refuse:
+            self.refuse -= 1
+            return False
+        self.submitted.append((sensor, runs, model_version))
+        return True
+
+    def run(self, budget_s: float) -> None: ...
+    def done(self) -> list[Any]:
+        return []
+
+    def forget(self, sensors: list[str]) -> None:
+        self.forgotten += sensors
+
+    def close(self) -> None: ...
+
+
+def _restored(cfg: Config, queue: _Queue, stride: int = 1, stride_ms: int = 0, **kw: Any) -> SensorBaselines:
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, stride, stride_ms, finetuner=queue, **kw)
+    base.restore({"s": _baseline()})
+    return base
+
+
+def _first_calibration_runs(cfg: Config, windows: list[Window], stride: int, stride_ms: int) -> list[np.ndarray]:
+    """The runs a first calibration of ``windows`` fine-tunes on (blocking)."""
+    seen: list[list[np.ndarray]] = []
+
+    def finetune(runs: list[np.ndarray], shared: Scorer, version: str) -> tuple[Baseline, np.ndarray]:
+        seen.append(runs)
+        return _baseline(), np.zeros(1)
+
+    SensorBaselines(cfg.baselines, cfg.threshold, 16, stride, stride_ms, finetune=finetune).split(
+        windows, SHARED, "v0001")
+    return seen[0]
+
+
+@pytest.mark.parametrize(("stride", "stride_ms", "gap"), [(1, 0, False), (4, 0, False), (1, 0, True), (1, 4000, True)])
+def test_a_restored_sensor_without_its_own_model_fine_tunes_again_on_the_readings_a_calibration_takes(
+        stride: int, stride_ms: int, gap: bool) -> None:
+    cfg = _cfg()
+    readings = np.random.default_rng(0).normal(5.0, 2.0, (300, 4))
+    ts = START_MS + 1000 * np.arange(300)
+    if gap:
+        ts[60:] += 60_000
+    windows = _windows(readings, ts, stride, stride_ms)
+    queue = _Queue()
+    base = _restored(cfg, queue, stride, stride_ms)
+    split = base.split(windows, SHARED, "v0002")
+    assert split.keep == list(range(len(windows))), "judged by the shared model meanwhile: every window scored"
+    assert not split.started and not split.finished and base.n_calibrating == 0
+    (sensor, runs, version), = queue.submitted
+    assert sensor == "s" and version == "v0002"
+    want = _first_calibration_runs(cfg, windows, stride, stride_ms)
+    assert len(runs) == len(want)
+    for got, expected in zip(runs, want):
+        np.testing.assert_array_equal(got, expected)
+    assert base.ready["s"].scorer is None, "the shared model judges it until its fine-tune is done"
+
+
+def test_the_readings_go_on_gathering_over_steps_and_only_once() -> None:
+    cfg = _cfg()
+    readings = np.random.default_rng(1).normal(0.0, 1.0, (300, 4))
+    windows = _windows(readings, START_MS + 1000 * np.arange(300))
+    queue = _Queue()
+    base = _restored(cfg, queue)
+    base.split(windows[:50], SHARED, "v0001")  # readings 0..64: not yet enough
+    assert not queue.submitted
+    base.split(windows[50:], SHARED, "v0001")
+    (_, runs, _), = queue.submitted
+    np.testing.assert_array_equal(np.concatenate(runs), readings[:100].astype(np.float32))
+
+
+def test_a_full_queue_makes_the_sensor_gather_again_from_its_later_readings(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _cfg()
+    readings = np.random.default_rng(2).normal(0.0, 1.0, (300, 4))
+    windows = _windows(readings, START_MS + 1000 * np.arange(300))
+    queue = _Queue(refuse=1)
+    base = _restored(cfg, queue)
+    with caplog.at_level(logging.INFO, logger="aestream.detect.baselines"):
+        base.split(windows, SHARED, "v0001")
+    (_, runs, _), = queue.submitted
+    # refused at the window ending at reading 99: the next window (readings 85..100) starts the next gathering
+    np.testing.assert_array_equal(np.concatenate(runs), readings[85:185].astype(np.float32))
+    assert "sensor s: its fine-tune was not queued; it gathers its next 100 readings" in caplog.text
+
+
+def test_a_restored_sensor_with_its_own_model_or_without_a_finetuner_gathers_nothing() -> None:
+    cfg = _cfg()
+    windows = _windows(np.random.default_rng(3).normal(0.0, 1.0, (300, 4)), START_MS + 1000 * np.arange(300))
+    queue = _Queue()
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1, finetuner=queue)
+    base.restore({"s": _baseline(own=_own_model(16))})
+    assert base.split(windows, SHARED, "v0001").keep == list(range(len(windows)))
+    shared_mode = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
+    shared_mode.restore({"s": _baseline()})
+    assert shared_mode.split(windows, SHARED, "v0001").keep == list(range(len(windows)))
+    assert not queue.submitted
+
+
+def test_forgetting_a_sensor_drops_the_readings_it_gathered() -> None:
+    cfg = _cfg()
+    readings = np.random.default_rng(4).normal(0.0, 1.0, (300, 4))
+    windows = _windows(readings, START_MS + 1000 * np.arange(300))
+    queue = _Queue()
+    base = _restored(cfg, queue)
+    base.split(windows[:50], SHARED, "v0001")  # 65 readings gathered
+    base.forget(["s"])
+    assert queue.forgotten == ["s"]
+    base.restore({"s": _baseline()})  # the partition comes back
+    base.split(windows[150:200], SHARED, "v0001")  # 65 more: together they would be enough
+    assert not queue.submitted
+    base.split(windows[200:], SHARED, "v0001")
+    (_, runs, _), = queue.submitted
+    np.testing.assert_array_equal(np.concatenate(runs), readings[150:250].astype(np.float32))
+
+
+class _Changelog:
+    topic = "baselines-changelog"
+
+    def __init__(self) -> None:
+        self.log: dict[str, bytes] = {}
+
+    def record(self, part: Any, key: str, value: bytes) -> Outgoing:
+        return Outgoing(self.topic, value, key.encode(), [], part[1])
+
+    def restore(self, parts: Any) -> dict[str, bytes]:
+        return dict(self.log)
+
+
+class _Sink:
+    def __init__(self, changelog: _Changelog) -> None:
+        self.changelog = changelog
+
+    def send(self, msg: Outgoing) -> None:
+        if msg.topic == self.changelog.topic:
+            self.changelog.log[msg.key.decode()] = msg.value  # type: ignore[union-attr]
+
+    def flush(self, timeout_s: float = 60.0) -> None: ...
+    def close(self, timeout_s: float = 10.0) -> None: ...
+
+
+def _polls(first: int, n: int, rng: np.random.Generator) -> list[Record]:
+    level = np.array([20.0, 5.0, 1.0, 3.0])
+    return [Record("in", 0, i, b"s", json.dumps({"sensor": "s", "ts": START_MS + 1000 * i,
+                                                 "values": (rng.normal(size=4) + level).tolist()}).encode(), 0)
+            for i in range(first, first + n)]
+
+
+def test_a_fine_tune_lost_with_the_partition_is_done_by_its_next_owner(
+        train_small: Any, one_model: Any, scripted_source: Any) -> None:
+    cfg = _cfg().replace(stream={"window_size": 4}, baselines={"n_readings": 40})
+    bundle, changelog, rng = train_small(cfg, epochs=3), _Changelog(), np.random.default_rng(0)
+    first = Worker(cfg, scripted_source([_polls(0, 60, rng)]), _Sink(changelog), one_model(bundle),
+                   changelog=changelog, clock=lambda: 0.0)
+    first.refresh_model(force=True)
+    first.on_partitions_assigned([("in", 0)])
+    first.step()
+    first.step()  # calibrated; its fine-tune waits, unfinished, when the partition moves
+    first.on_partitions_changed([("in", 0)])
+    assert "model" not in json.loads(changelog.log["s"])
+    second = Worker(cfg, scripted_source([_polls(60, 200, rng)]), _Sink(changelog), one_model(bundle),
+                    changelog=changelog, clock=lambda: 0.0)
+    second.refresh_model(force=True)
+    second.on_partitions_assigned([("in", 0)])
+    assert second.step().windows == 200 - 3, "every window judged, by the shared model meanwhile"
+    base = second.baselines
+    assert base is not None
+    for _ in range(10_000):
+        if not base.background_waiting:
+            break
+        second.step()
+    assert base.ready["s"].scorer is not None, "fine-tuned again by the next owner"
+    second.step()  # its next commit
+    assert "model" in json.loads(changelog.log["s"]), "and written to the changelog"
+
+
+def test_a_refit_after_swaps_takes_the_errors_of_the_serving_version_only() -> None:
+    cfg = _cfg("shared")
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
+    base.restore({"s": _baseline(n_channels=2)})
+    scorer: Any = _own_model(16, 2)  # score_reduce "mean"
+    normal = np.zeros(4, dtype=bool)
+    assert not base.refresh(["s"] * 3, np.full((3, 2), 100.0), normal[:3], scorer, "v0002")  # 3 of 4 under v0002
+    assert not base.refresh(["s"], np.full((1, 2), 0.01), normal[:1], scorer, "v0003"), "v0003 starts again"
+    (_, refit), = base.refresh(["s"] * 3, np.full((3, 2), 0.01), normal[:3], scorer, "v0003")
+    assert refit.model_version == "v0003"
+    np.testing.assert_allclose(refit.channel_scale, [0.01, 0.01])
+
+
+@pytest.mark.parametrize(("restored", "differs"), [
+    (_baseline(n_channels=3), "it has 3 channels, stream.channels has 4"),
+    (Baseline(np.zeros(4), np.ones(4), np.ones(3), 1.0, "v0001", 100), "it has 3 channels, stream.channels has 4"),
+    (_baseline(own=_own_model(8)), "its own model's window_size is 8, stream.window_size is 16"),
+    (_baseline(own=_own_model(16, 3)), "its own model has 3 channels, stream.channels has 4"),
+])
+def test_a_restored_baseline_that_does_not_fit_the_stream_is_dropped_and_the_sensor_calibrates_again(
+        restored: Baseline, differs: str, caplog: pytest.LogCaptureFixture) -> None:
+    base = build_baselines(_cfg())
+    assert base is not None
+    base.restore({"old": restored, "ok": _baseline()})
+    assert set(base.ready) == {"ok"}
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.getMessage() == (f"sensor old: its restored baseline does not fit this worker ({differs}); "
+                                    "it is dropped and the sensor calibrates again")
+
+
+def test_a_worker_restoring_a_baseline_of_other_channels_calibrates_the_sensor_again(
+        train_small: Any, one_model: Any, scripted_source: Any) -> None:
+    cfg = _cfg("shared").replace(stream={"window_size": 4}, baselines={"n_readings": 40})
+    changelog = _Changelog()
+    changelog.log["s"] = _baseline(n_channels=3).to_json()  # written before stream.channels changed
+    worker = Worker(cfg, scripted_source([_polls(0, 60, np.random.default_rng(0))]), _Sink(changelog),
+                    one_model(train_small(cfg, epochs=3)), changelog=changelog, clock=lambda: 0.0)
+    worker.refresh_model(force=True)
+    worker.on_partitions_assigned([("in", 0)])
+    worker.step()
+    assert worker.baselines is not None and len(worker.baselines.ready["s"].mean) == 4
