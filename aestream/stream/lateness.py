@@ -14,6 +14,7 @@ normal; a sensor that drops many is losing data and should say so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -34,15 +35,19 @@ class LateReport:
 
 
 class _Count:
-    __slots__ = ("n", "reported", "start")
+    __slots__ = ("n", "reported_at", "start")
 
-    def __init__(self, start: float) -> None:
-        self.start, self.n, self.reported = start, 0, False
+    def __init__(self, start: float, reported_at: float = -math.inf) -> None:
+        self.start, self.n, self.reported_at = start, 0, reported_at
 
 
 class LateWatch:
     """Counts each sensor's late readings from its first one for ``period_s``; a sensor reaching ``n_report`` in
-    that time is reported once, and counted afresh after the period. ``n_report = 0`` reports nothing."""
+    that time is reported once, and counted afresh after the period. ``n_report = 0`` reports nothing.
+
+    A count starts at the first late reading after the previous count's period, which may be just after a report
+    made late in that period; so a report also waits until ``period_s`` after the sensor's last one, or a sensor
+    steadily dropping readings would be reported twice within a second (the promise is once a period)."""
 
     def __init__(self, n_report: int, period_s: float = LATE_PERIOD_S) -> None:
         self.n_report, self.period_s = n_report, period_s
@@ -57,14 +62,14 @@ class LateWatch:
         for sensor, n in late.items():
             c = self._counts.get(sensor)
             if c is None or now - c.start >= self.period_s:
-                c = self._counts[sensor] = _Count(now)
+                c = self._counts[sensor] = _Count(now, -math.inf if c is None else c.reported_at)
             c.n += n
-            if not c.reported and c.n >= self.n_report:
-                c.reported = True
+            if c.n >= self.n_report and now - c.reported_at >= self.period_s:  # once a count, once a period
+                c.reported_at = now
                 out.append(LateReport(sensor, c.n, self.period_s, at_ms))
-        if now - self._pruned_at >= self.period_s:  # sensors with no late reading for a period: forgotten
+        if now - self._pruned_at >= self.period_s:  # sensors with no late reading nor report for a period: forgotten
             self._pruned_at = now
-            self._counts = {s: c for s, c in self._counts.items() if now - c.start < self.period_s}
+            self._counts = {s: c for s, c in self._counts.items() if now - max(c.start, c.reported_at) < self.period_s}
         return out
 
     def forget(self, sensors: Iterable[str]) -> None:

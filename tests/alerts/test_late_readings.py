@@ -1,0 +1,30 @@
+"""The count behind ``sensor_late_readings`` (:mod:`aestream.stream.lateness`): at most one report per sensor per
+period, as docs/formats.md promises ("at most once a minute")."""
+
+from __future__ import annotations
+
+from aestream.stream.lateness import LateWatch
+
+
+def test_a_sensor_is_reported_at_most_once_a_period_however_its_counts_fall() -> None:
+    w = LateWatch(100, 60.0)
+    assert w.observe({"s": 99}, now=0.0) == []
+    assert [r.n_late for r in w.observe({"s": 1}, now=59.0)] == [100]
+    assert w.observe({"s": 100}, now=60.0) == [], "one second after the last report"
+    assert w.observe({"s": 100}, now=118.0) == []
+    assert [r.n_late for r in w.observe({"s": 1}, now=119.0)] == [201], "a period after the last report"
+
+
+def test_a_sensor_reported_recently_is_not_forgotten_with_the_quiet_ones() -> None:
+    w = LateWatch(100, 60.0)
+    w.observe({"s": 99}, now=0.0)
+    assert [r.sensor for r in w.observe({"s": 1}, now=59.0)] == ["s"]
+    assert w.observe({"t": 1}, now=61.0) == []  # forgets the sensors quiet for a period
+    assert w.observe({"s": 100}, now=62.0) == [], "three seconds after the last report"
+
+
+def test_a_sensor_is_counted_afresh_once_a_period_passed_without_a_report() -> None:
+    w = LateWatch(100, 60.0)
+    assert w.observe({"s": 99}, now=0.0) == []
+    assert w.observe({"s": 99}, now=60.0) == []  # the first 99 fell out of the count
+    assert [r.n_late for r in w.observe({"s": 1}, now=61.0)] == [100]
