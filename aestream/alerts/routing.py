@@ -3,8 +3,8 @@
 A rule (one ``[[alerts.routes]]`` table) matches an event when every condition it names holds:
 
 * ``type``: the event type(s) (``opened``, ``updated``, ``resolved``, ``sensor_silent``, ``sensor_resumed``,
-  ``sensor_late_readings``);
-* ``severity``: the severity name(s);
+  ``sensor_late_readings``, ``calibration_started``, ``calibration_finished``);
+* ``severity``: the severity name(s): the bands of ``[alerts.bands]`` (episodes), or ``info`` (data-quality events);
 * ``sensor``: shell glob(s) on the sensor id; ``sensor_regex``: a regular expression (``re.fullmatch``);
 * ``channel``: the name(s) of which at least one is among the event's top contributing channels;
 * ``tags``: tags the sensor must all carry (sensor tags come from ``[alerts.tags]``: glob → list of tags).
@@ -15,7 +15,8 @@ matching rule's, in order. An event no rule matches goes to ``default_sinks``.
 >>> bands = parse_bands({"warning": 1.0, "critical": 2.0})
 >>> bands.severity(1.3), bands.severity(2.0), bands.severity(0.4)
 ('warning', 'critical', 'warning')
->>> r = Router(parse_routes(({"severity": "critical", "sensor": "pump-*", "sinks": ["a"]},), {"a"}), "first", ("b",))
+>>> routes = parse_routes(({"severity": "critical", "sensor": "pump-*", "sinks": ["a"]},), {"a"}, bands)
+>>> r = Router(routes, "first", ("b",))
 >>> r.sinks_for({"type": "opened", "severity": "critical", "sensor": "pump-7", "channels": []})
 ['a']
 >>> r.sinks_for({"type": "opened", "severity": "warning", "sensor": "pump-7", "channels": []})
@@ -49,7 +50,9 @@ __all__ = [
     "tags_for",
 ]
 
-EVENT_TYPES = ("opened", "updated", "resolved", "sensor_silent", "sensor_resumed", "sensor_late_readings")
+EVENT_TYPES = ("opened", "updated", "resolved", "sensor_silent", "sensor_resumed", "sensor_late_readings",
+               "calibration_started", "calibration_finished")
+_QUALITY_SEVERITY = "info"  # the severity of every data-quality event (aestream.alerts.documents)
 _ROUTE_KEYS = ("type", "severity", "sensor", "sensor_regex", "channel", "tags", "sinks")
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -198,8 +201,10 @@ class Route:
         return not self.tags or self.tags <= set(sensor_tags)
 
 
-def parse_routes(tables: Iterable[Mapping[str, Any]], known_sinks: Iterable[str],
+def parse_routes(tables: Iterable[Mapping[str, Any]], known_sinks: Iterable[str], bands: Bands,
                  where: str = "alerts.routes") -> tuple[Route, ...]:
+    """The rules of ``tables``. A ``severity`` must name one of ``bands`` or ``info``: any other value (a typo)
+    would never match, and its events would silently go elsewhere."""
     known = set(known_sinks)
     routes = []
     for i, t in enumerate(tables):
@@ -224,11 +229,21 @@ def parse_routes(tables: Iterable[Mapping[str, Any]], known_sinks: Iterable[str]
         except (re.error, TypeError) as e:
             raise ConfigError(f"config key {at}.sensor_regex = {regex!r} is invalid ({e}): fix the expression") \
                 from None
-        routes.append(Route(sinks, frozenset(types), frozenset(_strings(t.get("severity"), f"{at}.severity")),
+        routes.append(Route(sinks, frozenset(types), frozenset(_severities(t.get("severity"), bands, at)),
                             _strings(t.get("sensor"), f"{at}.sensor"), pattern,
                             frozenset(_strings(t.get("channel"), f"{at}.channel")),
                             frozenset(_strings(t.get("tags"), f"{at}.tags"))))
     return tuple(routes)
+
+
+def _severities(value: Any, bands: Bands, at: str) -> tuple[str, ...]:
+    allowed = (*bands.names, _QUALITY_SEVERITY)
+    names = _strings(value, f"{at}.severity")
+    bad = [x for x in names if x not in allowed]
+    if bad:
+        raise ConfigError(f"config key {at}.severity = {bad[0]!r} is invalid: use one of {', '.join(allowed)} "
+                          f"(the bands of [alerts.bands], and {_QUALITY_SEVERITY} for data-quality events)")
+    return names
 
 
 def _strings(value: Any, at: str) -> tuple[str, ...]:
@@ -282,9 +297,9 @@ def tags_for(sensor: str, table: Mapping[str, Any]) -> tuple[str, ...]:
 
 def check_alerts(a: Any) -> None:
     """Check an ``AlertsConfig``'s tables (bands, sinks, routes, tags); raises :class:`ConfigError`."""
-    parse_bands(a.bands)
+    bands = parse_bands(a.bands)
     sinks = parse_sinks(a.sinks, a.topic or "alerts")
-    parse_routes(a.routes, sinks)
+    parse_routes(a.routes, sinks, bands)
     for s in a.default_sinks:
         if s not in sinks:
             raise ConfigError(f"config key alerts.default_sinks names {s!r}, which is not a sink: define "

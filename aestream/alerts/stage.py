@@ -268,10 +268,10 @@ def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotoni
     check_alerts(a)  # at start-up, also when alerts are off: a wrong table fails before it is needed
     if not a.enabled:
         return None
-    sinks = parse_sinks(a.sinks, a.topic)
+    sinks, bands = parse_sinks(a.sinks, a.topic), parse_bands(a.bands)
     return AlertStage(
-        channels=tuple(cfg.stream.channels), bands=parse_bands(a.bands),
-        router=Router(parse_routes(a.routes, sinks), a.match, a.default_sinks, a.tags), sinks=sinks,
+        channels=tuple(cfg.stream.channels), bands=bands,
+        router=Router(parse_routes(a.routes, sinks, bands), a.match, a.default_sinks, a.tags), sinks=sinks,
         dead_letter_topic=a.dead_letter_topic or cfg.kafka.dead_letter_topic,
         n_resolve_windows=a.n_resolve_windows, cooldown_ms=a.cooldown_ms, silent_after_s=a.silent_after_s,
         silent_lag_ms=a.silent_lag_ms, state_path=Path(cfg.paths.state_dir) / a.state_file,

@@ -20,8 +20,11 @@ def event(sensor: str = "pump-1", severity: str = "critical", kind: str = "opene
             "channels": [{"name": c, "share": 0.5} for c in channels]}
 
 
+BANDS = parse_bands({"warning": 1.0, "critical": 2.0})
+
+
 def router(routes: list[dict[str, Any]], match: str = "first", tags: dict[str, Any] | None = None) -> Router:
-    return Router(parse_routes(routes, SINKS), match, ("topic",), tags)
+    return Router(parse_routes(routes, SINKS, BANDS), match, ("topic",), tags)
 
 
 def test_bands_are_ordered_by_floor_whatever_the_table_order() -> None:
@@ -52,6 +55,24 @@ def test_rules_match_on_regex_channel_tags_and_type() -> None:
     assert r.sinks_for(event("valve-1", kind="sensor_silent")) == ["log"]
 
 
+def test_a_route_selects_calibration_events_by_type() -> None:
+    r = router([{"type": "calibration_finished", "sinks": ["a"]}])
+    assert r.sinks_for(event(severity="info", kind="calibration_finished")) == ["a"]
+    assert r.sinks_for(event(severity="info", kind="calibration_started")) == ["topic"]
+    assert r.sinks_for(event(severity="info", kind="sensor_silent")) == ["topic"]
+
+
+def test_a_route_selects_the_configured_bands_and_info() -> None:
+    bands = parse_bands({"warning": 1.0, "page": 5.0})
+    r = Router(parse_routes([{"severity": "page", "sinks": ["a"]}, {"severity": "info", "sinks": ["b"]}], SINKS, bands))
+    assert r.sinks_for(event(severity="page")) == ["a"]
+    assert r.sinks_for(event(severity="info", kind="sensor_silent")) == ["b"]
+    with pytest.raises(ConfigError) as e:
+        parse_routes([{"severity": ["page", "critical"], "sinks": ["a"]}], SINKS, bands)
+    assert str(e.value) == ("config key alerts.routes[0].severity = 'critical' is invalid: use one of warning, page, "
+                            "info (the bands of [alerts.bands], and info for data-quality events)")
+
+
 def test_sinks_have_builtins_and_webhook_headers_stay_out_of_repr() -> None:
     sinks = parse_sinks({"hook": {"type": "webhook", "url": "https://h.example/x?token=s3cret", "retries": 2,
                                   "headers": {"Authorization": "Bearer s3cret"}}}, "alerts")
@@ -72,6 +93,8 @@ def test_sinks_have_builtins_and_webhook_headers_stay_out_of_repr() -> None:
      "config key alerts.routes[0].sensor_regex = 'pump-(' is invalid"),
     ({"routes": [{"sinks": ["topic"], "type": "anomaly"}]},
      "config key alerts.routes[0].type = 'anomaly' is invalid: use one of opened, updated, resolved"),
+    ({"routes": [{"sinks": ["topic"], "severity": "critcal"}]},
+     "config key alerts.routes[0].severity = 'critcal' is invalid: use one of warning, critical, info"),
     ({"sinks": {"pager": {"type": "webhook", "url": "ftp://x"}}},
      "config key alerts.sinks.pager.url is invalid: use an http:// or https:// URL"),
     ({"sinks": {"pager": {"type": "webhook", "url": "http://x", "retries": -1}}},
