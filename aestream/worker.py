@@ -267,7 +267,8 @@ class Worker:
             stage.on_assigned(parts)
         if self.changelog is None or self.baselines is None:
             return
-        restored = {s: Baseline.from_json(v, self.device) for s, v in self.changelog.restore(parts).items()}
+        restored = {s: Baseline.from_json(v, self.device)
+                    for values in self.changelog.restore(parts).values() for s, v in values.items()}
         restored = self.baselines.restore(restored)  # those that fit this worker's windows
         if self.rule is not None:
             for sensor, baseline in restored.items():

@@ -274,7 +274,7 @@ def test_the_worker_gives_waiting_fine_tunes_its_idle_time_and_then_judges_by_th
         def record(self, part: Any, key: str, value: bytes) -> Outgoing:
             return Outgoing("baselines-changelog", value, key.encode())
 
-        def restore(self, parts: Any) -> dict[str, bytes]:
+        def restore(self, parts: Any) -> dict[Any, dict[str, bytes]]:
             return {}
 
     sink = recording_sink()

@@ -147,8 +147,8 @@ class _Changelog:
     def record(self, part: Partition, key: str, value: bytes) -> Outgoing:
         return Outgoing(self.topic, value, key.encode(), [], part[1])
 
-    def restore(self, parts: list[Partition]) -> dict[str, bytes]:
-        return dict(self.log)
+    def restore(self, parts: list[Partition]) -> dict[Partition, dict[str, bytes]]:  # one input partition here
+        return {parts[0]: dict(self.log)} if parts else {}
 
 
 class _Producer:

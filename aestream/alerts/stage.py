@@ -101,7 +101,7 @@ class AlertStage(Stage):
             w = sc.window
             if sc.partition is not None:
                 self._parts[w.sensor] = sc.partition
-            q = self.silence.seen(w.sensor, w.end_ms, now)
+            q = self.silence.seen(w.sensor, w.end_ms, now, sc.replay)
             if q is not None and not sc.replay:
                 out += self._emit(quality_event(q, self.router.sensor_tags(w.sensor)))
                 self._changed.add(w.sensor)
@@ -182,17 +182,22 @@ class AlertStage(Stage):
         return out
 
     def on_assigned(self, parts: list[tuple[str, int]]) -> None:
-        """Restore the episodes, cooldowns and silence of the sensors of ``parts`` from the changelog."""
+        """Restore the episodes, cooldowns and silence of the sensors of ``parts`` from the changelog, each with
+        its partition: where its next change (a silence found before any window of it comes) must be written."""
         if self.changelog is None:
             return
         now = self.clock()
-        for sensor, value in self.changelog.restore(parts).items():
-            doc = json.loads(value)
-            if doc.get("episode") is not None:
-                self.tracker.restore_sensors({sensor: doc["episode"]})
-            if doc.get("silence") is not None:
-                self.silence.restore_sensor(sensor, doc["silence"], now)
+        for part, values in self.changelog.restore(parts).items():
+            for sensor, value in values.items():
+                self._restore_sensor(sensor, json.loads(value), part, now)
         log.info("alert state of %s restored: %d open episode(s)", parts, len(self.tracker.open_episodes()))
+
+    def _restore_sensor(self, sensor: str, doc: dict[str, Any], part: Partition, now: float) -> None:
+        self._parts[sensor] = part
+        if doc.get("episode") is not None:
+            self.tracker.restore_sensors({sensor: doc["episode"]})
+        if doc.get("silence") is not None:
+            self.silence.restore_sensor(sensor, doc["silence"], now)
 
     def state(self) -> list[tuple[Partition, Outgoing]]:
         """Each sensor's state changed since the last call, for the changelog. The worker asks once the events

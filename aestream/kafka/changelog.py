@@ -44,8 +44,9 @@ class KafkaChangelog:
         """The message that writes ``key``'s state made on input partition ``part``."""
         return Outgoing(self.topic, value, key.encode(), [(SOURCE_TOPIC_HEADER, part[0].encode())], part[1])
 
-    def restore(self, parts: list[Partition]) -> dict[str, bytes]:
-        """The newest value of every key written for the input partitions ``parts`` (tombstones remove)."""
+    def restore(self, parts: list[Partition]) -> dict[Partition, dict[str, bytes]]:
+        """The newest value of every key written for each of the input partitions ``parts`` (tombstones remove),
+        read in one pass."""
         if not parts:
             return {}
         self._ensure()
@@ -57,7 +58,7 @@ class KafkaChangelog:
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             ends = consumer.end_offsets(tps)
-            state: dict[str, bytes] = {}
+            state: dict[Partition, dict[str, bytes]] = {}
             deadline = time.monotonic() + self.timeout_s
             while any(consumer.position(tp) < ends[tp] for tp in tps):
                 if time.monotonic() > deadline:
@@ -68,13 +69,14 @@ class KafkaChangelog:
                         source = dict(m.headers or []).get(SOURCE_TOPIC_HEADER, b"").decode()
                         if m.key is None or source not in wanted[tp.partition]:
                             continue
+                        values = state.setdefault((source, tp.partition), {})
                         if m.value is None:
-                            state.pop(m.key.decode(), None)
+                            values.pop(m.key.decode(), None)
                         else:
-                            state[m.key.decode()] = m.value
+                            values[m.key.decode()] = m.value
         finally:
             consumer.close()
-        log.info("restored %d key(s) of %s for %s", len(state), self.topic, parts)
+        log.info("restored %d key(s) of %s for %s", sum(map(len, state.values())), self.topic, parts)
         return state
 
     def _ensure(self) -> None:

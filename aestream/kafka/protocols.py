@@ -60,10 +60,10 @@ class Changelog(Protocol):
     """Where state that belongs to an input partition is kept (:class:`aestream.kafka.changelog.KafkaChangelog`):
     ``record`` makes the message that writes a key's value (sent through the worker's sink, so it is flushed before
     the offsets it reflects are committed), ``restore`` reads back the newest value of each key of some input
-    partitions."""
+    partitions, partition by partition (a key's state is written to the partition it was restored from)."""
 
     def record(self, part: Partition, key: str, value: bytes) -> Outgoing: ...
-    def restore(self, parts: list[Partition]) -> dict[str, bytes]: ...
+    def restore(self, parts: list[Partition]) -> dict[Partition, dict[str, bytes]]: ...
 
 
 class ModelSource(Protocol):

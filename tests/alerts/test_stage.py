@@ -15,7 +15,9 @@ from aestream.config import Config
 from aestream.errors import AlertStateError
 from aestream.stream.lateness import LateReport
 
-from .helpers import decode, scored, validator
+from .helpers import MemoryChangelog, decode, scored, validator
+
+PART = ("readings", 0)
 
 
 class Clock:
@@ -147,6 +149,63 @@ def test_a_sensor_lagging_the_fleet_in_event_time_is_silent(tmp_path: Path) -> N
     s = stage(config(tmp_path, silent_lag_ms=20_000))
     out = decode(step(s, [scored("pump-1", 0, 0.1)] + [scored("pump-2", i, 0.1) for i in range(8)]))
     assert [(e["type"], e["sensor"], e["detected_by"]) for e in out] == [("sensor_silent", "pump-1", "event_time")]
+
+
+def streamed(s: AlertStage, sensors: tuple[str, ...], windows: range, replay: bool = False,
+             now: float = 0.0) -> list[Any]:
+    """One step of windows ``windows`` of each of ``sensors``, all at ratio 0.1, read from ``PART``."""
+    return step(s, [scored(x, i, 0.1, replay=replay, partition=PART) for i in windows for x in sensors], now)
+
+
+def test_a_restored_sensor_is_not_silent_before_its_own_windows_come_back(tmp_path: Path) -> None:
+    cfg = config(tmp_path, silent_lag_ms=60_000, n_resolve_windows=1, cooldown_ms=0)
+    log = MemoryChangelog()
+    first = stage(cfg, changelog=log)
+    step(first, [scored("pump-1", 0, 2.5, partition=PART), scored("pump-1", 1, 0.1, partition=PART)])
+    first.state()  # pump-1's state reaches the changelog with its episode: its window end stays that old
+    streamed(first, ("pump-1", "pump-2"), range(2, 900))
+    step(first, [scored("pump-2", 900, 2.5, partition=PART)])
+    first.state()  # pump-2's, an hour of event time later
+
+    second = stage(cfg, changelog=log)
+    second.on_assigned([PART])
+    assert second.on_tick(0.0) == [], "no window of the partition yet: pump-1 is not an hour behind pump-2"
+    assert streamed(second, ("pump-1", "pump-2"), range(890, 901), replay=True) == []
+    live = decode(streamed(second, ("pump-1", "pump-2"), range(901, 930), now=1.0))
+    assert [(e["type"], e["sensor"]) for e in live] == [("resolved", "pump-2")]  # and no sensor_silent
+
+
+def test_a_restored_sensor_with_no_window_is_silent_after_the_lag_of_live_event_time(tmp_path: Path) -> None:
+    cfg = config(tmp_path, silent_lag_ms=60_000)
+    log = MemoryChangelog()
+    step(first := stage(cfg, changelog=log), [scored("pump-1", 0, 2.5, partition=PART)])
+    first.state()
+
+    second = stage(cfg, changelog=log)
+    second.on_assigned([PART])
+    assert streamed(second, ("pump-2",), range(900, 901)) == []  # its grace starts at this live event time
+    assert streamed(second, ("pump-2",), range(901, 916)) == []  # 60 s later: not more than silent_lag_ms
+    out = decode(streamed(second, ("pump-2",), range(916, 917)))
+    assert [(e["type"], e["sensor"], e["detected_by"], e["last_window_end_ms"]) for e in out] == [
+        ("sensor_silent", "pump-1", "event_time", 1_767_225_600_000)]
+
+
+def test_a_silence_found_after_a_restore_reaches_the_changelog_and_is_not_sent_again(tmp_path: Path) -> None:
+    cfg = config(tmp_path, silent_after_s=60.0)
+    log = MemoryChangelog()
+    step(first := stage(cfg, changelog=log), [scored("pump-1", 0, 2.5, partition=PART)])
+    first.state()
+
+    clock = Clock()
+    second = stage(cfg, clock, changelog=log)
+    second.on_assigned([PART])
+    assert [e["type"] for e in decode(second.on_tick(100.0))] == ["sensor_silent"]
+    assert [part for part, _ in second.state()] == [PART]
+    assert json.loads(log.log[(PART, "pump-1")])["silence"]["silent"] is True
+
+    third = stage(cfg, Clock(), changelog=log)
+    third.on_assigned([PART])
+    assert third.on_tick(200.0) == [], "reported once, not after every restart"
 
 
 def test_webhook_give_ups_come_back_as_dead_letters_on_a_tick(tmp_path: Path) -> None:
