@@ -62,6 +62,35 @@ def test_a_file_too_short_for_one_window_is_an_error_line_not_a_traceback(tmp_pa
     assert "full window of 40 readings" in proc.stderr
 
 
+HEADER = ("ts,Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,Voltage,"
+          "Volume Flow RateRMS\n")
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("2026-01-01T00:00:05Z,1,2,,4,5,6,7,8", "data column 'Current' is empty at row 5 (from 0, after the header)"),
+    ("2026-01-01T00:00:05Z,1,2,abc,4,5,6,7,8", "data column 'Current' holds 'abc', not a finite number, at row 5"),
+    ("yesterday,1,2,3,4,5,6,7,8", "data column 'ts' holds 'yesterday' at row 5 (from 0, after the header): not a "
+                                  "timestamp"),
+])
+def test_a_bad_cell_in_the_training_data_is_named_in_one_line(tmp_path: Path, row: str, message: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    good = [f"2026-01-01T00:00:{i:02d}Z,1,2,3,4,5,6,7,8" for i in range(5)]
+    data = tmp_path / "bad.csv"
+    data.write_text(HEADER + "\n".join([*good, row]) + "\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[paths]\nmodel_dir = "{tmp_path / "m"}"\n[model]\ndevice = "cpu"\n')
+    assert main(["--config", str(cfg), "train", "--input", str(data)]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["simulate", "--sensors", "0"], ["demo", "--sensors", "-1"],
+                                  ["simulate", "--batch", "0"]])
+def test_a_count_below_its_least_is_refused_by_the_parser(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and "is too small: use " in capsys.readouterr().err
+
+
 class _StartingApp:
     """Stands in for a worker still being built when SIGTERM comes: run() says whether it was asked to stop."""
 

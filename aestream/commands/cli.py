@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -72,11 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Publish readings of a simulated plant to the first input topic, with "
                                    "anomalies at known times after the sensors' calibration "
                                    "(baselines.n_readings); prints each injected anomaly as a JSON line.")
-    s.add_argument("--sensors", type=int, default=6, help="number of sensors (default 6)")
-    s.add_argument("--steps", type=int, default=900, help="readings per sensor (default 900)")
-    s.add_argument("--anomalies", type=int, default=3, help="anomalies to inject (default 3)")
+    s.add_argument("--sensors", type=_at_least(1), default=6, help="number of sensors (default 6)")
+    s.add_argument("--steps", type=_at_least(1), default=900, help="readings per sensor (default 900)")
+    s.add_argument("--anomalies", type=_at_least(0), default=3, help="anomalies to inject (default 3)")
     s.add_argument("--rate", type=float, default=0.0, help="readings per second; 0 = as fast as possible")
-    s.add_argument("--batch", type=int, default=1, help="readings per message (batched form when > 1)")
+    s.add_argument("--batch", type=_at_least(1), default=1, help="readings per message (batched form when > 1)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--truth", default=None, help="also write the injected anomalies to this JSON file")
 
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start the local broker if none answers, train on a simulated plant's normal "
                                    "start, stream it with injected anomalies through the worker, print the events "
                                    "and 'detected X of Y injected anomalies'. Exits 1 if any is missed.")
-    d.add_argument("--sensors", type=int, default=6, help="number of sensors (default 6)")
+    d.add_argument("--sensors", type=_at_least(1), default=6, help="number of sensors (default 6)")
     d.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
 
     m = sub.add_parser("models", help="list, show or roll back model versions",
@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--topic", metavar="TOPIC", help="read this topic from the beginning (e.g. anomalies)")
     rp.add_argument("--out", "-o", default="report.html", help="output file (default report.html; *.png: a PNG)")
     rp.add_argument("--png", action="store_true", help="write one PNG instead of HTML")
-    rp.add_argument("--top", type=int, default=8, help="anomalies in the contribution chart (default 8)")
-    rp.add_argument("--max-sensors", type=int, default=8,
+    rp.add_argument("--top", type=_at_least(1), default=8, help="anomalies in the contribution chart (default 8)")
+    rp.add_argument("--max-sensors", type=_at_least(1), default=8,
                     help="sensors on the timeline, most anomalous first (default 8)")
     rp.add_argument("--timeout-s", type=float, default=60.0, help="the longest to read --topic (default 60)")
 
@@ -152,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", default=None, metavar="DIR", help="draw one PNG per file into DIR")
     e.add_argument("--predictions", default=None, metavar="OUTDIR", help="write one CSV of predictions per file")
     return p
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``low`` or more (argparse prints the error and exits 2)."""
+
+    def whole(text: str) -> int:
+        value = int(text)  # a ValueError: argparse says "invalid whole value"
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small: use {low} or more")
+        return value
+
+    return whole
 
 
 def main(argv: Sequence[str] | None = None) -> int:

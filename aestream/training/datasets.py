@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aestream.errors import AestreamError
+from aestream.errors import AestreamError, DataError
 
 __all__ = ["read_segments", "read_table", "ts_to_ms"]
 
@@ -51,14 +51,40 @@ def read_segments(
             cuts = np.flatnonzero(np.diff(ts) > max_gap_ms) + 1 if max_gap_ms else np.array([], dtype=int)
         else:
             cuts = np.array([], dtype=int)
-        values = g[list(channels)].to_numpy(dtype=np.float64)
-        segments.extend(s for s in np.split(values, cuts) if len(s))
+        segments.extend(s for s in np.split(_values(g, channels), cuts) if len(s))
     return segments
+
+
+def _values(frame: pd.DataFrame, channels: Sequence[str]) -> np.ndarray:
+    """The channels' readings as ``(T, C)`` float64; a cell that is no finite number is a :class:`DataError`
+    naming its column, row and value (a NaN would otherwise end training as a diverged loss).
+
+    >>> _values(pd.DataFrame({"a": [1.0, None]}), ["a"])
+    Traceback (most recent call last):
+    aestream.errors.DataError: data column 'a' is empty at row 1 (from 0, after the header): fill or drop that row
+    """
+    numbers = frame[list(channels)].apply(pd.to_numeric, errors="coerce")
+    values = numbers.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        cell = frame[channels[c]].iloc[r]
+        what = "is empty" if pd.isna(cell) else f"holds {cell!r}, not a finite number,"
+        raise DataError(f"data column {channels[c]!r} {what} at row {frame.index[r]} (from 0, after the header): "
+                        "fill or drop that row")
+    return values
 
 
 def ts_to_ms(col: pd.Series) -> np.ndarray:
     """Epoch ms from a numeric (ms) or date-time column."""
     if pd.api.types.is_numeric_dtype(col):
+        if col.isna().any():
+            raise DataError(f"data column {col.name!r} is empty at row {col.index[col.isna().argmax()]} (from 0, "
+                            "after the header): fill or drop that row")
         return col.to_numpy(dtype=np.int64)
-    stamps = pd.to_datetime(col, utc=True)
+    stamps = pd.to_datetime(col, utc=True, errors="coerce")
+    if stamps.isna().any():
+        at = int(stamps.isna().argmax())
+        raise DataError(f"data column {col.name!r} holds {col.iloc[at]!r} at row {col.index[at]} (from 0, after the "
+                        "header): not a timestamp; use epoch milliseconds or ISO 8601 (2026-01-01T00:00:00Z)")
     return ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)).to_numpy(dtype=np.int64)
