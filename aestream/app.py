@@ -16,10 +16,12 @@ metrics observer into the worker): nothing is patched afterwards.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -263,6 +265,15 @@ def check_config(cfg: Config) -> None:
     connects, so a wrong value fails at start with its key and fix, not after a broker's timeout."""
     check_alerts(cfg.alerts)
     make_trigger(cfg.retrain)
+    k = cfg.kafka
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(k, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"config key kafka.{key} = {path!r} is invalid: no such file; give the PEM file's path, "
+                              'or "" for none')
+    if k.client == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
+        raise ConfigError('config key kafka.client = "confluent" needs the confluent-kafka package: '
+                          "pip install 'aestream[confluent]', or use \"kafka-python\"")
 
 
 def open_model_store(cfg: Config) -> ModelStoreLike:

@@ -15,6 +15,7 @@ import difflib
 import json
 import math
 import os
+import re
 import sys
 import types
 import typing
@@ -59,6 +60,7 @@ SECRET_ENV = {
     "ssl_password": "AESTREAM_KAFKA_SSL_PASSWORD",
 }
 MODEL_KEY_ENV = "AESTREAM_MODEL_KEY"
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")  # what both clients take
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,9 @@ class KafkaConfig:
         _require(len(self.input_topics) > 0, "kafka.input_topics", self.input_topics, "name at least one topic")
         _require(self.commit_interval_ms >= 0, "kafka.commit_interval_ms", self.commit_interval_ms,
                  "use 0 (after every poll) or a positive number of ms")
+        sasl = self.security_protocol.startswith("SASL")
+        _require(self.sasl_mechanism in (SASL_MECHANISMS if sasl else ("", *SASL_MECHANISMS)), "kafka.sasl_mechanism",
+                 self.sasl_mechanism, f"use one of {', '.join(SASL_MECHANISMS)}" + ("" if sasl else ', or ""'))
         _require(self.dead_letter_max_bytes > 0, "kafka.dead_letter_max_bytes", self.dead_letter_max_bytes,
                  "use a positive number of bytes, below the dead-letter topic's max.message.bytes")
 
@@ -178,8 +183,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_choices(self, "model")
         _check_finite(self, "model")
-        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "model.device",
-                 self.device, 'use "auto", "cpu" or "cuda"')
+        _require(self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
+                 "model.device", self.device, 'use "auto", "cpu", "cuda" or "cuda:N" (a GPU\'s index)')
         _require(0.0 < self.validation_fraction < 1.0, "model.validation_fraction", self.validation_fraction,
                  "use a fraction between 0 and 1")
         for name in ("latent_size", "hidden_size", "epochs", "batch_size", "input_smoothing", "learning_rate"):

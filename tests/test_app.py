@@ -32,11 +32,23 @@ NO_BROKER = {"bootstrap_servers": ("127.0.0.1:1",)}
     ({"alerts": {"default_sinks": ("pager",)}}, "alerts.default_sinks names 'pager', which is not a sink"),
     ({"retrain": {"schedule": "cron", "cron": "every day"}}, "retrain.cron = 'every day' is invalid"),
     ({"fleet": {"models": "kafka"}}, "needs the key that signs and checks model bundles"),
+    ({"kafka": {**NO_BROKER, "security_protocol": "SSL", "ssl_cafile": "/nonexistent/ca.pem"}},
+     "kafka.ssl_cafile = '/nonexistent/ca.pem' is invalid: no such file"),
 ])
 def test_a_wrong_table_fails_at_start_before_any_client_connects(keys: dict, message: str) -> None:
-    cfg = Config().replace(kafka=NO_BROKER, **keys)
+    cfg = Config().replace(**{"kafka": NO_BROKER, **keys})
     with pytest.raises(ConfigError, match=message):
         build_app(cfg)
     if "fleet" not in keys:
         with pytest.raises(ConfigError, match=message):
             build_trainer(cfg.replace(fleet={"retrain_in": "trainer"}))
+
+
+def test_the_confluent_client_without_its_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "confluent_kafka" else find(name, *a))
+    with pytest.raises(ConfigError, match="pip install 'aestream\\[confluent\\]'"):
+        build_app(Config().replace(kafka={**NO_BROKER, "client": "confluent"}))
