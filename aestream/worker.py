@@ -125,6 +125,7 @@ class Worker:
         self.lateness = LateWatch(s.n_late_report)
         self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
         self._sensor_partition: dict[str, Partition] = {}
+        self._restored_partition: dict[str, Partition] = {}  # sensors whose baseline was restored (sent or not)
         self._stop = threading.Event()
         self._closing = False
         self._last_model_check = -float("inf")
@@ -253,11 +254,15 @@ class Worker:
             del self._sensor_partition[s]
         if self._closing:
             return  # the partitions are given up because we stop: stages keep their state for a restart
+        restored = [s for s, p in self._restored_partition.items() if p in moved]  # some may have sent nothing
+        for s in restored:
+            del self._restored_partition[s]
         if self.baselines is not None:
-            self.baselines.forget(gone)
-        if gone:
-            for stage in self.stages:
+            self.baselines.forget(dict.fromkeys([*gone, *restored]))
+        for stage in self.stages:
+            if gone:
                 stage.forget(gone)
+            stage.on_revoked(list(moved))
 
     def on_partitions_assigned(self, parts: list[Partition]) -> None:
         """Partitions given to this worker: forget what it held of them, then restore their sensors' baselines from
@@ -267,8 +272,11 @@ class Worker:
             stage.on_assigned(parts)
         if self.changelog is None or self.baselines is None:
             return
-        restored = {s: Baseline.from_json(v, self.device)
-                    for values in self.changelog.restore(parts).values() for s, v in values.items()}
+        restored: dict[str, Baseline] = {}
+        for part, values in self.changelog.restore(parts).items():
+            for s, v in values.items():
+                restored[s] = Baseline.from_json(v, self.device)
+                self._restored_partition[s] = part
         restored = self.baselines.restore(restored)  # those that fit this worker's windows
         if self.rule is not None:
             for sensor, baseline in restored.items():

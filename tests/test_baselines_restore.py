@@ -275,3 +275,17 @@ def test_a_worker_restoring_a_baseline_of_other_channels_calibrates_the_sensor_a
     worker.on_partitions_assigned([("in", 0)])
     worker.step()
     assert worker.baselines is not None and len(worker.baselines.ready["s"].mean) == 4
+
+
+def test_a_restored_sensor_that_sent_nothing_is_forgotten_when_its_partition_moves(
+        train_small: Any, one_model: Any, scripted_source: Any) -> None:
+    cfg = _cfg("shared").replace(stream={"window_size": 4}, baselines={"n_readings": 40})
+    changelog = _Changelog()
+    changelog.log["quiet"] = _baseline().to_json()
+    worker = Worker(cfg, scripted_source([]), _Sink(changelog), one_model(train_small(cfg, epochs=3)),
+                    changelog=changelog, clock=lambda: 0.0)
+    worker.refresh_model(force=True)
+    worker.on_partitions_assigned([("in", 0)])
+    assert worker.baselines is not None and "quiet" in worker.baselines.ready
+    worker.on_partitions_changed([("in", 0)])
+    assert "quiet" not in worker.baselines.ready, "kept for a partition this worker no longer owns"

@@ -161,6 +161,12 @@ class AlertStage(Stage):
             self._parts.pop(s, None)
             self._changed.discard(s)  # not ours to write: the partition's next owner replays what we did not commit
 
+    def on_revoked(self, parts: list[Partition]) -> None:
+        """Forget every sensor of ``parts``, those restored with them that sent no window since included: their
+        silence must not be reported, nor their state written, by a worker that no longer owns them."""
+        moved = set(parts)
+        self.forget([s for s, p in self._parts.items() if p in moved])
+
     def evict(self, sensors: Iterable[str]) -> None:
         """Sensors idle past ``stream.sensor_ttl_s``: forget those at rest (no open episode, no cooldown running,
         not reported silent); the others keep their state until they come back."""

@@ -81,6 +81,11 @@ class Stage:
         """Input partitions given to this worker, before their first record (restore their state here)."""
         return None
 
+    def on_revoked(self, parts: list[tuple[str, int]]) -> None:
+        """Input partitions taken from this worker (not at its own stop), after ``forget`` of the sensors it saw on
+        them: drop what is left of theirs (sensors restored with them that sent nothing since)."""
+        return None
+
     def on_calibration(self, sensor: str, end_ms: int, baseline: Any) -> list[Outgoing]:
         """``sensor`` started calibrating its baseline (``baseline`` None) or finished it (a
         :class:`~aestream.detect.baselines.Baseline`), at its window ending at ``end_ms``."""

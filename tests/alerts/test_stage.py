@@ -208,6 +208,18 @@ def test_a_silence_found_after_a_restore_reaches_the_changelog_and_is_not_sent_a
     assert third.on_tick(200.0) == [], "reported once, not after every restart"
 
 
+def test_a_restored_sensor_whose_partition_moved_is_neither_reported_nor_written(tmp_path: Path) -> None:
+    cfg = config(tmp_path, silent_after_s=60.0)
+    log = MemoryChangelog()
+    step(first := stage(cfg, changelog=log), [scored("pump-1", 0, 2.5, partition=PART)])
+    first.state()
+    second = stage(cfg, Clock(), changelog=log)
+    second.on_assigned([PART])
+    second.on_revoked([PART])  # before any window of pump-1 came
+    assert second.on_tick(100.0) == [], "a silence reported by a worker that no longer owns the sensor"
+    assert second.state() == []
+
+
 def test_webhook_give_ups_come_back_as_dead_letters_on_a_tick(tmp_path: Path) -> None:
     calls: list[bytes] = []
 
