@@ -608,6 +608,9 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
         if not isinstance(value, dict):
             raise ConfigError(f"config key {name} = {value!r} is invalid: it must be a table [{name}]")
         sections[name] = _build(hints[name], value, name)
+    if "model_key" in data.get("fleet", {}):
+        raise ConfigError(f"config key fleet.model_key is not read from a file (a signing secret): remove it and set "
+                          f"{MODEL_KEY_ENV} in the environment of every worker and the trainer")
     kafka = sections.get("kafka", KafkaConfig())
     for key, var in SECRET_ENV.items():
         if environ and environ.get(var):
@@ -673,5 +676,6 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 def _unknown_key(where: str, value: object, known: list[str]) -> str:
     close = difflib.get_close_matches(where, known, n=1)
-    fix = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
+    fix = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}" if known else \
+        "this table takes no keys: remove it"
     return f"unknown config key {where} = {value!r}: {fix}"

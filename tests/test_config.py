@@ -169,6 +169,9 @@ def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str
         ({"alerts": {"enabled": True, "silent_after_s": 7200}},
          "config key alerts.silent_after_s = 7200.0 is invalid: use less than stream.sensor_ttl_s (3600), which "
          "forgets a silent sensor before it could be reported"),
+        ({"model": {"vanilla": {"depth": 2}}}, "unknown config key model.vanilla.depth = 2: this table takes no keys"),
+        ({"fleet": {"model_key": "s3cr3t"}},
+         "config key fleet.model_key is not read from a file (a signing secret): remove it and set AESTREAM_MODEL_KEY"),
         ({"model": {"device": "cuda:x"}}, "config key model.device = 'cuda:x' is invalid: use \"auto\", \"cpu\""),
         ({"kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "FOO"}},
          "config key kafka.sasl_mechanism = 'FOO' is invalid: use one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
