@@ -28,7 +28,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,11 +295,16 @@ def tags_for(sensor: str, table: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_alerts(a: Any) -> None:
-    """Check an ``AlertsConfig``'s tables (bands, sinks, routes, tags); raises :class:`ConfigError`."""
+def check_alerts(a: Any, channels: Sequence[str] | None = None) -> None:
+    """Check an ``AlertsConfig``'s tables (bands, sinks, routes, tags; a route's ``channel`` names against
+    ``channels``, ``stream.channels``, when given); raises :class:`ConfigError`."""
     bands = parse_bands(a.bands)
     sinks = parse_sinks(a.sinks, a.topic or "alerts")
-    parse_routes(a.routes, sinks, bands)
+    for i, route in enumerate(parse_routes(a.routes, sinks, bands)):
+        unknown = sorted(route.channels - set(channels or route.channels))
+        if unknown:
+            raise ConfigError(f"config key alerts.routes[{i}].channel names {unknown[0]!r}, which is not a channel: "
+                              f"use some of stream.channels {list(channels or ())}")
     for s in a.default_sinks:
         if s not in sinks:
             raise ConfigError(f"config key alerts.default_sinks names {s!r}, which is not a sink: define "

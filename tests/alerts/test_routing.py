@@ -86,6 +86,8 @@ def test_sinks_have_builtins_and_webhook_headers_stay_out_of_repr() -> None:
     ({"match": "any"}, "config key alerts.match = 'any' is invalid: use \"first\" or \"all\""),
     ({"bands": {"warning": "high"}}, "config key alerts.bands.warning = 'high' is invalid: use a ratio of 0 or more"),
     ({"routes": [{"severity": "critical"}]}, "config key alerts.routes[0].sinks is missing"),
+    ({"routes": [{"channel": ["Current", "Voltag"], "sinks": ["topic"]}]},
+     "config key alerts.routes[0].channel names 'Voltag', which is not a channel: use some of stream.channels"),
     ({"routes": [{"sinks": ["pager"]}]},
      "config key alerts.routes[0].sinks names 'pager', which is not a sink: define [alerts.sinks.pager]"),
     ({"routes": [{"sinks": ["topic"], "sevrity": "critical"}]}, "unknown config key alerts.routes[0].sevrity"),
