@@ -70,6 +70,16 @@ def test_a_good_candidate_passes_the_gate_and_is_published_with_its_provenance(
     assert info["n_windows"] == 4 * 397 and info["n_sensors"] == 4
 
 
+def test_a_retrain_s_candidate_validates_on_windows_it_does_not_train_on(cfg: Config) -> None:
+    import dataclasses
+
+    windows = _filled(cfg, steps=400).snapshot().windows
+    bundle = train_bundle_from_windows(windows, cfg.stream, dataclasses.replace(cfg.model, epochs=2), cfg.threshold)
+    m = bundle.info["metrics"]  # each window its own segment once made each window validate itself too
+    assert m["n_val_windows"] == m["n_calibration_windows"]
+    assert m["n_train_windows"] + m["n_val_windows"] == len(windows)
+
+
 def _raise(*args: Any, **kwargs: Any) -> ModelBundle:
     raise RuntimeError("disk on fire")
 

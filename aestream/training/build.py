@@ -34,6 +34,7 @@ def fit_from_config_steps(
     detrend_channels: Sequence[str] | None = None,
     start_from: Autoencoder | None = None,
     epochs: int | None = None,
+    validation: np.ndarray | None = None,
 ) -> Steps[TrainResult]:
     """:func:`~aestream.training.fit.fit_scorer_steps` with every ``[model]`` setting of the config."""
     return fit_scorer_steps(
@@ -57,6 +58,7 @@ def fit_from_config_steps(
         device=device or model.device,
         torch_threads=model.torch_threads,
         start_from=start_from,
+        validation=validation,
     )
 
 
@@ -104,7 +106,8 @@ def train_bundle_from_windows(
                             "(retrain.n_min_windows)")
     order = np.random.default_rng(model.seed).permutation(len(w))
     train, cal = w[np.sort(order[n_cal:])], w[np.sort(order[:n_cal])]
-    result = fit_from_config(list(train), stream.channels, stream.window_size, model, device=device)
+    # the calibration windows validate too: split one by one, each window of the list would also validate itself
+    result = fit_from_config(list(train), stream.channels, stream.window_size, model, device=device, validation=cal)
     scorer = result.scorer
     errors = scorer.raw_channel_errors(cal)
     if not np.isfinite(errors).all():

@@ -141,12 +141,16 @@ def fit_scorer_steps(
     torch_threads: int = 0,
     input_smoothing: int = 1,
     start_from: Autoencoder | None = None,
+    validation: np.ndarray | None = None,
 ) -> Steps[TrainResult]:
     """Train a ``family`` autoencoder on contiguous segments of normal readings, each ``(T, C)``.
 
     ``input_smoothing`` > 1 smooths every channel inside each window before the model sees it
     (:class:`~aestream.detect.features.Preprocessor`). ``start_from`` fine-tunes a copy of that model instead of
-    training a fresh one of ``family``.
+    training a fresh one of ``family``. ``validation``: windows ``(N, W, C)`` held out already, which validate
+    (early stopping, the channel scales) instead of the last ``validation_fraction`` of each segment's windows;
+    every window of the segments then trains. Windows cut already (a retrain's reservoir) need it: each one a
+    segment, each would both train and validate.
     """
     t0 = time.monotonic()
     if torch_threads > 0:
@@ -160,7 +164,11 @@ def fit_scorer_steps(
     if not segments:
         raise DataError(f"no segment holds a full window of {window_size} readings: give more normal data")
     pre = Preprocessor.fit(np.concatenate(segments), channels, detrend_channels, smooth=input_smoothing)
-    train_w, val_w = _split(segments, window_size, validation_fraction)
+    if validation is None:
+        train_w, val_w = _split(segments, window_size, validation_fraction)
+    else:
+        train_w = np.concatenate([sliding_windows(s, window_size) for s in segments])
+        val_w = np.asarray(validation, dtype=np.float64)
     if start_from is not None:  # fine-tuning: a copy of a trained model learns on (transfer learning)
         model = copy.deepcopy(start_from).to(dev)
     else:
