@@ -138,6 +138,7 @@ class Worker:
         self._acks = sink if isinstance(sink, AckedSink) else None  # commits go on while the loop polls
         self._in_flight: _Commit | None = None  # a commit waiting for its events (then its state) to be acknowledged
         self._lost: BaseException | None = None  # a delivery that failed: nothing is written or committed after it
+        self._awaiting_model = False  # no model published yet (said once)
         # its offsets are then committed without waiting for the broker, when the source can (both Kafka sources)
         self._async = source if self._acks is not None and isinstance(source, AsyncCommitSource) else None
         self._committing: dict[Partition, int] = {}  # offsets sent so, not answered yet: the newest per partition
@@ -321,6 +322,8 @@ class Worker:
         self._check_delivered()
         t0 = time.perf_counter()
         self.refresh_model()
+        if self.bundle is None:
+            return self._await_model()
         # with fine-tunes waiting the poll does not block: the time it would wait goes to them (below)
         background = self.baselines is not None and self.baselines.background_waiting
         records = self.source.poll(timeout_ms=0) if background else self.source.poll()
@@ -353,6 +356,19 @@ class Worker:
                 observer.on_step(stats, seconds)
         if self.baselines is not None and self.baselines.background_waiting:  # after the commit, before the next poll
             self._finetune()
+        return stats
+
+    def _await_model(self) -> StepStats:
+        """A step while no model is published: no poll (no partition is taken, no record read) until one is; the
+        observers still see a step, so the worker is alive and not ready (``model_loaded`` 0)."""
+        if not self._awaiting_model:
+            self._awaiting_model = True
+            log.warning("no model is published yet: waiting for one (aestream train, or the fleet's trainer), "
+                        "checking every %g s; no records are read meanwhile", self.model_check_interval_s)
+        self._stop.wait(self.model_check_interval_s)
+        stats = StepStats()
+        for observer in self.observers:
+            observer.on_step(stats, 0.0)
         return stats
 
     def commit(self, flush_timeout_s: float = 60.0) -> None:

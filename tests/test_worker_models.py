@@ -163,3 +163,43 @@ def test_the_alarm_rule_is_the_config_s_and_its_state_carries_across_a_swap(
     # the episode goes on through the swap (it used to close, and reopen a window later)
     assert len(after.events_out) == 3
     assert worker.rule is not None and worker.rule._state["s"].flags.bit_count() == 3  # the last 3 windows: over
+
+
+def test_with_no_model_published_the_worker_waits_without_reading_and_serves_the_first_one(
+        train_small: Any, recording_sink: Any, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1})
+
+    class Source:
+        def __init__(self) -> None:
+            self.polls = 0
+
+        def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Any]:
+            self.polls += 1
+            return _readings(0, 8) if self.polls == 1 else []
+
+        def commit(self, offsets: Any, metadata: Any = None) -> bool:
+            return True
+
+        def close(self) -> None: ...
+
+    class Steps:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def on_step(self, stats: Any, seconds: float) -> None:
+            self.n += 1  # what keeps /healthz fresh
+
+        def on_model(self, bundle: Any) -> None: ...
+
+    models = Switch({"v0001": train_small(cfg)}, "v0001")
+    models.now = None  # type: ignore[assignment]  # nothing published yet
+    source, seen = Source(), Steps()
+    worker = Worker(cfg, source, recording_sink(), models, clock=lambda: 0.0, model_check_interval_s=0.0,
+                    observers=[seen])
+    caplog.set_level(logging.WARNING, logger="aestream.worker")
+    worker.refresh_model(force=True)
+    for _ in range(3):
+        assert worker.step().records == 0  # it used to fail here: "refresh_model() first"
+    assert source.polls == 0 and seen.n == 3 and caplog.text.count("no model is published yet") == 1
+    models.now = "v0001"  # published
+    assert worker.step().records == 8 and worker.bundle is not None
