@@ -33,7 +33,7 @@ from aestream.errors import ConfigError
 from aestream.kafka.protocols import Changelog, ModelSource, ModelStoreLike, Sink, Source
 from aestream.models.store import ModelStore
 from aestream.ops.instrument import WorkerMetrics, start_ops_server
-from aestream.ops.metrics import Metrics
+from aestream.ops.metrics import Metrics, RetrainMetrics
 from aestream.ops.server import OpsServer, broker_check
 from aestream.outputs.streams import StreamsStage
 from aestream.retrain.reservoir import Reservoir
@@ -236,7 +236,7 @@ def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
     r, o = cfg.retrain, cfg.ops
     reservoir = Reservoir(r.n_reservoir_windows, cfg.stream.window_size, len(cfg.stream.channels),
                           half_life_s=r.half_life_s, max_age_s=r.max_age_s, seed=cfg.model.seed)
-    metrics = Metrics()
+    metrics = RetrainMetrics()  # a worker's gauges here would read as a worker without a model
 
     def outcome(o: RetrainOutcome) -> None:
         metrics.retrain(o.status, o.seconds)

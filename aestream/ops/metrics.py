@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 if TYPE_CHECKING:
     from aestream.worker import StepStats
 
-__all__ = ["BATCH_BUCKETS_S", "DEAD_LETTER_REASONS", "RETRAIN_BUCKETS_S", "SEVERITIES", "Metrics"]
+__all__ = ["BATCH_BUCKETS_S", "DEAD_LETTER_REASONS", "RETRAIN_BUCKETS_S", "SEVERITIES", "Metrics", "RetrainMetrics"]
 
 SEVERITIES = ("warning", "critical")
 DEAD_LETTER_REASONS = ("invalid", "oversized", "future")  # InvalidReading.kind
@@ -31,11 +31,37 @@ BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 RETRAIN_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
-class Metrics:
-    """The worker's counters, gauges and histograms, with the methods that move them."""
+class RetrainMetrics:
+    """The retraining runs alone: what the fleet's trainer serves (a worker's gauges there, at 0, would read as a
+    worker without a model or partitions, and keep a worker-absence rule from firing)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.retrains = Counter("aestream_retrains_total", "Retraining runs, by outcome.", ["outcome"],
+                                registry=self.registry)
+        self.retrain_seconds = Histogram("aestream_retrain_duration_seconds", "Duration of retraining runs.",
+                                         ["outcome"], buckets=RETRAIN_BUCKETS_S, registry=self.registry)
+
+    def retrain(self, outcome: str, seconds: float) -> None:
+        """Count one retraining run (``outcome`` e.g. ``published``, ``rejected``, ``failed``) and its duration."""
+        self.retrains.labels(outcome=outcome).inc()
+        self.retrain_seconds.labels(outcome=outcome).observe(seconds)
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format (what ``/metrics`` serves)."""
+        return generate_latest(self.registry)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The current value of one sample (``name`` as exposed, e.g. ``aestream_readings_total``), or ``None``."""
+        return self.registry.get_sample_value(name, labels)
+
+
+class Metrics(RetrainMetrics):
+    """The worker's counters, gauges and histograms (the retraining runs' too: a worker may retrain), with the
+    methods that move them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
         r = self.registry
         self.records = Counter("aestream_records_total", "Kafka messages consumed (fresh and replayed).",
                                registry=r)
@@ -68,9 +94,6 @@ class Metrics:
         self.model_refusals = Counter("aestream_model_refusals_total",
                                       "Model versions refused on loading (a corrupt or incompatible bundle; tried "
                                       "again with backoff while the last good version serves).", registry=r)
-        self.retrains = Counter("aestream_retrains_total", "Retraining runs, by outcome.", ["outcome"], registry=r)
-        self.retrain_seconds = Histogram("aestream_retrain_duration_seconds", "Duration of retraining runs.",
-                                         ["outcome"], buckets=RETRAIN_BUCKETS_S, registry=r)
         self.refused = Counter("aestream_refused_messages_total",
                                "Messages the producer or the broker refused (too large, invalid), by outcome: "
                                "dead_lettered, or dropped (a dead letter refused in turn).", ["outcome"], registry=r)
@@ -125,11 +148,6 @@ class Metrics:
         """Count one refused load of a model version."""
         self.model_refusals.inc()
 
-    def retrain(self, outcome: str, seconds: float) -> None:
-        """Count one retraining run (``outcome`` e.g. ``published``, ``rejected``, ``failed``) and its duration."""
-        self.retrains.labels(outcome=outcome).inc()
-        self.retrain_seconds.labels(outcome=outcome).observe(seconds)
-
     def message_refused(self, outcome: str) -> None:
         """Count one message the producer or the broker refused (``dead_lettered`` or ``dropped``)."""
         self.refused.labels(outcome=outcome).inc()
@@ -141,11 +159,3 @@ class Metrics:
     def webhook_failure(self, sink: str) -> None:
         """Count one failed alert delivery to ``sink``."""
         self.webhook_failures.labels(sink=sink).inc()
-
-    def exposition(self) -> bytes:
-        """The registry in the Prometheus text format (what ``/metrics`` serves)."""
-        return generate_latest(self.registry)
-
-    def value(self, name: str, **labels: str) -> float | None:
-        """The current value of one sample (``name`` as exposed, e.g. ``aestream_readings_total``), or ``None``."""
-        return self.registry.get_sample_value(name, labels)

@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_client.exposition import choose_encoder
 
 from aestream.errors import ConfigError
-from aestream.ops.metrics import Metrics
+from aestream.ops.metrics import RetrainMetrics
 
 __all__ = ["OpsServer", "broker_check", "split_host_port", "tcp_reachable"]
 
@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], metrics: Metrics, readiness: Readiness,
+    def __init__(self, address: tuple[str, int], metrics: RetrainMetrics, readiness: Readiness,
                  liveness: Liveness | None = None) -> None:
         self.metrics = metrics
         self.readiness = readiness
@@ -135,7 +135,7 @@ class OpsServer:
     config key that names the port: a port that cannot be bound fails the start with it.
     """
 
-    def __init__(self, port: int, metrics: Metrics, readiness: Readiness, host: str = DEFAULT_HOST,
+    def __init__(self, port: int, metrics: RetrainMetrics, readiness: Readiness, host: str = DEFAULT_HOST,
                  liveness: Liveness | None = None, key: str = "ops.metrics_port") -> None:
         self.key = key
         self.host = host

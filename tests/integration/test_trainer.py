@@ -69,6 +69,8 @@ def test_the_trainer_reads_the_topic_back_retrains_and_reports(kafka_config: Con
         assert outcome.gate is not None and outcome.gate["candidate_recall"] is not None
         metrics = urllib.request.urlopen(f"{base}/metrics").read().decode()
         assert 'aestream_retrains_total{outcome="published"} 1.0' in metrics
+        # a worker's gauges here (at 0) read as a worker without a model: AestreamNoModelServed fired for good
+        assert "aestream_model_loaded" not in metrics and "aestream_assigned_partitions" not in metrics
     finally:
         app.stop()
         app.feed.close()
