@@ -217,6 +217,7 @@ class Worker:
         if self.baselines is not None:  # judged by their old baselines until refitted under this model
             for sensor, baseline in self.baselines.ready.items():
                 rule.set_threshold(sensor, baseline.threshold)
+            self.baselines.renew(version)  # and those with their own model until fine-tuned again from it
         if self.rule is not None and rule.carry(self.rule):  # the same rule: episodes go on through the swap
             log.info("the alarm rule's per-sensor state carried over to model %s", version)
         self.rule = rule
@@ -663,6 +664,7 @@ class Worker:
                 self._baseline_ready(sensor, baseline)
                 log.info("baseline of %s refitted under model %s: threshold %.4g", sensor, b.version,
                          baseline.threshold)
+            self.baselines.gather(closed, alarms, b.scorer, b.version)  # readings for fine-tunes, faults left out
         keep = bool(self.stages)  # the scored windows are only for the stages
         recs = closed.recs
         emit = [i for i in np.flatnonzero(alarms).tolist() if not recs[i].replay]  # a replay emits nothing

@@ -21,6 +21,12 @@ One written before its background fine-tune finished has no own model, and that 
 the shared model judges the sensor while its next ``n_readings`` readings are gathered, as a calibration takes them,
 for a new fine-tune.
 
+A sensor with its own model keeps it through a swap, so a retrain reaches it only by a new fine-tune
+(:meth:`SensorBaselines.renew`): it gathers its next ``n_readings`` readings the same way, judged by its own model
+meanwhile, and is fine-tuned from the new shared model. Readings of a fault are not learned, by the retraining
+stage's rule (:mod:`aestream.retrain.stage`): an alarm window drops what its sensor gathered, unless the sensor has
+been alarming for ``retrain.regime_change_after_s``, which makes it a regime change, learned.
+
 >>> import numpy as np
 >>> b = Baseline(mean=np.array([10.0]), std=np.array([2.0]), channel_scale=np.array([1.0]), threshold=3.0,
 ...              model_version="v0001", n_readings=400)
@@ -239,14 +245,21 @@ class SensorBaselines:
 
     def __init__(self, cfg: BaselinesConfig, threshold: ThresholdConfig, window_size: int, stride: int,
                  stride_ms: int = 0, *, finetune: Finetune | None = None, finetuner: Background | None = None,
-                 n_channels: int | None = None) -> None:
+                 n_channels: int | None = None, regime_change_after_s: float | None = None) -> None:
+        """``regime_change_after_s`` (the worker's: ``retrain.regime_change_after_s``) says that the caller reports
+        each step's alarms (:meth:`gather`), which keep a fault's readings out of a fine-tune; ``None`` (the
+        default, for a caller that reports none): :meth:`split` gathers the readings of every window."""
         self.cfg, self.threshold = cfg, threshold
         self.finetune, self.finetuner = finetune, finetuner
         self.window_size, self.stride, self.stride_ms = window_size, stride, stride_ms
         self.n_channels = n_channels
+        self.regime_ms = None if regime_change_after_s is None else int(regime_change_after_s * 1000)
         self.ready: dict[str, Baseline] = {}
         self._calibrating: dict[str, _Calibration] = {}
-        self._gathering: dict[str, _Calibration] = {}  # restored sensors' readings for the fine-tune they lost
+        # the readings of sensors to fine-tune again: restored without their own model, or renewed after a swap
+        self._gathering: dict[str, _Calibration] = {}
+        self._alarm_since: dict[str, int] = {}  # a gathering sensor in alarm: the end of its run's first alarm window
+        self._serving: str | None = None  # the shared model's version, as :meth:`renew` was last told
         self._refresh: dict[str, tuple[str, list[np.ndarray]]] = {}  # model version, errors of windows under it
         self._banks: dict[Hashable, ModelBank] = {}  # the own models stacked (channel_errors_of)
 
@@ -269,15 +282,16 @@ class SensorBaselines:
         their sensors' calibration, which finishes with ``scorer`` as soon as it holds ``n_readings`` readings (a
         sensor's later windows of the same step are then scored). The calibrations due in one step finish
         together (:meth:`calibrate_many`): a sensor's later windows wait for its own and then go on as they would
-        have, scored, or into a new calibration when its readings made no baseline. A restored sensor gathering
-        readings for its fine-tune (:meth:`restore`) is ready: its windows are kept, and their rows gathered."""
+        have, scored, or into a new calibration when its readings made no baseline. A sensor gathering readings for
+        a fine-tune (:meth:`restore`, :meth:`renew`) is ready: its windows are kept, and their rows gathered here
+        when the caller reports no alarms (else by :meth:`gather`)."""
         cols: _WindowColumns = _WindowList(windows) if isinstance(windows, Sequence) else windows
         sensors, starts, ends = cols.sensors, cols.start_ms, cols.end_ms
         out = _Split()
         ready = self.ready
         distinct = set(sensors)
-        if self._gathering and not self._gathering.keys().isdisjoint(distinct):
-            self._gather(cols, scorer, model_version)
+        if self._gathering and self.regime_ms is None and not self._gathering.keys().isdisjoint(distinct):
+            self._gather(cols, scorer, model_version, None)
         waiting = {s for s in distinct if s not in ready}
         if not waiting:  # no calibration in this step
             out.keep = list(range(len(sensors)))
@@ -324,18 +338,52 @@ class SensorBaselines:
         out.keep.sort()
         return out
 
-    def _gather(self, cols: _WindowColumns, scorer: Scorer, model_version: str) -> None:
+    def gather(self, windows: _WindowColumns | Sequence[Window], alarms: np.ndarray, scorer: Scorer,
+               model_version: str) -> None:
+        """Gather the readings of the step's scored ``windows`` (those :meth:`split` kept, in order) of sensors
+        gathering for a fine-tune, now that which of them alarmed (``alarms``, the alarm rule's verdicts) is known;
+        a sensor that holds ``n_readings`` is submitted, with the shared ``scorer``. Called after each step's
+        scoring when this was built with ``regime_change_after_s``; nothing to do (a truthiness check) while no
+        sensor gathers.
+
+        A fault is not learned as normal: an alarm window drops what its sensor gathered, and the sensor gathers
+        again from its next window, unless it has been alarming for ``regime_change_after_s`` of event time (from
+        the end of the first alarm window of its run, which a normal window ends): a regime change, as the
+        retraining stage takes it (:mod:`aestream.retrain.stage`), whose windows are gathered. A run counts from the
+        first alarm seen while the sensor gathers."""
+        if not self._gathering or self.regime_ms is None:
+            return
+        cols: _WindowColumns = _WindowList(windows) if isinstance(windows, Sequence) else windows
+        self._gather(cols, scorer, model_version, alarms)
+
+    def _gather(self, cols: _WindowColumns, scorer: Scorer, model_version: str, alarms: np.ndarray | None) -> None:
         """Take the new rows of the windows of sensors gathering readings for a fine-tune, as a calibration takes
-        them; a sensor that holds ``n_readings`` is submitted (:meth:`_submit_gathered`) at once, so a refused one
-        gathers again from its very next window."""
+        them, but for the alarm windows :meth:`gather` drops (``alarms``: ``None``, none known); a sensor that
+        holds ``n_readings`` is submitted (:meth:`_submit_gathered`) at once, so a refused one gathers again from
+        its very next window."""
         gathering, sensors, starts, ends = self._gathering, cols.sensors, cols.start_ms, cols.end_ms
         size, stride = self.window_size, 0 if self.stride_ms else self.stride
+        since, regime_ms = self._alarm_since, self.regime_ms or 0
         taken: dict[str, list[int]] = {}
         for i in [i for i, s in enumerate(sensors) if s in gathering]:
             sensor = sensors[i]
             cal = gathering.get(sensor)
             if cal is None:  # submitted earlier in this step
                 continue
+            if alarms is not None:
+                if not alarms[i]:
+                    since.pop(sensor, None)
+                elif ends[i] - since.setdefault(sensor, ends[i]) < regime_ms:  # a fault, as far as is known yet
+                    if cal.n_rows:  # (debug: a sensor alarming on and off would log at every alarm)
+                        log.debug("sensor %s alarms: the %d readings it gathered for its fine-tune are dropped, it "
+                                  "gathers again from its next normal window", sensor, cal.n_rows)
+                        gathering[sensor] = _Calibration()
+                        taken.pop(sensor, None)
+                    continue
+                elif not cal.n_rows:
+                    log.info("sensor %s has been alarming for %.0f s (retrain.regime_change_after_s = %.0f): taken "
+                             "for a regime change, its readings are gathered for its fine-tune", sensor,
+                             (ends[i] - since[sensor]) / 1000, regime_ms / 1000)
             at = cal.count(i, starts[i], ends[i], size, stride)
             if at is None:
                 continue
@@ -348,17 +396,47 @@ class SensorBaselines:
 
     def _submit_gathered(self, sensor: str, cal: _Calibration, scorer: Scorer, model_version: str) -> None:
         """Queue the fine-tune of ``sensor`` on the readings it gathered. A full queue refuses it: rather than stay
-        on the shared model for good (a worker taking over a fleet restores more sensors than the queue holds), it
-        gathers its next ``n_readings`` and tries again."""
+        on the model that judges it for good (a worker taking over a fleet restores more sensors than the queue
+        holds), it gathers its next ``n_readings`` and tries again."""
         assert self.finetuner is not None
+        judge = "its own model" if self.ready[sensor].scorer is not None else "the shared model"
         if self.finetuner.submit(sensor, [np.concatenate(r) for r in cal.runs], scorer, model_version):
-            del self._gathering[sensor]
-            log.info("sensor %s: its own model fine-tunes again, on its %d readings since it was restored", sensor,
-                     cal.n_rows)
+            self._stop_gathering(sensor)
+            log.info("sensor %s: its own model fine-tunes again, from model %s, on the %d readings it gathered",
+                     sensor, model_version, cal.n_rows)
             return
         self._gathering[sensor] = _Calibration()
         log.info("sensor %s: its fine-tune was not queued; it gathers its next %d readings to try again, judged by "
-                 "the shared model meanwhile", sensor, self.cfg.n_readings)
+                 "%s meanwhile", sensor, self.cfg.n_readings, judge)
+
+    def _stop_gathering(self, sensor: str) -> None:
+        self._gathering.pop(sensor, None)
+        self._alarm_since.pop(sensor, None)
+
+    def _renews(self, b: Baseline) -> bool:
+        """Whether ``b``, a sensor's own model, is to be fine-tuned again from the serving model (:meth:`renew`)."""
+        return (b.scorer is not None and self._serving is not None and b.model_version != self._serving
+                and self.finetune is None and self.finetuner is not None)
+
+    def renew(self, model_version: str) -> None:
+        """The worker serves shared model ``model_version`` (told at every swap): each ready sensor whose own model
+        was made under another version gathers its next ``n_readings`` readings (:meth:`gather`; :meth:`split`
+        without ``regime_change_after_s``), judged by that own model meanwhile, and is then fine-tuned from the
+        serving model in the background; the result, of ``model_version``, becomes its baseline
+        (:meth:`finetuned`). So a retrain reaches the sensors with their own model. A sensor that already
+        gathers goes on. Left as they are: sensors whose own model is of ``model_version``, sensors without their
+        own model (their baseline is refitted under the new model, :meth:`refresh`), and every sensor when
+        fine-tunes are not in the background (``baselines.finetune_blocking``, or ``mode = "shared"``). Later
+        own models of another version (a fine-tune submitted before the swap, a baseline restored from the
+        changelog) are fine-tuned again the same way."""
+        self._serving = model_version
+        renewing = [s for s, b in self.ready.items() if self._renews(b) and s not in self._gathering]
+        for s in renewing:
+            self._gathering[s] = _Calibration()
+        if renewing:
+            log.info("%d sensor(s) with their own model of another version gather their next %d readings to be "
+                     "fine-tuned from model %s, judged by their own model meanwhile", len(renewing),
+                     self.cfg.n_readings, model_version)
 
     def _take_rows(self, cal: _Calibration, values: np.ndarray, idx: list[int]) -> None:
         """Copy the new rows of windows ``idx`` of ``values`` (``-1-i``: all of window ``i``, a new run; ``i``:
@@ -430,7 +508,13 @@ class SensorBaselines:
                 continue
             if sensor in self.ready:  # not forgotten meanwhile
                 self.ready[sensor] = baseline
-                self._gathering.pop(sensor, None)
+                if self._renews(baseline):  # made from a model swapped out since: better than none meanwhile
+                    self._gathering.setdefault(sensor, _Calibration())
+                    log.info("sensor %s: its own model is of %s, the shared model is %s now: it gathers its next "
+                             "%d readings to be fine-tuned again", sensor, baseline.model_version, self._serving,
+                             self.cfg.n_readings)
+                else:
+                    self._stop_gathering(sensor)
                 out.append((sensor, baseline, scores))
         return out
 
@@ -495,8 +579,9 @@ class SensorBaselines:
     def restore(self, baselines: dict[str, Baseline]) -> dict[str, Baseline]:
         """Take baselines made elsewhere (a changelog); calibrations of those sensors under way are dropped. One that
         does not fit this worker's windows is not taken (a warning): its sensor calibrates again. A sensor without
-        its own model while fine-tunes run in the background lost its fine-tune with its old owner: it gathers
-        readings for a new one (:meth:`split`). Returns the baselines taken."""
+        its own model while fine-tunes run in the background lost its fine-tune with its old owner, and one whose
+        own model is of another version than the serving one (:meth:`renew`) missed a retrain: each gathers
+        readings for a new one (:meth:`split`, :meth:`gather`). Returns the baselines taken."""
         taken: dict[str, Baseline] = {}
         regather = self.finetune is None and self.finetuner is not None
         for s, b in baselines.items():
@@ -507,10 +592,9 @@ class SensorBaselines:
                 continue
             self.ready[s] = taken[s] = b
             self._calibrating.pop(s, None)
-            if regather and b.scorer is None:
+            self._stop_gathering(s)
+            if regather and (b.scorer is None or self._renews(b)):
                 self._gathering[s] = _Calibration()
-            else:
-                self._gathering.pop(s, None)
         return taken
 
     def _misfit(self, b: Baseline) -> str | None:
@@ -541,6 +625,6 @@ class SensorBaselines:
         for s in sensors:
             self.ready.pop(s, None)
             self._calibrating.pop(s, None)
-            self._gathering.pop(s, None)
+            self._stop_gathering(s)
             self._refresh.pop(s, None)
         self._banks.clear()  # they hold the forgotten sensors' models: built again from those left

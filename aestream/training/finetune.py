@@ -116,7 +116,8 @@ class Finetuner:
 
 
 def build_baselines(cfg: Config) -> SensorBaselines | None:
-    """The per-sensor baselines ``cfg.baselines`` asks for (``None`` when ``mode = "off"``)."""
+    """The per-sensor baselines ``cfg.baselines`` asks for (``None`` when ``mode = "off"``), for a worker: it reports
+    each step's alarms, which keep a fault shorter than ``retrain.regime_change_after_s`` out of a fine-tune."""
     b, s = cfg.baselines, cfg.stream
     if b.mode == "off":
         return None
@@ -128,4 +129,4 @@ def build_baselines(cfg: Config) -> SensorBaselines | None:
     background = Finetuner(fit, b.finetune_queue) if b.mode == "finetune" and not blocking else None
     return SensorBaselines(b, cfg.threshold, s.window_size, s.stride, s.stride_ms,
                            finetune=run_through(fit) if blocking else None, finetuner=background,
-                           n_channels=len(s.channels))
+                           n_channels=len(s.channels), regime_change_after_s=cfg.retrain.regime_change_after_s)
