@@ -122,3 +122,26 @@ def test_the_lag_is_read_from_the_fetched_high_watermarks(kafka_config: Config, 
     finally:
         source.close()
     assert lag == {(topic, 0): 40}
+
+
+@pytest.mark.parametrize("fetch_process", [False, True])
+def test_a_transaction_its_producer_aborted_is_never_read(topics: Config, fetch_process: bool) -> None:
+    from confluent_kafka import Producer
+
+    (topic,) = topics.kafka.input_topics
+    producer = Producer({"bootstrap.servers": topics.kafka.bootstrap_servers[0], "transactional.id": f"tx-{topic}"})
+    producer.init_transactions(30)
+    for value, commit in ((b"committed-1", True), (b"aborted", False), (b"committed-2", True)):
+        producer.begin_transaction()
+        producer.produce(topic, key=b"s", value=value)
+        producer.flush(10)
+        producer.commit_transaction(30) if commit else producer.abort_transaction(30)
+    source = open_source(topics.replace(kafka={"fetch_process": fetch_process}).kafka)
+    try:
+        got: list[bytes | None] = []
+        deadline = time.monotonic() + 60
+        while b"committed-2" not in got and time.monotonic() < deadline:
+            got += [r.value for r in source.poll(timeout_ms=300) if not r.replay]
+        assert got == [b"committed-1", b"committed-2"], "read as confluent's client reads: committed only"
+    finally:
+        source.close()
