@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -282,7 +283,7 @@ def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
     import numpy as np
 
-    from aestream.commands.simulate import KINDS, Plant
+    from aestream.commands.simulate import KINDS, Plant, batches, encode_batch
     from aestream.kafka.kafka_python import KafkaSink
     from aestream.stream.codec import encode_reading
     from aestream.stream.messages import Outgoing
@@ -304,15 +305,13 @@ def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
     sink = KafkaSink(cfg.kafka)
     topic = cfg.kafka.input_topics[0]
     t0 = time.monotonic()
-    for i in range(0, len(readings), args.batch):
-        chunk = readings[i : i + args.batch]
-        if args.batch == 1:
-            value = encode_reading(*chunk[0])
-        else:
-            value = json.dumps([{"sensor": s, "ts": ts, "values": v} for s, ts, v in chunk]).encode()
-        sink.send(Outgoing(topic, value, chunk[0][0].encode()))
+    sent = 0
+    for sensor, chunk in batches(readings, args.batch):  # one sensor a message, keyed by it: its partition
+        value = encode_reading(*chunk[0]) if args.batch == 1 else encode_batch(sensor, chunk)
+        sink.send(Outgoing(topic, value, sensor.encode()))
+        sent += len(chunk)
         if args.rate > 0:
-            time.sleep(max(0.0, t0 + (i + len(chunk)) / args.rate - time.monotonic()))
+            time.sleep(max(0.0, t0 + sent / args.rate - time.monotonic()))
     sink.flush()
     sink.close()
     truth = [inj.to_dict() for inj in plant.injected]
@@ -383,7 +382,7 @@ def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
     if not topic:
         raise AestreamError("no latent topic: pass --topic or set streams.latent_topic")
     store, scorers = open_model_store(cfg), {}
-    for code in tail_topic(cfg.kafka, topic, timeout_s=args.idle_s + 30, decode=decode_latent):
+    for code in tail_topic(cfg.kafka, topic, timeout_s=math.inf, decode=decode_latent, idle_s=args.idle_s):
         if code.model_version not in scorers:
             scorers[code.model_version] = store.load(code.model_version).scorer
         window = decode_window(code, scorers[code.model_version])  # AEL3: within half a step of the readings
@@ -399,7 +398,7 @@ def _cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
 
     bundle = open_model_store(cfg).load(args.version)
     frame = embed_frame(read_table(args.input, args.sep), bundle, cfg.stream.stride, args.ts_column,
-                        args.sensor_column, stride_ms=cfg.stream.stride_ms)
+                        args.sensor_column, stride_ms=cfg.stream.stride_ms, max_gap_ms=cfg.stream.max_gap_ms)
     frame.to_parquet(args.out, index=False)
     print(json.dumps({"windows": len(frame), "latent_size": bundle.scorer.model.latent_size, "out": args.out}))
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import subprocess
 import sys
 import time
@@ -604,14 +605,17 @@ def tail_topic(
     until: Callable[[], bool] = lambda: False,
     timeout_s: float = 600.0,
     decode: Callable[[bytes], Any] = json.loads,
+    idle_s: float = 0.0,
 ) -> Iterator[Any]:
     """Decoded values (JSON by default) of ``topic`` from the beginning (no group), while ``until()`` is true or
-    records come; stops after one empty poll once ``until()`` is false, or after ``timeout_s``."""
+    records come; stops once ``until()`` is false and no record came for ``idle_s`` (at least one empty poll), or
+    after ``timeout_s`` (``math.inf``: none; the topic is then awaited for ``max(idle_s, 30)`` s at most)."""
     consumer = KafkaConsumer(**client_options(cfg), enable_auto_commit=False, group_id=None)
     try:
         deadline = time.monotonic() + timeout_s
+        found_by = min(deadline, time.monotonic() + max(idle_s, 30.0)) if math.isinf(timeout_s) else deadline
         parts: set[int] | None = None
-        while parts is None and time.monotonic() < deadline:
+        while parts is None and time.monotonic() < found_by:
             parts = consumer.partitions_for_topic(topic)
             if parts is None:
                 time.sleep(0.2)
@@ -620,13 +624,16 @@ def tail_topic(
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
+        last = time.monotonic()
         while time.monotonic() < deadline:
             alive = until()
             batch = consumer.poll(timeout_ms=500)
             for msgs in batch.values():
                 for m in msgs:
                     yield decode(m.value)
-            if not batch and not alive:
+            if batch:
+                last = time.monotonic()
+            elif not alive and time.monotonic() - last >= idle_s:
                 return
     finally:
         consumer.close(autocommit=False)
