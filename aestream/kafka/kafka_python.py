@@ -523,6 +523,9 @@ class KafkaSink(RefusingSink):
                                      partition=msg.partition)
         except _REFUSALS as e:  # above max_request_size: refused before it is sent
             return f"{type(e).__name__}: {e}"
+        except KafkaTimeoutError as e:  # no metadata for a topic not sent to yet, or a full buffer: the broker away
+            raise DeliveryError(f"producing to {msg.topic} failed: {e} (the broker was unreachable for the "
+                                "producer's max_block_ms); the records since the last commit are read again") from e
         self._futures.append((msg, fut))
         self._sent += 1
         return None
