@@ -22,5 +22,5 @@ class _AwayProducer:
 def test_a_send_that_timed_out_waiting_for_the_broker_is_a_delivery_error() -> None:
     sink = KafkaSink.__new__(KafkaSink)  # no client: the producer is the stand-in above
     sink.producer, sink._futures, sink._failed = _AwayProducer(), deque(), []
-    with pytest.raises(DeliveryError, match="producing to dlq failed: .*read again"):
+    with pytest.raises(DeliveryError, match=r"producing to dlq failed: .*read again"):
         sink.send(Outgoing("dlq", b"{}", b"s"))
