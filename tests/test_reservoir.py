@@ -159,3 +159,48 @@ def test_a_sensor_holds_one_sample_per_interval_while_it_waits_out_the_guard() -
     assert stage.n_pending == 3 and r.snapshot().end_ms.tolist() == [10_000], "a's first admitted, its next held"
     stage.forget(["a", "b"])
     assert stage.n_pending == 1
+
+
+def test_a_short_fault_then_a_silence_then_one_alarm_is_not_a_regime_change() -> None:
+    r = _reservoir()
+    stage = _stage(r, guard_s=10.0, regime_s=30.0)
+    stage.on_scored([_scored(t, False) for t in range(10, 100, 2)])
+    stage.on_scored([_scored(t, True) for t in range(100, 110, 2)])  # a 10 s fault, then the sensor goes silent
+    stage.on_scored([_scored(400, True)])  # back 290 s later (far more than guard_s), one alarm window
+    assert not stage.in_regime_change("s"), "the first episode ended guard_s after its last alarm"
+    stage.on_scored([_scored(t, False) for t in range(402, 600, 2)])
+    kept = set((r.snapshot().end_ms // 1000).tolist())
+    assert not {t for t in kept if 100 <= t < 110 or t == 400}, "no fault window is learned as normal"
+    assert not stage.in_regime_change("s")
+
+
+def test_a_reservoir_loaded_under_a_longer_half_life_keeps_taking_new_windows(tmp_path: Path) -> None:
+    t0 = 1_767_225_600_000
+    old = _reservoir(capacity=100, half_life_s=3600.0)
+    for i in range(1000):
+        old.add("s", t0 + i * 60_000, np.zeros((W, C), np.float32))
+    path = old.save(tmp_path / "reservoir.npz")
+    r = _reservoir(capacity=100, half_life_s=86_400.0)  # retrain.half_life_s raised, then a restart
+    assert r.load(path)
+    kept = sum(r.add("s", t0 + i * 60_000, np.ones((W, C), np.float32)) for i in range(1000, 1000 + 3 * 1440))
+    assert kept > 50 and r.snapshot().end_ms.max() > t0 + (1000 + 2 * 1440) * 60_000, "the last day is held"
+    assert r.save(path) and '"half_life_s": 86400.0' in (tmp_path / "reservoir.json").read_text()
+
+
+def test_a_reservoir_saved_without_its_half_life_loads_with_keys_on_this_one(tmp_path: Path) -> None:
+    import json
+
+    t0 = 1_767_225_600_000
+    old = _reservoir(capacity=10, half_life_s=60.0)
+    for i in range(20):
+        old.add("s", t0 + i * 1000, np.zeros((W, C), np.float32))
+    path = old.save(tmp_path / "reservoir.npz")
+    with np.load(path) as data:  # as the files written before the half-life was saved with them
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta.pop("half_life_s", None)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    r = _reservoir(capacity=10, half_life_s=86_400.0)
+    assert r.load(path) and len(r) == 10
+    assert sum(r.add("s", t0 + (20 + i) * 1000, np.ones((W, C), np.float32)) for i in range(200)) > 0

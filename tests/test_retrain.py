@@ -272,3 +272,62 @@ def test_a_lock_whose_holder_on_this_host_is_gone_is_broken_at_once(tmp_path: Pa
     (tmp_path / ".retrain.lock").unlink()
     live = TrainLock(tmp_path, stale_s=3600)
     assert live.acquire() and not TrainLock(tmp_path, stale_s=3600).acquire(), "a live holder keeps it"
+
+
+def test_a_restart_does_not_count_the_windows_of_the_last_retrain_as_new(cfg: Config, store: ModelStore) -> None:
+    reservoir = _filled(cfg)
+    assert Retrainer(cfg, reservoir, store, trainer=_alarms_on_everything).run_once().status == "rejected"
+    path = reservoir.save(Path(cfg.paths.state_dir) / "reservoir.npz")
+    restarted, _ = open_reservoir(cfg)  # the worker restarts: same reservoir, no new window
+    again = Retrainer(cfg, restarted, store, trainer=_alarms_on_everything).run_once()
+    assert again.status == "skipped" and "0 new windows since the last retrain" in again.reason, again.reason
+    for i in range(100):
+        restarted.add("sensor-00", 1_767_300_000_000 + i * 1000, restarted.snapshot().windows[i])
+    restarted.save(path)
+    assert Retrainer(cfg, open_reservoir(cfg)[0], store, trainer=_alarms_on_everything).run_once().status == \
+        "rejected", "100 new windows: retrain.n_min_new_windows is met"
+
+
+def test_a_restarted_trainer_counts_as_new_only_windows_after_the_serving_model_s(cfg: Config,
+                                                                                 store: ModelStore) -> None:
+    assert Retrainer(cfg, _filled(cfg), store).run_once().status == "published"
+    # the fleet trainer keeps no file: restarted, it reads the same windows back into an empty reservoir
+    again = Retrainer(cfg, _filled(cfg), store).run_once()
+    assert again.status == "skipped" and "0 new windows since the last retrain" in again.reason, again.reason
+    assert store.current() == "v0002"
+
+
+class _Blips:
+    """A models-topic store whose broker stops answering once the run is decided."""
+
+    def __init__(self, fail_on: int) -> None:
+        self.calls, self.fail_on = 0, fail_on
+
+    def current(self) -> str | None:
+        self.calls += 1
+        if self.calls >= self.fail_on:
+            raise TimeoutError("reading the models topic took over 30 s")
+        return None
+
+    def held(self) -> None:
+        return None
+
+
+def test_a_failure_after_the_run_is_reported_with_its_outcome_not_raised(cfg: Config) -> None:
+    seen: list[Any] = []
+    empty = Reservoir(10, 16, 4, half_life_s=1.0, max_age_s=1.0)
+    retrainer = Retrainer(cfg, empty, _Blips(fail_on=2), on_outcome=seen.append)  # type: ignore[arg-type]
+    outcome = retrainer.run_once()  # skipped (too few windows), then the store times out
+    assert outcome.status == "skipped" and outcome.serving is None
+    assert "TimeoutError: reading the models topic took over 30 s" in outcome.reason
+    assert seen == [outcome] and retrainer.last_outcome == outcome
+
+    class Stuck(TrainLock):
+        def acquire(self) -> bool:
+            raise OSError("state volume is read-only")
+
+    stuck = Retrainer(cfg, empty, _Blips(fail_on=99), lock=Stuck(Path(cfg.paths.model_dir), stale_s=60),
+                      on_outcome=seen.append)  # type: ignore[arg-type]
+    failed = stuck.run_once()
+    assert failed.status == "failed" and "OSError: state volume is read-only" in failed.reason
+    assert seen[-1] == failed == stuck.last_outcome

@@ -7,6 +7,12 @@ replacement with weights ``exp(end_s / tau)`` (the Gumbel-top-k form of Efraimid
 behind the newest window held) are dropped by :meth:`Reservoir.expire`. Which windows are *offered* is the
 :class:`~aestream.retrain.stage.ReservoirStage`'s business.
 
+The saved file records ``half_life_s``: loaded under another half-life, the keys are moved onto the new scale (each
+window keeps its Gumbel draw), so new windows compete with the old ones as that half-life says. A file saved
+without it (before it was recorded) gets its keys drawn afresh from the windows' end times. It also records
+``n_added_at_training``, the count of windows offered when the last retrain snapshotted it (``None``: none did), so
+a restart does not count the windows the last retrain saw as new.
+
 >>> r = Reservoir(capacity=2, window_size=2, n_channels=1, half_life_s=1.0, max_age_s=100.0, seed=0)
 >>> for t in range(5):
 ...     _ = r.add("s", t * 1000, np.full((2, 1), t, dtype=np.float32))
@@ -76,6 +82,7 @@ class Reservoir:
         self.half_life_s = half_life_s
         self.max_age_s = max_age_s
         self.n_added = 0
+        self.n_added_at_training: int | None = None
         self._tau_ms = half_life_s * 1000.0 / math.log(2)
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
@@ -88,10 +95,14 @@ class Reservoir:
     def __len__(self) -> int:
         return self._n
 
+    def _key(self, end_ms: int | float) -> float:
+        """``end_s / tau`` plus a standard Gumbel draw."""
+        u = max(float(self._rng.random()), 1e-300)
+        return end_ms / self._tau_ms - math.log(-math.log(u)) if u < 1.0 else math.inf
+
     def add(self, sensor: str, end_ms: int, values: np.ndarray) -> bool:
         """Offer one window; returns whether it was kept."""
-        u = max(float(self._rng.random()), 1e-300)
-        key = end_ms / self._tau_ms - math.log(-math.log(u)) if u < 1.0 else math.inf
+        key = self._key(end_ms)
         with self._lock:
             self.n_added += 1
             if self._n < self.capacity:
@@ -144,7 +155,8 @@ class Reservoir:
         with self._lock:
             n = self._n
             meta: dict[str, Any] = {"format": FORMAT, "capacity": self.capacity, "window_size": self.window_size,
-                                    "n_channels": self.n_channels, "n_added": self.n_added, "n_windows": n}
+                                    "n_channels": self.n_channels, "n_added": self.n_added, "n_windows": n,
+                                    "half_life_s": self.half_life_s, "n_added_at_training": self.n_added_at_training}
             arrays: dict[str, np.ndarray] = {
                 "windows": self._windows[:n].copy(), "end_ms": self._end_ms[:n].copy(), "keys": self._keys[:n].copy(),
                 "sensors": np.array(self._sensors[:n], dtype=str), "meta": np.array(json.dumps(meta))}
@@ -166,6 +178,7 @@ class Reservoir:
                 meta = json.loads(str(data["meta"]))
                 windows, end_ms, keys = data["windows"], data["end_ms"], data["keys"]
                 sensors = data["sensors"].tolist()
+            half_life_s = None if meta.get("half_life_s") is None else float(meta["half_life_s"])
         except Exception as e:  # any unreadable piece: say which file and what to do
             raise ReservoirError(f"reservoir file {src} is unreadable ({type(e).__name__}: {e}): delete it to start "
                                  "with an empty reservoir") from None
@@ -174,6 +187,7 @@ class Reservoir:
                         "empty (delete the file to silence this)", src, windows.shape[1:],
                         (self.window_size, self.n_channels))
             return False
+        keys = self._rescaled(keys, end_ms, half_life_s, src)
         with self._lock:
             order = np.argsort(keys)[::-1][: self.capacity]
             n = len(order)
@@ -183,7 +197,21 @@ class Reservoir:
             self._sensors[:n] = [sensors[i] for i in order]
             self._n = n
             self.n_added = int(meta.get("n_added", n))
+            trained = meta.get("n_added_at_training")
+            self.n_added_at_training = None if trained is None else min(int(trained), self.n_added)
         log.info("reservoir %s loaded: %d windows", src, n)
         return True
 
-
+    def _rescaled(self, keys: np.ndarray, end_ms: np.ndarray, half_life_s: float | None, src: Path) -> np.ndarray:
+        """``keys`` saved under ``half_life_s`` on this reservoir's scale: the same Gumbel draws over the new
+        ``tau``; drawn afresh when the file does not say its half-life."""
+        if half_life_s == self.half_life_s:
+            return keys
+        if half_life_s is None:
+            log.info("reservoir %s does not record its half-life: its windows' keys are drawn again for "
+                     "retrain.half_life_s = %g s", src, self.half_life_s)
+            return np.array([self._key(int(e)) for e in end_ms], dtype=np.float64)
+        log.info("reservoir %s was saved with half_life_s = %g s: its keys are moved to retrain.half_life_s = %g s",
+                 src, half_life_s, self.half_life_s)
+        old_tau_ms = half_life_s * 1000.0 / math.log(2)
+        return np.asarray(keys - end_ms / old_tau_ms + end_ms / self._tau_ms, dtype=np.float64)

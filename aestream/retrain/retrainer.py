@@ -1,8 +1,18 @@
 """One retrain: snapshot the reservoir → train a candidate off the scoring thread → gate it → publish.
 
 :meth:`Retrainer.run_once` never raises: every way it can end (published, rejected by the gate, failed on an
-exception, a NaN loss or the timeout, skipped) is a :class:`RetrainOutcome` with its reason, logged. The current
-version keeps serving unless a candidate is published; the worker swaps it in between batches.
+exception, a NaN loss or the timeout, skipped) is a :class:`RetrainOutcome` with its reason, logged. An exception
+anywhere in the run (taking the lock, reading the store) makes it *failed*; one reading the serving version once
+the run is over leaves its outcome (a published version stays published) with ``serving`` unknown and the error in
+its reason. The current version keeps serving unless a candidate is published; the worker swaps it in between
+batches.
+
+``retrain.n_min_new_windows`` counts the windows offered to the reservoir since the last retrain snapshotted it; the
+reservoir keeps that mark (``Reservoir.n_added_at_training``, saved with it), so a restarted worker does not count
+the windows of the last retrain as new. Where there is no mark (the fleet trainer reads its reservoir back from the
+topic; a file saved before the mark was kept), the new windows are those held that end after the newest window the
+serving model was trained on (its ``info["retrain"]["newest_end_ms"]``); a serving model not made by a retrain
+imposes no minimum.
 
 The candidate trains in a spawned subprocess (``retrain.isolation = "process"``, the default) limited to
 ``retrain.torch_threads`` threads: it shares no GIL and no torch thread pool with scoring, and a timeout kills it.
@@ -93,7 +103,6 @@ class Retrainer:
         self.lock = lock
         self.last_outcome: RetrainOutcome | None = None
         self.on_outcome = on_outcome  # e.g. the metrics of the composition root
-        self._trained_at: int | None = None
         self._cancel = threading.Event()
 
     def cancel(self) -> None:
@@ -104,20 +113,13 @@ class Retrainer:
         """One retrain; ``force`` ignores the new-data minimum. While a rollback holds (``aestream models
         rollback``) nothing is published, also when the hold came while the candidate trained."""
         t0 = time.monotonic()
-        if self.lock is not None and not self.lock.acquire():
-            outcome = RetrainOutcome("skipped", f"another worker holds {self.lock.path}")
-        else:
-            try:
-                outcome = self._run(force)
-            except _Failed as e:
-                outcome = RetrainOutcome("failed", str(e))
-            except Exception as e:  # never into the worker: the current model keeps serving
-                outcome = RetrainOutcome("failed", f"{type(e).__name__}: {e}")
-            finally:
-                if self.lock is not None:
-                    self.lock.release()
-        outcome = dataclasses.replace(outcome, serving=self.store.current(),
-                                      seconds=round(time.monotonic() - t0, 3))
+        outcome = self._locked_run(force)
+        try:
+            outcome = dataclasses.replace(outcome, serving=self.store.current())
+        except Exception as e:  # the run is over, and what it did stands: only the serving version is unknown
+            outcome = dataclasses.replace(outcome, serving=None, reason=f"{outcome.reason}; reading the serving "
+                                          f"version then raised {type(e).__name__}: {e}")
+        outcome = dataclasses.replace(outcome, seconds=round(time.monotonic() - t0, 3))
         level = logging.INFO if outcome.status in ("published", "skipped") else logging.WARNING
         log.log(level, "retrain %s: %s (serving %s, %.1f s)", outcome.status, outcome.reason, outcome.serving,
                 outcome.seconds)
@@ -125,6 +127,21 @@ class Retrainer:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome
+
+    def _locked_run(self, force: bool) -> RetrainOutcome:
+        """:meth:`_run` under the lock; any exception, the lock's included, is a failed outcome."""
+        try:
+            if self.lock is not None and not self.lock.acquire():
+                return RetrainOutcome("skipped", f"another worker holds {self.lock.path}")
+            try:
+                return self._run(force)
+            finally:
+                if self.lock is not None:
+                    self.lock.release()
+        except _Failed as e:
+            return RetrainOutcome("failed", str(e))
+        except Exception as e:  # never into the worker: the current model keeps serving
+            return RetrainOutcome("failed", f"{type(e).__name__}: {e}")
 
     def _run(self, force: bool) -> RetrainOutcome:
         r = self.cfg.retrain
@@ -138,8 +155,9 @@ class Retrainer:
         if len(sample) < r.n_min_windows:
             return RetrainOutcome("skipped", f"the reservoir holds {len(sample)} windows, fewer than "
                                   f"retrain.n_min_windows = {r.n_min_windows}")
-        if not force and self._trained_at is not None and n_added - self._trained_at < r.n_min_new_windows:
-            return RetrainOutcome("skipped", f"{n_added - self._trained_at} new windows since the last retrain, "
+        n_new = None if force else self._n_new(n_added, sample.end_ms, current)
+        if n_new is not None and n_new < r.n_min_new_windows:
+            return RetrainOutcome("skipped", f"{n_new} new windows since the last retrain, "
                                   f"fewer than retrain.n_min_new_windows = {r.n_min_new_windows}")
         n_hold = max(1, int(round(len(sample) * r.holdout_fraction)))
         holdout, train = sample.windows[-n_hold:], sample.windows[:-n_hold]
@@ -148,7 +166,7 @@ class Retrainer:
             "oldest_end_ms": int(sample.end_ms[0]), "newest_end_ms": int(sample.end_ms[-1]),
             "previous_version": current}}
         candidate = self._train(train, info)
-        self._trained_at = n_added
+        self.reservoir.n_added_at_training = n_added  # saved with the reservoir: a restart keeps it
         if held := self.store.held():
             return _came_while_training(held, None)
         serving = self._load_current(current)
@@ -163,6 +181,18 @@ class Retrainer:
         before = "no current model" if gate.current_error is None else f"{gate.current_error:.4g} for {current}"
         return RetrainOutcome("published", f"{version} passed the gate (held-out error {gate.candidate_error:.4g}, "
                               f"{before}; false alarms {gate.candidate_far:.4f})", version, gate=gate.to_dict())
+
+    def _n_new(self, n_added: int, end_ms: np.ndarray, current: str | None) -> int | None:
+        """Windows new since the last retrain (module docstring); ``None`` when there is nothing to count from."""
+        if self.reservoir.n_added_at_training is not None:
+            return n_added - self.reservoir.n_added_at_training
+        if current is None:
+            return None
+        try:
+            through = int(self.store.meta(current)["info"]["retrain"]["newest_end_ms"])
+        except (BundleError, KeyError, TypeError, ValueError):
+            return None  # not made by a retrain (or unreadable: the gate will say so)
+        return int((end_ms > through).sum())
 
     def _load_current(self, version: str | None) -> ModelBundle | None:
         if version is None:

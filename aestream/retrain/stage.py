@@ -6,8 +6,9 @@
 * A window scored **normal** is admitted once the sensor's newer windows start ``guard_s`` after its end with
   no alarm, and only if no alarm window ended within ``guard_s`` before its start: windows next to an anomaly
   (its onset before detection, its tail after) never count as normal.
-* A window in **alarm** opens (or extends) the sensor's alarm episode; an episode ends after ``guard_s`` without
-  alarm. A short episode's windows are discarded.
+* A window in **alarm** opens (or extends) the sensor's alarm episode; an episode ends after ``guard_s`` of event
+  time without alarm, whether windows came meanwhile or the sensor was silent: an alarm after that opens a new
+  episode. A short episode's windows are discarded.
 * **Sustained shift**: an episode that lasts ``regime_change_after_s`` is taken for a regime change (a sensor
   serviced, recalibrated, moved to another operating point): the episode's windows from its start on, and every
   later window of the sensor while the episode lasts, are admitted, so the next retrain learns the new regime
@@ -150,8 +151,9 @@ class ReservoirStage(Stage):
     def offer(self, w: Window, alarm: bool) -> None:
         """Apply the rules of the module docstring to one scored window of ``w.sensor``."""
         t = self._tracks.setdefault(w.sensor, _Track())
-        if t.last_alarm_ms is not None and not alarm and w.end_ms - t.last_alarm_ms > self.guard_ms:
-            t.episode_start_ms, t.episode, t.regime_change = None, [], False  # the episode is over
+        if t.last_alarm_ms is not None and w.end_ms - t.last_alarm_ms > self.guard_ms:
+            # the episode is over, whatever came since its last alarm (a silence too): an alarm now opens another
+            t.episode_start_ms, t.episode, t.regime_change = None, [], False
         if alarm:
             self._on_alarm(t, w)
         elif t.regime_change:
