@@ -77,3 +77,23 @@ def test_the_run_is_deterministic(folder: Path) -> None:
 def test_too_short_files_are_refused(folder: Path) -> None:
     with pytest.raises(DataError, match=r"has 560 rows: need more than n_train=600"):
         evaluate_folder(folder, CFG, n_train=600)
+
+
+def test_a_calibration_longer_than_the_training_rows_is_refused(folder: Path) -> None:
+    cfg = CFG.replace(baselines={"n_readings": 501})
+    with pytest.raises(DataError, match=r"baselines.n_readings = 501 is more than the 500 rows of each file"):
+        evaluate_folder(folder, cfg, n_train=500)
+
+
+def test_predictions_and_plots_of_the_skab_root_go_into_a_folder_per_group(tmp_path: Path) -> None:
+    import numpy as np
+
+    from aestream.commands.evaluate.plots import plot_results
+    from aestream.commands.evaluate.skab import FileResult, write_predictions
+
+    times = pd.date_range("2026-01-01", periods=4, freq="s")
+    zeros = np.zeros(4, dtype=int)
+    result = FileResult("valve1/0", times.to_numpy(), zeros, zeros, np.ones(4), 2.0, zeros)  # the root's naming
+    write_predictions([result], tmp_path / "preds")
+    plot_results([result], tmp_path / "plots")
+    assert (tmp_path / "preds/valve1/0.csv").is_file() and (tmp_path / "plots/valve1/0.png").is_file()

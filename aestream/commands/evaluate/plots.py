@@ -45,6 +45,7 @@ def plot_results(results: Sequence[FileResult], out_dir: str | Path) -> list[Pat
         ax.legend(loc="upper left", fontsize=7)
         fig.tight_layout()
         path = out / f"{r.name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)  # "valve1/0" of the SKAB root
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)

@@ -170,6 +170,10 @@ def evaluate_folder(
 ) -> tuple[dict[str, Any], list[FileResult]]:
     """Run the protocol on every file of a SKAB folder: the metrics dict and each file's result."""
     t0 = time.monotonic()
+    if cfg.baselines.mode != "off" and cfg.baselines.n_readings > n_train:
+        raise DataError(f"baselines.n_readings = {cfg.baselines.n_readings} is more than the {n_train} rows of each "
+                        f"file the protocol trains on: a sensor would calibrate on test rows (unscored, counted as "
+                        f"normal); use {n_train} or fewer for an evaluation")
     cfg = cfg.replace(baselines={"finetune_blocking": True})  # each sensor's own model at once: a deterministic run
     root = Path(path)
     files = list_skab_files(root)
@@ -375,8 +379,10 @@ def write_predictions(results: Sequence[FileResult], out_dir: str | Path) -> Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for r in results:
+        path = out / f"{r.name}.csv"  # a name of the SKAB root is "valve1/0": a folder per experiment group
+        path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"datetime": r.times, "anomaly": r.anomaly, "changepoint": r.changepoint, "pred": r.pred}).to_csv(
-            out / f"{r.name}.csv", index=False)
+            path, index=False)
 
 
 def run_skab(path: str | Path, cfg: Config, **kwargs: Any) -> dict[str, Any]:
