@@ -194,6 +194,11 @@ class ModelConfig:
             _require(getattr(self, name) >= 0, f"model.{name}", getattr(self, name), "use 0 or more")
         for family, params in _FAMILY_PARAMS.items():
             _check_table(getattr(self, family), params, f"model.{family}")
+        sparse = self.sparse
+        _require(self.family != "sparse" or sparse.get("penalty") != "none" or sparse.get("dropout", 0.0) > 0,
+                 "model.sparse.dropout", sparse.get("dropout", 0.0),
+                 'use a share above 0 with penalty = "none", whose sparsity is that dropout alone (with 0 the model '
+                 'is family "vanilla")')
 
     def family_params(self) -> dict[str, Any]:
         """The hyperparameters of the configured family's own sub-table."""

@@ -172,6 +172,8 @@ def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str
         ({"model": {"vanilla": {"depth": 2}}}, "unknown config key model.vanilla.depth = 2: this table takes no keys"),
         ({"fleet": {"model_key": "s3cr3t"}},
          "config key fleet.model_key is not read from a file (a signing secret): remove it and set AESTREAM_MODEL_KEY"),
+        ({"model": {"family": "sparse", "sparse": {"penalty": "none"}}},
+         "config key model.sparse.dropout = 0.0 is invalid: use a share above 0 with penalty = \"none\""),
         ({"model": {"device": "cuda:x"}}, "config key model.device = 'cuda:x' is invalid: use \"auto\", \"cpu\""),
         ({"kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "FOO"}},
          "config key kafka.sasl_mechanism = 'FOO' is invalid: use one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
