@@ -23,6 +23,7 @@ from aestream.training.build import train_bundle
 
 sys.path.insert(0, str(Path(__file__).parent / "faults"))
 sys.path.insert(0, str(Path(__file__).parent / "evaluate"))  # skabdata: synthetic SKAB files
+sys.path.insert(0, str(Path(__file__).parent))  # stubs: the in-memory stand-ins worker tests share
 from faultkit import free_port  # one helper for both (the fault kit is also run by path by benchmarks/soak.py)
 
 ROOT = Path(__file__).resolve().parents[1]

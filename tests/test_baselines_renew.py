@@ -11,14 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from stubs import Changelog, ChangelogSink, Switch, sensor_polls  # tests/stubs.py
 
 from aestream.config import Config
 from aestream.detect.baselines import Baseline, SensorBaselines
 from aestream.detect.features import Preprocessor
 from aestream.detect.scoring import Scorer
 from aestream.models import build_model
-from aestream.models.bundle import ModelBundle
-from aestream.stream.messages import Outgoing, Record
 from aestream.stream.windows import Window, Windower
 from aestream.training.finetune import Finetuner, build_baselines
 from aestream.worker import Worker
@@ -196,52 +195,7 @@ def test_without_a_background_finetuner_a_swap_renews_nothing(mode: str) -> None
     assert base.ready["s"] is own and not base.background_waiting and not base.finetuned()
 
 
-class _Switch:
-    """A model source of prepared bundles; ``current`` is whichever was set last."""
-
-    def __init__(self, bundles: dict[str, ModelBundle], current: str) -> None:
-        self.bundles, self.now = bundles, current
-
-    def current(self) -> str:
-        return self.now
-
-    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
-        return self.bundles[version or self.now]
-
-
-class _Changelog:
-    topic = "baselines-changelog"
-
-    def __init__(self) -> None:
-        self.log: dict[str, bytes] = {}
-
-    def record(self, part: Any, key: str, value: bytes) -> Outgoing:
-        return Outgoing(self.topic, value, key.encode(), [], part[1])
-
-    def restore(self, parts: Any) -> dict[Any, dict[str, bytes]]:
-        return {parts[0]: dict(self.log)} if parts else {}
-
-
-class _Sink:
-    def __init__(self, changelog: _Changelog) -> None:
-        self.changelog = changelog
-
-    def send(self, msg: Outgoing) -> None:
-        if msg.topic == self.changelog.topic:
-            self.changelog.log[msg.key.decode()] = msg.value  # type: ignore[union-attr]
-
-    def flush(self, timeout_s: float = 60.0) -> None: ...
-    def close(self, timeout_s: float = 10.0) -> None: ...
-
-
-def _polls(first: int, n: int, rng: np.random.Generator) -> list[Record]:
-    level = np.array([20.0, 5.0, 1.0, 3.0])
-    return [Record("in", 0, i, b"s", json.dumps({"sensor": "s", "ts": START_MS + 1000 * i,
-                                                 "values": (rng.normal(size=4) + level).tolist()}).encode(), 0)
-            for i in range(first, first + n)]
-
-
-def _logged(changelog: _Changelog) -> dict[str, Any]:
+def _logged(changelog: Changelog) -> dict[str, Any]:
     return json.loads(changelog.log["s"])  # type: ignore[no-any-return]
 
 
@@ -251,9 +205,9 @@ def test_through_a_worker_a_swap_writes_the_sensor_s_re_fine_tuned_baseline_to_t
     one = one_model(train_small(cfg, epochs=3)).bundle  # v0001
     two = copy.deepcopy(one)
     two.version = "v0002"
-    models, changelog, rng = _Switch({"v0001": one, "v0002": two}, "v0001"), _Changelog(), np.random.default_rng(0)
-    source = scripted_source([_polls(0, 60, rng)])
-    worker = Worker(cfg, source, _Sink(changelog), models, changelog=changelog, clock=lambda: 0.0)
+    models, changelog, rng = Switch({"v0001": one, "v0002": two}, "v0001"), Changelog(), np.random.default_rng(0)
+    source = scripted_source([sensor_polls(0, 60, rng)])
+    worker = Worker(cfg, source, ChangelogSink(changelog), models, changelog=changelog, clock=lambda: 0.0)
     worker.refresh_model(force=True)
     worker.on_partitions_assigned([("in", 0)])
     base = worker.baselines
@@ -267,7 +221,7 @@ def test_through_a_worker_a_swap_writes_the_sensor_s_re_fine_tuned_baseline_to_t
     models.now = "v0002"
     worker.refresh_model(force=True)
     own_v1 = base.ready["s"]
-    source.polls.append(_polls(60, 200, rng))
+    source.polls.append(sensor_polls(60, 200, rng))
     worker.step()
     assert base.ready["s"] is own_v1, "judged by its own v0001 model while its next readings are gathered"
     for _ in range(10_000):

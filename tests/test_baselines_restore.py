@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from stubs import Changelog, ChangelogSink, sensor_polls  # tests/stubs.py
 
 from aestream.config import Config
 from aestream.detect.baselines import Baseline, SensorBaselines
 from aestream.detect.features import Preprocessor
 from aestream.detect.scoring import Scorer
 from aestream.models import build_model
-from aestream.stream.messages import Outgoing, Record
 from aestream.stream.windows import Window, Windower
 from aestream.training.finetune import build_baselines
 from aestream.worker import Worker
@@ -174,43 +174,11 @@ def test_forgetting_a_sensor_drops_the_readings_it_gathered() -> None:
     np.testing.assert_array_equal(np.concatenate(runs), readings[150:250].astype(np.float32))
 
 
-class _Changelog:
-    topic = "baselines-changelog"
-
-    def __init__(self) -> None:
-        self.log: dict[str, bytes] = {}
-
-    def record(self, part: Any, key: str, value: bytes) -> Outgoing:
-        return Outgoing(self.topic, value, key.encode(), [], part[1])
-
-    def restore(self, parts: Any) -> dict[Any, dict[str, bytes]]:  # one input partition in these tests
-        return {parts[0]: dict(self.log)} if parts else {}
-
-
-class _Sink:
-    def __init__(self, changelog: _Changelog) -> None:
-        self.changelog = changelog
-
-    def send(self, msg: Outgoing) -> None:
-        if msg.topic == self.changelog.topic:
-            self.changelog.log[msg.key.decode()] = msg.value  # type: ignore[union-attr]
-
-    def flush(self, timeout_s: float = 60.0) -> None: ...
-    def close(self, timeout_s: float = 10.0) -> None: ...
-
-
-def _polls(first: int, n: int, rng: np.random.Generator) -> list[Record]:
-    level = np.array([20.0, 5.0, 1.0, 3.0])
-    return [Record("in", 0, i, b"s", json.dumps({"sensor": "s", "ts": START_MS + 1000 * i,
-                                                 "values": (rng.normal(size=4) + level).tolist()}).encode(), 0)
-            for i in range(first, first + n)]
-
-
 def test_a_fine_tune_lost_with_the_partition_is_done_by_its_next_owner(
         train_small: Any, one_model: Any, scripted_source: Any) -> None:
     cfg = _cfg().replace(stream={"window_size": 4}, baselines={"n_readings": 40})
-    bundle, changelog, rng = train_small(cfg, epochs=3), _Changelog(), np.random.default_rng(0)
-    first = Worker(cfg, scripted_source([_polls(0, 60, rng)]), _Sink(changelog), one_model(bundle),
+    bundle, changelog, rng = train_small(cfg, epochs=3), Changelog(), np.random.default_rng(0)
+    first = Worker(cfg, scripted_source([sensor_polls(0, 60, rng)]), ChangelogSink(changelog), one_model(bundle),
                    changelog=changelog, clock=lambda: 0.0)
     first.refresh_model(force=True)
     first.on_partitions_assigned([("in", 0)])
@@ -218,7 +186,7 @@ def test_a_fine_tune_lost_with_the_partition_is_done_by_its_next_owner(
     first.step()  # calibrated; its fine-tune waits, unfinished, when the partition moves
     first.on_partitions_changed([("in", 0)])
     assert "model" not in json.loads(changelog.log["s"])
-    second = Worker(cfg, scripted_source([_polls(60, 200, rng)]), _Sink(changelog), one_model(bundle),
+    second = Worker(cfg, scripted_source([sensor_polls(60, 200, rng)]), ChangelogSink(changelog), one_model(bundle),
                     changelog=changelog, clock=lambda: 0.0)
     second.refresh_model(force=True)
     second.on_partitions_assigned([("in", 0)])
@@ -267,9 +235,9 @@ def test_a_restored_baseline_that_does_not_fit_the_stream_is_dropped_and_the_sen
 def test_a_worker_restoring_a_baseline_of_other_channels_calibrates_the_sensor_again(
         train_small: Any, one_model: Any, scripted_source: Any) -> None:
     cfg = _cfg("shared").replace(stream={"window_size": 4}, baselines={"n_readings": 40})
-    changelog = _Changelog()
+    changelog = Changelog()
     changelog.log["s"] = _baseline(n_channels=3).to_json()  # written before stream.channels changed
-    worker = Worker(cfg, scripted_source([_polls(0, 60, np.random.default_rng(0))]), _Sink(changelog),
+    worker = Worker(cfg, scripted_source([sensor_polls(0, 60, np.random.default_rng(0))]), ChangelogSink(changelog),
                     one_model(train_small(cfg, epochs=3)), changelog=changelog, clock=lambda: 0.0)
     worker.refresh_model(force=True)
     worker.on_partitions_assigned([("in", 0)])
@@ -280,9 +248,9 @@ def test_a_worker_restoring_a_baseline_of_other_channels_calibrates_the_sensor_a
 def test_a_restored_sensor_that_sent_nothing_is_forgotten_when_its_partition_moves(
         train_small: Any, one_model: Any, scripted_source: Any) -> None:
     cfg = _cfg("shared").replace(stream={"window_size": 4}, baselines={"n_readings": 40})
-    changelog = _Changelog()
+    changelog = Changelog()
     changelog.log["quiet"] = _baseline().to_json()
-    worker = Worker(cfg, scripted_source([]), _Sink(changelog), one_model(train_small(cfg, epochs=3)),
+    worker = Worker(cfg, scripted_source([]), ChangelogSink(changelog), one_model(train_small(cfg, epochs=3)),
                     changelog=changelog, clock=lambda: 0.0)
     worker.refresh_model(force=True)
     worker.on_partitions_assigned([("in", 0)])

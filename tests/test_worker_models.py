@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stubs import Switch  # tests/stubs.py
 
 from aestream.config import Config
 from aestream.errors import BundleError
@@ -116,19 +117,6 @@ def test_a_refused_version_is_retried_with_backoff_while_the_last_good_one_serve
     now[0] += 1.0
     worker.refresh_model()
     assert worker.bundle.version == "v0003"
-
-
-class Switch:
-    """A model source of prepared bundles; ``current`` is whichever was set last."""
-
-    def __init__(self, bundles: dict[str, ModelBundle], current: str) -> None:
-        self.bundles, self.now = bundles, current
-
-    def current(self) -> str:
-        return self.now
-
-    def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
-        return self.bundles[version or self.now]
 
 
 def _readings(first: int, n: int) -> list[Any]:
