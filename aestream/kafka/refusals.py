@@ -57,9 +57,11 @@ class RefusingSink:
         """Block until every sent message is acknowledged; raises if any failed but for a refusal of the message
         itself (so the step's offsets are not committed)."""
         self._flush_producer(timeout_s)
-        for msg, error in self._take_refused():
+        refused = self._take_refused()
+        while refused:
+            msg, error = refused.pop(0)
             if not is_dead_letter(msg):  # alone: it may only have shared a batch with the message refused
-                error = self._produce(msg) or self._retried(timeout_s)
+                error = self._produce(msg) or self._retried(msg, timeout_s, refused)
                 if not error:
                     continue
             self._route(msg, error)
@@ -82,10 +84,17 @@ class RefusingSink:
             self.flush()
         return True
 
-    def _retried(self, timeout_s: float) -> str:
+    def _retried(self, msg: Outgoing, timeout_s: float, refused: list[tuple[Outgoing, str]]) -> str:
+        """``msg`` sent again alone: its refusal, or "" once delivered. The flush also settles what was sent
+        before it (an earlier message's dead letter): their refusals join ``refused``, each routed as its own."""
         self._flush_producer(timeout_s)
-        again = self._take_refused()
-        return again[0][1] if again else ""
+        error = ""
+        for m, e in self._take_refused():
+            if m is msg:
+                error = e
+            else:
+                refused.append((m, e))
+        return error
 
     def _route(self, msg: Outgoing, error: str) -> None:
         outcome = route_refused(msg, error, self.send, self.dead_letter_topic, self.dead_letter_max_bytes)
