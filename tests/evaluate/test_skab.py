@@ -45,6 +45,7 @@ def test_each_sensor_is_judged_by_its_own_baseline_and_the_shift_is_found(folder
         assert r.pred[55:60].all(), r.name
         assert not r.pred[:40].any(), r.name
     assert metrics["f1"] > 0.5 and metrics["nab_standard"] > 0 and metrics["transport"] == "in-process"
+    assert metrics["unscored_points"] == 0  # no gap: every test point is a window's end
     written = pd.read_csv(tmp_path / "pred" / "0.csv")
     assert list(written.columns) == ["datetime", "anomaly", "changepoint", "pred"] and len(written) == 160
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == ["0.png", "1.png", "10.png"]
@@ -97,3 +98,15 @@ def test_predictions_and_plots_of_the_skab_root_go_into_a_folder_per_group(tmp_p
     write_predictions([result], tmp_path / "preds")
     plot_results([result], tmp_path / "plots")
     assert (tmp_path / "preds/valve1/0.csv").is_file() and (tmp_path / "plots/valve1/0.png").is_file()
+
+
+def test_test_points_a_gap_left_without_a_window_are_counted(tmp_path: Path) -> None:
+    folder = tmp_path / "skab"
+    for i, level in ((0, 0.0), (1, 5.0)):
+        write_experiment(folder / f"{i}.csv", i, level)
+    frame = pd.read_csv(folder / "1.csv", sep=";")
+    later = pd.to_datetime(frame["datetime"]) + pd.to_timedelta((frame.index >= 470) * 60, unit="s")
+    frame["datetime"] = later.dt.strftime("%Y-%m-%d %H:%M:%S")  # a minute's silence before row 470 (test part)
+    frame.to_csv(folder / "1.csv", sep=";", index=False)
+    metrics, _ = evaluate_folder(folder, CFG)
+    assert metrics["unscored_points"] == CFG.stream.window_size - 1  # the readings before the first full window

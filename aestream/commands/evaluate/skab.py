@@ -194,6 +194,9 @@ def evaluate_folder(
     metrics["seconds"] = round(time.monotonic() - t0, 1)
     metrics["transport"] = "kafka" if stream else "in-process"
     metrics["baselines"] = cfg.baselines.mode
+    # test points no window scored (one that ends in a gap, longer than stream.max_gap_ms, restarts the window):
+    # counted as predicted normal, as the protocol counts a point without a prediction
+    metrics["unscored_points"] = int(sum(np.isnan(r.scores).sum() for r in results))
     if predictions_dir is not None:
         write_predictions(results, predictions_dir)
     if plot_dir is not None:
