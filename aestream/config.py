@@ -76,6 +76,7 @@ class KafkaConfig:
     dead_letter_topic: str = "aestream-dead-letter"
     dead_letter_max_bytes: int = 900_000
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000

@@ -86,6 +86,7 @@ class ConfluentSource:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": cfg.auto_offset_reset,
+            "isolation.level": cfg.isolation_level,
             "session.timeout.ms": cfg.session_timeout_ms,
             "heartbeat.interval.ms": cfg.heartbeat_interval_ms,
             "max.poll.interval.ms": cfg.max_poll_interval_ms,

@@ -54,7 +54,6 @@ __all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "open_
 log = logging.getLogger(__name__)
 
 METADATA_MAX_AGE_MS = 5_000
-ISOLATION = "read_committed"  # as librdkafka reads by default: a transaction a producer aborted is never judged
 # leaving the group on close: bounded, so that a stop while the broker is away ends within a pod's grace period
 CLOSE_TIMEOUT_MS = 5_000
 # the lag query runs on the loop's thread: a broker gone away stalls the loop this long, not request_timeout_ms
@@ -248,7 +247,7 @@ class KafkaSource:
         self._next: dict[Partition, int] = {}  # with a fetch process: the next offset each partition hands out
         self._unreachable = False  # the last poll failed on a retriable error (the broker is down)
         self._fetch = _FetchProcess({**client_options(cfg), "auto_offset_reset": cfg.auto_offset_reset,
-                                     "max_poll_records": cfg.max_poll_records, "isolation_level": ISOLATION,
+                                     "max_poll_records": cfg.max_poll_records, "isolation_level": cfg.isolation_level,
                                      "metadata_max_age_ms": METADATA_MAX_AGE_MS, "decode": decode}) \
             if cfg.fetch_process else None
         self.consumer = KafkaConsumer(
@@ -260,7 +259,7 @@ class KafkaSource:
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_poll_interval_ms=cfg.max_poll_interval_ms,
             max_poll_records=cfg.max_poll_records,
-            isolation_level=ISOLATION,
+            isolation_level=cfg.isolation_level,
             # kafka-python's default (5 min) leaves a worker started just after its topic was created without
             # partitions for minutes; new topics and partitions are also picked up sooner
             metadata_max_age_ms=METADATA_MAX_AGE_MS,

@@ -124,8 +124,14 @@ def test_the_lag_is_read_from_the_fetched_high_watermarks(kafka_config: Config, 
     assert lag == {(topic, 0): 40}
 
 
-@pytest.mark.parametrize("fetch_process", [False, True])
-def test_a_transaction_its_producer_aborted_is_never_read(topics: Config, fetch_process: bool) -> None:
+@pytest.mark.parametrize(("kafka", "expected"), [
+    ({}, [b"committed-1", b"committed-2"]),
+    ({"fetch_process": True}, [b"committed-1", b"committed-2"]),
+    ({"client": "confluent"}, [b"committed-1", b"committed-2"]),
+    ({"isolation_level": "read_uncommitted"}, [b"committed-1", b"aborted", b"committed-2"]),
+], ids=["kafka-python", "fetch-process", "confluent", "read-uncommitted"])
+def test_a_transaction_its_producer_aborted_is_read_only_when_asked(topics: Config, kafka: dict,
+                                                                    expected: list[bytes]) -> None:
     from confluent_kafka import Producer
 
     (topic,) = topics.kafka.input_topics
@@ -136,12 +142,12 @@ def test_a_transaction_its_producer_aborted_is_never_read(topics: Config, fetch_
         producer.produce(topic, key=b"s", value=value)
         producer.flush(10)
         producer.commit_transaction(30) if commit else producer.abort_transaction(30)
-    source = open_source(topics.replace(kafka={"fetch_process": fetch_process}).kafka)
+    source = open_source(topics.replace(kafka=kafka).kafka)
     try:
         got: list[bytes | None] = []
         deadline = time.monotonic() + 60
         while b"committed-2" not in got and time.monotonic() < deadline:
             got += [r.value for r in source.poll(timeout_ms=300) if not r.replay]
-        assert got == [b"committed-1", b"committed-2"], "read as confluent's client reads: committed only"
+        assert got == expected, "both clients read committed records only, unless told otherwise"
     finally:
         source.close()
