@@ -39,6 +39,7 @@ class KafkaChangelog:
     def __init__(self, cfg: KafkaConfig, topic: str, timeout_s: float = 30.0, large: bool = False) -> None:
         self.cfg, self.topic, self.timeout_s, self.large = cfg, topic, timeout_s, large
         self._ready = False
+        self._n_partitions = 0  # the topic's, as _ensure left it
 
     def record(self, part: Partition, key: str, value: bytes) -> Outgoing:
         """The message that writes ``key``'s state made on input partition ``part``."""
@@ -49,6 +50,8 @@ class KafkaChangelog:
         read in one pass."""
         if not parts:
             return {}
+        if max(p for _, p in parts) >= self._n_partitions:  # an input topic grew since: so must the changelog
+            self._ready = False
         self._ensure()
         wanted = {p: {t for t, q in parts if q == p} for _, p in parts}
         consumer = KafkaConsumer(**client_options(self.cfg), group_id=None, enable_auto_commit=False,
@@ -88,6 +91,7 @@ class KafkaChangelog:
         try:
             need = max(len(consumer.partitions_for_topic(t) or ()) for t in self.cfg.input_topics) or 1
             have = len(consumer.partitions_for_topic(self.topic) or ())
+            self._n_partitions = max(have, need)
             if not have:
                 try:
                     admin.create_topics({self.topic: {"num_partitions": need,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
 from aestream.app import changelog_topic
@@ -120,3 +121,25 @@ def test_a_baselines_changelog_made_before_with_the_brokers_1_mb_limit_is_named_
         KafkaChangelog(topics.kafka, topic, large=True).restore([(topics.kafka.input_topics[0], 0)])
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "aestream.kafka.changelog"]
     assert f"--entity-name {topic} --add-config max.message.bytes={MAX_STATE_BYTES}" in warning
+
+
+def test_a_partition_added_to_the_input_topic_while_running_is_restored_from_a_grown_changelog(
+        topics: Config) -> None:
+    (source,) = topics.kafka.input_topics  # 2 partitions
+    changelog = KafkaChangelog(topics.kafka, changelog_topic(topics), timeout_s=10.0)
+    assert changelog.restore([(source, 0)]) == {}  # made with the input's 2 partitions
+    admin = KafkaAdminClient(bootstrap_servers=list(topics.kafka.bootstrap_servers))
+    try:
+        admin.create_partitions({source: 3})
+    finally:
+        admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=list(topics.kafka.bootstrap_servers))
+    try:
+        deadline = time.monotonic() + 30
+        while len(consumer.partitions_for_topic(source) or ()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            consumer.topics()  # a metadata refresh
+    finally:
+        consumer.close()
+    # the same (running) worker's changelog is given the new partition: it used to wait 10 s and raise
+    assert changelog.restore([(source, 2)]) == {}
