@@ -272,6 +272,11 @@ class SensorBaselines:
         """Whether fine-tunes wait for :meth:`work`."""
         return self.finetuner is not None and self.finetuner.n_pending > 0
 
+    @property
+    def _in_background(self) -> bool:
+        """Whether fine-tunes run in the background (:class:`Background`), not inside the step."""
+        return self.finetune is None and self.finetuner is not None
+
     def work(self, budget_s: float) -> None:
         """Give the waiting fine-tunes about ``budget_s`` of this thread (their results: :meth:`finetuned`)."""
         if self.finetuner is not None:
@@ -416,7 +421,7 @@ class SensorBaselines:
     def _renews(self, b: Baseline) -> bool:
         """Whether ``b``, a sensor's own model, is to be fine-tuned again from the serving model (:meth:`renew`)."""
         return (b.scorer is not None and self._serving is not None and b.model_version != self._serving
-                and self.finetune is None and self.finetuner is not None)
+                and self._in_background)
 
     def renew(self, model_version: str) -> None:
         """The worker serves shared model ``model_version`` (told at every swap): each ready sensor whose own model
@@ -583,7 +588,6 @@ class SensorBaselines:
         own model is of another version than the serving one (:meth:`renew`) missed a retrain: each gathers
         readings for a new one (:meth:`split`, :meth:`gather`). Returns the baselines taken."""
         taken: dict[str, Baseline] = {}
-        regather = self.finetune is None and self.finetuner is not None
         for s, b in baselines.items():
             misfit = self._misfit(b)
             if misfit is not None:
@@ -593,7 +597,7 @@ class SensorBaselines:
             self.ready[s] = taken[s] = b
             self._calibrating.pop(s, None)
             self._stop_gathering(s)
-            if regather and (b.scorer is None or self._renews(b)):
+            if self._in_background and (b.scorer is None or self._renews(b)):
                 self._gathering[s] = _Calibration()
         return taken
 
