@@ -508,9 +508,8 @@ def _check_names(section: Any, name: str, *keys: str) -> None:
     defaults = {f.name: f.default for f in dataclasses.fields(section)}
     for key in keys:
         value = getattr(section, key)
-        if not value.strip():
-            _require(False, f"{name}.{key}", value,
-                     f"give it a name, or leave the key out for the default {defaults[key]!r}")
+        _require(bool(value.strip()), f"{name}.{key}", value,
+                 f"give it a name, or leave the key out for the default {defaults[key]!r}")
 
 
 def _check_finite(section: Any, name: str) -> None:

@@ -615,7 +615,7 @@ def tail_topic(
     consumer = KafkaConsumer(**client_options(cfg), enable_auto_commit=False, group_id=None)
     try:
         deadline = time.monotonic() + timeout_s
-        found_by = min(deadline, time.monotonic() + max(idle_s, 30.0)) if math.isinf(timeout_s) else deadline
+        found_by = time.monotonic() + max(idle_s, 30.0) if math.isinf(timeout_s) else deadline
         parts: set[int] | None = None
         while parts is None and time.monotonic() < found_by:
             parts = consumer.partitions_for_topic(topic)
