@@ -367,28 +367,17 @@ def test_alert_state_in_flight_of_a_partition_that_moved_is_not_written(
     assert all(c[1] == {} for c in log.calls if c[0] == "commit"), "nor its offsets committed"
 
 
-def test_offsets_in_flight_whose_events_failed_are_never_committed(acks: Any) -> None:
+@pytest.mark.parametrize("empty_poll", [False, True], ids=["while-polling", "while-an-empty-poll-waited"])
+def test_offsets_in_flight_whose_events_failed_are_never_committed(acks: Any, empty_poll: bool) -> None:
     worker, log, now = acks
     worker.step()
     now[0] = 0.15
     worker.step()  # the commit begins
+    if empty_poll:
+        log.polls.insert(0, [])  # the next poll is empty: it waits for the commit in flight
     log.fail_acks = True
     with pytest.raises(RuntimeError, match="producing failed"):
-        worker.step()
-    log.fail_acks = False
-    worker.close()
-    assert [c for c in log.calls if c[0] == "commit"] == []
-
-
-def test_offsets_whose_events_failed_while_an_empty_poll_waited_are_never_committed(acks: Any) -> None:
-    worker, log, now = acks
-    worker.step()
-    now[0] = 0.15
-    worker.step()  # the commit begins
-    log.polls.insert(0, [])
-    log.fail_acks = True
-    with pytest.raises(RuntimeError, match="producing failed"):
-        worker.step()  # an empty poll waits for the commit in flight: its events failed
+        worker.step()  # its events failed
     log.fail_acks = False
     worker.close()  # the sink would flush now: the failure was settled when it raised
     assert [c for c in log.calls if c[0] == "commit"] == []
