@@ -122,10 +122,6 @@ def build_app(
         if cfg.alerts.enabled:
             alerts_changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg, "alerts"))
     metrics = Metrics()
-    if sink is None:
-        from aestream.kafka.kafka_python import open_sink
-
-        sink = open_sink(cfg.kafka, on_refused=metrics.message_refused)
     retraining = None
     if stages is None:
         stages = _stages(cfg, metrics, lambda: worker.bundle if worker is not None else None, alerts_changelog)
@@ -144,6 +140,15 @@ def build_app(
                                           on_outcome=lambda o: metrics.retrain(o.status, o.seconds))
             assert retraining is not None and retraining.stage is not None
             stages.append(retraining.stage)
+    if sink is None:
+        from aestream.kafka.kafka_python import open_sink
+
+        changelogs = [c for c in (changelog, alerts_changelog) if c is not None]
+        for c in changelogs:
+            c.ensure()  # before the producer asks for its metadata: a broker would create it, not compacted
+        sent = [*(c.topic for c in changelogs), cfg.kafka.output_topic, cfg.kafka.dead_letter_topic,
+                *(t for st in stages for t in st.topics())]
+        sink = open_sink(cfg.kafka, on_refused=metrics.message_refused, topics=dict.fromkeys(sent))
     watch: tuple[WorkerObserver, ...] = observers
     ops = None
     if cfg.ops.metrics_enabled and hasattr(source, "lag"):

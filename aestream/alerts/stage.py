@@ -161,6 +161,11 @@ class AlertStage(Stage):
             self._parts.pop(s, None)
             self._changed.discard(s)  # not ours to write: the partition's next owner replays what we did not commit
 
+    def topics(self) -> tuple[str, ...]:
+        used = set(self.router.default_sinks).union(*(r.sinks for r in self.router.routes))
+        out = [s.topic for n, s in self.sinks.items() if n in used and isinstance(s, TopicSpec)]
+        return (*out, self.dead_letter_topic) if self.webhooks else tuple(out)
+
     def on_revoked(self, parts: list[Partition]) -> None:
         """Forget every sensor of ``parts``, those restored with them that sent no window since included: their
         silence must not be reported, nor their state written, by a worker that no longer owns them."""

@@ -39,7 +39,7 @@ class KafkaChangelog:
     def __init__(self, cfg: KafkaConfig, topic: str, timeout_s: float = 30.0, large: bool = False) -> None:
         self.cfg, self.topic, self.timeout_s, self.large = cfg, topic, timeout_s, large
         self._ready = False
-        self._n_partitions = 0  # the topic's, as _ensure left it
+        self._n_partitions = 0  # the topic's, as ensure left it
 
     def record(self, part: Partition, key: str, value: bytes) -> Outgoing:
         """The message that writes ``key``'s state made on input partition ``part``."""
@@ -52,7 +52,7 @@ class KafkaChangelog:
             return {}
         if max(p for _, p in parts) >= self._n_partitions:  # an input topic grew since: so must the changelog
             self._ready = False
-        self._ensure()
+        self.ensure()
         wanted = {p: {t for t, q in parts if q == p} for _, p in parts}
         consumer = KafkaConsumer(**client_options(self.cfg), group_id=None, enable_auto_commit=False,
                                  max_partition_fetch_bytes=MAX_STATE_BYTES)
@@ -82,8 +82,9 @@ class KafkaChangelog:
         log.info("restored %d key(s) of %s for %s", sum(map(len, state.values())), self.topic, parts)
         return state
 
-    def _ensure(self) -> None:
-        """Create the topic (compacted) or grow it to the input topics' largest partition count."""
+    def ensure(self) -> None:
+        """Create the topic (compacted) or grow it to the input topics' largest partition count (once; again when
+        a restore is given a partition it lacks)."""
         if self._ready:
             return
         admin = KafkaAdminClient(**client_options(self.cfg), request_timeout_ms=int(self.timeout_s * 1000))

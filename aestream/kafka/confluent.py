@@ -8,6 +8,7 @@ manual commits of what the worker says (with its metadata), a lookback replay of
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 # errors of one message that no retry cures (its size, its contents): dead-lettered, not raised
 _REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
                        KafkaError.INVALID_MSG, KafkaError.INVALID_MSG_SIZE})
+
+# a send to a partition the producer's metadata does not list (one added since) waits this long for it to appear,
+# asking for the metadata every METADATA_RETRY_S; the same bound as kafka-python's max_block_ms
+PARTITION_WAIT_S = 60.0
+METADATA_RETRY_S = 0.1
 
 # an asynchronous commit: what librdkafka was asked (the partitions still ours), the offsets given, the metadata
 _AsyncCommit = tuple[dict[Partition, int], dict[Partition, int], dict[Partition, str], CommitDone]
@@ -281,7 +287,7 @@ class ConfluentSink(RefusingSink):
             self._errors.append(str(err))
 
     def _produce(self, msg: Outgoing) -> str | None:
-        number = self._sent
+        number, deadline = self._sent, 0.0
         while True:
             try:
                 self.producer.produce(msg.topic, value=msg.value, key=msg.key,
@@ -294,11 +300,26 @@ class ConfluentSink(RefusingSink):
                 return None
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self.producer.poll(0.05)
-            except KafkaException as e:  # above message.max.bytes: refused before it is queued
+            except KafkaException as e:  # above message.max.bytes (refused before it is queued), or else
                 err = e.args[0]
+                if isinstance(err, KafkaError) and err.code() == KafkaError._UNKNOWN_PARTITION:
+                    deadline = deadline or time.monotonic() + PARTITION_WAIT_S
+                    self._await_partition(msg.topic, e, deadline)  # one added since the metadata: a grown changelog
+                    continue
                 if not isinstance(err, KafkaError) or err.code() not in _REFUSALS:
                     raise
                 return f"{err.name()}: {err.str()}"
+
+    def _await_partition(self, topic: str, error: KafkaException, deadline: float) -> None:
+        """Ask for ``topic``'s metadata (librdkafka's own refresh comes every ``topic.metadata.refresh.interval.ms``,
+        5 minutes by default) before the send is tried again; raise once ``deadline`` has passed."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeliveryError(f"producing to {topic} failed: {error.args[0]} (its metadata does not list the "
+                                "partition); the records since the last commit are read again") from error
+        with contextlib.suppress(KafkaException):  # the broker away: tried again until the deadline
+            self.producer.list_topics(topic, timeout=min(left, 1.0))
+        time.sleep(min(METADATA_RETRY_S, left))
 
     def _settled(self, mark: int, timeout_s: float = 0.0) -> bool:
         waiting, done = self._waiting, self._done

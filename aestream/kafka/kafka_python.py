@@ -15,6 +15,7 @@ import logging
 import math
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -59,6 +60,8 @@ CLOSE_TIMEOUT_MS = 5_000
 # the lag query runs on the loop's thread: a broker gone away stalls the loop this long, not request_timeout_ms
 LAG_TIMEOUT_MS = 2_000
 RECONNECT_BACKOFF_MAX_MS = 1_000
+# between metadata requests that did not list a partition yet (the brokers learn a new one within moments)
+METADATA_RETRY_S = 0.1
 # errors of one message that no retry cures (its size, its contents): dead-lettered, not raised
 _REFUSALS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
 
@@ -101,13 +104,17 @@ def open_source(
     return KafkaSource(cfg, on_revoke, on_assign, decode)
 
 
-def open_sink(cfg: KafkaConfig, on_refused: OnRefused | None = None) -> KafkaSink:
-    """The producer of the configured client library (``kafka.client``); ``on_refused`` counts refused messages."""
+def open_sink(cfg: KafkaConfig, on_refused: OnRefused | None = None, topics: Iterable[str] = ()) -> KafkaSink:
+    """The producer of the configured client library (``kafka.client``); ``on_refused`` counts refused messages.
+    ``topics``: those it will send to, whose metadata kafka-python's producer fetches now (librdkafka queues a
+    message for a topic it has no metadata for, and fetches it)."""
     if cfg.client == "confluent":
         from aestream.kafka.confluent import ConfluentSink
 
         return ConfluentSink(cfg, on_refused=on_refused)  # type: ignore[return-value]
-    return KafkaSink(cfg, on_refused=on_refused)
+    sink = KafkaSink(cfg, on_refused=on_refused)
+    sink.learn(topics)
+    return sink
 
 
 def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 30.0,
@@ -516,10 +523,21 @@ class KafkaSink(RefusingSink):
         # ~10 µs a send on the worker's thread: a closure, and a lock taken)
         self._futures: deque[tuple[Outgoing, Any]] = deque()
 
+    def learn(self, topics: Iterable[str]) -> None:
+        """Fetch the metadata of ``topics`` now, while the broker answers: kafka-python's producer blocks a send to
+        a topic it has none for (up to its ``max_block_ms``), and once it has some it keeps it. A send to one of
+        them during an outage is then queued, and delivered when the broker is back. Blocks while the broker does
+        not answer, or does not know a topic and creates none (``auto.create.topics.enable``)."""
+        for topic in topics:
+            try:
+                self.producer.partitions_for(topic)
+            except KafkaTimeoutError as e:
+                raise DeliveryError(f"no metadata for topic {topic!r}: {e} (the broker was unreachable, or the topic "
+                                    "does not exist and the broker creates none: create it)") from e
+
     def _produce(self, msg: Outgoing) -> str | None:
         try:
-            fut = self.producer.send(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None,
-                                     partition=msg.partition)
+            fut = self._send(msg)
         except _REFUSALS as e:  # above max_request_size: refused before it is sent
             return f"{type(e).__name__}: {e}"
         except KafkaTimeoutError as e:  # no metadata for a topic not sent to yet, or a full buffer: the broker away
@@ -528,6 +546,34 @@ class KafkaSink(RefusingSink):
         self._futures.append((msg, fut))
         self._sent += 1
         return None
+
+    def _send(self, msg: Outgoing) -> Any:
+        try:
+            return self.producer.send(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None,
+                                      partition=msg.partition)
+        except ValueError:  # "Unrecognized partition": one added since the producer's metadata (a grown changelog)
+            if msg.partition is None:
+                raise
+        self._await_partition(msg.topic, msg.partition)
+        return self.producer.send(msg.topic, value=msg.value, key=msg.key, headers=msg.headers or None,
+                                  partition=msg.partition)
+
+    def _await_partition(self, topic: str, partition: int) -> None:
+        """Refresh the producer's metadata until it lists ``partition`` of ``topic`` (kafka-python has no public
+        call for it: its own refresh comes every ``metadata_max_age_ms``, 5 minutes by default)."""
+        md = self.producer._metadata
+        deadline = time.monotonic() + self.producer.config["max_block_ms"] / 1000
+        while partition not in (md.partitions_for_topic(topic) or ()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeliveryError(f"producing to {topic} failed: the producer's metadata does not list its "
+                                    f"partition {partition}; the records since the last commit are read again")
+            answered = threading.Event()
+            md.request_update().add_both(lambda event, _: event.set(), answered)
+            self.producer._sender.wakeup()
+            answered.wait(min(left, 1.0))
+            if partition not in (md.partitions_for_topic(topic) or ()):
+                time.sleep(min(METADATA_RETRY_S, max(deadline - time.monotonic(), 0.0)))
 
     def _settled(self, mark: int, timeout_s: float = 0.0) -> bool:
         futures = self._futures

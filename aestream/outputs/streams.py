@@ -295,6 +295,9 @@ class StreamsStage(Stage):
         self.latent_residual_step_std = latent_residual_step_std
         self._unfit_sensors: set[str] = set()
 
+    def topics(self) -> tuple[str, ...]:
+        return tuple(t for t in (self.denoised_topic, self.latent_topic) if t)
+
     def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
         fresh = [s for s in scored if not s.replay]
         b = self.bundle()

@@ -111,6 +111,9 @@ class ReservoirStage(Stage):
         out, self._out = self._out, []
         return out
 
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic,) if self.topic else ()
+
     def forget(self, sensors: Iterable[str]) -> None:
         for sensor in sensors:  # their partitions moved: the new owner offers their windows from now on
             self._tracks.pop(sensor, None)

@@ -86,6 +86,10 @@ class Stage:
         them: drop what is left of theirs (sensors restored with them that sent nothing since)."""
         return None
 
+    def topics(self) -> tuple[str, ...]:
+        """The topics this stage may send to (but changelogs): the worker's producer learns them at start."""
+        return ()
+
     def on_calibration(self, sensor: str, end_ms: int, baseline: Any) -> list[Outgoing]:
         """``sensor`` started calibrating its baseline (``baseline`` None) or finished it (a
         :class:`~aestream.detect.baselines.Baseline`), at its window ending at ``end_ms``."""
