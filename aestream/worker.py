@@ -319,7 +319,17 @@ class Worker:
         """One poll → process (events are sent as they are found) → commit, at most every
         ``kafka.commit_interval_ms`` and whenever a poll comes back empty (with only state to write, too): after
         records the commit goes on in flight (:meth:`_begin_commit`, :meth:`_advance_commit`), after an empty poll
-        the step waits for it (:meth:`_await_commit`); without a sink that reports acknowledgements it flushes."""
+        the step waits for it (:meth:`_await_commit`); without a sink that reports acknowledgements it flushes.
+        A step that raises leaves the worker as a failed delivery does (:meth:`_lose`): a send that raised queued
+        nothing, while the state already counts its message sent."""
+        try:
+            return self._step()
+        except Exception as e:
+            if self._lost is None:
+                self._lose(e)
+            raise
+
+    def _step(self) -> StepStats:
         self._check_delivered()
         t0 = time.perf_counter()
         self.refresh_model()
@@ -467,7 +477,8 @@ class Worker:
             self._unacknowledged = False
 
     def _lose(self, error: BaseException) -> None:
-        """A message sent failed: its event may be lost, so the records since the last commit must be read again.
+        """A message sent failed (or a step raised): its event may be lost, so the records since the last commit
+        must be read again.
         This worker commits no offset and writes no state from now on (its state may reflect the lost events: the
         next owner replays those records and rebuilds it); :meth:`close` only closes the clients."""
         self._lost = error
@@ -802,8 +813,10 @@ class Worker:
                     for msg in out:
                         self.sink.send(msg)
             if undelivered:
-                log.warning("stopping without committing the offsets processed since the last commit (a message "
-                            "sent failed: %s); those records are read again at the next start", self._lost)
+                log.warning("stopping without committing the offsets processed since the last commit (%s: %s); "
+                            "those records are read again at the next start",
+                            "a message sent failed" if isinstance(self._lost, DeliveryError) else "a step failed",
+                            self._lost)
             else:
                 self.commit(CLOSE_FLUSH_S)
         except DeliveryError as e:  # the broker away: a stop does not wait for it any longer

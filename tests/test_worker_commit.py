@@ -221,6 +221,47 @@ def test_after_a_failed_flush_the_stop_writes_no_state_of_the_lost_events(train_
     assert log.calls == []
 
 
+class _RaisingSend(_Producer):
+    """A sink whose send to ``topic`` raises once, as kafka-python's does after max_block_ms (no metadata, a full
+    buffer): the message is not queued."""
+
+    def __init__(self, changelog: _Changelog, topic: str) -> None:
+        super().__init__(changelog)
+        self.topic: str | None = topic
+
+    def send(self, msg: Outgoing) -> None:
+        if msg.topic == self.topic:
+            self.topic = None
+            raise DeliveryError(f"producing to {msg.topic} failed: KafkaTimeoutError")
+        super().send(msg)
+
+
+def test_a_send_that_raised_writes_no_state_and_commits_nothing_so_the_next_owner_emits_its_event(
+        train_small: Any, one_model: Any, tmp_path: Any) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
+                           paths={"state_dir": str(tmp_path)})
+    bundle, changelog = train_small(cfg), _Changelog()
+
+    def worker(sink: _Producer, log: _Log) -> Worker:
+        stage = build_alert_stage(cfg, changelog=changelog)
+        assert stage is not None
+        w = Worker(cfg, log, sink, one_model(bundle, threshold=1e-9), stages=[stage])
+        w.refresh_model(force=True)
+        stage.on_assigned([("in", 0)])
+        return w
+
+    log = _Log([_poll(0, 10)])
+    first = worker(_RaisingSend(changelog, cfg.alerts.topic), log)  # the episode's opened alert is not queued
+    with pytest.raises(DeliveryError):
+        first.step()
+    first.close()  # as run() closes after a failed step
+    assert changelog.log == {} and log.calls == []
+    again = _Producer(changelog)
+    worker(again, _Log([_poll(0, 10)])).step()  # the next owner reads the same records
+    assert [json.loads(m.value)["type"] for m in again.delivered if m.topic == cfg.alerts.topic] == ["opened"]
+
+
 class _AckLog(_Log):
     """A source and a sink whose messages are acknowledged when the test says (:meth:`ack`), as a Kafka sink's
     are by the broker while the worker goes on polling."""
