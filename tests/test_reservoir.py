@@ -174,6 +174,16 @@ def test_a_short_fault_then_a_silence_then_one_alarm_is_not_a_regime_change() ->
     assert not stage.in_regime_change("s")
 
 
+@pytest.mark.parametrize("span_s", [120, 40])  # sliding windows (overlapping), tumbling (each after the last)
+def test_a_slow_sensor_in_alarm_without_a_break_is_a_regime_change(span_s: int) -> None:
+    r = _reservoir()
+    stage = _stage(r, guard_s=10.0, regime_s=300.0)  # its windows end 40 s apart: more than guard_s
+    for end_ms in range(100_000, 1_000_000, 40_000):
+        stage.offer(Window("slow", end_ms - span_s * 1000 + 1, end_ms, np.ones((W, C), np.float32)), alarm=True)
+    assert stage.in_regime_change("slow")
+    assert len(r) > 0
+
+
 def test_a_reservoir_loaded_under_a_longer_half_life_keeps_taking_new_windows(tmp_path: Path) -> None:
     t0 = 1_767_225_600_000
     old = _reservoir(capacity=100, half_life_s=3600.0)

@@ -7,8 +7,9 @@
   no alarm, and only if no alarm window ended within ``guard_s`` before its start: windows next to an anomaly
   (its onset before detection, its tail after) never count as normal.
 * A window in **alarm** opens (or extends) the sensor's alarm episode; an episode ends after ``guard_s`` of event
-  time without alarm, whether windows came meanwhile or the sensor was silent: an alarm after that opens a new
-  episode. A short episode's windows are discarded.
+  time without alarm, whether windows came meanwhile or the sensor was silent: an alarm window that starts after
+  that opens a new episode (one reaching back within ``guard_s`` of the last alarm extends it, however far apart
+  a slow sensor's windows end). A short episode's windows are discarded.
 * **Sustained shift**: an episode that lasts ``regime_change_after_s`` is taken for a regime change (a sensor
   serviced, recalibrated, moved to another operating point): the episode's windows from its start on, and every
   later window of the sensor while the episode lasts, are admitted, so the next retrain learns the new regime
@@ -154,8 +155,10 @@ class ReservoirStage(Stage):
     def offer(self, w: Window, alarm: bool) -> None:
         """Apply the rules of the module docstring to one scored window of ``w.sensor``."""
         t = self._tracks.setdefault(w.sensor, _Track())
-        if t.last_alarm_ms is not None and w.end_ms - t.last_alarm_ms > self.guard_ms:
-            # the episode is over, whatever came since its last alarm (a silence too): an alarm now opens another
+        if t.last_alarm_ms is not None and (w.start_ms if alarm else w.end_ms) - t.last_alarm_ms > self.guard_ms:
+            # the episode is over, whatever came since its last alarm (a silence too): an alarm now opens another.
+            # An alarm window that reaches back within guard_s of the last one continues it, however far apart a
+            # slow sensor's windows end
             t.episode_start_ms, t.episode, t.regime_change = None, [], False
         if alarm:
             self._on_alarm(t, w)
