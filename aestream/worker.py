@@ -553,15 +553,16 @@ class Worker:
 
     def _late_reports(self, stats: StepStats, now: float) -> list[LateReport]:
         """The sensors that just reached ``stream.n_late_report`` late readings within a minute, logged."""
-        if not stats.late_by_sensor:
+        if not stats.late_by_sensor and not self.lateness.due:
             return []
         reports = self.lateness.observe(stats.late_by_sensor, now, int(self.wall_clock() * 1000))
         if reports:
-            log.warning("%s within %.0f s (stream.n_late_report = %d): each was not after its sensor's newest "
-                        "reading (duplicates, retries, or a clock fault at the source)",
-                        ", ".join(f"sensor {r.sensor} dropped {r.n_late} late readings" for r in reports[:10])
+            log.warning("%s (stream.n_late_report = %d): each was not after its sensor's newest reading "
+                        "(duplicates, retries, or a clock fault at the source)",
+                        ", ".join(f"sensor {r.sensor} dropped {r.n_late} late readings within {r.period_s:.0f} s"
+                                  for r in reports[:10])
                         + (f" and {len(reports) - 10} more sensors" if len(reports) > 10 else ""),
-                        reports[0].period_s, self.lateness.n_report)
+                        self.lateness.n_report)
         return reports
 
     def _window(self, records: list[Record], closed: _Closed, stats: StepStats, now: float) -> None:

@@ -28,3 +28,14 @@ def test_a_sensor_is_counted_afresh_once_a_period_passed_without_a_report() -> N
     assert w.observe({"s": 99}, now=0.0) == []
     assert w.observe({"s": 99}, now=60.0) == []  # the first 99 fell out of the count
     assert [r.n_late for r in w.observe({"s": 1}, now=61.0)] == [100]
+
+
+def test_a_count_held_back_by_the_last_report_is_reported_after_it_with_every_reading_since() -> None:
+    w = LateWatch(100, 60.0)
+    w.observe({"s": 1}, now=0.0)
+    assert [r.n_late for r in w.observe({"s": 99}, now=59.0)] == [100]
+    assert w.observe({"s": 100}, now=61.0) == [], "two seconds after the last report"
+    assert w.observe({"s": 50}, now=100.0) == []  # past its count's period: it goes on counting, not afresh
+    reports = w.observe({}, now=125.0)  # no late reading in this step: the report waiting is made anyway
+    assert [(r.sensor, r.n_late, r.period_s) for r in reports] == [("s", 150, 64.0)]
+    assert not w.due and w.observe({"s": 1}, now=126.0) == []
