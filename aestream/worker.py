@@ -820,6 +820,8 @@ class Worker:
                             self._lost)
             else:
                 self.commit(CLOSE_FLUSH_S)
+                if self._uncommitted:  # delivered, but the broker did not commit the offsets (kept for a retry)
+                    raise DeliveryError("the broker did not commit the offsets")
         except DeliveryError as e:  # the broker away: a stop does not wait for it any longer
             undelivered = True
             raise DeliveryError(f"stopped without committing the last offsets: {e}. The records since the last "

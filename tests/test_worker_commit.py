@@ -97,6 +97,16 @@ def test_an_empty_poll_and_shutdown_each_commit_what_is_pending(setup: Any) -> N
     assert log.calls[-1] == ("commit", {("in", 0): 30})
 
 
+def test_a_stop_whose_last_commit_the_broker_did_not_take_says_so_and_fails(setup: Any) -> None:
+    worker, log, _ = setup
+    worker.step()
+    log.refuse_commits = 1  # the broker away: every event acknowledged, the offsets not committed
+    with pytest.raises(DeliveryError, match="stopped without committing the last offsets: the broker did not "
+                                            "commit the offsets. The records since the last commit are read again"):
+        worker.close()
+    assert log.calls == [("flush", 7), ("refused", {("in", 0): 10})]
+
+
 def test_offsets_whose_events_failed_to_flush_are_never_committed(setup: Any) -> None:
     worker, log, now = setup
     worker.step()

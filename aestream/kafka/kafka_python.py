@@ -60,6 +60,9 @@ CLOSE_TIMEOUT_MS = 5_000
 # the lag query runs on the loop's thread: a broker gone away stalls the loop this long, not request_timeout_ms
 LAG_TIMEOUT_MS = 2_000
 RECONNECT_BACKOFF_MAX_MS = 1_000
+# a commit that waits for the broker's answer (a stop's last one): kafka-python's own bound is request_timeout_ms
+# (30 s), which with the consumer's close would outlast the grace deploy/ gives a stop during an outage
+COMMIT_TIMEOUT_MS = 10_000
 # between metadata requests that did not list a partition yet (the brokers learn a new one within moments)
 METADATA_RETRY_S = 0.1
 # errors of one message that no retry cures (its size, its contents): dead-lettered, not raised
@@ -393,11 +396,12 @@ class KafkaSource:
         todo, meta = self._to_commit(offsets, metadata)
         try:
             try:
-                self.consumer.commit(todo)
+                self.consumer.commit(todo, timeout_ms=COMMIT_TIMEOUT_MS)
             except OffsetMetadataTooLargeError:
                 self._send_metadata = False
                 warn_metadata_refused(meta)
-                self.consumer.commit({tp: OffsetAndMetadata(om.offset, "", -1) for tp, om in todo.items()})
+                self.consumer.commit({tp: OffsetAndMetadata(om.offset, "", -1) for tp, om in todo.items()},
+                                     timeout_ms=COMMIT_TIMEOUT_MS)
             return True
         except KafkaError as e:  # CommitFailedError after a rebalance, or no coordinator (the broker is down)
             commit_failed(e)
