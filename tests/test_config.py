@@ -91,6 +91,7 @@ def test_a_key_left_out_takes_the_value_the_shipped_config_shows() -> None:
 
 def test_the_shipped_config_shows_every_key_a_user_may_set_in_a_file() -> None:
     import dataclasses
+
     import tomllib
 
     def keys(obj: object, prefix: str = "") -> set[str]:

@@ -101,8 +101,8 @@ def test_a_stop_whose_last_commit_the_broker_did_not_take_says_so_and_fails(setu
     worker, log, _ = setup
     worker.step()
     log.refuse_commits = 1  # the broker away: every event acknowledged, the offsets not committed
-    with pytest.raises(DeliveryError, match="stopped without committing the last offsets: the broker did not "
-                                            "commit the offsets. The records since the last commit are read again"):
+    with pytest.raises(DeliveryError, match=r"stopped without committing the last offsets: the broker did not "
+                                            r"commit the offsets\. The records since the last commit are read again"):
         worker.close()
     assert log.calls == [("flush", 7), ("refused", {("in", 0): 10})]
 
