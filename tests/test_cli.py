@@ -148,6 +148,25 @@ def test_a_second_signal_while_the_worker_starts_exits_at_once(
     assert exit_.value.code == 128 + signal.SIGINT
 
 
+def test_a_broker_that_does_not_answer_at_start_is_one_line_and_exit_1(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import free_port
+    from kafka import KafkaConsumer
+
+    import aestream.app
+
+    def build_app(cfg: Any, device: str | None = None) -> Any:  # the worker's first client, with a shorter wait
+        return KafkaConsumer(bootstrap_servers=[f"127.0.0.1:{free_port()}"], bootstrap_timeout_ms=300)
+
+    monkeypatch.setattr(aestream.app, "build_app", build_app)
+    assert main(["run"]) == 1  # systemd restarts it
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("aestream: error:")]
+    assert len(said) == 1 and "Traceback" not in err
+    assert said[0].startswith("aestream: error: KafkaTimeoutError: Unable to bootstrap from ['127.0.0.1:")
+    assert "no broker answered; check kafka.bootstrap_servers" in said[0]
+
+
 class _StoppingApp(_StartingApp):
     """Stands in for a worker whose stop waits on a broker that is away: Ctrl-C, then Ctrl-C again while it waits."""
 

@@ -183,6 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        from aestream.kafka.kafka_python import unreachable
+
+        if not unreachable(e):
+            raise
+        print(f"aestream: error: {e}: no broker answered; check kafka.bootstrap_servers (or "
+              "AESTREAM_KAFKA_BOOTSTRAP_SERVERS) and that the brokers run (a restart tries again)", file=sys.stderr)
+        return 1
 
 
 def _load(path: str | None) -> Config:

@@ -50,7 +50,7 @@ from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
 
 __all__ = ["KafkaSink", "KafkaSource", "client_options", "ensure_topics", "open_sink", "open_source",
-           "tail_topic", "wait_for_broker"]
+           "tail_topic", "unreachable", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -634,6 +634,11 @@ class KafkaSink(RefusingSink):
                         "records' offsets were not committed)", left)
             self.producer._sender.force_close()  # no public way to drop what the broker did not take
             self.producer.close(timeout=FORCED_CLOSE_S)
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` is kafka-python's failure to reach any of the bootstrap servers (a client's start)."""
+    return isinstance(error, KafkaTimeoutError) and "Unable to bootstrap" in str(error)
 
 
 def wait_for_broker(cfg: KafkaConfig, timeout_s: float = 60.0) -> None:
