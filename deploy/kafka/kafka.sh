@@ -6,7 +6,8 @@
 #   deploy/kafka/kafka.sh fetch                only fetch the jars
 #
 # DIR defaults to $AESTREAM_KAFKA_DIR or /tmp/aestream-kafka-PORT; PORT defaults to 19092.
-# The controller listens on PORT+1. Logs go to DIR/server.log.
+# The controller listens on PORT+1. Logs go to DIR/server.log. Each start formats DIR/data afresh: a broker for a
+# demo or a test run, whose topics and offsets do not outlive it (production: your own cluster).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 lib="$here/lib"
