@@ -98,7 +98,10 @@ class ConfluentSource:
             "max.poll.interval.ms": cfg.max_poll_interval_ms,
             "on_commit": self._commit_answered,
         })
-        self.consumer.subscribe(list(cfg.input_topics), on_assign=self._assigned_cb, on_revoke=self._revoked_cb)
+        # subscribed at the first poll: librdkafka joins the group in the background, and a member that does not
+        # poll (a worker waiting for its first model) would hold partitions that no other member then reads, and
+        # stall the group's rebalances, until max.poll.interval.ms (kafka-python joins in poll)
+        self._subscribed = False
 
     def _assigned_cb(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         parts = sorted((tp.topic, tp.partition) for tp in tps)
@@ -140,6 +143,10 @@ class ConfluentSource:
         confluent-kafka 2.12): at a low rate every reading waited ``poll_timeout_ms`` (200 ms) to be read."""
         timeout = (self.cfg.poll_timeout_ms if timeout_ms is None else timeout_ms) / 1000
         n = max_records or self.cfg.max_poll_records
+        if not self._subscribed:
+            self.consumer.subscribe(list(self.cfg.input_topics), on_assign=self._assigned_cb,
+                                    on_revoke=self._revoked_cb)
+            self._subscribed = True
         msgs = self.consumer.consume(num_messages=n, timeout=0)
         if not msgs and timeout > 0:
             first = self.consumer.poll(timeout)
