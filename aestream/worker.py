@@ -813,6 +813,9 @@ class Worker:
                 if not undelivered:
                     for msg in out:
                         self.sink.send(msg)
+                elif out:  # webhook deliveries given up on, say: their records may be committed already
+                    log.warning("%d message(s) of %s not sent (%s): %s", len(out), type(stage).__name__,
+                                "the worker stops after a failure", ", ".join(sorted({m.topic for m in out})))
             if undelivered:
                 log.warning("stopping without committing the offsets processed since the last commit (%s: %s); "
                             "those records are read again at the next start",

@@ -272,6 +272,28 @@ def test_a_send_that_raised_writes_no_state_and_commits_nothing_so_the_next_owne
     assert [json.loads(m.value)["type"] for m in again.delivered if m.topic == cfg.alerts.topic] == ["opened"]
 
 
+def test_a_stop_after_a_failure_names_what_the_stages_had_left_to_send(setup: Any,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from aestream.stream.stages import Stage
+
+    class _Leftover(Stage):
+        def close(self) -> list[Outgoing]:  # a webhook delivery given up on: its dead letter
+            return [Outgoing("dlq", b"event", b"s")]
+
+    worker, log, now = setup
+    worker.stages.append(_Leftover())
+    worker.step()
+    log.fail_flush = True
+    now[0] = 0.2
+    with pytest.raises(RuntimeError, match="producing failed"):
+        worker.step()
+    sent = log.unflushed
+    with caplog.at_level(logging.WARNING, logger="aestream.worker"):
+        worker.close()
+    assert "1 message(s) of _Leftover not sent (the worker stops after a failure): dlq" in caplog.text
+    assert log.unflushed == sent
+
+
 class _AckLog(_Log):
     """A source and a sink whose messages are acknowledged when the test says (:meth:`ack`), as a Kafka sink's
     are by the broker while the worker goes on polling."""
