@@ -143,3 +143,24 @@ def test_a_partition_added_to_the_input_topic_while_running_is_restored_from_a_g
         consumer.close()
     # the same (running) worker's changelog is given the new partition: it used to wait 10 s and raise
     assert changelog.restore([(source, 2)]) == {}
+
+
+def test_a_changelog_partition_shared_by_two_input_topics_restores_each_topics_keys_apart(
+        kafka_config: Config) -> None:
+    from aestream.kafka.kafka_python import ensure_topics, open_sink
+
+    first, second = kafka_config.kafka.input_topics[0], f"{kafka_config.kafka.input_topics[0]}-b"
+    cfg = kafka_config.replace(kafka={"input_topics": (first, second)})
+    ensure_topics(cfg.kafka, {first: 1, second: 1})
+    changelog = KafkaChangelog(cfg.kafka, changelog_topic(cfg), timeout_s=10.0)
+    changelog.ensure()
+    sink = open_sink(cfg.kafka)
+    try:  # both topics' partition 0 write to the changelog's partition 0
+        sink.send(changelog.record((first, 0), "pump-1", b"state of pump-1"))
+        sink.send(changelog.record((second, 0), "fan-1", b"state of fan-1"))
+        sink.flush(30)
+    finally:
+        sink.close()
+    assert changelog.restore([(first, 0)]) == {(first, 0): {"pump-1": b"state of pump-1"}}
+    assert changelog.restore([(first, 0), (second, 0)]) == {(first, 0): {"pump-1": b"state of pump-1"},
+                                                           (second, 0): {"fan-1": b"state of fan-1"}}
