@@ -150,13 +150,18 @@ def test_a_second_signal_while_the_worker_starts_exits_at_once(
 
 def test_a_broker_that_does_not_answer_at_start_is_one_line_and_exit_1(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from conftest import free_port
+    import socket
+
     from kafka import KafkaConsumer
 
     import aestream.app
 
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+
     def build_app(cfg: Any, device: str | None = None) -> Any:  # the worker's first client, with a shorter wait
-        return KafkaConsumer(bootstrap_servers=[f"127.0.0.1:{free_port()}"], bootstrap_timeout_ms=300)
+        return KafkaConsumer(bootstrap_servers=[f"127.0.0.1:{port}"], bootstrap_timeout_ms=300)
 
     monkeypatch.setattr(aestream.app, "build_app", build_app)
     assert main(["run"]) == 1  # systemd restarts it
