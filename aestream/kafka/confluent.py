@@ -39,6 +39,9 @@ _REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO
 PARTITION_WAIT_S = 60.0
 METADATA_RETRY_S = 0.1
 
+# the lag's requests to the broker (watermarks, committed offsets), on the loop's thread
+LAG_TIMEOUT_S = 2.0
+
 # an asynchronous commit: what librdkafka was asked (the partitions still ours), the offsets given, the metadata
 _AsyncCommit = tuple[dict[Partition, int], dict[Partition, int], dict[Partition, str], CommitDone]
 
@@ -242,11 +245,21 @@ class ConfluentSource:
         done(offsets, False)
 
     def lag(self) -> dict[Partition, int]:
+        """Messages left to read per assigned partition: from the watermark the fetches brought (asked for until
+        the first came) to the position, or, before a message of the partition was read, to its committed
+        offset or where ``auto_offset_reset`` starts it."""
         out = {}
         for t, p in self._assigned:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=5, cached=True)
-            pos = self.consumer.position([TopicPartition(t, p)])[0].offset
-            out[(t, p)] = max(high - pos, 0) if pos >= 0 else high
+            tp = TopicPartition(t, p)
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=LAG_TIMEOUT_S, cached=True)
+            if high < 0:  # no fetch answered yet
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=LAG_TIMEOUT_S)
+            pos = self.consumer.position([tp])[0].offset
+            if pos < 0:
+                pos = self.consumer.committed([tp], timeout=LAG_TIMEOUT_S)[0].offset
+            if pos < 0:
+                pos = low if self.cfg.auto_offset_reset == "earliest" else high
+            out[(t, p)] = max(high - pos, 0)
         return out
 
     def close(self) -> None:

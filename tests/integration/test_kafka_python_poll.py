@@ -151,3 +151,39 @@ def test_a_transaction_its_producer_aborted_is_read_only_when_asked(topics: Conf
         assert got == expected, "both clients read committed records only, unless told otherwise"
     finally:
         source.close()
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+@pytest.mark.parametrize(("reset", "committed", "left"), [
+    ("latest", None, 0),  # caught up: nothing to read
+    ("earliest", None, 50),  # all of it
+    ("latest", 30, 20),  # from the group's committed offset
+])
+def test_the_lag_of_a_partition_just_assigned_is_what_is_left_to_read(
+        kafka_config: Config, kafka_tools: Any, client: str, reset: str, committed: int | None, left: int) -> None:
+    cfg = kafka_config.replace(kafka={"client": client, "rebuild_lookback_messages": 0, "auto_offset_reset": reset})
+    topic = cfg.kafka.input_topics[0]
+    ensure_topics(cfg.kafka, {topic: 1})
+    kafka_tools["produce"](cfg, [(b"s1", b"{}")] * 50)
+    if committed is not None:
+        first = open_source(cfg.kafka)
+        try:
+            _assigned(first)
+            assert first.commit({(topic, 0): committed})
+        finally:
+            first.close()
+    source = open_source(cfg.kafka)
+    try:
+        n_read = _assigned(source)
+        assert source.lag() == {(topic, 0): left - n_read}
+    finally:
+        source.close()
+
+
+def _assigned(source: Any) -> int:
+    """Poll until ``source`` has its partition; the records read meanwhile."""
+    n_read, deadline = 0, time.monotonic() + 30
+    while not source.assignment() and time.monotonic() < deadline:
+        n_read += len(source.poll(timeout_ms=0, max_records=1))
+    assert source.assignment(), "no partition within 30 s"
+    return n_read
