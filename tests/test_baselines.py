@@ -10,7 +10,7 @@ import pytest
 
 from aestream.commands.simulate import Plant
 from aestream.config import Config
-from aestream.detect.baselines import Baseline, SensorBaselines, sliding_windows
+from aestream.detect.baselines import Baseline, SensorBaselines, fit_baseline, sliding_windows
 from aestream.stream.codec import encode_reading
 from aestream.stream.messages import Outgoing, Record
 from aestream.stream.stages import Stage
@@ -126,6 +126,76 @@ def test_a_sensors_own_scales_standardise_its_windows(train_small: Any, dtype: t
 def test_a_baseline_travels_as_json() -> None:
     b = Baseline(np.array([1.0, 2.0]), np.array([0.5, 0.25]), np.array([1e-3, 2e-3]), 3.25, "v0007", 400)
     assert Baseline.from_dict(b.to_dict()) == b
+
+
+def _fit(cfg: Config, bundle: Any, readings: np.ndarray) -> Baseline:
+    return fit_baseline([readings], bundle.scorer, cfg.threshold, window_size=16, stride=1, model_version="v0001",
+                        min_std_fraction=0.1)[0]
+
+
+def test_a_channel_steadier_than_the_fleet_is_scaled_by_min_std_fraction_of_the_fleet_s_spread(
+        train_small: Any) -> None:
+    cfg = _cfg()
+    bundle = train_small(cfg)
+    readings = np.random.default_rng(7).normal(5.0, 2.0, (100, 4))
+    readings[:, 2] = 3.0  # a channel stuck at one value
+    baseline = _fit(cfg, bundle, readings)
+    assert baseline.std[2] == 0.1 * bundle.scorer.preprocessor.std[2]
+    np.testing.assert_allclose(baseline.std[[0, 1, 3]], readings[:, [0, 1, 3]].std(axis=0), rtol=1e-12)
+
+
+def test_a_sensor_s_error_scale_is_each_channel_s_mean_error_over_its_calibration_windows(train_small: Any) -> None:
+    cfg = _cfg()
+    bundle = train_small(cfg)
+    readings = np.random.default_rng(8).normal(5.0, 2.0, (100, 4))
+    baseline = _fit(cfg, bundle, readings)
+    windows = sliding_windows(readings, 16, 1)
+    rows = np.tile(baseline.mean, (len(windows), 1)), np.tile(baseline.std, (len(windows), 1))
+    np.testing.assert_allclose(baseline.channel_scale,
+                               bundle.scorer.raw_channel_errors(windows, *rows).mean(axis=0), rtol=1e-9)
+
+
+_OLD = Baseline(np.zeros(4), np.ones(4), np.ones(4), 1.0, "v0001", 100)
+
+
+def test_a_refit_after_a_swap_learns_from_the_normal_windows_only(train_small: Any) -> None:
+    cfg = _cfg()  # n_refresh_windows = 10
+    scorer = train_small(cfg).scorer
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
+    base.restore({"s": _OLD})
+    errors = np.random.default_rng(9).uniform(0.5, 1.5, (12, 4))
+    alarms = np.zeros(12, dtype=bool)
+    alarms[[3, 7]] = True
+    errors[alarms] = 1000.0  # a fault's errors
+    (sensor, refit), = base.refresh(["s"] * 12, errors, alarms, scorer, "v0002")
+    assert sensor == "s" and refit.model_version == "v0002" and base.ready["s"] is refit
+    np.testing.assert_allclose(refit.channel_scale, errors[~alarms].mean(axis=0), rtol=1e-12)
+
+
+def test_a_restored_baseline_ends_the_calibration_under_way_of_its_sensor(train_small: Any) -> None:
+    cfg = _cfg()
+    bundle = train_small(cfg)
+    readings = np.random.default_rng(10).normal(5.0, 2.0, (50, 4))
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
+    base.split(_windows(cfg, readings, START_MS + 1000 * np.arange(50)), bundle.scorer, "v0001")
+    assert base.n_calibrating == 1  # 50 of its 100 readings
+    assert base.restore({"s": _OLD}) == {"s": _OLD}
+    assert base.n_calibrating == 0 and base.ready["s"] is _OLD
+
+
+def test_a_forgotten_sensor_s_refit_takes_none_of_the_errors_gathered_before(train_small: Any) -> None:
+    cfg = _cfg()  # n_refresh_windows = 10
+    scorer = train_small(cfg).scorer
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
+    base.restore({"s": _OLD})
+    errors = np.random.default_rng(11).uniform(0.5, 1.5, (16, 4))
+    normal = np.zeros(6, dtype=bool)
+    assert base.refresh(["s"] * 6, errors[:6], normal, scorer, "v0002") == []
+    base.forget(["s"])  # its partition moved away, and came back
+    base.restore({"s": _OLD})
+    assert base.refresh(["s"] * 6, errors[6:12], normal, scorer, "v0002") == []  # 6 of 10, not 12
+    (_, refit), = base.refresh(["s"] * 4, errors[12:], normal[:4], scorer, "v0002")
+    np.testing.assert_allclose(refit.channel_scale, errors[6:].mean(axis=0), rtol=1e-12)
 
 
 class _Calibrations(Stage):

@@ -214,6 +214,19 @@ def test_out_of_range_values_name_the_key_the_value_and_the_fix(doc: dict, messa
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("doc", [
+    {"stream": {"window_size": 8, "stride": 8}},
+    {"stream": {"window_size": 2}},
+    {"threshold": {"k": 3, "n": 3}},
+    {"baselines": {"min_std_fraction": 1.0}},
+    {"retrain": {"gate_recall_tolerance": 1.0}},
+], ids=["stride==window_size", "window_size=2", "k==n", "min_std_fraction=1", "gate_recall_tolerance=1"])
+def test_a_value_at_the_edge_of_its_range_is_accepted(doc: dict) -> None:
+    cfg = parse_config(doc)
+    for section, table in doc.items():
+        assert {key: getattr(getattr(cfg, section), key) for key in table} == table
+
+
 @pytest.mark.parametrize(
     ("alerts", "message"),
     [

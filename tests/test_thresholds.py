@@ -77,3 +77,19 @@ def test_a_rule_with_other_k_n_or_smoothing_starts_afresh(changed: dict[str, int
     old.update("s", 3.0)
     new = AlarmRule(1.0, **{"k": 2, "n": 3, "smoothing": 2, **changed})
     assert not new.carry(old) and new.update("s", 0.0) == (0.0, False)
+
+
+def test_the_threshold_is_calibrated_on_the_scores_smoothed_as_the_rule_smooths_them() -> None:
+    scores = np.tile([0.0, 0.0, 0.0, 0.0, 10.0], 20)  # every trailing mean of 5 from the 5th on is 2.0
+    assert calibrate_threshold(scores, ThresholdConfig(quantile=0.5, factor=1.0, smoothing=5)) == 2.0
+    assert calibrate_threshold(scores, ThresholdConfig(quantile=0.5, factor=1.0, smoothing=1)) == 0.0
+
+
+def test_a_dropped_sensor_is_judged_by_the_shared_threshold_again() -> None:
+    rule = AlarmRule(threshold=1.0)
+    rule.set_threshold("s", 9.0)
+    rule.set_threshold("other", 2.0)
+    assert rule.update("s", 5.0) == (5.0, False)
+    rule.drop(["s"])
+    assert rule.threshold_for("s") == 1.0
+    assert rule.update("s", 5.0) == (5.0, True)

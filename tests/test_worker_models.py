@@ -19,7 +19,7 @@ from aestream.models.bundle import ModelBundle
 from aestream.models.store import ModelStore
 from aestream.ops.instrument import WorkerMetrics
 from aestream.ops.metrics import Metrics
-from aestream.worker import Worker
+from aestream.worker import Worker, WorkerObserver
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 
@@ -117,6 +117,34 @@ def test_a_refused_version_is_retried_with_backoff_while_the_last_good_one_serve
     now[0] += 1.0
     worker.refresh_model()
     assert worker.bundle.version == "v0003"
+
+
+class _Refusals(WorkerObserver):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def on_model_refused(self, version: str, reason: str) -> None:
+        self.seen.append((version, reason))
+
+
+@pytest.mark.parametrize(("stream", "trained_for"), [
+    ({"window_size": 8}, f"channels {list(CHANNELS)} and window_size 8"),
+    ({"channels": CHANNELS[:3]}, f"channels {list(CHANNELS[:3])} and window_size 16"),
+], ids=["window_size", "channels"])
+def test_a_version_trained_for_another_stream_is_refused_and_the_last_good_one_serves(
+        cfg: Config, train_small: Any, scripted_source: Any, recording_sink: Any, stream: dict[str, Any],
+        trained_for: str) -> None:
+    one, two = train_small(cfg), train_small(cfg.replace(stream=stream))
+    one.version, two.version = "v0001", "v0002"
+    models, refusals = Switch({"v0001": one, "v0002": two}, "v0001"), _Refusals()
+    worker = Worker(cfg, scripted_source([]), recording_sink(), models, clock=lambda: 0.0, observers=[refusals])
+    worker.refresh_model(force=True)
+    models.now = "v0002"
+    worker.refresh_model(force=True)
+    assert worker.bundle is one
+    assert refusals.seen == [("v0002", f"model v0002 was trained for {trained_for}, but stream.channels = "
+                                       f"{list(CHANNELS)} and stream.window_size = 16: retrain it with this config "
+                                       "(aestream train)")]
 
 
 def _readings(first: int, n: int) -> list[Any]:

@@ -76,3 +76,13 @@ def test_restored_state_continues_the_open_episode_without_opening_it_again() ->
     assert ep is None
     assert again.snapshot() != t.snapshot()
     assert again.snapshot()["pump-1"]["cooldown_until_ms"] == 55 + 50
+
+
+def test_a_restored_cooldown_goes_on_suppressing_and_counting() -> None:
+    t = EpisodeTracker(BANDS, n_resolve_windows=2, cooldown_ms=100)
+    run(t, [1.5, 0.5, 0.5, 1.5])  # resolved at end 25: cooldown until 125; the alarm ending at 35 suppressed
+    again = EpisodeTracker(BANDS, n_resolve_windows=2, cooldown_ms=100)
+    again.restore_sensors(t.snapshot())
+    assert run(again, [1.5, 1.5], first=4) == [None, None]  # ends 45 and 55: still in the cooldown
+    assert again.n_suppressed("pump-1") == 3
+    assert run(again, [1.5], first=12) == ["opened"]  # ends at 125: the cooldown is over
