@@ -39,6 +39,8 @@ _REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO
 PARTITION_WAIT_S = 60.0
 METADATA_RETRY_S = 0.1
 
+METADATA_MAX_AGE_MS = 5_000
+
 # the lag's requests to the broker (watermarks, committed offsets), on the loop's thread
 LAG_TIMEOUT_S = 2.0
 
@@ -47,11 +49,14 @@ _AsyncCommit = tuple[dict[Partition, int], dict[Partition, int], dict[Partition,
 
 
 def confluent_options(cfg: KafkaConfig) -> dict[str, Any]:
-    """librdkafka settings for connection and security (SASL/SSL passed through when set)."""
+    """librdkafka settings for connection and security (SASL/SSL passed through when set). Its log lines go to the
+    logger ``librdkafka`` (held at WARNING as kafka-python's ``kafka``), in aestream's form (``--log-json`` too),
+    not straight to stderr."""
     opts: dict[str, Any] = {
         "bootstrap.servers": ",".join(cfg.bootstrap_servers),
         "client.id": cfg.client_id,
         "security.protocol": cfg.security_protocol,
+        "logger": logging.getLogger("librdkafka"),
     }
     optional = {
         "sasl.mechanism": cfg.sasl_mechanism,
@@ -99,6 +104,9 @@ class ConfluentSource:
             "session.timeout.ms": cfg.session_timeout_ms,
             "heartbeat.interval.ms": cfg.heartbeat_interval_ms,
             "max.poll.interval.ms": cfg.max_poll_interval_ms,
+            # an input partition added while the group runs is assigned within seconds, as kafka-python's
+            # metadata_max_age_ms makes it (librdkafka's default: 5 minutes)
+            "topic.metadata.refresh.interval.ms": METADATA_MAX_AGE_MS,
             "on_commit": self._commit_answered,
         })
         # subscribed at the first poll: librdkafka joins the group in the background, and a member that does not

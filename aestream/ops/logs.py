@@ -30,7 +30,7 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
-    """Send aestream's logs to stderr at ``level``; kafka-python's own chatter is held at WARNING (less its I/O
+    """Send aestream's logs to stderr at ``level``; the Kafka clients' own chatter is held at WARNING (less its I/O
     thread's slow-step warning, :func:`_slow_task`). The processes started from now on log in the same form
     (:data:`LOG_JSON_ENV`)."""
     os.environ[LOG_JSON_ENV] = "1" if json_lines else "0"
@@ -60,4 +60,5 @@ def _install(level: str, formatter: logging.Formatter) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    for client in ("kafka", "librdkafka"):  # kafka-python's, and confluent-kafka's (aestream.kafka.confluent)
+        logging.getLogger(client).setLevel(max(logging.WARNING, root.level))
