@@ -108,6 +108,9 @@ class KafkaConfig:
         _require(self.heartbeat_interval_ms < self.session_timeout_ms, "kafka.heartbeat_interval_ms",
                  self.heartbeat_interval_ms, f"use less than kafka.session_timeout_ms ({self.session_timeout_ms}), "
                  "typically a third of it")
+        _require(self.max_poll_interval_ms >= self.session_timeout_ms, "kafka.max_poll_interval_ms",
+                 self.max_poll_interval_ms, f"use at least kafka.session_timeout_ms ({self.session_timeout_ms}): the "
+                 "group would drop a member between two polls before it missed a heartbeat (librdkafka refuses it)")
         _require(self.rebuild_lookback_messages >= 0, "kafka.rebuild_lookback_messages",
                  self.rebuild_lookback_messages, "use 0 (no rebuild) or a positive number of messages")
         _require(len(self.input_topics) > 0, "kafka.input_topics", self.input_topics, "name at least one topic")

@@ -173,6 +173,8 @@ def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str
          "config key kafka.heartbeat_interval_ms = 10000 is invalid: use less than kafka.session_timeout_ms (10000)"),
         ({"kafka": {"max_poll_interval_ms": 0}},
          "config key kafka.max_poll_interval_ms = 0 is invalid: use a positive"),
+        ({"kafka": {"max_poll_interval_ms": 5_000}},
+         "config key kafka.max_poll_interval_ms = 5000 is invalid: use at least kafka.session_timeout_ms (10000)"),
         ({"stream": {"max_message_bytes": 0}}, "config key stream.max_message_bytes = 0 is invalid: use a positive"),
         ({"retrain": {"n_min_windows": 30_000}},
          "config key retrain.n_min_windows = 30000 is invalid: use at most retrain.n_reservoir_windows (20000)"),
