@@ -228,9 +228,10 @@ class TrainerApp:
 
 
 def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
-                  on_outcome: Callable[[RetrainOutcome], None] | None = None) -> TrainerApp:
+                  on_outcome: Callable[[RetrainOutcome], None] | None = None, serve: bool = True) -> TrainerApp:
     """The fleet's trainer (``fleet.retrain_in = "trainer"``): reads ``<group_id>-normal-windows``, publishes to the
-    configured store. Run exactly one: it is the only publisher."""
+    configured store. Run exactly one: it is the only publisher. ``serve=False``: no endpoints (``aestream retrain``,
+    once, maybe beside the running trainer and its port)."""
     from aestream.kafka.normal_windows import NormalWindowsFeed
 
     check_config(cfg)
@@ -251,7 +252,7 @@ def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
     retrainer = Retrainer(cfg, reservoir, open_model_store(cfg), trainer=trainer, on_outcome=outcome)
     feed = NormalWindowsFeed(cfg.kafka, normal_windows_topic(cfg), r.max_age_s)
     app = TrainerApp(feed, reservoir, schedule(retrainer))
-    if o.metrics_enabled:
+    if o.metrics_enabled and serve:
         broker_ok = broker_check(cfg.kafka.bootstrap_servers, o.broker_check_timeout_s)
 
         def alive() -> dict[str, Any]:  # the feed loop turns at least every poll (500 ms) between trainings

@@ -249,7 +249,7 @@ def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
 
     trainer = with_progress(train_bundle_from_windows)  # a bar on the terminal, also from the training subprocess
     if cfg.fleet.retrain_in == "trainer":
-        outcome = build_trainer(cfg, trainer=trainer).run_now()
+        outcome = build_trainer(cfg, trainer=trainer, serve=False).run_now()
     else:
         reservoir, _ = open_reservoir(cfg)
         outcome = Retrainer(cfg, reservoir, open_model_store(cfg), trainer=trainer).run_once(force=True)

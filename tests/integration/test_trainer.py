@@ -93,3 +93,23 @@ def test_np_windows_round_trip_through_the_topic_codec() -> None:
     assert np.array_equal(decode_window(encode_window(w)), w)
     with pytest.raises(ValueError, match=r"2-d float32"):
         decode_window(encode_window(np.zeros(3)))
+
+
+def test_a_retrain_now_beside_the_running_trainer_does_not_need_its_port(
+        kafka_config: Config, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from aestream.commands.cli import main
+
+    with socket.socket() as trainers_port:  # the trainer's endpoints, served on this host
+        trainers_port.bind(("127.0.0.1", 0))
+        trainers_port.listen()
+        cfg = kafka_config.replace(fleet={"models": "kafka", "retrain_in": "trainer"}, retrain={"enabled": True},
+                                   ops={"trainer_metrics_port": trainers_port.getsockname()[1]})
+        path = tmp_path / "config.toml"
+        path.write_text(cfg.to_toml())
+        monkeypatch.setenv("AESTREAM_MODEL_KEY", KEY)
+        assert main(["--config", str(path), "retrain"]) == 1  # not 2, "cannot be served": an empty reservoir
+    outcome = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert outcome["status"] == "skipped" and "reservoir" in outcome["reason"], outcome
