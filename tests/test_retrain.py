@@ -331,3 +331,24 @@ def test_a_failure_after_the_run_is_reported_with_its_outcome_not_raised(cfg: Co
     failed = stuck.run_once()
     assert failed.status == "failed" and "OSError: state volume is read-only" in failed.reason
     assert seen[-1] == failed == stuck.last_outcome
+
+
+def test_a_publisher_whose_key_reads_no_version_fails_and_publishes_nothing(cfg: Config, train_small: Any) -> None:
+    fleet = ModelStore(cfg.paths.model_dir, key=b"the fleet's key")
+    fleet.publish(train_small(cfg))
+    fleet.publish(train_small(cfg, seed=1))
+    mis_keyed = ModelStore(cfg.paths.model_dir, key=b"another key")
+    outcome = Retrainer(cfg, _filled(cfg), mis_keyed).run_once()
+    assert outcome.status == "failed" and outcome.reason.startswith(
+        "no version in the store reads with this process's AESTREAM_MODEL_KEY (")
+    assert "is it the fleet's key? Nothing is published" in outcome.reason
+    assert fleet.versions() == ["v0001", "v0002"] and fleet.current() == "v0002"
+
+
+def test_a_corrupt_serving_model_is_replaced_when_another_version_reads(cfg: Config, train_small: Any) -> None:
+    s = ModelStore(cfg.paths.model_dir, key=b"the fleet's key")
+    s.publish(train_small(cfg))
+    s.publish(train_small(cfg, seed=1))
+    (Path(cfg.paths.model_dir) / "v0002" / "weights.pt").write_bytes(b"altered")
+    outcome = Retrainer(cfg, _filled(cfg), s).run_once()
+    assert outcome.status == "published" and outcome.version == s.current() == "v0003", outcome.reason

@@ -159,6 +159,7 @@ class Retrainer:
         if n_new is not None and n_new < r.n_min_new_windows:
             return RetrainOutcome("skipped", f"{n_new} new windows since the last retrain, "
                                   f"fewer than retrain.n_min_new_windows = {r.n_min_new_windows}")
+        serving = self._load_current(current)  # before training: a publisher that can read no version stops here
         n_hold = max(1, int(round(len(sample) * r.holdout_fraction)))
         holdout, train = sample.windows[-n_hold:], sample.windows[:-n_hold]
         info = {"trained_on": "reservoir", "retrain": {
@@ -169,7 +170,6 @@ class Retrainer:
         self.reservoir.n_added_at_training = n_added  # saved with the reservoir: a restart keeps it
         if held := self.store.held():
             return _came_while_training(held, None)
-        serving = self._load_current(current)
         gate = run_gate(candidate, serving, holdout, tolerance=r.gate_tolerance, max_far=r.gate_max_far,
                         recall_tolerance=r.gate_recall_tolerance, seed=self.cfg.model.seed)
         if not gate.passed:
@@ -195,13 +195,28 @@ class Retrainer:
         return int((end_ms > through).sum())
 
     def _load_current(self, version: str | None) -> ModelBundle | None:
+        """The serving model, to gate against; ``None`` when there is none, or it is unreadable while another
+        version reads (the candidate is gated on its own, and may replace a corrupt model). When no version reads,
+        this process's ``AESTREAM_MODEL_KEY`` is not the fleet's: publishing would put a model every worker
+        refuses in service, and prune the fleet's good ones (:class:`_Failed`)."""
         if version is None:
             return None
         try:
             return self.store.load(version)
         except BundleError as e:
-            log.warning("current model unreadable, gating the candidate on its own: %s", e)
+            error = e
+        for other in reversed(self.store.versions()):
+            if other == version:
+                continue
+            try:
+                self.store.load(other)
+            except BundleError:
+                continue
+            log.warning("current model unreadable, gating the candidate on its own: %s", error)
             return None
+        raise _Failed(f"no version in the store reads with this process's AESTREAM_MODEL_KEY ({error}): is it the "
+                      "fleet's key? Nothing is published; to change the fleet's key, set the new one everywhere and "
+                      "publish a first model with it (aestream train)")
 
     def _train(self, windows: np.ndarray, info: dict[str, Any]) -> ModelBundle:
         r, c = self.cfg.retrain, self.cfg
