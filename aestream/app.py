@@ -181,6 +181,7 @@ class TrainerApp:
         self._stop = threading.Event()
         self.caught_up = False
         self.last_turn = time.monotonic()
+        self.misfits: set[tuple[int, ...]] = set()  # shapes of windows skipped (said once each)
 
     def catch_up(self, timeout_s: float = 300.0) -> int:
         """Read what the topic held when the trainer started (the reservoir's state); returns the windows read."""
@@ -219,10 +220,16 @@ class TrainerApp:
 
     def _take(self, timeout_ms: int) -> int:
         n = 0
+        shape = (self.reservoir.window_size, self.reservoir.n_channels)
         for sensor, end_ms, values in self.feed.poll(timeout_ms):
-            if values.shape == (self.reservoir.window_size, self.reservoir.n_channels):
+            if values.shape == shape:
                 self.reservoir.add(sensor, end_ms, values)
                 n += 1
+            elif values.shape not in self.misfits:
+                self.misfits.add(values.shape)
+                log.warning("trainer: skipping the normal windows of %s readings x %s channels (sensor %s and any "
+                            "like it): this trainer's [stream] makes %s x %s (stream.window_size, stream.channels); "
+                            "give it the workers' [stream]", *values.shape, sensor, *shape)
         self.last_turn = time.monotonic()
         return n
 

@@ -4,6 +4,7 @@ topic, and serves its retrain counters and health like a worker."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.request
 from typing import Any
@@ -113,3 +114,20 @@ def test_a_retrain_now_beside_the_running_trainer_does_not_need_its_port(
         assert main(["--config", str(path), "retrain"]) == 1  # not 2, "cannot be served": an empty reservoir
     outcome = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert outcome["status"] == "skipped" and "reservoir" in outcome["reason"], outcome
+
+
+def test_a_trainer_told_another_window_shape_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    from aestream.app import TrainerApp
+    from aestream.retrain.reservoir import Reservoir
+
+    class _Feed:  # what the workers sent: windows of 20 readings, the trainer's config says 16
+        def poll(self, timeout_ms: int) -> list[tuple[str, int, np.ndarray]]:
+            return [(f"sensor-{i}", 1_767_225_600_000, np.zeros((20, 4), np.float32)) for i in range(3)]
+
+    app = TrainerApp(_Feed(), Reservoir(100, 16, 4, half_life_s=1e6, max_age_s=1e9), retraining=None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="aestream.app"):
+        assert app._take(0) == 0 and app._take(0) == 0
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said == ("trainer: skipping the normal windows of 20 readings x 4 channels (sensor sensor-0 and any like "
+                    "it): this trainer's [stream] makes 16 x 4 (stream.window_size, stream.channels); give it the "
+                    "workers' [stream]")
