@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the worker daemon (consume, score, emit) until SIGTERM/SIGINT",
                        description="Join the consumer group, score windows, emit anomaly events. Stops cleanly "
                                    "on SIGTERM/SIGINT: finishes the batch, flushes, commits, exits 0 (with the "
-                                   "broker away: after 20 s, exit 1, nothing committed); a second signal exits at "
+                                   "broker away: after 20 s for its acknowledgements and 10 s for the commit, exit 1, "
+                                   "nothing committed); a second signal exits at "
                                    "once.")
     r.add_argument("--max-idle-s", type=float, default=None,
                    help="exit after this many seconds without records (default: run forever)")
