@@ -158,11 +158,16 @@ def test_a_sensor_s_error_scale_is_each_channel_s_mean_error_over_its_calibratio
 _OLD = Baseline(np.zeros(4), np.ones(4), np.ones(4), 1.0, "v0001", 100)
 
 
-def test_a_refit_after_a_swap_learns_from_the_normal_windows_only(train_small: Any) -> None:
-    cfg = _cfg()  # n_refresh_windows = 10
-    scorer = train_small(cfg).scorer
+def _restored(train_small: Any) -> tuple[SensorBaselines, Any]:
+    """Baselines (n_refresh_windows = 10) with sensor "s" restored as _OLD, and a model's scorer."""
+    cfg = _cfg()
     base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
     base.restore({"s": _OLD})
+    return base, train_small(cfg).scorer
+
+
+def test_a_refit_after_a_swap_learns_from_the_normal_windows_only(train_small: Any) -> None:
+    base, scorer = _restored(train_small)
     errors = np.random.default_rng(9).uniform(0.5, 1.5, (12, 4))
     alarms = np.zeros(12, dtype=bool)
     alarms[[3, 7]] = True
@@ -184,10 +189,7 @@ def test_a_restored_baseline_ends_the_calibration_under_way_of_its_sensor(train_
 
 
 def test_a_forgotten_sensor_s_refit_takes_none_of_the_errors_gathered_before(train_small: Any) -> None:
-    cfg = _cfg()  # n_refresh_windows = 10
-    scorer = train_small(cfg).scorer
-    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
-    base.restore({"s": _OLD})
+    base, scorer = _restored(train_small)
     errors = np.random.default_rng(11).uniform(0.5, 1.5, (16, 4))
     normal = np.zeros(6, dtype=bool)
     assert base.refresh(["s"] * 6, errors[:6], normal, scorer, "v0002") == []
