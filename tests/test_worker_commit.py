@@ -186,26 +186,33 @@ class _Producer:
     def close(self, timeout_s: float = 10.0) -> None: ...
 
 
+def _alerting(tmp_path: Any) -> Config:
+    return Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                            kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
+                            paths={"state_dir": str(tmp_path)})
+
+
+def _alert_worker(cfg: Config, model: Any, changelog: _Changelog, sink: Any, log: _Log | None = None) -> Worker:
+    """A worker with an alert stage over ``changelog``, given partition in[0] (its offsets never committed), its
+    first poll the records 0..9."""
+    stage = build_alert_stage(cfg, changelog=changelog)
+    assert stage is not None
+    w = Worker(cfg, log or _Log([_poll(0, 10)]), sink, model, stages=[stage])
+    w.refresh_model(force=True)
+    stage.on_assigned([("in", 0)])
+    return w
+
+
 def test_alert_state_goes_out_after_its_events_so_a_replay_after_a_failed_flush_emits_them(
         train_small: Any, one_model: Any, tmp_path: Any) -> None:
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
-                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
-                           paths={"state_dir": str(tmp_path)})
-    bundle, changelog = train_small(cfg), _Changelog()
-
-    def worker(sink: _Producer) -> Worker:  # a worker given partition in[0], its offsets never committed
-        stage = build_alert_stage(cfg, changelog=changelog)
-        assert stage is not None
-        w = Worker(cfg, _Log([_poll(0, 10)]), sink, one_model(bundle, threshold=1e-9), stages=[stage])
-        w.refresh_model(force=True)
-        stage.on_assigned([("in", 0)])
-        return w
-
-    with pytest.raises(RuntimeError, match="producing failed"):
-        worker(_Producer(changelog, fail=True)).step()  # the episode's opened event is lost with the flush
+    cfg = _alerting(tmp_path)
+    model, changelog = one_model(train_small(cfg), threshold=1e-9), _Changelog()  # every window an event
+    with pytest.raises(RuntimeError, match="producing failed"):  # the episode's opened event is lost with the flush
+        _alert_worker(cfg, model, changelog, _Producer(changelog, fail=True)).step()
     assert changelog.log == {}, "no state was written ahead of its events"
     again = _Producer(changelog)
-    worker(again).step()  # the next owner reads the same records: the episode opens again, same event id
+    # the next owner reads the same records: the episode opens again, same event id
+    _alert_worker(cfg, model, changelog, again).step()
     alerts = [json.loads(m.value) for m in again.delivered if m.topic == cfg.alerts.topic]
     assert [e["type"] for e in alerts] == ["opened"]
     assert json.loads(changelog.log["s"])["episode"]["open"]["episode_id"] == alerts[0]["episode_id"]
@@ -213,16 +220,10 @@ def test_alert_state_goes_out_after_its_events_so_a_replay_after_a_failed_flush_
 
 def test_after_a_failed_flush_the_stop_writes_no_state_of_the_lost_events(train_small: Any, one_model: Any,
                                                                              tmp_path: Any) -> None:
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
-                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
-                           paths={"state_dir": str(tmp_path)})
+    cfg = _alerting(tmp_path)
     changelog, log = _Changelog(), _Log([_poll(0, 10)])
     producer = _Producer(changelog, fail=True)
-    stage = build_alert_stage(cfg, changelog=changelog)
-    assert stage is not None
-    w = Worker(cfg, log, producer, one_model(train_small(cfg), threshold=1e-9), stages=[stage])
-    w.refresh_model(force=True)
-    stage.on_assigned([("in", 0)])
+    w = _alert_worker(cfg, one_model(train_small(cfg), threshold=1e-9), changelog, producer, log)
     with pytest.raises(RuntimeError, match="producing failed"):
         w.step()  # the episode's opened event is lost with the flush
     producer.fail = False  # the broker is back
@@ -248,27 +249,15 @@ class _RaisingSend(_Producer):
 
 def test_a_send_that_raised_writes_no_state_and_commits_nothing_so_the_next_owner_emits_its_event(
         train_small: Any, one_model: Any, tmp_path: Any) -> None:
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
-                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
-                           paths={"state_dir": str(tmp_path)})
-    bundle, changelog = train_small(cfg), _Changelog()
-
-    def worker(sink: _Producer, log: _Log) -> Worker:
-        stage = build_alert_stage(cfg, changelog=changelog)
-        assert stage is not None
-        w = Worker(cfg, log, sink, one_model(bundle, threshold=1e-9), stages=[stage])
-        w.refresh_model(force=True)
-        stage.on_assigned([("in", 0)])
-        return w
-
-    log = _Log([_poll(0, 10)])
-    first = worker(_RaisingSend(changelog, cfg.alerts.topic), log)  # the episode's opened alert is not queued
+    cfg = _alerting(tmp_path)
+    model, changelog, log = one_model(train_small(cfg), threshold=1e-9), _Changelog(), _Log([_poll(0, 10)])
+    first = _alert_worker(cfg, model, changelog, _RaisingSend(changelog, cfg.alerts.topic), log)
     with pytest.raises(DeliveryError):
-        first.step()
+        first.step()  # the episode's opened alert is not queued
     first.close()  # as run() closes after a failed step
     assert changelog.log == {} and log.calls == []
     again = _Producer(changelog)
-    worker(again, _Log([_poll(0, 10)])).step()  # the next owner reads the same records
+    _alert_worker(cfg, model, changelog, again).step()  # the next owner reads the same records
     assert [json.loads(m.value)["type"] for m in again.delivered if m.topic == cfg.alerts.topic] == ["opened"]
 
 
@@ -390,9 +379,7 @@ def test_an_empty_poll_waits_a_while_for_a_broker_that_is_away_and_then_polls_on
 
 def test_state_goes_out_once_its_events_are_acknowledged_and_the_offsets_once_the_state_is(
         train_small: Any, one_model: Any, tmp_path: Any) -> None:
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
-                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
-                           paths={"state_dir": str(tmp_path)})
+    cfg = _alerting(tmp_path)
     changelog = _Changelog()
     stage = build_alert_stage(cfg, changelog=changelog)
     assert stage is not None
@@ -422,9 +409,7 @@ def test_state_goes_out_once_its_events_are_acknowledged_and_the_offsets_once_th
 def test_alert_state_in_flight_of_a_partition_that_moved_is_not_written(
         train_small: Any, one_model: Any, tmp_path: Any) -> None:
     """Its new owner may have written newer state meanwhile: a late write would put the old one back."""
-    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
-                           kafka={"commit_interval_ms": 0}, alerts={"enabled": True},
-                           paths={"state_dir": str(tmp_path)})
+    cfg = _alerting(tmp_path)
     stage = build_alert_stage(cfg, changelog=_Changelog())
     assert stage is not None
     log = _AckLog([_poll(0, 10)])
