@@ -233,3 +233,132 @@ def test_a_value_nested_near_the_decoder_s_limit_is_refused_at_any_stack_depth(d
                            lambda d=data: decoder.from_doc(decoder.parse_many([d])[0])):
                 with pytest.raises(InvalidReading):
                     _at_depth(frames, decode)
+
+
+def _reading_at(ts: int) -> bytes:
+    return json.dumps({"sensor": "s", "ts": ts, "values": [1, 2]}).encode()
+
+
+@pytest.mark.parametrize(("ts", "accepted"), [
+    (946_684_800_000, True),  # 2000-01-01T00:00:00Z
+    (946_684_799_999, False),
+    (7_258_118_399_999, True),
+    (7_258_118_400_000, False),  # 2200-01-01T00:00:00Z
+])
+def test_event_time_runs_from_2000_up_to_but_not_including_2200_on_every_path(decoder: ReadingDecoder, ts: int,
+                                                                               accepted: bool) -> None:
+    data = _reading_at(ts)
+
+    def alone() -> Any:
+        return decoder.decode(data)
+
+    def in_a_poll() -> Any:
+        return decoder.from_doc(decoder.parse_many([data])[0])
+
+    if accepted:
+        assert alone() == in_a_poll() == [Reading("s", ts, (1.0, 2.0))]
+        cols = decoder.columns(decoder.parse_many([GOOD[0], data]))
+        assert cols is not None and cols.ts_ms.tolist() == [TS, ts]
+        return
+    for decode in (alone, in_a_poll):
+        with pytest.raises(InvalidReading, match=f"^ts {ts} ms is outside 2000..2200: is it seconds or micro"):
+            decode()
+    assert decoder.columns(decoder.parse_many([GOOD[0], data])) is None
+
+
+def test_a_message_of_exactly_max_message_bytes_decodes_and_one_byte_more_is_oversized(
+        decoder: ReadingDecoder) -> None:
+    def padded(size: int) -> bytes:
+        head = b'{"sensor": "s", "ts": 1767225600000, "values": [1, 2], "pad": "'
+        return head + b"x" * (size - len(head) - 2) + b'"}'
+
+    assert decoder.decode(padded(5_000)) == [Reading("s", TS, (1.0, 2.0))]
+    assert decoder.from_doc(decoder.parse_many([padded(5_000)])[0]) == [Reading("s", TS, (1.0, 2.0))]
+    with pytest.raises(InvalidReading) as err:
+        decoder.decode(padded(5_001))
+    assert str(err.value) == "message of 5001 bytes exceeds stream.max_message_bytes (5000)"
+    assert err.value.kind == "oversized"
+    with pytest.raises(InvalidReading) as err:
+        decoder.decode(b"{not json")
+    assert err.value.kind == "invalid"
+
+
+def test_an_array_batch_of_one_sensor_over_max_readings_per_message_is_refused_whole(
+        decoder: ReadingDecoder) -> None:
+    data = json.dumps([{"sensor": "s", "ts": TS + i, "values": [i, i]} for i in range(4)]).encode()
+    reason = r"^batch of 4 readings exceeds stream.max_readings_per_message \(3\)$"
+    with pytest.raises(InvalidReading, match=reason):
+        decoder.decode_blocks(data)
+    assert decoder.blocks([data]) == [None]
+    with pytest.raises(InvalidReading, match=reason):
+        decoder.from_doc(decoder.parse_many([data])[0])
+
+
+@pytest.fixture()
+def host_in_new_york(monkeypatch: pytest.MonkeyPatch) -> Any:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_iso_timestamps_without_offset_are_utc_whatever_the_hosts_timezone(host_in_new_york: None,
+                                                                            decoder: ReadingDecoder) -> None:
+    assert parse_ts_ms("2026-01-01T00:00:00") == TS
+    data = b'{"sensor": "s", "ts": "2026-01-01T00:00:00", "values": [1, 2]}'
+    assert decoder.decode(data) == [Reading("s", TS, (1.0, 2.0))]
+
+
+def test_iso_timestamps_keep_their_milliseconds() -> None:
+    assert parse_ts_ms("2026-01-01T00:00:00.250Z") == TS + 250
+    assert parse_ts_ms("2026-01-01T01:00:00.999+01:00") == TS + 999
+
+
+def test_a_poll_whose_value_counts_are_off_but_add_up_goes_message_by_message(decoder: ReadingDecoder) -> None:
+    three = json.dumps({"sensor": "s", "ts": TS, "values": [1, 2, 3]}).encode()
+    one = json.dumps({"sensor": "s", "ts": TS + 1, "values": [4]}).encode()
+    docs = decoder.parse_many([three, one])  # 4 numbers: as many as two readings of 2 channels
+    assert decoder.columns(docs) is None
+    for doc, n in zip(docs, (3, 1)):
+        with pytest.raises(InvalidReading, match=rf"^values has {n} numbers, expected 2 \(channels \['a', 'b'\]\)$"):
+            decoder.from_doc(doc)
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b'{"sensor": "s", "ts": true, "values": [1, 2]}', "ts must be epoch milliseconds or ISO-8601, got True"),
+    (b'{"ts": [1767225600000], "values": [[1, 2]]}', "batch item 0: missing field(s) sensor"),
+])
+def test_a_boolean_time_and_a_columnar_batch_without_a_sensor_get_their_reasons(
+        decoder: ReadingDecoder, data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidReading) as err:
+        decoder.decode(data)
+    assert str(err.value) == reason
+
+
+YEAR_MS = 365 * 86_400_000
+
+
+def test_the_future_bound_looks_at_the_newest_reading_of_a_batch_wherever_it_stands() -> None:
+    import numpy as np
+
+    d = ReadingDecoder(CH, max_future_ms=1_000)
+    with pytest.raises(InvalidReading, match=r"^ts 1798761600000 ms is 365 days ahead of its record's timestamp"):
+        d.check_time([Reading("s", TS, (1.0, 2.0)), Reading("s", TS + YEAR_MS, (1.0, 2.0))], TS, TS)
+    block = Block("s", np.array([TS, TS + YEAR_MS]), np.zeros((2, 2)))
+    with pytest.raises(InvalidReading) as err:
+        d.check_time(block, TS, TS)
+    assert err.value.kind == "future"
+
+
+def test_a_record_stamped_ahead_of_the_host_clock_does_not_widen_the_future_bound() -> None:
+    import numpy as np
+
+    d = ReadingDecoder(CH, max_future_ms=1_000)
+    ahead = TS + YEAR_MS  # the producer's clock is a year fast: its record's timestamp too
+    with pytest.raises(InvalidReading, match=r"^ts 1798761600000 ms is 365 days ahead of this host's clock"):
+        d.check_time([Reading("s", ahead, (1.0, 2.0))], ahead, TS)
+    assert d.any_ahead(np.array([TS, ahead]), np.array([TS, ahead]), TS) is True
+    assert d.any_ahead(np.array([TS, TS + 1_000]), np.array([TS, TS]), TS) is False

@@ -42,3 +42,22 @@ def test_no_windows_no_events() -> None:
                           thresholds=np.empty(0), critical_ratio=2.0, channels=CHANNELS,
                           shares=np.empty((0, len(CHANNELS))), model_version="v1", model_family="vanilla",
                           sources=[]) == []
+
+
+def test_an_anomaly_event_carries_its_window_model_and_source_and_an_id_of_sensor_end_and_version() -> None:
+    from aestream.stream.events import event_id
+
+    e = anomaly_event(sensor="pump-7", window_start_ms=1_767_225_597_000, window_end_ms=1_767_225_600_000, score=0.9,
+                      threshold=0.3, critical_ratio=2.0, channels=CHANNELS, shares=np.array([0.1, 0.2, 0.6, 0.1]),
+                      model_version="v0003", model_family="denoising", source=("readings", 2, 41))
+    assert e == {
+        "schema": "aestream.event/1", "type": "anomaly", "event_id": "f0e28d90-4b8b-559f-bfc6-8c3a3cff5078",
+        "sensor": "pump-7", "window_start_ms": 1_767_225_597_000, "window_end_ms": 1_767_225_600_000,
+        "window_end": "2026-01-01T00:00:00.000Z", "score": 0.9, "threshold": 0.3, "ratio": 3.0, "alarm": "crossed",
+        "severity": "critical", "channels": [{"name": "vibration", "share": 0.6}, {"name": "pressure", "share": 0.2},
+                                             {"name": "temperature", "share": 0.1}],
+        "model_version": "v0003", "model_family": "denoising",
+        "source": {"topic": "readings", "partition": 2, "offset": 41}}
+    assert e["event_id"] == event_id("pump-7", 1_767_225_600_000, "v0003")  # the same id in every release
+    assert len({event_id("pump-7", 1_767_225_600_000, "v0003"), event_id("pump-8", 1_767_225_600_000, "v0003"),
+                event_id("pump-7", 1_767_225_601_000, "v0003"), event_id("pump-7", 1_767_225_600_000, "v0004")}) == 4

@@ -168,3 +168,37 @@ def test_a_host_not_of_this_machine_fails_the_start_naming_the_host_key() -> Non
     with pytest.raises(ConfigError, match=r"^config key ops.metrics_host = '192\.0\.2\.1' cannot be served on: .*"
                                           r"set it to an address of this machine, or \"0\.0\.0\.0\" for all of them$"):
         server.start()
+
+
+def test_split_host_port_refuses_a_port_that_is_not_a_number() -> None:
+    with pytest.raises(ValueError, match=r"^bootstrap server 'kafka:http' is not host:port: write it like "):
+        ops.split_host_port("kafka:http")
+
+
+def test_the_url_of_a_server_on_every_address_points_at_the_loopback() -> None:
+    assert ops.OpsServer(9108, Metrics(), lambda: {}, host="0.0.0.0").url == "http://127.0.0.1:9108"
+    assert ops.OpsServer(9108, Metrics(), lambda: {}, host="").url == "http://127.0.0.1:9108"
+    assert ops.OpsServer(9108, Metrics(), lambda: {}, host="10.1.2.3").url == "http://10.1.2.3:9108"
+
+
+def test_a_single_dead_letter_without_a_reason_counts_as_invalid() -> None:
+    m = Metrics()
+    m.observe_step(StepStats(records=1, dead_letters=1), 0.1)
+    assert m.value("aestream_dead_letters_total", reason="invalid") == 1
+
+
+def test_a_worker_whose_partitions_were_all_revoked_reports_none_assigned() -> None:
+    m = Metrics()
+    m.set_lag({("readings", 0): 5})
+    m.set_lag({})
+    assert m.value("aestream_assigned_partitions") == 0
+    assert m.value("aestream_consumer_lag", topic="readings", partition="0") is None
+
+
+def test_alert_events_are_counted_by_type_and_severity() -> None:
+    m = Metrics()
+    m.alert_event({"type": "opened", "severity": "critical"})
+    m.alert_event({"type": "sensor_silent", "severity": "info"})
+    assert m.value("aestream_alert_events_total", type="opened", severity="critical") == 1
+    assert m.value("aestream_alert_events_total", type="sensor_silent", severity="info") == 1
+    assert m.value("aestream_alert_events_total", type="opened", severity="") is None

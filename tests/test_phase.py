@@ -70,3 +70,46 @@ def test_a_checkpoint_leaves_out_partitions_that_do_not_fit_until_they_have_fewe
         "the window phase of the 30 sensors of in", "the window phase of the 30 sensors of in"]
     few = {s: p for s, p in sensors.items() if s < "s010"}
     assert checkpoint.metadata(few, [("in", 0)]) == {("in", 0): encode_phases(2, {s: 1 for s in list(few)[::2]})}
+
+
+def test_phases_that_do_not_deflate_shorter_keep_the_json_form() -> None:
+    rng = np.random.default_rng(5)
+    phases = {base64.b85encode(rng.bytes(24)).decode(): i % 2 for i in range(9)}  # 30 random characters each
+    text = encode_phases(2, phases)
+    assert text is not None and len(text) == 330  # over 256 bytes, but its deflated form would be longer
+    assert text.startswith('{"v":1,"stride":2,"phases":[[') and decode_phases(text) == (2, phases)
+
+
+def test_the_metadata_limit_counts_utf8_bytes_not_characters() -> None:
+    phases = {f"{'ü' * 10}{i}": 0 for i in range(3)}
+    text = encode_phases(1, phases)
+    assert text is not None and (len(text), len(text.encode())) == (73, 103)
+    assert encode_phases(1, phases, max_bytes=102) is None
+    assert encode_phases(1, phases, max_bytes=103) == text
+
+
+def test_a_partition_that_still_does_not_fit_with_fewer_sensors_is_warned_about_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    windows = Windower(window_size=2, stride=2, n_channels=1, max_gap_ms=10)
+    sensors = {f"s{i:03d}": ("in", 0) for i in range(60)}
+    for s in sensors:
+        windows.push(s, 1, (0.0,))
+    checkpoint = PhaseCheckpoint(windows, max_bytes=180)
+    with caplog.at_level(logging.WARNING, logger="aestream.stream.phase"):
+        assert checkpoint.metadata(sensors, [("in", 0)]) == {}
+        fewer = {s: p for s, p in sensors.items() if s < "s050"}  # encoded again, and still too many
+        assert checkpoint.metadata(fewer, [("in", 0)]) == {}
+    assert [r.getMessage()[:44] for r in caplog.records] == ["the window phase of the 60 sensors of in[0] "]
+
+
+def test_phases_committed_under_another_stride_are_not_restored(caplog: pytest.LogCaptureFixture) -> None:
+    windows = Windower(window_size=2, stride=2, n_channels=1, max_gap_ms=10)
+    windows.push("s", 1, (0.0,))
+    checkpoint = PhaseCheckpoint(windows)
+    checkpoint.expect({("in", 0): encode_phases(3, {"s": 2}) or ""})
+    with caplog.at_level(logging.WARNING, logger="aestream.stream.phase"):
+        checkpoint.restore({("in", 0)})
+    assert windows.phases(["s"]) == {"s": 1} and checkpoint.pending == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        """the metadata committed on in[0] ('{"v":1,"stride":3,"phases":[[],[],["s"]) holds no window phases """
+        "for stream.stride = 2: its sensors count from the replay"]

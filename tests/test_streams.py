@@ -282,3 +282,33 @@ def test_a_window_too_far_from_its_reconstruction_goes_out_without_a_residual(
     assert [r[:4] for r in records] == [b"AEL3", b"AEL1", b"AEL1"] + [b"AEL3"] * (len(windows) - 3)
     assert len(caplog.records) == 1 and "sensor pump-1 at 1024" in caplog.text and "sent without its residual" in (
         caplog.text)
+
+
+def test_each_fresh_window_gives_one_record_per_stream_keyed_by_sensor_at_the_window_end(
+        denoiser: ModelBundle) -> None:
+    windows = sliding_windows(_truth(40), W, 8)[:2].astype(np.float32)
+    fresh = Scored(Window("pump-1", 1000, 1023, windows[0]), 1.0, 2.0, False, np.ones(3) / 3, "v0001")
+    replayed = Scored(Window("pump-2", 2000, 2023, windows[1]), 1.0, 2.0, False, np.ones(3) / 3, "v0001", None, True)
+    stage = StreamsStage(lambda: denoiser, CH, denoised_topic="clean", latent_topic="latent")
+    out = stage.on_scored([fresh, replayed])  # a replayed window was sent before the restart: never again
+    assert [(m.topic, m.key) for m in out] == [("clean", b"pump-1"), ("latent", b"pump-1")]
+    doc = json.loads(out[0].value)
+    assert (doc["sensor"], doc["ts"], doc["denoised"], doc["model_version"]) == ("pump-1", 1023, True, "v0001")
+    assert decode_latent(out[1].value).window_end_ms == 1023
+    assert stage.on_scored([replayed]) == []
+
+
+def test_with_denoise_anomalies_a_window_in_alarm_is_denoised_too(denoiser: ModelBundle) -> None:
+    window = sliding_windows(_truth(W) + 5.0, W)[0].astype(np.float32)
+    scored = [Scored(Window("s", 0, 1, window), 9.0, 2.0, True, np.ones(3) / 3, "v0001")]
+    doc = json.loads(StreamsStage(lambda: denoiser, CH, denoised_topic="clean", denoise_anomalies=True)
+                     .on_scored(scored)[0].value)
+    clean = denoiser.scorer.reconstruct(window[None])[0, -1]
+    assert doc["denoised"] is True and doc["values"] == pytest.approx(clean.tolist(), abs=1e-5)
+    assert doc["values"] != pytest.approx(window[-1].tolist(), abs=0.5)
+
+
+def test_a_sensor_id_of_up_to_255_utf8_bytes_fits_a_latent_record_and_a_longer_one_is_refused() -> None:
+    assert decode_latent(encode_latent("x" * 255, 0, "v1", np.zeros(2))).sensor == "x" * 255
+    with pytest.raises(AestreamError, match=r"^sensor id or model version longer than 255 bytes: 'éééé"):
+        encode_latent("é" * 128, 0, "v1", np.zeros(2))  # 128 characters, 256 bytes

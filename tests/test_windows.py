@@ -194,3 +194,20 @@ def test_phases_count_from_the_last_gap_and_a_restored_phase_ends_there() -> Non
     assert w.restore_phases({"s": 0, "unknown": 2}) == 1 and w.phases(["s"]) == {"s": 0}
     assert [x.end_ms for x in _push(w, "s", [5, 6, 7, 8]) if x] == [6]  # 2 readings on, not 1 (phase 1)
     assert [x.end_ms for x in _push(w, "s", [100, 101, 102, 103, 104]) if x] == [101, 104]  # a gap: from 0 again
+
+
+def test_a_sensor_fed_only_by_blocks_is_not_evicted_while_its_blocks_keep_coming() -> None:
+    w = Windower(window_size=2, stride=1, n_channels=2, max_gap_ms=10)
+    w.push_block("s", np.array([1, 2, 3]), np.zeros((3, 2)), now=0.0)
+    w.push_block("s", np.array([4, 5, 6]), np.zeros((3, 2)), now=100.0)
+    assert w.evict_idle(now=101.0, ttl_s=50.0) == [] and len(w) == 1
+    assert w.evict_idle(now=151.0, ttl_s=50.0) == ["s"] and len(w) == 0
+
+
+def test_a_block_that_opens_on_the_sensors_last_timestamp_drops_that_reading_as_late() -> None:
+    w = Windower(window_size=2, stride=1, n_channels=2, max_gap_ms=10)
+    w.push_block("s", np.array([1, 2, 3]), np.zeros((3, 2)))
+    windows, late = w.push_block("s", np.array([3, 4, 5]), np.array([[9.0, 9.0], [4.0, 4.0], [5.0, 5.0]]))
+    assert late == 1 and w.n_late == 1
+    assert [(x.start_ms, x.end_ms) for x in windows] == [(3, 4), (4, 5)]
+    np.testing.assert_array_equal(windows[0].values, [[0.0, 0.0], [4.0, 4.0]])  # the first 3's values, not the 9s

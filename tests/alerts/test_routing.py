@@ -121,3 +121,56 @@ def test_a_full_alerts_table_parses() -> None:
         "routes": [{"severity": "critical", "sensor": "pump-*", "sinks": ["a", "pager"]}],
         "tags": {"pump-*": ["rotating"]}}})
     assert cfg.alerts.routes[0]["sinks"] == ["a", "pager"] and cfg.alerts.bands["critical"] == 3
+
+
+def test_a_band_may_start_at_zero_and_a_name_that_is_no_band_ranks_below_every_band() -> None:
+    b = parse_bands({"notice": 0, "warning": 1.0})
+    assert b.severity(0.0) == "notice" and b.floors == (0.0, 1.0)
+    assert (b.rank("notice"), b.rank("warning"), b.rank("critical")) == (0, 1, -1)
+
+
+def test_a_rule_matches_any_of_its_sensor_globs_case_sensitively() -> None:
+    r = router([{"sensor": ["fan-*", "pump-*"], "sinks": ["a"]}])
+    assert r.sinks_for(event("fan-1")) == ["a"]
+    assert r.sinks_for(event("pump-1")) == ["a"]
+    assert r.sinks_for(event("Pump-1")) == ["topic"]
+
+
+def test_a_rule_with_a_channel_needs_one_of_them_among_the_events_channels() -> None:
+    r = router([{"sensor_regex": r"pump-\d+", "channel": ["current", "vibration"], "sinks": ["a"]}])
+    assert r.sinks_for(event("pump-12", channels=("pressure", "vibration"))) == ["a"]
+    assert r.sinks_for(event("pump-12", channels=("pressure", "temperature"))) == ["topic"]
+    assert r.sinks_for(event("pump-12", channels=())) == ["topic"]
+
+
+def test_with_match_all_a_sink_named_by_several_matching_rules_gets_the_event_once() -> None:
+    routes = [{"severity": "critical", "sinks": ["a", "b"]}, {"sensor": "pump-*", "sinks": ["b", "hook", "a"]}]
+    assert router(routes, "all").sinks_for(event()) == ["a", "b", "hook"]
+    assert Router(parse_routes(routes, SINKS, BANDS), "all", ("log", "b")).sinks_for(event("fan-1", "warning")) == [
+        "log", "b"]  # no rule matched: the configured default sinks, not the built-in topic
+
+
+def test_a_sensor_s_tags_come_once_each_in_table_order() -> None:
+    r = router([], tags={"pump-*": ["rotating", "site-b"], "*-3": ["site-b", "north"], "fan-*": ["air"]})
+    assert r.sensor_tags("pump-3") == ("rotating", "site-b", "north")
+    assert r.sensor_tags("Pump-3") == ("site-b", "north")
+
+
+@pytest.mark.parametrize(("alerts", "message"), [
+    ({"bands": {"warning": 1.0, "critical": float("inf")}},
+     "config key alerts.bands.critical = inf is invalid: use a ratio of 0 or more"),
+    ({"sinks": {"pager": {"type": "webhook", "url": "http://x", "timeout_s": 0}}},
+     "config key alerts.sinks.pager.timeout_s = 0 is invalid: use a positive number of seconds"),
+    ({"sinks": {"pager": {"type": "webhook", "url": "http://x", "queue_size": 0}}},
+     "config key alerts.sinks.pager.queue_size = 0 is invalid: use a whole number of 1 or more"),
+    ({"sinks": {"pager": {"type": "webhook", "url": "http://x", "headers": {"X-Retries": 3}}}},
+     'config key alerts.sinks.pager.headers is invalid: use a table of strings, e.g. { X-Token = "…" }'),
+    ({"sinks": {"quiet": {"type": "log", "levl": "info"}}},
+     "unknown config key alerts.sinks.quiet.levl: known keys: type, level"),
+    ({"sinks": {"quiet": {"type": "log", "level": "warn"}}},
+     "config key alerts.sinks.quiet.level = 'warn' is invalid: use one of debug, info, warning, error, critical"),
+])
+def test_a_bad_band_or_sink_setting_is_refused_at_start_up_with_the_fix(alerts: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        build_alert_stage(parse_config({"alerts": alerts}))
+    assert str(e.value) == message
