@@ -312,3 +312,15 @@ def test_a_sensor_id_of_up_to_255_utf8_bytes_fits_a_latent_record_and_a_longer_o
     assert decode_latent(encode_latent("x" * 255, 0, "v1", np.zeros(2))).sensor == "x" * 255
     with pytest.raises(AestreamError, match=r"^sensor id or model version longer than 255 bytes: 'éééé"):
         encode_latent("é" * 128, 0, "v1", np.zeros(2))  # 128 characters, 256 bytes
+
+
+def test_a_sensor_whose_id_is_too_long_for_a_latent_record_has_no_latent_stream_and_the_rest_go_on(
+        denoiser: ModelBundle, caplog: pytest.LogCaptureFixture) -> None:
+    long_id = "é" * 200  # 200 characters (readings take up to 256), 400 UTF-8 bytes
+    windows = sliding_windows(_truth(W + 1), W)
+    scored = _scored(windows[:1], "v0001", long_id) + _scored(windows[1:], "v0001")
+    stage = StreamsStage(lambda: denoiser, CH, latent_topic="latent")
+    with caplog.at_level(logging.WARNING, logger="aestream.outputs.streams"):
+        out = stage.on_scored(scored) + stage.on_scored(scored)
+    assert [decode_latent(m.value).sensor for m in out] == ["pump-1", "pump-1"]
+    assert caplog.text.count("its id is 400 UTF-8 bytes, more than a latent record holds (255)") == 1

@@ -294,6 +294,7 @@ class StreamsStage(Stage):
         self.denoise_anomalies = denoise_anomalies
         self.latent_residual_step_std = latent_residual_step_std
         self._unfit_sensors: set[str] = set()
+        self._long_ids: set[str] = set()  # sensors whose id is too long for a latent record (warned once)
 
     def topics(self) -> tuple[str, ...]:
         return tuple(t for t in (self.denoised_topic, self.latent_topic) if t)
@@ -332,7 +333,18 @@ class StreamsStage(Stage):
                 self._warn_unfit(fresh[i])
         return [Outgoing(self.latent_topic, encode_latent(s.window.sensor, s.window.end_ms, s.model_version, code,
                                                           level, residual, step), s.window.sensor.encode())
-                for s, code, level, residual in zip(fresh, codes, levels, residuals)]
+                for s, code, level, residual in zip(fresh, codes, levels, residuals) if self._fits(s.window.sensor)]
+
+    def _fits(self, sensor: str) -> bool:
+        """Whether ``sensor``'s id fits a latent record (255 UTF-8 bytes; the readings take 256 characters): one
+        that does not has no latent stream, warned once, rather than stop the worker at every replay."""
+        if len(sensor) * 4 <= 255 or len(sensor.encode()) <= 255:
+            return True
+        if sensor not in self._long_ids:
+            self._long_ids.add(sensor)
+            log.warning("sensor %s...: its id is %d UTF-8 bytes, more than a latent record holds (255): no latent "
+                        "records for it", sensor[:40], len(sensor.encode()))
+        return False
 
     def _warn_unfit(self, s: Scored) -> None:
         """A window beyond ±MAX_RESIDUAL steps of its reconstruction goes out without a residual (warned once per
