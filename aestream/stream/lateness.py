@@ -45,10 +45,10 @@ class LateReport:
 
 
 class _Count:
-    __slots__ = ("due", "n", "reported_at", "start")
+    __slots__ = ("n", "reported_at", "start")
 
     def __init__(self, start: float, reported_at: float = -math.inf) -> None:
-        self.start, self.n, self.reported_at, self.due = start, 0, reported_at, False
+        self.start, self.n, self.reported_at = start, 0, reported_at
 
 
 class LateWatch:
@@ -64,7 +64,8 @@ class LateWatch:
     def __init__(self, n_report: int, period_s: float = LATE_PERIOD_S) -> None:
         self.n_report, self.period_s = n_report, period_s
         self._counts: dict[str, _Count] = {}
-        self._due: dict[str, _Count] = {}  # counts that reached n_report, waiting out the last report's period
+        # sensors whose count reached n_report, waiting out the last report's period (a dict: in the order they came)
+        self._due: dict[str, None] = {}
         self._pruned_at = 0.0
 
     @property
@@ -79,22 +80,21 @@ class LateWatch:
             return []
         for sensor, n in late.items():
             c = self._counts.get(sensor)
-            if c is None or (now - c.start >= self.period_s and not c.due):
+            if c is None or (now - c.start >= self.period_s and sensor not in self._due):  # a due count goes on
                 c = self._counts[sensor] = _Count(now, -math.inf if c is None else c.reported_at)
             c.n += n
-            if c.n >= self.n_report and not c.due and c.reported_at < c.start:  # once a count
-                c.due = True
-                self._due[sensor] = c
+            if c.n >= self.n_report and c.reported_at < c.start:  # once a count
+                self._due[sensor] = None
         out = []
-        for sensor, c in list(self._due.items()):
-            if now - c.reported_at >= self.period_s:  # once a period
-                c.reported_at, c.due = now, False
-                del self._due[sensor]
-                out.append(LateReport(sensor, c.n, max(self.period_s, now - c.start), at_ms))
+        for sensor in [s for s in self._due if now - self._counts[s].reported_at >= self.period_s]:  # once a period
+            c = self._counts[sensor]
+            c.reported_at = now
+            del self._due[sensor]
+            out.append(LateReport(sensor, c.n, max(self.period_s, now - c.start), at_ms))
         if now - self._pruned_at >= self.period_s:  # sensors with no late reading nor report for a period: forgotten
             self._pruned_at = now
             self._counts = {s: c for s, c in self._counts.items()
-                            if c.due or now - max(c.start, c.reported_at) < self.period_s}
+                            if s in self._due or now - max(c.start, c.reported_at) < self.period_s}
         return out
 
     def forget(self, sensors: Iterable[str]) -> None:
