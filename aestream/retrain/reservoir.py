@@ -83,7 +83,7 @@ class Reservoir:
         self.max_age_s = max_age_s
         self.n_added = 0
         self.n_added_at_training: int | None = None
-        self._tau_ms = half_life_s * 1000.0 / math.log(2)
+        self._tau_ms = _tau_ms(half_life_s)
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._n = 0
@@ -213,5 +213,9 @@ class Reservoir:
             return np.array([self._key(int(e)) for e in end_ms], dtype=np.float64)
         log.info("reservoir %s was saved with half_life_s = %g s: its keys are moved to retrain.half_life_s = %g s",
                  src, half_life_s, self.half_life_s)
-        old_tau_ms = half_life_s * 1000.0 / math.log(2)
-        return np.asarray(keys - end_ms / old_tau_ms + end_ms / self._tau_ms, dtype=np.float64)
+        return np.asarray(keys - end_ms / _tau_ms(half_life_s) + end_ms / self._tau_ms, dtype=np.float64)
+
+
+def _tau_ms(half_life_s: float) -> float:
+    """The time constant of the keys' recency weight ``exp(end / tau)``, in ms, for a half-life in seconds."""
+    return half_life_s * 1000.0 / math.log(2)
