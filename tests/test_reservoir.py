@@ -184,27 +184,30 @@ def test_a_slow_sensor_in_alarm_without_a_break_is_a_regime_change(span_s: int) 
     assert len(r) > 0
 
 
+T0 = 1_767_225_600_000
+
+
+def _saved(path: Path, capacity: int, half_life_s: float, n: int, step_ms: int) -> Path:
+    """A reservoir of ``capacity`` under ``half_life_s`` offered ``n`` windows ``step_ms`` apart from T0, saved."""
+    old = _reservoir(capacity=capacity, half_life_s=half_life_s)
+    for i in range(n):
+        old.add("s", T0 + i * step_ms, np.zeros((W, C), np.float32))
+    return old.save(path)
+
+
 def test_a_reservoir_loaded_under_a_longer_half_life_keeps_taking_new_windows(tmp_path: Path) -> None:
-    t0 = 1_767_225_600_000
-    old = _reservoir(capacity=100, half_life_s=3600.0)
-    for i in range(1000):
-        old.add("s", t0 + i * 60_000, np.zeros((W, C), np.float32))
-    path = old.save(tmp_path / "reservoir.npz")
+    path = _saved(tmp_path / "reservoir.npz", capacity=100, half_life_s=3600.0, n=1000, step_ms=60_000)
     r = _reservoir(capacity=100, half_life_s=86_400.0)  # retrain.half_life_s raised, then a restart
     assert r.load(path)
-    kept = sum(r.add("s", t0 + i * 60_000, np.ones((W, C), np.float32)) for i in range(1000, 1000 + 3 * 1440))
-    assert kept > 50 and r.snapshot().end_ms.max() > t0 + (1000 + 2 * 1440) * 60_000, "the last day is held"
+    kept = sum(r.add("s", T0 + i * 60_000, np.ones((W, C), np.float32)) for i in range(1000, 1000 + 3 * 1440))
+    assert kept > 50 and r.snapshot().end_ms.max() > T0 + (1000 + 2 * 1440) * 60_000, "the last day is held"
     assert r.save(path) and '"half_life_s": 86400.0' in (tmp_path / "reservoir.json").read_text()
 
 
 def test_a_reservoir_saved_without_its_half_life_loads_with_keys_on_this_one(tmp_path: Path) -> None:
     import json
 
-    t0 = 1_767_225_600_000
-    old = _reservoir(capacity=10, half_life_s=60.0)
-    for i in range(20):
-        old.add("s", t0 + i * 1000, np.zeros((W, C), np.float32))
-    path = old.save(tmp_path / "reservoir.npz")
+    path = _saved(tmp_path / "reservoir.npz", capacity=10, half_life_s=60.0, n=20, step_ms=1000)
     with np.load(path) as data:  # as the files written before the half-life was saved with them
         arrays = {k: data[k] for k in data.files}
     meta = json.loads(str(arrays["meta"]))
@@ -213,4 +216,4 @@ def test_a_reservoir_saved_without_its_half_life_loads_with_keys_on_this_one(tmp
     np.savez(path, **arrays)
     r = _reservoir(capacity=10, half_life_s=86_400.0)
     assert r.load(path) and len(r) == 10
-    assert sum(r.add("s", t0 + (20 + i) * 1000, np.ones((W, C), np.float32)) for i in range(200)) > 0
+    assert sum(r.add("s", T0 + (20 + i) * 1000, np.ones((W, C), np.float32)) for i in range(200)) > 0
