@@ -184,9 +184,15 @@ class TrainerApp:
         self.misfits: set[tuple[int, ...]] = set()  # shapes of windows skipped (said once each)
 
     def catch_up(self, timeout_s: float = 300.0) -> int:
-        """Read what the topic held when the trainer started (the reservoir's state); returns the windows read."""
+        """Read what the topic held when the trainer started (the reservoir's state); returns the windows read.
+        After ``timeout_s`` the trainer goes on (retraining on schedule, reading the rest on the way) and says so."""
         n, deadline = 0, time.monotonic() + timeout_s
-        while not self.feed.caught_up() and time.monotonic() < deadline and not self._stop.is_set():
+        while not self.feed.caught_up() and not self._stop.is_set():
+            if time.monotonic() >= deadline:
+                log.warning("trainer: %d windows read back from %s in %g s, not all it held at start: retraining "
+                            "starts on schedule with what the reservoir has, and the rest is read on the way", n,
+                            self.feed.topic, timeout_s)
+                break
             n += self._take(200)
         self.caught_up = True
         return n

@@ -131,3 +131,25 @@ def test_a_trainer_told_another_window_shape_says_so_once(caplog: pytest.LogCapt
     assert said == ("trainer: skipping the normal windows of 20 readings x 4 channels (sensor sensor-0 and any like "
                     "it): this trainer's [stream] makes 16 x 4 (stream.window_size, stream.channels); give it the "
                     "workers' [stream]")
+
+
+def test_a_trainer_not_caught_up_in_time_says_so_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    from aestream.app import TrainerApp
+    from aestream.retrain.reservoir import Reservoir
+
+    class _Feed:  # a backlog that is never read to its end
+        topic = "aestream.normal-windows"
+
+        def caught_up(self) -> bool:
+            return False
+
+        def poll(self, timeout_ms: int) -> list[tuple[str, int, np.ndarray]]:
+            return [("sensor-0", 1_767_225_600_000, np.zeros((16, 4), np.float32))]
+
+    app = TrainerApp(_Feed(), Reservoir(100, 16, 4, half_life_s=1e6, max_age_s=1e9), retraining=None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="aestream.app"):
+        n = app.catch_up(timeout_s=0.05)
+    assert n >= 1 and app.caught_up
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said == (f"trainer: {n} windows read back from aestream.normal-windows in 0.05 s, not all it held at "
+                    "start: retraining starts on schedule with what the reservoir has, and the rest is read on the way")
