@@ -70,6 +70,7 @@ MAGIC = b"AEL1"
 MAGIC_LEVELS = b"AEL2"
 MAGIC_RESIDUAL = b"AEL3"
 MAX_RESIDUAL = 2**30 - 1
+_MAX_ID_BYTES = 255  # a sensor id and a model version each follow their length in one byte
 """The largest residual an ``AEL3`` record holds, in steps; a window further from its reconstruction is sent
 without a residual (``AEL1``/``AEL2``)."""
 _HEAD = struct.Struct("<4sqH")
@@ -131,8 +132,9 @@ def encode_latent(sensor: str, window_end_ms: int, model_version: str, code: np.
     channels (float32; :meth:`~aestream.detect.scoring.Scorer.levels`), if any, and its quantised ``residual``
     ``(W, C)`` in steps of ``step_std`` training standard deviations (:func:`quantise_residual`), if any."""
     s, v = sensor.encode(), model_version.encode()
-    if len(s) > 255 or len(v) > 255:
-        raise AestreamError(f"sensor id or model version longer than 255 bytes: {sensor[:40]!r}, {model_version!r}")
+    if len(s) > _MAX_ID_BYTES or len(v) > _MAX_ID_BYTES:
+        raise AestreamError(f"sensor id or model version longer than {_MAX_ID_BYTES} bytes: {sensor[:40]!r}, "
+                            f"{model_version!r}")
     values = np.asarray(code, dtype="<f2")
     lv = _NO_LEVELS if levels is None else np.asarray(levels, dtype="<f4").ravel()
     if len(lv) > 255:
@@ -338,12 +340,12 @@ class StreamsStage(Stage):
     def _fits(self, sensor: str) -> bool:
         """Whether ``sensor``'s id fits a latent record (255 UTF-8 bytes; the readings take 256 characters): one
         that does not has no latent stream, warned once, rather than stop the worker at every replay."""
-        if len(sensor) * 4 <= 255 or len(sensor.encode()) <= 255:
+        if len(sensor) * 4 <= _MAX_ID_BYTES or len(sensor.encode()) <= _MAX_ID_BYTES:
             return True
         if sensor not in self._long_ids:
             self._long_ids.add(sensor)
-            log.warning("sensor %s...: its id is %d UTF-8 bytes, more than a latent record holds (255): no latent "
-                        "records for it", sensor[:40], len(sensor.encode()))
+            log.warning("sensor %s...: its id is %d UTF-8 bytes, more than a latent record holds (%d): no latent "
+                        "records for it", sensor[:40], len(sensor.encode()), _MAX_ID_BYTES)
         return False
 
     def _warn_unfit(self, s: Scored) -> None:
