@@ -116,15 +116,20 @@ def test_a_retrain_now_beside_the_running_trainer_does_not_need_its_port(
     assert outcome["status"] == "skipped" and "reservoir" in outcome["reason"], outcome
 
 
-def test_a_trainer_told_another_window_shape_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+def _trainer(feed: Any) -> Any:
+    """A trainer reading ``feed`` into a reservoir of 16 x 4 windows, with no retraining."""
     from aestream.app import TrainerApp
     from aestream.retrain.reservoir import Reservoir
 
+    return TrainerApp(feed, Reservoir(100, 16, 4, half_life_s=1e6, max_age_s=1e9), retraining=None)  # type: ignore[arg-type]
+
+
+def test_a_trainer_told_another_window_shape_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     class _Feed:  # what the workers sent: windows of 20 readings, the trainer's config says 16
         def poll(self, timeout_ms: int) -> list[tuple[str, int, np.ndarray]]:
             return [(f"sensor-{i}", 1_767_225_600_000, np.zeros((20, 4), np.float32)) for i in range(3)]
 
-    app = TrainerApp(_Feed(), Reservoir(100, 16, 4, half_life_s=1e6, max_age_s=1e9), retraining=None)  # type: ignore[arg-type]
+    app = _trainer(_Feed())
     with caplog.at_level(logging.WARNING, logger="aestream.app"):
         assert app._take(0) == 0 and app._take(0) == 0
     (said,) = [r.getMessage() for r in caplog.records]
@@ -134,9 +139,6 @@ def test_a_trainer_told_another_window_shape_says_so_once(caplog: pytest.LogCapt
 
 
 def test_a_trainer_not_caught_up_in_time_says_so_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
-    from aestream.app import TrainerApp
-    from aestream.retrain.reservoir import Reservoir
-
     class _Feed:  # a backlog that is never read to its end
         topic = "aestream.normal-windows"
 
@@ -146,7 +148,7 @@ def test_a_trainer_not_caught_up_in_time_says_so_and_goes_on(caplog: pytest.LogC
         def poll(self, timeout_ms: int) -> list[tuple[str, int, np.ndarray]]:
             return [("sensor-0", 1_767_225_600_000, np.zeros((16, 4), np.float32))]
 
-    app = TrainerApp(_Feed(), Reservoir(100, 16, 4, half_life_s=1e6, max_age_s=1e9), retraining=None)  # type: ignore[arg-type]
+    app = _trainer(_Feed())
     with caplog.at_level(logging.WARNING, logger="aestream.app"):
         n = app.catch_up(timeout_s=0.05)
     assert n >= 1 and app.caught_up
