@@ -80,6 +80,9 @@ from aestream.training.build import train_bundle
 from aestream.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "faults"))
+import faultkit  # noqa: E402  # the tests' private broker, on a port it draws (as in benchmarks/soak.py)
+
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 N_SENSORS = 50
 IN_SERVICE_WARMUP = 50_000  # readings before the in-service throughput run: 1,000 a sensor (calibration: 400)
@@ -707,16 +710,11 @@ def main() -> None:
         skip |= {"latency", "peer"}
     started = args.bootstrap is None and "throughput" not in skip
     bootstrap = args.bootstrap
+    broker = faultkit.Broker(tmp / "kafka")  # a private broker on a port it draws (the tests' own helper)
     try:  # from the broker's start: one that fails or is killed halfway is stopped and its folder removed too
         if started:
-            import socket
-
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            kafka_sh = str(ROOT / "deploy/kafka/kafka.sh")
-            subprocess.run(["bash", kafka_sh, "start", str(port), str(tmp / "kafka")], check=True)
-            bootstrap = f"127.0.0.1:{port}"
+            broker.start()
+            bootstrap = broker.bootstrap
         run = uuid.uuid4().hex[:8]
         base = Config().replace(stream={"channels": CHANNELS, "window_size": 32, "stride": 4},
                                 model={"family": "vanilla", "epochs": 5, "device": "cpu", "torch_threads": 1,
@@ -909,7 +907,7 @@ def main() -> None:
         print(json.dumps(summary))
     finally:
         if started:
-            subprocess.run(["bash", str(ROOT / "deploy/kafka/kafka.sh"), "stop", str(tmp / "kafka")], check=False)
+            broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)  # the broker's log and the models: ~600 MB a run
 
 

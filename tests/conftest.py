@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -24,10 +23,8 @@ from aestream.training.build import train_bundle
 sys.path.insert(0, str(Path(__file__).parent / "faults"))
 sys.path.insert(0, str(Path(__file__).parent / "evaluate"))  # skabdata: synthetic SKAB files
 sys.path.insert(0, str(Path(__file__).parent))  # stubs: the in-memory stand-ins worker tests share
-from faultkit import free_port  # one helper for both (the fault kit is also run by path by benchmarks/soak.py)
+from faultkit import Broker  # one broker helper for all (the fault kit is also run by path by benchmarks/soak.py)
 
-ROOT = Path(__file__).resolve().parents[1]
-KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 CHANNELS = ("temperature", "pressure", "vibration", "current")
 
 
@@ -58,12 +55,6 @@ def _garbage_collected(request: pytest.FixtureRequest) -> Iterator[None]:
         gc.collect()
 
 
-@pytest.fixture()
-def free_port_pair() -> int:
-    """A free port whose successor is free too: for a private broker of one test (controller on port + 1)."""
-    return free_port()
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Apache Kafka broker (KRaft) started by deploy/kafka/kafka.sh, or AESTREAM_TEST_BOOTSTRAP."""
@@ -71,13 +62,12 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("kafka")
-    subprocess.run(["bash", str(KAFKA_SH), "start", str(port), str(workdir)], check=True)
+    broker = Broker(tmp_path_factory.mktemp("kafka"))
+    broker.start()
     try:
-        yield f"127.0.0.1:{port}"
+        yield broker.bootstrap
     finally:
-        subprocess.run(["bash", str(KAFKA_SH), "stop", str(workdir)], check=False)
+        broker.stop()
 
 
 @pytest.fixture()

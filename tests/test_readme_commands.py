@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faultkit import Broker  # tests/faults, on the path by conftest
 from kafka import KafkaConsumer, TopicPartition
 
 from aestream.commands.simulate import Plant
@@ -33,7 +34,6 @@ from aestream.detect.scoring import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 YOUR_DATA = "Running it on your data"
 EXEMPT = "exempt"
@@ -119,14 +119,14 @@ def test_the_helpers_find_commands_and_drop_comments() -> None:
 
 
 @pytest.fixture()
-def private_broker(tmp_path_factory: pytest.TempPathFactory, free_port_pair: int) -> Iterator[str]:
+def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker of this test alone: the shipped config's fixed topic and group names touch no other test."""
-    workdir = tmp_path_factory.mktemp("kafka-readme")
-    subprocess.run(["bash", str(KAFKA_SH), "start", str(free_port_pair), str(workdir)], check=True)
+    broker = Broker(tmp_path_factory.mktemp("kafka-readme"))
+    broker.start()
     try:
-        yield f"127.0.0.1:{free_port_pair}"
+        yield broker.bootstrap
     finally:
-        subprocess.run(["bash", str(KAFKA_SH), "stop", str(workdir)], check=False)
+        broker.stop()
 
 
 def _argv(command: str) -> list[str]:

@@ -6,7 +6,8 @@
 #   deploy/kafka/kafka.sh fetch                only fetch the jars
 #
 # DIR defaults to $AESTREAM_KAFKA_DIR or /tmp/aestream-kafka-PORT; PORT defaults to 19092.
-# The controller listens on PORT+1. Logs go to DIR/server.log. Each start formats DIR/data afresh: a broker for a
+# The controller listens on PORT+1; a start fails at once, naming the port, when either is taken, or when the
+# broker exits before it opens PORT. Logs go to DIR/server.log. Each start formats DIR/data afresh: a broker for a
 # demo or a test run, whose topics and offsets do not outlive it (production: your own cluster).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,16 +21,32 @@ fetch() {
   fi
 }
 
-wait_port() {  # host port timeout_s
+ports_free() {  # port...: exit 1 naming the first that something on this machine holds
   python3 - "$@" <<'PY'
-import socket, sys, time
-host, port, limit = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+import socket, sys
+for port in map(int, sys.argv[1:]):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            sys.exit(f"port {port} is taken ({e.strerror}); pick another PORT (the controller uses PORT+1)")
+PY
+}
+
+wait_port() {  # host port timeout_s pid: 0 once the port answers, 1 when the pid exits or the time is up
+  python3 - "$@" <<'PY'
+import os, socket, sys, time
+host, port, limit, pid = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 deadline = time.monotonic() + limit
 while time.monotonic() < deadline:
     try:
         socket.create_connection((host, port), timeout=1).close()
         sys.exit(0)
     except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            sys.exit(1)
         time.sleep(0.2)
 sys.exit(1)
 PY
@@ -44,6 +61,7 @@ start() {
     echo "kafka already running in $dir (pid $(cat "$dir/kafka.pid")) on 127.0.0.1:$port" >&2
     return 0
   fi
+  ports_free "$port" "$cport" || exit 1
   rm -rf "$dir/data" && mkdir -p "$dir/data"
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
@@ -80,8 +98,14 @@ print(i)')"
     || { cat "$dir/format.log" >&2; exit 1; }
   nohup java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" > "$dir/server.log" 2>&1 &
   echo $! > "$dir/kafka.pid"
-  if ! wait_port 127.0.0.1 "$port" 90; then
-    echo "kafka did not open 127.0.0.1:$port within 90 s; see $dir/server.log:" >&2
+  local pid; pid="$(cat "$dir/kafka.pid")"
+  if ! wait_port 127.0.0.1 "$port" 90 "$pid"; then
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "kafka did not open 127.0.0.1:$port within 90 s; see $dir/server.log:" >&2
+    else  # e.g. another process took the port between the check above and the broker's bind
+      rm -f "$dir/kafka.pid"
+      echo "kafka exited before it opened 127.0.0.1:$port; see $dir/server.log:" >&2
+    fi
     tail -20 "$dir/server.log" >&2
     exit 1
   fi

@@ -44,18 +44,24 @@ CHANNELS = ("temperature", "pressure", "vibration", "current")
 
 
 def free_port() -> int:
-    """A free port whose neighbour (the controller's port) is free too."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+    """A free port whose neighbour (the controller's port) is free too, below the kernel's ephemeral range: a port
+    from that range (what ``bind(0)`` hands out) can become another process's outgoing connection's local port
+    before the broker binds it, and the broker then exits with "Address already in use"."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default start (macOS's range starts at 49152)
+    draw = random.Random()  # seeded from the OS: two pytest workers draw apart whatever a test seeds
+    for _ in range(200):
+        port = draw.randrange(10_000, max(low - 1, 10_001))
         try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 1))
+            for p in (port, port + 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
             return port
         except OSError:
             continue
-    raise RuntimeError("no free port pair found")
+    raise RuntimeError(f"no free port pair found in 10000-{low - 1}")
 
 
 def wait_until(pred: Callable[[], bool], timeout_s: float, every_s: float = 0.2, what: str = "condition",
@@ -82,14 +88,27 @@ class Broker:
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = Path(workdir)
+        self._chosen = port is None  # a port of our choosing may be replaced by another
         self.port = port or free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None  # the JVM started by restart()
 
-    def start(self) -> None:
-        """Format and start a fresh broker."""
-        subprocess.run(["bash", str(KAFKA_SH), "start", str(self.port), str(self.workdir)], check=True,
-                       stdout=subprocess.DEVNULL)
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, tries: int = 3) -> None:
+        """Format and start a fresh broker. If another process takes a port of our choosing first (``kafka.sh``
+        then fails at once, saying so), another port is drawn, up to ``tries`` times."""
+        for attempt in range(1, tries + 1):
+            done = subprocess.run(["bash", str(KAFKA_SH), "start", str(self.port), str(self.workdir)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            sys.stderr.write(done.stderr)
+            if done.returncode == 0:
+                return
+            taken = "Address already in use" in done.stderr or "is taken" in done.stderr
+            if not (taken and self._chosen and attempt < tries):
+                raise subprocess.CalledProcessError(done.returncode, done.args, stderr=done.stderr)
+            self.port = free_port()
 
     def stop(self) -> None:
         """Stop it cleanly (SIGTERM, then SIGKILL after 30 s) — its data stays."""

@@ -5,16 +5,14 @@ broker keeps serving the other tests)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import wait_until  # tests/faults, on the path by conftest
+from faultkit import Broker, wait_until  # tests/faults, on the path by conftest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aestream.app import build_app
@@ -28,8 +26,6 @@ from aestream.worker import Worker
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 START_MS = 1_767_225_600_000
 OPS = {"metrics_port": 0, "metrics_host": "127.0.0.1", "lag_interval_s": 0.2, "broker_check_timeout_s": 0.5}
 
@@ -127,20 +123,14 @@ def test_metrics_are_scraped_with_their_names_and_types_and_move_as_readings_flo
 
 
 @pytest.fixture()
-def private_broker(tmp_path_factory: pytest.TempPathFactory, free_port_pair: int) -> Iterator[
-        tuple[str, Callable[[], None]]]:
+def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Callable[[], None]]]:
     """A broker of this test alone, and a function that stops it."""
-    workdir = tmp_path_factory.mktemp("kafka-private")
-    port = free_port_pair
-    subprocess.run(["bash", str(KAFKA_SH), "start", str(port), str(workdir)], check=True)
-
-    def stop() -> None:
-        subprocess.run(["bash", str(KAFKA_SH), "stop", str(workdir)], check=False)
-
+    broker = Broker(tmp_path_factory.mktemp("kafka-private"))
+    broker.start()
     try:
-        yield f"127.0.0.1:{port}", stop
+        yield broker.bootstrap, broker.stop
     finally:
-        stop()
+        broker.stop()
 
 
 @pytest.mark.slow
