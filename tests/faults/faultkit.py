@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -80,6 +81,19 @@ def log_without_reconnects(text: str) -> str:
     """A worker's log without kafka-python's lines about a broker that is away (hundreds during an outage)."""
     noise = ("ECONNREFUSED", "No node available", "socket disconnected", "Connection lost")
     return "\n".join(line for line in text.splitlines() if not any(n in line for n in noise))
+
+
+def foreign_tracebacks(text: str) -> list[str]:
+    """The tracebacks in a worker's log but those kafka-python attaches to its own records (it logs a connection
+    that a stopping broker resets, ``ConnectionResetError`` and all, as an error of ``kafka.net.transport``): a
+    traceback right under a record of a ``kafka.`` logger is that record's."""
+    found, before = [], ""  # the logger of the line before, if that line was a record
+    for line in text.splitlines():
+        if line.startswith("Traceback (most recent call last):") and not before.startswith("kafka."):
+            found.append(f"under {before or 'no record'}: {line}")
+        record = re.match(r"\d\d:\d\d:\d\d [A-Z]+ (\S+): ", line)
+        before = record[1] if record else ""
+    return found
 
 
 # -- the broker -------------------------------------------------------------------------------------------------
