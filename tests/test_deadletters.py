@@ -45,6 +45,14 @@ def test_a_message_the_broker_refused_is_dead_lettered_with_its_key_headers_size
     assert dict(d.headers)["aestream.value.length"] == b"9"
 
 
+def test_a_refused_changelog_record_names_the_topic_it_was_meant_for_once() -> None:
+    record = Outgoing("g-changelog", b"s" * 9, b"pump-7", [("aestream.source.topic", b"readings")], 3)
+    d = refused(record, "dlq", "too large", max_bytes=4)
+    names = [k for k, _ in d.headers]
+    assert len(names) == len(set(names)), names
+    assert dict(d.headers)["aestream.source.topic"] == b"g-changelog"
+
+
 def test_a_refused_dead_letter_is_dropped_never_dead_lettered_again() -> None:
     sent: list[Outgoing] = []
     again = refused(Outgoing("anomalies", b"e", b"k", [("h", b"1")]), "dlq", "too large")

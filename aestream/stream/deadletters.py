@@ -45,16 +45,17 @@ def dead_letter(topic: str, rec: Record, reason: str, max_bytes: int = DEFAULT_M
 
 def refused(msg: Outgoing, topic: str, reason: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Outgoing:
     """The dead letter of a message the producer or the broker refused (too large, say): its own headers, then the
-    reason and the topic it was meant for.
+    reason and the topic it was meant for. One of its own named like those (a changelog record's
+    ``aestream.source.topic``) gives way, so each name is there once.
 
     >>> d = refused(Outgoing("anomalies", b"e" * 9, b"k", [("h", b"1")]), "dlq", "too large", max_bytes=4)
     >>> d.topic, d.value, [k for k, _ in d.headers][:3], dict(d.headers)["aestream.value.truncated"]
     ('dlq', b'eeee', ['h', 'aestream.reason', 'aestream.source.topic'], b'true')
     """
     value, value_headers = _value(msg.value, max_bytes)
-    headers = [*msg.headers, (REASON, reason.encode()), ("aestream.source.topic", msg.topic.encode()),
-               *value_headers]
-    return Outgoing(topic, value, msg.key, headers)
+    added = [(REASON, reason.encode()), ("aestream.source.topic", msg.topic.encode()), *value_headers]
+    names = {k for k, _ in added}
+    return Outgoing(topic, value, msg.key, [*((k, v) for k, v in msg.headers if k not in names), *added])
 
 
 def route_refused(msg: Outgoing, error: str, send: Callable[[Outgoing], None], topic: str,
