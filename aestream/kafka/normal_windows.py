@@ -4,7 +4,8 @@ Workers write through their own producer, in the step that scored the window (so
 see :class:`~aestream.retrain.stage.ReservoirStage`. The topic is created, when missing, with as many partitions as
 the largest input topic and a retention of ``retrain.max_age_s``: it *is* the trainer's state. A trainer that starts
 (or restarts after a kill) reads it from ``max_age_s`` ago and has its reservoir back; it keeps no file and commits no
-offsets.
+offsets. Partitions added to the topic later are read from their start as soon as the trainer's metadata shows them
+(within seconds): workers send to them at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from kafka import KafkaConsumer, TopicPartition
 
 from aestream.config import KafkaConfig
-from aestream.kafka.kafka_python import client_options, ensure_topics
+from aestream.kafka.kafka_python import METADATA_MAX_AGE_MS, client_options, ensure_topics
 from aestream.retrain.stage import END_MS_HEADER, decode_window
 
 __all__ = ["NormalWindowsFeed", "ensure_normal_windows_topic"]
@@ -45,9 +46,10 @@ class NormalWindowsFeed:
         ensure_normal_windows_topic(cfg, topic, max_age_s, timeout_s)
         self.topic = topic
         self.n_bad = 0
-        self._consumer = KafkaConsumer(**client_options(cfg), group_id=None, enable_auto_commit=False)
-        parts = self._consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self._consumer = KafkaConsumer(**client_options(cfg), group_id=None, enable_auto_commit=False,
+                                       metadata_max_age_ms=METADATA_MAX_AGE_MS)  # new partitions seen soon
+        self._parts = set(self._consumer.partitions_for_topic(topic))
+        tps = [TopicPartition(topic, p) for p in sorted(self._parts)]
         self._consumer.assign(tps)
         since = int((time.time() - max_age_s) * 1000)
         starts = self._consumer.offsets_for_times({tp: since for tp in tps})
@@ -62,6 +64,7 @@ class NormalWindowsFeed:
 
     def poll(self, timeout_ms: int = 500) -> Iterator[tuple[str, int, np.ndarray]]:
         """The windows that arrived: ``(sensor, end_ms, values)``; a message that is not one is logged and skipped."""
+        self._follow_new_partitions()
         for msgs in self._consumer.poll(timeout_ms=timeout_ms, max_records=5000).values():
             for m in msgs:
                 try:
@@ -74,3 +77,15 @@ class NormalWindowsFeed:
 
     def close(self) -> None:
         self._consumer.close()
+
+    def _follow_new_partitions(self) -> None:
+        """Read partitions added to the topic since it was opened (the consumer's metadata, refreshed every
+        :data:`METADATA_MAX_AGE_MS`) from their start: all they hold was written after they were made."""
+        new = self._consumer.partitions_for_topic(self.topic) - self._parts
+        if not new:
+            return
+        self._parts |= new
+        self._consumer.assign([TopicPartition(self.topic, p) for p in sorted(self._parts)])
+        self._consumer.seek_to_beginning(*(TopicPartition(self.topic, p) for p in sorted(new)))
+        log.info("%s has %d partition(s) now: reading the new one(s) %s from their start", self.topic,
+                 len(self._parts), sorted(new))

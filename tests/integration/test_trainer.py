@@ -11,13 +11,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewPartitions
 
 from aestream.app import build_trainer, models_topic, normal_windows_topic
 from aestream.commands.simulate import Plant
 from aestream.config import Config
 from aestream.errors import ConfigError
 from aestream.kafka.models_topic import KafkaModelStore
+from aestream.kafka.normal_windows import NormalWindowsFeed
 from aestream.retrain.stage import END_MS_HEADER, encode_window
 from aestream.training.fit import sliding_windows
 
@@ -80,6 +82,35 @@ def test_the_trainer_reads_the_topic_back_retrains_and_reports(kafka_config: Con
     assert reader.current() == "v0002" and reader.load().info["retrain"]["n_sensors"] == 4
     reader.close()
     store.close()
+
+
+def test_a_partition_added_to_the_normal_windows_topic_is_read_from_its_start(kafka_config: Config) -> None:
+    topic = normal_windows_topic(kafka_config)
+    feed = NormalWindowsFeed(kafka_config.kafka, topic, max_age_s=3600)  # makes the topic
+    bootstrap = list(kafka_config.kafka.bootstrap_servers)
+    try:
+        meta = KafkaConsumer(bootstrap_servers=bootstrap)
+        n = len(meta.partitions_for_topic(topic))
+        meta.close()
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            admin.create_partitions({topic: NewPartitions(total_count=n + 1)})
+        finally:
+            admin.close()
+        producer = KafkaProducer(bootstrap_servers=bootstrap)
+        window = np.arange(64, dtype=np.float32).reshape(16, 4)
+        for end_ms in (1_000, 2_000):  # both before the feed looks: read from the partition's start, not its end
+            producer.send(topic, encode_window(window), key=b"pump-7", partition=n,
+                          headers=[(END_MS_HEADER, str(end_ms).encode())]).get(30)
+        producer.close()
+        got: list[tuple[str, int, np.ndarray]] = []
+        deadline = time.monotonic() + 60  # the feed's metadata: refreshed every few seconds
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += feed.poll(200)
+        assert [(s, e) for s, e, _ in got] == [("pump-7", 1_000), ("pump-7", 2_000)], got
+        assert np.array_equal(got[0][2], window)
+    finally:
+        feed.close()
 
 
 def test_a_trainer_needs_the_fleet_mode(kafka_config: Config) -> None:
