@@ -60,7 +60,9 @@ SECRET_ENV = {
     "ssl_password": "AESTREAM_KAFKA_SSL_PASSWORD",
 }
 MODEL_KEY_ENV = "AESTREAM_MODEL_KEY"
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")  # what both clients take
+# what the clients authenticate with from the settings aestream passes (OAUTHBEARER needs a token provider or OIDC
+# settings, which it does not pass)
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI")
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,9 @@ class KafkaConfig:
         _require(self.commit_interval_ms >= 0, "kafka.commit_interval_ms", self.commit_interval_ms,
                  "use 0 (after every poll) or a positive number of ms")
         sasl = self.security_protocol.startswith("SASL")
+        _require(self.sasl_mechanism != "OAUTHBEARER", "kafka.sasl_mechanism", self.sasl_mechanism,
+                 "aestream passes no OAuth settings (token provider, OIDC endpoint) to its Kafka clients, so they "
+                 "could not authenticate: use SCRAM-SHA-512 (or SCRAM-SHA-256, PLAIN) over SASL_SSL")
         _require(self.sasl_mechanism in (SASL_MECHANISMS if sasl else ("", *SASL_MECHANISMS)), "kafka.sasl_mechanism",
                  self.sasl_mechanism, f"use one of {', '.join(SASL_MECHANISMS)}" + ("" if sasl else ', or ""'))
         _require(self.dead_letter_max_bytes > 0, "kafka.dead_letter_max_bytes", self.dead_letter_max_bytes,

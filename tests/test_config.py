@@ -206,6 +206,8 @@ def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str
         ({"kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "FOO"}},
          "config key kafka.sasl_mechanism = 'FOO' is invalid: use one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
         ({"kafka": {"security_protocol": "SASL_PLAINTEXT"}}, "config key kafka.sasl_mechanism = '' is invalid"),
+        ({"kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "OAUTHBEARER"}},
+         "config key kafka.sasl_mechanism = 'OAUTHBEARER' is invalid: aestream passes no OAuth settings"),
         ({"alerts": {"enabled": True, "silent_lag_ms": 3_600_000}},
          "config key alerts.silent_lag_ms = 3600000 is invalid: use less than stream.sensor_ttl_s (3600 s)"),
     ],
