@@ -293,6 +293,25 @@ def check_config(cfg: Config) -> None:
     if k.client == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
         raise ConfigError('config key kafka.client = "confluent" needs the confluent-kafka package: '
                           "pip install 'aestream[confluent]', or use \"kafka-python\"")
+    if k.sasl_mechanism == "GSSAPI":
+        _check_kerberos(k.client)
+
+
+def _check_kerberos(client: str) -> None:
+    """GSSAPI (Kerberos) needs what neither client brings itself: the gssapi package for kafka-python, a
+    librdkafka built with Cyrus SASL for confluent (PyPI's wheels are not)."""
+    if client == "kafka-python" and importlib.util.find_spec("gssapi") is None:
+        raise ConfigError('config key kafka.sasl_mechanism = "GSSAPI" needs the gssapi package with kafka-python: '
+                          "pip install gssapi (and the system's Kerberos libraries)")
+    if client == "confluent":
+        import confluent_kafka
+
+        try:  # librdkafka refuses a required feature it was built without
+            confluent_kafka.Producer({"builtin.features": "sasl_gssapi"})
+        except confluent_kafka.KafkaException as e:
+            raise ConfigError('config key kafka.sasl_mechanism = "GSSAPI" is not in this confluent-kafka\'s '
+                              f'librdkafka ({e.args[0].str()}): use kafka.client = "kafka-python" with the gssapi '
+                              "package, or a librdkafka built with Cyrus SASL") from None
 
 
 def open_model_store(cfg: Config) -> ModelStoreLike:

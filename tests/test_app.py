@@ -52,3 +52,27 @@ def test_the_confluent_client_without_its_package_says_how_to_install_it(monkeyp
                         lambda name, *a: None if name == "confluent_kafka" else find(name, *a))
     with pytest.raises(ConfigError, match="pip install 'aestream\\[confluent\\]'"):
         build_app(Config().replace(kafka={**NO_BROKER, "client": "confluent"}))
+
+
+@pytest.mark.parametrize(("client", "message"), [
+    ("kafka-python", "needs the gssapi package with kafka-python: pip install gssapi"),
+    ("confluent", "is not in this confluent-kafka's librdkafka .*cyrus-sasl.*: use kafka.client = \"kafka-python\""),
+])
+def test_kerberos_without_what_the_client_needs_for_it_fails_at_start(
+        client: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    find = importlib.util.find_spec  # the gssapi package is no dependency; hide it should a machine have it
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gssapi" else find(name, *a))
+    if client == "confluent":
+        import confluent_kafka
+
+        try:
+            confluent_kafka.Producer({"builtin.features": "sasl_gssapi"})
+            pytest.skip("this confluent-kafka's librdkafka has GSSAPI (PyPI's wheels have not)")
+        except confluent_kafka.KafkaException:
+            pass
+    cfg = Config().replace(kafka={**NO_BROKER, "client": client, "security_protocol": "SASL_PLAINTEXT",
+                                  "sasl_mechanism": "GSSAPI"})
+    with pytest.raises(ConfigError, match=message):
+        build_app(cfg)
