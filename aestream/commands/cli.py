@@ -168,9 +168,32 @@ def _at_least(low: int) -> Callable[[str], int]:
     return whole
 
 
+class _Refusals(logging.Handler):
+    """Whether kafka-python logged a broker refusing to let a client in (SASL credentials, the broker's
+    certificate): its bootstrap then gives up with a timeout that does not say why."""
+
+    KINDS = (("AuthenticationFailed", "refused the SASL credentials",
+              "kafka.sasl_mechanism, kafka.sasl_username and AESTREAM_KAFKA_SASL_PASSWORD"),
+             ("CERTIFICATE_VERIFY_FAILED", "has a certificate that kafka.ssl_cafile does not trust",
+              "kafka.ssl_cafile (the CA that signed the broker's certificate) and that the bootstrap host is a name "
+              "in that certificate"))
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: tuple[str, str] | None = None  # (what the broker did, what to check)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        for mark, what, fix in self.KINDS:
+            if mark in text:
+                self.last = (what, fix)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level or "INFO", args.log_json)
+    refusals = _Refusals()
+    logging.getLogger("kafka").addHandler(refusals)
     try:
         cfg = _load(args.config)
         configure_logging(args.log_level or cfg.ops.log_level, args.log_json or cfg.ops.log_json)
@@ -189,9 +212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not unreachable(e):
             raise
+        if refusals.last is not None:
+            what, fix = refusals.last
+            print(f"aestream: error: {e}: the broker {what} (the log above says how); check {fix}",
+                  file=sys.stderr)
+            return 2  # a setting to fix: a restart would fail the same way
         print(f"aestream: error: {e}: no broker answered; check kafka.bootstrap_servers (or "
               "AESTREAM_KAFKA_BOOTSTRAP_SERVERS) and that the brokers run (a restart tries again)", file=sys.stderr)
         return 1
+    finally:
+        logging.getLogger("kafka").removeHandler(refusals)
 
 
 def _load(path: str | None) -> Config:
