@@ -304,14 +304,13 @@ def _check_kerberos(client: str) -> None:
         raise ConfigError('config key kafka.sasl_mechanism = "GSSAPI" needs the gssapi package with kafka-python: '
                           "pip install gssapi (and the system's Kerberos libraries)")
     if client == "confluent":
-        import confluent_kafka
+        from aestream.kafka.confluent import missing_feature
 
-        try:  # librdkafka refuses a required feature it was built without
-            confluent_kafka.Producer({"builtin.features": "sasl_gssapi"})
-        except confluent_kafka.KafkaException as e:
+        why = missing_feature("sasl_gssapi")
+        if why is not None:
             raise ConfigError('config key kafka.sasl_mechanism = "GSSAPI" is not in this confluent-kafka\'s '
-                              f'librdkafka ({e.args[0].str()}): use kafka.client = "kafka-python" with the gssapi '
-                              "package, or a librdkafka built with Cyrus SASL") from None
+                              f'librdkafka ({why}): use kafka.client = "kafka-python" with the gssapi package, or a '
+                              "librdkafka built with Cyrus SASL")
 
 
 def open_model_store(cfg: Config) -> ModelStoreLike:

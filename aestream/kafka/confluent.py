@@ -26,7 +26,7 @@ from aestream.kafka.refusals import MAX_STATE_BYTES, OnRefused, RefusingSink, co
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.phase import warn_metadata_refused
 
-__all__ = ["ConfluentSink", "ConfluentSource", "confluent_options"]
+__all__ = ["ConfluentSink", "ConfluentSource", "confluent_options", "missing_feature"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,16 @@ def confluent_options(cfg: KafkaConfig) -> dict[str, Any]:
     }
     opts.update({k: v for k, v in optional.items() if v})
     return opts
+
+
+def missing_feature(feature: str) -> str | None:
+    """Why this librdkafka lacks ``feature`` (a ``builtin.features`` name such as ``sasl_gssapi``), or ``None``
+    when it has it: librdkafka refuses a client that requires a feature it was built without."""
+    try:
+        Producer({"builtin.features": feature})
+    except KafkaException as e:
+        return str(e.args[0].str())
+    return None
 
 
 CONSUMER_CLOSE_S = 15.0
