@@ -3,7 +3,8 @@
 The topic (``<group_id>-models``, one partition, ``cleanup.policy=compact``) holds three kinds of keys:
 
 * ``bundle/v0007``: a packed, signed bundle (:func:`~aestream.models.bundle.pack_bundle`); a tombstone prunes it.
-* ``current``: ``{"version": "v0007", ...}``, written by the one publisher (``aestream trainer``, ``aestream train``).
+* ``current``: ``{"version": "v0007", ...}``, written by a publisher (``aestream trainer``, ``train``,
+  ``retrain``), which reads the topic to its end before it takes the next version.
 * ``hold``: ``{"version": "v0005", "active": true, ...}``, written by ``aestream models rollback``; while active it
   wins over ``current``, so a training that was already under way when the operator rolled back cannot put its
   candidate in service, whatever the order its messages reach the topic. ``aestream models resume`` lifts it.
@@ -98,7 +99,10 @@ class KafkaModelStore:
 
     # -- writing (the publisher and the operator) -----------------------------------------------------------
     def publish(self, bundle: ModelBundle, make_current: bool = True) -> str:
-        """Store ``bundle`` as the next version, signed, and by default point ``current`` at it."""
+        """Store ``bundle`` as the next version, signed, and by default point ``current`` at it. Reads the topic
+        to its end first: another publisher's version (``aestream retrain`` beside the trainer) is never taken
+        again for another bundle."""
+        self._read(to_end=True)
         existing = self.versions()
         version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
         bundle.version = version

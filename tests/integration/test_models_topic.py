@@ -93,6 +93,19 @@ def test_a_rollback_holds_against_a_later_publish_until_resume(cfg: Config, trai
         s.close()
 
 
+def test_two_publishers_never_give_two_bundles_one_version(cfg: Config, train_small: Any) -> None:
+    trainer = KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode())
+    manual = KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode())  # `aestream retrain` beside the trainer
+    bundle = train_small(cfg)
+    assert trainer.publish(bundle) == "v0001"
+    assert manual.publish(bundle) == "v0002"
+    assert trainer.publish(bundle) == "v0003", "the trainer published over a version it had not read yet"
+    worker_view = KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode())
+    assert worker_view.versions() == ["v0001", "v0002", "v0003"] and worker_view.current() == "v0003"
+    for s in (trainer, manual, worker_view):
+        s.close()
+
+
 def _eventually(pred: Any, what: str, timeout_s: float = 10.0) -> None:
     """A reader takes what is new on each call (a non-blocking poll): ask until it has it."""
     deadline = time.monotonic() + timeout_s
