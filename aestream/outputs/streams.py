@@ -70,9 +70,9 @@ MAGIC = b"AEL1"
 MAGIC_LEVELS = b"AEL2"
 MAGIC_RESIDUAL = b"AEL3"
 MAX_RESIDUAL = 2**30 - 1
-_MAX_ID_BYTES = 255  # a sensor id and a model version each follow their length in one byte
 """The largest residual an ``AEL3`` record holds, in steps; a window further from its reconstruction is sent
 without a residual (``AEL1``/``AEL2``)."""
+_MAX_ID_BYTES = 255  # a sensor id and a model version each follow their length in one byte
 _HEAD = struct.Struct("<4sqH")
 _RESIDUAL_HEAD = struct.Struct("<fHB")
 _K_BITS = 5  # Rice parameter 0..31: a zigzag of 2 × MAX_RESIDUAL fits in 31 bits plus one unary 1
