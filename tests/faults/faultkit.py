@@ -83,6 +83,15 @@ def log_without_reconnects(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not any(n in line for n in noise))
 
 
+def answers(port: int) -> bool:
+    """Whether something accepts a connection on 127.0.0.1:``port`` (a broker's listener is open)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def foreign_tracebacks(text: str) -> list[str]:
     """The tracebacks in a worker's log but those kafka-python attaches to its own records (it logs a connection
     that a stopping broker resets, ``ConnectionResetError`` and all, as an error of ``kafka.net.transport``): a
@@ -148,15 +157,7 @@ class Broker:
         with open(self.workdir / "server.log", "ab") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         (self.workdir / "kafka.pid").write_text(f"{self._proc.pid}\n")
-
-        def answers() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_until(answers, timeout_s, what=f"broker on {self.bootstrap}")
+        wait_until(lambda: answers(self.port), timeout_s, what=f"broker on {self.bootstrap}")
 
 
 # -- the worker subprocess --------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ broker's plaintext listener, so only the worker's side is under test. A worker w
 from __future__ import annotations
 
 import secrets
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -86,15 +85,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         (work / "server.properties").write_text("\n".join(props) + "\n")
         broker.stop()
         broker.restart()  # its data (the SCRAM user) kept
-
-        def secure_open() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        kit.wait_until(secure_open, 90, what=f"the broker's {listener} listener")
+        kit.wait_until(lambda: kit.answers(port), 90, what=f"the broker's {listener} listener")
         yield SecureBroker(broker.bootstrap, f"127.0.0.1:{port}", work / "ca.pem", password)
     finally:
         broker.stop()
