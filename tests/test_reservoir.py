@@ -115,6 +115,30 @@ def test_replayed_windows_are_not_offered_and_on_tick_saves_periodically(tmp_pat
     assert (tmp_path / "r.npz").exists()
 
 
+def test_an_alarm_seen_in_a_replay_keeps_its_guard_for_the_live_windows_after_it() -> None:
+    r = _reservoir()
+    stage = _stage(r, guard_s=10.0, regime_s=30.0)  # a partition's new owner: its lookback ends with a short fault
+    stage.on_scored([_scored(t, 100 <= t <= 110, replay=True) for t in range(60, 112, 2)])
+    stage.on_scored([_scored(t, False) for t in range(112, 200, 2)])
+    kept = (r.snapshot().end_ms // 1000).tolist()
+    assert kept and min(kept) - 3 > 110 + 10, "no live window within guard_s after the replayed alarm"
+    assert not [t for t in kept if t < 112], "replayed windows are their previous owner's to admit"
+
+
+def test_an_episode_that_began_in_the_replay_counts_towards_a_regime_change() -> None:
+    r = _reservoir()
+    stage = _stage(r, guard_s=10.0, regime_s=30.0)
+    stage.on_scored([_scored(t, t >= 100, replay=True) for t in range(60, 120, 2)])
+    assert not stage.in_regime_change("s") and len(r) == 0
+    stage.on_scored([_scored(t, True) for t in range(120, 140, 2)])
+    kept = (r.snapshot().end_ms // 1000).tolist()
+    assert stage.in_regime_change("s"), "30 s of alarm in all, 20 of them replayed"
+    assert kept == list(range(120, 140, 2)), "its live windows, the replayed ones were the previous owner's"
+    again = _stage(_reservoir(), guard_s=10.0, regime_s=30.0)
+    again.on_scored([_scored(t, t >= 100, replay=True) for t in range(60, 140, 2)])
+    assert again.in_regime_change("s"), "an episode the replay saw last regime_change_after_s"
+
+
 def test_a_sensor_holds_at_most_one_sample_while_it_waits_out_the_guard() -> None:
     from aestream.retrain.stage import ReservoirStage
     from aestream.stream.windows import Window

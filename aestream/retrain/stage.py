@@ -15,7 +15,9 @@
   later window of the sensor while the episode lasts, are admitted, so the next retrain learns the new regime
   and its false alarms stop. A genuine fault shorter than ``regime_change_after_s`` is never learned as normal;
   set it above the longest fault you expect to leave unattended.
-* Replayed windows (rebuild after a partition move) were already offered by their previous owner: skipped.
+* Replayed windows (a partition's lookback, after a restart or a move) were already offered by their previous
+  owner: none is held or admitted again, but their alarms rebuild the sensor's episode, so the guard and the
+  regime-change clock run on across the move (from as far back as the lookback reaches).
 
 Admitted windows go to a local :class:`Reservoir` (``fleet.retrain_in = "worker"``; ``on_tick`` expires old windows
 and saves it every ``save_every_s``) or, given a ``topic``, out as messages of the step (``"trainer"``): key = the
@@ -107,7 +109,9 @@ class ReservoirStage(Stage):
 
     def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
         for s in scored:
-            if not s.replay:
+            if s.replay:
+                self.recall(s.window, s.alarm)
+            else:
                 self.offer(s.window, s.alarm)
         out, self._out = self._out, []
         return out
@@ -154,12 +158,7 @@ class ReservoirStage(Stage):
 
     def offer(self, w: Window, alarm: bool) -> None:
         """Apply the rules of the module docstring to one scored window of ``w.sensor``."""
-        t = self._tracks.setdefault(w.sensor, _Track())
-        if t.last_alarm_ms is not None and (w.start_ms if alarm else w.end_ms) - t.last_alarm_ms > self.guard_ms:
-            # the episode is over, whatever came since its last alarm (a silence too): an alarm now opens another.
-            # An alarm window that reaches back within guard_s of the last one continues it, however far apart a
-            # slow sensor's windows end
-            t.episode_start_ms, t.episode, t.regime_change = None, [], False
+        t = self._track(w, alarm)
         if alarm:
             self._on_alarm(t, w)
         elif t.regime_change:
@@ -175,25 +174,48 @@ class ReservoirStage(Stage):
                 self._admit(old)
             del t.pending[:n_due]
 
-    def _on_alarm(self, t: _Track, w: Window) -> None:
+    def recall(self, w: Window, alarm: bool) -> None:
+        """Take one replayed window of ``w.sensor`` into its alarm episode, holding and admitting nothing: a new
+        owner's live windows then keep ``guard_s`` from the alarms its replay saw, and an episode that began before
+        the move counts towards ``regime_change_after_s`` from there."""
+        t = self._track(w, alarm)
+        if alarm and w.end_ms - self._alarmed(t, w) >= self.regime_ms:
+            t.regime_change = True  # its windows so far were the previous owner's to admit
+
+    def _track(self, w: Window, alarm: bool) -> _Track:
+        """``w.sensor``'s state, its episode ended when ``w`` comes over ``guard_s`` after the episode's last alarm."""
+        t = self._tracks.setdefault(w.sensor, _Track())
+        if t.last_alarm_ms is not None and (w.start_ms if alarm else w.end_ms) - t.last_alarm_ms > self.guard_ms:
+            # the episode is over, whatever came since its last alarm (a silence too): an alarm now opens another.
+            # An alarm window that reaches back within guard_s of the last one continues it, however far apart a
+            # slow sensor's windows end
+            t.episode_start_ms, t.episode, t.regime_change = None, [], False
+        return t
+
+    def _alarmed(self, t: _Track, w: Window) -> int:
+        """Drop what ``w``'s alarm makes too close to an anomaly, and return the episode's start."""
         while t.pending and t.pending[-1].end_ms >= w.start_ms - self.guard_ms:
             t.pending.pop()  # too close before the anomaly's onset
         if t.episode_start_ms is None:
             t.episode_start_ms = w.end_ms
         t.last_alarm_ms = w.end_ms
+        return t.episode_start_ms
+
+    def _on_alarm(self, t: _Track, w: Window) -> None:
+        start = self._alarmed(t, w)
         if t.regime_change:
             if self._sampled(t, w):
                 self._admit(w)
             return
         if self._sampled(t, w):
             t.episode.append(w._replace(values=w.values.copy()))
-        if w.end_ms - t.episode_start_ms >= self.regime_ms:
+        if w.end_ms - start >= self.regime_ms:
             t.regime_change = True
             log.info("sensor %s has been in alarm for %.0f s (retrain.regime_change_after_s = %.0f): taken for a "
-                     "regime change, its windows now feed the reservoir", w.sensor,
-                     (w.end_ms - t.episode_start_ms) / 1000, self.regime_ms / 1000)
+                     "regime change, its windows now feed the reservoir", w.sensor, (w.end_ms - start) / 1000,
+                     self.regime_ms / 1000)
             for old in t.episode:
-                if old.start_ms >= t.episode_start_ms:
+                if old.start_ms >= start:
                     self._admit(old)
             t.episode = []
 
