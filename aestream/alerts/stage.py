@@ -108,7 +108,14 @@ class AlertStage(Stage):
             ratio = sc.score / sc.threshold if sc.threshold > 0 else 0.0
             chans = top_channels(self.channels, sc.shares) if sc.alarm else None
             t = self.tracker.observe(w.sensor, w.start_ms, w.end_ms, ratio, sc.alarm, chans)
-            if t is None or sc.replay:
+            if sc.replay:
+                continue
+            if sc.alarm or self.tracker.open_episode(w.sensor) is not None:
+                # an episode's progress between its events (windows in alarm, peak, quiet windows towards the
+                # resolve) and alarms a cooldown suppressed: the partition's next owner goes on from here, not
+                # from the last event, whatever its lookback replays
+                self._changed.add(w.sensor)
+            if t is None:
                 continue
             event = episode_event(
                 t, window_start_ms=w.start_ms, window_end_ms=w.end_ms, score=sc.score, threshold=sc.threshold,

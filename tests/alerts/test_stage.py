@@ -220,6 +220,26 @@ def test_a_restored_sensor_whose_partition_moved_is_neither_reported_nor_written
     assert second.state() == []
 
 
+def test_an_open_episode_s_progress_reaches_the_changelog_between_its_events(tmp_path: Path) -> None:
+    cfg = config(tmp_path, n_resolve_windows=3)
+    plan = [(0, 1.5), *[(i, 1.9) for i in range(1, 6)], (6, 0.4), (7, 0.4), (8, 0.4), (9, 0.4)]
+    alone = stage(cfg, changelog=MemoryChangelog())
+    whole = [e for i, r in plan for e in decode(step(alone, [scored("pump-1", i, r, partition=PART)]))]
+    log = MemoryChangelog()
+    first = stage(cfg, changelog=log)
+    for i, r in plan[:8]:  # opened at 0, in alarm to 5, quiet at 6 and 7; each step committed
+        step(first, [scored("pump-1", i, r, partition=PART)])
+        first.state()
+    # window 8 resolves the episode; the worker dies before its commit. The next owner's lookback holds only
+    # window 7 of this sensor (a partition of many sensors), then window 8 comes again
+    second = stage(cfg, changelog=log)
+    second.on_assigned([PART])
+    assert step(second, [scored("pump-1", 7, 0.4, replay=True, partition=PART)]) == []
+    again = [e for i, r in plan[8:] for e in decode(step(second, [scored("pump-1", i, r, partition=PART)]))]
+    assert [e["type"] for e in whole] == ["opened", "resolved"]
+    assert again == whole[1:], "the same resolve: same window, id, window count and peak"
+
+
 def test_webhook_give_ups_come_back_as_dead_letters_on_a_tick(tmp_path: Path) -> None:
     calls: list[bytes] = []
 
