@@ -588,8 +588,8 @@ class Worker:
 
         def push_blocks() -> None:
             cut = self.windows.cut_blocks([b for _, b in blocks], now)
-            for (_, block), late in zip(blocks, cut.late):
-                if late:
+            for (rec, block), late in zip(blocks, cut.late):
+                if late and not rec.replay:  # a replay's were counted and reported when first read
                     _count_late(stats, block.sensor, late)
             recs = [rec for rec, _ in blocks]
             closed.add_cut(cut, list(map(recs.__getitem__, cut.block)))
@@ -619,7 +619,8 @@ class Worker:
                 self._sensor_partition[r.sensor] = part
                 w = self.windows.push(r.sensor, r.ts_ms, r.values, now)
                 if w is LATE:
-                    _count_late(stats, r.sensor, 1)
+                    if not rec.replay:
+                        _count_late(stats, r.sensor, 1)
                 elif w is not None:
                     closed.add(w, rec)  # type: ignore[arg-type]
         if blocks:
@@ -638,18 +639,20 @@ class Worker:
         for sensor, idx in by_sensor.items():
             first = records[idx[0]]
             self._sensor_partition[sensor] = (first.topic, first.partition)
-            if len(idx) < 128:  # a block costs ~20 numpy calls: pushing one by one is cheaper for short runs
-                push = self.windows.push
+            # a replay's late readings were counted and reported when first read; a partition's replay comes
+            # before its live records, so a run is all replayed, all live, or replayed up to some point
+            if len(idx) < 128 or (first.replay and not records[idx[-1]].replay):
+                push = self.windows.push  # a block costs ~20 numpy calls: one by one is cheaper for short runs
                 for i in idx:
                     w = push(sensor, stamps[i], values[i], now)
                     if w is not None:
-                        if w is LATE:
-                            _count_late(stats, sensor, 1)
-                        else:
+                        if w is not LATE:
                             closed.add(w, records[i])  # type: ignore[arg-type]
+                        elif not records[i].replay:
+                            _count_late(stats, sensor, 1)
                 continue
             cut = self.windows.cut_blocks([(sensor, columns.ts_ms[idx], columns.values[idx])], now)
-            if cut.late[0]:
+            if cut.late[0] and not first.replay:
                 _count_late(stats, sensor, cut.late[0])
             closed.add_cut(cut, [records[idx[j]] for j in cut.at])
 

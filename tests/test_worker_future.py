@@ -114,3 +114,34 @@ def test_a_sensor_dropping_many_late_readings_says_so_once_per_period(
     assert len(lines) == 1, lines  # 6 then 6 more in the same minute: one line
     assert "sensor s dropped 6 late readings" in lines[0] and "stream.n_late_report" in lines[0]
     assert worker.totals.late == 12
+
+
+@pytest.mark.parametrize("shape", ["columns", "long run", "batched"])
+def test_late_readings_read_again_in_a_replay_are_neither_counted_nor_reported_again(
+        shape: str, scripted_source: Any, recording_sink: Any, bundle: Any, one_model: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    cfg = Config().replace(baselines={"mode": "off"},
+                           stream={"channels": CHANNELS, "window_size": 4, "stride": 1, "n_late_report": 5})
+    n = 200 if shape == "long run" else 10  # the column-wise path cuts a sensor's runs of 128 or more at once
+    stamps = [T0 + 1000 * i for i in range(n)] + [T0 + 1000 * i for i in range(6)]  # 6 duplicates: late
+    if shape == "batched":
+        doc = [{"sensor": "s", "ts": ts, "values": [1, 2, 3, 4]} for ts in stamps]
+        recs = [Record("in", 0, 0, b"s", json.dumps(doc).encode(), T0)]
+    else:
+        recs = [_single(i, "s", ts, ts) for i, ts in enumerate(stamps)]
+
+    def run(replay: bool, n_replayed: int | None = None) -> Worker:
+        polls = [[r._replace(replay=replay and (n_replayed is None or i < n_replayed)) for i, r in enumerate(recs)]]
+        worker = Worker(cfg, scripted_source(polls), recording_sink(), one_model(bundle), clock=lambda: 0.0)
+        worker.refresh_model(force=True)
+        worker.step()
+        return worker
+
+    with caplog.at_level(logging.WARNING, logger="aestream.worker"):
+        assert run(replay=False).totals.late == 6
+        assert len([r for r in caplog.records if "late readings" in r.getMessage()]) == 1
+        caplog.clear()
+        assert run(replay=True).totals.late == 0, "a partition's next owner counted its lookback's late readings"
+        assert not [r for r in caplog.records if "late readings" in r.getMessage()]
+        if shape != "batched":  # the poll that ends the replay: its live part's late readings count
+            assert run(replay=True, n_replayed=n // 2).totals.late == 6
