@@ -538,7 +538,7 @@ class Worker:
                 part = [r for r in part if not r.replay]
                 if replayed:
                     self._window(replayed, closed, stats, now)
-                self.phases.restore({(r.topic, r.partition) for r in part})
+                self.phases.restore({(r.topic, r.partition) for r in part}, self._sensor_partition)
             self._window(part, closed, stats, now)
             scored = self._score(closed, stats) if closed else []
             if scored:

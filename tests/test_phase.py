@@ -108,8 +108,21 @@ def test_phases_committed_under_another_stride_are_not_restored(caplog: pytest.L
     checkpoint = PhaseCheckpoint(windows)
     checkpoint.expect({("in", 0): encode_phases(3, {"s": 2}) or ""})
     with caplog.at_level(logging.WARNING, logger="aestream.stream.phase"):
-        checkpoint.restore({("in", 0)})
+        checkpoint.restore({("in", 0)}, {"s": ("in", 0)})
     assert windows.phases(["s"]) == {"s": 1} and checkpoint.pending == {}
     assert [r.getMessage() for r in caplog.records] == [
         """the metadata committed on in[0] ('{"v":1,"stride":3,"phases":[[],[],["s"]) holds no window phases """
-        "for stream.stride = 2: its sensors count from the replay"]
+        "for stream.stride = 2: its sensors close a window at their first live reading"]
+
+
+def test_without_committed_phases_each_sensor_of_the_partition_closes_a_window_at_its_next_reading() -> None:
+    windows = Windower(window_size=4, stride=4, n_channels=1, max_gap_ms=10)
+    for t in range(1, 7):  # a window closed at the 4th reading; two more since
+        windows.push("s", t, (0.0,))
+        windows.push("other", t, (0.0,))
+    checkpoint = PhaseCheckpoint(windows)
+    checkpoint.expect({("in", 0): ""})
+    checkpoint.restore({("in", 0)}, {"s": ("in", 0), "other": ("in", 1)})
+    closed = windows.push("s", 7, (0.0,))
+    assert closed is not None and closed.start_ms == 4, "the window reaches back over the readings since the last"
+    assert windows.push("other", 7, (0.0,)) is None, "a sensor of another partition keeps its count"

@@ -139,8 +139,8 @@ class ConfluentSource:
                 start = max(low, tp.offset - lookback)
                 if start < tp.offset:
                     self._replay_until[(tp.topic, tp.partition)] = tp.offset
-                    if tp.metadata and tp.metadata != "\x00":  # what an empty metadata string comes back as
-                        self._metadata[(tp.topic, tp.partition)] = tp.metadata
+                    # "": committed without window phases ("\x00" is what an empty metadata string comes back as)
+                    self._metadata[(tp.topic, tp.partition)] = "" if tp.metadata in (None, "\x00") else tp.metadata
                     tp.offset = start
                     log.info("rebuilding %s[%d]: replaying offsets %d..%d", tp.topic, tp.partition, start,
                              self._replay_until[(tp.topic, tp.partition)] - 1)

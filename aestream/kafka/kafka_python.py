@@ -372,8 +372,7 @@ class KafkaSource:
             self._next[part] = start
             self.consumer.seek(tp, start)
             self._replay_until[part] = committed
-            if found.metadata:
-                self._metadata[part] = found.metadata
+            self._metadata[part] = found.metadata or ""  # "": committed without window phases
             seeked.add(part)
             log.info("rebuilding %s[%d]: replaying offsets %d..%d", tp.topic, tp.partition, start, committed - 1)
         if self._fetch is not None:

@@ -19,7 +19,8 @@ __all__ = ["AckedSink", "AsyncCommitSource", "Changelog", "CommitDone", "ModelSo
 class Source(Protocol):
     """Where records come from. ``commit`` gets ``metadata`` (per partition, committed with its offset) only when
     there is some. A source that rebuilds partitions may also have ``committed_metadata() -> dict[Partition,
-    str]``: the metadata committed with the offsets it replays up to, each handed out once."""
+    str]``: the metadata committed with the offsets it replays up to (``""`` where there was none), each handed
+    out once."""
 
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]: ...
     def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool: ...

@@ -10,7 +10,9 @@ again — the same event ids. Like a stream processor's checkpoint, but in the o
 Format (version 1): compact JSON ``{"v":1,"stride":S,"phases":[[sensors at phase 0],[at phase 1],...]}`` with
 sorted sensor names, or ``z`` + base64 of its zlib deflate when that is shorter. The broker refuses metadata
 over ``offset.metadata.max.bytes`` (4096 by default): :func:`encode_phases` then gives ``None`` and the commit
-goes without phases (the next owner counts from its replay, as before this checkpoint existed).
+goes without phases. The next owner then closes each sensor's window at its first live reading and counts its
+stride from there: the readings the last owner read after its last window are in that window (a stride is at most
+``window_size``), so every reading is still in a reported window, under window ends (ids) of its own.
 :class:`PhaseCheckpoint` is the worker's side of it: the metadata of a commit, the restore after a rebuild.
 
 >>> text = encode_phases(4, {"pump-1": 3, "pump-2": 0, "pump-3": 3})
@@ -138,16 +140,21 @@ class PhaseCheckpoint:
         for p in parts:
             self.pending.pop(p, None)
 
-    def restore(self, parts: set[Partition]) -> None:
-        """Restore the pending phases of these partitions: their replay is over, their live records follow."""
+    def restore(self, parts: set[Partition], sensor_partition: Mapping[str, Partition]) -> None:
+        """Restore the pending phases of these partitions: their replay is over, their live records follow.
+        Where none were committed, each of the partition's sensors (``sensor_partition``) closes a window at its
+        first live reading: the readings its last owner read after its last window, which its replay alone would
+        only put in replayed windows (never reported), are in that one."""
         for p in parts & self.pending.keys():
             text = self.pending.pop(p)
-            if not text:
-                continue  # committed without phases (by a worker without a count stride, or they did not fit)
-            found = decode_phases(text)
-            if found is None or found[0] != self.windows.stride:
-                log.warning("the metadata committed on %s[%d] (%.40r) holds no window phases for stream.stride = %d: "
-                            "its sensors count from the replay", p[0], p[1], text, self.windows.stride)
+            found = decode_phases(text) if text else None
+            if found is not None and found[0] == self.windows.stride:
+                n = self.windows.restore_phases(found[1])
+                log.info("restored the window phase of %d of %d sensors of %s[%d]", n, len(found[1]), p[0], p[1])
                 continue
-            n = self.windows.restore_phases(found[1])
-            log.info("restored the window phase of %d of %d sensors of %s[%d]", n, len(found[1]), p[0], p[1])
+            if text:
+                log.warning("the metadata committed on %s[%d] (%.40r) holds no window phases for stream.stride = %d: "
+                            "its sensors close a window at their first live reading", p[0], p[1], text,
+                            self.windows.stride)
+            due = (self.windows.window_size - 1) % self.windows.stride  # the phase whose next reading closes one
+            self.windows.restore_phases({s: due for s, q in sensor_partition.items() if q == p})
