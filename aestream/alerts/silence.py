@@ -3,7 +3,8 @@
 A sensor is silent when no window of it has closed for ``silent_after_s`` of processing time, or (when
 ``silent_lag_ms`` is set) when its last window ends more than ``silent_lag_ms`` before the newest window end of
 any sensor (event time: useful when a backlog is replayed fast). Each silence is reported once
-(``sensor_silent``), and its end once (``sensor_resumed``, on the sensor's next window). A sensor restored from the
+(``sensor_silent``), and its end once (``sensor_resumed``, on the sensor's next live window: a replayed one, which
+emits nothing, leaves it silent). A sensor restored from the
 changelog is judged in event time only once its own window came back, or ``silent_lag_ms`` of live event time
 passed without one (:meth:`SilenceWatch.restore_sensor`).
 
@@ -75,6 +76,10 @@ class SilenceWatch:
             self._sensors[sensor] = _Seen(end_ms, now)
             return None
         if end_ms <= st.end_ms:  # a replayed or redelivered window says nothing about the sensor now
+            return None
+        if replay and st.silent:
+            # where the sensor was, not that it is back (a replay emits nothing): its first live window ends the
+            # silence, and its sensor_resumed is sent then
             return None
         was_silent, last = st.silent, st.end_ms
         st.end_ms, st.at, st.silent, st.restored = end_ms, now, False, False

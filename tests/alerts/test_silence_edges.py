@@ -31,6 +31,17 @@ def test_a_redelivered_or_older_window_of_a_silent_sensor_does_not_resume_it() -
     assert w.seen("s", 6_000, now=31.0) == Quality("sensor_resumed", "s", 5_000, 20.0, "processing_time", 6_000)
 
 
+def test_a_silence_reported_during_a_replay_ends_at_the_sensor_s_first_live_window() -> None:
+    w = SilenceWatch(silent_lag_ms=60_000)
+    w.seen("y", 1_000_000, now=0.0)  # another partition, live
+    w.seen("z", 500_000, now=0.0, replay=True)  # this one's lookback, 500 s behind
+    assert [q.kind for q in w.check(now=0.0)] == ["sensor_silent"]
+    assert w.seen("z", 990_000, now=1.0, replay=True) is None, "the replay catches up: z is not back yet"
+    assert w.sensor_state("z") == {"end_ms": 500_000, "silent": True} and w.check(now=1.0) == []
+    assert w.seen("z", 1_004_000, now=2.0) == Quality("sensor_resumed", "z", 500_000, 2.0, "processing_time",
+                                                      1_004_000)
+
+
 def test_replayed_windows_raise_the_fleets_event_time_too() -> None:
     w = SilenceWatch(silent_lag_ms=10_000)
     w.seen("b", 1_000, now=0.0)

@@ -190,6 +190,16 @@ def test_a_restored_sensor_with_no_window_is_silent_after_the_lag_of_live_event_
         ("sensor_silent", "pump-1", "event_time", 1_767_225_600_000)]
 
 
+def test_a_sensor_reported_silent_in_its_replay_is_reported_back_when_it_goes_on_live(tmp_path: Path) -> None:
+    s = stage(config(tmp_path, silent_lag_ms=60_000))
+    other = ("readings", 1)
+    events = step(s, [scored("y", i, 0.5, partition=other) for i in range(240, 251)])  # live, 1,000 s in
+    events += step(s, [scored("z", i, 0.5, replay=True, partition=PART) for i in range(125, 130)])  # 500 s behind
+    events += step(s, [scored("z", i, 0.5, replay=True, partition=PART) for i in range(130, 251)])
+    events += step(s, [scored("z", i, 0.5, partition=PART) for i in range(251, 255)])
+    assert [(e["type"], e["sensor"]) for e in decode(events)] == [("sensor_silent", "z"), ("sensor_resumed", "z")]
+
+
 def test_a_silence_found_after_a_restore_reaches_the_changelog_and_is_not_sent_again(tmp_path: Path) -> None:
     cfg = config(tmp_path, silent_after_s=60.0)
     log = MemoryChangelog()
