@@ -3,11 +3,13 @@
 Each sensor keeps the last ``window_size`` readings. Once it holds a full window, every ``stride``-th reading
 closes a window — or, with ``stride_ms``, the first reading in each new ``stride_ms`` cell of event time (cells
 aligned to the Unix epoch, as hopping windows in stream processors; the first full window of a sensor, or after a
-gap, closes too, so every reading is in some window). The grid depends on the readings alone, so a worker that
-rebuilds a sensor from a replay (holding at least a window of its readings) closes windows on the same readings
-as the one before it, and replayed events repeat their ids. A count depends on where the worker started reading:
-its checkpoint is :meth:`Windower.phases`, which the worker commits with its offsets (:mod:`aestream.stream.phase`) and
-the next worker hands to :meth:`Windower.restore_phases` once it has replayed up to those offsets.
+gap, closes too). Every reading is in some window, but for the readings after a sensor's last window before a gap
+(up to ``stride - 1``, or the rest of a cell) and the earliest of a cell holding more than ``window_size`` readings.
+The grid depends on the readings alone, so a worker that rebuilds a sensor from a replay (holding at least a window of
+its readings) closes windows on the same readings as the one before it, and replayed events repeat their ids. A
+count depends on where the worker started reading: its checkpoint is :meth:`Windower.phases`, which the worker
+commits with its offsets (:mod:`aestream.stream.phase`) and the next worker hands to
+:meth:`Windower.restore_phases` once it has replayed up to those offsets.
 Policy for time, documented in the README:
 
 * **late or duplicate** readings (``ts`` not after the sensor's last ``ts``) are dropped and counted: Kafka keeps
