@@ -781,7 +781,7 @@ class Worker:
         gone = self.windows.evict_idle(now, ttl)
         if gone:
             if self.rule is not None:
-                self.rule.drop(gone)
+                self.rule.rest(gone)  # a sensor's baseline outlives its silence: so does its own threshold
             for s in gone:
                 self._sensor_partition.pop(s, None)
             for stage in self.stages:

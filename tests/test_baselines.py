@@ -246,6 +246,30 @@ def test_a_fleet_at_different_operating_points_is_quiet_until_a_fault(
         assert all(worker.baselines.ready[s].scorer is not None for s in offset)  # type: ignore[union-attr]
 
 
+def test_a_sensor_back_after_its_ttl_is_judged_by_its_own_threshold_again(
+        train_small: Any, one_model: Any, recording_sink: Any, scripted_source: Any) -> None:
+    cfg = _cfg("shared", sensor_ttl_s=100.0)
+    bundle = train_small(cfg)
+    plant = Plant(4, CHANNELS, seed=0)
+    plant.signal(800)
+    offset = {"sensor-01": 20.0}
+    now = [0.0]
+    worker = Worker(cfg, scripted_source([_records(cfg, plant, 200, offset), [],
+                                          _records(cfg, plant, 50, offset, step0=3800)]),
+                    recording_sink(), one_model(bundle), clock=lambda: now[0])
+    worker.refresh_model(force=True)
+    worker.step()
+    assert worker.rule is not None and worker.baselines is not None
+    own = {s: worker.rule.threshold_for(s) for s in worker.baselines.ready}
+    assert len(own) == 4 and all(t != bundle.threshold for t in own.values())
+    now[0] = 500.0
+    worker.step()  # every sensor idle past sensor_ttl_s: evicted
+    now[0] = 501.0
+    quiet = worker.step()  # back an hour later, each still scored by its own baseline
+    assert {s: worker.rule.threshold_for(s) for s in own} == own
+    assert quiet.events == 0, [e["sensor"] for e in quiet.events_out]
+
+
 def test_without_baselines_the_shifted_sensors_alarm_at_once(
         train_small: Any, one_model: Any, recording_sink: Any, scripted_source: Any) -> None:
     cfg = _cfg("off")

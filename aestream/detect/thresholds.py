@@ -192,10 +192,25 @@ class AlarmRule:
         return True
 
     def drop(self, sensors: list[str] | set[str]) -> None:
+        """Forget these sensors altogether (their partitions moved away, with their baselines)."""
         for s in sensors:
             self._state.pop(s, None)
             self._thresholds.pop(s, None)
             self._own.discard(s)
+
+    def rest(self, sensors: list[str] | set[str]) -> None:
+        """Forget the alarm state of sensors idle past ``stream.sensor_ttl_s``; a threshold of their own stays, as
+        the baseline it comes from does, for when they come back.
+
+        >>> r = AlarmRule(2.0); r.set_threshold("pump-7", 4.0); r.update("pump-7", 5.0)
+        (5.0, True)
+        >>> r.rest(["pump-7"]); r.threshold_for("pump-7"), r.update("pump-7", 3.0)
+        (4.0, (3.0, False))
+        """
+        for s in sensors:
+            self._state.pop(s, None)
+            if s not in self._own:
+                self._thresholds.pop(s, None)
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """The rule over one sensor's whole score series at once (for offline evaluation)."""
