@@ -22,7 +22,7 @@ from aestream.config import Config
 from aestream.models.bundle import ModelBundle
 from aestream.stream.codec import encode_reading
 from aestream.stream.messages import Outgoing, Record
-from aestream.stream.stages import Scored
+from aestream.stream.stages import Scored, Stage
 from aestream.training.build import train_bundle
 from aestream.worker import Worker
 
@@ -69,7 +69,7 @@ class _Models:
         return self.bundle
 
 
-class _ScoreTap:
+class _ScoreTap(Stage):
     """Every scored window as a ``score`` document."""
 
     def __init__(self) -> None:
@@ -78,9 +78,6 @@ class _ScoreTap:
     def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
         self.docs += [{"type": "score", "sensor": s.window.sensor, "window_end_ms": s.window.end_ms,
                        "score": round(s.score, 6), "threshold": s.threshold} for s in scored if not s.replay]
-        return []
-
-    def on_tick(self, now: float) -> list[Outgoing]:
         return []
 
 
@@ -105,7 +102,8 @@ def _episodes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main() -> int:
     cfg = Config().replace(model={"family": "vanilla", "epochs": 30, "hidden_size": 32, "latent_size": 6,
                                   "torch_threads": 1, "device": "cpu"},
-                           threshold={"quantile": 0.999, "factor": 1.3, "k": 2, "n": 3})
+                           threshold={"quantile": 0.999, "factor": 1.3, "k": 2, "n": 3},
+                           baselines={"mode": "off"})  # one plant at one operating point: no calibration to wait
     plant = Plant(6, cfg.stream.channels, seed=7)
     t0 = time.monotonic()
     bundle = train_bundle(list(plant.signal(TRAIN_STEPS)), cfg.stream, cfg.model, cfg.threshold)

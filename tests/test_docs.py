@@ -108,3 +108,19 @@ def test_every_anomaly_event_shown_in_the_docs_is_valid_under_its_schema(page: P
         if '"schema": "aestream.event/1"' in block and '"type": "anomaly"' in block:
             doc = json.loads(block)
             assert not list(check.iter_errors(doc)), [e.message for e in check.iter_errors(doc)]
+
+
+def test_the_sample_events_file_holds_anomaly_events_valid_under_their_schema() -> None:
+    """docs/sample-events.jsonl, which operations.md feeds to `aestream report` (docs/make_report.py writes it)."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "aestream/schemas/anomaly-event.v1.json").read_text(encoding="utf-8"))
+    check = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    lines = (ROOT / "docs/sample-events.jsonl").read_text(encoding="utf-8").splitlines()
+    anomalies = [doc for doc in map(json.loads, lines) if doc.get("type") == "anomaly"]
+    assert len(anomalies) > 100
+    bad = [(doc["event_id"], [e.message for e in check.iter_errors(doc)]) for doc in anomalies
+           if not check.is_valid(doc)]
+    assert bad == []
