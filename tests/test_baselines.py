@@ -3,6 +3,7 @@ events while calibrating, a fleet at several operating points, a model swap, bac
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -186,6 +187,15 @@ def test_a_restored_baseline_ends_the_calibration_under_way_of_its_sensor(train_
     assert base.n_calibrating == 1  # 50 of its 100 readings
     assert base.restore({"s": _OLD}) == {"s": _OLD}
     assert base.n_calibrating == 0 and base.ready["s"] is _OLD
+
+
+def test_in_shared_mode_a_restored_baseline_with_its_own_model_is_calibrated_again(
+        train_small: Any, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _cfg("shared")  # a worker that ran "finetune" before wrote the baseline with its own model
+    own = dataclasses.replace(_OLD, scorer=train_small(cfg).scorer)
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 4)
+    assert base.restore({"s": own, "t": _OLD}) == {"t": _OLD}
+    assert "s" not in base.ready and 'baselines.mode = "shared"' in caplog.text
 
 
 def test_a_forgotten_sensor_s_refit_takes_none_of_the_errors_gathered_before(train_small: Any) -> None:

@@ -611,6 +611,8 @@ class SensorBaselines:
                 return f"it has {wrong} channels, stream.channels has {n}"
         if b.scorer is None:
             return None
+        if self.finetune is None and self.finetuner is None:  # its scales and threshold are its own model's
+            return "it has a fine-tuned model of its own, and baselines.mode = \"shared\" judges by the shared one"
         model = b.scorer.model
         if model.window_size != self.window_size:
             return f"its own model's window_size is {model.window_size}, stream.window_size is {self.window_size}"
