@@ -782,8 +782,9 @@ class Worker:
         if gone:
             if self.rule is not None:
                 self.rule.rest(gone)  # a sensor's baseline outlives its silence: so does its own threshold
-            for s in gone:
-                self._sensor_partition.pop(s, None)
+            if self.baselines is None:  # else its partition too: a fine-tune that ends is written there, and
+                for s in gone:  # a move of the partition forgets the baseline
+                    self._sensor_partition.pop(s, None)
             for stage in self.stages:
                 stage.evict(gone)
             log.info("evicted %d idle sensors", len(gone))

@@ -202,6 +202,30 @@ def test_a_fine_tune_lost_with_the_partition_is_done_by_its_next_owner(
     assert "model" in json.loads(changelog.log["s"]), "and written to the changelog"
 
 
+def test_a_fine_tune_that_ends_after_its_sensor_went_idle_is_written_and_moves_with_the_partition(
+        train_small: Any, one_model: Any, scripted_source: Any) -> None:
+    cfg = _cfg().replace(stream={"window_size": 4, "sensor_ttl_s": 10.0}, baselines={"n_readings": 40})
+    bundle, changelog, now = train_small(cfg, epochs=3), Changelog(), [0.0]
+    worker = Worker(cfg, scripted_source([sensor_polls(0, 60, np.random.default_rng(0))]), ChangelogSink(changelog),
+                    one_model(bundle), changelog=changelog, clock=lambda: now[0])
+    worker.refresh_model(force=True)
+    worker.on_partitions_assigned([("in", 0)])
+    worker.step()
+    worker.step()  # calibrated; its fine-tune waits
+    base = worker.baselines
+    assert base is not None and base.background_waiting
+    now[0] = 100.0  # silent past sensor_ttl_s while it waits: evicted at the next step
+    for _ in range(10_000):
+        if not base.background_waiting:
+            break
+        worker.step()
+    worker.step()  # its next commit
+    assert base.ready["s"].scorer is not None
+    assert "model" in json.loads(changelog.log["s"]), "the fine-tuned baseline reached the changelog"
+    worker.on_partitions_changed([("in", 0)])
+    assert "s" not in base.ready, "the partition's sensors are forgotten by the worker it left"
+
+
 def test_a_refit_after_swaps_takes_the_errors_of_the_serving_version_only() -> None:
     cfg = _cfg("shared")
     base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
