@@ -55,6 +55,7 @@ DEFAULT_CHANNELS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressu
                     "Voltage", "Volume Flow RateRMS")
 BOOTSTRAP_ENV = "AESTREAM_KAFKA_BOOTSTRAP_SERVERS"
 MIN_RESIDUAL_STEP_STD, MAX_RESIDUAL_STEP_STD = 1e-6, 1e6  # streams.latent_residual_step_std (float32 in records)
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}")  # "kafka:9092", "[::1]:9092"
 SECRET_ENV = {
     "sasl_password": "AESTREAM_KAFKA_SASL_PASSWORD",
     "ssl_password": "AESTREAM_KAFKA_SSL_PASSWORD",
@@ -98,9 +99,11 @@ class KafkaConfig:
 
     def __post_init__(self) -> None:
         _check_choices(self, "kafka")
-        _require(len(self.bootstrap_servers) > 0 and all(h.strip() for h in self.bootstrap_servers),
+        servers = self.bootstrap_servers
+        _require(len(servers) > 0 and all(_HOST_PORT.fullmatch(h.strip()) for h in servers),
                  "kafka.bootstrap_servers", list(self.bootstrap_servers),
-                 'list the brokers as "host:port" strings, e.g. ["broker1:9092", "broker2:9092"]')
+                 'list the brokers as "host:port" strings, e.g. ["broker1:9092", "broker2:9092"] (the port too: '
+                 "the readiness check and the lag metric connect to it)")
         _check_names(self, "kafka", "group_id", "client_id", "output_topic", "dead_letter_topic")
         _require(all(t.strip() for t in self.input_topics), "kafka.input_topics", list(self.input_topics),
                  "name each topic (an empty name is no topic)")
@@ -116,6 +119,10 @@ class KafkaConfig:
         _require(self.rebuild_lookback_messages >= 0, "kafka.rebuild_lookback_messages",
                  self.rebuild_lookback_messages, "use 0 (no rebuild) or a positive number of messages")
         _require(len(self.input_topics) > 0, "kafka.input_topics", self.input_topics, "name at least one topic")
+        for key in ("output_topic", "dead_letter_topic"):
+            _require(getattr(self, key) not in self.input_topics, f"kafka.{key}", getattr(self, key),
+                     "it is one of kafka.input_topics, so the worker would read its own messages back (a dead letter "
+                     "is dead-lettered again, forever): name another topic")
         _require(self.commit_interval_ms >= 0, "kafka.commit_interval_ms", self.commit_interval_ms,
                  "use 0 (after every poll) or a positive number of ms")
         sasl = self.security_protocol.startswith("SASL")
@@ -286,7 +293,7 @@ class BaselinesConfig:
 
 @dataclass(frozen=True)
 class AlertsConfig:
-    """Alert routing: anomaly events become episodes (open/update/resolve) routed to sinks. (issue 4)
+    """Alert routing: anomaly events become episodes (open/update/resolve) routed to sinks.
 
     ``bands`` maps a severity name to the lowest score/threshold ratio it covers; ``sinks`` holds named
     ``[alerts.sinks.NAME]`` tables (type topic, webhook or log); ``routes`` is the ``[[alerts.routes]]`` list,
@@ -321,7 +328,7 @@ class AlertsConfig:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """Scheduled retraining on recent normal data: the reservoir's rules, the schedule, the gate. (issue 3)"""
+    """Scheduled retraining on recent normal data: the reservoir's rules, the schedule, the gate."""
 
     enabled: bool = False
     schedule: Literal["interval", "cron"] = "interval"
@@ -663,16 +670,23 @@ def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def _shown(where: str, value: object, *like: str) -> str:
+    """``value`` as an error message shows it: a secret's key (or a key like one) shows none of it."""
+    secret = {*SECRET_ENV, "model_key"}
+    return "<redacted>" if any(k.rpartition(".")[2] in secret for k in (where, *like)) else repr(value)
+
+
 def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    shown = _shown(where, value)
     if origin is tuple:
         if not isinstance(value, list):
-            raise ConfigError(f"config key {where} = {value!r} is invalid: it must be a list, e.g. [\"a\", \"b\"]")
+            raise ConfigError(f"config key {where} = {shown} is invalid: it must be a list, e.g. [\"a\", \"b\"]")
         (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
         return tuple(_coerce(item, v, where) for v in value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {where} = {value!r} is invalid: it must be a table")
+            raise ConfigError(f"config key {where} = {shown} is invalid: it must be a table")
         return dict(value)
     if _choices(hint):
         _require(value in _choices(hint), where, value, _use_one_of(_choices(hint)))
@@ -682,7 +696,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint in (int, float, str, bool):
         if (isinstance(value, bool) and hint is not bool) or not isinstance(value, hint):
             example = {int: "a whole number", float: "a number", str: "a quoted string", bool: "true or false"}
-            raise ConfigError(f"config key {where} = {value!r} is invalid: it must be {example[hint]}")
+            raise ConfigError(f"config key {where} = {shown} is invalid: it must be {example[hint]}")
         return value
     raise AssertionError(f"unsupported config type {hint!r} for {where}")
 
@@ -691,4 +705,4 @@ def _unknown_key(where: str, value: object, known: list[str]) -> str:
     close = difflib.get_close_matches(where, known, n=1)
     fix = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}" if known else \
         "this table takes no keys: remove it"
-    return f"unknown config key {where} = {value!r}: {fix}"
+    return f"unknown config key {where} = {_shown(where, value, *close)}: {fix}"

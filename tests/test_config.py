@@ -67,8 +67,10 @@ def test_integers_are_accepted_for_float_keys_and_replace_keeps_checks() -> None
 
 
 def test_the_bootstrap_servers_can_come_from_the_environment() -> None:
-    cfg = load_config(None, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092, k2:9092"})
-    assert cfg.kafka.bootstrap_servers == ("kafka:9092", "k2:9092")
+    cfg = load_config(None, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092, k2:9092, [::1]:9093"})
+    assert cfg.kafka.bootstrap_servers == ("kafka:9092", "k2:9092", "[::1]:9093")
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap_servers = \['kafka\.kafka\.svc'\] is invalid"):
+        load_config(None, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": "kafka.kafka.svc"})
 
 
 @pytest.mark.parametrize("value", [-0.05, float("nan"), float("inf"), 1e-9, 1e7, "0.05"])
@@ -188,6 +190,18 @@ def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str
         ({"kafka": {"bootstrap_servers": []}},
          "config key kafka.bootstrap_servers = [] is invalid: list the brokers as \"host:port\" strings"),
         ({"kafka": {"bootstrap_servers": ["b1:9092", " "]}}, "config key kafka.bootstrap_servers = ['b1:9092', ' ']"),
+        ({"kafka": {"bootstrap_servers": ["kafka"]}},
+         "config key kafka.bootstrap_servers = ['kafka'] is invalid: list the brokers as \"host:port\" strings, e.g. "
+         "[\"broker1:9092\", \"broker2:9092\"] (the port too: the readiness check and the lag metric connect to it)"),
+        ({"kafka": {"input_topics": ["readings"], "dead_letter_topic": "readings"}},
+         "config key kafka.dead_letter_topic = 'readings' is invalid: it is one of kafka.input_topics, so the worker "
+         "would read its own messages back (a dead letter is dead-lettered again, forever): name another topic"),
+        ({"kafka": {"input_topics": ["a", "b"], "output_topic": "b"}},
+         "config key kafka.output_topic = 'b' is invalid: it is one of kafka.input_topics"),
+        ({"kafka": {"sasl_pasword": "hunter2"}},
+         "unknown config key kafka.sasl_pasword = <redacted>: did you mean kafka.sasl_password?"),
+        ({"kafka": {"ssl_password": 12345678}},
+         "config key kafka.ssl_password = <redacted> is invalid: it must be a quoted string"),
         ({"kafka": {"group_id": ""}},
          "config key kafka.group_id = '' is invalid: give it a name, or leave the key out for the default 'aestream'"),
         ({"kafka": {"input_topics": ["readings", ""]}},
