@@ -8,7 +8,7 @@ source, sink or model source; everything else comes from the config. Each hook i
 is built (the consumer's rebalance callbacks, the webhook give-ups and retrain outcomes into the metrics, the
 metrics observer into the worker): nothing is patched afterwards.
 
->>> from aestream.config import Config
+>>> from aestream.config import Config, KafkaConfig
 >>> app = build_app(Config().replace(ops={"metrics_enabled": False}), source=_Null(), sink=_Null(), models=_Null())
 >>> [type(s).__name__ for s in app.worker.stages], app.ops is None, app.retraining is None
 ([], True, True)
@@ -28,7 +28,8 @@ import torch
 
 from aestream.alerts import build_alert_stage
 from aestream.alerts.routing import check_alerts
-from aestream.config import Config
+from aestream.config import Config, KafkaConfig
+from aestream.detect.scoring import resolve_device
 from aestream.errors import ConfigError
 from aestream.kafka.protocols import Changelog, ModelSource, ModelStoreLike, Sink, Source
 from aestream.models.store import ModelStore
@@ -45,8 +46,8 @@ from aestream.stream.stages import Stage
 from aestream.training.build import train_bundle_from_windows
 from aestream.worker import StepStats, Worker, WorkerObserver
 
-__all__ = ["App", "TrainerApp", "build_app", "build_trainer", "changelog_topic", "check_config", "models_topic",
-           "normal_windows_topic", "open_model_store"]
+__all__ = ["App", "TrainerApp", "build_app", "build_trainer", "changelog_topic", "check_config", "check_device",
+           "check_kafka", "models_topic", "normal_windows_topic", "open_model_store"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def build_app(
     model directory, ``stages`` the alert, streams and retraining stages (tests, benchmarks). ``device`` overrides
     ``model.device``."""
     check_config(cfg)
+    check_device(device or cfg.model.device, "option --device" if device else "config key model.device")
     if models is None:  # before any client connects: a fleet's store without its key fails here
         models = open_model_store(cfg)
     worker: Worker | None = None
@@ -248,6 +250,7 @@ def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
     from aestream.kafka.normal_windows import NormalWindowsFeed
 
     check_config(cfg)
+    check_device(cfg.model.device)
     if cfg.fleet.retrain_in != "trainer":
         raise ConfigError(f'config key fleet.retrain_in = "{cfg.fleet.retrain_in}" makes each worker retrain on '
                           'its own: set fleet.retrain_in = "trainer" (and retrain.enabled = true in the workers) '
@@ -284,7 +287,13 @@ def check_config(cfg: Config) -> None:
     connects, so a wrong value fails at start with its key and fix, not after a broker's timeout."""
     check_alerts(cfg.alerts, cfg.stream.channels)
     make_trigger(cfg.retrain)
-    k = cfg.kafka
+    check_kafka(cfg.kafka)
+
+
+def check_kafka(k: KafkaConfig) -> None:
+    """What the Kafka clients need that parsing the config leaves out (the TLS files, the confluent package,
+    Kerberos support): every command that opens a client runs it first, so a wrong value fails with its key and
+    fix, not after the bootstrap's timeout with a message about the brokers."""
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         path = getattr(k, key)
         if path and not Path(path).is_file():
@@ -295,6 +304,17 @@ def check_config(cfg: Config) -> None:
                           "pip install 'aestream[confluent]', or use \"kafka-python\"")
     if k.sasl_mechanism == "GSSAPI":
         _check_kerberos(k.client)
+
+
+def check_device(device: str, key: str = "config key model.device") -> None:
+    """Fail with the setting and the fix when torch cannot put a tensor on ``device`` here (no GPU, no driver, a
+    GPU index beyond the host's, a name torch does not know): not later, as a model bundle that will not load."""
+    try:
+        torch.empty(0, device=resolve_device(device))
+    except Exception as e:  # RuntimeError, AssertionError (a CPU-only torch), torch's AcceleratorError
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{key} = {device!r} cannot be used on this host ({reason}): use \"cpu\", or \"auto\" "
+                          "(CUDA when a GPU is visible)") from None
 
 
 def _check_kerberos(client: str) -> None:
@@ -318,6 +338,7 @@ def open_model_store(cfg: Config) -> ModelStoreLike:
     key = cfg.fleet.model_key.encode() or None
     if cfg.fleet.models == "directory":
         return ModelStore(cfg.paths.model_dir, key=key)
+    check_kafka(cfg.kafka)
     if key is None:
         raise ConfigError('config key fleet.models = "kafka" needs the key that signs and checks model bundles: '
                           "set AESTREAM_MODEL_KEY to the same secret in the workers and the trainer (e.g. the output "

@@ -44,6 +44,20 @@ def test_a_wrong_table_fails_at_start_before_any_client_connects(keys: dict, mes
             build_trainer(cfg.replace(fleet={"retrain_in": "trainer"}))
 
 
+@pytest.mark.parametrize(("device", "override", "message"), [
+    ("cuda:99", None, "config key model.device = 'cuda:99' cannot be used on this host"),
+    ("cpu", "gpu", "option --device = 'gpu' cannot be used on this host .*: use \"cpu\", or \"auto\""),
+])
+def test_a_device_torch_cannot_use_here_fails_at_start_naming_the_setting(device: str, override: str | None,
+                                                                           message: str) -> None:
+    cfg = Config().replace(kafka=NO_BROKER, model={"device": device})  # no host has GPU 99: CUDA or not
+    with pytest.raises(ConfigError, match=message):
+        build_app(cfg, device=override, source=_Null(), sink=_Null(), models=_Null())
+    if override is None:
+        with pytest.raises(ConfigError, match=message):
+            build_trainer(cfg.replace(fleet={"retrain_in": "trainer"}))
+
+
 def test_the_confluent_client_without_its_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 

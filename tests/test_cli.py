@@ -62,6 +62,25 @@ def test_a_file_too_short_for_one_window_is_an_error_line_not_a_traceback(tmp_pa
     assert "full window of 40 readings" in proc.stderr
 
 
+def test_train_on_a_device_torch_cannot_use_here_is_one_line_and_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[paths]\nmodel_dir = "{tmp_path / "m"}"\n[model]\ndevice = "cuda:99"\n')
+    assert main(["--config", str(cfg), "train", "--input", str(tmp_path / "unread.csv")]) == 2
+    assert "config key model.device = 'cuda:99' cannot be used on this host" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["simulate", "--steps", "10"], ["report", "--topic", "anomalies"],
+                                     ["decode", "--topic", "latent"]])
+def test_commands_that_open_a_kafka_client_check_its_settings_first(
+        tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"  # nothing listens on port 1: a client would time out instead
+    cfg.write_text('[kafka]\nbootstrap_servers = ["127.0.0.1:1"]\nsecurity_protocol = "SSL"\n'
+                   f'ssl_cafile = "{tmp_path / "missing-ca.pem"}"\n')
+    assert main(["--config", str(cfg), *command]) == 2
+    assert "config key kafka.ssl_cafile" in capsys.readouterr().err
+
+
 HEADER = ("ts,Accelerometer1RMS,Accelerometer2RMS,Current,Pressure,Temperature,Thermocouple,Voltage,"
           "Volume Flow RateRMS\n")
 

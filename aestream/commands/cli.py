@@ -298,11 +298,12 @@ def _cmd_trainer(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
-    from aestream.app import open_model_store
+    from aestream.app import check_device, open_model_store
     from aestream.training.build import train_bundle
     from aestream.training.datasets import read_segments, read_table
     from aestream.training.fit import progress_bars
 
+    check_device(cfg.model.device)
     if args.family:
         cfg = cfg.replace(model={"family": args.family})
     frame = read_table(args.input, args.sep)
@@ -322,11 +323,13 @@ def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_simulate(cfg: Config, args: argparse.Namespace) -> int:
     import numpy as np
 
+    from aestream.app import check_kafka
     from aestream.commands.simulate import KINDS, Plant, batches, encode_batch
     from aestream.kafka.kafka_python import KafkaSink
     from aestream.stream.codec import encode_reading
     from aestream.stream.messages import Outgoing
 
+    check_kafka(cfg.kafka)
     plant = Plant(args.sensors, cfg.stream.channels, seed=args.seed)
     rng = np.random.default_rng(args.seed)
     length = max(cfg.stream.window_size * 2, 30)
@@ -397,8 +400,10 @@ def _cmd_models(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
+    from aestream.app import check_device
     from aestream.commands.evaluate.skab import run_skab
 
+    check_device(cfg.model.device)
     if args.baselines:
         cfg = cfg.replace(baselines={"mode": args.baselines})
     result: dict[str, Any] = run_skab(args.path, cfg, stream=args.stream, train_file=args.train,
@@ -413,10 +418,11 @@ def _cmd_evaluate(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
-    from aestream.app import open_model_store
+    from aestream.app import check_kafka, open_model_store
     from aestream.kafka.kafka_python import tail_topic
     from aestream.outputs.streams import decode_latent, decode_window
 
+    check_kafka(cfg.kafka)
     topic = args.topic or cfg.streams.latent_topic
     if not topic:
         raise AestreamError("no latent topic: pass --topic or set streams.latent_topic")
@@ -449,8 +455,10 @@ def _cmd_report(cfg: Config, args: argparse.Namespace) -> int:
     if args.events:
         docs = read_events(args.events)
     else:
+        from aestream.app import check_kafka
         from aestream.kafka.kafka_python import tail_topic
 
+        check_kafka(cfg.kafka)
         docs = list(tail_topic(cfg.kafka, args.topic, timeout_s=args.timeout_s))
         if not docs:
             log.warning("no documents read from topic %s within %.0f s", args.topic, args.timeout_s)
