@@ -126,3 +126,36 @@ def test_without_committed_phases_each_sensor_of_the_partition_closes_a_window_a
     closed = windows.push("s", 7, (0.0,))
     assert closed is not None and closed.start_ms == 4, "the window reaches back over the readings since the last"
     assert windows.push("other", 7, (0.0,)) is None, "a sensor of another partition keeps its count"
+
+
+@pytest.mark.parametrize("tail", ["\x00", "\x7f", "\x00garbage", "AAAA"])
+def test_phases_read_back_with_bytes_after_them_still_decode(tail: str) -> None:
+    """librdkafka keeps commit metadata as a C string: confluent-kafka's commits read back with a NUL through
+    kafka-python, and kafka-python's may read back through confluent-kafka with bytes past their end."""
+    many = {f"plant-3/pump-{i:05d}": i % 4 for i in range(200)}
+    for text in (encode_phases(4, {"a": 1, "b": 3}), encode_phases(4, many)):
+        assert text is not None
+        assert decode_phases(text + tail) == decode_phases(text) != None  # noqa: E711
+    assert encode_phases(4, many).startswith("z")  # type: ignore[union-attr]
+
+
+def test_commit_metadata_that_confluent_kafka_cannot_decode_counts_as_none(caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("confluent_kafka")
+    from aestream.kafka.confluent import _metadata
+
+    class Read:  # a TopicPartition as librdkafka hands it out
+        topic, partition = "in", 3
+
+        def __init__(self, metadata: object) -> None:
+            self._metadata = metadata
+
+        @property
+        def metadata(self) -> object:
+            if isinstance(self._metadata, BaseException):
+                raise self._metadata
+            return self._metadata
+
+    bad = UnicodeDecodeError("utf-8", b"\xc1", 0, 1, "invalid start byte")
+    with caplog.at_level(logging.WARNING, logger="aestream.kafka.confluent"):
+        assert [_metadata(Read(m)) for m in (None, "\x00", "meta\x7f", bad)] == ["", "", "meta\x7f", ""]  # type: ignore[arg-type]
+    assert "in[3] is not UTF-8" in caplog.text

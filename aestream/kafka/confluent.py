@@ -139,8 +139,7 @@ class ConfluentSource:
                 start = max(low, tp.offset - lookback)
                 if start < tp.offset:
                     self._replay_until[(tp.topic, tp.partition)] = tp.offset
-                    # "": committed without window phases ("\x00" is what an empty metadata string comes back as)
-                    self._metadata[(tp.topic, tp.partition)] = "" if tp.metadata in (None, "\x00") else tp.metadata
+                    self._metadata[(tp.topic, tp.partition)] = _metadata(tp)
                     tp.offset = start
                     log.info("rebuilding %s[%d]: replaying offsets %d..%d", tp.topic, tp.partition, start,
                              self._replay_until[(tp.topic, tp.partition)] - 1)
@@ -290,6 +289,20 @@ class ConfluentSource:
         if closing.is_alive():
             log.warning("the consumer did not close within %g s (is the broker reachable?): left behind",
                         CONSUMER_CLOSE_S)
+
+
+def _metadata(tp: TopicPartition) -> str:
+    """The metadata committed with ``tp``'s offset, ``""`` for none. librdkafka reads metadata as a C string:
+    an empty one comes back as ``"\\x00"``, and one that kafka-python committed (no NUL at its end) may come back
+    with bytes past its end, which are not always UTF-8 (:func:`~aestream.stream.phase.decode_phases` ignores
+    what follows the phases; undecodable, the partition counts as committed without them)."""
+    try:
+        text = tp.metadata
+    except UnicodeDecodeError as e:
+        log.warning("the metadata committed on %s[%d] is not UTF-8 as confluent-kafka reads it (%s): taken as none",
+                    tp.topic, tp.partition, e)
+        return ""
+    return "" if text in (None, "\x00") else str(text)
 
 
 def _offset(topic: str, partition: int, offset: int, metadata: str | None) -> TopicPartition:

@@ -34,6 +34,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import zlib
 from collections.abc import Iterable, Mapping
 
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 METADATA_MAX_BYTES = 4096  # the broker's offset.metadata.max.bytes default
 VERSION = 1
 _DEFLATED = "z"
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 def encode_phases(stride: int, phases: Mapping[str, int], max_bytes: int = METADATA_MAX_BYTES) -> str | None:
@@ -68,12 +70,25 @@ def encode_phases(stride: int, phases: Mapping[str, int], max_bytes: int = METAD
 
 def decode_phases(text: str) -> tuple[int, dict[str, int]] | None:
     """``(stride, {sensor: phase})`` from commit metadata, or ``None`` when it holds no phases of ours (empty,
-    written by another tool, or damaged)."""
+    written by another tool, or damaged). What follows the phases is ignored: librdkafka keeps commit metadata
+    as a C string, so what confluent-kafka committed reads back with a NUL, and what kafka-python committed may
+    read back through confluent-kafka with bytes past its end.
+
+    >>> decode_phases('{"v":1,"stride":2,"phases":[["a"],[]]}\\x00')
+    (2, {'a': 0})
+    >>> decode_phases('{"v":1,"stride":1,"phases":[]}\\x7f')
+    (1, {})
+    """
     if not text:
         return None
     try:
-        raw = zlib.decompress(base64.b64decode(text[1:], validate=True)) if text[0] == _DEFLATED else text.encode()
-        doc = json.loads(raw)
+        if text[0] == _DEFLATED:
+            b64 = _BASE64.match(text, 1)
+            assert b64 is not None  # the pattern matches the empty string
+            packed = b64.group()[: len(b64.group()) // 4 * 4]
+            doc = json.loads(zlib.decompressobj().decompress(base64.b64decode(packed, validate=True)))
+        else:
+            doc = json.JSONDecoder().raw_decode(text)[0]
     except (binascii.Error, zlib.error, ValueError):
         return None
     if not _valid(doc):
