@@ -141,16 +141,28 @@ def _experiments(files: Sequence[Path], root: Path, channels: Sequence[str]) -> 
     return out
 
 
+def _contiguous(values: np.ndarray, ts_ms: np.ndarray, max_gap_ms: int) -> list[np.ndarray]:
+    """``values`` cut wherever consecutive ``ts_ms`` are more than ``max_gap_ms`` apart.
+
+    >>> [s.ravel().tolist() for s in _contiguous(np.arange(4.0)[:, None], np.array([0, 1000, 60000, 61000]), 10000)]
+    [[0.0, 1.0], [2.0, 3.0]]
+    """
+    return [s for s in np.split(values, np.flatnonzero(np.diff(ts_ms) > max_gap_ms) + 1) if len(s)]
+
+
 def shared_bundle(experiments: Sequence[_Experiment], cfg: Config, n_train: int,
                   train_file: str | Path | None = None) -> ModelBundle:
     """The fleet's model: trained on ``train_file`` (a SKAB-format CSV) or on the first ``n_train`` rows of every
-    experiment, by the same function as ``aestream train``."""
+    experiment, by the same function as ``aestream train``, on the same segments: cut wherever two readings are
+    more than ``stream.max_gap_ms`` apart (no window spans a gap)."""
+    gap = cfg.stream.max_gap_ms
     if train_file is not None:
         frame = pd.read_csv(train_file, sep=";", parse_dates=["datetime"], index_col="datetime").sort_index()
-        segments = [frame[list(cfg.stream.channels)].to_numpy(dtype=np.float64)]
+        ts = frame.index.to_numpy(dtype="datetime64[ms]").astype(np.int64)
+        segments = _contiguous(frame[list(cfg.stream.channels)].to_numpy(dtype=np.float64), ts, gap)
         source = str(train_file)
     else:
-        segments = [e.values[:n_train] for e in experiments]
+        segments = [s for e in experiments for s in _contiguous(e.values[:n_train], e.ts_ms[:n_train], gap)]
         source = f"the first {n_train} rows of {len(experiments)} SKAB files"
     bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": source})
     bundle.version = "v0001"
