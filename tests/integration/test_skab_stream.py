@@ -37,3 +37,5 @@ def test_stream_and_offline_give_the_same_figures(kafka_bootstrap: str, tmp_path
     assert stream["f1"] > 0.5
     assert abs(stream["f1"] - offline["f1"]) <= 0.01
     assert abs(stream["far"] - offline["far"]) <= 1.0 and abs(stream["mar"] - offline["mar"]) <= 1.0
+    assert stream["unscored_points"] is None, "through Kafka a window that did not emit is not seen"
+    assert isinstance(offline["unscored_points"], int)

@@ -207,8 +207,9 @@ def evaluate_folder(
     metrics["transport"] = "kafka" if stream else "in-process"
     metrics["baselines"] = cfg.baselines.mode
     # test points no window scored (one that ends in a gap, longer than stream.max_gap_ms, restarts the window):
-    # counted as predicted normal, as the protocol counts a point without a prediction
-    metrics["unscored_points"] = int(sum(np.isnan(r.scores).sum() for r in results))
+    # counted as predicted normal, as the protocol counts a point without a prediction. Through Kafka only the
+    # windows that emitted come back, so the others' scores are not known: not counted (None)
+    metrics["unscored_points"] = None if stream else int(sum(np.isnan(r.scores).sum() for r in results))
     if predictions_dir is not None:
         write_predictions(results, predictions_dir)
     if plot_dir is not None:
