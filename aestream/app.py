@@ -8,7 +8,7 @@ source, sink or model source; everything else comes from the config. Each hook i
 is built (the consumer's rebalance callbacks, the webhook give-ups and retrain outcomes into the metrics, the
 metrics observer into the worker): nothing is patched afterwards.
 
->>> from aestream.config import Config, KafkaConfig
+>>> from aestream.config import Config
 >>> app = build_app(Config().replace(ops={"metrics_enabled": False}), source=_Null(), sink=_Null(), models=_Null())
 >>> [type(s).__name__ for s in app.worker.stages], app.ops is None, app.retraining is None
 ([], True, True)

@@ -4,9 +4,8 @@ A sensor is silent when no window of it has closed for ``silent_after_s`` of pro
 ``silent_lag_ms`` is set) when its last window ends more than ``silent_lag_ms`` before the newest window end of
 any sensor (event time: useful when a backlog is replayed fast). Each silence is reported once
 (``sensor_silent``), and its end once (``sensor_resumed``, on the sensor's next live window: a replayed one, which
-emits nothing, leaves it silent). A sensor restored from the
-changelog is judged in event time only once its own window came back, or ``silent_lag_ms`` of live event time
-passed without one (:meth:`SilenceWatch.restore_sensor`).
+emits nothing, leaves it silent). A sensor restored from the changelog is judged in event time only once its own
+window came back, or ``silent_lag_ms`` of live event time passed without one (:meth:`SilenceWatch.restore_sensor`).
 
 >>> w = SilenceWatch(silent_after_s=10.0)
 >>> w.seen("s", 1000, now=0.0), w.check(now=5.0), [x.kind for x in w.check(now=11.0)], w.check(now=30.0)
