@@ -85,6 +85,35 @@ def test_an_anomalous_window_passes_the_raw_reading_through(denoiser: ModelBundl
     assert doc["denoised"] is False and doc["values"] == pytest.approx(window[-1].tolist(), abs=1e-5)
 
 
+def test_a_passed_through_reading_keeps_its_digits(denoiser: ModelBundle) -> None:
+    window = sliding_windows(_truth(W) + 5.0, W)[0].astype(np.float32)
+    window[-1] = [3.2e-07, 0.00123457, 61.2]  # a channel in small units, one with more than six decimals
+    stage = StreamsStage(lambda: denoiser, CH, denoised_topic="clean")
+    doc = json.loads(stage.on_scored([Scored(Window("s", 0, 1, window), 9.0, 2.0, True, np.ones(3) / 3,
+                                                "v0001")])[0].value)
+    assert doc["denoised"] is False and doc["values"] == [3.2e-07, 0.00123457, 61.2]
+
+
+def test_a_window_whose_reconstruction_is_not_finite_sends_a_reading_or_nothing(denoiser: ModelBundle) -> None:
+    windows = sliding_windows(_truth(W + 2) + 5.0, W).astype(np.float32)  # three windows
+    windows[0, -1, 1] = 3e38  # a valid float32 reading that overflows the model's preprocessing
+    windows[1, -1, 1] = np.inf  # what a reading beyond float32's range becomes in a window
+    stage = StreamsStage(lambda: denoiser, CH, denoised_topic="clean", denoise_anomalies=True)
+    docs = [json.loads(m.value) for m in stage.on_scored(_scored(windows, "v0001"))]
+    assert [(d["ts"], d["denoised"]) for d in docs] == [(1000 + W - 1, False), (1002 + W - 1, True)]
+    assert all(isinstance(v, float) and np.isfinite(v) for d in docs for v in d["values"])
+    assert docs[0]["values"][1] == 3e38
+
+
+def test_embed_keeps_the_first_reading_of_a_repeated_time_as_the_worker_does(denoiser: ModelBundle) -> None:
+    truth = _truth(60)
+    ts = 1_767_225_600_000 + 1000 * np.arange(60)
+    frame = pd.DataFrame({"ts": ts, "a": truth[:, 0], "b": truth[:, 1], "c": truth[:, 2]})
+    retry = frame.iloc[[30]].assign(a=99.0)  # a producer's retry of the reading at 30 s, other values
+    out = embed_frame(pd.concat([frame, retry], ignore_index=True), denoiser, stride=1)
+    pd.testing.assert_frame_equal(out, embed_frame(frame, denoiser, stride=1))
+
+
 def test_latent_records_round_trip_and_bad_bytes_are_refused(denoiser: ModelBundle) -> None:
     windows = sliding_windows(_truth(200), W, 8)
     codes = denoiser.scorer.encode(windows)
@@ -192,7 +221,7 @@ def test_plain_latent_records_keep_their_exact_bytes() -> None:
     assert back.residual.shape == (0, 0) and back.step_std == 0.0
 
 
-@pytest.mark.parametrize("step_std", [0.05, 0.5])
+@pytest.mark.parametrize("step_std", [1e-5, 0.05, 0.5])
 @pytest.mark.parametrize("model", ["denoiser", "detrender"])
 def test_residual_records_decode_within_half_a_step_of_every_scored_value(
         model: str, step_std: float, request: pytest.FixtureRequest) -> None:
@@ -211,8 +240,9 @@ def test_residual_records_decode_within_half_a_step_of_every_scored_value(
         assert code.step_std == np.float32(step_std) and code.residual.shape == (W, 3)
         error = np.abs(decode_window(code, bundle.scorer) - s.window.values)
         worst = np.maximum(worst, error.max(axis=0))
-    # every value, every channel: within half a step (plus float rounding of the decoder network, ~1e-7 of a std)
-    assert (worst <= steps / 2 + 1e-6 * bundle.scorer.preprocessor.std).all(), (worst, steps / 2)
+    # every value, every channel: within half a step (the residual is taken against the decode that decode_window
+    # does, one window at a time: a batch's products round differently, by up to ~1e-6 of a std)
+    assert (worst <= steps / 2 * (1 + 1e-6)).all(), (worst, steps / 2)
     assert (worst > 0.3 * steps).any()  # the bound is what the error approaches, not a loose ceiling
     plain = StreamsStage(lambda: bundle, CH, latent_topic="latent").on_scored(scored)
     assert {m.value[:4] for m in plain} == ({b"AEL2"} if model == "detrender" else {b"AEL1"})  # step 0: as before

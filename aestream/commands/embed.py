@@ -36,6 +36,8 @@ def embed_frame(frame: pd.DataFrame, bundle: ModelBundle, stride: int, ts_column
             ts = ts_to_ms(g[ts_column])
             order = np.argsort(ts, kind="stable")
             g, ts = g.iloc[order], ts[order]
+            first = np.r_[True, np.diff(ts) > 0]  # a repeated time is a retry: the worker keeps the first, so here
+            g, ts = g.iloc[first], ts[first]
             cuts = np.flatnonzero(np.diff(ts) > max_gap_ms) + 1 if max_gap_ms else np.array([], dtype=int)
         else:
             ts, cuts = np.arange(len(g), dtype=np.int64), np.array([], dtype=int)

@@ -180,6 +180,16 @@ def decode_latent(data: bytes) -> LatentCode:
     return LatentCode(sensor, end_ms, version, code, levels, residual, float(step_std))
 
 
+def _shortest(values: np.ndarray) -> list[float]:
+    """The float32 values of a window row as the shortest decimals that read back as them: a reading of 3.2e-07 or
+    61.2 goes out as written, not rounded to a number of decimals (nor as float32's binary expansion).
+
+    >>> _shortest(np.array([3.2e-07, 61.2, 123456789.0], dtype=np.float32))
+    [3.2e-07, 61.2, 123456790.0]
+    """
+    return [float(str(v)) for v in np.asarray(values, dtype=np.float32)]
+
+
 def decode_window(code: LatentCode, scorer: Scorer) -> np.ndarray:
     """The window ``(W, C)`` in the readings' units that a record stands for, decoded with the scorer of the
     model version that made it: the reconstruction from its code and levels, plus its residual × each
@@ -309,13 +319,16 @@ class StreamsStage(Stage):
         windows = np.stack([s.window.values for s in fresh])
         out: list[Outgoing] = []
         if self.denoised_topic:
-            latest = b.scorer.reconstruct(windows)[:, -1, :]
+            with np.errstate(over="ignore", invalid="ignore"):  # a reading near float32's limit: handled below
+                latest = b.scorer.reconstruct(windows)[:, -1, :]
             for s, clean in zip(fresh, latest):
-                passthrough = s.alarm and not self.denoise_anomalies
+                # a reconstruction that is not finite (a reading near float32's limit) is no reading: the raw one
+                passthrough = (s.alarm and not self.denoise_anomalies) or not np.isfinite(clean).all()
                 values = s.window.values[-1] if passthrough else clean
-                doc = {"sensor": s.window.sensor, "ts": s.window.end_ms,
-                       "values": [round(float(v), 6) for v in values], "denoised": not passthrough,
-                       "model_version": s.model_version}
+                if not np.isfinite(values).all():
+                    continue  # a reading beyond float32's range, infinite in the window: nothing to send
+                doc = {"sensor": s.window.sensor, "ts": s.window.end_ms, "values": _shortest(values),
+                       "denoised": not passthrough, "model_version": s.model_version}
                 out.append(Outgoing(self.denoised_topic, compact_json(doc), s.window.sensor.encode()))
         if self.latent_topic:
             out.extend(self._latent(b.scorer, fresh, windows))
@@ -326,8 +339,10 @@ class StreamsStage(Stage):
         step = self.latent_residual_step_std
         residuals: list[np.ndarray | None] = [None] * len(fresh)
         if step > 0:
-            # against exactly what decode_window rebuilds: the float16 code and float32 levels the record carries
-            recon = scorer.decode(codes.astype(np.float32), levels.astype(np.float64))
+            # against exactly what decode_window rebuilds: the float16 code and float32 levels the record carries,
+            # decoded one window at a time as it decodes them (a batch's products round differently)
+            recon = np.concatenate([scorer.decode(codes[i : i + 1].astype(np.float32),
+                                                  levels[i : i + 1].astype(np.float64)) for i in range(len(codes))])
             q, fits = quantise_residual(windows, recon, residual_steps(step, scorer.preprocessor.std))
             residuals = list(q)
             for i in np.flatnonzero(~fits):
