@@ -297,6 +297,45 @@ def test_a_restarted_trainer_counts_as_new_only_windows_after_the_serving_model_
     assert store.current() == "v0002"
 
 
+def test_a_version_published_beside_the_trainer_counts_its_windows_as_used(cfg: Config, store: ModelStore) -> None:
+    reservoir = _filled(cfg)
+    trainer = Retrainer(cfg, reservoir, store)
+    assert trainer.run_once().status == "published"  # v0002, and the trainer's mark
+    windows, other = reservoir.snapshot().windows, _filled(cfg)  # `aestream retrain` reads the same windows
+    for i in range(150):  # new windows, then `aestream retrain` beside the trainer trains on them all
+        for r in (reservoir, other):
+            r.add("sensor-00", 1_767_300_000_000 + i * 1000, windows[i])
+    beside = Retrainer(cfg, other, store).run_once(force=True)
+    assert beside.status == "published" and store.current() == "v0003", beside.reason
+    again = trainer.run_once()
+    assert again.status == "skipped" and "0 new windows since the last retrain" in again.reason, again.reason
+
+
+class _Behind:
+    """A models-topic reader that has not polled since another publisher's version: its ``held()`` reads the
+    topic to its end, as KafkaModelStore's does."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store, self.caught_up = store, False
+
+    def current(self) -> str | None:
+        return self.store.current() if self.caught_up else "v0001"
+
+    def held(self) -> str | None:
+        self.caught_up = True
+        return self.store.held()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_retrain_gates_against_the_version_serving_now(cfg: Config, store: ModelStore) -> None:
+    assert Retrainer(cfg, _filled(cfg), store).run_once().status == "published"  # v0002, by another publisher
+    outcome = Retrainer(cfg, _filled(cfg), _Behind(store)).run_once(force=True)
+    assert outcome.status == "published" and "for v0002" in outcome.reason, outcome.reason
+    assert store.meta(outcome.version)["info"]["retrain"]["previous_version"] == "v0002"
+
+
 class _Blips:
     """A models-topic store whose broker stops answering once the run is decided."""
 

@@ -9,10 +9,11 @@ batches.
 
 ``retrain.n_min_new_windows`` counts the windows offered to the reservoir since the last retrain snapshotted it; the
 reservoir keeps that mark (``Reservoir.n_added_at_training``, saved with it), so a restarted worker does not count
-the windows of the last retrain as new. Where there is no mark (the fleet trainer reads its reservoir back from the
-topic; a file saved before the mark was kept), the new windows are those held that end after the newest window the
-serving model was trained on (its ``info["retrain"]["newest_end_ms"]``); a serving model not made by a retrain
-imposes no minimum.
+the windows of the last retrain as new. The windows held that end after the newest window the serving model was
+trained on (its ``info["retrain"]["newest_end_ms"]``) count too, and the smaller count holds: a version another
+publisher made since the mark (``aestream retrain`` beside the trainer) used those windows already. Where there is
+no mark (the fleet trainer reads its reservoir back from the topic; a file saved before the mark was kept), that
+count alone holds; a serving model not made by a retrain imposes no minimum then.
 
 The candidate trains in a spawned subprocess (``retrain.isolation = "process"``, the default) limited to
 ``retrain.torch_threads`` threads: it shares no GIL and no torch thread pool with scoring, and a timeout kills it.
@@ -145,8 +146,9 @@ class Retrainer:
 
     def _run(self, force: bool) -> RetrainOutcome:
         r = self.cfg.retrain
+        held = self.store.held()  # first: it reads a models topic to its end, and current() then names the latest
         current = self.store.current()
-        if held := self.store.held():
+        if held:
             return RetrainOutcome("skipped", f"a rollback holds {held} in service: retraining publishes nothing "
                                   "until `aestream models resume` lifts it")
         self.reservoir.expire()
@@ -184,15 +186,15 @@ class Retrainer:
 
     def _n_new(self, n_added: int, end_ms: np.ndarray, current: str | None) -> int | None:
         """Windows new since the last retrain (module docstring); ``None`` when there is nothing to count from."""
-        if self.reservoir.n_added_at_training is not None:
-            return n_added - self.reservoir.n_added_at_training
-        if current is None:
-            return None
-        try:
-            through = int(self.store.meta(current)["info"]["retrain"]["newest_end_ms"])
-        except (BundleError, KeyError, TypeError, ValueError):
-            return None  # not made by a retrain (or unreadable: the gate will say so)
-        return int((end_ms > through).sum())
+        mark = self.reservoir.n_added_at_training
+        counts = [] if mark is None else [n_added - mark]
+        if current is not None:
+            try:
+                through = int(self.store.meta(current)["info"]["retrain"]["newest_end_ms"])
+                counts.append(int((end_ms > through).sum()))
+            except (BundleError, KeyError, TypeError, ValueError):
+                pass  # not made by a retrain (or unreadable: the gate will say so)
+        return min(counts) if counts else None
 
     def _load_current(self, version: str | None) -> ModelBundle | None:
         """The serving model, to gate against; ``None`` when there is none, or it is unreadable while another
