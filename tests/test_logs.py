@@ -86,3 +86,13 @@ def test_kafka_pythons_slow_step_warning_is_held_back_and_its_other_warnings_are
                          timeout=60).stderr
     assert "blocking the event loop" not in out
     assert "left RUNNING" in out and "broker away" in out
+
+
+def test_urllib3s_retry_warnings_which_quote_a_webhooks_path_and_query_are_held_back() -> None:
+    code = ("import logging; from aestream.ops.logs import configure_logging; configure_logging('INFO'); "
+            "logging.getLogger('urllib3.connectionpool').warning('Retrying (Retry(total=2)) after connection broken "
+            "by NewConnectionError: /services/T0/B0/PATHSECRET?token=QUERYSECRET'); "
+            "logging.getLogger('aestream.alerts.sinks').warning('alert sink hook (https://h.example) gave up')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         timeout=60).stderr
+    assert "SECRET" not in out and "gave up" in out

@@ -164,6 +164,10 @@ def _webhook(spec: dict[str, Any], at: str) -> WebhookSpec:
     headers = spec.get("headers", {})
     if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"config key {at}.headers is invalid: use a table of strings, e.g. {{ X-Token = \"…\" }}")
+    for name, v in headers.items():  # the value is not shown: it is often a secret
+        if any(c in f"{name}{v}" for c in "\r\n\0"):
+            raise ConfigError(f"config key {at}.headers.{name} is invalid: a header name or value holds a line break "
+                              "or NUL (a multi-line TOML string?); write it on one line")
     floats: dict[str, Any] = {k: float(v) for k, v in numbers.items()}
     return WebhookSpec(url=url, headers=dict(headers), **floats, **counts)
 

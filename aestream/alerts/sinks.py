@@ -59,7 +59,7 @@ class DeadLetter:
 
 
 class _Stopped(Exception):
-    """The worker stopped while a delivery waited to retry."""
+    """The worker stopped while a delivery waited to retry; ``args[0]``: the attempts made."""
 
 
 class _Retry(Retry):
@@ -68,6 +68,8 @@ class _Retry(Retry):
 
     stop: threading.Event | None = None
     cap_s: float = 30.0
+    # urllib3 also retries 413 (and the others) when they carry Retry-After: only RETRY_STATUSES are retried
+    RETRY_AFTER_STATUS_CODES = frozenset()
 
     def new(self, **kw: Any) -> _Retry:
         r = super().new(**kw)
@@ -85,8 +87,8 @@ class _Retry(Retry):
         self._wait(self.get_backoff_time())
 
     def _wait(self, seconds: float) -> None:
-        if seconds > 0 and self.stop is not None and self.stop.wait(seconds):
-            raise _Stopped
+        if self.stop is not None and (self.stop.is_set() or (seconds > 0 and self.stop.wait(seconds))):
+            raise _Stopped(len(self.history))  # before any retry, a first one without backoff included
 
 
 _POOL = urllib3.PoolManager(num_pools=16, maxsize=1)  # one connection per endpoint: one thread posts to it
@@ -108,8 +110,8 @@ def post_json(spec: WebhookSpec, body: bytes, headers: Mapping[str, str],
                                       **headers})
     except MaxRetryError as e:
         return Delivery(0, 1 + spec.retries, _why(e.reason))
-    except _Stopped:
-        return Delivery(0, 0, "worker stopped while retrying")
+    except _Stopped as e:
+        return Delivery(0, int(e.args[0]) if e.args else 0, "worker stopped while retrying")
     except HTTPError as e:  # a protocol error on a request that was not to be retried
         return Delivery(0, 1, _why(e))
     history = resp.retries.history if isinstance(resp.retries, Retry) else ()
@@ -137,6 +139,7 @@ class WebhookSink:
         self._dead: list[DeadLetter] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._in_flight: tuple[bytes | None, bytes, str] | None = None  # the event the thread is delivering
         self.delivered = 0
         self.attempts = 0
         self._thread = threading.Thread(target=self._run, name=f"aestream-webhook-{name}", daemon=True)
@@ -160,9 +163,15 @@ class WebhookSink:
         return out
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop after the delivery in flight; what is still queued becomes dead letters."""
+        """Stop after the delivery in flight; what is still queued becomes dead letters, and so does the delivery
+        in flight when it is not over within ``timeout_s`` (should it still arrive, the event id is in its
+        ``Idempotency-Key``)."""
         self._stop.set()
         self._thread.join(timeout_s)
+        with self._lock:
+            late = self._in_flight if self._thread.is_alive() else None
+        if late is not None:
+            self._give_up(*late, f"worker stopped during its delivery (not over within {timeout_s:g} s)", 0)
         while True:
             try:
                 key, value, eid = self._queue.get_nowait()
@@ -183,12 +192,17 @@ class WebhookSink:
                 key, value, eid = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
+            with self._lock:
+                self._in_flight = (key, value, eid)
             try:
                 self._deliver(key, value, eid)
             except Exception as e:  # the thread outlives any failure; the event is dead-lettered with it
-                log.exception("alert sink %s: delivery of event %s failed", self.name, eid or "?")
-                self._give_up(key, value, eid, f"{type(e).__name__}: {e}", 1)
+                # its text may quote a request header (a secret): the traceback only at DEBUG, the type in the reason
+                log.debug("alert sink %s: delivery of event %s failed", self.name, eid or "?", exc_info=True)
+                self._give_up(key, value, eid, f"{type(e).__name__} raised before a response (details at DEBUG)", 0)
             finally:
+                with self._lock:
+                    self._in_flight = None
                 self._queue.task_done()
 
     def _deliver(self, key: bytes | None, value: bytes, event_id: str) -> None:

@@ -62,3 +62,6 @@ def _install(level: str, formatter: logging.Formatter) -> None:
     root.setLevel(level.upper())
     for client in ("kafka", "librdkafka"):  # kafka-python's, and confluent-kafka's (aestream.kafka.confluent)
         logging.getLogger(client).setLevel(max(logging.WARNING, root.level))
+    # urllib3 (the webhooks) warns of each retry with the request's path and query, where a chat webhook's URL
+    # carries its secret; the sink logs its own give-ups without them
+    logging.getLogger("urllib3.connectionpool").setLevel(max(logging.ERROR, root.level))

@@ -82,6 +82,14 @@ def test_sinks_have_builtins_and_webhook_headers_stay_out_of_repr() -> None:
     assert "s3cret" not in repr(hook)
 
 
+def test_a_header_with_a_line_break_is_refused_without_showing_its_value() -> None:
+    with pytest.raises(ConfigError) as e:  # a multi-line TOML string: http.client would refuse it at every POST
+        parse_sinks({"hook": {"type": "webhook", "url": "https://h.example/x",
+                              "headers": {"Authorization": "Bearer s3cret\n"}}}, "alerts")
+    assert str(e.value).startswith("config key alerts.sinks.hook.headers.Authorization is invalid: a header name or "
+                                   "value holds a line break or NUL") and "s3cret" not in str(e.value)
+
+
 @pytest.mark.parametrize(("alerts", "message"), [
     ({"match": "any"}, "config key alerts.match = 'any' is invalid: use \"first\" or \"all\""),
     ({"bands": {"warning": "high"}}, "config key alerts.bands.warning = 'high' is invalid: use a ratio of 0 or more"),

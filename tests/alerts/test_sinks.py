@@ -57,7 +57,7 @@ def test_a_delivery_that_succeeds_after_retries_is_not_dead_lettered() -> None:
     (Delivery(404, 1), "HTTP 404 (not retried)", 1),
     (Delivery(0, 3, "ReadTimeoutError: read timed out"), "ReadTimeoutError: read timed out after 3 attempt(s)", 3),
     (Delivery(0, 0, "worker stopped while retrying"), "worker stopped while retrying", 0),
-    (RuntimeError("boom"), "RuntimeError: boom", 1),
+    (RuntimeError("boom"), "RuntimeError raised before a response (details at DEBUG)", 0),
 ])
 def test_a_delivery_given_up_becomes_a_dead_letter_with_its_reason_and_the_thread_goes_on(
         outcome: Delivery | Exception, reason: str, attempts: int, caplog: pytest.LogCaptureFixture) -> None:
