@@ -188,6 +188,29 @@ def test_a_bad_crontab_is_a_config_error_naming_the_key(cfg: Config) -> None:
         make_trigger(cfg.replace(retrain={"schedule": "cron", "cron": "every day"}).retrain)
 
 
+@pytest.mark.parametrize(("cron", "days"), [
+    ("0 3 * * *", ["Thu 01", "Fri 02", "Sat 03", "Sun 04", "Mon 05", "Tue 06"]),
+    ("0 3 * * 0", ["Sun 04", "Sun 11", "Sun 18"]),
+    ("0 3 * * 7", ["Sun 04", "Sun 11", "Sun 18"]),
+    ("0 3 * * 1-5", ["Thu 01", "Fri 02", "Mon 05", "Tue 06", "Wed 07", "Thu 08"]),
+    ("0 3 * * 5-7", ["Fri 02", "Sat 03", "Sun 04", "Fri 09"]),
+    ("0 3 * * SAT,mon", ["Sat 03", "Mon 05", "Sat 10"]),
+    ("0 3 * * */3", ["Sat 03", "Sun 04", "Wed 07", "Sat 10", "Sun 11"]),  # crontab's 0, 3, 6
+    ("0 3 1,15 * 1", ["Thu 01", "Mon 05", "Mon 12", "Thu 15", "Mon 19"]),  # either day field, as crontab
+])
+def test_retrain_cron_fires_on_the_days_crontab_would(cfg: Config, cron: str, days: list[str]) -> None:
+    import datetime as dt
+
+    trigger = make_trigger(cfg.replace(retrain={"schedule": "cron", "cron": cron}).retrain)
+    now, fired = dt.datetime(2025, 12, 31, 12, tzinfo=dt.timezone.utc), []  # January 2026 begins on a Thursday
+    for _ in days:
+        now = trigger.get_next_fire_time(None, now)
+        fired.append(now.strftime("%a %d"))
+        assert now.strftime("%H:%M") == "03:00"
+        now += dt.timedelta(seconds=1)
+    assert fired == days
+
+
 def test_gate_reason_passes_equal_or_better_and_refuses_non_finite() -> None:
     assert gate_reason(1.0, 1.0, 0.0, tolerance=0.0, max_far=0.01) is None
     assert gate_reason(1.0, None, 0.0, tolerance=0.0, max_far=0.01) is None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -23,7 +24,7 @@ from aestream.kafka.protocols import ModelStoreLike
 from aestream.retrain.retrainer import Retrainer, RetrainOutcome, open_reservoir
 from aestream.retrain.stage import ReservoirStage
 
-__all__ = ["JOB_ID", "Retraining", "build_retraining", "make_trigger", "schedule"]
+__all__ = ["JOB_ID", "Retraining", "build_retraining", "crontab_trigger", "make_trigger", "schedule"]
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,62 @@ def make_trigger(cfg: RetrainConfig) -> BaseTrigger:
     if cfg.schedule == "interval":
         return IntervalTrigger(seconds=cfg.interval_s)
     try:
-        return CronTrigger.from_crontab(cfg.cron, timezone="UTC")
+        return crontab_trigger(cfg.cron)
     except ValueError as e:
         raise ConfigError(f"config key retrain.cron = {cfg.cron!r} is invalid ({e}): use five crontab fields, "
                           'e.g. "0 3 * * *" for 03:00 UTC daily') from None
+
+
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def crontab_trigger(line: str) -> BaseTrigger:
+    """A trigger that fires as crontab reads ``line`` (UTC). APScheduler 3's own ``from_crontab`` counts weekdays
+    from Monday (crontab: 0 and 7 are Sunday) and fires only when both day fields match (crontab: either, when
+    both are restricted); here the weekdays go to it by name, and two restricted day fields become two triggers.
+
+    >>> t = crontab_trigger("0 3 1 * 1-5")  # the 1st of the month, and Monday to Friday
+    >>> type(t).__name__, [f.name for f in t.triggers[1].fields if f.name == "day_of_week"]
+    ('OrTrigger', ['day_of_week'])
+    >>> str(crontab_trigger("0 3 * * 0,7").fields[4]), str(crontab_trigger("0 3 * * */2").fields[4])
+    ('sun', 'sun,tue,thu,sat')
+    """
+    fields = line.split()
+    if len(fields) != 5:
+        raise ValueError(f"{len(fields)} fields, not 5")
+    minute, hour, day, month, weekday = fields
+    days = _weekdays(weekday)
+    common = {"minute": minute, "hour": hour, "month": month, "timezone": "UTC"}
+    if days is not None and not day.startswith("*"):
+        return OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=days, **common)])
+    return CronTrigger(day=day, day_of_week=days or "*", **common)
+
+
+def _weekdays(spec: str) -> str | None:
+    """crontab's day-of-week field (``0``-``7`` or names, lists, ranges, steps) as APScheduler's day names;
+    ``None`` for every day."""
+    days: set[int] = set()
+    for item in spec.lower().split(","):
+        span, slash, step = item.partition("/")
+        if span == "*":
+            lo, hi = 0, 6
+        else:
+            a, dash, b = span.partition("-")
+            lo = _weekday(a)
+            hi = _weekday(b) if dash else (6 if slash else lo)
+        n = int(step) if slash else 1
+        if n < 1 or hi < lo:
+            raise ValueError(f"day-of-week {item!r} names no day")
+        days.update(d % 7 for d in range(lo, hi + 1, n))
+    return None if len(days) == 7 else ",".join(_DAYS[d] for d in sorted(days))
+
+
+def _weekday(text: str) -> int:
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    if text[:3] in _DAYS and len(text) == 3:
+        return _DAYS.index(text)
+    raise ValueError(f"day-of-week {text!r} is not 0-7 (0 and 7: Sunday) or sun..sat")
 
 
 class Retraining:
