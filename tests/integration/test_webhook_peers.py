@@ -147,7 +147,8 @@ def test_close_ends_a_wait_for_retry_and_dead_letters_the_event(endpoint: type[E
         time.sleep(0.01)
     sink.close(timeout_s=10)
     (dead,) = sink.take_dead_letters()
-    assert dead.reason == "worker stopped while retrying" and not sink._thread.is_alive()
+    assert dead.reason == "worker stopped while retrying after 1 attempt(s)" and dead.attempts == 1
+    assert not sink._thread.is_alive()
 
 
 def test_a_hanging_endpoint_times_out_and_is_dead_lettered_then_the_thread_goes_on(
