@@ -52,6 +52,7 @@ from aestream.stream.codec import encode_reading
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.stages import Scored, Stage
 from aestream.training.build import train_bundle
+from aestream.training.datasets import read_segments
 
 __all__ = [
     "NAB_WINDOW_S",
@@ -141,28 +142,19 @@ def _experiments(files: Sequence[Path], root: Path, channels: Sequence[str]) -> 
     return out
 
 
-def _contiguous(values: np.ndarray, ts_ms: np.ndarray, max_gap_ms: int) -> list[np.ndarray]:
-    """``values`` cut wherever consecutive ``ts_ms`` are more than ``max_gap_ms`` apart.
-
-    >>> [s.ravel().tolist() for s in _contiguous(np.arange(4.0)[:, None], np.array([0, 1000, 60000, 61000]), 10000)]
-    [[0.0, 1.0], [2.0, 3.0]]
-    """
-    return [s for s in np.split(values, np.flatnonzero(np.diff(ts_ms) > max_gap_ms) + 1) if len(s)]
-
-
 def shared_bundle(experiments: Sequence[_Experiment], cfg: Config, n_train: int,
                   train_file: str | Path | None = None) -> ModelBundle:
     """The fleet's model: trained on ``train_file`` (a SKAB-format CSV) or on the first ``n_train`` rows of every
-    experiment, by the same function as ``aestream train``, on the same segments: cut wherever two readings are
-    more than ``stream.max_gap_ms`` apart (no window spans a gap)."""
-    gap = cfg.stream.max_gap_ms
+    experiment, by the same functions as ``aestream train``: segments cut wherever two readings are more than
+    ``stream.max_gap_ms`` apart (:func:`~aestream.training.datasets.read_segments`: no window spans a gap)."""
+    def segments_of(frame: pd.DataFrame) -> list[np.ndarray]:  # indexed by time, as _experiments reads them
+        return read_segments(frame.reset_index(), cfg.stream.channels, "datetime", None, cfg.stream.max_gap_ms)
+
     if train_file is not None:
-        frame = pd.read_csv(train_file, sep=";", parse_dates=["datetime"], index_col="datetime").sort_index()
-        ts = frame.index.to_numpy(dtype="datetime64[ms]").astype(np.int64)
-        segments = _contiguous(frame[list(cfg.stream.channels)].to_numpy(dtype=np.float64), ts, gap)
+        segments = segments_of(pd.read_csv(train_file, sep=";", parse_dates=["datetime"], index_col="datetime"))
         source = str(train_file)
     else:
-        segments = [s for e in experiments for s in _contiguous(e.values[:n_train], e.ts_ms[:n_train], gap)]
+        segments = [s for e in experiments for s in segments_of(e.frame.iloc[:n_train])]
         source = f"the first {n_train} rows of {len(experiments)} SKAB files"
     bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": source})
     bundle.version = "v0001"
