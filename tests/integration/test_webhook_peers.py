@@ -160,3 +160,31 @@ def test_a_hanging_endpoint_times_out_and_is_dead_lettered_then_the_thread_goes_
     (dead,) = sink.take_dead_letters()
     assert dead.event_id == "e0" and dead.attempts == 2 and "timed out" in dead.reason.lower(), dead.reason
     assert sink.delivered == 1 and server.bodies == [b'{"n": 0}'] * 2 + [b'{"n": 1}']
+
+
+TOO_LARGE_RETRY_LATER = b"HTTP/1.1 413 Payload Too Large\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_a_413_with_retry_after_is_not_retried(endpoint: type[Endpoint]) -> None:
+    server = endpoint([TOO_LARGE_RETRY_LATER])
+    sink = WebhookSink("hook", _spec(server.url, max_backoff_s=1.0))
+    _deliver(sink, 1)
+    sink.close()
+    (dead,) = sink.take_dead_letters()
+    assert (len(server.arrivals), dead.reason, dead.attempts) == (1, "HTTP 413 (not retried)", 1)
+
+
+def test_a_delivery_still_in_flight_when_the_worker_stops_is_dead_lettered(endpoint: type[Endpoint]) -> None:
+    server = endpoint([HANG])  # the endpoint takes longer to answer than the stop waits
+    sink = WebhookSink("hook", _spec(server.url, timeout_s=3.0, retries=1, backoff_s=0.0))
+    sink.submit(b"{}", b"pump-1", "in-flight")
+    sink.submit(b"{}", b"pump-1", "queued")
+    deadline = time.monotonic() + 10
+    while not server.arrivals and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sink.close(timeout_s=0.5)
+    dead = {d.event_id: d.reason for d in sink.take_dead_letters()}
+    assert dead == {"in-flight": "worker stopped during its delivery (not over within 0.5 s)",
+                    "queued": "worker stopped before delivery"}
+    time.sleep(3.5)  # its read times out: the retry is not made once the sink stopped
+    assert len(server.arrivals) == 1
