@@ -263,6 +263,46 @@ def test_a_stale_lock_is_broken_once_and_a_fresh_one_taken_meanwhile_is_not(tmp_
     assert json.loads(a.path.read_text())["token"] == a._token and not list(tmp_path.glob("*.stale-*"))
 
 
+def test_two_workers_breaking_one_stale_lock_at_once_do_not_both_take_it(tmp_path: Path) -> None:
+    import threading
+
+    lock = tmp_path / ".retrain.lock"
+    lock.write_text(json.dumps({"token": "crashed", "host": "another-host", "pid": 1}))
+    old = time.time() - 3600
+    os.utime(lock, (old, old))  # its holder, on another host, died an hour ago
+    a, b = TrainLock(tmp_path, stale_s=60), TrainLock(tmp_path, stale_s=60)
+    b_inside, a_done = threading.Event(), threading.Event()
+    got: dict[str, bool] = {}
+    real_read = Path.read_text
+
+    def paused(self: Path, *args: Any, **kwargs: Any) -> str:
+        # b, inside its acquire (judging or breaking the stale lock), loses the core: a runs its own acquire
+        if threading.current_thread().name == "b" and not b_inside.is_set():
+            b_inside.set()
+            a_done.wait(1.0)
+        return real_read(self, *args, **kwargs)
+
+    def take(name: str, which: TrainLock) -> None:
+        got[name] = which.acquire()
+        if name == "a":
+            a_done.set()
+
+    Path.read_text = paused  # type: ignore[method-assign]
+    try:
+        tb = threading.Thread(target=take, args=("b", b), name="b")
+        tb.start()
+        assert b_inside.wait(5.0)
+        ta = threading.Thread(target=take, args=("a", a), name="a")
+        ta.start()
+        ta.join(10.0)
+        tb.join(10.0)
+    finally:
+        Path.read_text = real_read  # type: ignore[method-assign]
+    assert sorted(got.values()) == [False, True], f"one of the two takes the lock, not {got}"
+    holder = a if got["a"] else b
+    assert json.loads(lock.read_text())["token"] == holder._token and not list(tmp_path.glob("*.stale-*"))
+
+
 def test_two_publishers_never_write_the_same_version(tmp_path: Path, cfg: Config, train_small: Any) -> None:
     import threading
 

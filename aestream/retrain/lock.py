@@ -2,7 +2,10 @@
 
 Every worker's scheduler fires; the one that creates ``<model_dir>/.retrain.lock`` trains, the others skip that
 run. A lock whose holder crashed mid-retrain is broken by the next worker that finds it: at once when the holder
-ran on this host (same host name) and its process is gone, else once the lock is older than ``stale_s``.
+ran on this host (same host name) and its process is gone, else once the lock is older than ``stale_s``. Taking,
+judging, breaking and releasing the lock happen under an ``flock`` of ``<model_dir>/.retrain.guard`` (held for those
+few file operations, not while training): two workers that find a stale lock at once break it once, and only one
+of them takes it. Where the file system has no ``flock`` the lock relies on its own checks alone.
 
 >>> import tempfile
 >>> d = tempfile.mkdtemp()
@@ -15,12 +18,16 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["TrainLock"]
@@ -28,6 +35,7 @@ __all__ = ["TrainLock"]
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".retrain.lock"
+GUARD_NAME = ".retrain.guard"
 _PROCESS = uuid.uuid4().hex  # this process: a lock held under our pid without it is a previous process's (a restart)
 
 
@@ -36,12 +44,17 @@ class TrainLock:
 
     def __init__(self, directory: str | os.PathLike[str], stale_s: float) -> None:
         self.path = Path(directory) / LOCK_NAME
+        self._guard_path = Path(directory) / GUARD_NAME
         self.stale_s = stale_s
         self._token: str | None = None
 
     def acquire(self) -> bool:
         """Take the lock if it is free or stale; ``False`` if another holder has it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._guarded():
+            return self._acquire()
+
+    def _acquire(self) -> bool:
         token = uuid.uuid4().hex
         for _ in range(2):
             try:
@@ -61,23 +74,51 @@ class TrainLock:
         """Remove the lock if this object still holds it."""
         if self._token is None:
             return
-        try:
-            if json.loads(self.path.read_text()).get("token") == self._token:
-                self.path.unlink()
-        except (FileNotFoundError, ValueError):
-            pass
+        with self._guarded():
+            try:
+                if json.loads(self.path.read_text()).get("token") == self._token:
+                    self.path.unlink()
+            except (FileNotFoundError, ValueError):
+                pass
         self._token = None
 
-    def _break_if_stale(self) -> bool:
-        """Remove the lock if it is stale. Two workers may find it stale at once: each moves it aside under a name
-        of its own (one rename wins) and checks that what it moved is the lock it judged, by its token; a fresh
-        lock taken meanwhile by a third is put back."""
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Hold the guard's ``flock`` (every taker of the lock on this file system waits its turn, for a few file
+        operations); without ``flock`` support there, go on unguarded."""
         try:
-            age = time.time() - self.path.stat().st_mtime
-            holder = json.loads(self.path.read_text() or "{}")
+            fd = os.open(self._guard_path, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as e:
+            log.warning("retrain lock guard %s cannot be opened (%s): taking the lock unguarded", self._guard_path, e)
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as e:
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                log.warning("retrain lock guard %s: no flock on this file system (%s): taking the lock unguarded",
+                            self._guard_path, e)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _break_if_stale(self) -> bool:
+        """Remove the lock if it is stale (its age and holder read from one open). Unguarded, two workers may find
+        it stale at once: each moves it aside under a name of its own (one rename wins) and checks that what it
+        moved is the lock it judged, by its token; a fresh lock taken meanwhile by a third is put back."""
+        try:
+            with open(self.path, "rb") as f:
+                age = time.time() - os.fstat(f.fileno()).st_mtime
+                raw = f.read()
         except FileNotFoundError:
             return True
+        try:
+            holder = json.loads(raw or b"{}")
         except ValueError:  # being written, or damaged: judged by its age alone
+            holder = {}
+        if not isinstance(holder, dict):
             holder = {}
         if age > self.stale_s:
             why = f"{age:.0f} s old, retrain.timeout_s + margin is {self.stale_s:.0f} s"
