@@ -67,6 +67,13 @@ BAD_MESSAGES = [
      .encode(), "batch item 1: ts 100000000000000 ms is outside 2000..2200"),
     (b'{"sensor": "s", "ts": [1767225600000, 1767225600001], "values": [[1, 2], [3, 1e999]]}',
      "not JSON: Number out of range"),
+    # finite in JSON, infinite in a window's float32
+    (b'{"sensor": "s", "ts": 1767225600000, "values": [1, 1e39]}', "channel 'b' value 1e+39 is beyond float32's"),
+    (b'{"sensor": "s", "ts": 1767225600000, "values": {"a": -4e38, "b": 2}}', "channel 'a' value -4e+38 is beyond"),
+    (b'[{"sensor": "s", "ts": 1767225600000, "values": [1, 2]}, {"sensor": "s", "ts": 1767225600001, '
+     b'"values": [1e300, 2]}]', "batch item 1: channel 'a' value 1e+300 is beyond float32's range"),
+    (b'{"sensor": "s", "ts": [1767225600000, 1767225600001], "values": [[1, 2], [3, 3.5e38]]}',
+     "batch item 1: channel 'b' value 3.5e+38 is beyond float32's range"),
 ]
 
 
@@ -75,6 +82,26 @@ def test_each_kind_of_bad_message_gets_its_reason(decoder: ReadingDecoder, data:
     with pytest.raises(InvalidReading) as err:
         decoder.decode(data)
     assert reason in str(err.value)
+
+
+def test_a_value_infinite_in_float32_is_refused_on_every_decoding_path(decoder: ReadingDecoder) -> None:
+    import numpy as np
+
+    edge = float(np.nextafter(2.0**128 - 2.0**103, 0))  # the largest value float32 still rounds to a finite one
+    ok = [json.dumps({"sensor": "s", "ts": TS + i, "values": [edge, -edge]}).encode() for i in range(2)]
+    assert np.isfinite(np.float32(edge)) and decoder.decode(ok[0]) == [Reading("s", TS, (edge, -edge))]
+    assert decoder.columns(decoder.parse_many(ok)) is not None
+    big = [json.dumps({"sensor": "s", "ts": TS + i, "values": [1.0, 2.0**128]}).encode() for i in range(2)]
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.float32(2.0**128))
+    batches = [json.dumps([json.loads(m) for m in big]).encode(),
+               json.dumps({"sensor": "s", "ts": [TS, TS + 1], "values": [[1, 2], [1, 2.0**128]]}).encode()]
+    for m in big + batches:
+        for decode in (decoder.decode, decoder.decode_blocks, lambda d: decoder.from_doc(decoder.parse_many([d])[0])):
+            with pytest.raises(InvalidReading, match=r"value 3.40282e\+38 is beyond float32's range"):
+                decode(m)
+    assert decoder.columns(decoder.parse_many([ok[0], big[1]])) is None, "the reading goes on to its reason"
+    assert decoder.blocks(batches) == [None, None]
 
 
 def test_timestamps_without_offset_are_utc() -> None:
@@ -198,7 +225,7 @@ FORMS = [
     b'{"sensor": "s", "ts": 1767225600000, "values": {"b": 2.5, "a": 1}}',
     b'{"sensor": "s", "ts": "2026-01-01T00:00:00Z", "values": [1, 2.5]}',
     b'{"sensor": "s", "ts": 1767225600000.0, "values": [1, 2.5]}',
-    b'{"sensor": "s", "ts": 1767225600000, "values": [1e308, -1e-308]}',
+    b'{"sensor": "s", "ts": 1767225600000, "values": [3e38, -1e-308]}',
     b'{"sensor": "s", "ts": 1767225600000, "values": [123456789012345678901234567890, 0]}',
     b'[{"sensor": "s", "ts": 1767225600000, "values": [1, 2]}]',
     b'[{"sensor": "s", "ts": 1767225600000, "values": [1, 2]}, {"sensor": "s", "ts": 1767225600001, "values": [3, 4]}]',

@@ -47,6 +47,9 @@ MAX_SENSOR_ID_CHARS = 256
 # Epoch ms outside [2000-01-01, 2200-01-01) is refused: it is almost surely seconds, microseconds or garbage.
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 7_258_118_400_000
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+"""The smallest magnitude that is infinite in a window's float32 (its largest finite value is 2**128 - 2**104, and
+half a step above it rounds up): a value from it on is refused, as an infinity is."""
 
 
 class Reading(NamedTuple):
@@ -293,6 +296,8 @@ class ReadingDecoder:
                 sum(values)
             except TypeError:
                 return None
+            if not _in_float32(values):
+                return None
             return [Reading(sensor, ts, tuple(values))]
         if not 0 < len(ts) == len(values) <= self.max_readings_per_message:  # type: ignore[arg-type]
             return None
@@ -324,6 +329,8 @@ class ReadingDecoder:
             values = np.fromiter(chain.from_iterable(rows), np.float64, len(rows) * n).reshape(len(rows), n)
         except (ValueError, TypeError):
             return None
+        if values.size and not (-_FLOAT32_OVERFLOW < values.min() and values.max() < _FLOAT32_OVERFLOW):
+            return None  # the checking path names the value
         return np.fromiter(stamps, np.int64, len(stamps)), values
 
     def _fast_reading(self, doc: Any) -> Reading | None:
@@ -340,7 +347,7 @@ class ReadingDecoder:
             values = tuple(map(float, raw))
         except OverflowError:
             return None
-        if not math.isfinite(sum(values)):
+        if not math.isfinite(sum(values)) or not _in_float32(values):
             return None
         return Reading(sensor, ts, values)
 
@@ -423,7 +430,15 @@ def _number(v: Any, channel: str) -> float:
         raise InvalidReading(f"channel {channel!r} value is too large for a float") from None
     if not math.isfinite(f):
         raise InvalidReading(f"channel {channel!r} value {v!r} is not finite")
+    if abs(f) >= _FLOAT32_OVERFLOW:
+        raise InvalidReading(f"channel {channel!r} value {f:g} is beyond float32's range (±3.4e38): windows hold "
+                             "float32, where it would be infinite")
     return f
+
+
+def _in_float32(values: Any) -> bool:
+    """Whether every value of a row is finite in float32 (:data:`_FLOAT32_OVERFLOW`)."""
+    return -_FLOAT32_OVERFLOW < min(values) and max(values) < _FLOAT32_OVERFLOW
 
 
 _PLAIN_NUMBERS = frozenset((int, float))
