@@ -80,6 +80,18 @@ def test_a_retrain_s_candidate_validates_on_windows_it_does_not_train_on(cfg: Co
     assert m["n_train_windows"] + m["n_val_windows"] == len(windows)
 
 
+def test_a_retrain_s_threshold_does_not_smooth_scores_of_windows_that_do_not_follow_each_other(cfg: Config) -> None:
+    import dataclasses
+
+    windows = _filled(cfg, steps=400).snapshot().windows  # a sample of 4 sensors' windows, not a sensor's run
+    model = dataclasses.replace(cfg.model, epochs=2)
+    plain = train_bundle_from_windows(windows, cfg.stream, model, cfg.threshold)
+    smoothed = train_bundle_from_windows(windows, cfg.stream, model, dataclasses.replace(cfg.threshold, smoothing=10))
+    assert smoothed.alarm["smoothing"] == 10, "the worker still smooths each sensor's live scores"
+    assert smoothed.threshold == plain.threshold > 0, "a mean of unrelated windows' scores set it too low"
+    assert smoothed.info["metrics"]["calibration_alarm_rate"] == plain.info["metrics"]["calibration_alarm_rate"]
+
+
 def _raise(*args: Any, **kwargs: Any) -> ModelBundle:
     raise RuntimeError("disk on fire")
 

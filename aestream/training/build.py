@@ -8,6 +8,7 @@ and every bundle is put together by :func:`_bundle`, so a retrained model is bui
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -115,14 +116,18 @@ def train_bundle_from_windows(
                                  "model.learning_rate or check the reservoir for extreme values")
     scorer.channel_scale = np.maximum(errors.mean(axis=0), 1e-12)
     metrics = {**result.metrics, "n_train_windows": len(train), "n_calibration_windows": len(cal)}
-    return _bundle(scorer, scorer.score(cal).scores, metrics, stream, threshold, info)
+    return _bundle(scorer, scorer.score(cal).scores, metrics, stream, threshold, info, consecutive=False)
 
 
 def _bundle(scorer: Scorer, calibration_scores: np.ndarray, metrics: dict[str, Any], stream: StreamConfig,
-            threshold: ThresholdConfig, info: dict[str, Any] | None) -> ModelBundle:
-    """The bundle of a fitted ``scorer``, its threshold calibrated on ``calibration_scores`` of normal windows."""
-    thr = calibrate_threshold(calibration_scores, threshold)
-    smoothed = causal_smooth(calibration_scores, threshold.smoothing)
+            threshold: ThresholdConfig, info: dict[str, Any] | None, consecutive: bool = True) -> ModelBundle:
+    """The bundle of a fitted ``scorer``, its threshold calibrated on ``calibration_scores`` of normal windows.
+    Scores of windows that are not ``consecutive`` (a sample of a reservoir, of several sensors) are not smoothed:
+    a mean over unrelated windows varies less than one over a sensor's next windows, which the worker takes, and
+    would set the threshold too low. Their raw scores set it (as a rule higher: a moving average trims a tail)."""
+    window_smoothing = threshold.smoothing if consecutive else 1
+    thr = calibrate_threshold(calibration_scores, dataclasses.replace(threshold, smoothing=window_smoothing))
+    smoothed = causal_smooth(calibration_scores, window_smoothing)
     metrics = {**metrics, "threshold": thr, "calibration_alarm_rate": float(np.mean(smoothed > thr))}
     return ModelBundle(
         scorer=scorer,
