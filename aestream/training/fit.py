@@ -204,14 +204,26 @@ fit_scorer = run_through(fit_scorer_steps)
 
 
 def _split(segments: list[np.ndarray], window_size: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Time-ordered split: the last ``fraction`` of each segment's windows validates."""
+    """Time-ordered split: the last ``fraction`` of each segment's windows validates, at least one of a segment of
+    two or more; a segment of one window trains. No window does both, unless there is only one: when every
+    segment is a single window, the last one validates instead.
+
+    >>> seg = lambda n: np.zeros((n, 1))
+    >>> [len(a) for a in _split([seg(4), seg(5), seg(13)], 4, 0.3)]  # windows 1, 2 and 10
+    [9, 4]
+    >>> [len(a) for a in _split([seg(4), seg(4)], 4, 0.3)], [len(a) for a in _split([seg(4)], 4, 0.3)]
+    ([1, 1], [1, 1])
+    """
     train, val = [], []
     for seg in segments:
         w = sliding_windows(seg, window_size)
-        cut = min(max(int(round(len(w) * (1 - fraction))), 1), len(w))
+        cut = len(w) if len(w) == 1 else min(max(int(round(len(w) * (1 - fraction))), 1), len(w) - 1)
         train.append(w[:cut])
-        val.append(w[cut:] if cut < len(w) else w[-1:])
-    return np.concatenate(train), np.concatenate(val)
+        val.append(w[cut:])
+    t, v = np.concatenate(train), np.concatenate(val)
+    if not len(v):  # single windows only
+        t, v = (t[:-1], t[-1:]) if len(t) > 1 else (t, t)
+    return t, v
 
 
 def _optimise(
