@@ -125,6 +125,7 @@ class Worker:
         self.lateness = LateWatch(s.n_late_report)
         self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
         self._sensor_partition: dict[str, Partition] = {}
+        self._misrouted: set[str] = set()  # sensors whose messages were keyed otherwise (warned of once each)
         self._restored_partition: dict[str, Partition] = {}  # sensors whose baseline was restored (sent or not)
         self._stop = threading.Event()
         self._closing = False
@@ -581,6 +582,9 @@ class Worker:
                 columns.ts_ms, np.fromiter(map(_RECORD_TS, records), np.int64, len(records)), now_ms):
             columns = None  # one by one: each message far ahead is dead-lettered with its reason
         if columns is not None:
+            if list(map(_RECORD_KEY, records)) != list(map(str.encode, columns.sensors)):
+                for rec, sensor in zip(records, columns.sensors):
+                    self._check_key(rec, sensor)
             self._push_columns(records, columns, closed, stats, now)
             return
         dlq = self.cfg.kafka.dead_letter_topic
@@ -608,12 +612,15 @@ class Worker:
                 continue
             part = (rec.topic, rec.partition)
             if isinstance(readings, Block):
+                self._check_key(rec, readings.sensor)
                 self._sensor_partition[readings.sensor] = part
                 stats.readings += len(readings.ts_ms)
                 blocks.append((rec, readings))
                 continue
             if blocks:
                 push_blocks()
+            if len(readings) == 1 or len({r.sensor for r in readings}) == 1:  # a batch of several sensors has no key
+                self._check_key(rec, readings[0].sensor)
             for r in readings:
                 stats.readings += 1
                 self._sensor_partition[r.sensor] = part
@@ -625,6 +632,19 @@ class Worker:
                     closed.add(w, rec)  # type: ignore[arg-type]
         if blocks:
             push_blocks()
+
+    def _check_key(self, rec: Record, sensor: str) -> None:
+        """Warn, once a sensor, of a message of its readings keyed by anything but its id: the producer's
+        partitioner may then spread the sensor over partitions, where its readings mix into other owners' windows
+        and come late to each (dropped). The readings are taken as they are."""
+        if sensor in self._misrouted or rec.replay or rec.key == sensor.encode():
+            return
+        if len(self._misrouted) < MISROUTED_WARNINGS:
+            self._misrouted.add(sensor)
+            log.warning("sensor %s: the message at %s[%d]@%d is keyed %s, not by its sensor id: a producer that keys "
+                        "a sensor's readings otherwise can spread them over partitions, where they are windowed "
+                        "apart and dropped as late; key each reading by its sensor id (docs/formats.md)", sensor,
+                        rec.topic, rec.partition, rec.offset, "by nothing (null)" if rec.key is None else repr(rec.key))
 
     def _push_columns(self, records: list[Record], columns: Columns, closed: _Closed, stats: StepStats,
                       now: float) -> None:
@@ -933,6 +953,9 @@ SHORT_RUN = 12  # a sensor's windows in one step up to this many go through the 
 # ~25 µs a call for update_many, measured)
 MODEL_RETRY_MAX_S = 300.0  # a refused model version is tried again at most this far apart
 _RECORD_TS = operator.attrgetter("timestamp_ms")
+_RECORD_KEY = operator.attrgetter("key")
+MISROUTED_WARNINGS = 100
+"""How many sensors a worker warns of for messages not keyed by their sensor id (one warning each)."""
 
 CHUNK_BYTES = 1 << 20
 """The most message bytes :meth:`Worker.process` windows and scores at once. A poll can hold far more (librdkafka
