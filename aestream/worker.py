@@ -741,8 +741,9 @@ class Worker:
         """Take the windows of sensors still calibrating out of ``closed``; finish the calibrations that are due."""
         assert self.baselines is not None and self.bundle is not None and self.rule is not None
         split = self.baselines.split(closed, self.bundle.scorer, self.bundle.version)
-        for sensor, end_ms in split.started:  # replayed readings calibrate too
-            self._notify_calibration(sensor, end_ms, None)
+        for sensor, end_ms, i in split.started:  # replayed readings calibrate too, but a replay emits nothing
+            if not closed.recs[i].replay:
+                self._notify_calibration(sensor, end_ms, None)
         for sensor, end_ms, baseline, scores in split.finished:
             self._baseline_ready(sensor, baseline)
             self.rule.update_many(sensor, scores)  # the rule's smoothing and k-of-n run on from calibration

@@ -281,3 +281,21 @@ def test_a_restored_sensor_that_sent_nothing_is_forgotten_when_its_partition_mov
     assert worker.baselines is not None and "quiet" in worker.baselines.ready
     worker.on_partitions_changed([("in", 0)])
     assert "quiet" not in worker.baselines.ready, "kept for a partition this worker no longer owns"
+
+
+def test_a_calibration_that_starts_in_a_partition_s_replay_is_not_announced_again(
+        train_small: Any, one_model: Any, recording_sink: Any, tmp_path: Any) -> None:
+    from aestream.alerts import build_alert_stage
+
+    cfg = _cfg("shared").replace(alerts={"enabled": True, "state_file": "none.json"},
+                                 paths={"state_dir": str(tmp_path)}, baselines={"n_readings": 40})
+    bundle, rng = train_small(cfg, epochs=3), np.random.default_rng(0)
+    types = []
+    for replayed in (0, 30):  # the readings a partition's last owner read (its replay), then the live ones
+        sink = recording_sink()
+        worker = Worker(cfg, None, sink, one_model(bundle), stages=[build_alert_stage(cfg)])
+        worker.refresh_model(force=True)
+        worker.process([r._replace(replay=r.offset < replayed) for r in sensor_polls(0, 80, rng)])
+        types.append([json.loads(m.value)["type"] for m in sink.sent if m.topic == cfg.alerts.topic])
+    assert types[0] == ["calibration_started", "calibration_finished"]
+    assert types[1] == ["calibration_finished"], "its last owner announced its start when it read those readings"

@@ -182,7 +182,7 @@ def _check_finite(b: Baseline) -> None:
 @dataclass
 class _Split:
     keep: list[int] = field(default_factory=list)
-    started: list[tuple[str, int]] = field(default_factory=list)  # sensor, end of its first window
+    started: list[tuple[str, int, int]] = field(default_factory=list)  # sensor, end of its first window, its index
     finished: list[tuple[str, int, Baseline, np.ndarray]] = field(default_factory=list)  # sensor, end of its last
 
 
@@ -321,7 +321,7 @@ class SensorBaselines:
                 cal = self._calibrating.get(sensor)
                 if cal is None:
                     cal = self._calibrating[sensor] = _Calibration()
-                    out.started.append((sensor, ends[i]))
+                    out.started.append((sensor, ends[i], i))
                 at = cal.count(i, starts[i], ends[i], size, stride)
                 if at is None:
                     continue
