@@ -109,7 +109,8 @@ def test_calibrations_due_in_one_step_finish_together_as_one_by_one(train_small:
     assert split.keep == sorted(split.keep)
     kept = {s: [i // 3 for i in split.keep if mixed[i].sensor == s] for s in wins}
     assert kept == {s: alone[s].keep for s in wins}
-    assert sorted(split.started) == sorted(x for a in alone.values() for x in a.started)
+    assert sorted(x[:2] for x in split.started) == sorted(x[:2] for a in alone.values() for x in a.started)
+    assert all((mixed[i].sensor, mixed[i].end_ms) == (s, end) for s, end, i in split.started), "each its window"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
