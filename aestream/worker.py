@@ -206,7 +206,8 @@ class Worker:
 
     def _serve(self, bundle: ModelBundle) -> None:
         version = bundle.version
-        previous = self.bundle.version if self.bundle else None
+        served = self.bundle
+        previous = served.version if served else None
         self.bundle = bundle
         # the rule is this worker's config's: the bundle's ``alarm`` only records what its threshold was checked with
         t = self.cfg.threshold
@@ -215,10 +216,11 @@ class Worker:
         if any(bundle.alarm.get(key, value) != value for key, value in ours.items()):
             log.info("model %s was trained with the alarm rule %s; this worker applies its config's [threshold] %s",
                      version, bundle.alarm, ours)
-        if self.baselines is not None:  # judged by their old baselines until refitted under this model
+        if self.baselines is not None:  # judged by their old baselines (and model) until refitted under this one
             for sensor, baseline in self.baselines.ready.items():
                 rule.set_threshold(sensor, baseline.threshold)
-            self.baselines.renew(version)  # and those with their own model until fine-tuned again from it
+            # and those with their own model until fine-tuned again from it
+            self.baselines.renew(version, (served.version, served.scorer) if served else None)
         if self.rule is not None and rule.carry(self.rule):  # the same rule: episodes go on through the swap
             log.info("the alarm rule's per-sensor state carried over to model %s", version)
         self.rule = rule

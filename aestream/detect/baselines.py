@@ -261,6 +261,9 @@ class SensorBaselines:
         self._alarm_since: dict[str, int] = {}  # a gathering sensor in alarm: the end of its run's first alarm window
         self._serving: str | None = None  # the shared model's version, as :meth:`renew` was last told
         self._refresh: dict[str, tuple[str, list[np.ndarray]]] = {}  # model version, errors of windows under it
+        # the model served before the last swap, and the sensors its baselines still judge until refitted (refresh)
+        self._previous: tuple[str, Scorer] | None = None
+        self._judged_by_previous: set[str] = set()
         self._banks: dict[Hashable, ModelBank] = {}  # the own models stacked (channel_errors_of)
 
     @property
@@ -423,8 +426,12 @@ class SensorBaselines:
         return (b.scorer is not None and self._serving is not None and b.model_version != self._serving
                 and self._in_background)
 
-    def renew(self, model_version: str) -> None:
-        """The worker serves shared model ``model_version`` (told at every swap): each ready sensor whose own model
+    def renew(self, model_version: str, previous: tuple[str, Scorer] | None = None) -> None:
+        """The worker serves shared model ``model_version`` (told at every swap; ``previous``: the version and scorer
+        it served until now). Each ready sensor without its own model whose baseline is of ``previous``'s version
+        is judged by that model and its baseline until its baseline is refitted under ``model_version``
+        (:meth:`refresh`, from the windows it judges normal): its scales and threshold are that model's. Each
+        ready sensor whose own model
         was made under another version gathers its next ``n_readings`` readings (:meth:`gather`; :meth:`split`
         without ``regime_change_after_s``), judged by that own model meanwhile, and is then fine-tuned from the
         serving model in the background; the result, of ``model_version``, becomes its baseline
@@ -435,6 +442,11 @@ class SensorBaselines:
         own models of another version (a fine-tune submitted before the swap, a baseline restored from the
         changelog) are fine-tuned again the same way."""
         self._serving = model_version
+        self._previous, self._judged_by_previous = None, set()
+        if previous is not None and previous[0] != model_version:
+            old = {s for s, b in self.ready.items() if b.scorer is None and b.model_version == previous[0]}
+            if old:
+                self._previous, self._judged_by_previous = previous, old
         renewing = [s for s, b in self.ready.items() if self._renews(b) and s not in self._gathering]
         for s in renewing:
             self._gathering[s] = _Calibration()
@@ -536,6 +548,7 @@ class SensorBaselines:
             return ScoreBatch.of(errors / scale, scorer.score_reduce), errors
         own = np.array([b.scorer is not None for b in base])
         errors = np.empty((len(sensors), windows.shape[2]))
+        judged = errors  # the errors each window is judged by: other than ``errors`` for the previous model's sensors
         shared = np.flatnonzero(~own[at]) if own_scorers else None  # None: every window
         if shared is None or len(shared):
             mean, std = np.array([b.mean for b in base])[at], np.array([b.std for b in base])[at]
@@ -543,12 +556,22 @@ class SensorBaselines:
                 errors[:] = scorer.raw_channel_errors(windows, mean, std)
             else:
                 errors[shared] = scorer.raw_channel_errors(windows[shared], mean[shared], std[shared])
+            if self._previous is not None:
+                version, previous = self._previous
+                old = self._judged_by_previous
+                by_previous = (s in old and b.scorer is None and b.model_version == version for s, b in zip(slot, base))
+                rows = np.flatnonzero(np.fromiter(by_previous, bool, len(slot))[at])
+                if len(rows):
+                    judged = errors.copy()
+                    judged[rows] = previous.raw_channel_errors(windows[rows], mean[rows], std[rows])
         if own_scorers:  # the other sensors' windows through their own models, stacked
             local = np.cumsum(own) - 1  # a sensor's place among those with their own model
-            judged = np.flatnonzero(own[at])  # the windows they judge
-            errors[judged] = channel_errors_of(own_scorers, local[at[judged]], windows[judged], self._banks,
-                                               self._own_scorers)
-        return ScoreBatch.of(errors / scale, scorer.score_reduce), errors
+            rows = np.flatnonzero(own[at])  # the windows they judge
+            errors[rows] = channel_errors_of(own_scorers, local[at[rows]], windows[rows], self._banks,
+                                             self._own_scorers)
+            if judged is not errors:
+                judged[rows] = errors[rows]
+        return ScoreBatch.of(judged / scale, scorer.score_reduce), errors
 
     def _own_scorers(self) -> list[Scorer]:
         """Every ready sensor's own model: a walk over the fleet, for a model bank that must grow."""
@@ -556,7 +579,8 @@ class SensorBaselines:
 
     def refresh(self, sensors: list[str], errors: np.ndarray, alarms: np.ndarray, scorer: Scorer,
                 model_version: str) -> list[tuple[str, Baseline]]:
-        """Gather the errors of normal windows whose sensor's baseline is of another model version; refit the error
+        """Gather the errors of normal windows whose sensor's baseline is of another model version (``alarms``: as
+        :meth:`score` judged them, by the previous model for its sensors); refit the error
         scaling and threshold of each sensor with ``n_refresh_windows`` of them. A sensor's errors are of one model
         version: those gathered under another (swapped again meanwhile) are dropped, so a refit labelled with a
         version is fitted on its errors alone. Returns the refitted baselines."""
@@ -579,7 +603,14 @@ class SensorBaselines:
                 scale, _, thr = _error_scaling(np.stack(buf), scorer.score_reduce, self.threshold)
                 self.ready[s] = Baseline(b.mean, b.std, scale, thr, model_version, b.n_readings)
                 done.append((s, self.ready[s]))
+                self._no_longer_by_previous(s)
         return done
+
+    def _no_longer_by_previous(self, sensor: str) -> None:
+        """``sensor`` is not judged by the previous model any more; that model is let go after the last one."""
+        self._judged_by_previous.discard(sensor)
+        if not self._judged_by_previous:
+            self._previous = None
 
     def restore(self, baselines: dict[str, Baseline]) -> dict[str, Baseline]:
         """Take baselines made elsewhere (a changelog); calibrations of those sensors under way are dropped. One that
@@ -633,4 +664,5 @@ class SensorBaselines:
             self._calibrating.pop(s, None)
             self._stop_gathering(s)
             self._refresh.pop(s, None)
+            self._no_longer_by_previous(s)
         self._banks.clear()  # they hold the forgotten sensors' models: built again from those left
