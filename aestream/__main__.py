@@ -1,5 +1,5 @@
 """``python -m aestream``: the same as the ``aestream`` command."""
 
-from aestream.commands.cli import main
+from aestream.commands.entry import main
 
 raise SystemExit(main())

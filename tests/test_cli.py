@@ -124,8 +124,15 @@ class _StartingApp:
 
 
 @pytest.fixture
-def signals_restored() -> Iterator[list[int]]:
-    """SIGTERM/SIGINT handlers put back after the test; until the CLI installs its own, a signal is recorded."""
+def signals_restored(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """SIGTERM/SIGINT handlers put back after the test; until the CLI installs its own, a signal is recorded. A
+    second signal's exit at once (``os._exit``) raises ``SystemExit`` here instead."""
+    import aestream.commands.cli
+
+    def exit_at_once(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(aestream.commands.cli, "_exit_at_once", exit_at_once)
     seen: list[int] = []
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in before:
@@ -165,6 +172,85 @@ def test_a_second_signal_while_the_worker_starts_exits_at_once(
     with pytest.raises(SystemExit) as exit_:
         main(["run"])
     assert exit_.value.code == 128 + signal.SIGINT
+
+
+def _signal_on_import(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
+    """A signal while the console script imports the command line (torch, which takes seconds)."""
+    import builtins
+
+    import aestream.commands.entry
+
+    monkeypatch.setattr(aestream.commands.entry, "_EARLY", [])
+    real_import = builtins.__import__
+
+    def importing(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "aestream.commands.cli":
+            os.kill(os.getpid(), signum)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", importing)
+
+
+def test_a_signal_while_the_console_script_imports_stops_the_worker_before_its_first_poll(
+        monkeypatch: pytest.MonkeyPatch, signals_restored: list[int]) -> None:
+    import aestream.app
+    from aestream.commands.entry import main as console_script
+
+    apps: list[_StartingApp] = []
+    monkeypatch.setattr(aestream.app, "build_app", lambda cfg, device=None: apps.append(_StartingApp()) or apps[-1])
+    monkeypatch.setattr(sys, "argv", ["aestream", "run"])
+    _signal_on_import(monkeypatch, signal.SIGTERM)
+    assert console_script() == 0
+    assert signals_restored == [] and apps[0].stopped, "the worker started its loop after a SIGTERM"
+
+
+def test_a_signal_while_the_console_script_imports_ends_any_other_command_as_it_would_have(
+        monkeypatch: pytest.MonkeyPatch, signals_restored: list[int], capsys: pytest.CaptureFixture[str]) -> None:
+    from aestream.commands.entry import main as console_script
+
+    monkeypatch.setattr(sys, "argv", ["aestream", "models", "list"])
+    _signal_on_import(monkeypatch, signal.SIGINT)
+    assert console_script() == 128 + signal.SIGINT
+    assert capsys.readouterr().out == "", "the command did not run"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+_STOP_WAITS = """
+import os, signal, sys, time
+import aestream.app
+from aestream.commands.cli import main
+
+class Stuck:  # a worker whose stop waits on a broker that is away: its flush, then its clients' close
+    def stop(self):
+        pass
+
+    def run(self, max_idle_s=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("stopping", flush=True)
+        try:
+            time.sleep(120)
+        finally:
+            time.sleep(120)
+
+aestream.app.build_app = lambda cfg, device=None: Stuck()
+sys.exit(main(["run"]))
+"""
+
+
+def test_a_second_signal_while_the_stop_waits_on_the_broker_exits_at_once_without_unwinding() -> None:
+    with subprocess.Popen([sys.executable, "-c", _STOP_WAITS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == "stopping\n"
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=60)  # the stop's own waits: 240 s
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise AssertionError("the second signal waited for the stop's finally blocks") from None
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "a second signal: exiting at once (code 143)" in err
 
 
 def test_a_broker_that_does_not_answer_at_start_is_one_line_and_exit_1(

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -189,8 +190,18 @@ class _Refusals(logging.Handler):
                 self.last = (what, fix)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] | None = None) -> int:
+    """The command line. ``early_signals`` (from the console script, :mod:`~aestream.commands.entry`, whose handler
+    holds SIGTERM/SIGINT until here): the signals that came before; ``run`` and ``trainer`` then stop before their
+    first poll, and any other command ends now, as the signal would have ended it (128 + the signal), and gets
+    the default handlers back."""
     args = build_parser().parse_args(argv)
+    args.early_signals = list(early_signals or ())
+    if early_signals is not None and args.command not in _DAEMONS:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if early_signals:
+            return 128 + early_signals[0]
     configure_logging(args.log_level or "INFO", args.log_json)
     refusals = _Refusals()
     logging.getLogger("kafka").addHandler(refusals)
@@ -231,7 +242,7 @@ def _load(path: str | None) -> Config:
 
 
 def _cmd_run(cfg: Config, args: argparse.Namespace) -> int:
-    stopper = _Stopper()  # before the build: torch, the model and the clients take seconds to load
+    stopper = _Stopper(args.early_signals)  # before the build: the model and the clients take seconds to load
     from aestream.app import build_app
 
     app = stopper.attach(build_app(cfg, device=args.device))
@@ -247,14 +258,28 @@ class _Stoppable(Protocol):
 _S = TypeVar("_S", bound=_Stoppable)
 
 
+_DAEMONS = ("run", "trainer")
+
+
+def _exit_at_once(code: int) -> None:
+    """End the process now, without unwinding: a stop waiting on a broker that is away runs ``finally`` blocks that
+    wait in turn (closing the producer and the consumer, 15 s), which a second signal is not to wait for."""
+    log.warning("a second signal: exiting at once (code %d); the records not committed are read again", code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 class _Stopper:
     """SIGTERM/SIGINT stop the daemon after the step in flight, and exit 0. One that comes while the daemon is
-    still being built stops it before its first poll. A second one exits at once (128 + the signal): a build or a
-    stop waiting on a broker that is away is not waited for (offsets not committed are read again)."""
+    still being built (or the command line imported) stops it before its first poll. A second one exits at once
+    (128 + the signal): a build or a stop waiting on a broker that is away is not waited for (offsets not
+    committed are read again)."""
 
-    def __init__(self) -> None:
+    def __init__(self, early: Sequence[int] = ()) -> None:
         self._target: _Stoppable | None = None
-        self._requested = False
+        self._requested = bool(early)  # a signal before the command line installed this
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
 
@@ -266,7 +291,7 @@ class _Stopper:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._requested:
-            raise SystemExit(128 + signum)
+            _exit_at_once(128 + signum)
         self._requested = True
         if self._target is not None:
             self._target.stop()
@@ -289,7 +314,7 @@ def _cmd_retrain(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_trainer(cfg: Config, args: argparse.Namespace) -> int:
-    stopper = _Stopper()
+    stopper = _Stopper(args.early_signals)
     from aestream.app import build_trainer
 
     app = stopper.attach(build_trainer(cfg))
