@@ -26,6 +26,8 @@ ports_free() {  # port...: exit 1 naming the first that something on this machin
 import socket, sys
 for port in map(int, sys.argv[1:]):
     with socket.socket() as s:
+        # as the broker binds: a socket of a broker just stopped, left in TIME_WAIT, does not hold the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as e:

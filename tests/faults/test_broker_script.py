@@ -71,3 +71,28 @@ def test_ports_are_drawn_below_the_ephemeral_range() -> None:
     ports = {faultkit.free_port() for _ in range(20)}
     assert all(10_000 <= p < low - 1 for p in ports), sorted(ports)
     assert len(ports) > 1  # drawn, not one fixed port that both pytest workers would share
+
+
+def _time_wait(port: int) -> None:
+    """Leave a connection of ``port`` in TIME_WAIT, as a broker stopped with a client connected leaves its own."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM's server sockets are
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the side that closes first waits: the broker's
+            client.recv(1)
+
+
+@pytest.mark.slow
+def test_a_port_left_in_time_wait_by_a_stopped_broker_is_free_to_start_on(tmp_path: Path) -> None:
+    port = faultkit.free_port()
+    _time_wait(port)
+    try:
+        done = subprocess.run(["bash", str(faultkit.KAFKA_SH), "start", str(port), str(tmp_path)],
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert faultkit.answers(port)
+    finally:
+        subprocess.run(["bash", str(faultkit.KAFKA_SH), "stop", str(tmp_path)], capture_output=True, check=False)
