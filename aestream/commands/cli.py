@@ -486,7 +486,8 @@ def _cmd_report(cfg: Config, args: argparse.Namespace) -> int:
         check_kafka(cfg.kafka)
         docs = list(tail_topic(cfg.kafka, args.topic, timeout_s=args.timeout_s))
         if not docs:
-            log.warning("no documents read from topic %s within %.0f s", args.topic, args.timeout_s)
+            log.warning("no documents in topic %s: read from its beginning until a poll came back empty (or "
+                        "--timeout-s %g s)", args.topic, args.timeout_s)
     print(write_report(docs, args.out, png=args.png, top_n=args.top, max_sensors=args.max_sensors))
     return 0
 
