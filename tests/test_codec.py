@@ -40,6 +40,8 @@ BAD_MESSAGES = [
     (b'{"sensor": "", "ts": 1767225600000, "values": [1, 2]}', "sensor must be a non-empty string"),
     (b'{"sensor": "s", "ts": 1767225600, "values": [1, 2]}', "is it seconds or microseconds?"),
     (b'{"sensor": "s", "ts": "soon", "values": [1, 2]}', "ts 'soon' is not ISO-8601"),
+    (b'{"sensor": "s", "ts": "2026-01-01T00:00:00Z\\u0000 junk", "values": [1, 2]}',
+     "ts '2026-01-01T00:00:00Z\\x00 junk' is not ISO-8601"),
     (b'{"sensor": "s", "ts": 1' + b"0" * 400 + b', "values": [1, 2]}', "outside 2000..2200"),  # an int of any length
     (b'[]', "empty batch"),
     (b'[1, 2, 3, 4]', "batch of 4 readings exceeds stream.max_readings_per_message (3)"),

@@ -403,6 +403,8 @@ def parse_ts_ms(ts: Any) -> int:
         value = int(ts)
     elif isinstance(ts, str):
         try:
+            if not ts.isprintable():  # Python's parser stops at a NUL: "…Z\x00 junk" would pass
+                raise ValueError
             dt = datetime.fromisoformat(ts.replace("Z", "+00:00") if ts.endswith("Z") else ts)
         except ValueError:
             raise InvalidReading(f"ts {_short(ts)} is not ISO-8601") from None
