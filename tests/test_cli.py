@@ -204,6 +204,27 @@ def test_a_signal_while_the_console_script_imports_stops_the_worker_before_its_f
     assert signals_restored == [] and apps[0].stopped, "the worker started its loop after a SIGTERM"
 
 
+def test_a_signal_while_the_command_line_loads_its_config_is_not_lost(
+        monkeypatch: pytest.MonkeyPatch, signals_restored: list[int]) -> None:
+    import aestream.app
+    import aestream.commands.cli
+    from aestream.commands.entry import main as console_script
+
+    apps: list[_StartingApp] = []
+    monkeypatch.setattr(aestream.app, "build_app", lambda cfg, device=None: apps.append(_StartingApp()) or apps[-1])
+    real_load = aestream.commands.cli.load_config
+
+    def load_config(path: Any) -> Any:  # after the console script handed its signals on, before the CLI's handlers
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_load(path)
+
+    monkeypatch.setattr(aestream.commands.cli, "load_config", load_config)
+    monkeypatch.setattr(sys, "argv", ["aestream", "run"])
+    monkeypatch.setattr(aestream.commands.entry, "_EARLY", [])
+    assert console_script() == 0
+    assert signals_restored == [] and apps[0].stopped, "the worker started its loop after a SIGTERM"
+
+
 def test_a_signal_while_the_console_script_imports_ends_any_other_command_as_it_would_have(
         monkeypatch: pytest.MonkeyPatch, signals_restored: list[int], capsys: pytest.CaptureFixture[str]) -> None:
     from aestream.commands.entry import main as console_script
@@ -221,13 +242,17 @@ import os, signal, sys, time
 import aestream.app
 from aestream.commands.cli import main
 
+if sys.argv[1] == "closed":  # started with no stdout (as a daemon may be)
+    os.close(1)
+    sys.stdout = None
+
 class Stuck:  # a worker whose stop waits on a broker that is away: its flush, then its clients' close
     def stop(self):
         pass
 
     def run(self, max_idle_s=None):
         os.kill(os.getpid(), signal.SIGTERM)
-        print("stopping", flush=True)
+        print("stopping", file=sys.stderr, flush=True)
         try:
             time.sleep(120)
         finally:
@@ -238,10 +263,14 @@ sys.exit(main(["run"]))
 """
 
 
-def test_a_second_signal_while_the_stop_waits_on_the_broker_exits_at_once_without_unwinding() -> None:
-    with subprocess.Popen([sys.executable, "-c", _STOP_WAITS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as proc:
-        assert proc.stdout is not None and proc.stdout.readline() == "stopping\n"
+@pytest.mark.parametrize("stdout", ["open", "closed"])
+def test_a_second_signal_while_the_stop_waits_on_the_broker_exits_at_once_without_unwinding(stdout: str) -> None:
+    with subprocess.Popen([sys.executable, "-c", _STOP_WAITS, stdout], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        while (line := proc.stderr.readline()) not in ("stopping\n", ""):  # past the start's log lines
+            pass
+        assert line, "the child ended before its stop"
         proc.send_signal(signal.SIGTERM)
         try:
             _, err = proc.communicate(timeout=60)  # the stop's own waits: 240 s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] | None 
     first poll, and any other command ends now, as the signal would have ended it (128 + the signal), and gets
     the default handlers back."""
     args = build_parser().parse_args(argv)
-    args.early_signals = list(early_signals or ())
+    args.early_signals = [] if early_signals is None else early_signals  # the list the console script fills
     if early_signals is not None and args.command not in _DAEMONS:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -264,11 +265,14 @@ _DAEMONS = ("run", "trainer")
 def _exit_at_once(code: int) -> None:
     """End the process now, without unwinding: a stop waiting on a broker that is away runs ``finally`` blocks that
     wait in turn (closing the producer and the consumer, 15 s), which a second signal is not to wait for."""
-    log.warning("a second signal: exiting at once (code %d); the records not committed are read again", code)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    try:
+        log.warning("a second signal: exiting at once (code %d); the records not committed are read again", code)
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):  # None when closed at start; a broken pipe raises
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                stream.flush()
+    finally:
+        os._exit(code)
 
 
 class _Stopper:
@@ -279,9 +283,13 @@ class _Stopper:
 
     def __init__(self, early: Sequence[int] = ()) -> None:
         self._target: _Stoppable | None = None
-        self._requested = bool(early)  # a signal before the command line installed this
+        self._requested = False
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if early:  # a signal before these handlers (read once they take the next one)
+            if self._requested:  # and one since: the second
+                _exit_at_once(128 + early[-1])
+            self._requested = True
 
     def attach(self, target: _S) -> _S:
         self._target = target
