@@ -301,8 +301,14 @@ def test_a_calibration_that_starts_in_a_partition_s_replay_is_not_announced_agai
     assert types[1] == ["calibration_finished"], "its last owner announced its start when it read those readings"
 
 
+@pytest.mark.parametrize("swaps", [["v2"], ["v2", "v3"], ["v2", "v1"]])
 def test_after_a_swap_to_a_much_worse_model_a_shared_baseline_is_judged_by_the_model_before_until_refitted(
-        train_small: Any, recording_sink: Any) -> None:
+        train_small: Any, recording_sink: Any, swaps: list[str]) -> None:
+    """One swap; two before the sensor refits (it is judged by the model of its baseline's version); a rollback
+    to the version of its baseline. A baseline restored after the swap (its partition moved here) is judged the
+    same way."""
+    import copy
+
     from stubs import Switch
 
     from aestream.commands.simulate import Plant
@@ -310,18 +316,24 @@ def test_after_a_swap_to_a_much_worse_model_a_shared_baseline_is_judged_by_the_m
 
     cfg = _cfg("shared").replace(baselines={"n_readings": 60, "n_refresh_windows": 20})
     good, poor = train_small(cfg, epochs=25), train_small(cfg, epochs=1)  # one epoch: errors ~100x as large
-    good.version, poor.version = "v1", "v2"
+    poorer = train_small(cfg, epochs=1, seed=1)
+    good.version, poor.version, poorer.version = "v1", "v2", "v3"
     signal = Plant(4, CHANNELS, seed=0).signal(400)[0]  # a sensor of the plant the models learnt, in service
     records = [Record("in", 0, i, b"s", json.dumps({"sensor": "s", "ts": START_MS + 1000 * i,
                                                     "values": signal[i].tolist()}).encode(), 0) for i in range(400)]
-    models, sink = Switch({"v1": good, "v2": poor}, "v1"), recording_sink()
+    models, sink = Switch({"v1": good, "v2": poor, "v3": poorer}, "v1"), recording_sink()
     worker = Worker(cfg, None, sink, models)
     worker.refresh_model(force=True)
     before = worker.process(records[:200])
-    models.now = "v2"
-    worker.refresh_model(force=True)
-    after = [worker.process(records[200 + 20 * k : 220 + 20 * k]) for k in range(10)]
     base = worker.baselines
-    assert base is not None and base.ready["s"].model_version == "v2", "refitted from its next normal windows"
+    assert base is not None
+    for version in swaps:
+        models.now = version
+        worker.refresh_model(force=True)
+    base.restore({"moved": copy.deepcopy(base.ready["s"])})  # of v1, from the changelog: its partition moved here
+    moved = [r._replace(key=b"moved", value=r.value.replace(b'"s"', b'"moved"')) for r in records]
+    after = [worker.process(records[200 + 20 * k : 220 + 20 * k] + moved[200 + 20 * k : 220 + 20 * k])
+             for k in range(10)]
+    assert {base.ready[s].model_version for s in ("s", "moved")} == {swaps[-1]}, "refitted from normal windows"
     assert before.events == 0 and [s.events for s in after] == [0] * 10, "normal readings: no alarm, before or after"
-    assert base._previous is None, "the model before is let go once no baseline of its version is left"
+    assert not base._earlier and not base._by_earlier, "the models before are let go once none judges a sensor"

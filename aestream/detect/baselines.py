@@ -261,9 +261,10 @@ class SensorBaselines:
         self._alarm_since: dict[str, int] = {}  # a gathering sensor in alarm: the end of its run's first alarm window
         self._serving: str | None = None  # the shared model's version, as :meth:`renew` was last told
         self._refresh: dict[str, tuple[str, list[np.ndarray]]] = {}  # model version, errors of windows under it
-        # the model served before the last swap, and the sensors its baselines still judge until refitted (refresh)
-        self._previous: tuple[str, Scorer] | None = None
-        self._judged_by_previous: set[str] = set()
+        # models served before, by version, and the sensors whose shared baseline is of one of them: each is judged
+        # by the model of its baseline's version until refitted under the serving one (refresh)
+        self._earlier: dict[str, Scorer] = {}
+        self._by_earlier: set[str] = set()
         self._banks: dict[Hashable, ModelBank] = {}  # the own models stacked (channel_errors_of)
 
     @property
@@ -442,11 +443,15 @@ class SensorBaselines:
         own models of another version (a fine-tune submitted before the swap, a baseline restored from the
         changelog) are fine-tuned again the same way."""
         self._serving = model_version
-        self._previous, self._judged_by_previous = None, set()
+        if self._earlier.pop(model_version, None) is not None:  # a rollback to it: its baselines are current again
+            for s in [s for s in self._by_earlier if (b := self.ready.get(s)) is None
+                      or b.model_version == model_version]:
+                self._not_by_earlier(s)
         if previous is not None and previous[0] != model_version:
             old = {s for s, b in self.ready.items() if b.scorer is None and b.model_version == previous[0]}
             if old:
-                self._previous, self._judged_by_previous = previous, old
+                self._earlier[previous[0]] = previous[1]
+                self._by_earlier |= old
         renewing = [s for s, b in self.ready.items() if self._renews(b) and s not in self._gathering]
         for s in renewing:
             self._gathering[s] = _Calibration()
@@ -509,6 +514,7 @@ class SensorBaselines:
             if self.finetune is None and self.finetuner is not None:  # its own model later: the shared one meanwhile
                 self.finetuner.submit(sensor, runs, scorer, model_version)
             self.ready[sensor] = result[0]
+            self._not_by_earlier(sensor)
             out.append(result)
         return out
 
@@ -525,6 +531,7 @@ class SensorBaselines:
                 continue
             if sensor in self.ready:  # not forgotten meanwhile
                 self.ready[sensor] = baseline
+                self._not_by_earlier(sensor)
                 if self._renews(baseline):  # made from a model swapped out since: better than none meanwhile
                     self._gathering.setdefault(sensor, _Calibration())
                     log.info("sensor %s: its own model is of %s, the shared model is %s now: it gathers its next "
@@ -556,14 +563,8 @@ class SensorBaselines:
                 errors[:] = scorer.raw_channel_errors(windows, mean, std)
             else:
                 errors[shared] = scorer.raw_channel_errors(windows[shared], mean[shared], std[shared])
-            if self._previous is not None:
-                version, previous = self._previous
-                old = self._judged_by_previous
-                by_previous = (s in old and b.scorer is None and b.model_version == version for s, b in zip(slot, base))
-                rows = np.flatnonzero(np.fromiter(by_previous, bool, len(slot))[at])
-                if len(rows):
-                    judged = errors.copy()
-                    judged[rows] = previous.raw_channel_errors(windows[rows], mean[rows], std[rows])
+            if self._by_earlier:
+                judged = self._judged_by_earlier(windows, errors, slot, base, at, mean, std)
         if own_scorers:  # the other sensors' windows through their own models, stacked
             local = np.cumsum(own) - 1  # a sensor's place among those with their own model
             rows = np.flatnonzero(own[at])  # the windows they judge
@@ -572,6 +573,21 @@ class SensorBaselines:
             if judged is not errors:
                 judged[rows] = errors[rows]
         return ScoreBatch.of(judged / scale, scorer.score_reduce), errors
+
+    def _judged_by_earlier(self, windows: np.ndarray, errors: np.ndarray, slot: dict[str, int],
+                           base: list[Baseline], at: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """``errors`` with the rows of sensors whose shared baseline is of an earlier model (:meth:`renew`) taken
+        again through that model; ``errors`` itself when there are none in this step."""
+        versions = np.array([b.model_version if s in self._by_earlier and b.scorer is None else "" for s, b in
+                             zip(slot, base)], dtype=object)[at]
+        judged = errors
+        for version, earlier in self._earlier.items():
+            rows = np.flatnonzero(versions == version)
+            if len(rows):
+                if judged is errors:
+                    judged = errors.copy()
+                judged[rows] = earlier.raw_channel_errors(windows[rows], mean[rows], std[rows])
+        return judged
 
     def _own_scorers(self) -> list[Scorer]:
         """Every ready sensor's own model: a walk over the fleet, for a model bank that must grow."""
@@ -603,14 +619,19 @@ class SensorBaselines:
                 scale, _, thr = _error_scaling(np.stack(buf), scorer.score_reduce, self.threshold)
                 self.ready[s] = Baseline(b.mean, b.std, scale, thr, model_version, b.n_readings)
                 done.append((s, self.ready[s]))
-                self._no_longer_by_previous(s)
+                self._not_by_earlier(s)
         return done
 
-    def _no_longer_by_previous(self, sensor: str) -> None:
-        """``sensor`` is not judged by the previous model any more; that model is let go after the last one."""
-        self._judged_by_previous.discard(sensor)
-        if not self._judged_by_previous:
-            self._previous = None
+    def _not_by_earlier(self, sensor: str, baseline: Baseline | None = None) -> None:
+        """``sensor`` has ``baseline`` now (``None``: none, or one of the serving model): judged by an earlier model
+        when it is a shared one of such a model's version, else not; those models are let go after their last
+        sensor."""
+        if baseline is not None and baseline.scorer is None and baseline.model_version in self._earlier:
+            self._by_earlier.add(sensor)
+            return
+        self._by_earlier.discard(sensor)
+        if not self._by_earlier:
+            self._earlier.clear()
 
     def restore(self, baselines: dict[str, Baseline]) -> dict[str, Baseline]:
         """Take baselines made elsewhere (a changelog); calibrations of those sensors under way are dropped. One that
@@ -626,6 +647,7 @@ class SensorBaselines:
                             "sensor calibrates again", s, misfit)
                 continue
             self.ready[s] = taken[s] = b
+            self._not_by_earlier(s, b)
             self._calibrating.pop(s, None)
             self._stop_gathering(s)
             if self._in_background and (b.scorer is None or self._renews(b)):
@@ -664,5 +686,5 @@ class SensorBaselines:
             self._calibrating.pop(s, None)
             self._stop_gathering(s)
             self._refresh.pop(s, None)
-            self._no_longer_by_previous(s)
+            self._not_by_earlier(s)
         self._banks.clear()  # they hold the forgotten sensors' models: built again from those left
