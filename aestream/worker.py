@@ -126,6 +126,7 @@ class Worker:
         self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
         self._sensor_partition: dict[str, Partition] = {}
         self._misrouted: set[str] = set()  # sensors whose messages were keyed otherwise (warned of once each)
+        self._announce_in_replay: set[str] = set()  # restored baselines dropped: a replayed calibration is news
         self._restored_partition: dict[str, Partition] = {}  # sensors whose baseline was restored (sent or not)
         self._stop = threading.Event()
         self._closing = False
@@ -262,6 +263,7 @@ class Worker:
         restored = [s for s, p in self._restored_partition.items() if p in moved]  # some may have sent nothing
         for s in restored:
             del self._restored_partition[s]
+        self._announce_in_replay.difference_update(gone)
         if self.baselines is not None:
             self.baselines.forget(dict.fromkeys([*gone, *restored]))
         for stage in self.stages:
@@ -282,7 +284,10 @@ class Worker:
             for s, v in values.items():
                 restored[s] = Baseline.from_json(v, self.device)
                 self._restored_partition[s] = part
+        found = restored.keys()
         restored = self.baselines.restore(restored)  # those that fit this worker's windows
+        # the others calibrate again, from the replay on: their last owner announced no such calibration
+        self._announce_in_replay.update(found - restored.keys())
         if self.rule is not None:
             for sensor, baseline in restored.items():
                 self.rule.set_threshold(sensor, baseline.threshold)
@@ -744,8 +749,9 @@ class Worker:
         assert self.baselines is not None and self.bundle is not None and self.rule is not None
         split = self.baselines.split(closed, self.bundle.scorer, self.bundle.version)
         for sensor, end_ms, i in split.started:  # replayed readings calibrate too, but a replay emits nothing
-            if not closed.recs[i].replay:
+            if not closed.recs[i].replay or sensor in self._announce_in_replay:
                 self._notify_calibration(sensor, end_ms, None)
+            self._announce_in_replay.discard(sensor)
         for sensor, end_ms, baseline, scores in split.finished:
             self._baseline_ready(sensor, baseline)
             self.rule.update_many(sensor, scores)  # the rule's smoothing and k-of-n run on from calibration

@@ -299,6 +299,15 @@ def test_a_calibration_that_starts_in_a_partition_s_replay_is_not_announced_agai
         types.append([json.loads(m.value)["type"] for m in sink.sent if m.topic == cfg.alerts.topic])
     assert types[0] == ["calibration_started", "calibration_finished"]
     assert types[1] == ["calibration_finished"], "its last owner announced its start when it read those readings"
+    # unless its last owner had a baseline, which this worker cannot take (made under other stream.channels)
+    changelog, sink = Changelog(), recording_sink()
+    changelog.log["s"] = _baseline(n_channels=3).to_json()
+    worker = Worker(cfg, None, sink, one_model(bundle), stages=[build_alert_stage(cfg)], changelog=changelog)
+    worker.refresh_model(force=True)
+    worker.on_partitions_assigned([("in", 0)])
+    worker.process([r._replace(replay=r.offset < 30) for r in sensor_polls(0, 80, rng)])
+    assert [json.loads(m.value)["type"] for m in sink.sent if m.topic == cfg.alerts.topic] == [
+        "calibration_started", "calibration_finished"]
 
 
 @pytest.mark.parametrize("swaps", [["v2"], ["v2", "v3"], ["v2", "v1"]])
