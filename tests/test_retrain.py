@@ -315,6 +315,52 @@ def test_two_workers_breaking_one_stale_lock_at_once_do_not_both_take_it(tmp_pat
     assert json.loads(lock.read_text())["token"] == holder._token and not list(tmp_path.glob("*.stale-*"))
 
 
+def test_a_lock_put_back_by_a_breaker_is_not_taken_meanwhile_by_a_third(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    lock = tmp_path / ".retrain.lock"
+    lock.write_text(json.dumps({"token": "crashed", "host": "another-host", "pid": 1}))
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    takers = {name: TrainLock(tmp_path, stale_s=60) for name in "abc"}
+    at_rename, a_done, renamed, c_done = (threading.Event() for _ in range(4))
+    got: dict[str, bool] = {}
+    real_rename = os.rename
+
+    def paused(src: Any, dst: Any) -> None:
+        # b judged the crashed lock stale; a breaks it and takes a fresh one before b moves "it" aside, and c takes
+        # the lock while b's put-back of a's lock has yet to come
+        if threading.current_thread().name == "b" and not at_rename.is_set():
+            at_rename.set()
+            a_done.wait(1.0)
+            real_rename(src, dst)
+            renamed.set()
+            c_done.wait(1.0)
+            return
+        real_rename(src, dst)
+
+    def take(name: str, then: threading.Event | None) -> None:
+        got[name] = takers[name].acquire()
+        if then is not None:
+            then.set()
+
+    monkeypatch.setattr(os, "rename", paused)
+    threads = {"b": threading.Thread(target=take, args=("b", None), name="b")}
+    threads["b"].start()
+    assert at_rename.wait(5.0)
+    threads["a"] = threading.Thread(target=take, args=("a", a_done), name="a")
+    threads["a"].start()
+    assert renamed.wait(5.0)
+    threads["c"] = threading.Thread(target=take, args=("c", c_done), name="c")
+    threads["c"].start()
+    for t in threads.values():
+        t.join(10.0)
+    assert sum(got.values()) == 1, f"one of the three takes the lock, not {got}"
+    holder = next(takers[name] for name, took in got.items() if took)
+    assert json.loads(lock.read_text())["token"] == holder._token and not list(tmp_path.glob("*.stale-*"))
+
+
 def test_two_publishers_never_write_the_same_version(tmp_path: Path, cfg: Config, train_small: Any) -> None:
     import threading
 
