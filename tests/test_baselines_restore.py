@@ -226,6 +226,22 @@ def test_a_fine_tune_that_ends_after_its_sensor_went_idle_is_written_and_moves_w
     assert "s" not in base.ready, "the partition's sensors are forgotten by the worker it left"
 
 
+def test_each_earlier_model_goes_with_the_last_shared_baseline_of_its_version() -> None:
+    cfg = _cfg("shared")
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
+    base.ready = {"silent": _baseline(version="v1"), "busy": _baseline(version="v1")}
+    models = {v: _own_model(16) for v in ("v1", "v2", "v3", "v4")}
+    n = cfg.baselines.n_refresh_windows
+    for before, now in (("v1", "v2"), ("v2", "v3"), ("v3", "v4")):
+        base.renew(now, (before, models[before]))
+        refit = base.refresh(["busy"] * n, np.ones((n, 4)), np.zeros(n, dtype=bool), models[now], now)
+        assert [s for s, _ in refit] == ["busy"] and base.ready["busy"].model_version == now
+    assert list(base._earlier) == ["v1"], "a model no sensor is judged by any more is let go"
+    assert base._by_earlier == {"silent": "v1"}
+    base.renew("v1", ("v4", models["v4"]))  # a rollback to the silent sensor's version
+    assert list(base._earlier) == ["v4"] and base._by_earlier == {"busy": "v4"}
+
+
 def test_a_refit_after_swaps_takes_the_errors_of_the_serving_version_only() -> None:
     cfg = _cfg("shared")
     base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1)
@@ -308,6 +324,11 @@ def test_a_calibration_that_starts_in_a_partition_s_replay_is_not_announced_agai
     worker.process([r._replace(replay=r.offset < 30) for r in sensor_polls(0, 80, rng)])
     assert [json.loads(m.value)["type"] for m in sink.sent if m.topic == cfg.alerts.topic] == [
         "calibration_started", "calibration_finished"]
+    changelog.log["quiet"] = _baseline(n_channels=3).to_json()  # dropped too, and sends nothing before it moves
+    worker.on_partitions_changed([("in", 0)])
+    worker.on_partitions_assigned([("in", 0)])
+    worker.on_partitions_changed([("in", 0)])
+    assert not worker._announce_in_replay, "nothing kept of a partition this worker no longer owns"
 
 
 @pytest.mark.parametrize("swaps", [["v2"], ["v2", "v3"], ["v2", "v1"]])

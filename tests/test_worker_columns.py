@@ -77,7 +77,7 @@ def test_a_message_not_keyed_by_its_sensor_is_taken_and_warned_of_once_per_senso
 
     columnar = json.dumps({"sensor": "c", "ts": [T0, T0 + 1000], "values": [[1, 2, 3, 4], [1, 2, 3, 5]]}).encode()
     polls = [
-        [Record("in", 0, i, b"a" if i % 2 else b"other", reading("a", i), 0) for i in range(40)],  # column-wise
+        [Record("in", 0, i, b"other" if i % 2 else b"a", reading("a", i), 0) for i in range(40)],  # column-wise
         [Record("in", 1, 0, None, reading("b", 0), 0)],  # one message: the message-by-message path
         [Record("in", 1, 1, b"b", reading("b", 1), 0), Record("in", 1, 2, b"x", columnar, 0)],  # a block
         [Record("in", 0, 40 + i, b"a", reading("a", 40 + i), 0) for i in range(40)],  # keyed right: nothing
@@ -86,7 +86,7 @@ def test_a_message_not_keyed_by_its_sensor_is_taken_and_warned_of_once_per_senso
     stats = [worker.process(p) for p in polls]
     warned = [r.getMessage() for r in caplog.records if "not by its sensor id" in r.getMessage()]
     assert len(warned) == 3, warned
-    assert warned[0].startswith("sensor a: the message at in[0]@0 is keyed b'other'")
+    assert warned[0].startswith("sensor a: the message at in[0]@1 is keyed b'other'"), "its first is keyed right"
     assert "sensor b: the message at in[1]@0 is keyed by nothing (null)" in warned[1]
     assert warned[2].startswith("sensor c: the message at in[1]@2 is keyed b'x'")
     assert [s.readings for s in stats] == [40, 1, 3, 40] and sum(s.dead_letters for s in stats) == 0

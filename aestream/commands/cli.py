@@ -283,24 +283,22 @@ class _Stopper:
 
     def __init__(self, early: Sequence[int] = ()) -> None:
         self._target: _Stoppable | None = None
-        self._requested = False
+        # the signals before these handlers (the console script's handler adds them to this list until then) and
+        # after: each is counted once, wherever it lands
+        self._early, self._signals = early, 0
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        if early:  # a signal before these handlers (read once they take the next one)
-            if self._requested:  # and one since: the second
-                _exit_at_once(128 + early[-1])
-            self._requested = True
 
     def attach(self, target: _S) -> _S:
         self._target = target
-        if self._requested:
+        if self._early or self._signals:
             target.stop()
         return target
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if self._requested:
+        self._signals += 1
+        if len(self._early) + self._signals > 1:
             _exit_at_once(128 + signum)
-        self._requested = True
         if self._target is not None:
             self._target.stop()
 

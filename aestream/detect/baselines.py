@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -264,7 +265,8 @@ class SensorBaselines:
         # models served before, by version, and the sensors whose shared baseline is of one of them: each is judged
         # by the model of its baseline's version until refitted under the serving one (refresh)
         self._earlier: dict[str, Scorer] = {}
-        self._by_earlier: set[str] = set()
+        self._by_earlier: dict[str, str] = {}  # sensor → the earlier version of its baseline
+        self._n_by_earlier: Counter[str] = Counter()  # version → how many of those sensors: its model goes at 0
         self._banks: dict[Hashable, ModelBank] = {}  # the own models stacked (channel_errors_of)
 
     @property
@@ -443,15 +445,15 @@ class SensorBaselines:
         own models of another version (a fine-tune submitted before the swap, a baseline restored from the
         changelog) are fine-tuned again the same way."""
         self._serving = model_version
-        if self._earlier.pop(model_version, None) is not None:  # a rollback to it: its baselines are current again
-            for s in [s for s in self._by_earlier if (b := self.ready.get(s)) is None
-                      or b.model_version == model_version]:
+        if model_version in self._earlier:  # a rollback to it: its baselines are current again
+            for s in [s for s, v in self._by_earlier.items() if v == model_version]:
                 self._not_by_earlier(s)
         if previous is not None and previous[0] != model_version:
-            old = {s for s, b in self.ready.items() if b.scorer is None and b.model_version == previous[0]}
+            old = [s for s, b in self.ready.items() if b.scorer is None and b.model_version == previous[0]]
             if old:
                 self._earlier[previous[0]] = previous[1]
-                self._by_earlier |= old
+                for s in old:
+                    self._not_by_earlier(s, self.ready[s])
         renewing = [s for s, b in self.ready.items() if self._renews(b) and s not in self._gathering]
         for s in renewing:
             self._gathering[s] = _Calibration()
@@ -578,8 +580,8 @@ class SensorBaselines:
                            base: list[Baseline], at: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
         """``errors`` with the rows of sensors whose shared baseline is of an earlier model (:meth:`renew`) taken
         again through that model; ``errors`` itself when there are none in this step."""
-        versions = np.array([b.model_version if s in self._by_earlier and b.scorer is None else "" for s, b in
-                             zip(slot, base)], dtype=object)[at]
+        by = self._by_earlier
+        versions = np.array([by.get(s, "") if b.scorer is None else "" for s, b in zip(slot, base)], dtype=object)[at]
         judged = errors
         for version, earlier in self._earlier.items():
             rows = np.flatnonzero(versions == version)
@@ -624,14 +626,16 @@ class SensorBaselines:
 
     def _not_by_earlier(self, sensor: str, baseline: Baseline | None = None) -> None:
         """``sensor`` has ``baseline`` now (``None``: none, or one of the serving model): judged by an earlier model
-        when it is a shared one of such a model's version, else not; those models are let go after their last
+        when it is a shared one of such a model's version, else not; each earlier model is let go after its last
         sensor."""
+        was = self._by_earlier.pop(sensor, None)
+        if was is not None:
+            self._n_by_earlier[was] -= 1
+            if not self._n_by_earlier[was]:
+                del self._n_by_earlier[was], self._earlier[was]
         if baseline is not None and baseline.scorer is None and baseline.model_version in self._earlier:
-            self._by_earlier.add(sensor)
-            return
-        self._by_earlier.discard(sensor)
-        if not self._by_earlier:
-            self._earlier.clear()
+            self._by_earlier[sensor] = baseline.model_version
+            self._n_by_earlier[baseline.model_version] += 1
 
     def restore(self, baselines: dict[str, Baseline]) -> dict[str, Baseline]:
         """Take baselines made elsewhere (a changelog); calibrations of those sensors under way are dropped. One that
