@@ -433,8 +433,8 @@ class SensorBaselines:
         """The worker serves shared model ``model_version`` (told at every swap; ``previous``: the version and scorer
         it served until now). Each ready sensor without its own model whose baseline is of ``previous``'s version
         is judged by that model and its baseline until its baseline is refitted under ``model_version``
-        (:meth:`refresh`, from the windows it judges normal): its scales and threshold are that model's. Each
-        ready sensor whose own model
+        (:meth:`refresh`, from the windows it judges normal): its scales and threshold are that model's (a
+        baseline of an earlier version restored meanwhile, likewise). Each ready sensor whose own model
         was made under another version gathers its next ``n_readings`` readings (:meth:`gather`; :meth:`split`
         without ``regime_change_after_s``), judged by that own model meanwhile, and is then fine-tuned from the
         serving model in the background; the result, of ``model_version``, becomes its baseline
@@ -557,7 +557,7 @@ class SensorBaselines:
             return ScoreBatch.of(errors / scale, scorer.score_reduce), errors
         own = np.array([b.scorer is not None for b in base])
         errors = np.empty((len(sensors), windows.shape[2]))
-        judged = errors  # the errors each window is judged by: other than ``errors`` for the previous model's sensors
+        judged = errors  # the errors each window is judged by: other than ``errors`` for an earlier model's sensors
         shared = np.flatnonzero(~own[at]) if own_scorers else None  # None: every window
         if shared is None or len(shared):
             mean, std = np.array([b.mean for b in base])[at], np.array([b.std for b in base])[at]
@@ -598,10 +598,10 @@ class SensorBaselines:
     def refresh(self, sensors: list[str], errors: np.ndarray, alarms: np.ndarray, scorer: Scorer,
                 model_version: str) -> list[tuple[str, Baseline]]:
         """Gather the errors of normal windows whose sensor's baseline is of another model version (``alarms``: as
-        :meth:`score` judged them, by the previous model for its sensors); refit the error
-        scaling and threshold of each sensor with ``n_refresh_windows`` of them. A sensor's errors are of one model
-        version: those gathered under another (swapped again meanwhile) are dropped, so a refit labelled with a
-        version is fitted on its errors alone. Returns the refitted baselines."""
+        :meth:`score` judged them, by an earlier model for its sensors); refit the error scaling and threshold of
+        each sensor with ``n_refresh_windows`` of them. A sensor's errors are of one model version: those gathered
+        under another (swapped again meanwhile) are dropped, so a refit labelled with a version is fitted on its
+        errors alone. Returns the refitted baselines."""
         done: list[tuple[str, Baseline]] = []
         stale = {s for s in set(sensors)
                  if (b := self.ready.get(s)) is not None and b.scorer is None and b.model_version != model_version}
