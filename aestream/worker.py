@@ -293,6 +293,23 @@ class Worker:
                 self.rule.set_threshold(sensor, baseline.threshold)
         if restored:
             log.info("restored the baselines of %d sensor(s) of %s", len(restored), parts)
+        if restored and self.bundle is not None:
+            self._load_earlier_models()
+
+    def _load_earlier_models(self) -> None:
+        """Load the models of restored shared baselines of versions other than the serving one, which judge them
+        until they refit (:meth:`SensorBaselines.judge_by_earlier`); one the store no longer serves leaves its
+        sensors to the serving model, over their old scales, meanwhile."""
+        assert self.baselines is not None
+        for version in sorted(self.baselines.earlier_versions()):
+            try:
+                scorer = self.models.load(version, self.device).scorer
+            except Exception as e:  # pruned from the store, refused: the serving model judges them meanwhile
+                log.warning("the baselines restored under model %s refit under the serving one, which judges them "
+                            "meanwhile: %s cannot be loaded (%s: %s)", version, version, type(e).__name__, e)
+                continue
+            n = self.baselines.judge_by_earlier(version, scorer)
+            log.info("%d restored baseline(s) of model %s are judged by it until they refit", n, version)
 
     @property
     def state_pending(self) -> bool:

@@ -367,3 +367,40 @@ def test_after_a_swap_to_a_much_worse_model_a_shared_baseline_is_judged_by_the_m
     assert {base.ready[s].model_version for s in ("s", "moved")} == {swaps[-1]}, "refitted from normal windows"
     assert before.events == 0 and [s.events for s in after] == [0] * 10, "normal readings: no alarm, before or after"
     assert not base._earlier and not base._by_earlier, "the models before are let go once none judges a sensor"
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_a_baseline_restored_under_an_earlier_model_is_judged_by_that_model_until_it_refits(
+        train_small: Any, recording_sink: Any, caplog: pytest.LogCaptureFixture, stored: bool) -> None:
+    """A worker started after a retrain (serving v2) is given a partition whose sensor's baseline was fitted under v1:
+    it loads v1 to judge it until it refits; a version the store no longer holds leaves it to v2 meanwhile."""
+    from stubs import Switch
+
+    from aestream.commands.simulate import Plant
+    from aestream.stream.messages import Record
+
+    cfg = _cfg("shared").replace(baselines={"n_readings": 60, "n_refresh_windows": 20})
+    good, poor = train_small(cfg, epochs=25), train_small(cfg, epochs=1)  # one epoch: errors ~100x as large
+    good.version, poor.version = "v1", "v2"
+    signal = Plant(4, CHANNELS, seed=0).signal(400)[0]
+    records = [Record("in", 0, i, b"s", json.dumps({"sensor": "s", "ts": START_MS + 1000 * i,
+                                                    "values": signal[i].tolist()}).encode(), 0) for i in range(400)]
+    first = Worker(cfg, None, recording_sink(), Switch({"v1": good}, "v1"))
+    first.refresh_model(force=True)
+    first.process(records[:200])
+    assert first.baselines is not None and first.baselines.ready["s"].model_version == "v1"
+    changelog = Changelog()
+    changelog.log["s"] = first.baselines.ready["s"].to_json()
+    models = Switch({"v1": good, "v2": poor} if stored else {"v2": poor}, "v2")
+    second = Worker(cfg, None, recording_sink(), models, changelog=changelog)
+    second.refresh_model(force=True)
+    caplog.set_level(logging.INFO, logger="aestream.worker")
+    second.on_partitions_assigned([("in", 0)])
+    after = [second.process(records[200 + 20 * k : 220 + 20 * k]) for k in range(10)]
+    assert second.baselines is not None
+    if stored:
+        assert "1 restored baseline(s) of model v1 are judged by it until they refit" in caplog.text
+        assert second.baselines.ready["s"].model_version == "v2", "refitted from its next normal windows"
+        assert [s.events for s in after] == [0] * 10, "normal readings: no alarm"
+    else:
+        assert "v1 cannot be loaded (KeyError: 'v1')" in caplog.text

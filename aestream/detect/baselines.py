@@ -448,12 +448,8 @@ class SensorBaselines:
         if model_version in self._earlier:  # a rollback to it: its baselines are current again
             for s in [s for s, v in self._by_earlier.items() if v == model_version]:
                 self._not_by_earlier(s)
-        if previous is not None and previous[0] != model_version:
-            old = [s for s, b in self.ready.items() if b.scorer is None and b.model_version == previous[0]]
-            if old:
-                self._earlier[previous[0]] = previous[1]
-                for s in old:
-                    self._not_by_earlier(s, self.ready[s])
+        if previous is not None:
+            self.judge_by_earlier(*previous)
         renewing = [s for s, b in self.ready.items() if self._renews(b) and s not in self._gathering]
         for s in renewing:
             self._gathering[s] = _Calibration()
@@ -623,6 +619,24 @@ class SensorBaselines:
                 done.append((s, self.ready[s]))
                 self._not_by_earlier(s)
         return done
+
+    def earlier_versions(self) -> set[str]:
+        """The model versions of shared baselines that are neither the serving one nor judged by theirs (restored
+        from the changelog after this worker's start, say): :meth:`judge_by_earlier` takes their models."""
+        return {b.model_version for s, b in self.ready.items()
+                if b.scorer is None and b.model_version != self._serving and s not in self._by_earlier}
+
+    def judge_by_earlier(self, version: str, scorer: Scorer) -> int:
+        """Judge the ready sensors whose shared baseline is of ``version`` (not the serving one) by ``scorer``, that
+        version's model, until they refit (:meth:`refresh`); returns how many."""
+        if version == self._serving:
+            return 0
+        old = [s for s, b in self.ready.items() if b.scorer is None and b.model_version == version]
+        if old:
+            self._earlier[version] = scorer
+            for s in old:
+                self._not_by_earlier(s, self.ready[s])
+        return len(old)
 
     def _not_by_earlier(self, sensor: str, baseline: Baseline | None = None) -> None:
         """``sensor`` has ``baseline`` now (``None``: none, or one of the serving model): judged by an earlier model
