@@ -331,6 +331,25 @@ def test_a_calibration_that_starts_in_a_partition_s_replay_is_not_announced_agai
     assert not worker._announce_in_replay, "nothing kept of a partition this worker no longer owns"
 
 
+def _swap_setup(train_small: Any) -> tuple[Config, Any, Any]:
+    """The shared-mode config of the swap tests, a good model (v1) and a one-epoch one (v2: errors ~100x as large)."""
+    cfg = _cfg("shared").replace(baselines={"n_readings": 60, "n_refresh_windows": 20})
+    good, poor = train_small(cfg, epochs=25), train_small(cfg, epochs=1)
+    good.version, poor.version = "v1", "v2"
+    return cfg, good, poor
+
+
+def _in_service(sensor: str, n: int = 400) -> list[Any]:
+    """``n`` records at 1 Hz of a sensor of the plant the small models learnt (``train_small``'s), in service."""
+    from aestream.commands.simulate import Plant
+    from aestream.stream.messages import Record
+
+    signal = Plant(4, CHANNELS, seed=0).signal(n)[0]
+    return [Record("in", 0, i, sensor.encode(), json.dumps({"sensor": sensor, "ts": START_MS + 1000 * i,
+                                                            "values": signal[i].tolist()}).encode(), 0)
+            for i in range(n)]
+
+
 @pytest.mark.parametrize("swaps", [["v2"], ["v2", "v3"], ["v2", "v1"]])
 def test_after_a_swap_to_a_much_worse_model_a_shared_baseline_is_judged_by_the_model_before_until_refitted(
         train_small: Any, recording_sink: Any, swaps: list[str]) -> None:
@@ -341,16 +360,10 @@ def test_after_a_swap_to_a_much_worse_model_a_shared_baseline_is_judged_by_the_m
 
     from stubs import Switch
 
-    from aestream.commands.simulate import Plant
-    from aestream.stream.messages import Record
-
-    cfg = _cfg("shared").replace(baselines={"n_readings": 60, "n_refresh_windows": 20})
-    good, poor = train_small(cfg, epochs=25), train_small(cfg, epochs=1)  # one epoch: errors ~100x as large
+    cfg, good, poor = _swap_setup(train_small)
     poorer = train_small(cfg, epochs=1, seed=1)
-    good.version, poor.version, poorer.version = "v1", "v2", "v3"
-    signal = Plant(4, CHANNELS, seed=0).signal(400)[0]  # a sensor of the plant the models learnt, in service
-    records = [Record("in", 0, i, b"s", json.dumps({"sensor": "s", "ts": START_MS + 1000 * i,
-                                                    "values": signal[i].tolist()}).encode(), 0) for i in range(400)]
+    poorer.version = "v3"
+    records, moved = _in_service("s"), _in_service("moved")
     models, sink = Switch({"v1": good, "v2": poor, "v3": poorer}, "v1"), recording_sink()
     worker = Worker(cfg, None, sink, models)
     worker.refresh_model(force=True)
@@ -361,7 +374,6 @@ def test_after_a_swap_to_a_much_worse_model_a_shared_baseline_is_judged_by_the_m
         models.now = version
         worker.refresh_model(force=True)
     base.restore({"moved": copy.deepcopy(base.ready["s"])})  # of v1, from the changelog: its partition moved here
-    moved = [r._replace(key=b"moved", value=r.value.replace(b'"s"', b'"moved"')) for r in records]
     after = [worker.process(records[200 + 20 * k : 220 + 20 * k] + moved[200 + 20 * k : 220 + 20 * k])
              for k in range(10)]
     assert {base.ready[s].model_version for s in ("s", "moved")} == {swaps[-1]}, "refitted from normal windows"
@@ -376,15 +388,8 @@ def test_a_baseline_restored_under_an_earlier_model_is_judged_by_that_model_unti
     it loads v1 to judge it until it refits; a version the store no longer holds leaves it to v2 meanwhile."""
     from stubs import Switch
 
-    from aestream.commands.simulate import Plant
-    from aestream.stream.messages import Record
-
-    cfg = _cfg("shared").replace(baselines={"n_readings": 60, "n_refresh_windows": 20})
-    good, poor = train_small(cfg, epochs=25), train_small(cfg, epochs=1)  # one epoch: errors ~100x as large
-    good.version, poor.version = "v1", "v2"
-    signal = Plant(4, CHANNELS, seed=0).signal(400)[0]
-    records = [Record("in", 0, i, b"s", json.dumps({"sensor": "s", "ts": START_MS + 1000 * i,
-                                                    "values": signal[i].tolist()}).encode(), 0) for i in range(400)]
+    cfg, good, poor = _swap_setup(train_small)
+    records = _in_service("s")
     first = Worker(cfg, None, recording_sink(), Switch({"v1": good}, "v1"))
     first.refresh_model(force=True)
     first.process(records[:200])
