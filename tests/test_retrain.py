@@ -275,13 +275,19 @@ def test_a_stale_lock_is_broken_once_and_a_fresh_one_taken_meanwhile_is_not(tmp_
     assert json.loads(a.path.read_text())["token"] == a._token and not list(tmp_path.glob("*.stale-*"))
 
 
+def _crashed_lock(directory: Path) -> Path:
+    """A retrain lock whose holder, on another host, died an hour ago: stale to a ``TrainLock(stale_s=60)``."""
+    lock = directory / ".retrain.lock"
+    lock.write_text(json.dumps({"token": "crashed", "host": "another-host", "pid": 1}))
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    return lock
+
+
 def test_two_workers_breaking_one_stale_lock_at_once_do_not_both_take_it(tmp_path: Path) -> None:
     import threading
 
-    lock = tmp_path / ".retrain.lock"
-    lock.write_text(json.dumps({"token": "crashed", "host": "another-host", "pid": 1}))
-    old = time.time() - 3600
-    os.utime(lock, (old, old))  # its holder, on another host, died an hour ago
+    lock = _crashed_lock(tmp_path)
     a, b = TrainLock(tmp_path, stale_s=60), TrainLock(tmp_path, stale_s=60)
     b_inside, a_done = threading.Event(), threading.Event()
     got: dict[str, bool] = {}
@@ -319,10 +325,7 @@ def test_a_lock_put_back_by_a_breaker_is_not_taken_meanwhile_by_a_third(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    lock = tmp_path / ".retrain.lock"
-    lock.write_text(json.dumps({"token": "crashed", "host": "another-host", "pid": 1}))
-    old = time.time() - 3600
-    os.utime(lock, (old, old))
+    lock = _crashed_lock(tmp_path)
     takers = {name: TrainLock(tmp_path, stale_s=60) for name in "abc"}
     at_rename, a_done, renamed, c_done = (threading.Event() for _ in range(4))
     got: dict[str, bool] = {}
