@@ -3,8 +3,13 @@
 The topic (``<group_id>-models``, one partition, ``cleanup.policy=compact``) holds three kinds of keys:
 
 * ``bundle/v0007``: a packed, signed bundle (:func:`~aestream.models.bundle.pack_bundle`); a tombstone prunes it.
-* ``current``: ``{"version": "v0007", ...}``, written by a publisher (``aestream trainer``, ``train``,
-  ``retrain``), which reads the topic to its end before it takes the next version.
+* ``claim/v0007``: ``{"by": "<publisher's nonce>", ...}``, a publisher's claim on the next version (``aestream
+  trainer``, ``train``, ``retrain``). It reads the topic to its end, claims the number after every bundle and claim
+  it read, and reads to the end again: the first claim of that number in the partition wins, and a publisher that
+  lost to another one within the same moment claims the next number. So two publishers never write one
+  version's bundle (compaction would keep only the last of the two, under a version a worker may have loaded from
+  the first); pruning a version tombstones its claim too.
+* ``current``: ``{"version": "v0007", ...}``, written by the publisher once its bundle is in the topic.
 * ``hold``: ``{"version": "v0005", "active": true, ...}``, written by ``aestream models rollback``; while active it
   wins over ``current``, so a training that was already under way when the operator rolled back cannot put its
   candidate in service, whatever the order its messages reach the topic. ``aestream models resume`` lifts it.
@@ -22,6 +27,7 @@ import json
 import logging
 import re
 import time
+import uuid
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -47,6 +53,7 @@ class KafkaModelStore:
             raise ValueError("a KafkaModelStore needs the fleet's signing key")
         self.cfg, self.topic, self.key, self.keep, self.timeout_s = cfg, topic, key, keep, timeout_s
         self._bundles: dict[str, bytes] = {}
+        self._claims: dict[str, str] = {}  # version → the nonce of the first claim on it this reader read
         self._current: str | None = None
         self._hold: dict[str, Any] = {}
         self._consumer: KafkaConsumer | None = None
@@ -99,12 +106,20 @@ class KafkaModelStore:
 
     # -- writing (the publisher and the operator) -----------------------------------------------------------
     def publish(self, bundle: ModelBundle, make_current: bool = True) -> str:
-        """Store ``bundle`` as the next version, signed, and by default point ``current`` at it. Reads the topic
-        to its end first: another publisher's version (``aestream retrain`` beside the trainer) is never taken
-        again for another bundle."""
+        """Store ``bundle`` as the next version, signed, and by default point ``current`` at it. The version is
+        claimed first (the module's docstring): another publisher's version (``aestream retrain`` beside the
+        trainer, even within the same moment) is never taken again for another bundle."""
+        nonce = uuid.uuid4().hex
         self._read(to_end=True)
-        existing = self.versions()
-        version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
+        while True:
+            taken = [int(v[1:]) for v in (*self._bundles, *self._claims)]
+            version = f"v{max(taken, default=0) + 1:04d}"
+            self._send(f"claim/{version}", json.dumps({"by": nonce, "at_ms": int(time.time() * 1000)}).encode())
+            self._read(to_end=True)  # every claim up to ours, in the partition's order
+            if self._claims.get(version) == nonce:
+                break
+            log.info("models topic %s: %s was claimed by another publisher first; claiming the next", self.topic,
+                     version)
         bundle.version = version
         packed = pack_bundle(bundle_files(bundle, self.key))
         self._send(f"bundle/{version}", packed)
@@ -180,6 +195,11 @@ class KafkaModelStore:
                         self._bundles.pop(key[7:], None)
                     else:
                         self._bundles[key[7:]] = m.value
+                elif key.startswith("claim/") and _VERSION.match(key[6:]):
+                    if m.value is None:
+                        self._claims.pop(key[6:], None)
+                    else:
+                        self._claims.setdefault(key[6:], _claimant(m.value))
                 elif key in ("current", "hold") and m.value is not None:
                     try:
                         doc = json.loads(m.value)
@@ -211,9 +231,24 @@ class KafkaModelStore:
             if v not in keep:
                 self._send(f"bundle/{v}", None)
                 self._bundles.pop(v, None)
+        # the claims of the versions gone, and of older ones never published (a publisher that died in between);
+        # a claim under way is newer than every bundle
+        oldest = min((int(v[1:]) for v in self._bundles), default=0)
+        for v in [v for v in self._claims if v not in self._bundles and int(v[1:]) < oldest]:
+            self._send(f"claim/{v}", None)
+            self._claims.pop(v, None)
 
     def _ensure(self) -> None:
         """Create the topic (one partition, compacted, room for large bundles) when it is missing."""
         if ensure_topics(self.cfg, {self.topic: 1}, self.timeout_s,
                          {"cleanup.policy": "compact", "max.message.bytes": str(MAX_BUNDLE_BYTES)}):
             log.info("created the models topic %s (compacted)", self.topic)
+
+
+def _claimant(value: bytes) -> str:
+    """The nonce of a ``claim/…`` record ("" when unreadable: a claim nobody publishing now holds)."""
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return ""
+    return str(doc.get("by", "")) if isinstance(doc, dict) else ""

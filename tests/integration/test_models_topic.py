@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,47 @@ def test_two_publishers_never_give_two_bundles_one_version(cfg: Config, train_sm
     worker_view = KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode())
     assert worker_view.versions() == ["v0001", "v0002", "v0003"] and worker_view.current() == "v0003"
     for s in (trainer, manual, worker_view):
+        s.close()
+
+
+def test_two_publishers_at_the_same_moment_take_two_versions(cfg: Config, train_small: Any) -> None:
+    stores = [KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode()) for _ in range(2)]
+    assert stores[0].publish(train_small(cfg)) == "v0001"
+    both_read = threading.Barrier(2, timeout=60)
+    for store in stores:  # each publish's first read to the end: both have read v0001 alone, then go on
+        def read(to_end: bool = False, read: Any = store._read, done: list[bool] = []) -> None:  # noqa: B006
+            read(to_end)
+            if to_end and not done:
+                done.append(True)
+                both_read.wait()
+        store._read = read  # type: ignore[method-assign]
+    bundles = [copy.deepcopy(train_small(cfg)) for _ in range(2)]
+    bundles[0].threshold, bundles[1].threshold = 111.0, 222.0
+    got: dict[int, str] = {}
+    threads = [threading.Thread(target=lambda i=i: got.update({i: stores[i].publish(bundles[i])})) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(got.values()) == ["v0002", "v0003"], got
+    reader = KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode())
+    assert reader.versions() == ["v0001", "v0002", "v0003"]
+    for i in (0, 1):  # each version holds the bundle its publisher wrote
+        assert reader.load(got[i]).threshold == bundles[i].threshold
+    for s in (*stores, reader):
+        s.close()
+
+
+def test_pruning_drops_the_claims_of_versions_gone_and_of_versions_never_published(cfg: Config,
+                                                                                    train_small: Any) -> None:
+    store = KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode(), keep=2)
+    bundle = train_small(cfg)
+    assert store.publish(bundle) == "v0001"
+    store._send("claim/v0002", b'{"by": "a publisher that died before its bundle"}')
+    assert [store.publish(bundle) for _ in range(3)] == ["v0003", "v0004", "v0005"]
+    reader = KafkaModelStore(cfg.kafka, models_topic(cfg), KEY.encode())
+    assert reader.versions() == ["v0004", "v0005"] and sorted(reader._claims) == ["v0004", "v0005"]
+    for s in (store, reader):
         s.close()
 
 
