@@ -114,7 +114,7 @@ class KafkaModelStore:
         while True:
             taken = [int(v[1:]) for v in (*self._bundles, *self._claims)]
             version = f"v{max(taken, default=0) + 1:04d}"
-            self._send(f"claim/{version}", json.dumps({"by": nonce, "at_ms": int(time.time() * 1000)}).encode())
+            self._send(f"claim/{version}", _stamped({"by": nonce}))
             self._read(to_end=True)  # every claim up to ours, in the partition's order
             if self._claims.get(version) == nonce:
                 break
@@ -213,7 +213,7 @@ class KafkaModelStore:
                         self._hold = doc
 
     def _pointer(self, key: str, doc: dict[str, Any]) -> None:
-        self._send(key, json.dumps({**doc, "at_ms": int(time.time() * 1000)}).encode())
+        self._send(key, _stamped(doc))
         if key == "current":
             self._current = doc["version"]
         else:
@@ -243,6 +243,11 @@ class KafkaModelStore:
         if ensure_topics(self.cfg, {self.topic: 1}, self.timeout_s,
                          {"cleanup.policy": "compact", "max.message.bytes": str(MAX_BUNDLE_BYTES)}):
             log.info("created the models topic %s (compacted)", self.topic)
+
+
+def _stamped(doc: dict[str, Any]) -> bytes:
+    """``doc`` as a pointer's or a claim's value: JSON, with the time it was written (``at_ms``)."""
+    return json.dumps({**doc, "at_ms": int(time.time() * 1000)}).encode()
 
 
 def _claimant(value: bytes) -> str:
