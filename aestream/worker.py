@@ -3,7 +3,8 @@
 One step of the loop::
 
     poll records → decode (bad → dead letter) → windows per sensor → score the batch → alarm rule
-    → anomaly events → producer flush → state records (changelogs) → producer flush → commit offsets
+    → anomaly events → producer flush → state records (changelogs) → producer flush → the stages' files
+    (``Stage.delivered``) → commit offsets
     → a slice of the waiting fine-tunes (baselines.finetune_slice_ms; the poll does not block while any wait)
 
 Offsets are committed only after the producer has acknowledged every event and dead letter of those offsets
@@ -426,6 +427,7 @@ class Worker:
                 for msg in state:
                     self.sink.send(msg)
                 self.sink.flush(flush_timeout_s)
+            self._delivered()
         except BaseException as e:
             self._lose(e)
             raise
@@ -457,6 +459,7 @@ class Worker:
                 c.state, c.mark = [], self._acks.mark()
                 if not self._acks.acked(c.mark):
                     return
+            self._delivered()
         except BaseException as e:
             self._lose(e)
             raise
@@ -500,6 +503,12 @@ class Worker:
         if self._unacknowledged:
             log.info("the broker acknowledges again; the commits go on")
             self._unacknowledged = False
+
+    def _delivered(self) -> None:
+        """The commit's events and state are delivered, its offsets not yet committed: the stages save what they
+        keep outside a changelog."""
+        for stage in self.stages:
+            stage.delivered()
 
     def _lose(self, error: BaseException) -> None:
         """A message sent failed (or a step raised): its event may be lost, so the records since the last commit

@@ -261,6 +261,54 @@ def test_a_send_that_raised_writes_no_state_and_commits_nothing_so_the_next_owne
     assert [json.loads(m.value)["type"] for m in again.delivered if m.topic == cfg.alerts.topic] == ["opened"]
 
 
+def _state_file_worker(cfg: Config, model: Any, sink: Any, log: Any) -> Worker:
+    """A worker with an alert stage that keeps its state in the state file (no changelog: a source without
+    Kafka, as ``aestream evaluate`` runs)."""
+    stage = build_alert_stage(cfg)
+    assert stage is not None and stage.state_path is not None
+    w = Worker(cfg, log, sink, model, stages=[stage])
+    w.refresh_model(force=True)
+    return w
+
+
+def test_after_a_failed_flush_the_stop_writes_no_state_file_and_a_restart_emits_the_lost_event(
+        train_small: Any, one_model: Any, tmp_path: Any) -> None:
+    cfg = _alerting(tmp_path)
+    model, producer = one_model(train_small(cfg), threshold=1e-9), _Producer(_Changelog(), fail=True)
+    first = _state_file_worker(cfg, model, producer, _Log([_poll(0, 10)]))
+    with pytest.raises(RuntimeError, match="producing failed"):
+        first.step()  # the episode's opened event is lost with the flush
+    producer.fail = False
+    first.close()  # as run() closes after a failed step
+    assert not (tmp_path / cfg.alerts.state_file).exists(), "the state of a lost event was saved"
+    again = _Producer(_Changelog())
+    second = _state_file_worker(cfg, model, again, _Log([_poll(0, 10)]))  # the same records, read again
+    second.step()
+    second.close()
+    assert [json.loads(m.value)["type"] for m in again.delivered if m.topic == cfg.alerts.topic] == ["opened"]
+    assert "s" in json.loads((tmp_path / cfg.alerts.state_file).read_text())["episodes"]
+
+
+def test_the_state_file_is_written_once_its_events_are_acknowledged_and_before_their_offsets_commit(
+        train_small: Any, one_model: Any, tmp_path: Any) -> None:
+    cfg = _alerting(tmp_path)
+    state = tmp_path / cfg.alerts.state_file
+
+    class Checked(_AckLog):
+        def commit(self, offsets: dict[Partition, int]) -> bool:
+            assert state.exists(), "offsets committed before the state file reflecting them was written"
+            return super().commit(offsets)
+
+    log = Checked([_poll(0, 10), _poll(10, 10)])
+    worker = _state_file_worker(cfg, one_model(train_small(cfg), threshold=1e-9), log, log)
+    worker.step()  # the episode opens; the commit begins
+    worker.step()
+    assert not state.exists(), "written before its opened event was acknowledged"
+    log.ack()
+    worker.step()  # an empty poll: the commit in flight, then one of the records after it
+    assert state.exists() and [c[1] for c in log.calls] == [{("in", 0): 10}, {("in", 0): 20}]
+
+
 def test_a_stop_after_a_failure_names_what_the_stages_had_left_to_send(setup: Any,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     from aestream.stream.stages import Stage

@@ -5,9 +5,10 @@ It implements the worker's :class:`~aestream.stream.stages.Stage` protocol. Topi
 on their own threads and their give-ups come back as dead letters on a later tick. With a changelog, each changed
 sensor's state goes out from :meth:`AlertStage.state`, which the worker calls only once those events are flushed.
 
-Replayed windows (``Scored.replay``) rebuild episode state and emit nothing. The state is also saved to
-``state_path``: the snapshot taken at the end of one step is written at the start of the next one, by when the
-worker has flushed and committed that step, so a restart never skips an event that was not delivered.
+Replayed windows (``Scored.replay``) rebuild episode state and emit nothing. Without a changelog the state is
+saved to ``state_path`` instead: a snapshot taken when the worker asks for the state (:meth:`AlertStage.state`) is
+written once the worker reports the events before it delivered (:meth:`AlertStage.delivered`), before it commits
+their offsets; so a restart never skips an event that was not delivered, and a failed delivery writes nothing.
 """
 
 from __future__ import annotations
@@ -86,15 +87,15 @@ class AlertStage(Stage):
         self.counts: dict[str, int] = {}
         self.on_give_up = on_give_up  # a sink gave up on a delivery (metrics)
         self.on_event = on_event  # every event emitted (metrics)
-        self._pending: dict[str, Any] | None = None
+        self._taken: dict[str, Any] | None = None  # the state file's next snapshot, written once delivered
         self._dirty = False
+        self._closing = False
         self._last_write = -float("inf")
         if state_path is not None:
             self._load(state_path)
 
     # -- the Stage protocol -----------------------------------------------------------------------------------
     def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
-        self._write_pending()
         now = self.clock()
         out: list[Outgoing] = []
         for sc in scored:
@@ -135,7 +136,6 @@ class AlertStage(Stage):
         return self._emit(doc)
 
     def on_tick(self, now: float) -> list[Outgoing]:
-        self._write_pending()
         out: list[Outgoing] = []
         for q in self.silence.check(now):
             out += self._emit(quality_event(q, self.router.sensor_tags(q.sensor)))
@@ -143,8 +143,6 @@ class AlertStage(Stage):
             self._dirty = True
         for hook in self.webhooks.values():
             out += [self._dead_letter(d) for d in hook.take_dead_letters()]
-        if self._dirty and self.state_path is not None and self.clock() - self._last_write >= self.persist_interval_s:
-            self._pending, self._dirty = self._snapshot(), False
         return out
 
     def on_late(self, reports: list[LateReport]) -> list[Outgoing]:
@@ -190,9 +188,9 @@ class AlertStage(Stage):
                 self._parts.pop(s, None)
 
     def close(self, timeout_s: float = 5.0) -> list[Outgoing]:
-        """Save the state, stop the webhook threads; returns the dead letters not yet handed to the worker."""
-        if self.state_path is not None:
-            write_state(self.state_path, self._snapshot())
+        """Stop the webhook threads; returns the dead letters not yet handed to the worker. The state file gets
+        the last snapshot from the worker's last commit (none after a failed delivery)."""
+        self._closing = True
         out: list[Outgoing] = []
         for hook in self.webhooks.values():
             hook.close(timeout_s)
@@ -224,6 +222,9 @@ class AlertStage(Stage):
         worker that dies before the commit replays those records, and emits their events again, same ids)."""
         if self.changelog is None or not self._changed:
             self._changed.clear()  # without a changelog: the state file has it all
+            if self.state_path is not None and self._dirty and (
+                    self._closing or self.clock() - self._last_write >= self.persist_interval_s):
+                self._taken, self._dirty = self._snapshot(), False
             return []
         out = []
         for sensor in sorted(self._changed):
@@ -234,6 +235,13 @@ class AlertStage(Stage):
                 out.append((part, self.changelog.record(part, sensor, json.dumps(doc, separators=(",", ":")).encode())))
         self._changed.clear()
         return out
+
+    def delivered(self) -> None:
+        """The events returned until the last :meth:`state` call are delivered: write the state file's snapshot
+        taken then."""
+        if self._taken is not None and self.state_path is not None:
+            write_state(self.state_path, self._taken)
+            self._taken, self._last_write = None, self.clock()
 
     def _emit(self, event: dict[str, Any]) -> list[Outgoing]:
         kind = event["type"]
@@ -263,11 +271,6 @@ class AlertStage(Stage):
 
     def _snapshot(self) -> dict[str, Any]:
         return {"episodes": self.tracker.snapshot(), "silence": self.silence.snapshot()}
-
-    def _write_pending(self) -> None:
-        if self._pending is not None and self.state_path is not None:
-            write_state(self.state_path, self._pending)
-            self._pending, self._last_write = None, self.clock()
 
     def _load(self, path: Path) -> None:
         data = read_state(path)

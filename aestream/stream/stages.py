@@ -77,6 +77,11 @@ class Stage:
     def close(self) -> list[Outgoing]:
         return []
 
+    def delivered(self) -> None:
+        """Every message this stage returned until its last ``state`` call, and those state records, are
+        delivered; their offsets are committed next. What a stage keeps outside a changelog is saved here."""
+        return None
+
     def on_assigned(self, parts: list[tuple[str, int]]) -> None:
         """Input partitions given to this worker, before their first record (restore their state here)."""
         return None

@@ -99,7 +99,8 @@ def test_a_restarted_stage_continues_the_episode_from_the_state_file(tmp_path: P
     cfg = config(tmp_path)
     first = stage(cfg)
     assert len(step(first, [scored("pump-1", i, 2.5) for i in range(3)])) == 1
-    first.on_tick(1.0)  # the next step: the worker has committed the first one, so its state is written
+    first.state()  # the worker's commit: the state asked, then its events delivered
+    first.delivered()
     assert (tmp_path / "alerts-state.json").exists()
 
     second = stage(cfg)
@@ -107,11 +108,13 @@ def test_a_restarted_stage_continues_the_episode_from_the_state_file(tmp_path: P
     assert [json.loads(m.value)["type"] for m in out] == ["resolved"]
 
 
-def test_state_of_a_step_is_written_only_once_the_next_step_begins(tmp_path: Path) -> None:
+def test_the_state_file_gets_the_state_asked_for_once_the_worker_reports_its_events_delivered(tmp_path: Path) -> None:
     s = stage(config(tmp_path))
     step(s, [scored("pump-1", 0, 2.5)])
-    assert not (tmp_path / "alerts-state.json").exists()  # not committed yet: a crash now must re-emit
-    s.on_scored([scored("pump-1", 1, 2.5)])
+    assert s.state() == []  # no changelog: the snapshot waits for the delivery of the opened event
+    step(s, [scored("pump-1", 1, 2.5)])
+    assert not (tmp_path / "alerts-state.json").exists()  # not delivered yet: a crash now must re-emit
+    s.delivered()
     assert json.loads((tmp_path / "alerts-state.json").read_text())["episodes"]["pump-1"]["last_end_ms"] == (
         1_767_225_600_000)
 
