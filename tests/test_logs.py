@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -96,3 +97,39 @@ def test_urllib3s_retry_warnings_which_quote_a_webhooks_path_and_query_are_held_
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          timeout=60).stderr
     assert "SECRET" not in out and "gave up" in out
+
+
+def test_kafka_pythons_reconnect_lines_to_a_broker_that_refuses_come_once_each_and_aestreams_all_come() -> None:
+    """A start against a port nothing listens on (the client's bootstrap cut to 3 s): each form of the client's
+    reconnect lines once, not at each of its reconnects."""
+    code = ("import logging, socket; from kafka import KafkaConsumer; from aestream.ops.logs import configure_logging; "
+            "configure_logging('INFO'); s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; "
+            "s.close()\n"
+            "for i in range(3): logging.getLogger('aestream.app').warning('same line')\n"
+            "try: KafkaConsumer(bootstrap_servers=[f'127.0.0.1:{port}'], bootstrap_timeout_ms=3000)\n"
+            "except Exception as e: print(type(e).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         timeout=60)
+    assert out.stdout.strip() == "KafkaTimeoutError"
+    lines = out.stderr.splitlines()
+    assert sum("same line" in line for line in lines) == 3
+    refused = [line for line in lines if "Connection failed" in line]
+    assert len(refused) == 1 and "ECONNREFUSED" in refused[0], out.stderr
+    assert sum("kafka." in line for line in lines) <= 6, out.stderr  # one line of each form, and the give-up
+
+
+def test_a_held_back_repeat_is_counted_in_the_next_line_shown() -> None:
+    from aestream.ops.logs import _Repeats
+
+    now = [0.0]
+    repeats = _Repeats(window_s=60.0, clock=lambda: now[0])
+
+    def shown(name: str, t: float) -> str | None:
+        now[0] = t
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, "Connection failed: %s", ("refused",), None)
+        return record.getMessage() if repeats.filter(record) else None
+
+    assert [shown("kafka.net.manager", t) for t in (0, 1, 30, 59.9)] == ["Connection failed: refused", None, None, None]
+    assert shown("kafka.conn", 2) == "Connection failed: refused"  # another logger: its own line
+    assert shown("kafka.net.manager", 60) == "Connection failed: refused (and 3 more like it since the last one shown)"
+    assert shown("kafka.net.manager", 61) is None and shown("kafka.net.manager", 125) is not None

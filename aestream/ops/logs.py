@@ -6,6 +6,9 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 __all__ = ["LOG_JSON_ENV", "configure_child_logging", "configure_logging"]
 
@@ -31,8 +34,8 @@ class _JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     """Send aestream's logs to stderr at ``level``; the Kafka clients' own chatter is held at WARNING (less its I/O
-    thread's slow-step warning, :func:`_slow_task`). The processes started from now on log in the same form
-    (:data:`LOG_JSON_ENV`)."""
+    thread's slow-step warning, :func:`_slow_task`, and kafka-python's repeats, :class:`_Repeats`). The processes
+    started from now on log in the same form (:data:`LOG_JSON_ENV`)."""
     os.environ[LOG_JSON_ENV] = "1" if json_lines else "0"
     _install(level, _JsonFormatter() if json_lines else
              logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -53,10 +56,40 @@ def _slow_task(record: logging.LogRecord) -> bool:
                 and not logging.getLogger("kafka").isEnabledFor(logging.DEBUG))
 
 
+class _Repeats(logging.Filter):
+    """Holds back a line of kafka-python's that repeats its logger's and message's form within ``window_s`` of the
+    last one shown, and says how many it held back with the next one shown. A broker that refuses connections
+    makes its I/O thread log 3-4 lines at every reconnect, about one a second (~100 lines before a start gives up,
+    thousands in an outage); held back so, each kind is one line a minute. aestream's own lines all pass."""
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window_s, self.clock = window_s, clock
+        self._shown: dict[tuple[str, str], tuple[float, int]] = {}  # form → (last shown at, held back since)
+        self._lock = threading.Lock()  # the client's I/O thread and the worker's both log
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "kafka" and not record.name.startswith("kafka."):
+            return True
+        key, now = (record.name, str(record.msg)), self.clock()
+        with self._lock:
+            shown, held = self._shown.get(key, (-float("inf"), 0))
+            if now - shown < self.window_s:
+                self._shown[key] = (shown, held + 1)
+                return False
+            if len(self._shown) >= 1000:  # forms with their values inside (f-strings): keep the recent ones
+                self._shown = {k: v for k, v in self._shown.items() if now - v[0] < self.window_s}
+            self._shown[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it since the last one shown)"
+        return True
+
+
 def _install(level: str, formatter: logging.Formatter) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     handler.addFilter(_slow_task)
+    handler.addFilter(_Repeats())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
