@@ -31,6 +31,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aestream.errors import ConfigError
 
@@ -82,6 +83,10 @@ def parse_bands(table: Mapping[str, Any], where: str = "alerts.bands") -> Bands:
         raise ConfigError(f"config key {where} = {{}} is invalid: name at least one band, e.g. warning = 1.0")
     items = []
     for name, floor in table.items():
+        if name == _QUALITY_SEVERITY:
+            raise ConfigError(f"config key {where}.{name} is invalid: {_QUALITY_SEVERITY} is the severity of every "
+                              "data-quality event, so a route on it could not tell the two apart; name the band "
+                              "otherwise, e.g. notice")
         if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < math.inf:
             raise ConfigError(f"config key {where}.{name} = {floor!r} is invalid: use a ratio of 0 or more")
         items.append((float(floor), name))
@@ -151,6 +156,12 @@ def _webhook(spec: dict[str, Any], at: str) -> WebhookSpec:
     url = spec.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ConfigError(f"config key {at}.url is invalid: use an http:// or https:// URL")
+    try:  # the URL is not quoted back: its path or query may hold the webhook's secret
+        host, _ = urlsplit(url).hostname, urlsplit(url).port
+    except ValueError:
+        raise ConfigError(f"config key {at}.url is invalid: its port is not a number from 0 to 65535") from None
+    if not host:
+        raise ConfigError(f"config key {at}.url is invalid: it names no host, e.g. https://hooks.example.com/path")
     numbers: dict[str, Any] = {k: spec[k] for k in ("timeout_s", "backoff_s", "max_backoff_s") if k in spec}
     for k, v in numbers.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf or (

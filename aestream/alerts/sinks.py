@@ -127,7 +127,11 @@ def _why(e: BaseException | None) -> str:
 def _where(url: str) -> str:
     """The URL without credentials, path or query, for logs: ``http://host:port``."""
     u = urlsplit(url)
-    return f"{u.scheme}://{u.hostname}{f':{u.port}' if u.port else ''}"
+    try:
+        port = u.port
+    except ValueError:  # refused at start (alerts.routing): a sink built another way still logs its give-ups
+        port = None
+    return f"{u.scheme}://{u.hostname}{f':{port}' if port else ''}"
 
 
 class WebhookSink:

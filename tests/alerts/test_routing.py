@@ -175,6 +175,13 @@ def test_a_sensor_s_tags_come_once_each_in_table_order() -> None:
      'config key alerts.sinks.pager.headers is invalid: use a table of strings, e.g. { X-Token = "…" }'),
     ({"sinks": {"quiet": {"type": "log", "levl": "info"}}},
      "unknown config key alerts.sinks.quiet.levl: known keys: type, level"),
+    ({"sinks": {"pager": {"type": "webhook", "url": "http://hooks.example.com:80a/x?token=s3cret"}}},
+     "config key alerts.sinks.pager.url is invalid: its port is not a number from 0 to 65535"),
+    ({"sinks": {"pager": {"type": "webhook", "url": "https:///x"}}},
+     "config key alerts.sinks.pager.url is invalid: it names no host, e.g. https://hooks.example.com/path"),
+    ({"bands": {"info": 0.5, "warning": 1.0}},
+     "config key alerts.bands.info is invalid: info is the severity of every data-quality event, so a route on it "
+     "could not tell the two apart; name the band otherwise, e.g. notice"),
     ({"sinks": {"quiet": {"type": "log", "level": "warn"}}},
      "config key alerts.sinks.quiet.level = 'warn' is invalid: use one of debug, info, warning, error, critical"),
 ])
