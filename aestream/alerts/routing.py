@@ -286,6 +286,11 @@ class Router:
             tags = self._tag_cache[sensor] = tags_for(sensor, self.tags)
         return tags
 
+    def forget(self, sensors: Iterable[str]) -> None:
+        """Drop the cached tags of ``sensors`` (forgotten by the stage): the cache holds only sensors it keeps."""
+        for s in sensors:
+            self._tag_cache.pop(s, None)
+
     def sinks_for(self, event: Mapping[str, Any]) -> list[str]:
         tags = self.sensor_tags(str(event.get("sensor", "")))
         out: list[str] = []

@@ -65,6 +65,7 @@ class AlertStage(Stage):
         cooldown_ms: int = 0,
         silent_after_s: float = 0.0,
         silent_lag_ms: int = 0,
+        sensor_ttl_s: float = float("inf"),
         state_path: Path | None = None,
         persist_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -83,6 +84,11 @@ class AlertStage(Stage):
         self.changelog = changelog
         self._parts: dict[str, tuple[str, int]] = {}  # each sensor's input partition, for its changelog record
         self._changed: set[str] = set()  # sensors whose state the changelog must get in this step
+        # restored from the changelog, no window since: when restored (processing time), so that those that send
+        # none for sensor_ttl_s are evicted as the worker evicts its idle sensors (its windows never held them)
+        self._restored_at: dict[str, float] = {}
+        self.sensor_ttl_s = sensor_ttl_s
+        self._last_evict = -float("inf")
         self.webhooks = {n: WebhookSink(n, s, post) for n, s in sinks.items() if isinstance(s, WebhookSpec)}
         self.counts: dict[str, int] = {}
         self.on_give_up = on_give_up  # a sink gave up on a delivery (metrics)
@@ -98,6 +104,9 @@ class AlertStage(Stage):
     def on_scored(self, scored: list[Scored]) -> list[Outgoing]:
         now = self.clock()
         out: list[Outgoing] = []
+        if self._restored_at:
+            for sc in scored:
+                self._restored_at.pop(sc.window.sensor, None)
         for sc in scored:
             w = sc.window
             if sc.partition is not None:
@@ -143,6 +152,11 @@ class AlertStage(Stage):
             self._dirty = True
         for hook in self.webhooks.values():
             out += [self._dead_letter(d) for d in hook.take_dead_letters()]
+        if self._restored_at and now - self._last_evict >= min(self.sensor_ttl_s, 60.0):
+            self._last_evict = now
+            idle = [s for s, at in self._restored_at.items() if now - at >= self.sensor_ttl_s]
+            if idle:
+                self.evict(idle)
         return out
 
     def on_late(self, reports: list[LateReport]) -> list[Outgoing]:
@@ -162,8 +176,10 @@ class AlertStage(Stage):
         sensors = list(sensors)
         self.tracker.forget(sensors)
         self.silence.forget(sensors)
+        self.router.forget(sensors)
         for s in sensors:
             self._parts.pop(s, None)
+            self._restored_at.pop(s, None)
             self._changed.discard(s)  # not ours to write: the partition's next owner replays what we did not commit
 
     def topics(self) -> tuple[str, ...]:
@@ -183,7 +199,9 @@ class AlertStage(Stage):
         sensors = list(sensors)
         self.tracker.evict(sensors)
         self.silence.evict(sensors)
+        self.router.forget(sensors)
         for s in sensors:
+            self._restored_at.pop(s, None)  # kept (not at rest) until it comes back, as a live sensor is
             if s not in self.tracker and self.silence.sensor_state(s) is None:
                 self._parts.pop(s, None)
 
@@ -205,7 +223,15 @@ class AlertStage(Stage):
         now = self.clock()
         for part, values in self.changelog.restore(parts).items():
             for sensor, value in values.items():
-                self._restore_sensor(sensor, json.loads(value), part, now)
+                try:
+                    self._restore_sensor(sensor, json.loads(value), part, now)
+                except (ValueError, TypeError, KeyError, AttributeError) as e:  # a record this version cannot read
+                    self.forget([sensor])
+                    log.warning("alert state of sensor %r in the changelog (partition %s) is unreadable (%s: %s): "
+                                "it starts again from the replayed lookback, and its next change overwrites the "
+                                "record", sensor, part, type(e).__name__, e)
+                    continue
+                self._restored_at[sensor] = now
         log.info("alert state of %s restored: %d open episode(s)", parts, len(self.tracker.open_episodes()))
 
     def _restore_sensor(self, sensor: str, doc: dict[str, Any], part: Partition, now: float) -> None:
@@ -300,6 +326,6 @@ def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotoni
         router=Router(parse_routes(a.routes, sinks, bands), a.match, a.default_sinks, a.tags), sinks=sinks,
         dead_letter_topic=a.dead_letter_topic or cfg.kafka.dead_letter_topic,
         n_resolve_windows=a.n_resolve_windows, cooldown_ms=a.cooldown_ms, silent_after_s=a.silent_after_s,
-        silent_lag_ms=a.silent_lag_ms, state_path=Path(cfg.paths.state_dir) / a.state_file,
-        persist_interval_s=a.persist_interval_s, clock=clock, post=post, on_give_up=on_give_up,
-        on_event=on_event, changelog=changelog)
+        silent_lag_ms=a.silent_lag_ms, sensor_ttl_s=cfg.stream.sensor_ttl_s,
+        state_path=Path(cfg.paths.state_dir) / a.state_file, persist_interval_s=a.persist_interval_s, clock=clock,
+        post=post, on_give_up=on_give_up, on_event=on_event, changelog=changelog)

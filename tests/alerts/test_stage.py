@@ -303,3 +303,48 @@ def test_idle_sensors_at_rest_are_forgotten_and_the_others_resolve_when_they_com
     clock.t = 40.0
     out = decode(step(s, [scored("open", i, 0.4) for i in range(2, 5)] + [scored("silent", 2, 0.5)], now=clock.t))
     assert [(e["type"], e["sensor"]) for e in out] == [("resolved", "open"), ("sensor_resumed", "silent")]
+
+
+def test_sensors_restored_with_no_window_since_are_forgotten_after_the_ttl_as_idle_ones_are(tmp_path: Path) -> None:
+    """The worker evicts the sensors its windows held; a sensor restored from the changelog that sends nothing
+    never was in them, and each assignment restores every sensor the partition ever had an event of."""
+    log = MemoryChangelog()
+    first = stage(config(tmp_path, cooldown_ms=0), changelog=log)
+    step(first, [scored(f"old-{k}", i, r, partition=PART) for k in range(3) for i, r in enumerate([2.5, 0.1, 0.1,
+                                                                                                   0.1])])
+    step(first, [scored("open", 0, 2.5, partition=PART)])
+    first.state()
+    clock = Clock()
+    cfg = config(tmp_path, cooldown_ms=0).replace(stream={"sensor_ttl_s": 600.0})
+    s = stage(cfg, clock, changelog=log)
+    s.on_assigned([PART])
+    assert len(s.tracker.snapshot()) == 4 and len(s.router._tag_cache) == 0
+    clock.t = 300.0
+    step(s, [scored("old-0", 4, 0.1, partition=PART)], now=clock.t)  # old-0 comes back: the worker's to evict
+    clock.t = 599.0
+    s.on_tick(clock.t)
+    assert len(s.tracker.snapshot()) == 4
+    clock.t = 660.0  # checked once a minute, as the worker's eviction is
+    s.on_tick(clock.t)
+    assert s.tracker.snapshot().keys() == {"old-0", "open"}, "at rest and idle: forgotten; an open episode stays"
+    s.evict(["old-0"])  # the worker's eviction of what its windows held
+    assert s.tracker.snapshot().keys() == {"open"} and set(s.router._tag_cache) <= {"open"}
+    assert set(s._parts) == {"open"}
+
+
+def test_an_unreadable_changelog_record_is_skipped_with_a_warning_and_the_others_are_restored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log = MemoryChangelog()
+    first = stage(config(tmp_path), changelog=log)
+    step(first, [scored(s, 0, 2.5, partition=PART) for s in ("a-ok", "b-bad", "c-ok")])
+    first.state()
+    doc = json.loads(log.log[(PART, "b-bad")])
+    doc["episode"]["open"]["acknowledged_by"] = "ops"  # a field of a newer version, say
+    log.log[(PART, "b-bad")] = json.dumps(doc).encode()
+    s = stage(config(tmp_path), changelog=log)
+    s.on_assigned([PART])
+    assert sorted(e.sensor for e in s.tracker.open_episodes()) == ["a-ok", "c-ok"]
+    assert "alert state of sensor 'b-bad' in the changelog (partition ('readings', 0)) is unreadable (TypeError" in (
+        caplog.text)
+    out = decode(step(s, [scored("b-bad", 1, 2.5, partition=PART)]))
+    assert [e["type"] for e in out] == ["opened"], "it starts again: from the lookback, here a live window"
