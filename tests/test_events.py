@@ -22,6 +22,10 @@ def test_a_batch_of_events_is_each_window_s_own_event() -> None:
     thresholds[100:110] = 0.0  # a zero threshold: the ratio's floor
     shares = rng.dirichlet(np.ones(len(CHANNELS)), n)
     shares[110:130] = 0.25  # ties: channel order
+    # at rounding halves, where numpy's rounding and Python's differ: 1.99995 a ratio (critical, or not?)
+    thresholds[130:140], scores[130:140] = 1.0, [1.99995, 2.0000005, 1.0000005, 0.28675, 3.00005, 1.99995, 2.0,
+                                                 0.99995, 1.00005, 2.00005]
+    shares[140:150] = [0.28675, 0.11325, 0.3, 0.3]
     starts = np.arange(n, dtype=np.int64) * 1000 + 1_767_225_600_000
     sensors = [f"sensor-{i % 37:02d}" for i in range(n)]
     sources = [("in", i % 3, 10_000 + i) for i in range(n)]

@@ -17,7 +17,7 @@ import numpy as np
 
 from aestream.alerts.episodes import Transition
 from aestream.alerts.silence import Quality
-from aestream.stream.events import iso_ms, window_fields
+from aestream.stream.events import iso_ms, rounded, window_fields
 from aestream.stream.lateness import LateReport
 
 __all__ = ["ALERT_SCHEMA_ID", "alert_event_id", "calibration_event", "episode_event", "late_event", "quality_event",
@@ -40,7 +40,7 @@ def top_channels(names: Sequence[str], shares: Sequence[float] | np.ndarray,
     [('b', 0.5), ('c', 0.3)]
     """
     order = sorted(range(len(names)), key=lambda i: -float(shares[i]))[:n]
-    return [(names[i], round(float(shares[i]), 4)) for i in order]
+    return [(names[i], rounded(shares[i], 4)) for i in order]
 
 
 def episode_event(t: Transition, *, window_start_ms: int, window_end_ms: int, score: float, threshold: float,

@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 
 __all__ = ["SCHEMA_ID", "anomaly_event", "anomaly_events", "compact_json", "encode_event", "event_id", "iso_ms",
-           "severity_of", "top_channels", "window_fields"]
+           "rounded", "severity_of", "top_channels", "window_fields"]
 
 SCHEMA_ID = "aestream.event/1"
 _NAMESPACE = uuid.UUID("6f1c1c7e-3a50-4b0a-9a3e-2f1f2b6a5e11")
@@ -77,8 +77,19 @@ def window_fields(window_start_ms: int, window_end_ms: int, score: float, thresh
     >>> window_fields(0, 1000, 3.0, 2.0)["ratio"]
     1.5
     """
-    return _window_fields(int(window_start_ms), int(window_end_ms), round(float(score), 6),
-                          round(float(threshold), 6), round(float(score) / max(float(threshold), 1e-12), 4))
+    return _window_fields(int(window_start_ms), int(window_end_ms), rounded(score, 6), rounded(threshold, 6),
+                          rounded(float(score) / max(float(threshold), 1e-12), 4))
+
+
+def rounded(x: float, digits: int) -> float:
+    """``x`` to ``digits`` decimals as numpy rounds a batch (:func:`anomaly_events`: scaled, then half to even), so
+    that one window's numbers, and the severity they give, are the same on every path. Python's ``round`` is
+    exact and differs at some halves: 1.99995 → 1.9999, where numpy gives 2.0.
+
+    >>> rounded(1.99995, 4), round(1.99995, 4)
+    (2.0, 1.9999)
+    """
+    return float(np.round(float(x), digits))
 
 
 def _window_fields(start_ms: int, end_ms: int, score: float, threshold: float, ratio: float) -> dict[str, Any]:
@@ -126,7 +137,7 @@ def anomaly_event(
     share = shares.tolist()  # Python floats at once: a numpy scalar per channel costs more than the rounding
     return _anomaly(sensor, fields, "crossed" if score > threshold else "held",
                     severity_of(fields["ratio"], critical_ratio),
-                    [{"name": channels[i], "share": round(share[i], 4)} for i in top_channels(shares[None, :])[0]],
+                    [{"name": channels[i], "share": rounded(share[i], 4)} for i in top_channels(shares[None, :])[0]],
                     model_version, model_family, source)
 
 
