@@ -126,3 +126,22 @@ def test_a_rollback_holds_until_resume_and_a_publish_meanwhile_does_not_serve(tm
     assert store.resume() == "v0002" and store.held() is None and store.current() == "v0002"
     assert store.resume() is None
     assert store.publish(_bundle()) == "v0005" and store.current() == "v0005"
+
+
+def test_a_publish_whose_write_fails_leaves_no_half_bundle_and_the_next_one_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aestream.models.store as store_module
+
+    store = ModelStore(tmp_path / "models")
+    assert store.publish(_bundle()) == "v0001"
+
+    def full_disk(bundle: ModelBundle, path: Path, key: bytes | None = None) -> Path:
+        (Path(path) / "weights.pt").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_module, "save_bundle", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        store.publish(_bundle())
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["CURRENT", "v0001"]
+    monkeypatch.undo()
+    assert store.publish(_bundle()) == "v0002" and store.current() == "v0002"

@@ -84,14 +84,18 @@ class ModelStore:
             version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
             bundle.version = version
             tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
-            save_bundle(bundle, tmp, self.key)
             try:
+                save_bundle(bundle, tmp, self.key)
+                fsync_dir(tmp)  # its files' names too, before the rename makes it a version
                 os.rename(tmp, self.root / version)  # fails onto a non-empty directory
                 break
             except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)  # a failed write (a full disk) leaves no half bundle behind
                 if not (self.root / version).is_dir():
                     raise
+            except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
+                raise
         fsync_dir(self.root)
         if make_current:
             self.set_current(version)
