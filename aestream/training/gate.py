@@ -80,7 +80,8 @@ def inject_faults(windows: np.ndarray, seed: int = 0) -> np.ndarray:
     >>> f = inject_faults(w); f.shape, bool((f != w).any(axis=(1, 2)).all())
     ((4, 10, 2), True)
     """
-    x = np.array(windows, dtype=np.float64)
+    clean = np.asarray(windows, dtype=np.float64)
+    x = clean.copy()
     n, w, c = x.shape
     rng = np.random.default_rng(seed)
     sd = np.maximum(x.reshape(-1, c).std(axis=0), 1e-6)
@@ -94,7 +95,8 @@ def inject_faults(windows: np.ndarray, seed: int = 0) -> np.ndarray:
         elif kind == "oscillation":
             x[i, :, ch] += 3 * sd[ch] * np.sin(2 * np.pi * np.arange(w) / max(w / 4, 2.0))
         else:
-            other = x[int(rng.integers(n)), ::-1, ch] if n > 1 else x[i, ::-1, ch]
+            # from the clean windows: another's readings with a fault of their own would be two faults in one
+            other = clean[int(rng.integers(n)), ::-1, ch] if n > 1 else clean[i, ::-1, ch]
             x[i, :, ch] = other + (sd[ch] if np.allclose(other, x[i, :, ch]) else 0.0)
     return x
 
