@@ -55,7 +55,7 @@ DEFAULT_CHANNELS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressu
                     "Voltage", "Volume Flow RateRMS")
 BOOTSTRAP_ENV = "AESTREAM_KAFKA_BOOTSTRAP_SERVERS"
 MIN_RESIDUAL_STEP_STD, MAX_RESIDUAL_STEP_STD = 1e-6, 1e6  # streams.latent_residual_step_std (float32 in records)
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}")  # "kafka:9092", "[::1]:9092"
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})")  # "kafka:9092", "[::1]:9092"
 SECRET_ENV = {
     "sasl_password": "AESTREAM_KAFKA_SASL_PASSWORD",
     "ssl_password": "AESTREAM_KAFKA_SSL_PASSWORD",
@@ -100,7 +100,7 @@ class KafkaConfig:
     def __post_init__(self) -> None:
         _check_choices(self, "kafka")
         servers = self.bootstrap_servers
-        _require(len(servers) > 0 and all(_HOST_PORT.fullmatch(h.strip()) for h in servers),
+        _require(len(servers) > 0 and all(map(_host_port, servers)),
                  "kafka.bootstrap_servers", list(self.bootstrap_servers),
                  'list the brokers as "host:port" strings, e.g. ["broker1:9092", "broker2:9092"] (the port too: '
                  "the readiness check and the lag metric connect to it)")
@@ -604,6 +604,12 @@ def _check_choices(section: Any, name: str) -> None:
             _require(False, f"{name}.{key}", value, _use_one_of(allowed))
 
 
+def _host_port(server: str) -> bool:
+    """Whether ``server`` is ``host:port`` with a port from 1 to 65535."""
+    m = _HOST_PORT.fullmatch(server.strip())
+    return m is not None and 1 <= int(m.group(2)) <= 65535
+
+
 def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str, str] | None = None) -> Config:
     """Read and check a ``config.toml``; ``None`` gives the defaults (plus secrets from the environment)."""
     data: dict[str, Any] = {}
@@ -615,6 +621,12 @@ def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str
             raise ConfigError(f"config file {p} not found: pass --config with an existing file") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {p} is not valid TOML ({e}): fix the syntax at that line") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {p} is not UTF-8 text ({e.reason} at byte {e.start}): save it as UTF-8, "
+                              "as TOML requires") from None
+        except OSError as e:  # a directory, no permission
+            raise ConfigError(f"config file {p} cannot be read ({e.strerror}): pass --config with a readable "
+                              "file") from None
     return parse_config(data, os.environ if environ is None else environ)
 
 
@@ -637,9 +649,10 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
             kafka = dataclasses.replace(kafka, **{key: environ[var]})
     if environ and environ.get(BOOTSTRAP_ENV):
         servers = tuple(s.strip() for s in environ[BOOTSTRAP_ENV].split(",") if s.strip())
-        if not servers:
+        if not servers or not all(map(_host_port, servers)):
             raise ConfigError(f"environment variable {BOOTSTRAP_ENV} = {environ[BOOTSTRAP_ENV]!r} is invalid: list "
-                              'the brokers comma-separated, e.g. "broker1:9092,broker2:9092", or unset it')
+                              'the brokers as host:port, comma-separated, e.g. "broker1:9092,broker2:9092" (ports '
+                              "1 to 65535), or unset it")
         kafka = dataclasses.replace(kafka, bootstrap_servers=servers)
     sections["kafka"] = kafka
     if environ and environ.get(MODEL_KEY_ENV):

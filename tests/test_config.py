@@ -50,6 +50,13 @@ def test_bad_toml_and_missing_file_say_where(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match=r"not found: pass --config"):
         load_config(tmp_path / "nope.toml")
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'[kafka]\ngroup_id = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"latin1.toml is not UTF-8 text \(invalid continuation byte at byte 23\): "
+                                          r"save it as UTF-8"):
+        load_config(latin1)
+    with pytest.raises(ConfigError, match=r"config file .* cannot be read \(Is a directory\): pass --config"):
+        load_config(tmp_path)
 
 
 def test_secrets_come_from_the_environment_and_never_show_in_repr() -> None:
@@ -69,8 +76,14 @@ def test_integers_are_accepted_for_float_keys_and_replace_keeps_checks() -> None
 def test_the_bootstrap_servers_can_come_from_the_environment() -> None:
     cfg = load_config(None, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092, k2:9092, [::1]:9093"})
     assert cfg.kafka.bootstrap_servers == ("kafka:9092", "k2:9092", "[::1]:9093")
-    with pytest.raises(ConfigError, match=r"kafka\.bootstrap_servers = \['kafka\.kafka\.svc'\] is invalid"):
-        load_config(None, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": "kafka.kafka.svc"})
+    for bad in ("kafka.kafka.svc", "broker1:9092;broker2:9092", "kafka:99999"):  # the variable is named, not the file
+        with pytest.raises(ConfigError, match=rf"^environment variable AESTREAM_KAFKA_BOOTSTRAP_SERVERS = '{bad}' is "
+                                              r"invalid: list the brokers as host:port"):
+            load_config(None, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": bad})
+    for port in ("0", "65536", "99999"):
+        with pytest.raises(ConfigError, match=rf"kafka\.bootstrap_servers = \['kafka:{port}'\] is invalid"):
+            parse_config({"kafka": {"bootstrap_servers": [f"kafka:{port}"]}})
+    assert parse_config({"kafka": {"bootstrap_servers": ["kafka:65535"]}}).kafka.bootstrap_servers == ("kafka:65535",)
 
 
 @pytest.mark.parametrize("value", [-0.05, float("nan"), float("inf"), 1e-9, 1e7, "0.05"])
