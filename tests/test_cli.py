@@ -102,6 +102,24 @@ def test_a_bad_cell_in_the_training_data_is_named_in_one_line(tmp_path: Path, ro
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("name", "content", "extra", "message"), [
+    ("empty.csv", b"", [], "data file {path} cannot be read as CSV (Error: Could not determine delimiter)"),
+    ("quote.csv", b'a,b\n"1,2\n', [], "data file {path} cannot be read as CSV (ParserError: unexpected end of data)"),
+    ("x.parquet", b"not parquet", [], "data file {path} cannot be read as Parquet (ArrowInvalid: "),
+    ("semi.csv", b"a;b\n1;2\n", ["--sep", ";;"], "data file {path} cannot be read as CSV separated by ';;' "),
+])
+def test_a_training_file_that_cannot_be_read_is_one_line_and_exit_2(
+        tmp_path: Path, name: str, content: bytes, extra: list[str], message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / name
+    data.write_bytes(content)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[paths]\nmodel_dir = "{tmp_path / "m"}"\n[model]\ndevice = "cpu"\n')
+    assert main(["--config", str(cfg), "train", "--input", str(data), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aestream: error: " + message.format(path=data)) and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("argv", [["simulate", "--sensors", "0"], ["demo", "--sensors", "-1"],
                                   ["simulate", "--batch", "0"]])
 def test_a_count_below_its_least_is_refused_by_the_parser(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

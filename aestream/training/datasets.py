@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,9 +19,17 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     p = Path(path)
     if not p.is_file():
         raise AestreamError(f"data file {p} not found")
-    if p.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(p)
-    return pd.read_csv(p, sep=sep, engine="python" if sep is None else "c")
+    parquet = p.suffix.lower() in (".parquet", ".pq")
+    try:
+        if parquet:
+            return pd.read_parquet(p)
+        return pd.read_csv(p, sep=sep, engine="python" if sep is None else "c")
+    except (ValueError, OSError, csv.Error) as e:  # pandas' and pyarrow's parse errors are ValueErrors
+        kind = "Parquet" if parquet else "CSV" + ("" if sep is None else f" separated by {sep!r}")
+        why = str(e).strip().splitlines()[0] if str(e).strip() else "empty"
+        raise DataError(f"data file {p} cannot be read as {kind} ({type(e).__name__}: {why}): give a "
+                        + ("Parquet file" if parquet else "CSV file with a header row (--sep: one character, or "
+                           "leave it out to detect it)")) from None
 
 
 def read_segments(

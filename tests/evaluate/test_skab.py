@@ -32,8 +32,22 @@ def test_skab_layout_lists_the_experiment_folders_without_anomaly_free(tmp_path:
 
 
 def test_missing_folder_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist: pass a folder"):
+    with pytest.raises(DataError, match="does not exist: pass a folder"):
         list_skab_files(tmp_path / "nope")
+
+
+def test_a_folder_or_file_that_is_no_skab_data_is_one_line_and_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from aestream.commands.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "1.csv").write_text("a;b\n1;2\n")
+    for folder, message in (("nope", "does not exist: pass a folder"), ("empty", "holds no .csv file"),
+                            ("bad", "cannot be read (Missing column provided to 'parse_dates': 'datetime')")):
+        assert main(["evaluate", "skab", str(tmp_path / folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("aestream: error: SKAB ") and message in err and "Traceback" not in err, err
 
 
 def test_each_sensor_is_judged_by_its_own_baseline_and_the_shift_is_found(folder: Path, tmp_path: Path) -> None:

@@ -80,13 +80,13 @@ def list_skab_files(folder: str | Path) -> list[Path]:
     (``valve1/``, ``valve2/``, ``other/``; ``anomaly-free/`` holds no labels and is left out), numeric order."""
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"SKAB folder {root} does not exist: pass a folder such as data/skab/valve1")
+        raise DataError(f"SKAB folder {root} does not exist: pass a folder such as data/skab/valve1")
     files = sorted(root.glob("*.csv"), key=_numeric)
     if not files:
         files = [f for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in _SKIP_FOLDERS)
                  for f in sorted(d.glob("*.csv"), key=_numeric)]
     if not files:
-        raise FileNotFoundError(f"SKAB folder {root} holds no .csv file: pass a folder of experiment files")
+        raise DataError(f"SKAB folder {root} holds no .csv file: pass a folder of experiment files")
     return files
 
 
@@ -101,7 +101,7 @@ def _sensor(path: Path, root: Path) -> str:
 
 def load_skab_file(path: str | Path) -> pd.DataFrame:
     """One experiment: sensor columns, ``anomaly`` and ``changepoint`` (0/1), indexed by ``datetime``."""
-    frame = pd.read_csv(path, sep=";", parse_dates=["datetime"], index_col="datetime")
+    frame = _read_skab_csv(path)
     missing = [c for c in _LABELS if c not in frame.columns]
     if missing:
         raise DataError(f"SKAB file {path} lacks column(s) {missing}: expected datetime;<sensors>;anomaly;changepoint")
@@ -142,6 +142,17 @@ def _experiments(files: Sequence[Path], root: Path, channels: Sequence[str]) -> 
     return out
 
 
+def _read_skab_csv(path: str | Path) -> pd.DataFrame:
+    """A SKAB-format CSV (``;``-separated, a ``datetime`` column) indexed by time; a file that is not one is a
+    :class:`DataError` naming it."""
+    try:
+        return pd.read_csv(path, sep=";", parse_dates=["datetime"], index_col="datetime")
+    except (ValueError, OSError) as e:  # pandas' parse errors are ValueErrors
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"SKAB file {path} cannot be read ({why}): expected datetime;<sensors>;anomaly;changepoint, "
+                        "separated by ';'") from None
+
+
 def shared_bundle(experiments: Sequence[_Experiment], cfg: Config, n_train: int,
                   train_file: str | Path | None = None) -> ModelBundle:
     """The fleet's model: trained on ``train_file`` (a SKAB-format CSV) or on the first ``n_train`` rows of every
@@ -151,7 +162,7 @@ def shared_bundle(experiments: Sequence[_Experiment], cfg: Config, n_train: int,
         return read_segments(frame.reset_index(), cfg.stream.channels, "datetime", None, cfg.stream.max_gap_ms)
 
     if train_file is not None:
-        segments = segments_of(pd.read_csv(train_file, sep=";", parse_dates=["datetime"], index_col="datetime"))
+        segments = segments_of(_read_skab_csv(train_file))
         source = str(train_file)
     else:
         segments = [s for e in experiments for s in segments_of(e.frame.iloc[:n_train])]
