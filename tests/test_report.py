@@ -93,3 +93,36 @@ def test_a_json_array_file_works_too(tmp_path: Path) -> None:
     path = tmp_path / "events.json"
     path.write_text(json.dumps(_docs()))
     assert len(read_events(path)) == len(_docs())
+
+
+def test_a_truncated_array_or_a_directory_is_one_line_and_exit_2(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from aestream.commands.cli import main
+
+    cut = tmp_path / "cut.json"
+    cut.write_text('[{"type": "anomaly"')
+    for path, message in ((cut, "cut.json is not a JSON array"), (tmp_path, "cannot be read (Is a directory)")):
+        assert main(["report", "--events", str(path), "--out", str(tmp_path / "r.html")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("aestream: error: events file ") and message in err and "Traceback" not in err, err
+
+
+def test_documents_that_are_no_events_are_counted_not_drawn_and_the_report_is_written(tmp_path: Path) -> None:
+    odd = [1, [1, 2], "x", {**_anomaly("pump-9", 3, 2.0), "score": "high"}, {**_anomaly("pump-9", 4, 2.0),
+                                                                         "sensor": ["a"]},
+           {**_anomaly("pump-9", 5, 2.0), "ratio": None}, {"type": "score", "sensor": "p", "window_end_ms": 1,
+                                                          "score": 1.0, "threshold": "2"}]
+    data = collect([*_docs(), *odd])
+    assert data.ignored == len(odd) and "pump-9" not in data.sensors
+    out = write_report([*_docs(), *odd], tmp_path / "r.html")
+    assert f"({len(odd)} not drawn)" in out.read_text()
+
+
+def test_png_without_out_writes_report_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aestream.commands.cli import main
+
+    events = _events_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", str(Path(__file__).resolve().parents[1] / "config.toml"), "report", "--events",
+                 str(events), "--png"]) == 0
+    assert (tmp_path / "report.png").read_bytes().startswith(PNG_MAGIC) and not (tmp_path / "report.html").exists()

@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = rp.add_mutually_exclusive_group(required=True)
     src.add_argument("--events", metavar="FILE", help="JSON-lines file of events (e.g. docs/sample-events.jsonl)")
     src.add_argument("--topic", metavar="TOPIC", help="read this topic from the beginning (e.g. anomalies)")
-    rp.add_argument("--out", "-o", default="report.html", help="output file (default report.html; *.png: a PNG)")
+    rp.add_argument("--out", "-o", default=None,
+                    help="output file (default report.html, or report.png with --png; *.png: a PNG)")
     rp.add_argument("--png", action="store_true", help="write one PNG instead of HTML")
     rp.add_argument("--top", type=_at_least(1), default=8, help="anomalies in the contribution chart (default 8)")
     rp.add_argument("--max-sensors", type=_at_least(1), default=8,
@@ -494,7 +495,8 @@ def _cmd_report(cfg: Config, args: argparse.Namespace) -> int:
         if not docs:
             log.warning("no documents in topic %s: read from its beginning until a poll came back empty (or "
                         "--timeout-s %g s)", args.topic, args.timeout_s)
-    print(write_report(docs, args.out, png=args.png, top_n=args.top, max_sensors=args.max_sensors))
+    out = args.out or ("report.png" if args.png else "report.html")
+    print(write_report(docs, out, png=args.png, top_n=args.top, max_sensors=args.max_sensors))
     return 0
 
 

@@ -19,6 +19,7 @@ import html
 import io
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -92,8 +93,16 @@ def read_events(path: str | Path) -> list[dict[str, Any]]:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise AestreamError(f"events file {p} not found: pass --events with a JSON-lines file of events") from None
+    except (OSError, UnicodeDecodeError) as e:  # a directory, no permission, not UTF-8
+        why = e.strerror if isinstance(e, OSError) else f"not UTF-8: {e.reason} at byte {e.start}"
+        raise AestreamError(f"events file {p} cannot be read ({why}): pass --events with a JSON-lines file of "
+                            "events") from None
     if text.lstrip().startswith("["):
-        return list(json.loads(text))
+        try:
+            return list(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise AestreamError(f"events file {p} is not a JSON array ({e}): write one event per line, or one "
+                                "array of them") from None
     docs = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -119,12 +128,17 @@ def collect(docs: Iterable[dict[str, Any]], top_n: int = DEFAULT_TOP_N) -> Repor
     n = ignored = 0
     for doc in docs:
         n += 1
+        if not isinstance(doc, dict):  # a number, a list: no event
+            ignored += 1
+            continue
         kind, sensor, ts = doc.get("type", "anomaly"), doc.get("sensor"), _time_ms(doc, _TIME_KEYS)
+        sensor = sensor if isinstance(sensor, str) else None
+        scored = _is_number(doc.get("score")) and all(_is_number(doc[k]) for k in ("threshold", "ratio") if k in doc)
         if kind in EPISODE_TYPES and doc.get("episode_id") is not None and sensor is not None:
             episode_docs.setdefault(str(doc["episode_id"]), []).append(doc)
-        elif kind == "anomaly" and sensor is not None and ts is not None and "score" in doc:
+        elif kind == "anomaly" and sensor is not None and ts is not None and scored:
             sensors.setdefault(sensor, SensorSeries(sensor)).anomalies.append(doc)
-        elif kind == "score" and sensor is not None and ts is not None and "score" in doc:
+        elif kind == "score" and sensor is not None and ts is not None and scored:
             series = sensors.setdefault(sensor, SensorSeries(sensor))
             series.scores.append((ts, float(doc["score"]), float(doc.get("threshold", float("nan")))))
         else:
@@ -158,9 +172,13 @@ def _top(sensors: dict[str, SensorSeries], top_n: int) -> list[dict[str, Any]]:
 def _time_ms(doc: dict[str, Any], keys: tuple[str, ...]) -> int | None:
     for k in keys:
         v = doc.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
             return int(v)
     return None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _ratio(a: dict[str, Any]) -> float:
