@@ -727,12 +727,6 @@ class Worker:
         topic = self.cfg.kafka.output_topic
         scored: list[Scored] = []
         smooth, alarms = self._alarms(sensors, scores)
-        if self.baselines is not None and errors is not None:
-            for sensor, baseline in self.baselines.refresh(sensors, errors, alarms, b.scorer, b.version):
-                self._baseline_ready(sensor, baseline)
-                log.info("baseline of %s refitted under model %s: threshold %.4g", sensor, b.version,
-                         baseline.threshold)
-            self.baselines.gather(closed, alarms, b.scorer, b.version)  # readings for fine-tunes, faults left out
         keep = bool(self.stages)  # the scored windows are only for the stages
         recs = closed.recs
         emit = [i for i in np.flatnonzero(alarms).tolist() if not recs[i].replay]  # a replay emits nothing
@@ -755,6 +749,13 @@ class Worker:
                                      b.version, event, False, (rec.topic, rec.partition)))
             if self.on_event:
                 self.on_event(event)
+        # after the events and the scored windows: they carry the thresholds their alarms were decided with
+        if self.baselines is not None and errors is not None:
+            for sensor, baseline in self.baselines.refresh(sensors, errors, alarms, b.scorer, b.version):
+                self._baseline_ready(sensor, baseline)
+                log.info("baseline of %s refitted under model %s: threshold %.4g", sensor, b.version,
+                         baseline.threshold)
+            self.baselines.gather(closed, alarms, b.scorer, b.version)  # readings for fine-tunes, faults left out
         return scored
 
     def _events(self, closed: _Closed, emit: list[int], smooth: np.ndarray, shares: np.ndarray,

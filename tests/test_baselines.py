@@ -179,6 +179,18 @@ def test_a_refit_after_a_swap_learns_from_the_normal_windows_only(train_small: A
     np.testing.assert_allclose(refit.channel_scale, errors[~alarms].mean(axis=0), rtol=1e-12)
 
 
+def test_a_window_whose_error_overflowed_is_no_normal_window_for_a_refit(train_small: Any) -> None:
+    """A reading of 1e30 is finite in float32; its window's squared error is not. Taken as normal (the k-of-n rule
+    does not alarm at the first window over the threshold), it gave the refit an infinite scale and a NaN
+    threshold: a sensor that never alarmed again, or a step that raised building its events."""
+    base, scorer = _restored(train_small)
+    errors = np.random.default_rng(9).uniform(0.5, 1.5, (11, 4))
+    errors[4] = np.inf
+    (_, refit), = base.refresh(["s"] * 11, errors, np.zeros(11, dtype=bool), scorer, "v0002")
+    assert np.isfinite(refit.threshold) and np.isfinite(refit.channel_scale).all()
+    np.testing.assert_allclose(refit.channel_scale, np.delete(errors, 4, axis=0).mean(axis=0), rtol=1e-12)
+
+
 def test_a_restored_baseline_ends_the_calibration_under_way_of_its_sensor(train_small: Any) -> None:
     cfg = _cfg()
     bundle = train_small(cfg)

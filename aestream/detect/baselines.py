@@ -607,6 +607,8 @@ class SensorBaselines:
             b = self.ready.get(s)
             if b is None or b.scorer is not None or b.model_version == model_version or alarms[i]:
                 continue
+            if not np.isfinite(errors[i]).all():  # a reading so far out its error overflows: no normal window
+                continue
             held = self._refresh.get(s)
             if held is None or held[0] != model_version:
                 held = self._refresh[s] = (model_version, [])
@@ -615,8 +617,14 @@ class SensorBaselines:
             if len(buf) >= self.cfg.n_refresh_windows:
                 del self._refresh[s]
                 scale, _, thr = _error_scaling(np.stack(buf), scorer.score_reduce, self.threshold)
-                self.ready[s] = Baseline(b.mean, b.std, scale, thr, model_version, b.n_readings)
-                done.append((s, self.ready[s]))
+                refit = Baseline(b.mean, b.std, scale, thr, model_version, b.n_readings)
+                try:
+                    _check_finite(refit)
+                except FloatingPointError as e:
+                    log.warning("sensor %s: no refit under model %s (%s); it gathers again", s, model_version, e)
+                    continue
+                self.ready[s] = refit
+                done.append((s, refit))
                 self._not_by_earlier(s)
         return done
 
