@@ -838,8 +838,10 @@ class Worker:
         if gone:
             if self.rule is not None:
                 self.rule.rest(gone)  # a sensor's baseline outlives its silence: so does its own threshold
-            if self.baselines is None:  # else its partition too: a fine-tune that ends is written there, and
-                for s in gone:  # a move of the partition forgets the baseline
+            if self.baselines is not None:  # what they gathered goes; a baseline stays, and its partition (a
+                self.baselines.rest(gone)  # fine-tune that ends is written there, a move forgets the baseline)
+            for s in gone:
+                if self.baselines is None or s not in self.baselines.ready:
                     self._sensor_partition.pop(s, None)
             for stage in self.stages:
                 stage.evict(gone)

@@ -421,3 +421,25 @@ def test_the_worker_gives_waiting_fine_tunes_its_idle_time_and_then_judges_by_th
     written = {m.key.decode(): m.value for m in sink.sent if m.topic == "baselines-changelog"}
     assert written.keys() == base.ready.keys()
     assert all(Baseline.from_json(v, "cpu").scorer is not None for v in written.values())
+
+
+def test_an_idle_sensor_s_calibration_under_way_is_dropped_and_a_baseline_kept(
+        train_small: Any, one_model: Any, recording_sink: Any, scripted_source: Any) -> None:
+    """With sensor ids that come and go, each calibration left behind held up to n_readings raw rows for good."""
+    cfg = _cfg("shared", sensor_ttl_s=10.0)
+    now = [0.0]
+    plant = Plant(4, CHANNELS, seed=0)
+    early = _records(cfg, plant, 150, {})  # 150 readings of each of 4 sensors: calibrated (100), then scored
+    late = [Record("in", 0, 10_000 + i, b"late", encode_reading("late", START_MS + 1000 * i, [1.0, 2, 3, 4]), 0)
+            for i in range(40)]  # 40 of 100: still calibrating when it goes quiet
+    worker = Worker(cfg, scripted_source([early, late]), recording_sink(), one_model(train_small(cfg)),
+                    clock=lambda: now[0])
+    worker.refresh_model(force=True)
+    worker.step()
+    worker.step()
+    assert worker.baselines is not None and worker.baselines.n_calibrating == 1 and len(worker.baselines.ready) == 4
+    now[0] = 100.0  # every sensor idle past stream.sensor_ttl_s
+    worker.step()
+    assert len(worker.windows) == 0 and worker.baselines.n_calibrating == 0
+    assert len(worker.baselines.ready) == 4, "a baseline outlives its sensor's silence"
+    assert set(worker._sensor_partition) == set(worker.baselines.ready)

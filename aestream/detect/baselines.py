@@ -703,6 +703,17 @@ class SensorBaselines:
         if self.finetuner is not None:
             self.finetuner.close()
 
+    def rest(self, sensors: Iterable[str]) -> None:
+        """Sensors idle past ``stream.sensor_ttl_s`` (the worker forgot their windows): drop the readings they were
+        gathering (a calibration under way, which starts again when the sensor comes back; a fine-tune's, which
+        gathers again from its next reading) and the errors of a refit. Their baselines stay: a sensor that comes
+        back is judged at once."""
+        for s in sensors:
+            self._calibrating.pop(s, None)
+            if s in self._gathering:
+                self._gathering[s] = _Calibration()
+            self._refresh.pop(s, None)
+
     def forget(self, sensors: Iterable[str]) -> None:
         sensors = list(sensors)
         if self.finetuner is not None:
