@@ -285,7 +285,7 @@ def check_config(cfg: Config) -> None:
     """The checks that parsing the config leaves to the parts that read those tables (the alert bands, sinks
     and routes; the retraining schedule): :func:`build_app` and :func:`build_trainer` run them before any client
     connects, so a wrong value fails at start with its key and fix, not after a broker's timeout."""
-    check_alerts(cfg.alerts, cfg.stream.channels)
+    check_alerts(cfg.alerts, cfg.stream.channels, cfg.kafka.input_topics)
     make_trigger(cfg.retrain)
     check_kafka(cfg.kafka)
 

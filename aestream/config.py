@@ -661,6 +661,11 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
     unknown = [c for c in cfg.model.detrend_channels if c not in cfg.stream.channels]
     _require(not unknown, "model.detrend_channels", list(cfg.model.detrend_channels),
              f"{unknown} are not among stream.channels {list(cfg.stream.channels)}: name some of those, or [] for none")
+    for key in ("denoised_topic", "latent_topic"):
+        topic = getattr(cfg.streams, key)
+        _require(topic not in cfg.kafka.input_topics, f"streams.{key}", topic,
+                 "it is one of kafka.input_topics, so the worker would read its own records back "
+                 + ("as new readings" if key == "denoised_topic" else "(each a dead letter)") + ": name another topic")
     a, ttl_s = cfg.alerts, cfg.stream.sensor_ttl_s
     if a.enabled:  # a sensor is forgotten after sensor_ttl_s without a reading: a silence must be found before
         _require(a.silent_after_s < ttl_s, "alerts.silent_after_s", a.silent_after_s,

@@ -35,6 +35,10 @@ def test_repository_config_toml_parses_and_matches_the_defaults() -> None:
          "config key kafka.input_topics = 'readings' is invalid: it must be a list"),
         ({"modle": {}}, "unknown config key modle = {}: did you mean model?"),
         ({"model": {"latent_size": True}}, "config key model.latent_size = True is invalid: it must be a whole number"),
+        ({"streams": {"denoised_topic": "readings"}}, "config key streams.denoised_topic = 'readings' is invalid: it "
+         "is one of kafka.input_topics, so the worker would read its own records back as new readings"),
+        ({"streams": {"latent_topic": "readings"}}, "config key streams.latent_topic = 'readings' is invalid: it is "
+         "one of kafka.input_topics"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_key_the_value_and_the_fix(doc: dict, message: str) -> None:

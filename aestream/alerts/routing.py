@@ -315,11 +315,18 @@ def tags_for(sensor: str, table: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_alerts(a: Any, channels: Sequence[str] | None = None) -> None:
+def check_alerts(a: Any, channels: Sequence[str] | None = None, input_topics: Sequence[str] = ()) -> None:
     """Check an ``AlertsConfig``'s tables (bands, sinks, routes, tags; a route's ``channel`` names against
-    ``channels``, ``stream.channels``, when given); raises :class:`ConfigError`."""
+    ``channels``, ``stream.channels``, when given; a topic sink against ``input_topics``, ``kafka.input_topics``);
+    raises :class:`ConfigError`."""
     bands = parse_bands(a.bands)
     sinks = parse_sinks(a.sinks, a.topic or "alerts")
+    for name, spec in sinks.items():
+        if isinstance(spec, TopicSpec) and spec.topic in input_topics:
+            key = "alerts.topic" if name == "topic" else f"alerts.sinks.{name}.topic"
+            raise ConfigError(f"config key {key} = {spec.topic!r} is invalid: it is one of kafka.input_topics, so "
+                              "the worker would read its alerts back as readings (each a dead letter): name another "
+                              "topic")
     for i, route in enumerate(parse_routes(a.routes, sinks, bands)):
         unknown = sorted(route.channels - set(channels or route.channels))
         if unknown:

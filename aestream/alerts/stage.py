@@ -317,7 +317,8 @@ def build_alert_stage(cfg: Config, *, clock: Callable[[], float] = time.monotoni
                       changelog: Changelog | None = None) -> AlertStage | None:
     """The alert stage ``cfg.alerts`` describes, or ``None`` when ``alerts.enabled`` is false."""
     a = cfg.alerts
-    check_alerts(a, cfg.stream.channels)  # at start-up, also when alerts are off: a wrong table fails before use
+    # at start-up, also when alerts are off: a wrong table fails before use
+    check_alerts(a, cfg.stream.channels, cfg.kafka.input_topics)
     if not a.enabled:
         return None
     sinks, bands = parse_sinks(a.sinks, a.topic), parse_bands(a.bands)

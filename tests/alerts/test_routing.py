@@ -179,6 +179,11 @@ def test_a_sensor_s_tags_come_once_each_in_table_order() -> None:
      "config key alerts.sinks.pager.url is invalid: its port is not a number from 0 to 65535"),
     ({"sinks": {"pager": {"type": "webhook", "url": "https:///x"}}},
      "config key alerts.sinks.pager.url is invalid: it names no host, e.g. https://hooks.example.com/path"),
+    ({"topic": "readings"}, "config key alerts.topic = 'readings' is invalid: it is one of kafka.input_topics, so "
+     "the worker would read its alerts back as readings (each a dead letter): name another topic"),
+    ({"sinks": {"b": {"type": "topic", "topic": "readings"}}, "default_sinks": ["b"]},
+     "config key alerts.sinks.b.topic = 'readings' is invalid: it is one of kafka.input_topics, so the worker would "
+     "read its alerts back as readings (each a dead letter): name another topic"),
     ({"bands": {"info": 0.5, "warning": 1.0}},
      "config key alerts.bands.info is invalid: info is the severity of every data-quality event, so a route on it "
      "could not tell the two apart; name the band otherwise, e.g. notice"),
