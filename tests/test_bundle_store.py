@@ -145,3 +145,15 @@ def test_a_publish_whose_write_fails_leaves_no_half_bundle_and_the_next_one_goes
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["CURRENT", "v0001"]
     monkeypatch.undo()
     assert store.publish(_bundle()) == "v0002" and store.current() == "v0002"
+
+
+def test_an_empty_store_or_a_file_in_its_place_says_so(tmp_path: Path) -> None:
+    empty = ModelStore(tmp_path / "models")
+    with pytest.raises(BundleError, match=r"no model is published in .*: nothing to roll back to"):
+        empty.rollback()
+    with pytest.raises(BundleError, match=r"model version v0009 is not in .*; none is published: run `aestream "
+                                          r"train` first"):
+        empty.load("v0009")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BundleError, match=r"the model store .*afile is a file, not a folder: set paths.model_dir"):
+        ModelStore(tmp_path / "afile")

@@ -118,8 +118,9 @@ def test_embed_cuts_windows_at_gaps_like_the_worker(
             return bundle
 
     monkeypatch.setattr(aestream.app, "open_model_store", lambda cfg: _Store())
-    assert main(["--config", str(cfg), "embed", str(tmp_path / "r.csv"), "--out", str(tmp_path / "z.parquet")]) == 0
-    out = pd.read_parquet(tmp_path / "z.parquet")
+    out_path = tmp_path / "out" / "z.parquet"  # its folder made, as report makes its own
+    assert main(["--config", str(cfg), "embed", str(tmp_path / "r.csv"), "--out", str(out_path)]) == 0
+    out = pd.read_parquet(out_path)
 
     windower = Windower(W, stride, 3, max_gap_ms=5000, stride_ms=stride_ms)
     ends = [(w.sensor, w.end_ms) for r in frame.sort_values(["sensor", "ts"]).itertuples()

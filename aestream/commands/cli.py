@@ -476,6 +476,7 @@ def _cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
     bundle = open_model_store(cfg).load(args.version)
     frame = embed_frame(read_table(args.input, args.sep), bundle, cfg.stream.stride, args.ts_column,
                         args.sensor_column, stride_ms=cfg.stream.stride_ms, max_gap_ms=cfg.stream.max_gap_ms)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(args.out, index=False)
     print(json.dumps({"windows": len(frame), "latent_size": bundle.scorer.model.latent_size, "out": args.out}))
     return 0

@@ -34,6 +34,9 @@ class ModelStore:
 
     def __init__(self, root: str | os.PathLike[str], keep: int = 10, key: bytes | None = None) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise BundleError(f"the model store {self.root} is a file, not a folder: set paths.model_dir to a "
+                              "folder (created at the first publish)")
         self.keep = keep
         self.key = key  # signs what is published and is required of what is loaded
 
@@ -65,7 +68,7 @@ class ModelStore:
         if v is None:
             raise BundleError(f"no model is published in {self.root}: run `aestream train` first")
         if not (self.root / v).is_dir():
-            raise BundleError(f"model version {v} is not in {self.root}; known: {', '.join(self.versions())}")
+            raise BundleError(f"model version {v} is not in {self.root}; {self._known()}")
         return load_bundle(self.root / v, device, self.key)
 
     def meta(self, version: str) -> dict[str, Any]:
@@ -105,7 +108,7 @@ class ModelStore:
     def set_current(self, version: str) -> None:
         """Point ``CURRENT`` at ``version`` atomically (rename over the old pointer)."""
         if not (self.root / version).is_dir():
-            raise BundleError(f"model version {version} is not in {self.root}; known: {', '.join(self.versions())}")
+            raise BundleError(f"model version {version} is not in {self.root}; {self._known()}")
         atomic_write(self.root / "CURRENT", lambda f: f.write(f"{version}\n".encode()))
 
     def held(self) -> str | None:
@@ -129,6 +132,8 @@ class ModelStore:
         if version is None:
             versions, cur = self.versions(), self.current()
             older = [v for v in versions if cur is None or int(v[1:]) < int(cur[1:])]
+            if cur is None:
+                raise BundleError(f"no model is published in {self.root}: nothing to roll back to")
             if not older:
                 raise BundleError(f"no version older than {cur} to roll back to in {self.root}")
             version = older[-1]
@@ -136,6 +141,10 @@ class ModelStore:
         atomic_write(self.root / "HOLD", lambda f: f.write(f"{version}\n".encode()))
         self.set_current(version)
         return version
+
+    def _known(self) -> str:
+        versions = self.versions()
+        return f"known: {', '.join(versions)}" if versions else "none is published: run `aestream train` first"
 
     def _prune(self) -> None:
         cur = self.current()
