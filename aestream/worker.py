@@ -281,11 +281,20 @@ class Worker:
         if self.changelog is None or self.baselines is None:
             return
         restored: dict[str, Baseline] = {}
+        unreadable: set[str] = set()
         for part, values in self.changelog.restore(parts).items():
             for s, v in values.items():
-                restored[s] = Baseline.from_json(v, self.device)
+                try:
+                    restored[s] = Baseline.from_json(v, self.device)
+                except (ValueError, KeyError, TypeError, AttributeError, RuntimeError, EOFError) as e:
+                    # another version's record, say: not a reason to lose the partition's other sensors
+                    log.warning("baseline of sensor %r in the changelog (partition %s) is unreadable (%s: %s): it "
+                                "calibrates again, and its next baseline overwrites the record", s, part,
+                                type(e).__name__, e)
+                    unreadable.add(s)
+                    continue
                 self._restored_partition[s] = part
-        found = restored.keys()
+        found = restored.keys() | unreadable
         restored = self.baselines.restore(restored)  # those that fit this worker's windows
         # the others calibrate again, from the replay on: their last owner announced no such calibration
         self._announce_in_replay.update(found - restored.keys())

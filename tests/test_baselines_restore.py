@@ -409,3 +409,23 @@ def test_a_baseline_restored_under_an_earlier_model_is_judged_by_that_model_unti
         assert [s.events for s in after] == [0] * 10, "normal readings: no alarm"
     else:
         assert "v1 cannot be loaded (KeyError: 'v1')" in caplog.text
+
+
+def test_an_unreadable_baseline_record_is_skipped_with_a_warning_and_the_others_are_restored(
+        train_small: Any, one_model: Any, scripted_source: Any, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = _cfg().replace(stream={"window_size": 4}, baselines={"n_readings": 40, "mode": "shared"})
+    bundle, changelog, rng = train_small(cfg, epochs=3), Changelog(), np.random.default_rng(0)
+    first = Worker(cfg, scripted_source([sensor_polls(0, 60, rng)]), ChangelogSink(changelog), one_model(bundle),
+                   changelog=changelog, clock=lambda: 0.0)
+    first.refresh_model(force=True)
+    first.on_partitions_assigned([("in", 0)])
+    first.step()
+    first.step()
+    assert "s" in changelog.log
+    changelog.log["t"] = b'{"mean": "not a baseline"}'  # another version's record, say
+    second = Worker(cfg, scripted_source([]), ChangelogSink(changelog), one_model(bundle), changelog=changelog,
+                    clock=lambda: 0.0)
+    second.refresh_model(force=True)
+    second.on_partitions_assigned([("in", 0)])
+    assert second.baselines is not None and set(second.baselines.ready) == {"s"}
+    assert "baseline of sensor 't' in the changelog (partition ('in', 0)) is unreadable" in caplog.text
