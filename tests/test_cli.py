@@ -120,6 +120,15 @@ def test_a_training_file_that_cannot_be_read_is_one_line_and_exit_2(
     assert err.startswith("aestream: error: " + message.format(path=data)) and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("argv", [["run", "--max-idle-s", "nan"], ["simulate", "--rate", "-5"],
+                                  ["report", "--events", "x.jsonl", "--timeout-s", "inf"]])
+def test_a_time_or_rate_that_is_no_finite_number_of_0_or_more_is_refused(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and "is invalid: use a finite number of 0 or more" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [["simulate", "--sensors", "0"], ["demo", "--sensors", "-1"],
                                   ["simulate", "--batch", "0"]])
 def test_a_count_below_its_least_is_refused_by_the_parser(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
