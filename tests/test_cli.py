@@ -351,3 +351,16 @@ def test_a_second_signal_while_the_worker_stops_exits_at_once(
     with pytest.raises(SystemExit) as exit_:
         main(["run"])
     assert exit_.value.code == 128 + signal.SIGINT
+
+
+def test_with_log_json_the_last_error_is_a_json_line_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b'[kafka]\ngroup_id = "caf\xe9"\n')
+    assert main(["--log-json", "--config", str(bad), "models", "list"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    doc = json.loads(line)
+    assert doc["level"] == "ERROR" and doc["msg"].startswith(f"aestream: error: config file {bad} is not UTF-8 text")
+    assert main(["--config", str(bad), "models", "list"]) == 2
+    assert capsys.readouterr().err.startswith("aestream: error: config file ")

@@ -19,7 +19,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from aestream.config import Config, load_config
 from aestream.errors import AestreamError, DeliveryError
-from aestream.ops.logs import configure_logging
+from aestream.ops.logs import LOG_JSON_ENV, configure_logging
 
 __all__ = ["build_parser", "main"]
 
@@ -200,6 +200,15 @@ class _Refusals(logging.Handler):
                 self.last = (what, fix)
 
 
+def _error(line: str) -> None:
+    """The command's last word on stderr: one plain line, or with ``--log-json`` (``ops.log_json``) one JSON object
+    like every other line, so a log shipper reading that output gets it too."""
+    if os.environ.get(LOG_JSON_ENV) == "1":
+        logging.getLogger("aestream").error(line)
+    else:
+        print(line, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] | None = None) -> int:
     """The command line. ``early_signals`` (from the console script, :mod:`~aestream.commands.entry`, whose handler
     holds SIGTERM/SIGINT until here): the signals that came before; ``run`` and ``trainer`` then stop before their
@@ -221,10 +230,10 @@ def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] | None 
         with logging_redirect_tqdm():  # log lines print above a progress bar, not through it
             return int(_COMMANDS[args.command](cfg, args) or 0)
     except DeliveryError as e:  # the broker away: a restart may succeed (systemd restarts any code but 2)
-        print(f"aestream: error: {e}", file=sys.stderr)
+        _error(f"aestream: error: {e}")
         return 1
     except AestreamError as e:
-        print(f"aestream: error: {e}", file=sys.stderr)
+        _error(f"aestream: error: {e}")
         return 2
     except KeyboardInterrupt:
         return 130
@@ -235,11 +244,10 @@ def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] | None 
             raise
         if refusals.last is not None:
             what, fix = refusals.last
-            print(f"aestream: error: {e}: the broker {what} (the log above says how); check {fix}",
-                  file=sys.stderr)
+            _error(f"aestream: error: {e}: the broker {what} (the log above says how); check {fix}")
             return 2  # a setting to fix: a restart would fail the same way
-        print(f"aestream: error: {e}: no broker answered; check kafka.bootstrap_servers (or "
-              "AESTREAM_KAFKA_BOOTSTRAP_SERVERS) and that the brokers run (a restart tries again)", file=sys.stderr)
+        _error(f"aestream: error: {e}: no broker answered; check kafka.bootstrap_servers (or "
+               "AESTREAM_KAFKA_BOOTSTRAP_SERVERS) and that the brokers run (a restart tries again)")
         return 1
     finally:
         logging.getLogger("kafka").removeHandler(refusals)
