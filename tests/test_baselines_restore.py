@@ -174,16 +174,22 @@ def test_forgetting_a_sensor_drops_the_readings_it_gathered() -> None:
     np.testing.assert_array_equal(np.concatenate(runs), readings[150:250].astype(np.float32))
 
 
+def _calibrated(cfg: Config, models: Any, changelog: Changelog, source: Any) -> Worker:
+    """A worker given partition in[0] that has read ``source``'s polls of sensor "s" (two steps): calibrated."""
+    worker = Worker(cfg, source, ChangelogSink(changelog), models, changelog=changelog, clock=lambda: 0.0)
+    worker.refresh_model(force=True)
+    worker.on_partitions_assigned([("in", 0)])
+    worker.step()
+    worker.step()
+    return worker
+
+
 def test_a_fine_tune_lost_with_the_partition_is_done_by_its_next_owner(
         train_small: Any, one_model: Any, scripted_source: Any) -> None:
     cfg = _cfg().replace(stream={"window_size": 4}, baselines={"n_readings": 40})
     bundle, changelog, rng = train_small(cfg, epochs=3), Changelog(), np.random.default_rng(0)
-    first = Worker(cfg, scripted_source([sensor_polls(0, 60, rng)]), ChangelogSink(changelog), one_model(bundle),
-                   changelog=changelog, clock=lambda: 0.0)
-    first.refresh_model(force=True)
-    first.on_partitions_assigned([("in", 0)])
-    first.step()
-    first.step()  # calibrated; its fine-tune waits, unfinished, when the partition moves
+    first = _calibrated(cfg, one_model(bundle), changelog, scripted_source([sensor_polls(0, 60, rng)]))
+    # its fine-tune waits, unfinished, when the partition moves
     first.on_partitions_changed([("in", 0)])
     assert "model" not in json.loads(changelog.log["s"])
     second = Worker(cfg, scripted_source([sensor_polls(60, 200, rng)]), ChangelogSink(changelog), one_model(bundle),
@@ -415,12 +421,7 @@ def test_an_unreadable_baseline_record_is_skipped_with_a_warning_and_the_others_
         train_small: Any, one_model: Any, scripted_source: Any, caplog: pytest.LogCaptureFixture) -> None:
     cfg = _cfg().replace(stream={"window_size": 4}, baselines={"n_readings": 40, "mode": "shared"})
     bundle, changelog, rng = train_small(cfg, epochs=3), Changelog(), np.random.default_rng(0)
-    first = Worker(cfg, scripted_source([sensor_polls(0, 60, rng)]), ChangelogSink(changelog), one_model(bundle),
-                   changelog=changelog, clock=lambda: 0.0)
-    first.refresh_model(force=True)
-    first.on_partitions_assigned([("in", 0)])
-    first.step()
-    first.step()
+    _calibrated(cfg, one_model(bundle), changelog, scripted_source([sensor_polls(0, 60, rng)]))
     assert "s" in changelog.log
     changelog.log["t"] = b'{"mean": "not a baseline"}'  # another version's record, say
     second = Worker(cfg, scripted_source([]), ChangelogSink(changelog), one_model(bundle), changelog=changelog,
