@@ -35,7 +35,7 @@ from aestream.kafka.protocols import Changelog, ModelSource, ModelStoreLike, Sin
 from aestream.models.store import ModelStore
 from aestream.ops.instrument import WorkerMetrics, start_ops_server
 from aestream.ops.metrics import Metrics, RetrainMetrics
-from aestream.ops.server import OpsServer, broker_check
+from aestream.ops.server import OpsServer, broker_check, check_port
 from aestream.outputs.streams import StreamsStage
 from aestream.retrain.reservoir import Reservoir
 from aestream.retrain.retrainer import Retrainer, RetrainOutcome, Trainer
@@ -112,6 +112,8 @@ def build_app(
 
     changelog = alerts_changelog = None
     on_kafka = source is None  # not a test's or a benchmark's source
+    if on_kafka and cfg.ops.metrics_enabled:  # a port in use fails before the clients' bootstrap, not after it
+        check_port(cfg.ops.metrics_host, cfg.ops.metrics_port)
     if source is None:
         from aestream.kafka.changelog import KafkaChangelog
         from aestream.kafka.kafka_python import open_source
@@ -256,6 +258,8 @@ def build_trainer(cfg: Config, *, trainer: Trainer = train_bundle_from_windows,
                           'its own: set fleet.retrain_in = "trainer" (and retrain.enabled = true in the workers) '
                           "to run one trainer for the fleet")
     r, o = cfg.retrain, cfg.ops
+    if o.metrics_enabled and serve:  # a port in use fails before the feed's bootstrap, not after it
+        check_port(o.metrics_host, o.trainer_metrics_port, "ops.trainer_metrics_port")
     reservoir = Reservoir(r.n_reservoir_windows, cfg.stream.window_size, len(cfg.stream.channels),
                           half_life_s=r.half_life_s, max_age_s=r.max_age_s, seed=cfg.model.seed)
     metrics = RetrainMetrics()  # a worker's gauges here would read as a worker without a model

@@ -163,6 +163,32 @@ def test_a_port_in_use_fails_the_start_with_the_key_the_value_and_the_fix(key: s
         assert freed.port == port
 
 
+def test_a_port_in_use_fails_the_start_before_any_kafka_client_waits_for_its_broker(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """The clients' bootstrap waits up to 30 s when the broker is away, and then exits 1 (restarted forever):
+    the port, a setting to fix (exit 2), is checked first."""
+    import aestream.kafka.kafka_python as kafka_python
+    from aestream.app import build_app, build_trainer
+    from aestream.config import Config
+    from aestream.kafka import normal_windows
+
+    def opened(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a Kafka client was opened before the port was checked")
+
+    monkeypatch.setattr(kafka_python, "open_source", opened)
+    monkeypatch.setattr(normal_windows, "NormalWindowsFeed", opened)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        base = Config().replace(paths={"model_dir": str(tmp_path)}, model={"device": "cpu"},
+                                fleet={"retrain_in": "trainer"})
+        for key, build in (("ops.metrics_port", build_app), ("ops.trainer_metrics_port", build_trainer)):
+            cfg = base.replace(ops={"metrics_host": "127.0.0.1", key.split(".")[1]: port})
+            with pytest.raises(ConfigError, match=rf"^config key {key} = {port} cannot be served on 127\.0\.0\.1"):
+                build(cfg)
+
+
 def test_a_host_not_of_this_machine_fails_the_start_naming_the_host_key() -> None:
     server = ops.OpsServer(0, Metrics(), lambda: {}, host="192.0.2.1")  # TEST-NET-1: never a local address
     with pytest.raises(ConfigError, match=r"^config key ops.metrics_host = '192\.0\.2\.1' cannot be served on: .*"

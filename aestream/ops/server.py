@@ -128,6 +128,27 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
+def check_port(host: str, port: int, key: str = "ops.metrics_port") -> None:
+    """Fail now, with the setting and its fix, when ``host:port`` cannot be bound: before a start's slow part (the
+    Kafka clients' bootstrap, up to 30 s with the broker away), not after it. The port is let go at once."""
+    if port == 0:
+        return
+    with socket.socket(_Server.address_family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds (allow_reuse_address)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise _unbound(e, key, host, port) from None
+
+
+def _unbound(e: OSError, key: str, host: str, port: int) -> ConfigError:
+    if e.errno == errno.EADDRINUSE:  # another worker or trainer on this host
+        return ConfigError(f"config key {key} = {port} cannot be served on {host or '*'}: {e.strerror} (another "
+                           f"aestream on this host?): set {key} to a free port, or 0 for any free port")
+    return ConfigError(f"config key ops.metrics_host = {host!r} cannot be served on: {e.strerror or e}: set it to "
+                       'an address of this machine, or "0.0.0.0" for all of them')
+
+
 class OpsServer:
     """Serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` from a daemon thread.
 
@@ -153,12 +174,7 @@ class OpsServer:
         try:
             self._server = _Server((self.host, self.port), self.metrics, self.readiness, self.liveness)
         except OSError as e:
-            if e.errno == errno.EADDRINUSE:  # another worker or trainer on this host
-                raise ConfigError(f"config key {self.key} = {self.port} cannot be served on {self.host or '*'}: "
-                                  f"{e.strerror} (another aestream on this host?): set {self.key} to a free port, "
-                                  "or 0 for any free port") from None
-            raise ConfigError(f"config key ops.metrics_host = {self.host!r} cannot be served on: {e.strerror or e}: "
-                              'set it to an address of this machine, or "0.0.0.0" for all of them') from None
+            raise _unbound(e, self.key, self.host, self.port) from None
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="aestream-ops", daemon=True)
         self._thread.start()
