@@ -96,6 +96,8 @@ def build_app(
     ``model.device``."""
     check_config(cfg)
     check_device(device or cfg.model.device, "option --device" if device else "config key model.device")
+    if device:  # for all of the worker: scoring, and the fine-tunes and retraining it runs
+        cfg = cfg.replace(model={"device": device})
     if models is None:  # before any client connects: a fleet's store without its key fails here
         models = open_model_store(cfg)
     worker: Worker | None = None

@@ -87,3 +87,12 @@ def test_kerberos_without_what_the_client_needs_for_it_fails_at_start(
                                   "sasl_mechanism": "GSSAPI"})
     with pytest.raises(ConfigError, match=message):
         build_app(cfg)
+
+
+def test_the_device_option_holds_for_the_fine_tunes_and_retraining_too(tmp_path: object) -> None:
+    """``aestream run --device cpu`` with model.device = "auto": the worker scored on the CPU while the fine-tunes
+    and retraining it runs read model.device, and took a GPU when the host had one."""
+    cfg = Config().replace(model={"device": "auto"}, retrain={"enabled": True}, paths={"state_dir": str(tmp_path)})
+    app = build_app(cfg, source=_Null(), sink=_Null(), models=_Null(), device="cpu")
+    assert app.worker.cfg.model.device == "cpu"
+    assert app.retraining is not None and app.retraining.retrainer.cfg.model.device == "cpu"
