@@ -364,3 +364,22 @@ def test_with_log_json_the_last_error_is_a_json_line_too(tmp_path: Path, capsys:
     assert doc["level"] == "ERROR" and doc["msg"].startswith(f"aestream: error: config file {bad} is not UTF-8 text")
     assert main(["--config", str(bad), "models", "list"]) == 2
     assert capsys.readouterr().err.startswith("aestream: error: config file ")
+
+
+def test_a_local_broker_that_does_not_start_is_one_line_naming_what_it_needs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import socket
+
+    import aestream.commands.demo as demo
+    from aestream.errors import AestreamError
+
+    script = tmp_path / "kafka.sh"
+    script.write_text("echo 'java: command not found' >&2\nexit 3\n")
+    monkeypatch.setattr(demo, "KAFKA_SCRIPT", script)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(AestreamError, match=r"^the local broker did not start \(kafka\.sh start exited 3; its lines "
+                                            r"above say why\): it needs Java 17\+ and Maven"):
+        demo.start_local_broker(f"127.0.0.1:{port}", out=io.StringIO())

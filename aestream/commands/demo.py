@@ -65,7 +65,11 @@ def start_local_broker(bootstrap: str, out: TextIO = sys.stdout) -> bool:
         raise SystemExit(f"no Kafka broker answers at {bootstrap}; start one or set kafka.bootstrap_servers")
     print(f"starting a local Kafka broker on {bootstrap} (jars are fetched once, then cached) ...", file=out,
           flush=True)
-    subprocess.run(["bash", str(KAFKA_SCRIPT), "start", port], check=True)
+    done = subprocess.run(["bash", str(KAFKA_SCRIPT), "start", port])
+    if done.returncode != 0:
+        raise AestreamError(f"the local broker did not start ({KAFKA_SCRIPT.name} start exited {done.returncode}; "
+                            "its lines above say why): it needs Java 17+ and Maven (which fetches its jars once), "
+                            "or start a broker yourself and set kafka.bootstrap_servers")
     return True
 
 
