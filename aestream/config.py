@@ -55,6 +55,8 @@ DEFAULT_CHANNELS = ("Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressu
                     "Voltage", "Volume Flow RateRMS")
 BOOTSTRAP_ENV = "AESTREAM_KAFKA_BOOTSTRAP_SERVERS"
 MIN_RESIDUAL_STEP_STD, MAX_RESIDUAL_STEP_STD = 1e-6, 1e6  # streams.latent_residual_step_std (float32 in records)
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka takes for a topic's name ("." and ".." aside)
+TOPIC_FIX = "a Kafka topic's name uses letters, digits, '.', '_' and '-' only (at most 249): name another topic"
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})")  # "kafka:9092", "[::1]:9092"
 SECRET_ENV = {
     "sasl_password": "AESTREAM_KAFKA_SASL_PASSWORD",
@@ -107,6 +109,13 @@ class KafkaConfig:
         _check_names(self, "kafka", "group_id", "client_id", "output_topic", "dead_letter_topic")
         _require(all(t.strip() for t in self.input_topics), "kafka.input_topics", list(self.input_topics),
                  "name each topic (an empty name is no topic)")
+        for key, topics in (("input_topics", self.input_topics), ("output_topic", (self.output_topic,)),
+                            ("dead_letter_topic", (self.dead_letter_topic,))):
+            bad = [t for t in topics if not is_topic_name(t)]
+            _require(not bad, f"kafka.{key}", bad[0] if bad else "", TOPIC_FIX)
+        _require(is_topic_name(f"{self.group_id}-baselines-changelog"), "kafka.group_id", self.group_id,
+                 "it names the worker's own topics (<group_id>-baselines-changelog, -alerts-changelog, -models, "
+                 "-normal-windows): use letters, digits, '.', '_' and '-' only (at most 229)")
         for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms", "max_poll_records",
                      "poll_timeout_ms"):
             _require(getattr(self, name) > 0, f"kafka.{name}", getattr(self, name), "use a positive number")
@@ -320,6 +329,9 @@ class AlertsConfig:
         _check_choices(self, "alerts")
         _check_finite(self, "alerts")
         _check_names(self, "alerts", "topic", "state_file")
+        for key in ("topic", "dead_letter_topic"):
+            topic = getattr(self, key)
+            _require(not topic or is_topic_name(topic), f"alerts.{key}", topic, TOPIC_FIX)
         _require(self.n_resolve_windows >= 1, "alerts.n_resolve_windows", self.n_resolve_windows,
                  "use 1 or more windows")
         for name in ("cooldown_ms", "silent_after_s", "silent_lag_ms", "persist_interval_s"):
@@ -517,6 +529,11 @@ def _require(ok: bool, key: str, value: object, fix: str) -> None:
         raise ConfigError(f"config key {key} = {value!r} is invalid: {fix}")
 
 
+def is_topic_name(value: str) -> bool:
+    """Whether Kafka takes ``value`` as a topic's name."""
+    return _TOPIC.fullmatch(value) is not None and value not in (".", "..")
+
+
 def _check_names(section: Any, name: str, *keys: str) -> None:
     """The string ``keys`` of ``section`` (topics, ids, paths) are not empty: "" would name no topic, or the
     current directory."""
@@ -663,6 +680,7 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
              f"{unknown} are not among stream.channels {list(cfg.stream.channels)}: name some of those, or [] for none")
     for key in ("denoised_topic", "latent_topic"):
         topic = getattr(cfg.streams, key)
+        _require(not topic or is_topic_name(topic), f"streams.{key}", topic, TOPIC_FIX)
         _require(topic not in cfg.kafka.input_topics, f"streams.{key}", topic,
                  "it is one of kafka.input_topics, so the worker would read its own records back "
                  + ("as new readings" if key == "denoised_topic" else "(each a dead letter)") + ": name another topic")

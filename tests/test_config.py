@@ -39,6 +39,17 @@ def test_repository_config_toml_parses_and_matches_the_defaults() -> None:
          "is one of kafka.input_topics, so the worker would read its own records back as new readings"),
         ({"streams": {"latent_topic": "readings"}}, "config key streams.latent_topic = 'readings' is invalid: it is "
          "one of kafka.input_topics"),
+        ({"kafka": {"input_topics": ["plant/readings"]}}, "config key kafka.input_topics = 'plant/readings' is "
+         "invalid: a Kafka topic's name uses letters, digits, '.', '_' and '-' only (at most 249): name another topic"),
+        ({"kafka": {"output_topic": "anomaly events"}}, "config key kafka.output_topic = 'anomaly events' is invalid: "
+         "a Kafka topic's name uses"),
+        ({"kafka": {"dead_letter_topic": ".."}}, "config key kafka.dead_letter_topic = '..' is invalid: a Kafka "
+         "topic's name uses"),
+        ({"kafka": {"group_id": "site:north"}}, "config key kafka.group_id = 'site:north' is invalid: it names the "
+         "worker's own topics (<group_id>-baselines-changelog"),
+        ({"alerts": {"topic": "alerts!"}}, "config key alerts.topic = 'alerts!' is invalid: a Kafka topic's name uses"),
+        ({"streams": {"latent_topic": "latent codes"}}, "config key streams.latent_topic = 'latent codes' is invalid: "
+         "a Kafka topic's name uses"),
     ],
 )
 def test_a_wrong_key_or_value_names_the_key_the_value_and_the_fix(doc: dict, message: str) -> None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from aestream.config import TOPIC_FIX, is_topic_name
 from aestream.errors import ConfigError
 
 __all__ = [
@@ -137,6 +138,8 @@ def parse_sinks(table: Mapping[str, Any], default_topic: str, where: str = "aler
             _known(rest, ("topic",), at)
             if not isinstance(rest.get("topic"), str) or not rest["topic"]:
                 raise ConfigError(f"config key {at}.topic = {rest.get('topic')!r} is invalid: name the topic")
+            if not is_topic_name(rest["topic"]):
+                raise ConfigError(f"config key {at}.topic = {rest['topic']!r} is invalid: {TOPIC_FIX}")
             sinks[name] = TopicSpec(rest["topic"])
         elif kind == "webhook":
             sinks[name] = _webhook(rest, at)

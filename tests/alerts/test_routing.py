@@ -184,6 +184,9 @@ def test_a_sensor_s_tags_come_once_each_in_table_order() -> None:
     ({"sinks": {"b": {"type": "topic", "topic": "readings"}}, "default_sinks": ["b"]},
      "config key alerts.sinks.b.topic = 'readings' is invalid: it is one of kafka.input_topics, so the worker would "
      "read its alerts back as readings (each a dead letter): name another topic"),
+    ({"sinks": {"b": {"type": "topic", "topic": "ops/pager"}}, "default_sinks": ["b"]},
+     "config key alerts.sinks.b.topic = 'ops/pager' is invalid: a Kafka topic's name uses letters, digits, '.', '_' "
+     "and '-' only (at most 249): name another topic"),
     ({"bands": {"info": 0.5, "warning": 1.0}},
      "config key alerts.bands.info is invalid: info is the severity of every data-quality event, so a route on it "
      "could not tell the two apart; name the band otherwise, e.g. notice"),
