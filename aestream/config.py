@@ -142,6 +142,9 @@ class KafkaConfig:
                  self.sasl_mechanism, f"use one of {', '.join(SASL_MECHANISMS)}" + ("" if sasl else ', or ""'))
         _require(self.dead_letter_max_bytes > 0, "kafka.dead_letter_max_bytes", self.dead_letter_max_bytes,
                  "use a positive number of bytes, below the dead-letter topic's max.message.bytes")
+        _require(not sasl or self.sasl_mechanism == "GSSAPI" or bool(self.sasl_username.strip()),
+                 "kafka.sasl_username", self.sasl_username,
+                 f"{self.sasl_mechanism or 'SASL'} over {self.security_protocol} needs the user to log in as")
 
 
 @dataclass(frozen=True)
@@ -672,6 +675,10 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
                               "1 to 65535), or unset it")
         kafka = dataclasses.replace(kafka, bootstrap_servers=servers)
     sections["kafka"] = kafka
+    if kafka.security_protocol.startswith("SASL") and kafka.sasl_mechanism != "GSSAPI" and not kafka.sasl_password:
+        raise ConfigError(f"config key kafka.sasl_password is empty, and {kafka.sasl_mechanism} over "
+                          f"{kafka.security_protocol} needs it: set {SECRET_ENV['sasl_password']} in the environment "
+                          "(or kafka.sasl_password, in a file only its user can read)")
     if environ and environ.get(MODEL_KEY_ENV):
         sections["fleet"] = dataclasses.replace(sections.get("fleet", FleetConfig()), model_key=environ[MODEL_KEY_ENV])
     cfg = Config(**sections)

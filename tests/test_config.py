@@ -81,6 +81,18 @@ def test_secrets_come_from_the_environment_and_never_show_in_repr() -> None:
     assert "s3cr3t-pw" not in repr(cfg) and "s3cr3t-pw" not in str(cfg.kafka)
 
 
+def test_sasl_with_a_user_and_password_to_log_in_with_or_a_refusal_saying_which_is_missing() -> None:
+    sasl = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}
+    with pytest.raises(ConfigError, match=r"^config key kafka.sasl_username = '' is invalid: SCRAM-SHA-512 over "
+                                          r"SASL_SSL needs the user to log in as$"):
+        parse_config({"kafka": sasl}, environ={"AESTREAM_KAFKA_SASL_PASSWORD": "pw"})
+    with pytest.raises(ConfigError, match=r"^config key kafka.sasl_password is empty, and SCRAM-SHA-512 over SASL_SSL "
+                                          r"needs it: set AESTREAM_KAFKA_SASL_PASSWORD in the environment"):
+        parse_config({"kafka": {**sasl, "sasl_username": "u"}}, environ={})
+    gssapi = parse_config({"kafka": {**sasl, "sasl_mechanism": "GSSAPI"}}, environ={})  # Kerberos: a ticket
+    assert gssapi.kafka.sasl_username == "" and gssapi.kafka.sasl_password == ""
+
+
 def test_integers_are_accepted_for_float_keys_and_replace_keeps_checks() -> None:
     cfg = parse_config({"model": {"learning_rate": 1}})
     assert cfg.model.learning_rate == 1.0
