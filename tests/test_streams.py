@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from aestream.commands.embed import embed_frame
-from aestream.errors import AestreamError
+from aestream.errors import AestreamError, LatentRecordError
 from aestream.models.bundle import ModelBundle
 from aestream.outputs.streams import (
     MAX_RESIDUAL,
@@ -354,3 +354,29 @@ def test_a_sensor_whose_id_is_too_long_for_a_latent_record_has_no_latent_stream_
         out = stage.on_scored(scored) + stage.on_scored(scored)
     assert [decode_latent(m.value).sensor for m in out] == ["pump-1", "pump-1"]
     assert caplog.text.count("its id is 400 UTF-8 bytes, more than a latent record holds (255)") == 1
+
+
+@pytest.mark.parametrize("median", [2**30, 2**40, 2**62 - 1])
+def test_a_residual_no_encoder_writes_is_refused_not_decoded(median: int) -> None:
+    """A record whose residuals are beyond ±MAX_RESIDUAL (the encoder refuses those; past int64 they wrapped
+    around) was decoded into a garbage window, outside the promised bound."""
+    from aestream.outputs import streams as S
+
+    rec = S.encode_latent("pump-7", 1_767_225_600_000, "v0003", np.array([0.5], np.float32),
+                          residual=np.array([[0]]), step_std=0.05)
+    head = rec[: len(rec) - len(S._rice_encode(np.array([[0]])))]
+    gamma = int(S._zigzag(np.array([median]))[0]) + 1  # the channel's median, Elias-gamma coded
+    bits = S._bits(np.array([0, 0, 0]), np.array([5, 2 * gamma.bit_length() - 1, 1]), np.array([0, gamma, 0]))
+    with pytest.raises(LatentRecordError, match=r"residuals are beyond ±1073741823"):
+        S.decode_latent(head + np.packbits(bits).tobytes())
+
+
+def test_what_the_stage_said_once_of_a_sensor_goes_with_the_sensor() -> None:
+    from aestream.outputs.streams import StreamsStage
+
+    stage = StreamsStage(lambda: None, ("a", "b"), latent_topic="lat")
+    stage._unfit_sensors.update({"s1", "s2"})
+    stage._long_ids.update({"s1", "x" * 300})
+    stage.evict(["s1", "x" * 300])
+    stage.forget(["s2"])
+    assert stage._unfit_sensors == set() and stage._long_ids == set()

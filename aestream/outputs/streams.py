@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -279,8 +279,13 @@ def _rice_decode(data: bytes, w: int, c: int) -> np.ndarray:
                 take(len(s) + 1)
             u, p = e - p, e + 1
             row.append((u << k) | take(k))
+        median = ((gamma - 1) >> 1) ^ -((gamma - 1) & 1)
+        if abs(median) > MAX_RESIDUAL or max(row) > 4 * MAX_RESIDUAL + 1:  # no encoder writes these (nor int64 holds)
+            raise ValueError(f"channel {ch}'s residuals are beyond ±{MAX_RESIDUAL}")
         z = np.array(row, dtype=np.int64)
-        out[ch] = ((z >> 1) ^ -(z & 1)) + (((gamma - 1) >> 1) ^ -((gamma - 1) & 1))
+        out[ch] = ((z >> 1) ^ -(z & 1)) + median
+        if np.abs(out[ch]).max() > MAX_RESIDUAL:
+            raise ValueError(f"channel {ch}'s residuals are beyond ±{MAX_RESIDUAL}")
     if len(s) - p >= 8 or "1" in s[p:]:
         raise ValueError(f"{len(s) - p} bits left after {w} × {c} residual values")
     return out.T
@@ -307,6 +312,14 @@ class StreamsStage(Stage):
         self.latent_residual_step_std = latent_residual_step_std
         self._unfit_sensors: set[str] = set()
         self._long_ids: set[str] = set()  # sensors whose id is too long for a latent record (warned once)
+
+    def forget(self, sensors: Iterable[str]) -> None:
+        """Sensors gone (their partition moved, or idle past the TTL): drop what was said once of them."""
+        for s in sensors:
+            self._unfit_sensors.discard(s)
+            self._long_ids.discard(s)
+
+    evict = forget
 
     def topics(self) -> tuple[str, ...]:
         return tuple(t for t in (self.denoised_topic, self.latent_topic) if t)
