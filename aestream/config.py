@@ -691,6 +691,16 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
         _require(topic not in cfg.kafka.input_topics, f"streams.{key}", topic,
                  "it is one of kafka.input_topics, so the worker would read its own records back "
                  + ("as new readings" if key == "denoised_topic" else "(each a dead letter)") + ": name another topic")
+    if cfg.streams.latent_topic:  # what one latent record can hold (aestream.outputs.streams)
+        n_detrend = len(cfg.model.detrend_channels)
+        _require(n_detrend <= 255, "model.detrend_channels", f"{n_detrend} channels",
+                 "a latent record holds the levels of at most 255 detrended channels: detrend fewer, or leave "
+                 'streams.latent_topic = ""')
+        if cfg.streams.latent_residual_step_std > 0:
+            n, w = len(cfg.stream.channels), cfg.stream.window_size
+            _require(n <= 255 and w <= 65535, "streams.latent_residual_step_std", cfg.streams.latent_residual_step_std,
+                     f"a latent record's residual holds at most 255 channels and 65535 readings, not {n} × {w}: use 0 "
+                     "(records without a residual)")
     a, ttl_s = cfg.alerts, cfg.stream.sensor_ttl_s
     if a.enabled:  # a sensor is forgotten after sensor_ttl_s without a reading: a silence must be found before
         _require(a.silent_after_s < ttl_s, "alerts.silent_after_s", a.silent_after_s,

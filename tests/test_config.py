@@ -81,6 +81,21 @@ def test_secrets_come_from_the_environment_and_never_show_in_repr() -> None:
     assert "s3cr3t-pw" not in repr(cfg) and "s3cr3t-pw" not in str(cfg.kafka)
 
 
+def test_a_latent_topic_whose_records_could_not_hold_the_windows_is_refused_at_start() -> None:
+    """The stage raised on the first scored batch instead, as the worker's step (it stopped the worker)."""
+    wide = [f"c{i}" for i in range(256)]
+    with pytest.raises(ConfigError, match=r"^config key streams.latent_residual_step_std = 0.05 is invalid: a latent "
+                                          r"record's residual holds at most 255 channels and 65535 readings, not 256 "):
+        parse_config({"stream": {"channels": wide}, "model": {"detrend_channels": []},
+                      "streams": {"latent_topic": "lat", "latent_residual_step_std": 0.05}})
+    with pytest.raises(ConfigError, match=r"^config key model.detrend_channels = '256 channels' is invalid: a latent "
+                                          r"record holds the levels of at most 255 detrended channels"):
+        parse_config({"stream": {"channels": wide}, "model": {"detrend_channels": wide},
+                      "streams": {"latent_topic": "lat"}})
+    assert parse_config({"stream": {"channels": wide}, "model": {"detrend_channels": []},
+                         "streams": {"latent_topic": "lat"}}).stream.channels == tuple(wide)
+
+
 def test_sasl_with_a_user_and_password_to_log_in_with_or_a_refusal_saying_which_is_missing() -> None:
     sasl = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512"}
     with pytest.raises(ConfigError, match=r"^config key kafka.sasl_username = '' is invalid: SCRAM-SHA-512 over "
