@@ -30,7 +30,7 @@ from aestream.alerts import build_alert_stage
 from aestream.alerts.routing import check_alerts
 from aestream.config import Config, KafkaConfig
 from aestream.detect.scoring import resolve_device
-from aestream.errors import ConfigError
+from aestream.errors import ConfigError, first_line
 from aestream.kafka.protocols import Changelog, ModelSource, ModelStoreLike, Sink, Source
 from aestream.models.store import ModelStore
 from aestream.ops.instrument import WorkerMetrics, start_ops_server
@@ -318,7 +318,7 @@ def check_device(device: str, key: str = "config key model.device") -> None:
     try:
         torch.empty(0, device=resolve_device(device))
     except Exception as e:  # RuntimeError, AssertionError (a CPU-only torch), torch's AcceleratorError
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise ConfigError(f"{key} = {device!r} cannot be used on this host ({reason}): use \"cpu\", or \"auto\" "
                           "(CUDA when a GPU is visible)") from None
 

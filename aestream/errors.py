@@ -31,7 +31,15 @@ __all__ = [
     "LatentRecordError",
     "ReservoirError",
     "TrainingError",
+    "first_line",
 ]
+
+
+def first_line(e: BaseException, default: str | None = None) -> str:
+    """The first line of ``e``'s text, for a one-line error that quotes it (pandas and torch raise several);
+    ``default`` (else the exception's type) when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else default or type(e).__name__
 
 
 class AestreamError(Exception):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aestream.errors import AestreamError, DataError
+from aestream.errors import AestreamError, DataError, first_line
 
 __all__ = ["read_segments", "read_table", "ts_to_ms"]
 
@@ -26,7 +26,7 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         return pd.read_csv(p, sep=sep, engine="python" if sep is None else "c")
     except (ValueError, OSError, csv.Error) as e:  # pandas' and pyarrow's parse errors are ValueErrors
         kind = "Parquet" if parquet else "CSV" + ("" if sep is None else f" separated by {sep!r}")
-        why = str(e).strip().splitlines()[0] if str(e).strip() else "empty"
+        why = first_line(e, "empty")
         raise DataError(f"data file {p} cannot be read as {kind} ({type(e).__name__}: {why}): give a "
                         + ("Parquet file" if parquet else "CSV file with a header row (--sep: one character, or "
                            "leave it out to detect it)")) from None

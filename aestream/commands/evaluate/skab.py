@@ -45,7 +45,7 @@ from aestream.commands.evaluate.metrics import (
     nab_score,
 )
 from aestream.config import Config
-from aestream.errors import DataError
+from aestream.errors import DataError, first_line
 from aestream.models.bundle import ModelBundle
 from aestream.models.store import ModelStore
 from aestream.stream.codec import encode_reading
@@ -148,7 +148,7 @@ def _read_skab_csv(path: str | Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep=";", parse_dates=["datetime"], index_col="datetime")
     except (ValueError, OSError) as e:  # pandas' parse errors are ValueErrors
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        why = first_line(e)
         raise DataError(f"SKAB file {path} cannot be read ({why}): expected datetime;<sensors>;anomaly;changepoint, "
                         "separated by ';'") from None
 
