@@ -159,8 +159,9 @@ def _webhook(spec: dict[str, Any], at: str) -> WebhookSpec:
     url = spec.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ConfigError(f"config key {at}.url is invalid: use an http:// or https:// URL")
+    u = urlsplit(url)
     try:  # the URL is not quoted back: its path or query may hold the webhook's secret
-        host, _ = urlsplit(url).hostname, urlsplit(url).port
+        host, _ = u.hostname, u.port
     except ValueError:
         raise ConfigError(f"config key {at}.url is invalid: its port is not a number from 0 to 65535") from None
     if not host:
