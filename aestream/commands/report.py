@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from aestream.errors import AestreamError
 
@@ -172,12 +172,12 @@ def _top(sensors: dict[str, SensorSeries], top_n: int) -> list[dict[str, Any]]:
 def _time_ms(doc: dict[str, Any], keys: tuple[str, ...]) -> int | None:
     for k in keys:
         v = doc.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        if _is_number(v) and math.isfinite(v):
             return int(v)
     return None
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
