@@ -92,13 +92,10 @@ class ModelStore:
                 fsync_dir(tmp)  # its files' names too, before the rename makes it a version
                 os.rename(tmp, self.root / version)  # fails onto a non-empty directory
                 break
-            except OSError:
+            except BaseException as e:
                 shutil.rmtree(tmp, ignore_errors=True)  # a failed write (a full disk) leaves no half bundle behind
-                if not (self.root / version).is_dir():
+                if not (isinstance(e, OSError) and (self.root / version).is_dir()):
                     raise
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         fsync_dir(self.root)
         if make_current:
             self.set_current(version)
@@ -130,10 +127,10 @@ class ModelStore:
         """Make ``version`` current, or by default the version published before the current one, and hold it
         there until :meth:`resume`."""
         if version is None:
-            versions, cur = self.versions(), self.current()
-            older = [v for v in versions if cur is None or int(v[1:]) < int(cur[1:])]
+            cur = self.current()
             if cur is None:
                 raise BundleError(f"no model is published in {self.root}: nothing to roll back to")
+            older = [v for v in self.versions() if int(v[1:]) < int(cur[1:])]
             if not older:
                 raise BundleError(f"no version older than {cur} to roll back to in {self.root}")
             version = older[-1]
