@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "broker away: after 20 s for its acknowledgements and 10 s for the commit, exit 1, "
                                    "nothing committed); a second signal exits at "
                                    "once.")
-    r.add_argument("--max-idle-s", type=_seconds, default=None,
+    r.add_argument("--max-idle-s", type=_non_negative, default=None,
                    help="exit after this many seconds without records (default: run forever)")
     r.add_argument("--device", default=None, help="override model.device (auto, cpu, cuda)")
 
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sensors", type=_at_least(1), default=6, help="number of sensors (default 6)")
     s.add_argument("--steps", type=_at_least(1), default=900, help="readings per sensor (default 900)")
     s.add_argument("--anomalies", type=_at_least(0), default=3, help="anomalies to inject (default 3)")
-    s.add_argument("--rate", type=_seconds, default=0.0, help="readings per second; 0 = as fast as possible")
+    s.add_argument("--rate", type=_non_negative, default=0.0, help="readings per second; 0 = as fast as possible")
     s.add_argument("--batch", type=_at_least(1), default=1, help="readings per message (batched form when > 1)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--truth", default=None, help="also write the injected anomalies to this JSON file")
@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "channels at the level their record carries; an AEL3 record's residual "
                                     "puts every value within half a step of the scored reading).")
     dc.add_argument("--topic", default=None, help="latent topic (default: streams.latent_topic)")
-    dc.add_argument("--idle-s", type=_seconds, default=2.0, help="stop after this long without records (default 2)")
+    dc.add_argument("--idle-s", type=_non_negative, default=2.0,
+                    help="stop after this long without records (default 2)")
 
     em = sub.add_parser("embed", help="write the latent codes of a CSV/Parquet file of readings to Parquet",
                         description="Window a file of readings like the worker does (stream.window_size, stride) "
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--top", type=_at_least(1), default=8, help="anomalies in the contribution chart (default 8)")
     rp.add_argument("--max-sensors", type=_at_least(1), default=8,
                     help="sensors on the timeline, most anomalous first (default 8)")
-    rp.add_argument("--timeout-s", type=_seconds, default=60.0, help="the longest to read --topic (default 60)")
+    rp.add_argument("--timeout-s", type=_non_negative, default=60.0, help="the longest to read --topic (default 60)")
 
     e = sub.add_parser("evaluate", help="score the detector on a labelled benchmark",
                        description="Evaluate the detector the daemon runs on SKAB with its published protocol: "
@@ -171,9 +172,10 @@ def _at_least(low: int) -> Callable[[str], int]:
     return whole
 
 
-def _seconds(text: str) -> float:
-    """An argparse type: a finite number of 0 or more (``nan`` would never compare as over: never idle)."""
-    value = float(text)  # a ValueError: argparse says "invalid _seconds value"
+def _non_negative(text: str) -> float:
+    """An argparse type for a time in seconds or a rate: a finite number of 0 or more (``nan`` would never compare
+    as over: never idle)."""
+    value = float(text)  # a ValueError: argparse says "invalid _non_negative value"
     if not 0.0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"{text} is invalid: use a finite number of 0 or more")
     return value
