@@ -124,3 +124,24 @@ def test_test_points_a_gap_left_without_a_window_are_counted(tmp_path: Path) -> 
     frame.to_csv(folder / "1.csv", sep=";", index=False)
     metrics, _ = evaluate_folder(folder, CFG)
     assert metrics["unscored_points"] == CFG.stream.window_size - 1  # the readings before the first full window
+
+
+def test_json_stays_alone_on_stdout_when_a_local_broker_is_started(
+        folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import aestream.commands.demo as demo
+    from aestream.commands.cli import main
+
+    script = tmp_path / "kafka.sh"  # the local broker's start, failing after its announcement (no Java here)
+    script.write_text("exit 3\n")
+    monkeypatch.setattr(demo, "KAFKA_SCRIPT", script)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    config = tmp_path / "config.toml"
+    config.write_text(CFG.replace(kafka={"bootstrap_servers": (f"127.0.0.1:{port}",)}).to_toml())
+    assert main(["--config", str(config), "evaluate", "skab", str(folder), "--stream", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "", "a --json run prints its one object on stdout, nothing else"
+    assert f"starting a local Kafka broker on 127.0.0.1:{port}" in err and "the local broker did not start" in err

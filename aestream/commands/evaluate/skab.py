@@ -314,7 +314,7 @@ def _through_kafka(experiments: Sequence[_Experiment], cfg: Config, bundle: Mode
                                  "dead_letter_topic": f"{run}-dead-letter", "group_id": run},
                           paths={"model_dir": str(Path(tmp) / "models"), "state_dir": str(Path(tmp) / "state")},
                           ops={"metrics_port": 0, "metrics_host": "127.0.0.1"})
-        start_local_broker(cfg.kafka.bootstrap_servers[0])
+        start_local_broker(cfg.kafka.bootstrap_servers[0], out=sys.stderr)  # stdout: --json's object alone
         wait_for_broker(cfg.kafka)
         k = cfg.kafka
         ensure_topics(k, {k.input_topics[0]: 4, k.output_topic: 1, k.dead_letter_topic: 1})
