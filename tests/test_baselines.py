@@ -37,18 +37,23 @@ def _windows(cfg: Config, readings: np.ndarray, ts: np.ndarray) -> list[Window]:
     return [w for t, r in zip(ts.tolist(), readings) if (w := win.push("s", t, r)) is not None]  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("stride", [1, 4])
-def test_a_sensor_calibrates_on_exactly_its_first_readings(train_small: Any, stride: int) -> None:
-    cfg = _cfg(stride=stride)
+@pytest.mark.parametrize(("mode", "stride"), [("shared", 1), ("shared", 4), ("finetune", 1)])
+def test_a_sensor_calibrates_on_exactly_its_first_readings(train_small: Any, mode: str, stride: int) -> None:
+    cfg = _cfg(mode, stride=stride)  # its own model's input scaling too: every calibration reading (its validation's)
     bundle = train_small(cfg)
     readings = np.random.default_rng(0).normal(5.0, 2.0, (300, 4))
-    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, stride)
+    base = build_baselines(cfg)
+    assert base is not None
     split = base.split(_windows(cfg, readings, START_MS + 1000 * np.arange(300)), bundle.scorer, "v0001")
     (sensor, _, baseline, scores), = split.finished
+    assert (baseline.scorer is not None) == (mode == "finetune")
     assert sensor == "s" and baseline.n_readings == 100
     np.testing.assert_allclose(baseline.mean, readings[:100].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(baseline.std, readings[:100].std(axis=0), rtol=1e-6)
-    assert len(scores) == len(sliding_windows(readings[:100], 16, stride))
+    n_windows = len(sliding_windows(readings[:100], 16, stride))
+    if mode == "finetune":  # the scores of its validation windows: the last 30 % (model.validation_fraction)
+        n_windows -= int(round(n_windows * (1 - cfg.model.validation_fraction)))
+    assert len(scores) == n_windows
     assert split.keep[0] == (100 - 16) // stride + 1  # the first window after calibration is scored
     assert base.n_calibrating == 0 and "s" in base.ready
 

@@ -36,6 +36,7 @@ def fit_from_config_steps(
     start_from: Autoencoder | None = None,
     epochs: int | None = None,
     validation: np.ndarray | None = None,
+    scale_all_readings: bool = False,
 ) -> Steps[TrainResult]:
     """:func:`~aestream.training.fit.fit_scorer_steps` with every ``[model]`` setting of the config."""
     return fit_scorer_steps(
@@ -60,6 +61,7 @@ def fit_from_config_steps(
         torch_threads=model.torch_threads,
         start_from=start_from,
         validation=validation,
+        scale_all_readings=scale_all_readings,
     )
 
 

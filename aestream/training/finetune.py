@@ -1,11 +1,11 @@
 """A sensor's own model: the shared model fine-tuned on the sensor's calibration readings (transfer learning).
 
 The copy starts from the fleet's weights and learns on the sensor's first readings, standardised by their own
-mean and deviation, with early stopping on their last ``model.validation_fraction`` of windows; the channel scales
-and the threshold are calibrated on those validation windows, which the copy never trained on. Fine-tunes run on the
-worker's own thread, in slices of at most ``baselines.finetune_slice_ms`` between its steps, at most
-``baselines.finetune_queue`` waiting (:class:`Finetuner`), or in the step itself with ``baselines.finetune_blocking``
-(deterministic replays, the evaluation).
+mean and deviation (over all of them, its operating point, as a shared-model baseline takes it), with early stopping
+on their last ``model.validation_fraction`` of windows; the channel scales and the threshold are calibrated on those
+validation windows, which the copy never trained on. Fine-tunes run on the worker's own thread, in slices of at most
+``baselines.finetune_slice_ms`` between its steps, at most ``baselines.finetune_queue`` waiting (:class:`Finetuner`),
+or in the step itself with ``baselines.finetune_blocking`` (deterministic replays, the evaluation).
 
 Why slices and not a thread: a fine-tune is thousands of small torch calls, each taking and giving back the GIL. On a
 thread beside the loop it competed with the loop for the GIL and a core, and a fleet starting up (50 sensors
@@ -39,7 +39,8 @@ def finetune_baseline_steps(runs: list[np.ndarray], shared: Scorer, cfg: Config,
     optimiser step: its baseline with its own model, and the scores of its validation windows."""
     s = cfg.stream
     result = yield from fit_from_config_steps(runs, s.channels, s.window_size, cfg.model, device=str(shared.device),
-                                              start_from=shared.model, epochs=cfg.baselines.finetune_epochs or None)
+                                              start_from=shared.model, epochs=cfg.baselines.finetune_epochs or None,
+                                              scale_all_readings=True)
     own = result.scorer
     pre = own.preprocessor
     threshold = calibrate_threshold(result.validation_scores, cfg.threshold)

@@ -1,5 +1,5 @@
 """Training's time-ordered split: no window both trains and validates, also on segments of one or two windows
-(readings cut by frequent gaps)."""
+(readings cut by frequent gaps), and the input scaling is fitted on the readings that train alone."""
 
 from __future__ import annotations
 
@@ -16,3 +16,17 @@ def test_short_segments_give_no_window_that_both_trains_and_validates() -> None:
     m = result.metrics
     assert m["n_train_windows"] + m["n_val_windows"] == 31, m
     assert m["n_val_windows"] == 1 + 1 + 5, "a segment of two windows validates on its second"
+
+
+def test_the_input_scaling_is_fitted_on_the_readings_the_training_windows_span() -> None:
+    # the last readings (the validation windows' own) sit far off: fitted on them too, the scaling moves toward them
+    rng = np.random.default_rng(1)
+    segment = rng.normal(size=(60, 2))
+    segment[45:] += 50.0
+    result = fit_scorer([segment], ("a", "b"), window_size=8, family="vanilla", latent_size=2, hidden_size=8,
+                        epochs=1, device="cpu", torch_threads=1, validation_fraction=0.3)
+    pre = result.scorer.preprocessor
+    n_train = result.metrics["n_train_windows"]  # 53 windows: 37 train, spanning the first 37 + 7 readings
+    assert n_train == 37 and result.metrics["n_val_windows"] == 16
+    np.testing.assert_allclose(pre.mean, segment[:n_train + 7].mean(axis=0))
+    np.testing.assert_allclose(pre.std, segment[:n_train + 7].std(axis=0))
