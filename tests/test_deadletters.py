@@ -20,6 +20,14 @@ def test_a_dead_letter_keeps_the_records_key_and_value_and_says_where_it_came_fr
     ]
 
 
+def test_a_null_value_is_told_from_an_empty_one() -> None:
+    null = dead_letter("dlq", Record("readings", 0, 8, b"pump-7", None, 0), "empty message (null value)")
+    empty = dead_letter("dlq", Record("readings", 0, 9, b"pump-7", b"", 0), "empty message")
+    assert null.value == empty.value == b""
+    assert ("aestream.value.null", b"true") in null.headers
+    assert not [k for k, _ in empty.headers if k == "aestream.value.null"]
+
+
 def test_a_value_over_max_bytes_keeps_its_prefix_and_the_length_and_digest_of_the_whole() -> None:
     value = b"".join(i.to_bytes(2, "big") for i in range(5_000))  # 10 000 bytes, no two prefixes alike
     m = dead_letter("dlq", Record("readings", 0, 7, None, value, 0), "too big", max_bytes=9_999)

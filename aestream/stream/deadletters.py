@@ -32,6 +32,8 @@ REASON = "aestream.reason"
 def dead_letter(topic: str, rec: Record, reason: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Outgoing:
     """The dead letter of a consumed record: its bytes (or a digest of them) and key, provenance and reason."""
     value, value_headers = _value(rec.value if rec.value is not None else b"", max_bytes)
+    if rec.value is None:  # a dead letter's value is bytes: this says the record's was null, not empty
+        value_headers.append(("aestream.value.null", b"true"))
     headers = [
         (REASON, reason.encode()),
         ("aestream.source.topic", rec.topic.encode()),
