@@ -344,6 +344,44 @@ def test_after_a_model_swap_the_baselines_are_refitted_from_normal_windows(
         assert worker.rule.threshold_for(s) == b.threshold  # type: ignore[union-attr]
 
 
+def test_the_events_of_a_step_that_refits_carry_the_thresholds_their_alarms_were_decided_with(
+        train_small: Any, recording_sink: Any, scripted_source: Any) -> None:
+    cfg = _cfg("shared")
+    first, second = train_small(cfg, seed=0), train_small(cfg, seed=1, family="sparse")
+    first.version, second.version = "v0001", "v0002"
+
+    class Store:
+        serving = first
+
+        def current(self) -> str:
+            return self.serving.version
+
+        def load(self, version: str | None = None, device: str = "cpu") -> Any:
+            return self.serving
+
+    store = Store()
+    plant = Plant(2, CHANNELS, seed=4)
+    # right after the first 200 steps, 36 more; sensor-00 far off its operating point in the last 6: the step whose
+    # normal windows refit the baselines has its alarms too
+    fault_from = START_MS + 230 * plant.period_ms
+    refit_and_fault = [Record("in", 0, 400 + i, s.encode(), encode_reading(s, ts, [
+        v + (20.0 * (1 + j) if s == "sensor-00" and ts >= fault_from else 0.0) for j, v in enumerate(vals)]), 0)
+        for i, (s, ts, vals) in enumerate(plant.readings(36, START_MS, step0=200))]
+    worker = Worker(cfg, scripted_source([_records(cfg, plant, 200, {}), refit_and_fault]),
+                    recording_sink(), store, clock=lambda: 0.0, model_check_interval_s=0.0)
+    worker.step()
+    before = {s: b.threshold for s, b in worker.baselines.ready.items()}  # type: ignore[union-attr]
+    store.serving = second
+    refitting = worker.step()
+    assert {b.model_version for b in worker.baselines.ready.values()} == {"v0002"}  # type: ignore[union-attr]
+    events = [e for e in refitting.events_out if e["sensor"] == "sensor-00"]
+    assert events, "the fault alarms under the old baseline"
+    assert worker.rule.threshold_for("sensor-00") != before["sensor-00"]  # type: ignore[union-attr]
+    for e in events:
+        assert e["threshold"] == pytest.approx(before["sensor-00"], rel=1e-4), "decided with the old threshold"
+        assert e["score"] >= e["threshold"]
+
+
 def test_background_fine_tunes_are_bounded_and_handed_out_when_done(train_small: Any) -> None:
     cfg = _cfg("finetune").replace(baselines={"finetune_blocking": False, "finetune_queue": 1})
     bundle = train_small(cfg)
