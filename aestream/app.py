@@ -389,6 +389,7 @@ def _stages(cfg: Config, metrics: Metrics, bundle: Callable[[], Any], alerts_cha
     alerts = build_alert_stage(cfg, on_give_up=metrics.webhook_failure, on_event=metrics.alert_event,
                                changelog=alerts_changelog)
     if alerts is not None:
+        metrics.webhook_sinks(alerts.webhooks)
         stages.append(alerts)
     s = cfg.streams
     if s.denoised_topic or s.latent_topic:

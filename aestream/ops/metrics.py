@@ -15,7 +15,7 @@ The worker loop feeds them through :class:`aestream.ops.instrument.WorkerMetrics
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -23,10 +23,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 if TYPE_CHECKING:
     from aestream.worker import StepStats
 
-__all__ = ["BATCH_BUCKETS_S", "DEAD_LETTER_REASONS", "RETRAIN_BUCKETS_S", "SEVERITIES", "Metrics", "RetrainMetrics"]
+__all__ = ["BATCH_BUCKETS_S", "DEAD_LETTER_REASONS", "RETRAIN_BUCKETS_S", "RETRAIN_OUTCOMES", "SEVERITIES", "Metrics",
+           "RetrainMetrics"]
 
 SEVERITIES = ("warning", "critical")
 DEAD_LETTER_REASONS = ("invalid", "oversized", "future")  # InvalidReading.kind
+RETRAIN_OUTCOMES = ("published", "rejected", "failed", "skipped")  # RetrainOutcome.status
 BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RETRAIN_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
@@ -41,6 +43,11 @@ class RetrainMetrics:
                                 registry=self.registry)
         self.retrain_seconds = Histogram("aestream_retrain_duration_seconds", "Duration of retraining runs.",
                                          ["outcome"], buckets=RETRAIN_BUCKETS_S, registry=self.registry)
+        # every labelled series from the first scrape, at 0: one born at 1 with its first run is no increase() to
+        # Prometheus, so a first failed retrain would never fire an alert
+        for outcome in RETRAIN_OUTCOMES:
+            self.retrains.labels(outcome=outcome)
+            self.retrain_seconds.labels(outcome=outcome)
 
     def retrain(self, outcome: str, seconds: float) -> None:
         """Count one retraining run (``outcome`` e.g. ``published``, ``rejected``, ``failed``) and its duration."""
@@ -155,6 +162,11 @@ class Metrics(RetrainMetrics):
     def alert_event(self, event: dict[str, Any]) -> None:
         """Count one alert event by its ``type`` and ``severity``."""
         self.alert_events.labels(type=event["type"], severity=event.get("severity", "")).inc()
+
+    def webhook_sinks(self, names: Iterable[str]) -> None:
+        """Each webhook sink's failure count, at 0 from the first scrape (its first failure an increase)."""
+        for name in names:
+            self.webhook_failures.labels(sink=name)
 
     def webhook_failure(self, sink: str) -> None:
         """Count one failed alert delivery to ``sink``."""
