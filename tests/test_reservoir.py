@@ -115,6 +115,21 @@ def test_replayed_windows_are_not_offered_and_on_tick_saves_periodically(tmp_pat
     assert (tmp_path / "r.npz").exists()
 
 
+def test_a_save_that_fails_is_logged_and_tried_again_and_the_stream_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocked = tmp_path / "state"
+    blocked.write_text("a file where the state folder should be")  # as a full disk, every write fails
+    r = _reservoir()
+    stage = ReservoirStage(r, guard_s=0.0, regime_change_after_s=30.0, path=blocked / "r.npz", save_every_s=5.0)
+    stage.on_scored([_scored(t, False) for t in range(50, 60, 2)])
+    stage.on_tick(100.0)
+    assert stage.on_tick(105.0) == [] and len(r) == 3
+    assert "could not save the retraining reservoir" in caplog.text
+    blocked.unlink()
+    stage.on_tick(110.0)
+    assert (blocked / "r.npz").exists()
+
+
 def test_an_alarm_seen_in_a_replay_keeps_its_guard_for_the_live_windows_after_it() -> None:
     r = _reservoir()
     stage = _stage(r, guard_s=10.0, regime_s=30.0)  # a partition's new owner: its lookback ends with a short fault

@@ -139,12 +139,17 @@ class ReservoirStage(Stage):
         return []
 
     def save(self) -> None:
-        """Expire old windows and persist the reservoir (when a path was given)."""
+        """Expire old windows and persist the reservoir (when a path was given). A write that fails (a full disk)
+        is logged and tried again at the next save: the reservoir stays in memory, and the stream goes on."""
         if self.reservoir is None:
             return
         self.reservoir.expire()
         if self.path is not None:
-            self.reservoir.save(self.path)
+            try:
+                self.reservoir.save(self.path)
+            except OSError as e:
+                log.warning("could not save the retraining reservoir to %s (%s): kept in memory, tried again in "
+                            "%.0f s", self.path, e, self.save_every_s)
 
     @property
     def n_pending(self) -> int:
