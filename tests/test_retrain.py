@@ -209,6 +209,10 @@ def test_a_bad_crontab_is_a_config_error_naming_the_key(cfg: Config) -> None:
     ("0 3 * * SAT,mon", ["Sat 03", "Mon 05", "Sat 10"]),
     ("0 3 * * */3", ["Sat 03", "Sun 04", "Wed 07", "Sat 10", "Sun 11"]),  # crontab's 0, 3, 6
     ("0 3 1,15 * 1", ["Thu 01", "Mon 05", "Mon 12", "Thu 15", "Mon 19"]),  # either day field, as crontab
+    # a field starting with * is not restricted, as crontab reads it (a step too): both day fields then
+    ("0 3 1-15 * */2", ["Thu 01", "Sat 03", "Sun 04", "Tue 06", "Thu 08", "Sat 10", "Sun 11", "Tue 13", "Thu 15",
+                        "Sun 01"]),
+    ("0 3 */2 * 1", ["Mon 05", "Mon 19", "Mon 09", "Mon 23", "Mon 09"]),  # odd days that are Mondays
 ])
 def test_retrain_cron_fires_on_the_days_crontab_would(cfg: Config, cron: str, days: list[str]) -> None:
     import datetime as dt

@@ -48,7 +48,8 @@ _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 def crontab_trigger(line: str) -> BaseTrigger:
     """A trigger that fires as crontab reads ``line`` (UTC). APScheduler 3's own ``from_crontab`` counts weekdays
     from Monday (crontab: 0 and 7 are Sunday) and fires only when both day fields match (crontab: either, when
-    both are restricted); here the weekdays go to it by name, and two restricted day fields become two triggers.
+    both are restricted, neither starting with ``*``, ``*/2`` included); here the weekdays go to it by name, and two
+    restricted day fields become two triggers.
 
     >>> t = crontab_trigger("0 3 1 * 1-5")  # the 1st of the month, and Monday to Friday
     >>> type(t).__name__, [f.name for f in t.triggers[1].fields if f.name == "day_of_week"]
@@ -62,7 +63,7 @@ def crontab_trigger(line: str) -> BaseTrigger:
     minute, hour, day, month, weekday = fields
     days = _weekdays(weekday)
     common = {"minute": minute, "hour": hour, "month": month, "timezone": "UTC"}
-    if days is not None and not day.startswith("*"):
+    if days is not None and not day.startswith("*") and not weekday.startswith("*"):  # both restricted: either
         return OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=days, **common)])
     return CronTrigger(day=day, day_of_week=days or "*", **common)
 
