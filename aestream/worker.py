@@ -164,7 +164,14 @@ class Worker:
         if not force and now - self._last_model_check < self.model_check_interval_s:
             return
         self._last_model_check = now
-        version = self.models.current()
+        try:
+            version = self.models.current()
+        except BundleError as e:  # the store's pointer unreadable (its permissions): the served model goes on
+            if self.bundle is None:
+                raise
+            log.error("the model store's current version cannot be read, still serving %s: %s",
+                      self.bundle.version, e)
+            return
         if version is None or (self.bundle is not None and version == self.bundle.version):
             return
         if not force and self.bundle is not None and now < self._refused.get(version, (now, 0.0))[0]:

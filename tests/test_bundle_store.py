@@ -157,3 +157,40 @@ def test_an_empty_store_or_a_file_in_its_place_says_so(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(BundleError, match=r"the model store .*afile is a file, not a folder: set paths.model_dir"):
         ModelStore(tmp_path / "afile")
+
+
+def test_a_store_s_files_and_folders_take_the_umask_s_modes(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o027)  # a group that shares the store: workers run as other users of it
+    try:
+        store = ModelStore(tmp_path / "models")
+        store.publish(_bundle())
+        store.publish(_bundle())
+        store.rollback()
+    finally:
+        os.umask(old)
+    root = tmp_path / "models"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (root, root / "v0001", root / "CURRENT", root / "HOLD")}
+    assert modes == {"models": 0o750, "v0001": 0o750, "CURRENT": 0o640, "HOLD": 0o640}, modes
+
+
+def test_a_store_file_or_bundle_that_cannot_be_read_is_a_bundle_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = ModelStore(tmp_path / "models")
+    store.publish(_bundle())
+    real = Path.read_bytes
+
+    def owner_only(path: Path) -> bytes:  # as a file another user published with mode 0600 (tests run as root)
+        if path.name == "weights.pt":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", owner_only)
+    with pytest.raises(BundleError, match=r"model bundle .*v0001 cannot be read \(\[Errno 13\] Permission denied"):
+        store.load("v0001")
+    monkeypatch.undo()
+    (tmp_path / "models" / "CURRENT").unlink()
+    (tmp_path / "models" / "CURRENT").mkdir()  # unreadable as a file
+    with pytest.raises(BundleError, match=r"the model store's CURRENT file in .* cannot be read"):
+        store.current()

@@ -219,3 +219,22 @@ def test_with_no_model_published_the_worker_waits_without_reading_and_serves_the
     assert source.polls == 0 and seen.n == 3 and caplog.text.count("no model is published yet") == 1
     models.now = "v0001"  # published
     assert worker.step().records == 8 and worker.bundle is not None
+
+
+def test_a_store_pointer_that_cannot_be_read_leaves_the_served_model_serving(
+        cfg: Config, store: CountingStore, scripted_source: Any, recording_sink: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    worker = _worker(cfg, store, scripted_source, recording_sink, now)
+    worker.refresh_model(force=True)
+    assert worker.bundle is not None and worker.bundle.version == "v0003"
+    current = store.root / "CURRENT"
+    current.unlink()
+    current.mkdir()  # unreadable as a file, as one another user wrote owner-only
+    now[0] = 100.0
+    worker.refresh_model()  # used to raise out of the step: the worker stopped
+    assert worker.bundle.version == "v0003"
+    assert "the model store's current version cannot be read, still serving v0003" in caplog.text
+    fresh = _worker(cfg, store, scripted_source, recording_sink, now)
+    with pytest.raises(BundleError, match=r"CURRENT file in .* cannot be read"):
+        fresh.refresh_model(force=True)  # none served yet: the start fails, naming the file

@@ -103,7 +103,11 @@ def load_bundle(path: str | os.PathLike[str], device: torch.device | str = "cpu"
                 key: bytes | None = None) -> ModelBundle:
     """Load and verify a bundle directory; raises :class:`BundleError` naming the file at fault."""
     src = Path(path)
-    files = {name: (src / name).read_bytes() for name in (*BUNDLE_FILES, "manifest.json") if (src / name).is_file()}
+    try:
+        files = {name: (src / name).read_bytes() for name in (*BUNDLE_FILES, "manifest.json")
+                 if (src / name).is_file()}
+    except OSError as e:  # e.g. a bundle another user published, owner-only: a refused version, not a crash
+        raise BundleError(f"model bundle {src} cannot be read ({e}): give this process read access to it") from None
     return bundle_from_files(files, f"model bundle {src}", device, key)
 
 

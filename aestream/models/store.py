@@ -16,11 +16,10 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from aestream.atomic import atomic_write, fsync_dir
+from aestream.atomic import atomic_write, fsync_dir, make_temp_dir
 from aestream.errors import BundleError
 from aestream.models.bundle import ModelBundle, load_bundle, save_bundle
 
@@ -56,11 +55,7 @@ class ModelStore:
         held = self.held()
         if held is not None:
             return held
-        try:
-            v = (self.root / "CURRENT").read_text().strip()
-        except FileNotFoundError:
-            return None
-        return v or None
+        return self._pointer("CURRENT")
 
     def load(self, version: str | None = None, device: str = "cpu") -> ModelBundle:
         """Load ``version`` (default: the current one)."""
@@ -86,7 +81,7 @@ class ModelStore:
             existing = self.versions()
             version = f"v{(int(existing[-1][1:]) + 1 if existing else 1):04d}"
             bundle.version = version
-            tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=self.root))
+            tmp = make_temp_dir(self.root, f".{version}-")
             try:
                 save_bundle(bundle, tmp, self.key)
                 fsync_dir(tmp)  # its files' names too, before the rename makes it a version
@@ -110,10 +105,17 @@ class ModelStore:
 
     def held(self) -> str | None:
         """The version a rollback holds current (retraining publishes nothing meanwhile), or ``None``."""
+        return self._pointer("HOLD")
+
+    def _pointer(self, name: str) -> str | None:
+        """The version the file ``name`` names, ``None`` without one; :class:`BundleError` when it is unreadable."""
         try:
-            return (self.root / "HOLD").read_text().strip() or None
+            return (self.root / name).read_text().strip() or None
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as e:
+            raise BundleError(f"the model store's {name} file in {self.root} cannot be read ({e}): give this "
+                              "process read access to it") from None
 
     def resume(self) -> str | None:
         """Lift a rollback's hold: the held version serves until the next publish. Returns it (``None``: no hold)."""
