@@ -192,8 +192,27 @@ def test_a_port_in_use_fails_the_start_before_any_kafka_client_waits_for_its_bro
 def test_a_host_not_of_this_machine_fails_the_start_naming_the_host_key() -> None:
     server = ops.OpsServer(0, Metrics(), lambda: {}, host="192.0.2.1")  # TEST-NET-1: never a local address
     with pytest.raises(ConfigError, match=r"^config key ops.metrics_host = '192\.0\.2\.1' cannot be served on: .*"
-                                          r"set it to an address of this machine, or \"0\.0\.0\.0\" for all of them$"):
+                                          r"set it to an address of this machine, or \"0\.0\.0\.0\" for all of them "
+                                          r"\(\"::\" for IPv6 too\)$"):
         server.start()
+
+
+@pytest.mark.parametrize(("host", "reach"), [("::1", "::1"), ("::", "::1"), ("::", "127.0.0.1")])
+def test_the_endpoints_listen_on_ipv6_and_on_both_from_the_any_address(host: str, reach: str) -> None:
+    import urllib.request
+
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("this host has no IPv6 loopback")
+        free = probe.getsockname()[1]
+    ops.check_port(host, free)  # an IPv6 host is no refusal at start
+    with ops.OpsServer(0, Metrics(), lambda: {"model": True}, host=host) as server:
+        url = f"http://[{reach}]:{server.port}" if ":" in reach else f"http://{reach}:{server.port}"
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as r:
+            assert r.status == 200
+        assert server.url == f"http://[::1]:{server.port}"
 
 
 def test_split_host_port_refuses_a_port_that_is_not_a_number() -> None:

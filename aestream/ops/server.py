@@ -13,6 +13,7 @@ consumer and costs one handshake).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -125,7 +126,24 @@ class _Server(ThreadingHTTPServer):
         self.metrics = metrics
         self.readiness = readiness
         self.liveness = liveness
+        self.address_family = _family(address[0])
         super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        _dual_stack(self.socket)
+        super().server_bind()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    """IPv6 for an IPv6 address (``"::"``, ``"::1"``; an IPv6-only cluster's probes), else IPv4."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _dual_stack(sock: socket.socket) -> None:
+    """An IPv6 socket on ``"::"`` takes IPv4 connections too, where the system allows it."""
+    if sock.family == socket.AF_INET6:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 
 
 def check_port(host: str, port: int, key: str = "ops.metrics_port") -> None:
@@ -133,8 +151,9 @@ def check_port(host: str, port: int, key: str = "ops.metrics_port") -> None:
     Kafka clients' bootstrap, up to 30 s with the broker away), not after it. The port is let go at once."""
     if port == 0:
         return
-    with socket.socket(_Server.address_family, socket.SOCK_STREAM) as probe:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds (allow_reuse_address)
+        _dual_stack(probe)
         try:
             probe.bind((host, port))
         except OSError as e:
@@ -146,7 +165,7 @@ def _unbound(e: OSError, key: str, host: str, port: int) -> ConfigError:
         return ConfigError(f"config key {key} = {port} cannot be served on {host or '*'}: {e.strerror} (another "
                            f"aestream on this host?): set {key} to a free port, or 0 for any free port")
     return ConfigError(f"config key ops.metrics_host = {host!r} cannot be served on: {e.strerror or e}: set it to "
-                       'an address of this machine, or "0.0.0.0" for all of them')
+                       'an address of this machine, or "0.0.0.0" for all of them ("::" for IPv6 too)')
 
 
 class OpsServer:
@@ -178,7 +197,8 @@ class OpsServer:
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="aestream-ops", daemon=True)
         self._thread.start()
-        log.info("metrics and health endpoints on http://%s:%d (/metrics /healthz /readyz)", self.host, self.port)
+        log.info("metrics and health endpoints on http://%s:%d (/metrics /healthz /readyz)",
+                 f"[{self.host}]" if ":" in self.host else self.host, self.port)
         return self
 
     def stop(self) -> None:
@@ -193,8 +213,8 @@ class OpsServer:
 
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}"
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def __enter__(self) -> OpsServer:
         return self.start()
