@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from aestream.config import Config, load_config
-from aestream.errors import AestreamError, DeliveryError
+from aestream.errors import AestreamError, BundleError, DeliveryError
 from aestream.ops.logs import LOG_JSON_ENV, configure_logging
 
 __all__ = ["build_parser", "main"]
@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit the configured family on normal data, calibrate the threshold, and "
                                    "publish the bundle as the current version of the model store.")
     t.add_argument("--input", "-i", required=True, help="CSV or Parquet file with one column per channel")
-    t.add_argument("--ts-column", default="ts", help="timestamp column (epoch ms or ISO-8601), if any")
-    t.add_argument("--sensor-column", default="sensor", help="sensor id column, if any")
+    t.add_argument("--ts-column", help="timestamp column (epoch ms or ISO-8601); default: ts, if the file has it")
+    t.add_argument("--sensor-column", help="sensor id column; default: sensor, if the file has it")
     t.add_argument("--sep", default=None, help="CSV separator (default: sniffed)")
     t.add_argument("--family", default=None, help="override model.family")
 
@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "for clustering or downstream models.")
     em.add_argument("input", help="CSV or Parquet file: one column per channel, optional ts and sensor columns")
     em.add_argument("--out", required=True, help="output Parquet file")
-    em.add_argument("--ts-column", default="ts", help="timestamp column (default ts)")
-    em.add_argument("--sensor-column", default="sensor", help="sensor id column (default sensor)")
+    em.add_argument("--ts-column", help="timestamp column; default: ts, if the file has it")
+    em.add_argument("--sensor-column", help="sensor id column; default: sensor, if the file has it")
     em.add_argument("--sep", default=None, help="CSV separator (default: sniffed)")
     em.add_argument("--version", default=None, help="model version (default: current)")
 
@@ -357,7 +357,7 @@ def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     if args.family:
         cfg = cfg.replace(model={"family": args.family})
     frame = read_table(args.input, args.sep)
-    segments = read_segments(frame, cfg.stream.channels, args.ts_column, args.sensor_column, cfg.stream.max_gap_ms)
+    segments = read_segments(frame, cfg.stream.channels, *_columns(frame, args), cfg.stream.max_gap_ms)
     with progress_bars():  # on stderr, when it is a terminal
         bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": str(args.input)})
     store = open_model_store(cfg)
@@ -433,9 +433,14 @@ def _cmd_models(cfg: Config, args: argparse.Namespace) -> int:
     if args.models_command == "list":
         cur, held = store.current(), store.held()
         for v in store.versions():
-            info = store.meta(v)
-            print(f"{'*' if v == cur else ' '} {v}  {info['family']:<12} threshold {info['threshold']:.4g}  "
-                  f"created {info['info'].get('created_at', '?')}{'  (held by a rollback)' if v == held else ''}")
+            mark, note = "*" if v == cur else " ", "  (held by a rollback)" if v == held else ""
+            try:  # one damaged version is a line of its own: the others, the served one too, still show
+                info = store.meta(v)
+                line = (f"{info['family']:<12} threshold {info['threshold']:.4g}  "
+                        f"created {info['info'].get('created_at', '?')}")
+            except (BundleError, KeyError, TypeError, ValueError) as e:
+                line = f"unreadable: {e}"
+            print(f"{mark} {v}  {line}{note}")
         if not store.versions():
             print(f"no versions in {store}")
     elif args.models_command == "show":
@@ -486,14 +491,32 @@ def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _columns(frame: Any, args: argparse.Namespace) -> tuple[str, str]:
+    """``--ts-column`` and ``--sensor-column``: a name given must be a column of the file (a typo would merge every
+    sensor's readings into one stream); without one, ``ts`` and ``sensor`` are used where the file has them."""
+    for flag, name in (("--ts-column", args.ts_column), ("--sensor-column", args.sensor_column)):
+        if name is not None and name not in frame.columns:
+            raise AestreamError(f"{flag} {name!r} is not a column of {args.input}; it has {list(frame.columns)}: "
+                                f"name one of them, or leave {flag} out")
+    return args.ts_column or "ts", args.sensor_column or "sensor"
+
+
+def _not_a_folder(out: str) -> None:
+    """Refuse an ``--out`` that names a folder before the work, not after it."""
+    if Path(out).is_dir():
+        raise AestreamError(f"--out {out} is a folder: give a file name in it")
+
+
 def _cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.app import open_model_store
     from aestream.commands.embed import embed_frame
     from aestream.training.datasets import read_table
 
+    _not_a_folder(args.out)
     bundle = open_model_store(cfg).load(args.version)
-    frame = embed_frame(read_table(args.input, args.sep), bundle, cfg.stream.stride, args.ts_column,
-                        args.sensor_column, stride_ms=cfg.stream.stride_ms, max_gap_ms=cfg.stream.max_gap_ms)
+    table = read_table(args.input, args.sep)
+    frame = embed_frame(table, bundle, cfg.stream.stride, *_columns(table, args), stride_ms=cfg.stream.stride_ms,
+                        max_gap_ms=cfg.stream.max_gap_ms)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(args.out, index=False)
     print(json.dumps({"windows": len(frame), "latent_size": bundle.scorer.model.latent_size, "out": args.out}))
@@ -503,6 +526,8 @@ def _cmd_embed(cfg: Config, args: argparse.Namespace) -> int:
 def _cmd_report(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.commands.report import read_events, write_report
 
+    out = args.out or ("report.png" if args.png else "report.html")
+    _not_a_folder(out)
     if args.events:
         docs = read_events(args.events)
     else:
@@ -514,7 +539,6 @@ def _cmd_report(cfg: Config, args: argparse.Namespace) -> int:
         if not docs:
             log.warning("no documents in topic %s: read from its beginning until a poll came back empty (or "
                         "--timeout-s %g s)", args.topic, args.timeout_s)
-    out = args.out or ("report.png" if args.png else "report.html")
     print(write_report(docs, out, png=args.png, top_n=args.top, max_sensors=args.max_sensors))
     return 0
 

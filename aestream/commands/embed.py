@@ -8,7 +8,7 @@ import pandas as pd
 from aestream.config import StreamConfig
 from aestream.errors import AestreamError
 from aestream.models.bundle import ModelBundle
-from aestream.training.datasets import ts_to_ms
+from aestream.training.datasets import channel_values, ts_to_ms
 from aestream.training.fit import sliding_windows
 
 __all__ = ["embed_frame"]
@@ -41,7 +41,7 @@ def embed_frame(frame: pd.DataFrame, bundle: ModelBundle, stride: int, ts_column
             cuts = np.flatnonzero(np.diff(ts) > max_gap_ms) + 1 if max_gap_ms else np.array([], dtype=int)
         else:
             ts, cuts = np.arange(len(g), dtype=np.int64), np.array([], dtype=int)
-        values = g[channels].to_numpy(dtype=np.float64)
+        values = channel_values(g, channels)  # a cell that is no finite number: the error names it
         for seg_values, seg_ts in zip(np.split(values, cuts), np.split(ts, cuts)):
             windows, ends = _windows(seg_values, seg_ts, w, stride, stride_ms)
             if not len(windows):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from aestream.errors import AestreamError, DataError, first_line
 
-__all__ = ["read_segments", "read_table", "ts_to_ms"]
+__all__ = ["channel_values", "read_segments", "read_table", "ts_to_ms"]
 
 
 def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
@@ -60,15 +60,15 @@ def read_segments(
             cuts = np.flatnonzero(np.diff(ts) > max_gap_ms) + 1 if max_gap_ms else np.array([], dtype=int)
         else:
             cuts = np.array([], dtype=int)
-        segments.extend(s for s in np.split(_values(g, channels), cuts) if len(s))
+        segments.extend(s for s in np.split(channel_values(g, channels), cuts) if len(s))
     return segments
 
 
-def _values(frame: pd.DataFrame, channels: Sequence[str]) -> np.ndarray:
+def channel_values(frame: pd.DataFrame, channels: Sequence[str]) -> np.ndarray:
     """The channels' readings as ``(T, C)`` float64; a cell that is no finite number is a :class:`DataError`
     naming its column, row and value (a NaN would otherwise end training as a diverged loss).
 
-    >>> _values(pd.DataFrame({"a": [1.0, None]}), ["a"])
+    >>> channel_values(pd.DataFrame({"a": [1.0, None]}), ["a"])
     Traceback (most recent call last):
     aestream.errors.DataError: data column 'a' is empty at row 1 (from 0, after the header): fill or drop that row
     """

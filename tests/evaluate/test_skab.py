@@ -50,6 +50,23 @@ def test_a_folder_or_file_that_is_no_skab_data_is_one_line_and_exit_2(
         assert err.startswith("aestream: error: SKAB ") and message in err and "Traceback" not in err, err
 
 
+def test_a_cell_that_is_no_number_is_named_with_its_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from aestream.commands.cli import main
+
+    path = tmp_path / "skab" / "0.csv"
+    write_experiment(path, 0)
+    lines = path.read_text().splitlines()
+    head, row = lines[0].split(";"), lines[8].split(";")
+    row[head.index("pressure")] = "bad"
+    path.write_text("\n".join([*lines[:8], ";".join(row), *lines[9:]]) + "\n")
+    config = tmp_path / "config.toml"
+    config.write_text(CFG.to_toml())
+    assert main(["--config", str(config), "evaluate", "skab", str(tmp_path / "skab")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"aestream: error: SKAB file {path}: data column 'pressure' holds 'bad', not a finite "
+                          "number, at row 7 (from 0, after the header)"), err
+
+
 def test_each_sensor_is_judged_by_its_own_baseline_and_the_shift_is_found(folder: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     metrics, results = evaluate_folder(folder, CFG, plot_dir=tmp_path / "png", predictions_dir=tmp_path / "pred")

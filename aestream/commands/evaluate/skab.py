@@ -52,7 +52,7 @@ from aestream.stream.codec import encode_reading
 from aestream.stream.messages import Outgoing, Partition, Record
 from aestream.stream.stages import Scored, Stage
 from aestream.training.build import train_bundle
-from aestream.training.datasets import read_segments
+from aestream.training.datasets import channel_values, read_segments
 
 __all__ = [
     "NAB_WINDOW_S",
@@ -138,7 +138,11 @@ def _experiments(files: Sequence[Path], root: Path, channels: Sequence[str]) -> 
             raise DataError(f"SKAB file {f} lacks the configured channel(s) {missing}: set stream.channels to its "
                             f"columns {[c for c in frame.columns if c not in _LABELS]}")
         ts = frame.index.to_numpy(dtype="datetime64[ms]").astype(np.int64)
-        out.append(_Experiment(_sensor(f, root), frame, ts, frame[list(channels)].to_numpy(dtype=np.float64)))
+        try:
+            values = channel_values(frame.reset_index(drop=True), channels)
+        except DataError as e:
+            raise DataError(f"SKAB file {f}: {e}") from None
+        out.append(_Experiment(_sensor(f, root), frame, ts, values))
     return out
 
 

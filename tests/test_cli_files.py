@@ -1,0 +1,94 @@
+"""The offline commands' files and flags: a column named and missing, a cell that is no number, an ``--out`` that
+is a folder, a store with one damaged version. Each is one line and exit 2 (or, for ``models list``, a line of its
+own), before the work where it can be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aestream.commands.cli import main
+from aestream.config import Config
+from aestream.detect.features import Preprocessor
+from aestream.detect.scoring import Scorer
+from aestream.models import build_model
+from aestream.models.bundle import ModelBundle
+from aestream.models.store import ModelStore
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A config for two channels, windows of 4, and a store holding one small (untrained) model of them."""
+    torch.manual_seed(0)
+    model = build_model("vanilla", window_size=4, n_channels=2, latent_size=2, hidden_size=8)
+    ModelStore(tmp_path / "models").publish(ModelBundle(Scorer(model, Preprocessor(
+        np.zeros(2), np.ones(2), np.zeros(2, dtype=bool))), 2.0, ("a", "b")))
+    cfg = Config().replace(stream={"channels": ("a", "b"), "window_size": 4, "stride": 1},
+                           model={"detrend_channels": (), "device": "cpu", "epochs": 1},
+                           paths={"model_dir": str(tmp_path / "models"), "state_dir": str(tmp_path / "state")})
+    path = tmp_path / "config.toml"
+    path.write_text(cfg.to_toml())
+    return path
+
+
+def _csv(tmp_path: Path, cell: str = "3") -> Path:
+    rows = [f"{'p' if i % 2 else 'q'},{1000 * (i // 2)},{i},{cell if i == 9 else 2 * i}" for i in range(24)]
+    data = tmp_path / "readings.csv"
+    data.write_text("device,ts,a,b\n" + "\n".join(rows) + "\n")
+    return data
+
+
+@pytest.mark.parametrize(("flag", "name"), [("--sensor-column", "devcie"), ("--ts-column", "time")])
+@pytest.mark.parametrize("command", ["train", "embed"])
+def test_a_column_named_and_missing_is_refused_not_ignored(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, flag: str, name: str) -> None:
+    data = _csv(tmp_path)
+    args = [str(data), "--out", str(tmp_path / "e.parquet")] if command == "embed" else ["--input", str(data)]
+    assert main(["--config", str(config), command, *args, flag, name]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"aestream: error: {flag} {name!r} is not a column of {data}; it has ['device', 'ts', "
+                          f"'a', 'b']: name one of them, or leave {flag} out"), err
+    assert ModelStore(tmp_path / "models").versions() == ["v0001"] and not (tmp_path / "e.parquet").exists()
+
+
+def test_embed_with_the_sensor_column_named_keeps_each_sensor_s_readings(config: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    out = tmp_path / "e.parquet"
+    assert main(["--config", str(config), "embed", str(_csv(tmp_path)), "--sensor-column", "device",
+                 "--out", str(out)]) == 0
+    assert pd.read_parquet(out).groupby("sensor").size().to_dict() == {"p": 9, "q": 9}
+
+
+def test_embed_names_a_cell_that_is_no_number(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for cell, what in (("bad", "holds 'bad', not a finite number,"), ("", "is empty")):
+        assert main(["--config", str(config), "embed", str(_csv(tmp_path, cell)), "--sensor-column", "device",
+                     "--out", str(tmp_path / "e.parquet")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"aestream: error: data column 'b' {what} at row 9"), err
+
+
+@pytest.mark.parametrize("command", [["embed", "readings.csv"], ["report", "--events", "events.jsonl"]])
+def test_an_out_that_is_a_folder_is_refused_before_the_work(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]) -> None:
+    _csv(tmp_path)
+    (tmp_path / "events.jsonl").write_text("")
+    (tmp_path / "folder").mkdir()
+    argv = [a if not a.endswith((".csv", ".jsonl")) else str(tmp_path / a) for a in command]
+    assert main(["--config", str(config), *argv, "--out", str(tmp_path / "folder")]) == 2
+    assert capsys.readouterr().err.startswith(f"aestream: error: --out {tmp_path / 'folder'} is a folder: give a "
+                                              "file name in it")
+
+
+def test_models_list_shows_every_version_when_one_is_damaged(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ModelStore(tmp_path / "models")
+    store.publish(store.load("v0001"))
+    (tmp_path / "models" / "v0001" / "meta.json").write_text("garbage")
+    assert main(["--config", str(config), "models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("  v0001  unreadable: model version v0001 in ") and "meta.json is unreadable" in lines[0]
+    assert lines[1].startswith("* v0002  vanilla      threshold 2 "), lines
