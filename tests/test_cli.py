@@ -103,8 +103,9 @@ def test_a_bad_cell_in_the_training_data_is_named_in_one_line(tmp_path: Path, ro
 
 
 @pytest.mark.parametrize(("name", "content", "extra", "message"), [
-    ("empty.csv", b"", [], "data file {path} cannot be read as CSV (Error: Could not determine delimiter)"),
-    ("quote.csv", b'a,b\n"1,2\n', [], "data file {path} cannot be read as CSV (ParserError: unexpected end of data)"),
+    ("empty.csv", b"", [], "data file {path} cannot be read as CSV (EmptyDataError: No columns to parse from file)"),
+    ("quote.csv", b'a,b\n"1,2\n', [], "data file {path} cannot be read as CSV (ParserError: Error tokenizing data. "
+                                      "C error: EOF inside string starting at row 1)"),
     ("x.parquet", b"not parquet", [], "data file {path} cannot be read as Parquet (ArrowInvalid: "),
     ("semi.csv", b"a;b\n1;2\n", ["--sep", ";;"], "data file {path} cannot be read as CSV separated by ';;' "),
 ])

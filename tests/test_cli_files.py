@@ -92,3 +92,13 @@ def test_models_list_shows_every_version_when_one_is_damaged(
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("  v0001  unreadable: model version v0001 in ") and "meta.json is unreadable" in lines[0]
     assert lines[1].startswith("* v0002  vanilla      threshold 2 "), lines
+
+
+@pytest.mark.parametrize(("text", "columns"), [("temp\n1.5\n2.5\n", ["temp"]), ("value\n1\n", ["value"]),
+                                              ("ts;a;b\n0;1,5;2\n", ["ts", "a", "b"]), ("a\tb\n1\t2\n", ["a", "b"])])
+def test_a_csv_s_separator_is_found_also_for_one_column(tmp_path: Path, text: str, columns: list[str]) -> None:
+    from aestream.training.datasets import read_table
+
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    assert list(read_table(path).columns) == columns

@@ -23,13 +23,33 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
     try:
         if parquet:
             return pd.read_parquet(p)
-        return pd.read_csv(p, sep=sep, engine="python" if sep is None else "c")
+        return pd.read_csv(p, sep=sep or _separator(p), engine="c")
     except (ValueError, OSError, csv.Error) as e:  # pandas' and pyarrow's parse errors are ValueErrors
         kind = "Parquet" if parquet else "CSV" + ("" if sep is None else f" separated by {sep!r}")
         why = first_line(e, "empty")
         raise DataError(f"data file {p} cannot be read as {kind} ({type(e).__name__}: {why}): give a "
                         + ("Parquet file" if parquet else "CSV file with a header row (--sep: one character, or "
                            "leave it out to detect it)")) from None
+
+
+def _separator(path: Path) -> str:
+    """The separator of a CSV file's first lines among ``,;\\t|`` (a comma when they hold none: one column).
+    pandas' own sniffing would take a letter of a one-column header for the separator.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     files = {"one": "temp\\n1.5\\n", "semi": "datetime;a b;c\\n2020-01-01 00:00:00;1,5;2\\n"}
+    ...     for name, text in files.items():
+    ...         _ = (Path(d) / name).write_text(text)
+    ...     [_separator(Path(d) / name) for name in files]
+    [',', ';']
+    """
+    with path.open(newline="", errors="replace") as f:
+        sample = "".join(f.readline() for _ in range(5))
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
 
 
 def read_segments(
