@@ -102,3 +102,16 @@ def test_a_csv_s_separator_is_found_also_for_one_column(tmp_path: Path, text: st
     path = tmp_path / "data.csv"
     path.write_text(text)
     assert list(read_table(path).columns) == columns
+
+
+def test_output_into_a_pipe_whose_reader_has_gone_ends_without_a_traceback(config: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "aestream", "--config", str(config), "models", "show"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # as `aestream models show | head -1` once head has its line
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -239,6 +239,9 @@ def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] | None 
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `aestream models show | head`: the reader has gone, so has the rest of the output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
+        return 1
     except Exception as e:
         from aestream.kafka.kafka_python import unreachable
 

@@ -34,6 +34,9 @@ def test_skab_layout_lists_the_experiment_folders_without_anomaly_free(tmp_path:
 def test_missing_folder_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist: pass a folder"):
         list_skab_files(tmp_path / "nope")
+    write_experiment(tmp_path / "0.csv", 0)
+    with pytest.raises(DataError, match=r"0\.csv is a file, not a folder: pass a folder"):
+        list_skab_files(tmp_path / "0.csv")
 
 
 def test_a_folder_or_file_that_is_no_skab_data_is_one_line_and_exit_2(

@@ -80,7 +80,8 @@ def list_skab_files(folder: str | Path) -> list[Path]:
     (``valve1/``, ``valve2/``, ``other/``; ``anomaly-free/`` holds no labels and is left out), numeric order."""
     root = Path(folder)
     if not root.is_dir():
-        raise DataError(f"SKAB folder {root} does not exist: pass a folder such as data/skab/valve1")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"SKAB folder {root} {what}: pass a folder such as data/skab/valve1")
     files = sorted(root.glob("*.csv"), key=_numeric)
     if not files:
         files = [f for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in _SKIP_FOLDERS)
