@@ -239,7 +239,10 @@ def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] | None 
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `aestream models show | head`: the reader has gone, so has the rest of the output
+    except BrokenPipeError:
+        if not _stdout_gone():  # another pipe or socket: an error to show
+            raise
+        # `aestream models show | head`: the reader has gone, so has the rest of the output
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes it
         return 1
     except Exception as e:
@@ -256,6 +259,18 @@ def main(argv: Sequence[str] | None = None, early_signals: Sequence[int] | None 
         return 1
     finally:
         logging.getLogger("kafka").removeHandler(refusals)
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has gone (``| head`` has its lines)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll here, or stdout no file
+        return False
 
 
 def _load(path: str | None) -> Config:
