@@ -308,22 +308,30 @@ def test_without_baselines_the_shifted_sensors_alarm_at_once(
     assert {e["sensor"] for e in worker.step().events_out} == {"sensor-01"}
 
 
+class _SwappingStore:
+    """A store serving ``serving``: a test swaps the model by setting it."""
+
+    def __init__(self, serving: Any) -> None:
+        self.serving = serving
+
+    def current(self) -> str:
+        return str(self.serving.version)
+
+    def load(self, version: str | None = None, device: str = "cpu") -> Any:
+        return self.serving
+
+
+def _swapping_store(cfg: Config, train_small: Any) -> tuple[_SwappingStore, Any]:
+    """A store serving v0001 (vanilla), and the v0002 (sparse) a test swaps in."""
+    first, second = train_small(cfg, seed=0), train_small(cfg, seed=1, family="sparse")
+    first.version, second.version = "v0001", "v0002"
+    return _SwappingStore(first), second
+
+
 def test_after_a_model_swap_the_baselines_are_refitted_from_normal_windows(
         train_small: Any, recording_sink: Any, scripted_source: Any) -> None:
     cfg = _cfg("shared")
-    first, second = train_small(cfg, seed=0), train_small(cfg, seed=1, family="sparse")
-    first.version, second.version = "v0001", "v0002"
-
-    class Store:
-        serving = first
-
-        def current(self) -> str:
-            return self.serving.version
-
-        def load(self, version: str | None = None, device: str = "cpu") -> Any:
-            return self.serving
-
-    store = Store()
+    store, second = _swapping_store(cfg, train_small)
     plant = Plant(2, CHANNELS, seed=4)
     worker = Worker(cfg, scripted_source([_records(cfg, plant, 200, {}), _records(cfg, plant, 5, {}, step0=200),
                                           _records(cfg, plant, 30, {}, step0=205)]),
@@ -347,19 +355,7 @@ def test_after_a_model_swap_the_baselines_are_refitted_from_normal_windows(
 def test_the_events_of_a_step_that_refits_carry_the_thresholds_their_alarms_were_decided_with(
         train_small: Any, recording_sink: Any, scripted_source: Any) -> None:
     cfg = _cfg("shared")
-    first, second = train_small(cfg, seed=0), train_small(cfg, seed=1, family="sparse")
-    first.version, second.version = "v0001", "v0002"
-
-    class Store:
-        serving = first
-
-        def current(self) -> str:
-            return self.serving.version
-
-        def load(self, version: str | None = None, device: str = "cpu") -> Any:
-            return self.serving
-
-    store = Store()
+    store, second = _swapping_store(cfg, train_small)
     plant = Plant(2, CHANNELS, seed=4)
     # right after the first 200 steps, 36 more; sensor-00 far off its operating point in the last 6: the step whose
     # normal windows refit the baselines has its alarms too
