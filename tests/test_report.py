@@ -126,3 +126,15 @@ def test_png_without_out_writes_report_png(tmp_path: Path, monkeypatch: pytest.M
     assert main(["--config", str(Path(__file__).resolve().parents[1] / "config.toml"), "report", "--events",
                  str(events), "--png"]) == 0
     assert (tmp_path / "report.png").read_bytes().startswith(PNG_MAGIC) and not (tmp_path / "report.html").exists()
+
+
+def test_up_to_16_channels_each_get_a_colour_of_their_own_and_none_is_a_severity_s() -> None:
+    from aestream.commands.report import SEVERITY_COLOURS, _channel_colours
+
+    top = [{"channels": [{"name": f"ch{i:02d}", "share": 0.5}]} for i in range(16)]
+    colours = _channel_colours(top)
+    assert len(set(colours.values())) == 16
+    assert _channel_colours(top[:8]) == {n: colours[n] for n in list(colours)[:8]}, "the first 8 as before"
+    from matplotlib.colors import to_rgba
+
+    assert not {to_rgba(c) for c in SEVERITY_COLOURS.values()} & set(colours.values())

@@ -294,8 +294,9 @@ def _channel_colours(top: list[dict[str, Any]]) -> dict[str, Any]:
     from matplotlib import colormaps
 
     names = sorted({c["name"] for a in top for c in a.get("channels", [])})
-    cmap = colormaps["tab10"]
-    palette = [cmap(i) for i in (0, 2, 4, 5, 6, 8, 9, 7)]  # no red or orange: those mean severity here
+    hues = (0, 2, 4, 5, 6, 8, 9, 7)  # tab10's, without red or orange: those mean severity here
+    cmap = colormaps["tab20"]  # tab10's colours at even places, a light shade of each after it: 16 in all
+    palette = [cmap(2 * h) for h in hues] + [cmap(2 * h + 1) for h in hues]
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
 
