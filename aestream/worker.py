@@ -429,12 +429,14 @@ class Worker:
         (never in another order). Blocks (each flush up to ``flush_timeout_s``); takes over a commit in flight."""
         self._check_delivered()
         before: list[Outgoing] = []
-        # offsets sent without waiting and not answered yet go again, under the newer ones (no answer is awaited)
-        self._uncommitted, self._committing = {**self._committing, **self._uncommitted}, {}
-        if self._in_flight is not None:  # its offsets and its state unsent go first, with the newer ones
+        # oldest first, each overwritten by the newer: the offsets sent without waiting and not answered yet (no
+        # answer is awaited), then those of the commit in flight (its state unsent goes first), then the rest
+        offsets, self._committing = dict(self._committing), {}
+        if self._in_flight is not None:
             c, self._in_flight = self._in_flight, None
-            self._uncommitted = {**c.offsets, **self._uncommitted}
+            offsets.update(c.offsets)
             before = [m for _, m in c.state]
+        self._uncommitted = {**offsets, **self._uncommitted}
         try:
             self.sink.flush(flush_timeout_s)
             state = before + [m for _, m in self._state_out] + [m for stage in self.stages for _, m in stage.state()]

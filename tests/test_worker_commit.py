@@ -598,6 +598,25 @@ def test_close_commits_offsets_whose_answer_has_not_come(async_commits: Any) -> 
     assert [c for c in log.calls if c[0] == "commit"] == [("commit", {("in", 0): 20}, 17)]
 
 
+def test_close_right_after_a_step_that_sent_a_commit_and_began_the_next_commits_the_newer(
+        train_small: Any, one_model: Any) -> None:
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1},
+                           kafka={"commit_interval_ms": 100})
+    now = [0.0]
+    log = _AsyncLog([_poll(0, 10), _poll(10, 10), _poll(20, 10)])
+    worker = Worker(cfg, log, log, one_model(train_small(cfg), threshold=1e-9), clock=lambda: now[0])
+    worker.refresh_model(force=True)
+    worker.step()
+    now[0] = 0.15
+    worker.step()  # the commit of offset 20 begins
+    log.ack()
+    now[0] = 0.3
+    worker.step()  # sends offset 20 (no answer yet), reads 20..29 and begins the commit of 30
+    assert _sent(log) == [{("in", 0): 20}]
+    worker.close()  # used to commit 20: the older unanswered offset overwrote the newer one in flight
+    assert [c[1] for c in log.calls if c[0] == "commit"] == [{("in", 0): 30}]
+
+
 def test_a_refused_commit_of_a_partition_that_moved_is_not_sent_again(async_commits: Any) -> None:
     worker, log, now = async_commits
     worker.step()
