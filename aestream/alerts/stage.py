@@ -40,7 +40,7 @@ from aestream.alerts.state import read_state, write_state
 from aestream.config import Config
 from aestream.errors import AlertStateError
 from aestream.kafka.protocols import Changelog
-from aestream.stream.events import encode_event
+from aestream.stream.events import encode_event, ratio_of
 from aestream.stream.lateness import LateReport
 from aestream.stream.messages import Outgoing, Partition
 from aestream.stream.stages import Scored, Stage
@@ -115,7 +115,8 @@ class AlertStage(Stage):
             if q is not None and not sc.replay:
                 out += self._emit(quality_event(q, self.router.sensor_tags(w.sensor)))
                 self._changed.add(w.sensor)
-            ratio = sc.score / sc.threshold if sc.threshold > 0 else 0.0
+            # as the anomaly event of the window has it: a severity band the same as its severity, at 0 too
+            ratio = ratio_of(sc.score, sc.threshold) if sc.alarm else 0.0
             chans = top_channels(self.channels, sc.shares) if sc.alarm else None
             t = self.tracker.observe(w.sensor, w.start_ms, w.end_ms, ratio, sc.alarm, chans)
             if sc.replay:

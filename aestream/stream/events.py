@@ -21,9 +21,10 @@ import msgspec
 import numpy as np
 
 __all__ = ["SCHEMA_ID", "anomaly_event", "anomaly_events", "compact_json", "encode_event", "event_id", "iso_ms",
-           "rounded", "severity_of", "top_channels", "window_fields"]
+           "ratio_of", "rounded", "severity_of", "top_channels", "window_fields"]
 
 SCHEMA_ID = "aestream.event/1"
+_MIN_THRESHOLD = 1e-12  # what a threshold of 0 counts as in a ratio
 _NAMESPACE = uuid.UUID("6f1c1c7e-3a50-4b0a-9a3e-2f1f2b6a5e11")
 TOP_CHANNELS = 3
 
@@ -78,7 +79,17 @@ def window_fields(window_start_ms: int, window_end_ms: int, score: float, thresh
     1.5
     """
     return _window_fields(int(window_start_ms), int(window_end_ms), rounded(score, 6), rounded(threshold, 6),
-                          rounded(float(score) / max(float(threshold), 1e-12), 4))
+                          ratio_of(score, threshold))
+
+
+def ratio_of(score: float, threshold: float) -> float:
+    """A window's score over its threshold as every event carries it (4 decimals; a threshold of 0, from flat
+    calibration readings, counts as 1e-12), and as severities and alert bands are decided on.
+
+    >>> ratio_of(3.0, 2.0), ratio_of(1.99995, 1.0), ratio_of(5.0, 0.0)
+    (1.5, 2.0, 5000000000000.0)
+    """
+    return rounded(float(score) / max(float(threshold), _MIN_THRESHOLD), 4)
 
 
 def rounded(x: float, digits: int) -> float:
@@ -169,7 +180,7 @@ def anomaly_events(
     True
     """
     scores, thresholds = np.asarray(scores, dtype=np.float64), np.asarray(thresholds, dtype=np.float64)
-    ratios = np.round(scores / np.maximum(thresholds, 1e-12), 4)
+    ratios = np.round(scores / np.maximum(thresholds, _MIN_THRESHOLD), 4)
     severities = np.where(ratios >= critical_ratio, "critical", "warning").tolist()
     alarms = np.where(scores > thresholds, "crossed", "held").tolist()
     share = np.round(shares, 4).tolist()

@@ -87,6 +87,28 @@ def test_episode_events_are_routed_by_severity_and_sensor_and_validate(tmp_path:
     assert resolved["event_id"] != opened["event_id"]
 
 
+def test_an_episode_s_band_is_the_severity_of_its_window_s_anomaly_event_also_at_a_zero_threshold(
+        tmp_path: Path) -> None:
+    import dataclasses
+
+    from aestream.stream.events import anomaly_event
+
+    s = stage(config(tmp_path))
+    # a baseline calibrated on flat readings (its threshold 0); and a ratio numpy rounds to 2.0 (critical_ratio)
+    windows = [dataclasses.replace(scored("pump-1", 1, 1.0, alarm=True, threshold=0.0), score=5.0),
+               dataclasses.replace(scored("pump-2", 1, 1.0, alarm=True, threshold=1.0), score=1.99995)]
+    out = step(s, windows)
+    assert [m.topic for m in out] == ["topic-a", "topic-a"], "the route of critical pumps"
+    docs = decode(out)
+    for sc, doc in zip(windows, docs):
+        w = sc.window
+        event = anomaly_event(sensor=w.sensor, window_start_ms=w.start_ms, window_end_ms=w.end_ms, score=sc.score,
+                              threshold=sc.threshold, critical_ratio=2.0, channels=tuple(s.channels), shares=sc.shares,
+                              model_version="v0001", model_family="vanilla", source=("readings", 0, 1))
+        assert (doc["type"], doc["severity"], doc["ratio"]) == ("opened", event["severity"], event["ratio"]), doc
+    assert [(d["sensor"], d["severity"]) for d in docs] == [("pump-1", "critical"), ("pump-2", "critical")]
+
+
 def test_replayed_windows_rebuild_state_but_emit_nothing(tmp_path: Path) -> None:
     s = stage(config(tmp_path, state_file="none.json"))
     assert step(s, [scored("pump-1", i, 2.5, replay=True) for i in range(3)]) == []
