@@ -5,6 +5,7 @@ own), before the work where it can be."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,3 +116,56 @@ def test_output_into_a_pipe_whose_reader_has_gone_ends_without_a_traceback(confi
     with proc.stderr:
         err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def _scored(values: np.ndarray, version: str, end_ms: int) -> Any:
+    from aestream.stream.stages import Scored
+    from aestream.stream.windows import Window
+
+    return Scored(Window("pump-1", end_ms - 3000, end_ms, values.astype(np.float32)), 1.0, 2.0, False,
+                  np.array([0.5, 0.5]), version)
+
+
+def test_decode_prints_values_within_half_a_step_and_skips_versions_no_longer_stored(
+        config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import aestream.kafka.kafka_python as kafka_python
+    from aestream.outputs.streams import StreamsStage, decode_latent
+
+    bundle = ModelStore(tmp_path / "models").load("v0001")
+    stage = StreamsStage(lambda: bundle, ("a", "b"), latent_topic="latent", latent_residual_step_std=1e-7)
+    windows = np.random.default_rng(0).normal(3.0, 0.001, (3, 4, 2)).astype(np.float32)  # steps of 1e-7
+    records = [m.value for i, w in enumerate(windows)
+               for m in stage.on_scored([_scored(w, "v0009" if i == 1 else "v0001", 10_000 * (i + 1))])]
+
+    def tail_topic(cfg: Any, topic: str, timeout_s: float, decode: Any, idle_s: float) -> Any:
+        assert topic == "latent"
+        return (decode(r) for r in records)
+
+    monkeypatch.setattr(kafka_python, "tail_topic", tail_topic)
+    assert main(["--config", str(config), "decode", "--topic", "latent"]) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [d["window_end_ms"] for d in lines] == [10_000, 30_000], "v0009's record skipped, the others decoded"
+    assert "the records of model v0009 are skipped: model version v0009 is not in" in err
+    for d, w in zip(lines, windows[[0, 2]]):
+        assert (np.abs(np.array(d["values"]) - w) <= 0.5e-7 * (1 + 1e-6)).all(), "rounded to 6 decimals: 5e-7"
+    assert decode_latent(records[0]).model_version == "v0001"
+
+
+def test_a_denoised_value_beyond_float32_s_range_passes_the_raw_reading_not_a_null(tmp_path: Path) -> None:
+    import json
+
+    from aestream.outputs.streams import StreamsStage
+
+    torch.manual_seed(0)
+    model = build_model("vanilla", window_size=4, n_channels=2, latent_size=2, hidden_size=8)
+    wide = Preprocessor(np.zeros(2), np.array([1.0, 1e6]), np.zeros(2, dtype=bool))  # channel b: a wide spread
+    bundle = ModelBundle(Scorer(model, wide), 2.0, ("a", "b"))
+    stage = StreamsStage(lambda: bundle, ("a", "b"), denoised_topic="clean")
+    window = np.zeros((4, 2))
+    window[-1, 0] = 1e37  # a valid reading (float32 holds it); its reconstruction of b, in b's units, does not
+    (msg,) = stage.on_scored([_scored(window, "v0001", 10_000)])
+    doc = json.loads(msg.value)
+    assert None not in doc["values"] and doc["denoised"] is False, doc

@@ -499,13 +499,21 @@ def _cmd_decode(cfg: Config, args: argparse.Namespace) -> int:
     topic = args.topic or cfg.streams.latent_topic
     if not topic:
         raise AestreamError("no latent topic: pass --topic or set streams.latent_topic")
-    store, scorers = open_model_store(cfg), {}
+    store = open_model_store(cfg)
+    scorers: dict[str, Any] = {}  # each version's scorer, None for one the store cannot load
     for code in tail_topic(cfg.kafka, topic, timeout_s=math.inf, decode=decode_latent, idle_s=args.idle_s):
         if code.model_version not in scorers:
-            scorers[code.model_version] = store.load(code.model_version).scorer
-        window = decode_window(code, scorers[code.model_version])  # AEL3: within half a step of the readings
+            try:
+                scorers[code.model_version] = store.load(code.model_version).scorer
+            except BundleError as e:  # pruned since (the store keeps the newest few), or damaged: the rest decode
+                log.warning("the records of model %s are skipped: %s", code.model_version, e)
+                scorers[code.model_version] = None
+        scorer = scorers[code.model_version]
+        if scorer is None:
+            continue
+        window = decode_window(code, scorer)  # AEL3: within half a step of the readings, so printed unrounded
         print(json.dumps({"sensor": code.sensor, "window_end_ms": code.window_end_ms,
-                          "model_version": code.model_version, "values": window.round(6).tolist()}))
+                          "model_version": code.model_version, "values": window.tolist()}))
     return 0
 
 

@@ -333,7 +333,8 @@ class StreamsStage(Stage):
         out: list[Outgoing] = []
         if self.denoised_topic:
             with np.errstate(over="ignore", invalid="ignore"):  # a reading near float32's limit: handled below
-                latest = b.scorer.reconstruct(windows)[:, -1, :]
+                # as the record carries them: a value beyond float32's range is inf here, not null in the record
+                latest = b.scorer.reconstruct(windows)[:, -1, :].astype(np.float32)
             for s, clean in zip(fresh, latest):
                 # a reconstruction that is not finite (a reading near float32's limit) is no reading: the raw one
                 passthrough = (s.alarm and not self.denoise_anomalies) or not np.isfinite(clean).all()
