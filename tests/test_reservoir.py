@@ -256,3 +256,20 @@ def test_a_reservoir_saved_without_its_half_life_loads_with_keys_on_this_one(tmp
     r = _reservoir(capacity=10, half_life_s=86_400.0)
     assert r.load(path) and len(r) == 10
     assert sum(r.add("s", T0 + (20 + i) * 1000, np.ones((W, C), np.float32)) for i in range(200)) > 0
+
+
+@pytest.mark.parametrize(("data", "why"), [(b"", "an empty message"), (None, "an empty message"),
+                                          ("npz", "not NpzFile"), ("cut", "not a .npy array")])
+def test_a_normal_windows_record_that_is_no_window_is_a_value_error(data: bytes | str | None, why: str) -> None:
+    import io
+
+    from aestream.retrain.stage import decode_window, encode_window
+
+    if data == "npz":  # an archive of arrays, not one: np.load gives no array
+        buf = io.BytesIO()
+        np.savez(buf, w=np.zeros((4, 2), dtype=np.float32))
+        data = buf.getvalue()
+    elif data == "cut":
+        data = encode_window(np.zeros((4, 2)))[:90]
+    with pytest.raises(ValueError, match=why.replace(".", r"\.")):
+        decode_window(data)

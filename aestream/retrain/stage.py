@@ -59,9 +59,16 @@ def encode_window(values: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_window(data: bytes) -> np.ndarray:
-    """The values :func:`encode_window` wrote; anything else raises ``ValueError``."""
-    values = np.load(io.BytesIO(data), allow_pickle=False)
+def decode_window(data: bytes | None) -> np.ndarray:
+    """The values :func:`encode_window` wrote; anything else (empty, null, an ``.npz``) raises ``ValueError``."""
+    if not data:
+        raise ValueError("an empty message")
+    try:
+        values = np.load(io.BytesIO(data), allow_pickle=False)
+    except (EOFError, OSError, ValueError) as e:
+        raise ValueError(f"not a .npy array: {e}") from None
+    if not isinstance(values, np.ndarray):
+        raise ValueError(f"a window is a 2-d float32 array, not {type(values).__name__}")
     if values.ndim != 2 or values.dtype != np.float32:
         raise ValueError(f"a window is a 2-d float32 array, not {values.ndim}-d {values.dtype}")
     return values
