@@ -194,3 +194,16 @@ def test_a_store_file_or_bundle_that_cannot_be_read_is_a_bundle_error(
     (tmp_path / "models" / "CURRENT").mkdir()  # unreadable as a file
     with pytest.raises(BundleError, match=r"the model store's CURRENT file in .* cannot be read"):
         store.current()
+
+
+def test_a_bundle_copied_under_another_version_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    store = ModelStore(tmp_path / "models")
+    store.publish(_bundle())
+    store.publish(_bundle(threshold=3.0))
+    shutil.copytree(tmp_path / "models" / "v0001", tmp_path / "models" / "v0003")  # an old bundle as a new one
+    store.set_current("v0003")
+    with pytest.raises(BundleError, match=r"model bundle .*v0003 is stored as v0003 but is version v0001 \(a copy"):
+        store.load()
+    assert store.load("v0002").version == "v0002"

@@ -92,7 +92,7 @@ class KafkaModelStore:
             raise BundleError(f"model version {v} is not in the topic {self.topic}; known: "
                               f"{', '.join(self.versions()) or 'none'}")
         where = f"model bundle {v} of the topic {self.topic}"
-        return bundle_from_files(unpack_bundle(self._bundles[v], where), where, device, self.key)
+        return bundle_from_files(unpack_bundle(self._bundles[v], where), where, device, self.key, v)
 
     def meta(self, version: str) -> dict[str, Any]:
         """``version``'s ``meta.json`` (unverified: for listing)."""

@@ -100,21 +100,24 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike[str], key: bytes | 
 
 
 def load_bundle(path: str | os.PathLike[str], device: torch.device | str = "cpu",
-                key: bytes | None = None) -> ModelBundle:
-    """Load and verify a bundle directory; raises :class:`BundleError` naming the file at fault."""
+                key: bytes | None = None, version: str | None = None) -> ModelBundle:
+    """Load and verify a bundle directory (stored as ``version``, if given: see :func:`bundle_from_files`); raises
+    :class:`BundleError` naming the file at fault."""
     src = Path(path)
     try:
         files = {name: (src / name).read_bytes() for name in (*BUNDLE_FILES, "manifest.json")
                  if (src / name).is_file()}
     except OSError as e:  # e.g. a bundle another user published, owner-only: a refused version, not a crash
         raise BundleError(f"model bundle {src} cannot be read ({e}): give this process read access to it") from None
-    return bundle_from_files(files, f"model bundle {src}", device, key)
+    return bundle_from_files(files, f"model bundle {src}", device, key, version)
 
 
 def bundle_from_files(files: dict[str, bytes], where: str, device: torch.device | str = "cpu",
-                      key: bytes | None = None) -> ModelBundle:
+                      key: bytes | None = None, version: str | None = None) -> ModelBundle:
     """The bundle in ``files`` (as :func:`bundle_files` made them), checked against its manifest and, with ``key``,
-    its signature; ``where`` names it in errors."""
+    its signature; ``where`` names it in errors. ``version``: the version it is stored as, which its own (signed)
+    ``meta.json`` must name: an older bundle copied under a newer version is refused, not served (a worker would
+    see its version differ from the store's current one at every check, and swap it in again and again)."""
     manifest = _parse_json(files, "manifest.json", where)
     hashes = manifest.get("sha256", {})
     for name in BUNDLE_FILES:
@@ -136,12 +139,16 @@ def bundle_from_files(files: dict[str, bytes], where: str, device: torch.device 
         model.load_state_dict(state, strict=True)
         scorer = Scorer(model, Preprocessor.from_dict(meta["preprocessor"]),
                         np.asarray(meta["channel_scale"], dtype=np.float64), meta["score_reduce"], device)
-        return ModelBundle(scorer, float(meta["threshold"]), tuple(meta["channels"]), dict(meta["alarm"]),
-                           dict(meta["info"]), str(meta["version"]))
+        bundle = ModelBundle(scorer, float(meta["threshold"]), tuple(meta["channels"]), dict(meta["alarm"]),
+                             dict(meta["info"]), str(meta["version"]))
     except BundleError:
         raise
     except Exception as e:  # any unreadable piece is a bad bundle, not a crash
         raise BundleError(f"{where}: weights.pt or meta.json is unusable ({type(e).__name__}: {e})") from None
+    if version is not None and bundle.version != version:
+        raise BundleError(f"{where} is stored as {version} but is version {bundle.version} (a copy of another "
+                          "version's bundle): refused; publish it again, or roll back to the version it is")
+    return bundle
 
 
 def pack_bundle(files: dict[str, bytes]) -> bytes:

@@ -64,7 +64,7 @@ class ModelStore:
             raise BundleError(f"no model is published in {self.root}: run `aestream train` first")
         if not (self.root / v).is_dir():
             raise BundleError(f"model version {v} is not in {self.root}; {self._known()}")
-        return load_bundle(self.root / v, device, self.key)
+        return load_bundle(self.root / v, device, self.key, v)
 
     def meta(self, version: str) -> dict[str, Any]:
         """``version``'s ``meta.json`` (unverified: for listing)."""
