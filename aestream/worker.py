@@ -315,16 +315,20 @@ class Worker:
 
     def _load_earlier_models(self) -> None:
         """Load the models of restored shared baselines of versions other than the serving one, which judge them
-        until they refit (:meth:`SensorBaselines.judge_by_earlier`); one the store no longer serves leaves its
-        sensors to the serving model, over their old scales, meanwhile."""
+        until they refit (:meth:`SensorBaselines.judge_by_earlier`); one the store no longer serves, or one made for
+        another ``stream.window_size`` or channels (it cannot take these windows), leaves its sensors to the
+        serving model, over their old scales, meanwhile."""
         assert self.baselines is not None
         for version in sorted(self.baselines.earlier_versions()):
             try:
-                scorer = self.models.load(version, self.device).scorer
-            except Exception as e:  # pruned from the store, refused: the serving model judges them meanwhile
+                bundle = self.models.load(version, self.device)
+                self._check_compatible(bundle)
+            except Exception as e:  # pruned, refused, for another stream: the serving model judges them meanwhile
                 log.warning("the baselines restored under model %s refit under the serving one, which judges them "
-                            "meanwhile: %s cannot be loaded (%s: %s)", version, version, type(e).__name__, e)
+                            "meanwhile: %s cannot be loaded for this stream (%s: %s)", version, version,
+                            type(e).__name__, e)
                 continue
+            scorer = bundle.scorer
             n = self.baselines.judge_by_earlier(version, scorer)
             log.info("%d restored baseline(s) of model %s are judged by it until they refit", n, version)
 

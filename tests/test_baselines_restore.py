@@ -291,6 +291,40 @@ def test_a_worker_restoring_a_baseline_of_other_channels_calibrates_the_sensor_a
     assert worker.baselines is not None and len(worker.baselines.ready["s"].mean) == 4
 
 
+@pytest.mark.parametrize("mode", ["shared", "finetune"])
+def test_a_shared_baseline_of_an_earlier_model_for_another_window_size_leaves_the_sensor_to_the_serving_one(
+        train_small: Any, mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    from stubs import Switch
+
+    def cfg(window_size: int) -> Config:
+        return _cfg(mode).replace(stream={"window_size": window_size},
+                                  baselines={"n_readings": 60, "n_refresh_windows": 20, "finetune_blocking": False},
+                                  kafka={"commit_interval_ms": 0})
+
+    old, new = cfg(8), cfg(16)  # the operator changed stream.window_size and retrained; v0001 is still stored
+    v1, v2 = train_small(old, epochs=3), train_small(new, epochs=3)
+    v1.version, v2.version = "v0001", "v0002"
+    changelog, rng = Changelog(), np.random.default_rng(0)
+
+    class Source:
+        def commit(self, *args: Any) -> bool:
+            return True
+
+    first = Worker(old, Source(), ChangelogSink(changelog), Switch({"v0001": v1}, "v0001"), changelog=changelog)
+    first.refresh_model(force=True)
+    first.on_partitions_assigned([("in", 0)])
+    first.process(sensor_polls(0, 100, rng))
+    first.commit()  # a shared baseline of v0001 (a fine-tune in the background had not finished)
+    assert json.loads(changelog.log["s"])["model_version"] == "v0001"
+    second = Worker(new, None, ChangelogSink(changelog), Switch({"v0001": v1, "v0002": v2}, "v0002"),
+                    changelog=changelog)
+    second.refresh_model(force=True)
+    second.on_partitions_assigned([("in", 0)])
+    stats = second.process(sensor_polls(100, 50, rng))  # used to raise: windows of 16 through a model of 8
+    assert stats.windows > 0
+    assert "v0001 cannot be loaded for this stream (BundleError: model v0001 was trained for" in caplog.text
+
+
 def test_a_restored_sensor_that_sent_nothing_is_forgotten_when_its_partition_moves(
         train_small: Any, one_model: Any, scripted_source: Any) -> None:
     cfg = _cfg("shared").replace(stream={"window_size": 4}, baselines={"n_readings": 40})
@@ -414,7 +448,7 @@ def test_a_baseline_restored_under_an_earlier_model_is_judged_by_that_model_unti
         assert second.baselines.ready["s"].model_version == "v2", "refitted from its next normal windows"
         assert [s.events for s in after] == [0] * 10, "normal readings: no alarm"
     else:
-        assert "v1 cannot be loaded (KeyError: 'v1')" in caplog.text
+        assert "v1 cannot be loaded for this stream (KeyError: 'v1')" in caplog.text
 
 
 def test_an_unreadable_baseline_record_is_skipped_with_a_warning_and_the_others_are_restored(
