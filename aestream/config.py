@@ -290,7 +290,7 @@ class BaselinesConfig:
         _check_choices(self, "baselines")
         _check_finite(self, "baselines")
         _require(self.n_readings >= 2, "baselines.n_readings", self.n_readings,
-                 "use at least 2 readings (and at least stream.window_size for a threshold)")
+                 "use at least 2 readings (and at least 4 × stream.window_size, checked with [stream])")
         _require(0.0 < self.min_std_fraction <= 1.0, "baselines.min_std_fraction", self.min_std_fraction,
                  "use a fraction above 0 and at most 1 of the model's own channel standard deviation")
         _require(self.n_refresh_windows >= 1, "baselines.n_refresh_windows", self.n_refresh_windows,
@@ -341,6 +341,9 @@ class AlertsConfig:
             _require(getattr(self, name) >= 0, f"alerts.{name}", getattr(self, name), "use 0 (off) or more")
 
 
+MAX_INTERVAL_S = 10 * 365 * 86_400.0  # retrain.interval_s: APScheduler's dates overflow past a few thousand years
+
+
 @dataclass(frozen=True)
 class RetrainConfig:
     """Scheduled retraining on recent normal data: the reservoir's rules, the schedule, the gate."""
@@ -385,6 +388,9 @@ class RetrainConfig:
                  self.holdout_fraction, "use holdout_fraction and calibration_fraction above 0 that sum below 0.8")
         _require(self.n_min_windows <= self.n_reservoir_windows, "retrain.n_min_windows", self.n_min_windows,
                  f"use at most retrain.n_reservoir_windows ({self.n_reservoir_windows}), or no retrain ever runs")
+        _require(self.interval_s <= MAX_INTERVAL_S, "retrain.interval_s", self.interval_s,
+                 f"use at most {MAX_INTERVAL_S:.0f} s (ten years; the scheduler's dates end); retrain.enabled = "
+                 "false turns retraining off")
         _require(0.0 < self.gate_max_far < 1.0, "retrain.gate_max_far", self.gate_max_far,
                  "use a rate between 0 and 1")
         _require(0.0 <= self.gate_recall_tolerance <= 1.0, "retrain.gate_recall_tolerance",
@@ -513,7 +519,7 @@ class Config:
 
 
 def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else json.dumps(key)
+    return key if key.replace("_", "").replace("-", "").isalnum() and key.isascii() else _toml_string(key)
 
 
 def _toml_value(v: Any) -> str:
@@ -524,7 +530,13 @@ def _toml_value(v: Any) -> str:
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{_toml_key(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    return json.dumps(v)
+    return _toml_string(v) if isinstance(v, str) else json.dumps(v)
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's, with a character beyond the BMP (an emoji) as itself (JSON's surrogate pair
+    escapes are not TOML's) and DEL escaped (a control character to TOML, left as it is by JSON)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _require(ok: bool, key: str, value: object, fix: str) -> None:
@@ -650,6 +662,9 @@ def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str
     return parse_config(data, os.environ if environ is None else environ)
 
 
+MIN_CALIBRATION_WINDOWS = 4  # baselines.n_readings: at least this many stream.window_size of readings
+
+
 def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None = None) -> Config:
     """Build a :class:`Config` from a TOML-shaped dict, checking every key and type."""
     sections: dict[str, Any] = {}
@@ -701,7 +716,19 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
             _require(n <= 255 and w <= 65535, "streams.latent_residual_step_std", cfg.streams.latent_residual_step_std,
                      f"a latent record's residual holds at most 255 channels and 65535 readings, not {n} × {w}: use 0 "
                      "(records without a residual)")
+    b, w = cfg.baselines, cfg.stream.window_size
+    _require(b.mode == "off" or b.n_readings >= MIN_CALIBRATION_WINDOWS * w, "baselines.n_readings", b.n_readings,
+             f"a sensor's threshold comes from the scores of its calibration windows, too few and too alike below "
+             f"{MIN_CALIBRATION_WINDOWS} × stream.window_size ({MIN_CALIBRATION_WINDOWS * w} readings; on one "
+             f"window every later one alarmed): use at least that")
+    o, poll_s = cfg.ops, cfg.kafka.poll_timeout_ms / 1000
+    _require(o.liveness_timeout_s == 0 or o.liveness_timeout_s > 2 * poll_s, "ops.liveness_timeout_s",
+             o.liveness_timeout_s, f"use more than twice kafka.poll_timeout_ms ({poll_s:g} s; every step polls, and an "
+             "idle worker's /healthz would fail), above the longest step, or 0 (off)")
     a, ttl_s = cfg.alerts, cfg.stream.sensor_ttl_s
+    _require(a.dead_letter_topic not in cfg.kafka.input_topics, "alerts.dead_letter_topic", a.dead_letter_topic,
+             "it is one of kafka.input_topics, so the worker would read its own dead letters back as readings: "
+             "name another topic")
     if a.enabled:  # a sensor is forgotten after sensor_ttl_s without a reading: a silence must be found before
         _require(a.silent_after_s < ttl_s, "alerts.silent_after_s", a.silent_after_s,
                  f"use less than stream.sensor_ttl_s ({ttl_s:g}), which forgets a silent sensor before it could be "

@@ -184,8 +184,8 @@ def test_the_whole_config_survives_a_round_trip_through_toml() -> None:
 
     shipped = load_config(Path(__file__).resolve().parents[1] / "config.toml", environ={})
     cfg = shipped.replace(alerts={"routes": ({"severity": "critical", "sensor": "pump-*", "sinks": ["topic"]},)},
-                          threshold={"sensors": {"pump-*": 1.5}})
-    assert parse_config(tomllib.loads(cfg.to_toml()), environ={}) == cfg
+                          threshold={"sensors": {"pump-*": 1.5, "pump-🔥-*": 2.0, "odd\x7fid": 1.2}})
+    assert parse_config(tomllib.loads(cfg.to_toml()), environ={}) == cfg  # beyond the BMP, DEL: TOML's escapes
 
 
 def _numeric_keys() -> list[tuple[str, str, type]]:
@@ -262,6 +262,17 @@ def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str
         ({"kafka": {"input_topics": ["readings", ""]}},
          "config key kafka.input_topics = ['readings', ''] is invalid: name each topic"),
         ({"alerts": {"topic": ""}}, "config key alerts.topic = '' is invalid: give it a name"),
+        ({"kafka": {"input_topics": ["readings"]}, "alerts": {"dead_letter_topic": "readings"}},
+         "config key alerts.dead_letter_topic = 'readings' is invalid: it is one of kafka.input_topics, so the "
+         "worker would read its own dead letters back as readings: name another topic"),
+        ({"stream": {"window_size": 10}, "baselines": {"n_readings": 10}},
+         "config key baselines.n_readings = 10 is invalid: a sensor's threshold comes from the scores of its "
+         "calibration windows, too few and too alike below 4 × stream.window_size (40 readings; on one window every "
+         "later one alarmed): use at least that"),
+        ({"kafka": {"poll_timeout_ms": 200}, "ops": {"liveness_timeout_s": 0.1}},
+         "config key ops.liveness_timeout_s = 0.1 is invalid: use more than twice kafka.poll_timeout_ms (0.2 s;"),
+        ({"retrain": {"interval_s": 1e12}},
+         "config key retrain.interval_s = 1000000000000.0 is invalid: use at most 315360000 s (ten years;"),
         ({"paths": {"model_dir": ""}}, "config key paths.model_dir = '' is invalid: give it a name"),
         ({"alerts": {"enabled": True, "silent_after_s": 7200}},
          "config key alerts.silent_after_s = 7200.0 is invalid: use less than stream.sensor_ttl_s (3600), which "

@@ -332,7 +332,7 @@ def _through_kafka(experiments: Sequence[_Experiment], cfg: Config, bundle: Mode
         sink.flush()
         sink.close()
         config = Path(tmp) / "config.toml"
-        config.write_text(cfg.to_toml())
+        config.write_text(cfg.to_toml(), encoding="utf-8")
         log.info("published %d readings of %d sensors to %s; running aestream run", n, len(experiments),
                  k.input_topics[0])
         proc = subprocess.run([sys.executable, "-m", "aestream", "--config", str(config), "--log-level", "WARNING",
