@@ -169,3 +169,12 @@ def test_a_denoised_value_beyond_float32_s_range_passes_the_raw_reading_not_a_nu
     (msg,) = stage.on_scored([_scored(window, "v0001", 10_000)])
     doc = json.loads(msg.value)
     assert None not in doc["values"] and doc["denoised"] is False, doc
+
+
+def test_train_refuses_a_model_dir_that_is_a_file_before_it_reads_or_trains(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("x")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[paths]\nmodel_dir = "{tmp_path / "afile"}"\n[model]\ndevice = "cpu"\n')
+    assert main(["--config", str(cfg), "train", "--input", str(tmp_path / "not-read-yet.csv")]) == 2
+    assert "the model store" in capsys.readouterr().err  # not the input file: the store is checked first

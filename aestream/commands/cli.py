@@ -372,13 +372,13 @@ def _cmd_train(cfg: Config, args: argparse.Namespace) -> int:
     from aestream.training.fit import progress_bars
 
     check_device(cfg.model.device)
+    store = open_model_store(cfg)  # a model_dir that cannot be one fails now, not after the training
     if args.family:
         cfg = cfg.replace(model={"family": args.family})
     frame = read_table(args.input, args.sep)
     segments = read_segments(frame, cfg.stream.channels, *_columns(frame, args), cfg.stream.max_gap_ms)
     with progress_bars():  # on stderr, when it is a terminal
         bundle = train_bundle(segments, cfg.stream, cfg.model, cfg.threshold, info={"trained_on": str(args.input)})
-    store = open_model_store(cfg)
     version = store.publish(bundle)
     print(json.dumps({"version": version, "family": bundle.family, "threshold": bundle.threshold,
                       "store": str(store)}))
