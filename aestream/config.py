@@ -290,7 +290,7 @@ class BaselinesConfig:
         _check_choices(self, "baselines")
         _check_finite(self, "baselines")
         _require(self.n_readings >= 2, "baselines.n_readings", self.n_readings,
-                 "use at least 2 readings (and at least 4 × stream.window_size, checked with [stream])")
+                 "use at least 2 readings (and at least 3 × stream.window_size, checked with [stream])")
         _require(0.0 < self.min_std_fraction <= 1.0, "baselines.min_std_fraction", self.min_std_fraction,
                  "use a fraction above 0 and at most 1 of the model's own channel standard deviation")
         _require(self.n_refresh_windows >= 1, "baselines.n_refresh_windows", self.n_refresh_windows,
@@ -662,7 +662,7 @@ def load_config(path: str | os.PathLike[str] | None, environ: typing.Mapping[str
     return parse_config(data, os.environ if environ is None else environ)
 
 
-MIN_CALIBRATION_WINDOWS = 4  # baselines.n_readings: at least this many stream.window_size of readings
+MIN_CALIBRATION_WINDOWS = 3  # baselines.n_readings: at least this many stream.window_size of readings
 
 
 def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None = None) -> Config:

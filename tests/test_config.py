@@ -267,7 +267,7 @@ def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str
          "worker would read its own dead letters back as readings: name another topic"),
         ({"stream": {"window_size": 10}, "baselines": {"n_readings": 10}},
          "config key baselines.n_readings = 10 is invalid: a sensor's threshold comes from the scores of its "
-         "calibration windows, too few and too alike below 4 × stream.window_size (40 readings; on one window every "
+         "calibration windows, too few and too alike below 3 × stream.window_size (30 readings; on one window every "
          "later one alarmed): use at least that"),
         ({"kafka": {"poll_timeout_ms": 200}, "ops": {"liveness_timeout_s": 0.1}},
          "config key ops.liveness_timeout_s = 0.1 is invalid: use more than twice kafka.poll_timeout_ms (0.2 s;"),
