@@ -706,6 +706,13 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
         _require(topic not in cfg.kafka.input_topics, f"streams.{key}", topic,
                  "it is one of kafka.input_topics, so the worker would read its own records back "
                  + ("as new readings" if key == "denoised_topic" else "(each a dead letter)") + ": name another topic")
+        others = {"kafka.output_topic": cfg.kafka.output_topic, "kafka.dead_letter_topic": cfg.kafka.dead_letter_topic,
+                  **({"alerts.topic": cfg.alerts.topic} if cfg.alerts.enabled else {}),
+                  **({"streams.denoised_topic": cfg.streams.denoised_topic} if key == "latent_topic" else {})}
+        clash = [name for name, other in others.items() if topic and other == topic]
+        _require(not clash, f"streams.{key}", topic,
+                 f"it is also {clash[0] if clash else ''}, whose consumers would get its "
+                 + ("readings" if key == "denoised_topic" else "binary records") + " among theirs: name another topic")
     if cfg.streams.latent_topic:  # what one latent record can hold (aestream.outputs.streams)
         n_detrend = len(cfg.model.detrend_channels)
         _require(n_detrend <= 255, "model.detrend_channels", f"{n_detrend} channels",

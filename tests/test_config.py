@@ -262,6 +262,15 @@ def test_every_numeric_key_has_its_range_checked_at_start(section: str, key: str
         ({"kafka": {"input_topics": ["readings", ""]}},
          "config key kafka.input_topics = ['readings', ''] is invalid: name each topic"),
         ({"alerts": {"topic": ""}}, "config key alerts.topic = '' is invalid: give it a name"),
+        ({"kafka": {"output_topic": "anomalies"}, "streams": {"latent_topic": "anomalies"}},
+         "config key streams.latent_topic = 'anomalies' is invalid: it is also kafka.output_topic, whose consumers "
+         "would get its binary records among theirs: name another topic"),
+        ({"streams": {"denoised_topic": "clean", "latent_topic": "clean"}},
+         "config key streams.latent_topic = 'clean' is invalid: it is also streams.denoised_topic, whose consumers "
+         "would get its binary records among theirs"),
+        ({"alerts": {"enabled": True, "topic": "clean"}, "streams": {"denoised_topic": "clean"}},
+         "config key streams.denoised_topic = 'clean' is invalid: it is also alerts.topic, whose consumers would get "
+         "its readings among theirs"),
         ({"kafka": {"input_topics": ["readings"]}, "alerts": {"dead_letter_topic": "readings"}},
          "config key alerts.dead_letter_topic = 'readings' is invalid: it is one of kafka.input_topics, so the "
          "worker would read its own dead letters back as readings: name another topic"),
