@@ -24,7 +24,7 @@ def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
         if parquet:
             return pd.read_parquet(p)
         return pd.read_csv(p, sep=sep or _separator(p), engine="c")
-    except (ValueError, OSError, csv.Error) as e:  # pandas' and pyarrow's parse errors are ValueErrors
+    except (ValueError, OSError) as e:  # pandas' and pyarrow's parse errors are ValueErrors
         kind = "Parquet" if parquet else "CSV" + ("" if sep is None else f" separated by {sep!r}")
         why = first_line(e, "empty")
         raise DataError(f"data file {p} cannot be read as {kind} ({type(e).__name__}: {why}): give a "
