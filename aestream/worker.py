@@ -126,6 +126,7 @@ class Worker:
         self.lateness = LateWatch(s.n_late_report)
         self.windows = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
         self._sensor_partition: dict[str, Partition] = {}
+        self._unwindowed_warned: set[str] = set()  # sensors whose readings ran into a gap unscored (warned once)
         self._misrouted: set[str] = set()  # sensors whose messages were keyed otherwise (warned of once each)
         self._announce_in_replay: set[str] = set()  # restored baselines dropped: a replayed calibration is news
         self._restored_partition: dict[str, Partition] = {}  # sensors whose baseline was restored (sent or not)
@@ -601,11 +602,25 @@ class Worker:
                 for stage in self.stages:
                     for msg in stage.on_scored(scored):
                         self.sink.send(msg)
+        if self.windows.unwindowed:
+            self._warn_unwindowed()
         late = self._late_reports(stats, now)
         for stage in self.stages:
             for msg in stage.on_tick(now) + (stage.on_late(late) if late else []):
                 self.sink.send(msg)
         return stats
+
+    def _warn_unwindowed(self) -> None:
+        """Warn once a sensor whose readings run out into a gap before they fill a window: none of them is
+        scored (a sampling interval above ``stream.max_gap_ms`` makes every reading such a gap)."""
+        for sensor, n in self.windows.unwindowed.items():
+            if sensor not in self._unwindowed_warned and len(self._unwindowed_warned) < MISROUTED_WARNINGS:
+                self._unwindowed_warned.add(sensor)
+                log.warning("sensor %s: %d reading(s) ended in a gap (> stream.max_gap_ms = %d ms) before they filled "
+                            "a window of stream.window_size = %d: they are scored in no window; a sensor sampled "
+                            "less often than max_gap_ms is never scored", sensor, n, self.cfg.stream.max_gap_ms,
+                            self.cfg.stream.window_size)
+        self.windows.unwindowed.clear()
 
     def _late_reports(self, stats: StepStats, now: float) -> list[LateReport]:
         """The sensors that just reached ``stream.n_late_report`` late readings within a minute, logged."""

@@ -90,3 +90,25 @@ def test_a_message_not_keyed_by_its_sensor_is_taken_and_warned_of_once_per_senso
     assert "sensor b: the message at in[1]@0 is keyed by nothing (null)" in warned[1]
     assert warned[2].startswith("sensor c: the message at in[1]@2 is keyed b'x'")
     assert [s.readings for s in stats] == [40, 1, 3, 40] and sum(s.dead_letters for s in stats) == 0
+
+
+def test_a_sensor_sampled_less_often_than_the_gap_is_warned_of_once_as_never_scored(
+        train_small: Any, one_model: Any, recording_sink: Any, caplog: Any) -> None:
+    import logging
+
+    cfg = Config().replace(baselines={"mode": "off"}, stream={"channels": CHANNELS, "window_size": 4, "stride": 1,
+                                                              "max_gap_ms": 10_000})
+    worker = Worker(cfg, None, recording_sink(), one_model(train_small(cfg)))
+    worker.refresh_model(force=True)
+
+    def reading(sensor: str, ts_ms: int) -> bytes:
+        return json.dumps({"sensor": sensor, "ts": ts_ms, "values": [1.0, 2.0, 3.0, 4.0]}).encode()
+
+    caplog.set_level(logging.WARNING, logger="aestream.worker")
+    stats = [worker.process([Record("in", 0, 2 * i, b"slow", reading("slow", T0 + 15_000 * i), 0),
+                             Record("in", 0, 2 * i + 1, b"fast", reading("fast", T0 + 1_000 * i), 0)])
+             for i in range(10)]
+    warned = [r.getMessage() for r in caplog.records if "stream.max_gap_ms" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert warned[0].startswith("sensor slow: 1 reading(s) ended in a gap (> stream.max_gap_ms = 10000 ms)")
+    assert sum(s.windows for s in stats) == 10 - 3, "the fast sensor's windows alone"

@@ -4,7 +4,8 @@ Each sensor keeps the last ``window_size`` readings. Once it holds a full window
 closes a window — or, with ``stride_ms``, the first reading in each new ``stride_ms`` cell of event time (cells
 aligned to the Unix epoch, as hopping windows in stream processors; the first full window of a sensor, or after a
 gap, closes too). Every reading is in some window, but for the readings after a sensor's last window before a gap
-(up to ``stride - 1``, or the rest of a cell) and the earliest of a cell holding more than ``window_size`` readings.
+(up to ``stride - 1``, or the rest of a cell), the earliest of a cell holding more than ``window_size`` readings,
+and those that run into a gap before they fill a window (counted in :attr:`Windower.unwindowed` for the caller).
 The grid depends on the readings alone, so a worker that rebuilds a sensor from a replay (holding at least a window of
 its readings) closes windows on the same readings as the one before it, and replayed events repeat their ids. A
 count depends on where the worker started reading: its checkpoint is :meth:`Windower.phases`, which the worker
@@ -128,6 +129,8 @@ class Windower:
         self._sensors: dict[str, _SensorState] = {}
         self.n_late = 0
         self.n_gaps = 0
+        # sensors whose readings before a gap never filled a window (none of them scored): the caller warns
+        self.unwindowed: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._sensors)
@@ -142,6 +145,8 @@ class Windower:
             return LATE
         elif ts_ms - state.last_ts > self.max_gap_ms:
             self.n_gaps += 1
+            if state.count < self.window_size:  # the readings since the last gap are in no window
+                self.unwindowed[sensor] = self.unwindowed.get(sensor, 0) + state.count
             state.count = state.shift = 0
         state.seen_at = now
         w = self.window_size
