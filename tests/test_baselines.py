@@ -16,7 +16,7 @@ from aestream.stream.codec import encode_reading
 from aestream.stream.messages import Outgoing, Record
 from aestream.stream.stages import Stage
 from aestream.stream.windows import Window, Windower
-from aestream.training.finetune import Finetuner, build_baselines
+from aestream.training.finetune import FINETUNE_MIN_STD_FRACTION, Finetuner, build_baselines
 from aestream.worker import Worker
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")
@@ -482,3 +482,20 @@ def test_an_idle_sensor_s_calibration_under_way_is_dropped_and_a_baseline_kept(
     assert len(worker.windows) == 0 and worker.baselines.n_calibrating == 0
     assert len(worker.baselines.ready) == 4, "a baseline outlives its sensor's silence"
     assert set(worker._sensor_partition) == set(worker.baselines.ready)
+
+
+def test_a_channel_steady_through_a_fine_tunes_calibration_is_floored_as_a_shared_baseline_s(train_small: Any) -> None:
+    cfg = _cfg("finetune")
+    bundle = train_small(cfg)
+    readings = np.random.default_rng(0).normal(5.0, 2.0, (300, 4))
+    readings[:, 3] = 10.0  # idle through calibration, then a move far inside the fleet's spread
+    readings[200:, 3] = 10.01
+    base = build_baselines(cfg)
+    wins = _windows(cfg, readings, START_MS + 1000 * np.arange(300))
+    split = base.split(wins, bundle.scorer, "v0001")
+    floor = FINETUNE_MIN_STD_FRACTION * bundle.scorer.preprocessor.std
+    own = base.ready["s"]
+    assert own.scorer is not None and (own.std >= floor * (1 - 1e-9)).all()
+    later = np.stack([wins[i].values for i in split.keep])
+    batch, _ = base.score(later, ["s"] * len(later), bundle.scorer)
+    assert batch.scores.max() < 10 * own.threshold  # not ~1e7 × its threshold

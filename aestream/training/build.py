@@ -37,6 +37,7 @@ def fit_from_config_steps(
     epochs: int | None = None,
     validation: np.ndarray | None = None,
     scale_all_readings: bool = False,
+    min_std: np.ndarray | None = None,
 ) -> Steps[TrainResult]:
     """:func:`~aestream.training.fit.fit_scorer_steps` with every ``[model]`` setting of the config."""
     return fit_scorer_steps(
@@ -62,6 +63,7 @@ def fit_from_config_steps(
         start_from=start_from,
         validation=validation,
         scale_all_readings=scale_all_readings,
+        min_std=min_std,
     )
 
 

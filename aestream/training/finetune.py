@@ -1,7 +1,8 @@
 """A sensor's own model: the shared model fine-tuned on the sensor's calibration readings (transfer learning).
 
 The copy starts from the fleet's weights and learns on the sensor's first readings, standardised by their own
-mean and deviation (over all of them, its operating point, as a shared-model baseline takes it), with early stopping
+mean and deviation (over all of them, its operating point, as a shared-model baseline takes it; each deviation at
+least :data:`FINETUNE_MIN_STD_FRACTION` of the shared model's), with early stopping
 on their last ``model.validation_fraction`` of windows; the channel scales and the threshold are calibrated on those
 validation windows, which the copy never trained on. Fine-tunes run on the worker's own thread, in slices of at most
 ``baselines.finetune_slice_ms`` between its steps, at most ``baselines.finetune_queue`` waiting (:class:`Finetuner`),
@@ -32,6 +33,12 @@ __all__ = ["Finetuner", "build_baselines", "finetune_baseline", "finetune_baseli
 
 log = logging.getLogger(__name__)
 
+# A channel's own deviation is floored at this share of the shared model's: one steady through the calibration (an
+# idle current, a closed valve) would otherwise be divided by ~0, and a later move of a hundredth of the fleet's
+# spread scored ~1e7 × its threshold. Far below baselines.min_std_fraction, the "shared" mode's floor: at 0.1 here,
+# F1 on SKAB's dev files fell from 0.82 to 0.78 (docs/benchmarks.md).
+FINETUNE_MIN_STD_FRACTION = 0.01
+
 
 def finetune_baseline_steps(runs: list[np.ndarray], shared: Scorer, cfg: Config,
                             model_version: str) -> Steps[tuple[Baseline, np.ndarray]]:
@@ -40,7 +47,8 @@ def finetune_baseline_steps(runs: list[np.ndarray], shared: Scorer, cfg: Config,
     s = cfg.stream
     result = yield from fit_from_config_steps(runs, s.channels, s.window_size, cfg.model, device=str(shared.device),
                                               start_from=shared.model, epochs=cfg.baselines.finetune_epochs or None,
-                                              scale_all_readings=True)
+                                              scale_all_readings=True,
+                                              min_std=FINETUNE_MIN_STD_FRACTION * shared.preprocessor.std)
     own = result.scorer
     pre = own.preprocessor
     threshold = calibrate_threshold(result.validation_scores, cfg.threshold)

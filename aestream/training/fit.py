@@ -9,6 +9,7 @@ time slices of its own thread (the worker's fine-tunes, between its steps) and :
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import math
@@ -143,6 +144,7 @@ def fit_scorer_steps(
     start_from: Autoencoder | None = None,
     validation: np.ndarray | None = None,
     scale_all_readings: bool = False,
+    min_std: np.ndarray | None = None,
 ) -> Steps[TrainResult]:
     """Train a ``family`` autoencoder on contiguous segments of normal readings, each ``(T, C)``.
 
@@ -157,7 +159,7 @@ def fit_scorer_steps(
     readings the fit never saw. ``scale_all_readings`` fits it on every reading of the segments instead: a sensor's
     own baseline, whose scaling is its operating point over all its calibration readings (as the shared model's
     baselines take it; on SKAB's dev files, fitted on the training part alone it gave F1 0.8115 against 0.8199
-    over five seeds, docs/benchmarks.md).
+    over five seeds, docs/benchmarks.md). ``min_std`` (one a channel) floors its deviations.
     """
     t0 = time.monotonic()
     if torch_threads > 0:
@@ -178,6 +180,8 @@ def fit_scorer_steps(
         train_rows = np.concatenate(segments)
     scale_rows = np.concatenate(segments) if scale_all_readings else train_rows
     pre = Preprocessor.fit(scale_rows, channels, detrend_channels, smooth=input_smoothing)
+    if min_std is not None:  # a sensor's own scaling: a channel steady through its calibration is not divided by ~0
+        pre = dataclasses.replace(pre, std=np.maximum(pre.std, np.asarray(min_std, dtype=np.float64)))
     if start_from is not None:  # fine-tuning: a copy of a trained model learns on (transfer learning)
         model = copy.deepcopy(start_from).to(dev)
     else:
