@@ -788,7 +788,8 @@ class Worker:
                 self.on_event(event)
         # after the events and the scored windows: they carry the thresholds their alarms were decided with
         if self.baselines is not None and errors is not None:
-            for sensor, baseline in self.baselines.refresh(sensors, errors, alarms, b.scorer, b.version):
+            for sensor, baseline in self.baselines.refresh(sensors, errors, alarms, b.scorer, b.version,
+                                                              closed.end_ms):
                 self._baseline_ready(sensor, baseline)
                 log.info("baseline of %s refitted under model %s: threshold %.4g", sensor, b.version,
                          baseline.threshold)

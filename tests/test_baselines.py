@@ -228,6 +228,26 @@ def test_a_forgotten_sensor_s_refit_takes_none_of_the_errors_gathered_before(tra
     np.testing.assert_allclose(refit.channel_scale, errors[6:].mean(axis=0), rtol=1e-12)
 
 
+def test_a_sensor_alarming_under_an_earlier_baseline_for_a_regime_change_calibrates_again(
+        train_small: Any) -> None:
+    """In "shared" mode a sensor whose baseline is of an earlier model refits from windows that model finds normal:
+    after a lasting shift there were none, and the sensor alarmed on every window for good, the retrain that
+    learned the shift notwithstanding. Alarming for ``retrain.regime_change_after_s`` now, it calibrates again."""
+    cfg = _cfg("shared")
+    base = SensorBaselines(cfg.baselines, cfg.threshold, 16, 1, regime_change_after_s=60.0)
+    base.restore({"s": _OLD})
+    scorer = train_small(cfg).scorer
+    errors, alarms = np.full((10, 4), 50.0), np.ones(10, dtype=bool)
+
+    def refresh(first_s: int, alarms: np.ndarray = alarms) -> list[Any]:
+        return base.refresh(["s"] * 10, errors, alarms, scorer, "v0002", START_MS + 1000 * (first_s + np.arange(10)))
+
+    assert refresh(0) == [] and refresh(30) == [] and base.ready["s"] is _OLD  # alarming 39 s: a fault, kept
+    assert refresh(40, np.arange(10) != 5) == [] and refresh(90) == []  # a normal window at 45 s: since 46 s
+    assert base.ready["s"] is _OLD
+    assert refresh(100) == [] and "s" not in base.ready  # 60 s since 46 s: calibrates again under the new model
+
+
 class _Calibrations(Stage):
     def __init__(self) -> None:
         self.seen: list[tuple[str, bool]] = []

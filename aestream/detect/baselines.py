@@ -259,6 +259,7 @@ class SensorBaselines:
         self._calibrating: dict[str, _Calibration] = {}
         # the readings of sensors to fine-tune again: restored without their own model, or renewed after a swap
         self._gathering: dict[str, _Calibration] = {}
+        self._stale_alarm_since: dict[str, int] = {}  # a sensor judged by an earlier model, in alarm: since when
         self._alarm_since: dict[str, int] = {}  # a gathering sensor in alarm: the end of its run's first alarm window
         self._serving: str | None = None  # the shared model's version, as :meth:`renew` was last told
         self._refresh: dict[str, tuple[str, list[np.ndarray]]] = {}  # model version, errors of windows under it
@@ -592,7 +593,7 @@ class SensorBaselines:
         return [b.scorer for b in self.ready.values() if b.scorer is not None]
 
     def refresh(self, sensors: list[str], errors: np.ndarray, alarms: np.ndarray, scorer: Scorer,
-                model_version: str) -> list[tuple[str, Baseline]]:
+                model_version: str, end_ms: Sequence[int] | None = None) -> list[tuple[str, Baseline]]:
         """Gather the errors of normal windows whose sensor's baseline is of another model version (``alarms``: as
         :meth:`score` judged them, by an earlier model for its sensors); refit the error scaling and threshold of
         each sensor with ``n_refresh_windows`` of them. A sensor's errors are of one model version: those gathered
@@ -605,7 +606,20 @@ class SensorBaselines:
             if s not in stale:
                 continue
             b = self.ready.get(s)
-            if b is None or b.scorer is not None or b.model_version == model_version or alarms[i]:
+            if b is None or b.scorer is not None or b.model_version == model_version:
+                continue
+            if end_ms is not None and self.regime_ms is not None:  # a regime change: no window will ever refit it
+                if not alarms[i]:
+                    self._stale_alarm_since.pop(s, None)
+                elif end_ms[i] - self._stale_alarm_since.setdefault(s, end_ms[i]) >= self.regime_ms:
+                    log.info("sensor %s has been alarming for %.0f s under its baseline of %s "
+                             "(retrain.regime_change_after_s): taken for a regime change, it calibrates again under "
+                             "model %s", s, (end_ms[i] - self._stale_alarm_since[s]) / 1000, b.model_version,
+                             model_version)
+                    self._stale_alarm_since.pop(s, None)
+                    self.forget([s])
+                    continue
+            if alarms[i]:
                 continue
             if not np.isfinite(errors[i]).all():  # a reading so far out its error overflows: no normal window
                 continue
@@ -723,5 +737,6 @@ class SensorBaselines:
             self._calibrating.pop(s, None)
             self._stop_gathering(s)
             self._refresh.pop(s, None)
+            self._stale_alarm_since.pop(s, None)
             self._not_by_earlier(s)
         self._banks.clear()  # they hold the forgotten sensors' models: built again from those left
