@@ -51,7 +51,7 @@ class NormalWindowsFeed:
         self._parts = set(self._consumer.partitions_for_topic(topic))
         tps = [TopicPartition(topic, p) for p in sorted(self._parts)]
         self._consumer.assign(tps)
-        since = int((time.time() - max_age_s) * 1000)
+        since = max(0, int((time.time() - max_age_s) * 1000))  # a max_age_s longer than the epoch: all of it
         starts = self._consumer.offsets_for_times({tp: since for tp in tps})
         self._ends = self._consumer.end_offsets(tps)
         for tp in tps:  # nothing that recent: from the end as it is now (not as it is at the first poll)

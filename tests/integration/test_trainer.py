@@ -186,3 +186,23 @@ def test_a_trainer_not_caught_up_in_time_says_so_and_goes_on(caplog: pytest.LogC
     (said,) = [r.getMessage() for r in caplog.records]
     assert said == (f"trainer: {n} windows read back from aestream.normal-windows in 0.05 s, not all it held at "
                     "start: retraining starts on schedule with what the reservoir has, and the rest is read on the way")
+
+
+def test_a_max_age_longer_than_the_epoch_reads_the_normal_windows_from_their_start(kafka_config: Config) -> None:
+    """``retrain.max_age_s = 1e10`` ("keep them all") made a negative start time, which kafka-python refused:
+    ``aestream trainer`` and ``aestream retrain`` died at start."""
+    topic = normal_windows_topic(kafka_config)
+    producer = KafkaProducer(bootstrap_servers=list(kafka_config.kafka.bootstrap_servers))
+    NormalWindowsFeed(kafka_config.kafka, topic, max_age_s=1e10).close()  # makes the topic
+    window = np.ones((16, 4), dtype=np.float32)
+    producer.send(topic, encode_window(window), key=b"pump-7", headers=[(END_MS_HEADER, b"1000")]).get(30)
+    producer.close()
+    feed = NormalWindowsFeed(kafka_config.kafka, topic, max_age_s=1e10)
+    try:
+        got: list[tuple[str, int, np.ndarray]] = []
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            got += feed.poll(200)
+        assert [(s, e) for s, e, _ in got] == [("pump-7", 1_000)]
+    finally:
+        feed.close()
