@@ -388,13 +388,17 @@ def test_a_lock_whose_holder_on_this_host_is_gone_is_broken_at_once(tmp_path: Pa
                               capture_output=True, text=True).stdout)  # a worker killed -9 while it trained
 
     def held_by(**holder: object) -> None:
-        (tmp_path / ".retrain.lock").write_text(json.dumps({"token": "t", "host": socket.gethostname(), **holder}))
+        (tmp_path / ".retrain.lock").write_text(json.dumps({"token": "t", "host": socket.gethostname(),
+                                                            "pidns": os.readlink("/proc/self/ns/pid"), **holder}))
 
     for holder in ({"pid": gone}, {"pid": os.getpid(), "process": "the process before a restart, same pid"}):
         held_by(**holder)
         lock = TrainLock(tmp_path, stale_s=3600)
         assert lock.acquire(), f"held by {holder}: broken, not waited on for an hour"
         lock.release()
+    for holder in ({"pid": gone}, {"pid": os.getpid(), "process": "another container's pid 1"}):
+        held_by(**holder, pidns="pid:[another container's]")  # one host name, another PID namespace
+        assert not TrainLock(tmp_path, stale_s=3600).acquire(), f"{holder} in another PID namespace: not gone"
     held_by(pid=gone, host="another-host")
     assert not TrainLock(tmp_path, stale_s=3600).acquire(), "another host's process: only its age breaks the lock"
     (tmp_path / ".retrain.lock").unlink()

@@ -39,6 +39,18 @@ GUARD_NAME = ".retrain.guard"
 _PROCESS = uuid.uuid4().hex  # this process: a lock held under our pid without it is a previous process's (a restart)
 
 
+def _pid_namespace() -> str | None:
+    """This process's PID namespace (Linux), ``None`` where it cannot be told: two containers given one host name
+    (host networking, one ``hostname:``) each number their processes from 1, and see none of the other's."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+_PID_NS = _pid_namespace()
+
+
 class TrainLock:
     """An exclusive, crash-tolerant lock file in ``directory`` (one holder across all workers sharing it)."""
 
@@ -64,7 +76,8 @@ class TrainLock:
                     return False
                 continue
             with os.fdopen(fd, "w") as f:
-                json.dump({"token": token, "host": socket.gethostname(), "pid": os.getpid(), "process": _PROCESS,
+                json.dump({"token": token, "host": socket.gethostname(), "pidns": _PID_NS, "pid": os.getpid(),
+                           "process": _PROCESS,
                            "since": time.time()}, f)
             self._token = token
             return True
@@ -152,6 +165,8 @@ def _gone(holder: dict[str, object]) -> bool:
     """Whether the lock's holder ran on this host and its process no longer does (a pid in use is taken to be it)."""
     pid = holder.get("pid")
     if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    if holder.get("pidns") != _PID_NS:  # another container's processes: neither its pid nor their absence tells
         return False
     if pid == os.getpid():
         return holder.get("process") != _PROCESS
