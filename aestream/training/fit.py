@@ -282,6 +282,10 @@ def _epochs(model: Autoencoder, opt: torch.optim.Optimizer, gen: torch.Generator
         model.eval()
         with torch.no_grad():
             val_loss = float(torch.nn.functional.mse_loss(model(xv), xv))
+        if not math.isfinite(val_loss):  # no epoch could improve on it: the untrained weights would be kept
+            raise DataError(f"validation loss became {val_loss} at epoch {epoch + 1}: the validation windows (the last "
+                            "model.validation_fraction of the data) hold readings too extreme to reconstruct; drop "
+                            "them from the data")
         history.append(round(val_loss, 6))
         bar.update()
         bar.set_postfix(val_loss=f"{val_loss:.5f}", refresh=False)

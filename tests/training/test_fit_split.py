@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from aestream.errors import DataError
 from aestream.training.fit import fit_scorer
 
 
@@ -30,3 +32,15 @@ def test_the_input_scaling_is_fitted_on_the_readings_the_training_windows_span()
     assert n_train == 37 and result.metrics["n_val_windows"] == 16
     np.testing.assert_allclose(pre.mean, segment[:n_train + 7].mean(axis=0))
     np.testing.assert_allclose(pre.std, segment[:n_train + 7].std(axis=0))
+
+
+def test_a_validation_loss_that_is_not_finite_stops_training() -> None:
+    """No epoch could improve on an infinite validation loss: the untrained weights were kept, the channel scales
+    came out infinite and the threshold NaN, and ``aestream train`` published a model that never alarms."""
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    seg = np.stack([np.sin(t / 5), np.cos(t / 7)], 1) + 0.05 * rng.standard_normal((600, 2))
+    seg[550, 0] = 9.9e37  # an instrument's overload value, in the validation part alone
+    with pytest.raises(DataError, match="validation loss became inf at epoch 1"):
+        fit_scorer([seg], ("a", "b"), window_size=8, family="vanilla", latent_size=2, hidden_size=8, epochs=3,
+                   device="cpu", torch_threads=1)
