@@ -496,6 +496,14 @@ class Config:
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     fleet: FleetConfig = field(default_factory=FleetConfig)
 
+    def __post_init__(self) -> None:
+        family = self.retrain.family
+        if family and family != self.model.family:  # its model checked now, not at each retrain (all would fail)
+            try:
+                dataclasses.replace(self.model, family=family)
+            except ConfigError as e:
+                raise ConfigError(f"{e} (retrain.family = {family!r} trains with it)") from None
+
     def to_toml(self) -> str:
         """The whole configuration as ``config.toml`` text that :func:`load_config` reads back to an equal
         :class:`Config`; secrets are left out (they come from the environment).

@@ -340,3 +340,12 @@ def test_an_empty_bootstrap_list_from_the_environment_names_the_variable() -> No
     with pytest.raises(ConfigError) as err:
         parse_config({}, environ={"AESTREAM_KAFKA_BOOTSTRAP_SERVERS": " , "})
     assert str(err.value).startswith("environment variable AESTREAM_KAFKA_BOOTSTRAP_SERVERS = ' , ' is invalid: list")
+
+
+def test_retrain_family_is_checked_with_its_sub_table_at_start() -> None:
+    """Checked only when a retrain built its model, every retrain failed while the start had passed."""
+    doc = {"model": {"family": "denoising", "sparse": {"penalty": "none"}}, "retrain": {"family": "sparse"}}
+    with pytest.raises(ConfigError, match=r"model\.sparse\.dropout = 0\.0 .*\(retrain\.family = 'sparse' trains"):
+        parse_config(doc, {})
+    cfg = parse_config({**doc, "model": {"family": "denoising", "sparse": {"penalty": "none", "dropout": 0.1}}}, {})
+    assert cfg.retrain.family == "sparse"
