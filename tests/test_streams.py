@@ -114,6 +114,12 @@ def test_embed_keeps_the_first_reading_of_a_repeated_time_as_the_worker_does(den
     pd.testing.assert_frame_equal(out, embed_frame(frame, denoiser, stride=1))
 
 
+def test_embed_of_a_file_with_a_header_alone_says_it_has_no_window(denoiser: ModelBundle) -> None:
+    empty = pd.DataFrame({"ts": np.array([], dtype=np.int64), "a": [], "b": [], "c": []})  # was an IndexError
+    with pytest.raises(AestreamError, match="no sensor in the file has a full window"):
+        embed_frame(empty, denoiser, stride=1)
+
+
 def test_latent_records_round_trip_and_bad_bytes_are_refused(denoiser: ModelBundle) -> None:
     windows = sliding_windows(_truth(200), W, 8)
     codes = denoiser.scorer.encode(windows)

@@ -8,7 +8,7 @@ import pandas as pd
 from aestream.config import StreamConfig
 from aestream.errors import AestreamError
 from aestream.models.bundle import ModelBundle
-from aestream.training.datasets import channel_values, ts_to_ms
+from aestream.training.datasets import sensor_segments
 from aestream.training.fit import sliding_windows
 
 __all__ = ["embed_frame"]
@@ -22,37 +22,25 @@ def embed_frame(frame: pd.DataFrame, bundle: ModelBundle, stride: int, ts_column
     window level as ``level_<channel>`` (``scorer.decode(z, levels)`` gives the window back). Windows end every
     ``stride`` rows, or, with ``stride_ms``, at the first reading of each new ``stride_ms`` cell of the epoch
     grid (as the worker). Readings of a sensor more than ``max_gap_ms`` apart (``stream.max_gap_ms``; ``None``: no
-    limit) start its windows afresh, as in the worker and in training (``read_segments``): no window spans a gap."""
+    limit) start its windows afresh, as in the worker and in training (``sensor_segments``): no window spans a gap."""
     channels = list(bundle.channels)
     missing = [c for c in channels if c not in frame.columns]
     if missing:
         raise AestreamError(f"data lacks channel column(s) {missing}; the model {bundle.version} needs {channels}")
     w = bundle.window_size
     level_columns = [f"level_{c}" for c, d in zip(channels, bundle.scorer.preprocessor.detrend) if d]
-    groups = frame.groupby(sensor_column, sort=True) if sensor_column in frame.columns else [("", frame)]
     parts = []
-    for sensor, g in groups:
-        if ts_column in g.columns:
-            ts = ts_to_ms(g[ts_column])
-            order = np.argsort(ts, kind="stable")
-            g, ts = g.iloc[order], ts[order]
-            first = np.r_[True, np.diff(ts) > 0]  # a repeated time is a retry: the worker keeps the first, so here
-            g, ts = g.iloc[first], ts[first]
-            cuts = np.flatnonzero(np.diff(ts) > max_gap_ms) + 1 if max_gap_ms else np.array([], dtype=int)
-        else:
-            ts, cuts = np.arange(len(g), dtype=np.int64), np.array([], dtype=int)
-        values = channel_values(g, channels)  # a cell that is no finite number: the error names it
-        for seg_values, seg_ts in zip(np.split(values, cuts), np.split(ts, cuts)):
-            windows, ends = _windows(seg_values, seg_ts, w, stride, stride_ms)
-            if not len(windows):
-                continue
-            codes = bundle.scorer.encode(windows)
-            part = pd.DataFrame(codes, columns=[f"z{i}" for i in range(codes.shape[1])])
-            part[level_columns] = bundle.scorer.levels(windows)
-            part.insert(0, "model_version", bundle.version)
-            part.insert(0, "window_end_ms", ends)
-            part.insert(0, "sensor", str(sensor))
-            parts.append(part)
+    for sensor, seg_values, seg_ts in sensor_segments(frame, channels, ts_column, sensor_column, max_gap_ms):
+        windows, ends = _windows(seg_values, seg_ts, w, stride, stride_ms)
+        if not len(windows):
+            continue
+        codes = bundle.scorer.encode(windows)
+        part = pd.DataFrame(codes, columns=[f"z{i}" for i in range(codes.shape[1])])
+        part[level_columns] = bundle.scorer.levels(windows)
+        part.insert(0, "model_version", bundle.version)
+        part.insert(0, "window_end_ms", ends)
+        part.insert(0, "sensor", sensor)
+        parts.append(part)
     if not parts:
         raise AestreamError(f"no sensor in the file has a full window of {w} readings")
     return pd.concat(parts, ignore_index=True)

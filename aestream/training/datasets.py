@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ import pandas as pd
 
 from aestream.errors import AestreamError, DataError, first_line
 
-__all__ = ["channel_values", "read_segments", "read_table", "ts_to_ms"]
+__all__ = ["channel_values", "read_segments", "read_table", "sensor_segments", "ts_to_ms"]
 
 
 def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
@@ -70,18 +70,43 @@ def read_segments(
     if missing:
         raise AestreamError(f"data lacks channel column(s) {missing}; it has {list(frame.columns)}: "
                             "rename them or set stream.channels")
-    groups = frame.groupby(sensor_column, sort=True) if sensor_column in frame.columns else [(None, frame)]
-    segments: list[np.ndarray] = []
-    for _, g in groups:
+    return [v for _, v, _ in sensor_segments(frame, channels, ts_column, sensor_column, max_gap_ms) if len(v)]
+
+
+def sensor_segments(
+    frame: pd.DataFrame,
+    channels: Sequence[str],
+    ts_column: str | None = "ts",
+    sensor_column: str | None = "sensor",
+    max_gap_ms: int | None = None,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(sensor, values (T, C), ts_ms (T,))`` of each contiguous segment, as the worker reads them: per sensor (by
+    its id; ``""`` without that column), in time order, a repeated time's first reading alone (the worker drops the
+    others as late), cut where readings are more than ``max_gap_ms`` apart. Without a ``ts_column`` the row index
+    is the time and nothing is cut. A row without a sensor id is a :class:`DataError` (grouping would drop it).
+
+    >>> df = pd.DataFrame({"ts": [0, 1000, 1000, 60000], "a": [1.0, 2, 9, 4]})
+    >>> [(s, v.ravel().tolist(), t.tolist()) for s, v, t in sensor_segments(df, ["a"], max_gap_ms=5000)]
+    [('', [1.0, 2.0], [0, 1000]), ('', [4.0], [60000])]
+    """
+    if sensor_column in frame.columns and frame[sensor_column].isna().any():
+        at = frame.index[int(frame[sensor_column].isna().argmax())]
+        raise DataError(f"data column {sensor_column!r} is empty at row {at} (from 0, after the header): fill or drop "
+                        "that row")
+    groups = frame.groupby(sensor_column, sort=True) if sensor_column in frame.columns else [("", frame)]
+    for sensor, g in groups:
         if ts_column in g.columns:
             ts = ts_to_ms(g[ts_column])
             order = np.argsort(ts, kind="stable")
             g, ts = g.iloc[order], ts[order]
+            first = np.diff(ts, prepend=ts[:1] - 1) > 0
+            g, ts = g.iloc[first], ts[first]
             cuts = np.flatnonzero(np.diff(ts) > max_gap_ms) + 1 if max_gap_ms else np.array([], dtype=int)
         else:
-            cuts = np.array([], dtype=int)
-        segments.extend(s for s in np.split(channel_values(g, channels), cuts) if len(s))
-    return segments
+            ts, cuts = np.arange(len(g), dtype=np.int64), np.array([], dtype=int)
+        values = channel_values(g, channels)  # a cell that is no finite number: the error names it
+        for seg_values, seg_ts in zip(np.split(values, cuts), np.split(ts, cuts)):
+            yield str(sensor), seg_values, seg_ts
 
 
 def channel_values(frame: pd.DataFrame, channels: Sequence[str]) -> np.ndarray:
@@ -111,7 +136,12 @@ def ts_to_ms(col: pd.Series) -> np.ndarray:
             raise DataError(f"data column {col.name!r} is empty at row {col.index[col.isna().argmax()]} (from 0, "
                             "after the header): fill or drop that row")
         return col.to_numpy(dtype=np.int64)
-    stamps = pd.to_datetime(col, utc=True, errors="coerce")
+    # ISO 8601 each stamp by itself: one format inferred from the first would refuse '...T00:00:01' beside
+    # '...T00:00:01.250000' (datetime.isoformat() drops a zero fraction), as the worker's codec does not
+    stamps = pd.to_datetime(col, utc=True, errors="coerce", format="ISO8601")
+    if stamps.isna().any():  # not ISO 8601 throughout: the format pandas infers from the first (e.g. 1/2/2026 10:00)
+        inferred = pd.to_datetime(col, utc=True, errors="coerce")
+        stamps = inferred if inferred.isna().sum() < stamps.isna().sum() else stamps
     if stamps.isna().any():
         at = int(stamps.isna().argmax())
         raise DataError(f"data column {col.name!r} holds {col.iloc[at]!r} at row {col.index[at]} (from 0, after the "
