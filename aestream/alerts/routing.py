@@ -92,6 +92,10 @@ def parse_bands(table: Mapping[str, Any], where: str = "alerts.bands") -> Bands:
             raise ConfigError(f"config key {where}.{name} = {floor!r} is invalid: use a ratio of 0 or more")
         items.append((float(floor), name))
     items.sort()
+    for (f1, n1), (f2, n2) in zip(items, items[1:]):
+        if f1 == f2:  # the later name would always win: a route on the other one would never match
+            raise ConfigError(f"config key {where}.{n2} = {f2:g} is invalid: {where}.{n1} has the same floor, so one "
+                              "of the two could never be an event's severity: give each band its own floor")
     return Bands(tuple(n for _, n in items), tuple(f for f, _ in items))
 
 

@@ -197,3 +197,9 @@ def test_a_bad_band_or_sink_setting_is_refused_at_start_up_with_the_fix(alerts: 
     with pytest.raises(ConfigError) as e:
         build_alert_stage(parse_config({"alerts": alerts}))
     assert str(e.value) == message
+
+
+def test_two_bands_with_the_same_floor_are_refused_naming_both() -> None:
+    """The later name always won a tie: a route on the other (a pager on "critical") never matched."""
+    with pytest.raises(ConfigError, match=r"alerts\.bands\.major = 2 is invalid: alerts\.bands\.critical has the same"):
+        parse_bands({"warning": 1.0, "major": 2.0, "critical": 2.0})
