@@ -21,6 +21,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from aestream.config import KafkaConfig
+from aestream.errors import ConfigError
 from aestream.kafka.kafka_python import client_options
 from aestream.kafka.refusals import MAX_STATE_BYTES
 from aestream.stream.messages import Outgoing, Partition
@@ -106,25 +107,33 @@ class KafkaChangelog:
                 if have < need:
                     admin.create_partitions({self.topic: need})
                     log.info("grew the changelog topic %s to %d partitions", self.topic, need)
-                if self.large:
-                    self._check_limit(admin)
+                self._check_configs(admin)
         finally:
             consumer.close()
             admin.close()
         self._ready = True
 
-    def _check_limit(self, admin: KafkaAdminClient) -> None:
-        """Warn when the topic (made before, or by hand) refuses state messages below :data:`MAX_STATE_BYTES`: a
-        refused one is dead-lettered, and the partition's next owner calibrates its sensor again."""
+    def _check_configs(self, admin: KafkaAdminClient) -> None:
+        """Refuse a topic (made before, or by hand) that is not compacted: its retention would delete the state of
+        sensors whose state has not changed for ``retention.ms``. Warn when it refuses state messages below
+        :data:`MAX_STATE_BYTES` (``large``): a refused one is dead-lettered, and the partition's next owner
+        calibrates its sensor again."""
         try:
             described = admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, self.topic, configs=["max.message.bytes"])],
+                [ConfigResource(ConfigResourceType.TOPIC, self.topic, configs=["max.message.bytes", "cleanup.policy"])],
                 config_filter="all")  # the default too: only set ones are listed otherwise
-            limit = int(described["topic"][self.topic]["max.message.bytes"]["value"])
+            configs = described["topic"][self.topic]
+            policy = str(configs["cleanup.policy"]["value"])
+            limit = int(configs["max.message.bytes"]["value"])
         except (KafkaError, KeyError, TypeError, ValueError) as e:  # a broker or an ACL that does not say
-            log.debug("could not read %s's max.message.bytes: %s", self.topic, e)
+            log.debug("could not read %s's configs: %s", self.topic, e)
             return
-        if limit < MAX_STATE_BYTES:
+        if "compact" not in policy.split(","):
+            raise ConfigError(f"the changelog topic {self.topic} has cleanup.policy={policy}: its retention would "
+                              "delete the state of sensors that did not change within retention.ms. Make it "
+                              "compacted: kafka-configs.sh --bootstrap-server HOST:PORT --alter --entity-type topics "
+                              f"--entity-name {self.topic} --add-config cleanup.policy=compact")
+        if self.large and limit < MAX_STATE_BYTES:
             log.warning("the changelog topic %s takes messages of at most %d bytes (max.message.bytes); a sensor's "
                         "fine-tuned model may need more, and a state message it refuses is dead-lettered (the "
                         "partition's next owner calibrates that sensor again). Raise it: kafka-configs.sh "

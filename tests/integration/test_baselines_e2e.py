@@ -12,11 +12,13 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from aestream.app import changelog_topic
+from aestream.app import build_app, changelog_topic
 from aestream.commands.simulate import Plant
 from aestream.config import Config
 from aestream.detect.baselines import Baseline
+from aestream.errors import ConfigError
 from aestream.kafka.changelog import KafkaChangelog
+from aestream.kafka.kafka_python import client_options, ensure_topics
 from aestream.kafka.refusals import MAX_STATE_BYTES
 from aestream.models.store import ModelStore
 from aestream.stream.codec import encode_reading
@@ -164,3 +166,19 @@ def test_a_changelog_partition_shared_by_two_input_topics_restores_each_topics_k
     assert changelog.restore([(first, 0)]) == {(first, 0): {"pump-1": b"state of pump-1"}}
     assert changelog.restore([(first, 0), (second, 0)]) == {(first, 0): {"pump-1": b"state of pump-1"},
                                                            (second, 0): {"fan-1": b"state of fan-1"}}
+
+
+def test_a_changelog_made_before_without_compaction_is_refused_at_start_with_the_fix(
+        kafka_config: Config, train_small: Any) -> None:
+    """A changelog made by hand with cleanup.policy=delete would lose every sensor's state after retention.ms."""
+    cfg = kafka_config.replace(baselines={"mode": "shared"})
+    ModelStore(cfg.paths.model_dir).publish(train_small(cfg, epochs=2))
+    ensure_topics(cfg.kafka, {cfg.kafka.input_topics[0]: 2})
+    topic = changelog_topic(cfg)
+    admin = KafkaAdminClient(**client_options(cfg.kafka))
+    try:
+        admin.create_topics([NewTopic(topic, 2, 1, topic_configs={"cleanup.policy": "delete"})])
+    finally:
+        admin.close()
+    with pytest.raises(ConfigError, match=f"{topic} has cleanup.policy=delete.*cleanup.policy=compact"):
+        build_app(cfg)
