@@ -148,7 +148,10 @@ class Worker:
         self._committing: dict[Partition, int] = {}  # offsets sent so, not answered yet: the newest per partition
         self._unacknowledged = False  # an empty poll's wait for the broker's acknowledgements ran out (logged once)
         # a count stride's phase goes with the commits and is restored after a rebuild
-        self.phases = PhaseCheckpoint(self.windows) if s.stride > 1 and not s.stride_ms else None
+        # each commit's checkpoint: the window phases of a count stride, the alarm state of sensors in an alarm
+        self.phases = PhaseCheckpoint(self.windows, count_stride=s.stride > 1 and not s.stride_ms)
+        self._alarms_restored: dict[Partition, set[str]] = {}  # sensors whose alarm state a checkpoint restored
+        self._alarms_crowded = False  # warned that too many sensors were in alarm to carry their state
         self.bundle: ModelBundle | None = None
         self.rule: AlarmRule | None = None
         self.baselines = build_baselines(cfg)
@@ -260,11 +263,10 @@ class Worker:
         if self._in_flight is not None:
             self._in_flight.forget(moved)
         gone = [s for s, p in self._sensor_partition.items() if p in moved]
-        if self.phases is not None:
-            self.phases.forget(moved)
+        self.phases.forget(moved)
         self.windows.drop(gone)
-        if self.rule is not None:
-            self.rule.drop(gone)
+        if self.rule is not None:  # with those restored before their first reading
+            self.rule.drop([*gone, *(s for p in moved for s in self._alarms_restored.pop(p, ()))])
         for s in gone:
             del self._sensor_partition[s]
         if self._closing:
@@ -554,7 +556,17 @@ class Worker:
     def _take_offsets(self) -> tuple[dict[Partition, int], dict[Partition, str]]:
         """The offsets processed so far, taken, with the window phases they are committed with."""
         offsets, self._uncommitted = self._uncommitted, {}
-        return offsets, self.phases.metadata(self._sensor_partition, offsets) if self.phases and offsets else {}
+        if not offsets:
+            return offsets, {}
+        alarms = None
+        if self.rule is not None:
+            alarms = self.rule.states(MAX_ALARM_STATES)
+            if alarms is None and not self._alarms_crowded:
+                self._alarms_crowded = True
+                log.warning("more than %d sensors are in or near an alarm (threshold.n): offset commits go without "
+                            "the alarm rule's state while they are, so after a restart their alarms hold only as far "
+                            "as the lookback replays them", MAX_ALARM_STATES)
+        return offsets, self.phases.metadata(self._sensor_partition, offsets, alarms)
 
     def _commit_offsets(self, offsets: dict[Partition, int], metadata: dict[Partition, str]) -> None:
         done = self.source.commit(offsets, metadata) if metadata else self.source.commit(offsets)
@@ -580,7 +592,7 @@ class Worker:
 
     def _take_committed_metadata(self) -> None:
         take = getattr(self.source, "committed_metadata", None)
-        if self.phases is not None and take is not None:
+        if take is not None:
             self.phases.expect(take())
 
     def process(self, records: list[Record]) -> StepStats:
@@ -590,18 +602,21 @@ class Worker:
         now = self.clock()
         for part in _chunks(records, CHUNK_BYTES):  # as polls of at most ~1 MiB: a step's arrays stay in the caches
             closed = _Closed()
-            if self.phases is not None and self.phases.pending:  # a replay with committed phases ends in or before
+            if self.phases.pending:  # a replay with a committed checkpoint ends in or before this part
                 replayed = [r for r in part if r.replay]
                 part = [r for r in part if not r.replay]
                 if replayed:
                     self._window(replayed, closed, stats, now)
-                self.phases.restore({(r.topic, r.partition) for r in part}, self._sensor_partition)
+                    if closed:  # scored before the checkpoint's alarm states replace what they rebuilt
+                        self._to_stages(self._score(closed, stats))
+                        closed = _Closed()
+                restored = self.phases.restore({(r.topic, r.partition) for r in part}, self._sensor_partition)
+                for p, states in restored.items():
+                    self.rule.restore(states, [s for s, q in self._sensor_partition.items() if q == p])
+                    self._alarms_restored.setdefault(p, set()).update(states)
             self._window(part, closed, stats, now)
-            scored = self._score(closed, stats) if closed else []
-            if scored:
-                for stage in self.stages:
-                    for msg in stage.on_scored(scored):
-                        self.sink.send(msg)
+            if closed:
+                self._to_stages(self._score(closed, stats))
         if self.windows.unwindowed:
             self._warn_unwindowed()
         late = self._late_reports(stats, now)
@@ -609,6 +624,12 @@ class Worker:
             for msg in stage.on_tick(now) + (stage.on_late(late) if late else []):
                 self.sink.send(msg)
         return stats
+
+    def _to_stages(self, scored: list[Scored]) -> None:
+        if scored:
+            for stage in self.stages:
+                for msg in stage.on_scored(scored):
+                    self.sink.send(msg)
 
     def _warn_unwindowed(self) -> None:
         """Warn once a sensor whose readings run out into a gap before they fill a window: none of them is
@@ -1031,6 +1052,9 @@ MODEL_RETRY_MAX_S = 300.0  # a refused model version is tried again at most this
 _RECORD_TS = operator.attrgetter("timestamp_ms")
 _RECORD_KEY = operator.attrgetter("key")
 MISROUTED_WARNINGS = 100
+# At most this many sensors' alarm states are gathered for a commit (~1 µs of CPU each, at every commit): about a
+# partition's worth fits in its metadata (~450 sensors named like plant-3/pump-00042 in 4096 bytes)
+MAX_ALARM_STATES = 4096
 """How many sensors a worker warns of for messages not keyed by their sensor id (one warning each)."""
 
 CHUNK_BYTES = 1 << 20

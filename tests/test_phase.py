@@ -8,7 +8,14 @@ import zlib
 import numpy as np
 import pytest
 
-from aestream.stream.phase import METADATA_MAX_BYTES, PhaseCheckpoint, decode_phases, encode_phases
+from aestream.stream.phase import (
+    METADATA_MAX_BYTES,
+    PhaseCheckpoint,
+    decode_checkpoint,
+    decode_phases,
+    encode_checkpoint,
+    encode_phases,
+)
 from aestream.stream.windows import Windower
 
 
@@ -159,3 +166,43 @@ def test_commit_metadata_that_confluent_kafka_cannot_decode_counts_as_none(caplo
     with caplog.at_level(logging.WARNING, logger="aestream.kafka.confluent"):
         assert [_metadata(Read(m)) for m in (None, "\x00", "meta\x7f", bad)] == ["", "", "meta\x7f", ""]  # type: ignore[arg-type]
     assert "in[3] is not UTF-8" in caplog.text
+
+
+def test_alarm_states_round_trip_beside_the_phases_and_bad_ones_decode_to_none() -> None:
+    alarms = {f"pump-{i}": (i + 1, (0.1 * i, 1e300)) for i in range(50)}
+    alarms["quiet"] = (3, ())
+    text = encode_checkpoint(4, {"pump-1": 2}, alarms)
+    assert text is not None and text.startswith("z")
+    assert decode_checkpoint(text) == (4, {"pump-1": 2}, alarms)
+    assert decode_phases(text) == (4, {"pump-1": 2})
+    assert decode_checkpoint(encode_checkpoint(1, None, {}) or "") == (1, None, {})  # none in alarm: all cleared
+    for bad in ('{"v":1,"stride":1}', '{"v":1,"stride":1,"alarms":{"a":-1}}', '{"v":1,"stride":1,"alarms":{"a":"1"}}',
+                '{"v":1,"stride":1,"alarms":{"a":[1,["x"]]}}', '{"v":1,"stride":1,"alarms":[]}'):
+        assert decode_checkpoint(bad) is None, bad
+
+
+def test_alarm_states_that_do_not_fit_leave_the_phases_and_are_not_encoded_again_at_as_many(
+        caplog: pytest.LogCaptureFixture) -> None:
+    windows = Windower(window_size=2, stride=2, n_channels=1, max_gap_ms=10)
+    sensors = {f"s{i:03d}": ("in", 0) for i in range(3)}
+    for s in sensors:
+        windows.push(s, 1, (0.0,))
+    checkpoint = PhaseCheckpoint(windows, max_bytes=120)
+    crowd = {f"alarming-{i:03d}": (1, ()) for i in range(20)}
+    with caplog.at_level(logging.WARNING, logger="aestream.stream.phase"):
+        out = checkpoint.metadata({**sensors, **dict.fromkeys(crowd, ("in", 0))}, [("in", 0)], crowd)
+        assert out == {("in", 0): encode_phases(2, {s: 1 for s in sensors})}  # the phases alone
+        checkpoint.metadata({**sensors, **dict.fromkeys(crowd, ("in", 0))}, [("in", 0)], crowd)
+    assert len(caplog.records) == 1 and "alarm state of the 20 sensors of in[0]" in caplog.text
+    few = {"alarming-000": (1, ())}
+    out = checkpoint.metadata({**sensors, "alarming-000": ("in", 0)}, [("in", 0)], few)
+    assert decode_checkpoint(out[("in", 0)]) == (2, {s: 1 for s in sensors}, few)
+
+
+def test_a_restore_hands_back_the_alarm_states_and_without_a_count_stride_leaves_the_phases() -> None:
+    windows = Windower(window_size=4, stride=1, n_channels=1, max_gap_ms=10)
+    checkpoint = PhaseCheckpoint(windows, count_stride=False)
+    checkpoint.expect({("in", 0): encode_checkpoint(1, None, {"s": (5, ())}) or "", ("in", 1): "",
+                       ("in", 2): encode_phases(1, {"t": 0}) or ""})
+    assert checkpoint.restore({("in", 0), ("in", 1), ("in", 2)}, {"s": ("in", 0)}) == {("in", 0): {"s": (5, ())}}
+    assert checkpoint.pending == {}

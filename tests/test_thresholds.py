@@ -93,3 +93,22 @@ def test_a_dropped_sensor_is_judged_by_the_shared_threshold_again() -> None:
     rule.drop(["s"])
     assert rule.threshold_for("s") == 1.0
     assert rule.update("s", 5.0) == (5.0, True)
+
+
+def test_the_states_a_commit_carries_are_those_of_sensors_with_a_crossing_among_their_last_n() -> None:
+    def rule() -> AlarmRule:
+        return AlarmRule(1.0, k=2, n=3, smoothing=2)
+
+    whole = rule()
+    whole.update_many("a", np.array([0.0, 5.0, 0.0]))  # smoothed 0, 2.5, 2.5: the last two crossed
+    whole.update("b", 0.0)
+    whole.update_many("c", np.array([5.0, 0.0, 0.0, 0.0, 0.0]))  # its crossings shifted out
+    assert whole.states() == {"a": (0b011, (0.0,))} and whole.states(limit=0) is None
+    swapped = AlarmRule(2.0, k=2, n=3, smoothing=2)
+    assert swapped.carry(whole) and swapped.states() == {"a": (0b011, (0.0,))}
+    rebuilt = rule()
+    rebuilt.update_many("a", np.array([0.0]))  # what a replay of its last window alone rebuilt
+    rebuilt.restore(whole.states() or {}, ["a", "b"])
+    assert rebuilt.update("a", 0.0) == whole.update("a", 0.0) == (0.0, True)  # held on: 2 of its last 3
+    whole.drop(["a"])
+    assert whole.states() == {}

@@ -33,7 +33,7 @@ class _Log:
     def poll(self, timeout_ms: int | None = None, max_records: int | None = None) -> list[Record]:
         return self.polls.pop(0) if self.polls else []
 
-    def commit(self, offsets: dict[Partition, int]) -> bool:
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
         assert self.unflushed == 0, "a commit before the events sent were flushed"
         if self.refuse_commits:
             self.refuse_commits -= 1
@@ -295,7 +295,7 @@ def test_the_state_file_is_written_once_its_events_are_acknowledged_and_before_t
     state = tmp_path / cfg.alerts.state_file
 
     class Checked(_AckLog):
-        def commit(self, offsets: dict[Partition, int]) -> bool:
+        def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
             assert state.exists(), "offsets committed before the state file reflecting them was written"
             return super().commit(offsets)
 
@@ -368,7 +368,7 @@ class _AckLog(_Log):
     def ack(self) -> None:
         self.n_acked = len(self.sent)
 
-    def commit(self, offsets: dict[Partition, int]) -> bool:
+    def commit(self, offsets: dict[Partition, int], metadata: dict[Partition, str] | None = None) -> bool:
         self.calls.append(("commit", dict(offsets), self.n_acked))
         return True
 

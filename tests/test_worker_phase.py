@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pytest
 
 from aestream.config import Config
+from aestream.detect.thresholds import causal_smooth
 from aestream.stream.codec import encode_reading
 from aestream.stream.messages import Record
-from aestream.stream.phase import decode_phases, encode_phases
+from aestream.stream.phase import decode_checkpoint, decode_phases, encode_checkpoint, encode_phases
+from aestream.training.fit import sliding_windows
 from aestream.worker import Worker
 
 CHANNELS = ("temperature", "pressure", "vibration", "current")
@@ -49,14 +52,17 @@ def test_a_count_stride_commits_each_partitions_phases_as_of_the_committed_offse
 
 
 @pytest.mark.parametrize("stream", [{"stride": 1}, {"stride": 1, "stride_ms": 2000}])
-def test_without_a_count_stride_commits_carry_no_metadata(scripted_source: Any, stream: dict, bundle: Any,
-                                                         one_model: Any, recording_sink: Any) -> None:
+def test_without_a_count_stride_commits_carry_the_alarm_states_alone(scripted_source: Any, stream: dict,
+        bundle: Any, one_model: Any, recording_sink: Any) -> None:
     edge = scripted_source([[_rec(0, i, "a", i) for i in range(7)]],
                            handoff={("in", 0): encode_phases(3, {"a": 1}) or ""})
     worker = _worker(stream, edge, bundle, one_model, recording_sink)
     worker.step()
     worker.commit()
-    assert edge.commits == [({("in", 0): 7}, None)]
+    (offsets, metadata), = edge.commits
+    assert offsets == {("in", 0): 7} and metadata is not None
+    found = decode_checkpoint(metadata[("in", 0)])
+    assert found is not None and found.phases is None and found.alarms == worker.rule.states()  # type: ignore[union-attr]
 
 
 def test_phases_that_do_not_fit_are_left_out_with_one_warning_per_partition(scripted_source: Any,
@@ -68,7 +74,9 @@ def test_phases_that_do_not_fit_are_left_out_with_one_warning_per_partition(scri
         for _ in range(3):
             worker.step()
             worker.commit()
-    assert [m for _, m in edge.commits] == [None, {("in", 1): encode_phases(2, {"alone": 1})}, None]
+    assert [m for _, m in edge.commits] == [{("in", 0): encode_checkpoint(2, None, {})},  # the alarm states alone
+                                            {("in", 1): encode_checkpoint(2, {"alone": 1}, {})},
+                                            {("in", 0): encode_checkpoint(2, None, {})}]
     warned = [r.getMessage() for r in caplog.records if r.name == "aestream.stream.phase"]
     assert len(warned) == 1 and "2000 sensors of in[0] does not fit" in warned[0]
 
@@ -106,3 +114,39 @@ def test_a_revoked_partition_forgets_its_pending_phases_and_foreign_metadata_is_
     assert not worker.phases.pending and "holds no window phases" in caplog.text
     # no phases of ours: set to close at its first live reading ((4 - 1) % 3 = 0), which moved it one on
     assert worker.windows.phases(["b"]) == {"b": 1}
+
+
+
+
+@pytest.mark.parametrize("smoothing", [1, 3])
+def test_an_alarm_held_across_a_restart_holds_on_from_the_committed_alarm_state(scripted_source: Any,
+        smoothing: int, bundle: Any, one_model: Any, recording_sink: Any) -> None:
+    """A spike at reading 20 crosses in the windows ending 20..23 (and with smoothing after), then holds for the
+    rest of threshold.n = 10 windows. The
+    next owner of the partition, its commit at 26, replays 5 readings: windows 24 and 25. It rebuilt
+    the alarm from them alone: the held windows up to 32 were not emitted (and an alert episode resolved early)."""
+    cfg = Config().replace(baselines={"mode": "off"}, threshold={"k": 1, "n": 10, "smoothing": smoothing},
+                           stream={"channels": CHANNELS, "window_size": 4})
+    pre = bundle.scorer.preprocessor
+    readings = np.tile(pre.mean, (40, 1))  # the model's operating point, then a reading 10 deviations out
+    readings[20] += 10 * pre.std
+    smoothed = causal_smooth(bundle.scorer.score(sliding_windows(readings, 4, 1)).scores, smoothing)
+    threshold = 2 * float(smoothed[:17].max())  # the windows before the spike: well under it
+
+    def rec(i: int, replay: bool = False) -> Record:
+        return Record("in", 0, i, b"a", encode_reading("a", T0 + 1000 * i, readings[i].tolist()), 0, replay)
+
+    def run(polls: list[list[Record]], handoff: dict | None = None) -> tuple[list[tuple[int, str]], Any]:
+        n_polls, edge = len(polls), scripted_source(polls, handoff=handoff)
+        worker = Worker(cfg, edge, recording_sink(), one_model(bundle, threshold=threshold), clock=lambda: 0.0)
+        worker.refresh_model(force=True)
+        events = [(e["source"]["offset"], e["alarm"]) for _ in range(n_polls) for e in worker.step().events_out]
+        worker.commit()
+        return events, edge
+
+    whole, _ = run([[rec(i) for i in range(40)]])
+    assert whole[0] == (20, "crossed") and whole[-1] == (32 + smoothing - 1, "held"), whole
+    first, edge = run([[rec(i) for i in range(26)]])
+    then, _ = run([[rec(i, replay=True) for i in range(21, 26)], [rec(i) for i in range(26, 40)]],
+                  handoff=edge.metadata)
+    assert first + then == whole

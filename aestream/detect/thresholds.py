@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -91,6 +92,7 @@ class AlarmRule:
         self.sensor_factors = dict(sensor_factors or {})
         self._mask = (1 << n) - 1  # the bits of the last n crossings
         self._state: dict[str, _SensorAlarm] = {}
+        self._flagged: set[str] = set()  # sensors with a crossing among their last n: the state a checkpoint carries
         self._thresholds: dict[str, float] = {}
         self._own: set[str] = set()  # sensors with a threshold of their own (set_threshold)
 
@@ -131,6 +133,10 @@ class AlarmRule:
         smoothed = sum(span) / len(span)
         st.scores = span[max(len(span) - self.smoothing + 1, 0) :] if self.smoothing > 1 else ()
         st.flags = ((st.flags << 1) | int(smoothed > self._limit(sensor))) & self._mask
+        if st.flags:
+            self._flagged.add(sensor)
+        else:
+            self._flagged.discard(sensor)
         return smoothed, st.flags.bit_count() >= self.k
 
     def update_many(self, sensor: str, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +173,45 @@ class AlarmRule:
         for bit in f[-self.n :].tolist():
             flags = (flags << 1) | bit
         st.flags = flags
+        if flags:
+            self._flagged.add(sensor)
+        else:
+            self._flagged.discard(sensor)
         return smoothed, alarm
+
+    def states(self, limit: int | None = None) -> dict[str, tuple[int, tuple[float, ...]]] | None:
+        """The state of each sensor with a crossing among its last ``n`` windows: ``(bits, last scores)``, what a
+        replay shorter than ``n`` windows could not rebuild (:mod:`aestream.stream.phase` commits it); ``None``
+        when there are more than ``limit`` such sensors."""
+        if limit is not None and len(self._flagged) > limit:
+            return None
+        return {s: (st.flags, st.scores) for s in self._flagged if (st := self._state.get(s)) is not None}
+
+    def restore(self, states: Mapping[str, tuple[int, tuple[float, ...]]], sensors: Iterable[str]) -> None:
+        """Set the ``states`` committed with a partition's offsets (its sensors in or near an alarm then), and
+        clear the crossings of its other ``sensors``, as they stood at that commit; their last scores stay the
+        replay's.
+
+        >>> r = AlarmRule(1.0, k=1, n=3)
+        >>> r.update("a", 5.0), r.update("b", 5.0)
+        ((5.0, True), (5.0, True))
+        >>> r.restore({"c": (0b010, ())}, ["a", "b", "c"])  # "c" crossed in the window before the last
+        >>> r.update("a", 0.0), r.update("c", 0.0), r.update("c", 0.0)
+        ((0.0, False), (0.0, True), (0.0, False))
+        """
+        for s in sensors:
+            if s not in states and (st := self._state.get(s)) is not None:
+                st.flags = 0
+                self._flagged.discard(s)
+        for s, (flags, scores) in states.items():
+            st = self._sensor(s)
+            st.flags = flags & self._mask
+            if self.smoothing > 1:
+                st.scores = tuple(scores)[-(self.smoothing - 1):] if scores else st.scores
+            if st.flags:
+                self._flagged.add(s)
+            else:
+                self._flagged.discard(s)
 
     def carry(self, previous: AlarmRule) -> bool:
         """Take over ``previous``'s per-sensor state when its rule is the same (``k``, ``n``, ``smoothing``), so an
@@ -189,12 +233,14 @@ class AlarmRule:
             if not np.isfinite(scale) or scale <= 0:
                 scale = 1.0
             self._state[sensor] = _SensorAlarm(tuple(x * scale for x in st.scores), st.flags)
+        self._flagged = set(previous._flagged)
         return True
 
     def drop(self, sensors: list[str] | set[str]) -> None:
         """Forget these sensors altogether (their partitions moved away, with their baselines)."""
         for s in sensors:
             self._state.pop(s, None)
+            self._flagged.discard(s)
             self._thresholds.pop(s, None)
             self._own.discard(s)
 
@@ -209,6 +255,7 @@ class AlarmRule:
         """
         for s in sensors:
             self._state.pop(s, None)
+            self._flagged.discard(s)
             if s not in self._own:
                 self._thresholds.pop(s, None)
 

@@ -15,6 +15,7 @@ import pytest
 from aestream.config import Config
 from aestream.stream.codec import encode_reading
 from aestream.stream.messages import Record
+from aestream.stream.phase import decode_checkpoint
 from aestream.worker import Worker
 
 pytestmark = pytest.mark.faults
@@ -50,7 +51,8 @@ def test_a_replayed_uncommitted_batch_repeats_the_same_event_ids(scripted_source
     a.commit()
     first = {e["event_id"] for e in a.step().events_out}  # not committed: the crash comes first
     assert edge_a.offsets == {("in", 0): committed}
-    assert bool(edge_a.metadata[("in", 0)]) == (stream.get("stride_ms", 0) == 0), "phases only for a count stride"
+    found = decode_checkpoint(edge_a.metadata[("in", 0)])
+    assert found is not None and (found.phases is None) == bool(stream.get("stride_ms")), "phases: a count stride's"
 
     lookback = cfg.kafka.rebuild_lookback_messages  # what the Kafka sources replay with replay=True
     replay = [r._replace(replay=True) for r in recs[committed - lookback:committed]]
