@@ -291,7 +291,12 @@ def check_config(cfg: Config) -> None:
     """The checks that parsing the config leaves to the parts that read those tables (the alert bands, sinks
     and routes; the retraining schedule): :func:`build_app` and :func:`build_trainer` run them before any client
     connects, so a wrong value fails at start with its key and fix, not after a broker's timeout."""
-    check_alerts(cfg.alerts, cfg.stream.channels, cfg.kafka.input_topics)
+    k = cfg.kafka
+    taken = {k.output_topic: "kafka.output_topic", k.dead_letter_topic: "kafka.dead_letter_topic",
+             changelog_topic(cfg): "the baselines changelog", changelog_topic(cfg, "alerts"): "the alerts changelog",
+             models_topic(cfg): "the models topic", normal_windows_topic(cfg): "the normal-windows topic",
+             **{t: f"streams.{n}" for n in ("latent_topic", "denoised_topic") if (t := getattr(cfg.streams, n))}}
+    check_alerts(cfg.alerts, cfg.stream.channels, k.input_topics, taken)
     make_trigger(cfg.retrain)
     check_kafka(cfg.kafka)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from aestream.alerts import build_alert_stage
+from aestream.app import check_config
 from aestream.config import Config, load_config, parse_config
 from aestream.errors import ConfigError
 
@@ -325,9 +326,12 @@ def test_a_value_at_the_edge_of_its_range_is_accepted(doc: dict) -> None:
     [
         ({"bands": {"warning": float("nan")}}, "config key alerts.bands.warning = nan is invalid: use a ratio"),
         ({"sinks": {"hook": {"type": "webhook", "url": "http://h/x", "timeout_s": float("inf")}}},
-         "config key alerts.sinks.hook.timeout_s = inf is invalid: use a positive number of seconds"),
+         "config key alerts.sinks.hook.timeout_s = inf is invalid: use a positive number of seconds, at most 86400"),
         ({"sinks": {"hook": {"type": "webhook", "url": "http://h/x", "backoff_s": float("nan")}}},
-         "config key alerts.sinks.hook.backoff_s = nan is invalid: use a positive number of seconds"),
+         "config key alerts.sinks.hook.backoff_s = nan is invalid: use a positive number of seconds, at most 86400"),
+        # above threading.TIMEOUT_MAX a socket's timeout and an Event's wait overflow: every delivery failed
+        ({"sinks": {"hook": {"type": "webhook", "url": "http://h/x", "max_backoff_s": 1e10}}},
+         "config key alerts.sinks.hook.max_backoff_s = 10000000000.0 is invalid: use a positive number of seconds"),
     ],
 )
 def test_the_alert_tables_are_range_checked_at_start_too(alerts: dict, message: str) -> None:
@@ -349,3 +353,16 @@ def test_retrain_family_is_checked_with_its_sub_table_at_start() -> None:
         parse_config(doc, {})
     cfg = parse_config({**doc, "model": {"family": "denoising", "sparse": {"penalty": "none", "dropout": 0.1}}}, {})
     assert cfg.retrain.family == "sparse"
+
+
+@pytest.mark.parametrize(("topic", "what"), [("anomalies", "kafka.output_topic"),
+                                             ("aestream-alerts-changelog", "the alerts changelog"),
+                                             ("aestream-models", "the models topic")])
+def test_an_alert_topic_that_another_of_the_workers_topics_has_is_refused_at_start(topic: str, what: str) -> None:
+    """An alert event keyed by sensor in a compacted changelog could take the place of that sensor's state."""
+    cfg = parse_config({"alerts": {"enabled": True, "sinks": {"ops": {"type": "topic", "topic": topic}},
+                                   "default_sinks": ["ops"]}})
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert str(err.value) == (f"config key alerts.sinks.ops.topic = {topic!r} is invalid: it is also {what}, whose "
+                              "readers would get alert events among its records: name another topic")

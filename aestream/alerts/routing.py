@@ -57,6 +57,7 @@ EVENT_TYPES = ("opened", "updated", "resolved", "sensor_silent", "sensor_resumed
 _QUALITY_SEVERITY = "info"  # the severity of every data-quality event (aestream.alerts.documents)
 _ROUTE_KEYS = ("type", "severity", "sensor", "sensor_regex", "channel", "tags", "sinks")
 _LEVELS = ("debug", "info", "warning", "error", "critical")
+MAX_WEBHOOK_S = 86_400  # a webhook's timeout_s, backoff_s and max_backoff_s: at most a day
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,10 @@ def _webhook(spec: dict[str, Any], at: str) -> WebhookSpec:
         raise ConfigError(f"config key {at}.url is invalid: it names no host, e.g. https://hooks.example.com/path")
     numbers: dict[str, Any] = {k: spec[k] for k in ("timeout_s", "backoff_s", "max_backoff_s") if k in spec}
     for k, v in numbers.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf or (
-                k == "timeout_s" and v == 0):
-            raise ConfigError(f"config key {at}.{k} = {v!r} is invalid: use a positive number of seconds")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= MAX_WEBHOOK_S or (
+                k == "timeout_s" and v == 0):  # beyond a day: a socket's and an Event's wait overflow near 9e9
+            raise ConfigError(f"config key {at}.{k} = {v!r} is invalid: use a positive number of seconds, at most "
+                              f"{MAX_WEBHOOK_S} (a day)")
     counts: dict[str, Any] = {k: spec[k] for k in ("retries", "queue_size") if k in spec}
     for n, c in counts.items():
         if isinstance(c, bool) or not isinstance(c, int) or c < (1 if n == "queue_size" else 0):
@@ -323,18 +325,24 @@ def tags_for(sensor: str, table: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_alerts(a: Any, channels: Sequence[str] | None = None, input_topics: Sequence[str] = ()) -> None:
+def check_alerts(a: Any, channels: Sequence[str] | None = None, input_topics: Sequence[str] = (),
+                 taken: Mapping[str, str] | None = None) -> None:
     """Check an ``AlertsConfig``'s tables (bands, sinks, routes, tags; a route's ``channel`` names against
-    ``channels``, ``stream.channels``, when given; a topic sink against ``input_topics``, ``kafka.input_topics``);
-    raises :class:`ConfigError`."""
+    ``channels``, ``stream.channels``, when given; a topic sink against ``input_topics``, ``kafka.input_topics``,
+    and the other topics the worker writes, ``taken``: topic → what it is); raises :class:`ConfigError`."""
     bands = parse_bands(a.bands)
     sinks = parse_sinks(a.sinks, a.topic or "alerts")
     for name, spec in sinks.items():
-        if isinstance(spec, TopicSpec) and spec.topic in input_topics:
-            key = "alerts.topic" if name == "topic" else f"alerts.sinks.{name}.topic"
+        if not isinstance(spec, TopicSpec):
+            continue
+        key = "alerts.topic" if name == "topic" else f"alerts.sinks.{name}.topic"
+        if spec.topic in input_topics:
             raise ConfigError(f"config key {key} = {spec.topic!r} is invalid: it is one of kafka.input_topics, so "
                               "the worker would read its alerts back as readings (each a dead letter): name another "
                               "topic")
+        if taken and spec.topic in taken:
+            raise ConfigError(f"config key {key} = {spec.topic!r} is invalid: it is also {taken[spec.topic]}, whose "
+                              "readers would get alert events among its records: name another topic")
     for i, route in enumerate(parse_routes(a.routes, sinks, bands)):
         unknown = sorted(route.channels - set(channels or route.channels))
         if unknown:

@@ -168,7 +168,7 @@ def test_a_sensor_s_tags_come_once_each_in_table_order() -> None:
     ({"bands": {"warning": 1.0, "critical": float("inf")}},
      "config key alerts.bands.critical = inf is invalid: use a ratio of 0 or more"),
     ({"sinks": {"pager": {"type": "webhook", "url": "http://x", "timeout_s": 0}}},
-     "config key alerts.sinks.pager.timeout_s = 0 is invalid: use a positive number of seconds"),
+     "config key alerts.sinks.pager.timeout_s = 0 is invalid: use a positive number of seconds, at most 86400 (a day)"),
     ({"sinks": {"pager": {"type": "webhook", "url": "http://x", "queue_size": 0}}},
      "config key alerts.sinks.pager.queue_size = 0 is invalid: use a whole number of 1 or more"),
     ({"sinks": {"pager": {"type": "webhook", "url": "http://x", "headers": {"X-Retries": 3}}}},
