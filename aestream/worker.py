@@ -987,12 +987,13 @@ class _Closed:
     """A step's closed windows in order, column by column, each with the record whose reading closed it: scoring
     takes the sensors and one array of values, and a :class:`Window` is made only for what needs one."""
 
-    __slots__ = ("_parts", "end_ms", "recs", "sensors", "start_ms")
+    __slots__ = ("_parts", "end_ms", "n_new", "recs", "sensors", "start_ms")
 
     def __init__(self) -> None:
         self.sensors: list[str] = []
         self.start_ms: list[int] = []
         self.end_ms: list[int] = []
+        self.n_new: list[int] = []
         self.recs: list[Record] = []
         self._parts: list[np.ndarray] = []  # (k, window_size, C) each, in order
 
@@ -1006,6 +1007,7 @@ class _Closed:
         self.sensors.append(w.sensor)
         self.start_ms.append(w.start_ms)
         self.end_ms.append(w.end_ms)
+        self.n_new.append(w.n_new)
         self.recs.append(rec)
         self._parts.append(w.values[np.newaxis])
 
@@ -1015,6 +1017,7 @@ class _Closed:
             self.sensors += cut.sensors
             self.start_ms += cut.start_ms
             self.end_ms += cut.end_ms
+            self.n_new += cut.n_new
             self.recs += recs
             self._parts.append(cut.values)
 
@@ -1025,7 +1028,7 @@ class _Closed:
         return self._parts[0]
 
     def window(self, i: int) -> Window:
-        return Window(self.sensors[i], self.start_ms[i], self.end_ms[i], self.values()[i])
+        return Window(self.sensors[i], self.start_ms[i], self.end_ms[i], self.values()[i], self.n_new[i])
 
     def take(self, keep: list[int]) -> _Closed:
         """These windows only, in this order."""
@@ -1033,6 +1036,7 @@ class _Closed:
         out.sensors = [self.sensors[i] for i in keep]
         out.start_ms = [self.start_ms[i] for i in keep]
         out.end_ms = [self.end_ms[i] for i in keep]
+        out.n_new = [self.n_new[i] for i in keep]
         out.recs = [self.recs[i] for i in keep]
         out._parts = [self.values()[keep]] if keep else []
         return out

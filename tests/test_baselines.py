@@ -31,10 +31,18 @@ def _cfg(mode: str = "shared", **stream: Any) -> Config:
                             threshold={"quantile": 0.99, "factor": 2.0, "k": 1, "n": 1})
 
 
-def _windows(cfg: Config, readings: np.ndarray, ts: np.ndarray) -> list[Window]:
+def _windows(cfg: Config, readings: np.ndarray, ts: np.ndarray, phase_at: tuple[int, int] | None = None
+             ) -> list[Window]:
+    """Sensor "s"'s windows; ``phase_at`` (reading, phase): a phase restored before that reading, as a replay's end."""
     s = cfg.stream
-    win = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms)
-    return [w for t, r in zip(ts.tolist(), readings) if (w := win.push("s", t, r)) is not None]  # type: ignore[misc]
+    win = Windower(s.window_size, s.stride, len(s.channels), s.max_gap_ms, s.stride_ms)
+    out = []
+    for i, (t, r) in enumerate(zip(ts.tolist(), readings)):
+        if phase_at is not None and i == phase_at[0]:
+            win.restore_phases({"s": phase_at[1]})
+        if (w := win.push("s", t, r)) is not None:
+            out.append(w)
+    return out  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(("mode", "stride"), [("shared", 1), ("shared", 4), ("finetune", 1)])
@@ -56,6 +64,30 @@ def test_a_sensor_calibrates_on_exactly_its_first_readings(train_small: Any, mod
     assert len(scores) == n_windows
     assert split.keep[0] == (100 - 16) // stride + 1  # the first window after calibration is scored
     assert base.n_calibrating == 0 and "s" in base.ready
+
+
+@pytest.mark.parametrize(("mode", "stream", "phase_at"), [
+    ("shared", {"stride_ms": 1000}, None), ("finetune", {"stride_ms": 1000}, None),
+    ("shared", {"stride": 4}, (50, 0)), ("shared", {"stride": 4}, (50, 2))])
+def test_a_calibration_takes_each_reading_once_with_a_time_stride_or_a_restored_phase(
+        train_small: Any, mode: str, stream: dict, phase_at: tuple[int, int] | None) -> None:
+    """With stride_ms a window brought no rows when it overlapped the one before: 100 readings calibrated on 7
+    windows of 16 cut apart (a fine-tune's threshold on one validation window). Across a phase restored at a
+    replay's end a window took its last stride rows, which were not all new: a reading twice, or one left out."""
+    cfg = _cfg(mode, **stream)
+    bundle = train_small(cfg)
+    readings = np.random.default_rng(3).normal(5.0, 2.0, (300, 4))
+    base = build_baselines(cfg)
+    assert base is not None
+    split = base.split(_windows(cfg, readings, START_MS + 1000 * np.arange(300), phase_at), bundle.scorer, "v0001")
+    (_, _, baseline, scores), = split.finished
+    n = baseline.n_readings
+    assert 100 <= n < 104
+    np.testing.assert_allclose(baseline.mean, readings[:n].mean(axis=0), rtol=1e-6)  # its first n, each once
+    n_windows = n - 16 + 1 if "stride_ms" in stream else len(scores)
+    if mode == "finetune":
+        n_windows -= int(round(n_windows * (1 - cfg.model.validation_fraction)))
+    assert len(scores) == n_windows
 
 
 def test_a_gap_during_calibration_starts_a_new_run(train_small: Any) -> None:

@@ -64,7 +64,7 @@ def test_push_block_gives_exactly_what_pushing_one_by_one_gives() -> None:
             if x not in (None, LATE):
                 got.append(x)
         assert late == one.n_late
-        assert [(x.start_ms, x.end_ms) for x in got] == [(x.start_ms, x.end_ms) for x in expected]
+        assert [(x.start_ms, x.end_ms, x.n_new) for x in got] == [(x.start_ms, x.end_ms, x.n_new) for x in expected]
         for a, b in zip(got, expected):
             np.testing.assert_array_equal(a.values, b.values)
 
@@ -113,7 +113,8 @@ def test_a_polls_blocks_of_many_sensors_give_what_each_block_alone_gives() -> No
             expected = [_one_by_one(apart, *b) for b in blocks]  # reading by reading, block after block
             for (gw, gat, glate), (ew, eat, elate) in zip(got, expected):
                 assert (gat, glate) == (eat, elate)
-                assert [(x.sensor, x.start_ms, x.end_ms) for x in gw] == [(x.sensor, x.start_ms, x.end_ms) for x in ew]
+                assert [(x.sensor, x.start_ms, x.end_ms, x.n_new) for x in gw] == [
+                    (x.sensor, x.start_ms, x.end_ms, x.n_new) for x in ew]
                 for a, b in zip(gw, ew):
                     np.testing.assert_array_equal(a.values, b.values)
             assert together.n_late == apart.n_late and together.n_gaps == apart.n_gaps
@@ -211,3 +212,15 @@ def test_a_block_that_opens_on_the_sensors_last_timestamp_drops_that_reading_as_
     assert late == 1 and w.n_late == 1
     assert [(x.start_ms, x.end_ms) for x in windows] == [(3, 4), (4, 5)]
     np.testing.assert_array_equal(windows[0].values, [[0.0, 0.0], [4.0, 4.0]])  # the first 3's values, not the 9s
+
+
+def test_a_window_counts_the_readings_since_its_sensors_window_before() -> None:
+    """What a calibration takes of each window: the readings no window before held (all of it after a gap)."""
+    w = Windower(window_size=4, stride=3, n_channels=2, max_gap_ms=5)
+    got = [(x.end_ms, x.n_new) for x in _push(w, "s", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) if x is not None]
+    assert got == [(4, 4), (7, 3), (10, 3)]
+    w.restore_phases({"s": 0})  # as a replay's end: the next reading closes one
+    assert (w.push("s", 11, (0.0, 0.0)).n_new, w.push("s", 20, (0.0, 0.0))) == (1, None)  # type: ignore[union-attr]
+    g = Windower(window_size=4, stride=1, n_channels=2, max_gap_ms=5_000, stride_ms=2_000)
+    ends = [(x.end_ms, x.n_new) for x in _push(g, "s", [1_000 * i for i in range(1, 12)]) if x is not None]
+    assert ends == [(4_000, 4), (6_000, 2), (8_000, 2), (10_000, 2)]

@@ -9,11 +9,13 @@ shared model (the fleet's) stays; each sensor gets its own
   model reconstructs poorly for this sensor does not dominate its score);
 * **threshold**: calibrated on the scores of its calibration windows, by the ``[threshold]`` rule.
 
-While a sensor calibrates its windows are collected, not scored, and emit nothing. Its calibration readings are the
-rows of its non-overlapping windows (every window with stride 1; a gap starts a new run), so the windows it judges
-next start where calibration ended. A baseline belongs to the model version it was calibrated with: after a swap
-the sensor keeps being judged by the old scales while the errors of its next normal windows under the new model
-are gathered; then its error scaling and threshold are refitted from them (the input scaling stays).
+While a sensor calibrates its windows are collected, not scored, and emit nothing. Its calibration readings are
+each window's readings that no window of it before held (all of a window after a gap, which starts a new run), so
+they run on without a reading twice or one left out, with a count stride, an event-time one, or across a restored
+phase; and the windows it judges next start where calibration ended. A baseline belongs to the model version it
+was calibrated with: after a swap the sensor keeps being judged by the old scales while the errors of its next
+normal windows under the new model are gathered; then its error scaling and threshold are refitted from them (the
+input scaling stays).
 
 A sensor's next owner (a restart, a partition move) restores its baseline from the changelog. One made under another
 ``stream.channels`` or ``stream.window_size`` cannot judge its windows: it is dropped and the sensor calibrates again.
@@ -195,18 +197,18 @@ class _Calibration:
     n_rows: int = 0
     last_end_ms: int = -1
 
-    def count(self, i: int, start_ms: int, end_ms: int, size: int, stride: int) -> int | None:
+    def count(self, i: int, start_ms: int, end_ms: int, size: int, n_new: int) -> int | None:
         """Count in the new rows of window ``i``; where :meth:`SensorBaselines._take_rows` finds them (``-1-i``:
-        all of it, a new run; ``i``: its last ``stride``), or ``None`` when it brings none.
+        all of it, a new run; ``i``: its last ``n_new``), or ``None`` when it brings none.
 
-        A window's new rows are all of them when it follows a gap (or is the first), else, with a count ``stride``,
-        its last ``stride`` (the windower closed it ``stride`` readings after the one before); an overlapping
-        window of an event-time grid (``stride`` 0) brings none, as its new rows are not known."""
+        A window's new rows are all of them when it follows a gap (or is the first), else its last ``n_new``, the
+        readings since the sensor's window before (:attr:`~aestream.stream.windows.Window.n_new`; 0, not known:
+        none, as they cannot be told apart)."""
         if self.last_end_ms < 0 or start_ms > self.last_end_ms:
             self.n_rows += size
             at = -1 - i
-        elif stride:
-            self.n_rows += stride
+        elif n_new:
+            self.n_rows += n_new
             at = i
         else:
             return None
@@ -220,6 +222,7 @@ class _WindowColumns(Protocol):
     sensors: list[str]
     start_ms: list[int]
     end_ms: list[int]
+    n_new: list[int]
 
     def values(self) -> np.ndarray: ...
 
@@ -231,6 +234,7 @@ class _WindowList:
         self.sensors = [w.sensor for w in windows]
         self.start_ms = [w.start_ms for w in windows]
         self.end_ms = [w.end_ms for w in windows]
+        self.n_new = [w.n_new for w in windows]
         self._values = np.stack([w.values for w in windows]) if windows else np.empty((0, 0, 0))
 
     def values(self) -> np.ndarray:
@@ -312,7 +316,7 @@ class SensorBaselines:
         todo = [i for i, s in enumerate(sensors) if s in waiting]
         if len(todo) < len(sensors):
             out.keep = [i for i, s in enumerate(sensors) if s not in waiting]
-        size, stride = self.window_size, 0 if self.stride_ms else self.stride
+        size, news = self.window_size, self._news(cols)
         while todo:
             held: dict[str, list[int]] = {}  # sensors whose calibration is due → their later windows
             due: list[int] = []  # the window completing each due calibration
@@ -329,7 +333,7 @@ class SensorBaselines:
                 if cal is None:
                     cal = self._calibrating[sensor] = _Calibration()
                     out.started.append((sensor, ends[i], i))
-                at = cal.count(i, starts[i], ends[i], size, stride)
+                at = cal.count(i, starts[i], ends[i], size, news[i])
                 if at is None:
                     continue
                 taken.setdefault(sensor, []).append(at)
@@ -337,7 +341,7 @@ class SensorBaselines:
                     held[sensor] = []
                     due.append(i)
             for sensor, idx in taken.items():
-                self._take_rows(self._calibrating[sensor], cols.values(), idx)
+                self._take_rows(self._calibrating[sensor], cols.values(), idx, news)
             done = self.calibrate_many([sensors[i] for i in due], scorer, model_version)
             for i, result in zip(due, done):
                 if result is not None:
@@ -374,7 +378,7 @@ class SensorBaselines:
         holds ``n_readings`` is submitted (:meth:`_submit_gathered`) at once, so a refused one gathers again from
         its very next window."""
         gathering, sensors, starts, ends = self._gathering, cols.sensors, cols.start_ms, cols.end_ms
-        size, stride = self.window_size, 0 if self.stride_ms else self.stride
+        size, news = self.window_size, self._news(cols)
         since, regime_ms = self._alarm_since, self.regime_ms or 0
         taken: dict[str, list[int]] = {}
         for i in [i for i, s in enumerate(sensors) if s in gathering]:
@@ -396,15 +400,15 @@ class SensorBaselines:
                     log.info("sensor %s has been alarming for %.0f s (retrain.regime_change_after_s = %.0f): taken "
                              "for a regime change, its readings are gathered for its fine-tune", sensor,
                              (ends[i] - since[sensor]) / 1000, regime_ms / 1000)
-            at = cal.count(i, starts[i], ends[i], size, stride)
+            at = cal.count(i, starts[i], ends[i], size, news[i])
             if at is None:
                 continue
             taken.setdefault(sensor, []).append(at)
             if cal.n_rows >= self.cfg.n_readings:
-                self._take_rows(cal, cols.values(), taken.pop(sensor))
+                self._take_rows(cal, cols.values(), taken.pop(sensor), news)
                 self._submit_gathered(sensor, cal, scorer, model_version)
         for sensor, idx in taken.items():
-            self._take_rows(gathering[sensor], cols.values(), idx)
+            self._take_rows(gathering[sensor], cols.values(), idx, news)
 
     def _submit_gathered(self, sensor: str, cal: _Calibration, scorer: Scorer, model_version: str) -> None:
         """Queue the fine-tune of ``sensor`` on the readings it gathered. A full queue refuses it: rather than stay
@@ -459,9 +463,15 @@ class SensorBaselines:
                      "fine-tuned from model %s, judged by their own model meanwhile", len(renewing),
                      self.cfg.n_readings, model_version)
 
-    def _take_rows(self, cal: _Calibration, values: np.ndarray, idx: list[int]) -> None:
+    def _news(self, cols: _WindowColumns) -> list[int]:
+        """Each window's readings since its sensor's window before; where not known (windows made by hand), a
+        count stride's."""
+        fallback = 0 if self.stride_ms else self.stride
+        return [n or fallback for n in cols.n_new] if fallback and 0 in cols.n_new else cols.n_new
+
+    def _take_rows(self, cal: _Calibration, values: np.ndarray, idx: list[int], news: list[int]) -> None:
         """Copy the new rows of windows ``idx`` of ``values`` (``-1-i``: all of window ``i``, a new run; ``i``:
-        its last ``stride``) into ``cal``, a run's tails in one call."""
+        its last ``news[i]``) into ``cal``, a run's tails in one call where they bring as many each."""
         start = 0
         while start < len(idx):
             stop = start + 1
@@ -473,8 +483,12 @@ class SensorBaselines:
                 start += 1
             tails = idx[start:stop]
             if tails:
-                rows = values[tails, -self.stride:]
-                cal.runs[-1].append(rows.reshape(-1, rows.shape[-1]).astype(np.float64))
+                k = {news[t] for t in tails}
+                if len(k) == 1:
+                    rows = values[tails, -k.pop():]
+                    cal.runs[-1].append(rows.reshape(-1, rows.shape[-1]).astype(np.float64))
+                else:
+                    cal.runs[-1].append(np.concatenate([values[t, -news[t]:] for t in tails]).astype(np.float64))
             start = stop
 
     def calibrate(self, sensor: str, scorer: Scorer, model_version: str) -> tuple[Baseline, np.ndarray] | None:

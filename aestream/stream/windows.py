@@ -54,18 +54,20 @@ LATE = _Late()
 
 
 class Window(NamedTuple):
-    """A closed window: ``values`` is ``(window_size, n_channels)`` float32, oldest reading first."""
+    """A closed window: ``values`` is ``(window_size, n_channels)`` float32, oldest reading first; its last
+    ``n_new`` readings came after the sensor's window before (at most ``window_size``; 0: not known)."""
 
     sensor: str
     start_ms: int
     end_ms: int
     values: np.ndarray
+    n_new: int = 0
 
 
 class Cut(NamedTuple):
     """The windows a poll's blocks close, column by column, in block order (a block's in the order its readings
     close them): window ``j`` ends on reading ``at[j]`` of block ``block[j]``; ``late[i]`` is how many of block
-    ``i``'s readings were late."""
+    ``i``'s readings were late; ``n_new[j]``, :attr:`Window.n_new` of window ``j``."""
 
     block: list[int]
     at: list[int]
@@ -74,13 +76,14 @@ class Cut(NamedTuple):
     end_ms: list[int]
     values: np.ndarray  # (windows, window_size, n_channels) float32
     late: list[int]
+    n_new: list[int]
 
     def window(self, j: int) -> Window:
-        return Window(self.sensors[j], self.start_ms[j], self.end_ms[j], self.values[j])
+        return Window(self.sensors[j], self.start_ms[j], self.end_ms[j], self.values[j], self.n_new[j])
 
 
 def _no_cut(n_blocks: int, window_size: int, n_channels: int) -> Cut:
-    return Cut([], [], [], [], [], np.empty((0, window_size, n_channels), np.float32), [0] * n_blocks)
+    return Cut([], [], [], [], [], np.empty((0, window_size, n_channels), np.float32), [0] * n_blocks, [])
 
 
 def _merge(cut: Cut, others: list[tuple[int, Cut]]) -> Cut:
@@ -98,11 +101,12 @@ def _merge(cut: Cut, others: list[tuple[int, Cut]]) -> Cut:
         return [flat[k] for k in order]
 
     values = np.concatenate([c.values for c in parts])[order]
-    return Cut(gather("block"), gather("at"), gather("sensors"), gather("start_ms"), gather("end_ms"), values, late)
+    return Cut(gather("block"), gather("at"), gather("sensors"), gather("start_ms"), gather("end_ms"), values, late,
+               gather("n_new"))
 
 
 class _SensorState:
-    __slots__ = ("buf", "count", "last_ts", "pos", "seen_at", "shift", "ts")
+    __slots__ = ("buf", "closed_at", "count", "last_ts", "pos", "seen_at", "shift", "ts")
 
     def __init__(self, window_size: int, n_channels: int) -> None:
         # Each reading is written twice, at pos and pos + window_size, so every window is one contiguous slice.
@@ -111,6 +115,7 @@ class _SensorState:
         self.pos = 0
         self.count = 0
         self.shift = 0  # added to count in the closing rule of a count stride (restore_phases)
+        self.closed_at = 0  # count at its last window
         self.last_ts = -1
         self.seen_at = 0.0
 
@@ -147,7 +152,7 @@ class Windower:
             self.n_gaps += 1
             if state.count < self.window_size:  # the readings since the last gap are in no window
                 self.unwindowed[sensor] = self.unwindowed.get(sensor, 0) + state.count
-            state.count = state.shift = 0
+            state.count = state.shift = state.closed_at = 0
         state.seen_at = now
         w = self.window_size
         p = state.pos
@@ -165,8 +170,8 @@ class Windower:
                 return None
         elif state.count > w and (state.count + state.shift - w) % self.stride:
             return None
-        start = state.pos
-        return Window(sensor, int(state.ts[start]), ts_ms, state.buf[start : start + w].copy())
+        start, n_new, state.closed_at = state.pos, min(state.count - state.closed_at, w), state.count
+        return Window(sensor, int(state.ts[start]), ts_ms, state.buf[start : start + w].copy(), n_new)
 
     def push_block(self, sensor: str, ts_ms: np.ndarray, values: np.ndarray, now: float = 0.0) -> tuple[
             list[Window], int]:
@@ -234,7 +239,7 @@ class Windower:
         stacked = np.stack([w.values for w in out]) if out else np.empty((0, self.window_size, self.n_channels),
                                                                           np.float32)
         return Cut([0] * len(out), at, [sensor] * len(out), [w.start_ms for w in out], [w.end_ms for w in out],
-                   stacked, [late])
+                   stacked, [late], [w.n_new for w in out])
 
     def _cut(self, runs: list[tuple[str, list[int]]], blocks: Sequence[tuple[str, np.ndarray, np.ndarray]],
              now: float) -> Cut:
@@ -279,14 +284,26 @@ class Windower:
         else:
             shifts = np.repeat([s[1].shift for s in segments], n_new)
             due = ((counts + shifts - w) % self.stride == 0) | (counts == w)
-        ends = rows[(counts >= w) & due]  # rows of the readings that close a window (in their run's rows)
+        closing = (counts >= w) & due
+        ends = rows[closing]  # rows of the readings that close a window (in their run's rows)
+        if len(ends):  # readings since the sensor's window before: its count then, in its run or its state
+            at_count, of_segment = counts[closing], np.repeat(np.arange(len(segments)), n_new)[closing]
+            opens = np.ones(len(ends), dtype=bool)  # a run's first window
+            opens[1:] = of_segment[1:] != of_segment[:-1]
+            before = np.empty_like(at_count)
+            before[1:] = at_count[:-1]
+            before[opens] = [segments[g][1].closed_at for g in of_segment[opens].tolist()]
+            last = np.flatnonzero(np.append(opens[1:], True))
+            for g, c in zip(of_segment[last].tolist(), at_count[last].tolist()):
+                segments[g][1].closed_at = c
+            n_since = np.minimum(at_count - before, w)
         if len(ends):  # each end's block (its rows are contiguous, in order), then the ends in block order
             by_row = sorted(spans, key=lambda i: spans[i][0])
             lows = np.array([spans[i][0] for i in by_row])
             k = np.searchsorted(lows, ends, side="right") - 1
             of_end = np.array(by_row)[k]
             order = np.argsort(of_end, kind="stable")
-            ends, k = ends[order], k[order]
+            ends, k, n_since = ends[order], k[order], n_since[order]
             block = of_end[order].tolist()
             step, item = vals.strides  # a fresh concatenation: C-contiguous
             views = np.lib.stride_tricks.as_strided(vals, (len(vals) - w + 1, w, vals.shape[1]), (step, step, item),
@@ -294,7 +311,7 @@ class Windower:
             sensor_of = [b[0] for b in blocks]
             cut = Cut(block, (ends - lows[k]).tolist(), list(map(sensor_of.__getitem__, block)),
                       stamps[ends - w + 1].tolist(), stamps[ends].tolist(),
-                      views[ends - w + 1], [0] * len(blocks))  # one copy for every window of the poll
+                      views[ends - w + 1], [0] * len(blocks), n_since.tolist())  # one copy: every window
         else:
             cut = _no_cut(len(blocks), w, self.n_channels)
         for _, state, first, lo, end in segments:
