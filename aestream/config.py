@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -66,6 +67,11 @@ MODEL_KEY_ENV = "AESTREAM_MODEL_KEY"
 # what the clients authenticate with from the settings aestream passes (OAUTHBEARER needs a token provider or OIDC
 # settings, which it does not pass)
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI")
+# the largest values both clients take: librdkafka's ranges (kafka-python sends them as the broker's int32 fields,
+# and confluent-kafka's consume() takes at most 1M messages)
+MAX_CLIENT_MS = {"session_timeout_ms": 3_600_000, "heartbeat_interval_ms": 3_600_000,
+                 "max_poll_interval_ms": 86_400_000}
+MAX_POLL_RECORDS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,11 @@ class KafkaConfig:
         for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms", "max_poll_records",
                      "poll_timeout_ms"):
             _require(getattr(self, name) > 0, f"kafka.{name}", getattr(self, name), "use a positive number")
+        for name, most in MAX_CLIENT_MS.items():
+            _require(getattr(self, name) <= most, f"kafka.{name}", getattr(self, name),
+                     f"use at most {most} ms, the most the Kafka clients take")
+        _require(self.max_poll_records <= MAX_POLL_RECORDS, "kafka.max_poll_records", self.max_poll_records,
+                 f"use at most {MAX_POLL_RECORDS} (the most confluent-kafka's consume takes)")
         _require(self.heartbeat_interval_ms < self.session_timeout_ms, "kafka.heartbeat_interval_ms",
                  self.heartbeat_interval_ms, f"use less than kafka.session_timeout_ms ({self.session_timeout_ms}), "
                  "typically a third of it")
@@ -132,6 +143,9 @@ class KafkaConfig:
             _require(getattr(self, key) not in self.input_topics, f"kafka.{key}", getattr(self, key),
                      "it is one of kafka.input_topics, so the worker would read its own messages back (a dead letter "
                      "is dead-lettered again, forever): name another topic")
+        _require(self.dead_letter_topic != self.output_topic, "kafka.dead_letter_topic", self.dead_letter_topic,
+                 "it is also kafka.output_topic, whose consumers would get malformed input among the anomaly "
+                 "events: name another topic")
         _require(self.commit_interval_ms >= 0, "kafka.commit_interval_ms", self.commit_interval_ms,
                  "use 0 (after every poll) or a positive number of ms")
         sasl = self.security_protocol.startswith("SASL")
@@ -335,6 +349,8 @@ class AlertsConfig:
         for key in ("topic", "dead_letter_topic"):
             topic = getattr(self, key)
             _require(not topic or is_topic_name(topic), f"alerts.{key}", topic, TOPIC_FIX)
+        _require(len(set(self.default_sinks)) == len(self.default_sinks), "alerts.default_sinks",
+                 list(self.default_sinks), "name each sink once (a sink named twice gets every event twice)")
         _require(self.n_resolve_windows >= 1, "alerts.n_resolve_windows", self.n_resolve_windows,
                  "use 1 or more windows")
         for name in ("cooldown_ms", "silent_after_s", "silent_lag_ms", "persist_interval_s"):
@@ -378,7 +394,10 @@ class RetrainConfig:
         for name in ("interval_s", "max_age_s", "half_life_s", "timeout_s", "n_reservoir_windows",
                      "n_min_windows", "save_every_s"):
             _require(getattr(self, name) > 0, f"retrain.{name}", getattr(self, name), "use a positive number")
-        for name in ("guard_s", "regime_change_after_s", "sample_interval_s", "gate_tolerance", "epochs",
+        _require(self.regime_change_after_s > 0, "retrain.regime_change_after_s", self.regime_change_after_s,
+                 "use a duration above the longest fault you would leave unattended (0 is not off: every alarm "
+                 "would be learned as normal at once)")
+        for name in ("guard_s", "sample_interval_s", "gate_tolerance", "epochs",
                      "n_min_new_windows", "torch_threads"):
             _require(getattr(self, name) >= 0, f"retrain.{name}", getattr(self, name), "use 0 or more")
         for name in ("holdout_fraction", "calibration_fraction"):
@@ -422,8 +441,9 @@ class OpsConfig:
         _require(0 <= self.metrics_port <= 65535, "ops.metrics_port", self.metrics_port,
                  "use a TCP port from 1 to 65535 (0 = any free port)")
         _require(self.lag_interval_s > 0, "ops.lag_interval_s", self.lag_interval_s, "use a positive number of s")
-        _require(self.broker_check_timeout_s > 0, "ops.broker_check_timeout_s", self.broker_check_timeout_s,
-                 "use a positive number of s")
+        _require(0 < self.broker_check_timeout_s <= threading.TIMEOUT_MAX, "ops.broker_check_timeout_s",
+                 self.broker_check_timeout_s, "use a positive number of s, e.g. 1 (below the readiness probe's "
+                 "timeout)")
         _require(self.liveness_timeout_s >= 0, "ops.liveness_timeout_s", self.liveness_timeout_s,
                  "use 0 (off) or a positive number of s, above the longest step (poll, score, flush, commit)")
         _check_choices(self, "ops")
@@ -744,6 +764,9 @@ def parse_config(data: dict[str, Any], environ: typing.Mapping[str, str] | None 
     _require(a.dead_letter_topic not in cfg.kafka.input_topics, "alerts.dead_letter_topic", a.dead_letter_topic,
              "it is one of kafka.input_topics, so the worker would read its own dead letters back as readings: "
              "name another topic")
+    _require(a.dead_letter_topic != cfg.kafka.output_topic, "alerts.dead_letter_topic", a.dead_letter_topic,
+             "it is also kafka.output_topic, whose consumers would get failed webhook deliveries among the anomaly "
+             'events: name another topic ("" = kafka.dead_letter_topic)')
     if a.enabled:  # a sensor is forgotten after sensor_ttl_s without a reading: a silence must be found before
         _require(a.silent_after_s < ttl_s, "alerts.silent_after_s", a.silent_after_s,
                  f"use less than stream.sensor_ttl_s ({ttl_s:g}), which forgets a silent sensor before it could be "

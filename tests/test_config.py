@@ -7,8 +7,9 @@ import pytest
 
 from aestream.alerts import build_alert_stage
 from aestream.app import check_config
-from aestream.config import Config, load_config, parse_config
+from aestream.config import Config, RetrainConfig, load_config, parse_config
 from aestream.errors import ConfigError
+from aestream.retrain.scheduler import make_trigger
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -366,3 +367,40 @@ def test_an_alert_topic_that_another_of_the_workers_topics_has_is_refused_at_sta
         check_config(cfg)
     assert str(err.value) == (f"config key alerts.sinks.ops.topic = {topic!r} is invalid: it is also {what}, whose "
                               "readers would get alert events among its records: name another topic")
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"kafka": {"max_poll_records": 1_000_001}},
+         "config key kafka.max_poll_records = 1000001 is invalid: use at most 1000000"),
+        ({"kafka": {"max_poll_interval_ms": 3_000_000_000}},
+         "config key kafka.max_poll_interval_ms = 3000000000 is invalid: use at most 86400000 ms"),
+        ({"kafka": {"session_timeout_ms": 3_600_001, "max_poll_interval_ms": 3_600_001}},
+         "config key kafka.session_timeout_ms = 3600001 is invalid: use at most 3600000 ms"),
+        ({"kafka": {"output_topic": "x", "dead_letter_topic": "x"}},
+         "config key kafka.dead_letter_topic = 'x' is invalid: it is also kafka.output_topic"),
+        ({"alerts": {"dead_letter_topic": "anomalies"}},
+         "config key alerts.dead_letter_topic = 'anomalies' is invalid: it is also kafka.output_topic"),
+        ({"alerts": {"default_sinks": ["topic", "topic"]}},
+         "config key alerts.default_sinks = ['topic', 'topic'] is invalid: name each sink once"),
+        ({"ops": {"broker_check_timeout_s": 1e10}},
+         "config key ops.broker_check_timeout_s = 10000000000.0 is invalid: use a positive number of s"),
+        ({"retrain": {"regime_change_after_s": 0.0}},
+         "config key retrain.regime_change_after_s = 0.0 is invalid: use a duration above the longest fault"),
+    ],
+)
+def test_a_value_the_clients_or_the_loop_cannot_use_fails_at_start(doc: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(doc, {})
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("cron", ["0 3 30 2 *", "0 3 31 4,6,9,11 *"])
+def test_a_crontab_that_never_fires_is_a_config_error(cron: str) -> None:
+    with pytest.raises(ConfigError, match=r"retrain.cron = .* names no date that comes"):
+        make_trigger(RetrainConfig(schedule="cron", cron=cron))
+
+
+def test_a_leap_day_crontab_still_fires() -> None:
+    make_trigger(RetrainConfig(schedule="cron", cron="0 3 29 2 *"))

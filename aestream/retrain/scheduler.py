@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -36,10 +37,14 @@ def make_trigger(cfg: RetrainConfig) -> BaseTrigger:
     if cfg.schedule == "interval":
         return IntervalTrigger(seconds=cfg.interval_s)
     try:
-        return crontab_trigger(cfg.cron)
+        trigger = crontab_trigger(cfg.cron)
     except ValueError as e:
         raise ConfigError(f"config key retrain.cron = {cfg.cron!r} is invalid ({e}): use five crontab fields, "
                           'e.g. "0 3 * * *" for 03:00 UTC daily') from None
+    if trigger.get_next_fire_time(None, datetime.now(timezone.utc)) is None:
+        raise ConfigError(f"config key retrain.cron = {cfg.cron!r} is invalid: it names no date that comes (a day "
+                          "its months do not have?), so no retrain would ever run: fix the day and month fields")
+    return trigger
 
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
