@@ -54,8 +54,9 @@ def main() -> None:
     out: dict[str, object] = {"sensors": args.sensors, "readings": args.readings, "family": cfg.model.family}
 
     # one window per sensor: the poll of a fleet reporting at 1 Hz
-    live = np.stack([w.values for w in _windows(cfg, plant, cfg.stream.window_size)])
-    sensors = [f"sensor-{i:0{len(str(args.sensors - 1))}d}" for i in range(args.sensors)]
+    first = _windows(cfg, plant, cfg.stream.window_size)
+    live = np.stack([w.values for w in first])
+    sensors = [w.sensor for w in first]  # the plant's own names (sensor-00, …), in the windows' order
     t0 = time.perf_counter()
     for _ in range(5):
         bundle.scorer.score(live)

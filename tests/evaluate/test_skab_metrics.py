@@ -163,3 +163,16 @@ def test_skab_metrics_of_all_ones_and_null_detectors() -> None:
     assert (ones["far"], ones["mar"]) == (100.0, 0.0) and ones["mean_delay_s"] is None
     null = skab_metrics([_file([0] * 30, anomaly, cp)])
     assert (null["nab_standard"], null["nab_lowfp"], null["nab_lowfn"]) == (0.0, 0.0, 0.0)
+
+
+def test_a_file_without_a_threshold_reports_null_so_the_json_parses_everywhere() -> None:
+    """A file whose stream brought no event has no threshold known (NaN): --json printed a bare NaN, which strict
+    parsers (JavaScript's, Go's, Python's with parse_constant) refuse."""
+    import dataclasses
+    import json
+
+    anomaly = [0] * 10 + [1] * 10 + [0] * 10
+    none_known = dataclasses.replace(_file([0] * 30, anomaly, [0] * 10 + [1] + [0] * 19), threshold=float("nan"))
+    m = skab_metrics([none_known])
+    assert m["files"][0]["threshold"] is None
+    json.dumps(m, allow_nan=False)

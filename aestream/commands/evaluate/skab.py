@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,7 @@ from aestream.commands.evaluate.metrics import (
     match_changepoints,
     nab_score,
 )
-from aestream.config import Config
+from aestream.config import SECRET_ENV, Config
 from aestream.errors import DataError, first_line
 from aestream.models.bundle import ModelBundle
 from aestream.models.store import ModelStore
@@ -315,15 +316,21 @@ def _through_kafka(experiments: Sequence[_Experiment], cfg: Config, bundle: Mode
 
     run = f"skab-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory(prefix="aestream-skab-") as tmp:
+        # the run reads this run's topic from its start, whatever the config's reset policy; it serves the model
+        # published below from its directory; like the in-process worker it runs no alert, stream or retraining
+        # stage (they would write SKAB's episodes to the config's real alert sinks and topics)
         cfg = cfg.replace(kafka={"input_topics": (f"{run}-readings",), "output_topic": f"{run}-anomalies",
-                                 "dead_letter_topic": f"{run}-dead-letter", "group_id": run},
+                                 "dead_letter_topic": f"{run}-dead-letter", "group_id": run,
+                                 "auto_offset_reset": "earliest"},
                           paths={"model_dir": str(Path(tmp) / "models"), "state_dir": str(Path(tmp) / "state")},
-                          ops={"metrics_port": 0, "metrics_host": "127.0.0.1"})
+                          ops={"metrics_port": 0, "metrics_host": "127.0.0.1"},
+                          fleet={"models": "directory", "retrain_in": "worker"}, retrain={"enabled": False},
+                          alerts={"enabled": False}, streams={"denoised_topic": "", "latent_topic": ""})
         start_local_broker(cfg.kafka.bootstrap_servers[0], out=sys.stderr)  # stdout: --json's object alone
         wait_for_broker(cfg.kafka)
         k = cfg.kafka
         ensure_topics(k, {k.input_topics[0]: 4, k.output_topic: 1, k.dead_letter_topic: 1})
-        ModelStore(cfg.paths.model_dir).publish(bundle)
+        ModelStore(cfg.paths.model_dir, key=cfg.fleet.model_key.encode() or None).publish(bundle)  # as the run checks
         sink = open_sink(k)
         n = 0
         for sensor, value in _records(experiments):
@@ -335,8 +342,10 @@ def _through_kafka(experiments: Sequence[_Experiment], cfg: Config, bundle: Mode
         config.write_text(cfg.to_toml(), encoding="utf-8")
         log.info("published %d readings of %d sensors to %s; running aestream run", n, len(experiments),
                  k.input_topics[0])
+        # to_toml leaves the secrets out: hand those read from the config file to the run by its environment
+        env = {**os.environ, **{var: getattr(k, key) for key, var in SECRET_ENV.items() if getattr(k, key)}}
         proc = subprocess.run([sys.executable, "-m", "aestream", "--config", str(config), "--log-level", "WARNING",
-                               "run", "--max-idle-s", "8"], capture_output=True, text=True, timeout=1800)
+                               "run", "--max-idle-s", "8"], capture_output=True, text=True, timeout=1800, env=env)
         if proc.returncode != 0:
             raise DataError(f"aestream run exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
         events: dict[str, list[dict[str, Any]]] = {}
@@ -372,7 +381,7 @@ def skab_metrics(results: Sequence[FileResult], window_s: float = NAB_WINDOW_S) 
         m = _match(r, window_s)
         total, matches = total + c, [*matches, m]
         f1, far, mar = binary_scores(c)
-        rows.append({"name": r.name, "n_test": len(r.pred), "threshold": round(r.threshold, 6), "tp": c.tp,
+        rows.append({"name": r.name, "n_test": len(r.pred), "threshold": _round(r.threshold, 6), "tp": c.tp,
                      "fp": c.fp, "fn": c.fn, "tn": c.tn, "f1": _round(f1, 4), "far": _round(far, 2),
                      "mar": _round(mar, 2), "nab_standard": _round(nab_score([m], "standard"), 2)})
     f1, far, mar = binary_scores(total)
