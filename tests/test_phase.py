@@ -19,6 +19,15 @@ from aestream.stream.phase import (
 from aestream.stream.windows import Windower
 
 
+def _held(n: int) -> tuple[Windower, dict[str, tuple[str, int]]]:
+    """A windower (window 2, stride 2) holding one reading of each of ``n`` sensors of in[0], and their partition."""
+    windows = Windower(window_size=2, stride=2, n_channels=1, max_gap_ms=10)
+    sensors = {f"s{i:03d}": ("in", 0) for i in range(n)}
+    for s in sensors:
+        windows.push(s, 1, (0.0,))
+    return windows, sensors
+
+
 @pytest.mark.parametrize("n", [0, 1, 40, 1000])
 def test_phases_round_trip_within_the_brokers_limit(n: int) -> None:
     rng = np.random.default_rng(n)
@@ -97,10 +106,7 @@ def test_the_metadata_limit_counts_utf8_bytes_not_characters() -> None:
 
 def test_a_partition_that_still_does_not_fit_with_fewer_sensors_is_warned_about_once(
         caplog: pytest.LogCaptureFixture) -> None:
-    windows = Windower(window_size=2, stride=2, n_channels=1, max_gap_ms=10)
-    sensors = {f"s{i:03d}": ("in", 0) for i in range(60)}
-    for s in sensors:
-        windows.push(s, 1, (0.0,))
+    windows, sensors = _held(60)
     checkpoint = PhaseCheckpoint(windows, max_bytes=180)
     with caplog.at_level(logging.WARNING, logger="aestream.stream.phase"):
         assert checkpoint.metadata(sensors, [("in", 0)]) == {}
@@ -183,10 +189,7 @@ def test_alarm_states_round_trip_beside_the_phases_and_bad_ones_decode_to_none()
 
 def test_alarm_states_that_do_not_fit_leave_the_phases_and_are_not_encoded_again_at_as_many(
         caplog: pytest.LogCaptureFixture) -> None:
-    windows = Windower(window_size=2, stride=2, n_channels=1, max_gap_ms=10)
-    sensors = {f"s{i:03d}": ("in", 0) for i in range(3)}
-    for s in sensors:
-        windows.push(s, 1, (0.0,))
+    windows, sensors = _held(3)
     checkpoint = PhaseCheckpoint(windows, max_bytes=120)
     crowd = {f"alarming-{i:03d}": (1, ()) for i in range(20)}
     with caplog.at_level(logging.WARNING, logger="aestream.stream.phase"):

@@ -230,13 +230,16 @@ class PhaseCheckpoint:
             if phases is not None and ph is None:
                 self._phases_unsaved(p, len(names))
             if held and al is None:
-                warn = p not in self._alarms_unsaved
-                self._alarms_unsaved[p] = len(held)
-                if warn:
-                    log.warning("the alarm state of the %d sensors of %s[%d] in or near an alarm does not fit in an "
-                                "offset commit's metadata: committed without it, so after a restart their alarms "
-                                "(threshold.n) hold only as far as the lookback replays them", len(held), p[0], p[1])
+                self._alarms_unsaved_at(p, len(held))
         return out
+
+    def _alarms_unsaved_at(self, p: Partition, n_sensors: int) -> None:
+        warn = p not in self._alarms_unsaved
+        self._alarms_unsaved[p] = n_sensors
+        if warn:
+            log.warning("the alarm state of the %d sensors of %s[%d] in or near an alarm does not fit in an offset "
+                        "commit's metadata: committed without it, so after a restart their alarms (threshold.n) hold "
+                        "only as far as the lookback replays them", n_sensors, p[0], p[1])
 
     def _phases_unsaved(self, p: Partition, n_sensors: int) -> None:
         warn = p not in self._unsaved

@@ -297,7 +297,7 @@ class Windower:
             for g, c in zip(of_segment[last].tolist(), at_count[last].tolist()):
                 segments[g][1].closed_at = c
             n_since = np.minimum(at_count - before, w)
-        if len(ends):  # each end's block (its rows are contiguous, in order), then the ends in block order
+            # each end's block (its rows are contiguous, in order), then the ends in block order
             by_row = sorted(spans, key=lambda i: spans[i][0])
             lows = np.array([spans[i][0] for i in by_row])
             k = np.searchsorted(lows, ends, side="right") - 1
